@@ -1,0 +1,1 @@
+//! Shared kit for extracted services (filled in by the extracted-services work).

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages strangler needs when they are missing (only when run as root;
+# otherwise prints the apt-get line to run). Usage: scripts/ensure-deps.sh [--perf]
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BIN:-}" ]; then
+    need+=(postgresql-15)
+fi
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
+if [ "${1:-}" = "--perf" ]; then
+    command -v nginx >/dev/null 2>&1 || need+=(nginx)
+    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${need[*]}" >&2
+    echo "install them with:  sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+fi
+echo "==> installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+# Debian starts a default cluster on port 5432 after installing the server; we never use it.
+if command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
+fi

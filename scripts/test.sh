@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: lint gate (rustc warnings and clippy are errors), then the whole workspace's unit
+# and end-to-end tests against real ephemeral PostgreSQL clusters and real processes.
+# Usage: make test   (extra arguments go to the test binaries, e.g. scripts/test.sh canary)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh
+
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked -- "$@"

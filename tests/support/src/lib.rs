@@ -1,0 +1,11 @@
+//! Test and local-stack support: ephemeral PostgreSQL clusters, free ports, readiness waits
+//! and child processes that die with their owner.
+//!
+//! Everything here is blocking `std` code so it can be used from sync tests, async tests (call
+//! it before or outside the runtime's hot path) and from the local stack runner alike.
+
+pub mod pg;
+pub mod process;
+
+pub use pg::{PgCluster, PgClusterBuilder, PgError};
+pub use process::{free_port, pid_alive, signal_pid, wait_for_http, wait_for_tcp, ChildGuard, Signal};
