@@ -1,0 +1,152 @@
+//! The database: pool, the per-request unit of work, and the shadow dry-run.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{Mutex, MappedMutexGuard, MutexGuard};
+
+use crate::service::KitState;
+use crate::ApiError;
+
+/// The header the gateway sets on mirrored (shadow) writes. Value `1` (or `true`) makes the
+/// request a dry run: its transaction is always rolled back.
+pub const SHADOW_HEADER: &str = "x-strangler-shadow";
+
+/// Builds a connection pool. `database_url` is a libpq key/value string or a `postgres://` URL.
+pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
+    let cfg: tokio_postgres::Config = database_url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid database URL: {e}"))?;
+    let mgr = Manager::from_config(
+        cfg,
+        tokio_postgres::NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Ok(Pool::builder(mgr)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .build()?)
+}
+
+/// One request's database work: a pooled connection in an open transaction, taken lazily.
+pub(crate) struct UnitOfWork {
+    pool: Pool,
+    shadow: bool,
+    conn: Mutex<Option<Object>>,
+}
+
+impl UnitOfWork {
+    pub(crate) fn new(pool: Pool, shadow: bool) -> Self {
+        Self { pool, shadow, conn: Mutex::new(None) }
+    }
+
+    /// Ends the transaction (if one was opened): commit when `commit`, else roll back.
+    async fn finish(&self, commit: bool) -> Result<(), tokio_postgres::Error> {
+        let mut guard = self.conn.lock().await;
+        if let Some(obj) = guard.as_ref() {
+            let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+            if let Err(e) = obj.batch_execute(sql).await {
+                // Never return a connection in an unknown transaction state to the pool.
+                if let Some(obj) = guard.take() {
+                    drop(Object::take(obj));
+                }
+                return Err(e);
+            }
+        }
+        guard.take();
+        Ok(())
+    }
+}
+
+impl Drop for UnitOfWork {
+    fn drop(&mut self) {
+        // Reached with a connection only if the handler panicked or the request was cancelled:
+        // close the connection (the server rolls back) instead of pooling an open transaction.
+        if let Some(obj) = self.conn.get_mut().take() {
+            drop(Object::take(obj));
+        }
+    }
+}
+
+/// Extractor giving a handler its request's database transaction.
+///
+/// The transaction is committed when the handler's response is a success and rolled back when
+/// it is an error or the request is a shadow dry run. Handlers must not issue `COMMIT` or
+/// `ROLLBACK` themselves.
+pub struct Db(Arc<UnitOfWork>);
+
+/// A borrowed connection inside the request's transaction.
+pub struct DbClient<'a>(MappedMutexGuard<'a, deadpool_postgres::ClientWrapper>);
+
+impl Deref for DbClient<'_> {
+    type Target = deadpool_postgres::ClientWrapper;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Db {
+    /// The request's connection, opening the transaction on first use.
+    pub async fn client(&self) -> Result<DbClient<'_>, ApiError> {
+        let mut guard = self.0.conn.lock().await;
+        if guard.is_none() {
+            let obj = self.0.pool.get().await?;
+            obj.batch_execute("BEGIN").await?;
+            *guard = Some(obj);
+        }
+        Ok(DbClient(MutexGuard::map(guard, |o| {
+            let obj = o.as_mut().expect("set above");
+            &mut **obj
+        })))
+    }
+
+    /// True when this request is a shadow dry run (its writes will be rolled back).
+    pub fn is_shadow(&self) -> bool {
+        self.0.shadow
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Db {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Arc<UnitOfWork>>()
+            .cloned()
+            .map(Db)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("Db used outside the kit's router")))
+    }
+}
+
+/// True if the request asks for a shadow dry run.
+pub(crate) fn is_shadow(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(SHADOW_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Middleware: wraps the handler in its unit of work and ends the transaction afterwards.
+pub(crate) async fn unit_of_work(State(state): State<KitState>, mut req: Request, next: Next) -> Response {
+    let shadow = is_shadow(req.headers());
+    let uow = Arc::new(UnitOfWork::new(state.pool.clone(), shadow));
+    req.extensions_mut().insert(uow.clone());
+    let resp = next.run(req).await;
+    let success = resp.status().is_success() || resp.status().is_redirection();
+    if shadow {
+        state.metrics.shadow_dry_runs.inc();
+        tracing::debug!(shadow = true, status = resp.status().as_u16(), "shadow dry run rolled back");
+    }
+    match uow.finish(success && !shadow).await {
+        Ok(()) => resp,
+        Err(e) => ApiError::Internal(anyhow::Error::new(e).context("ending the transaction")).into_response(),
+    }
+}
