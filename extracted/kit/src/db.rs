@@ -122,7 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Db {
             .get::<Arc<UnitOfWork>>()
             .cloned()
             .map(Db)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("Db used outside the kit's router")))
+            .ok_or_else(|| ApiError::internal("Db used outside the kit's router"))
     }
 }
 
@@ -147,6 +147,6 @@ pub(crate) async fn unit_of_work(State(state): State<KitState>, mut req: Request
     }
     match uow.finish(success && !shadow).await {
         Ok(()) => resp,
-        Err(e) => ApiError::Internal(anyhow::Error::new(e).context("ending the transaction")).into_response(),
+        Err(e) => ApiError::internal(format!("ending the transaction: {e}")).into_response(),
     }
 }

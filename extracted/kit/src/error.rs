@@ -1,80 +1,92 @@
-//! One JSON error shape for every service: `{"error": {"code": "...", "message": "..."}}`,
-//! the same shape the legacy monolith uses, so shadow comparison sees equal error bodies.
+//! One JSON error shape for every service: `{"error": {"code": "...", "message": "..."}}` — the
+//! legacy monolith's shape, with the same status/code conventions and the same mapping of
+//! PostgreSQL errors, so shadow comparison sees equal error bodies on both sides.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tokio_postgres::error::SqlState;
 
-/// An error a handler returns; becomes a JSON response with the matching status code.
+/// An HTTP API error: status, a stable machine-readable `code` and a human message.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: the request is malformed.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 404: the resource does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// 409: the request conflicts with the current state (e.g. out of stock, already cancelled).
-    #[error("{0}")]
-    Conflict(String),
-    /// 422: well-formed but semantically invalid.
-    #[error("{0}")]
-    Unprocessable(String),
-    /// 503: the database is unavailable (pool exhausted or connection failed).
-    #[error("database unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    /// 500: anything else. The detail is logged, never sent to the client.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    /// The response status.
+    pub status: StatusCode,
+    /// Stable machine-readable code (e.g. `not_found`, `out_of_stock`).
+    pub code: &'static str,
+    /// Human-readable message (never internal detail).
+    pub message: String,
 }
 
 impl ApiError {
-    /// The HTTP status for this error.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+    /// Any status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
     }
-
-    /// The stable machine-readable code in the body.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::Unprocessable(_) => "unprocessable",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
-        }
+    /// 400: malformed request (bad path id, bad query string, unparsable JSON).
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    /// 404 `not_found`: "`what` `id` not found".
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
+    }
+    /// 409: conflicts with the current state (out of stock, already cancelled, …).
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+    /// 422: well-formed but invalid content.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+    /// 500 `internal`: the detail is logged, never sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+    }
+    /// 503 `unavailable`: the database is not reachable right now.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "database unavailable");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unavailable")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            ApiError::Internal(e) | ApiError::Unavailable(e) => {
-                tracing::error!(error = format!("{e:#}"), "request failed")
-            }
-            _ => {}
-        }
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        (self.status(), Json(body)).into_response()
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
     }
 }
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        ApiError::Internal(e.into())
+        match e.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+                Self::conflict("duplicate", "a record with the same unique key already exists")
+            }
+            Some(c) if *c == SqlState::CHECK_VIOLATION => {
+                Self::conflict("constraint_violation", "the change violates a data constraint")
+            }
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                Self::unprocessable("unknown_reference", "the request references a missing record")
+            }
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "retry", "transient conflict, retry")
+            }
+            _ if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => {
+                Self::unavailable(e)
+            }
+            _ => Self::internal(e),
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        ApiError::Unavailable(e.into())
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => Self::unavailable(other),
+        }
     }
 }

@@ -131,7 +131,7 @@ impl Service {
             .route("/metrics", get(health::metrics))
             .merge(api)
             .route_layer(from_fn_with_state(state.clone(), observe))
-            .fallback(|| async { ApiError::NotFound("no such route".into()) })
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
             .with_state(state)
     }
 }

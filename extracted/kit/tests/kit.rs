@@ -16,20 +16,20 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 async fn create(db: Db, Extension(rid): Extension<RequestId>, Json(body): Json<Value>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let text = body["body"].as_str().ok_or_else(|| ApiError::Unprocessable("body is required".into()))?;
+    let text = body["body"].as_str().ok_or_else(|| ApiError::unprocessable("invalid_field", "body is required"))?;
     let c = db.client().await?;
     let id: i64 = c.query_one("INSERT INTO notes(body) VALUES ($1) RETURNING id", &[&text]).await?.get(0);
     c.execute("INSERT INTO audit(note_id) VALUES ($1)", &[&id]).await?;
     if text == "fail-after-write" {
         // Both rows above were written in this request's transaction; the error must undo them.
-        return Err(ApiError::Conflict("refused after writing".into()));
+        return Err(ApiError::conflict("refused", "refused after writing"));
     }
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "body": text, "shadow": db.is_shadow(), "request_id": rid.0 }))))
 }
 
 async fn read(db: Db, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let row = db.client().await?.query_opt("SELECT body FROM notes WHERE id = $1", &[&id]).await?;
-    let row = row.ok_or_else(|| ApiError::NotFound(format!("note {id} not found")))?;
+    let row = row.ok_or_else(|| ApiError::not_found("note", id))?;
     Ok(Json(json!({ "id": id, "body": row.get::<_, String>(0) })))
 }
 
@@ -112,7 +112,7 @@ async fn an_error_after_writing_rolls_back_every_write_of_the_request() {
     let r = f.http.post(f.url("/notes")).json(&json!({"body": "fail-after-write"})).send().await.unwrap();
     assert_eq!(r.status(), 409);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "conflict");
+    assert_eq!(v["error"]["code"], "refused");
     assert_eq!((f.count("notes"), f.count("audit")), (0, 0));
 }
 
