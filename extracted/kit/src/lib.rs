@@ -32,6 +32,7 @@
 //! }
 //! ```
 
+pub mod api;
 mod db;
 mod error;
 mod health;
@@ -40,6 +41,7 @@ mod migrate;
 mod service;
 mod telemetry;
 
+pub use api::{ApiJson, ApiPath, ApiQuery, Ctx, Page};
 pub use db::{pool, Db, DbClient, SHADOW_HEADER};
 pub use error::ApiError;
 pub use metrics::Metrics;

@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use tracing::Instrument;
 
 use crate::db::{is_shadow, unit_of_work};
-use crate::{health, migrate, ApiError, Metrics, Migration, TraceContext};
+use crate::{health, migrate, Metrics, Migration, TraceContext};
 
 /// What handlers and the kit's own routes share.
 #[derive(Clone)]
@@ -131,7 +131,8 @@ impl Service {
             .route("/metrics", get(health::metrics))
             .merge(api)
             .route_layer(from_fn_with_state(state.clone(), observe))
-            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+            .fallback(crate::api::no_route)
+            .method_not_allowed_fallback(crate::api::method_not_allowed)
             .with_state(state)
     }
 }

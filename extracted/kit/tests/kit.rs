@@ -119,7 +119,7 @@ async fn an_error_after_writing_rolls_back_every_write_of_the_request() {
 #[tokio::test]
 async fn errors_are_json_with_a_code() {
     let f = Fixture::start().await;
-    for (path, status, code) in [("/notes/999", 404, "not_found"), ("/no/such/route", 404, "not_found")] {
+    for (path, status, code) in [("/notes/999", 404, "not_found"), ("/no/such/route", 404, "no_route")] {
         let r = f.http.get(f.url(path)).send().await.unwrap();
         assert_eq!(r.status(), status, "{path}");
         let v: Value = r.json().await.unwrap();
