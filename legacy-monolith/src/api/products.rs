@@ -380,18 +380,16 @@ pub async fn update(
         .transpose()?;
     let attributes = validate_attributes(body.attributes)?;
     let tags = validate_tags(body.tags)?;
-    if name.is_none()
+    let nothing_to_update = name.is_none()
         && body.description.is_none()
         && body.category_id.is_none()
         && price.is_none()
         && attributes.is_none()
         && tags.is_none()
-        && body.active.is_none()
-    {
-        return Err(ApiError::unprocessable(
-            "empty_update",
-            "the body names no field to update",
-        ));
+        && body.active.is_none();
+    let empty = || ApiError::unprocessable("empty_update", "the body names no field to update");
+    if nothing_to_update && body.sku.is_none() {
+        return Err(empty());
     }
 
     let mut db = st.db().await?;
