@@ -352,10 +352,14 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
             } else {
                 let parent = (id - 1) % n_top + 1;
                 let dept = DEPARTMENTS[(parent as usize - 1) % DEPARTMENTS.len()];
-                let name = format!(
-                    "{dept} {}",
-                    SUBCATEGORIES[(id as usize) % SUBCATEGORIES.len()]
-                );
+                // The k-th child of a department gets the k-th sub-category name.
+                let k = ((id - n_top - 1) / n_top) as usize;
+                let sub = SUBCATEGORIES[k % SUBCATEGORIES.len()];
+                let name = if k < SUBCATEGORIES.len() {
+                    format!("{dept} {sub}")
+                } else {
+                    format!("{dept} {sub} {}", k / SUBCATEGORIES.len() + 1)
+                };
                 (
                     id,
                     Some(parent),
@@ -421,7 +425,12 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
             let name = format!("{adj} {mat} {noun}");
             let color = pick(&mut rng, COLORS);
             let descr = format!(
-                "A {} {} {} made of {}. Ships in {} days.",
+                "{} {} {} {} made of {}. Ships in {} days.",
+                if adj.starts_with(['A', 'E', 'I', 'O', 'U']) {
+                    "An"
+                } else {
+                    "A"
+                },
                 adj.to_lowercase(),
                 color,
                 noun.to_lowercase(),
@@ -816,7 +825,7 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
     client.batch_execute(&format!("ANALYZE {TABLES}")).await?;
     report.elapsed = progress.started.elapsed();
     progress.step(
-        "rows: done",
+        "rows in total",
         report.categories
             + report.products
             + report.inventory
