@@ -83,6 +83,9 @@ pub fn checksum(sql: &str) -> String {
 /// Applies every pending migration. Idempotent; safe to call from several processes at once.
 pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
     let tx = client.transaction().await?;
+    // "already exists, skipping" notices are expected on every start after the first.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await?;
     tx.batch_execute(
