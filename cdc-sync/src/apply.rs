@@ -627,8 +627,20 @@ impl Sink for PgSink {
         let mut work: Vec<(Option<Statement>, String, Params<'_>, usize, bool)> = Vec::with_capacity(runs.len());
         for r in &runs {
             if let Shape::Truncate(tables) = &r.shape {
-                let list: Vec<String> = tables.iter().map(|t| quote_qualified(&mapping.tables[*t].to_table)).collect();
-                work.push((None, format!("TRUNCATE {}", list.join(", ")), Vec::new(), 0, false));
+                // Prepared like everything else: an unprepared statement would need an extra
+                // round trip and so overtake the statements pipelined before it.
+                let key = (usize::MAX, r.shape.clone(), false);
+                let st = match self.stmts.get(&key) {
+                    Some(st) => st.clone(),
+                    None => {
+                        let list: Vec<String> =
+                            tables.iter().map(|t| quote_qualified(&mapping.tables[*t].to_table)).collect();
+                        let st = self.client.prepare(&format!("TRUNCATE {}", list.join(", "))).await?;
+                        self.stmts.insert(key, st.clone());
+                        st
+                    }
+                };
+                work.push((Some(st), String::new(), Vec::new(), 0, false));
                 continue;
             }
             let m = &mapping.tables[r.table];
