@@ -214,8 +214,9 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     }
                     let p = pending.get_or_insert(CommitInfo { lsn: end_lsn, commit_ts, txns: 0, rows: 0 });
                     p.lsn = end_lsn;
-                    p.commit_ts = commit_ts;
                     if applied {
+                        // only our own transactions' times stamp the rows (last writer wins)
+                        p.commit_ts = commit_ts;
                         p.txns += 1;
                         p.rows += t.rows;
                     }
