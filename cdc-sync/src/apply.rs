@@ -240,9 +240,6 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
         }
         let stats = self.sink.write(ops).await?;
         self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
-        if stats.conflicts > 0 {
-            tracing::warn!(conflicts = stats.conflicts, "last-writer-wins: kept newer target rows over older incoming changes");
-        }
         ops.clear();
         *open = true;
         Ok(())
@@ -668,10 +665,13 @@ impl Sink for PgSink {
             }
         };
         let mut stats = WriteStats::default();
-        for (n, (_, _, _, len, counts)) in results.iter().zip(&work) {
+        for ((n, (_, _, _, len, counts)), r) in results.iter().zip(&work).zip(&runs) {
             stats.rows += *n;
             if *counts && (*len as u64) > *n {
                 stats.conflicts += *len as u64 - *n;
+                let keys: Vec<String> = r.ops.iter().take(5).map(|op| format!("{:?}", op_keys(op, mapping.tables[r.table].key_len)[0])).collect();
+                tracing::warn!(table = %mapping.tables[r.table].to_table, source_commit_ts = %r.ts, lost = *len as u64 - *n,
+                    candidate_keys = %keys.join(" "), "last-writer-wins conflict: target rows are newer than these incoming changes");
             }
         }
         Ok(stats)

@@ -175,6 +175,9 @@ fn bidirectional_writes_converge_without_loops() {
     // skips fewer (but some) origin-tagged transactions
     assert!(skipped_fwd > 0 && skipped_rev > 0, "{status}");
     eprintln!("bidi: {s} source txns, {t} target txns, status {status}");
+    if std::env::var("CDC_DEBUG_LOG").is_ok() {
+        eprintln!("{}", run.log_text());
+    }
 }
 
 #[test]
