@@ -8,6 +8,9 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# cdc-sync's replication client (pg_walstream) links libpq.
+[ -e /usr/include/postgresql/libpq-fe.h ] || need+=(libpq-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BIN:-}" ]; then
     need+=(postgresql-15)
 fi

@@ -1,4 +1,182 @@
-fn main() {
-    eprintln!("not built yet");
-    std::process::exit(2);
+//! The `cdc-sync` binary: parse flags, load and validate sync.toml (exit 2 on bad config,
+//! before any runtime starts), then run the requested command.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Logical-replication CDC between the legacy database and an extracted service's database.
+///
+/// Forward: the legacy (source) tables are snapshotted and then streamed into the service
+/// (target) with per-table column mapping. Reverse/both: the service's writes stream back,
+/// loop-free (replication origins) with last-writer-wins on conflicts.
+///
+/// Exit codes: 0 ok/equal, 1 failure or (verify) differences, 2 bad configuration or error
+/// before starting.
+#[derive(Parser, Debug)]
+#[command(name = "cdc-sync", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Validate sync.toml offline (all problems at once, with line:col); with --connect also
+    /// check tables, columns, keys and expressions against the live databases.
+    Check {
+        /// The sync.toml file.
+        file: PathBuf,
+        /// Also check against the live catalogs.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Create publication/slot if needed, snapshot unfinished tables, then stream until stopped.
+    Run {
+        /// The sync.toml file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Status HTTP listen address (overrides [status] listen), e.g. 127.0.0.1:9902.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Compare source and target (counts + chunked hashes over the mapped columns). Exit 0 when
+    /// equal, 1 when different (differing keys are printed), 2 on error.
+    Verify {
+        /// The sync.toml file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Rows per hashed chunk.
+        #[arg(long, default_value_t = 10_000)]
+        chunk_rows: i64,
+    },
+    /// Drop slots, publications and replication origins of this pipeline (refuses while a slot
+    /// is in use). Forgets checkpoints; --purge also drops the cdc_sync state schema.
+    Drop {
+        /// The sync.toml file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also drop the cdc_sync schema on both sides.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Print slots (retained WAL), checkpoints and snapshot state as JSON.
+    Status {
+        /// The sync.toml file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<cdc_sync::config::SyncConfig, ExitCode> {
+    cdc_sync::config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,pg_walstream=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Check { file, connect } => {
+            let cfg = match load(&file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if !connect {
+                println!("{}: ok ({} tables)", file.display(), cfg.tables.len());
+                return ExitCode::SUCCESS;
+            }
+            match runtime().block_on(cdc_sync::runner::check_connect(&cfg)) {
+                Ok(problems) if problems.is_empty() => {
+                    println!("{}: ok ({} tables, checked against the live databases)", file.display(), cfg.tables.len());
+                    ExitCode::SUCCESS
+                }
+                Ok(problems) => {
+                    for p in problems {
+                        eprintln!("{}: {p}", file.display());
+                    }
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Run { config, status } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().block_on(cdc_sync::runner::run(cfg, status)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Verify { config, chunk_rows } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().block_on(cdc_sync::runner::run_verify(&cfg, chunk_rows)) {
+                Ok(report) => {
+                    print!("{report}");
+                    if report.equal() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Drop { config, purge } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().block_on(cdc_sync::runner::run_drop(&cfg, purge)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Status { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime().block_on(cdc_sync::runner::run_status(&cfg)) {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,931 @@
+//! Apply: map source changes and write them into the target in source commit order.
+//!
+//! [`Pipeline`] is the engine (pure logic over the two traits); [`Sink`] is where rows go
+//! ([`PgSink`] for PostgreSQL, [`MemorySink`] for unit tests).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use crate::checkpoint::ADVANCE_SQL;
+use crate::mapping::{MapError, Mapping, Op, OutputValue};
+use crate::model::{quote_ident, quote_qualified, Cell, Lsn, SourceMessage};
+use crate::source::{ChangeStream, SourceError};
+use crate::status::Metrics;
+
+/// Errors of the written side.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// SQL failed (connection loss is retryable; constraint errors usually are not).
+    #[error("target SQL: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Source side failed (retryable: resume from the checkpoint).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Target side failed (retryable unless the same error repeats).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The mapping cannot be applied (schema drift): fatal, needs a human.
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+impl PipelineError {
+    /// Should the pipeline stop for good rather than reconnect and resume?
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, PipelineError::Map(_))
+    }
+}
+
+/// What a batch of writes did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Rows written.
+    pub rows: u64,
+    /// Incoming changes discarded because the target row was written later (last writer wins).
+    pub conflicts: u64,
+}
+
+/// What a commit records, atomically with the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// End LSN of the last source commit included.
+    pub lsn: Lsn,
+    /// Its commit time on the source.
+    pub commit_ts: DateTime<Utc>,
+    /// Source transactions applied in this target transaction.
+    pub txns: i64,
+    /// Row changes applied in this target transaction.
+    pub rows: i64,
+}
+
+/// Where mapped changes are written.
+///
+/// Contract:
+/// - `write` applies the ops in order inside one open target transaction (opened by the
+///   first `write` after a commit); nothing is visible to others before `commit`.
+/// - `commit` records `CommitInfo::lsn` as the pipeline's checkpoint in the same transaction as
+///   the rows (so rows and progress are durable together, or neither is), then commits. It may
+///   be called with no prior `write` to advance the checkpoint alone.
+/// - Writes are idempotent under replay from the checkpoint: upserts by key, deletes by key.
+/// - After an error the open transaction is gone (rolled back); the caller resumes from the
+///   checkpoint.
+pub trait Sink: Send {
+    /// Apply `ops` in order.
+    fn write(&mut self, ops: &[Op]) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
+    /// Record the checkpoint and commit.
+    fn commit(&mut self, info: &CommitInfo) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+// ------------------------------------------------------------------------------ engine
+
+/// Pipeline tunables.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Pipeline name (checkpoint key).
+    pub name: String,
+    /// Flush ops to the sink every this many row changes.
+    pub batch_rows: usize,
+    /// Commit the target transaction at the next source commit once it is this old.
+    pub max_batch_age: Duration,
+    /// Skip transactions carrying a replication origin (loop prevention).
+    pub skip_origin: bool,
+}
+
+/// The apply engine: reads a [`ChangeStream`], maps, writes to a [`Sink`], commits with the
+/// checkpoint, then confirms to the stream.
+pub struct Pipeline<S: ChangeStream, K: Sink> {
+    /// The change stream.
+    pub stream: S,
+    /// The sink.
+    pub sink: K,
+    /// Compiled mapping.
+    pub mapping: Arc<Mapping>,
+    /// Tunables.
+    pub options: PipelineOptions,
+    /// Resume point: source transactions whose commit is before it are already applied.
+    pub checkpoint: Lsn,
+    /// Per mapping index: changes committed before this LSN are already in the table's
+    /// snapshot copy.
+    pub table_floor: Vec<Lsn>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+struct Txn {
+    commit_lsn: Lsn,
+    ts: DateTime<Utc>,
+    replayed: bool,
+    origin: bool,
+    rows: i64,
+}
+
+impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
+    /// Run until the stream ends or an error occurs.
+    pub async fn run(mut self) -> Result<(), PipelineError> {
+        let batch = self.options.batch_rows.max(1);
+        let mut ops: Vec<Op> = Vec::with_capacity(batch.min(65536));
+        let mut open = false; // sink has an open transaction with writes
+        let mut cur: Option<Txn> = None;
+        let mut pending: Option<CommitInfo> = None;
+        let mut started = Instant::now();
+        loop {
+            let msg = self.stream.next().await?;
+            match msg {
+                SourceMessage::Begin { final_lsn, commit_ts, .. } => {
+                    cur = Some(Txn {
+                        commit_lsn: final_lsn,
+                        ts: commit_ts,
+                        replayed: final_lsn < self.checkpoint,
+                        origin: false,
+                        rows: 0,
+                    });
+                }
+                SourceMessage::Origin { .. } => {
+                    if let Some(t) = cur.as_mut() {
+                        t.origin = self.options.skip_origin;
+                    }
+                }
+                SourceMessage::Relation(r) => {
+                    if let Some(i) = self.mapping.index_of(&r.table) {
+                        self.mapping.tables[i].check_relation(&r.columns)?;
+                    }
+                }
+                SourceMessage::Change(c) => {
+                    let Some(t) = cur.as_mut() else { continue };
+                    if t.replayed || t.origin {
+                        continue;
+                    }
+                    let Some(i) = self.mapping.index_of(&c.table) else { continue };
+                    if t.commit_lsn < self.table_floor[i] {
+                        continue;
+                    }
+                    ops.push(self.mapping.tables[i].map_change(i, &c, t.ts)?);
+                    t.rows += 1;
+                    if ops.len() >= batch {
+                        self.flush(&mut ops, &mut open).await?;
+                    }
+                }
+                SourceMessage::Truncate { tables } => {
+                    let Some(t) = cur.as_mut() else { continue };
+                    if t.replayed || t.origin {
+                        continue;
+                    }
+                    let idx: Vec<usize> = tables
+                        .iter()
+                        .filter_map(|n| self.mapping.index_of(n))
+                        .filter(|i| t.commit_lsn >= self.table_floor[*i])
+                        .collect();
+                    if !idx.is_empty() {
+                        ops.push(Op::Truncate { tables: idx });
+                        t.rows += 1;
+                    }
+                }
+                SourceMessage::Commit { end_lsn, commit_ts, .. } => {
+                    let Some(t) = cur.take() else { continue };
+                    if t.replayed {
+                        continue;
+                    }
+                    if t.origin {
+                        self.metrics.txns_skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let applied = !t.origin;
+                    if pending.is_none() && ops.is_empty() && !open && !applied {
+                        // Nothing of ours in flight: the slot may pass this skipped transaction.
+                        self.stream.confirm(end_lsn);
+                        self.metrics.note_commit(end_lsn, commit_ts, 0, 0);
+                        continue;
+                    }
+                    if pending.is_none() {
+                        started = Instant::now();
+                    }
+                    let p = pending.get_or_insert(CommitInfo { lsn: end_lsn, commit_ts, txns: 0, rows: 0 });
+                    p.lsn = end_lsn;
+                    if applied {
+                        // only our own transactions' times stamp the rows (last writer wins)
+                        p.commit_ts = commit_ts;
+                        p.txns += 1;
+                        p.rows += t.rows;
+                    }
+                    if !self.stream.pending() || ops.len() >= batch || started.elapsed() >= self.options.max_batch_age {
+                        let info = pending.take().expect("set above");
+                        self.flush(&mut ops, &mut open).await?;
+                        self.sink.commit(&info).await?;
+                        open = false;
+                        self.stream.confirm(info.lsn);
+                        self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
+                    }
+                }
+                SourceMessage::Idle => {}
+            }
+        }
+    }
+
+    async fn flush(&mut self, ops: &mut Vec<Op>, open: &mut bool) -> Result<(), PipelineError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let stats = self.sink.write(ops).await?;
+        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
+        ops.clear();
+        *open = true;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------ batching
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Shape {
+    Upsert,
+    Update { present: Vec<bool>, with_key: bool },
+    Delete,
+    Truncate(Vec<usize>),
+}
+
+/// Consecutive ops of one table and shape, with no key repeated (a repeat starts a new run so
+/// order is preserved), and for last-writer-wins tables one source commit time.
+struct Run<'a> {
+    table: usize,
+    shape: Shape,
+    ts: DateTime<Utc>,
+    ops: Vec<&'a Op>,
+}
+
+fn shape_of(op: &Op, key_len: usize) -> Shape {
+    match op {
+        Op::Upsert { .. } => Shape::Upsert,
+        Op::Update { match_key, row, .. } => {
+            let present: Vec<bool> = row.iter().map(|c| *c != Cell::Unchanged).collect();
+            let with_key = row[..key_len]
+                .iter()
+                .zip(match_key)
+                .any(|(c, k)| c.as_text() != Some(k.as_ref()));
+            Shape::Update { present, with_key }
+        }
+        Op::Delete { .. } => Shape::Delete,
+        Op::Truncate { tables } => Shape::Truncate(tables.clone()),
+    }
+}
+
+fn op_keys(op: &Op, key_len: usize) -> Vec<Vec<Arc<str>>> {
+    let key_of_row = |row: &[Cell]| -> Vec<Arc<str>> {
+        row[..key_len]
+            .iter()
+            .map(|c| match c {
+                Cell::Text(s) => Arc::clone(s),
+                _ => Arc::from(""),
+            })
+            .collect()
+    };
+    match op {
+        Op::Upsert { row, .. } => vec![key_of_row(row)],
+        Op::Update { match_key, row, .. } => vec![match_key.clone(), key_of_row(row)],
+        Op::Delete { key, .. } => vec![key.clone()],
+        Op::Truncate { .. } => vec![],
+    }
+}
+
+fn runs<'a>(mapping: &Mapping, ops: &'a [Op]) -> Vec<Run<'a>> {
+    let mut out: Vec<Run<'a>> = Vec::new();
+    let mut keys: HashSet<Vec<Arc<str>>> = HashSet::new();
+    for op in ops {
+        let (table, ts) = match op {
+            Op::Upsert { table, ts, .. } | Op::Update { table, ts, .. } | Op::Delete { table, ts, .. } => (*table, *ts),
+            Op::Truncate { .. } => (usize::MAX, DateTime::<Utc>::MIN_UTC),
+        };
+        let key_len = if table == usize::MAX { 0 } else { mapping.tables[table].key_len };
+        let shape = shape_of(op, key_len);
+        let lww = table != usize::MAX && mapping.tables[table].lww;
+        let op_keys = op_keys(op, key_len);
+        let extend = match out.last() {
+            Some(r) => {
+                r.table == table
+                    && r.shape == shape
+                    && !matches!(shape, Shape::Truncate(_))
+                    && (!lww || r.ts == ts)
+                    && op_keys.iter().all(|k| !keys.contains(k))
+            }
+            None => false,
+        };
+        if !extend {
+            keys.clear();
+            out.push(Run { table, shape, ts, ops: Vec::new() });
+        }
+        keys.extend(op_keys);
+        out.last_mut().expect("pushed").ops.push(op);
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------ PostgreSQL sink
+
+/// [`Sink`] writing into PostgreSQL with batched, pipelined statements: each run of same-shape
+/// changes becomes one `unnest`-array statement, and all statements of a flush are sent
+/// without waiting for each other.
+pub struct PgSink {
+    client: Client,
+    mapping: Arc<Mapping>,
+    pipeline: String,
+    origin: Option<String>,
+    in_txn: bool,
+    stmts: HashMap<(usize, Shape, bool), Statement>,
+    advance: Statement,
+    origin_xact: Option<Statement>,
+}
+
+fn lww_cond(n: usize) -> String {
+    format!("(pg_xact_commit_timestamp(t.xmin) IS NULL OR pg_xact_commit_timestamp(t.xmin) <= ${n}::timestamptz)")
+}
+
+/// Build the SQL for one run shape of mapping table `t`.
+fn build_sql(m: &crate::mapping::DirectedTable, shape: &Shape, lww: bool) -> String {
+    let to = quote_qualified(&m.to_table);
+    // Which inputs are passed, in parameter order.
+    let all: Vec<bool> = vec![true; m.inputs.len()];
+    let present: &[bool] = match shape {
+        Shape::Update { present, .. } => present,
+        _ => &all,
+    };
+    let passed: Vec<usize> = (0..m.inputs.len()).filter(|i| present[*i]).collect();
+    let out_expr = |o: usize| -> String {
+        let ty = &m.output_types[o];
+        match &m.outputs[o].value {
+            OutputValue::Input(i) => format!("u.c{i}::{ty}"),
+            OutputValue::Expr { sql, .. } | OutputValue::Const(sql) => format!("({sql})::{ty}"),
+        }
+    };
+    let lateral = |present: &[bool]| -> String {
+        let mut deps: Vec<usize> = m
+            .outputs
+            .iter()
+            .filter_map(|o| match &o.value {
+                OutputValue::Expr { deps, .. } if deps.iter().all(|d| present[*d]) => Some(deps.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        deps.sort();
+        deps.dedup();
+        if deps.is_empty() {
+            return String::new();
+        }
+        let cols: Vec<String> = deps
+            .iter()
+            .map(|d| format!("u.c{d}::{} AS {}", m.input_types[*d], quote_ident(&m.inputs[*d])))
+            .collect();
+        format!(" CROSS JOIN LATERAL (SELECT {}) e", cols.join(", "))
+    };
+    let key_cols: Vec<String> = m.key_outputs.iter().map(|o| quote_ident(&m.outputs[*o].column)).collect();
+    match shape {
+        Shape::Upsert => {
+            let params: Vec<String> = passed.iter().enumerate().map(|(n, _)| format!("${}::text[]", n + 1)).collect();
+            let names: Vec<String> = passed.iter().map(|i| format!("c{i}")).collect();
+            let cols: Vec<String> = m.outputs.iter().map(|o| quote_ident(&o.column)).collect();
+            let exprs: Vec<String> = (0..m.outputs.len()).map(out_expr).collect();
+            let sets: Vec<String> = (0..m.outputs.len())
+                .filter(|o| !m.key_outputs.contains(o))
+                .map(|o| format!("{c} = EXCLUDED.{c}", c = quote_ident(&m.outputs[o].column)))
+                .collect();
+            let conflict = if sets.is_empty() {
+                "DO NOTHING".to_string()
+            } else if lww {
+                format!("DO UPDATE SET {} WHERE {}", sets.join(", "), lww_cond(passed.len() + 1))
+            } else {
+                format!("DO UPDATE SET {}", sets.join(", "))
+            };
+            format!(
+                "INSERT INTO {to} AS t ({}) SELECT {} FROM unnest({}) AS u({}){} ON CONFLICT ({}) {conflict}",
+                cols.join(", "),
+                exprs.join(", "),
+                params.join(", "),
+                names.join(", "),
+                lateral(&all),
+                key_cols.join(", ")
+            )
+        }
+        Shape::Update { present, with_key } => {
+            let settable = m.settable_outputs(present, *with_key);
+            let n_passed = passed.len();
+            let mut params: Vec<String> = (0..n_passed).map(|n| format!("${}::text[]", n + 1)).collect();
+            let mut names: Vec<String> = passed.iter().map(|i| format!("c{i}")).collect();
+            for k in 0..m.key_len {
+                params.push(format!("${}::text[]", n_passed + k + 1));
+                names.push(format!("m{k}"));
+            }
+            let mut sel: Vec<String> = settable.iter().map(|o| format!("{} AS o{o}", out_expr(*o))).collect();
+            for k in 0..m.key_len {
+                sel.push(format!("u.m{k}"));
+            }
+            let sets: Vec<String> =
+                settable.iter().map(|o| format!("{} = s.o{o}", quote_ident(&m.outputs[*o].column))).collect();
+            let mut conds: Vec<String> = m
+                .key_outputs
+                .iter()
+                .enumerate()
+                .map(|(k, o)| format!("t.{} = s.m{k}::{}", quote_ident(&m.outputs[*o].column), m.output_types[*o]))
+                .collect();
+            if lww {
+                conds.push(lww_cond(n_passed + m.key_len + 1));
+            }
+            format!(
+                "UPDATE {to} AS t SET {} FROM (SELECT {} FROM unnest({}) AS u({}){}) s WHERE {}",
+                sets.join(", "),
+                sel.join(", "),
+                params.join(", "),
+                names.join(", "),
+                lateral(present),
+                conds.join(" AND ")
+            )
+        }
+        Shape::Delete => {
+            let params: Vec<String> = (0..m.key_len).map(|k| format!("${}::text[]", k + 1)).collect();
+            let names: Vec<String> = (0..m.key_len).map(|k| format!("m{k}")).collect();
+            let mut conds: Vec<String> = m
+                .key_outputs
+                .iter()
+                .enumerate()
+                .map(|(k, o)| format!("t.{} = u.m{k}::{}", quote_ident(&m.outputs[*o].column), m.output_types[*o]))
+                .collect();
+            if lww {
+                conds.push(lww_cond(m.key_len + 1));
+            }
+            format!(
+                "DELETE FROM {to} AS t USING unnest({}) AS u({}) WHERE {}",
+                params.join(", "),
+                names.join(", "),
+                conds.join(" AND ")
+            )
+        }
+        Shape::Truncate(_) => unreachable!("truncate has its own SQL"),
+    }
+}
+
+type Params<'a> = Vec<Box<dyn ToSql + Sync + Send + 'a>>;
+
+fn params_for<'a>(m: &crate::mapping::DirectedTable, run: &Run<'a>, lww: bool) -> Params<'a> {
+    let mut out: Params<'a> = Vec::new();
+    let col = |i: usize| -> Vec<Option<&'a str>> {
+        run.ops
+            .iter()
+            .map(|op| match op {
+                Op::Upsert { row, .. } | Op::Update { row, .. } => row[i].as_text(),
+                _ => None,
+            })
+            .collect()
+    };
+    match &run.shape {
+        Shape::Upsert => {
+            for i in 0..m.inputs.len() {
+                out.push(Box::new(col(i)));
+            }
+        }
+        Shape::Update { present, .. } => {
+            for (i, p) in present.iter().enumerate() {
+                if *p {
+                    out.push(Box::new(col(i)));
+                }
+            }
+            for k in 0..m.key_len {
+                let v: Vec<Option<&'a str>> = run
+                    .ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Update { match_key, .. } => Some(match_key[k].as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                out.push(Box::new(v));
+            }
+        }
+        Shape::Delete => {
+            for k in 0..m.key_len {
+                let v: Vec<Option<&'a str>> = run
+                    .ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Delete { key, .. } => Some(key[k].as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                out.push(Box::new(v));
+            }
+        }
+        Shape::Truncate(_) => {}
+    }
+    if lww && !matches!(run.shape, Shape::Truncate(_)) {
+        out.push(Box::new(run.ts));
+    }
+    out
+}
+
+/// Connect a plain tokio-postgres client, driving the connection on a task.
+pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Set up a replication origin on this session so the other direction can recognise (and
+/// skip) what we write. Retries while a previous session of ours still holds it.
+pub async fn setup_origin(client: &Client, origin: &str) -> Result<(), SinkError> {
+    client
+        .execute(
+            "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+            &[&origin],
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.execute("SELECT pg_replication_origin_session_setup($1)", &[&origin]).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.to_string().contains("already active") => {
+                // the backend of a killed predecessor has not noticed yet
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl PgSink {
+    /// Connect to the written side. `origin` is set on the session (loop prevention).
+    pub async fn connect(conn: &str, mapping: Arc<Mapping>, pipeline: &str, origin: Option<&str>) -> Result<PgSink, SinkError> {
+        let client = connect(conn).await?;
+        // Like native logical replication: user triggers and FK triggers do not fire for
+        // replicated rows (needs superuser; best effort).
+        if let Err(e) = client.batch_execute("SET session_replication_role = replica").await {
+            tracing::warn!(error = %e, "cannot SET session_replication_role = replica; triggers will fire on applied rows");
+        }
+        client.batch_execute("SET synchronous_commit = off").await?;
+        if let Some(o) = origin {
+            setup_origin(&client, o).await?;
+        }
+        let advance = client.prepare(ADVANCE_SQL).await?;
+        let origin_xact = match origin {
+            Some(_) => Some(client.prepare("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)").await?),
+            None => None,
+        };
+        Ok(PgSink {
+            client,
+            mapping,
+            pipeline: pipeline.to_string(),
+            origin: origin.map(str::to_string),
+            in_txn: false,
+            stmts: HashMap::new(),
+            advance,
+            origin_xact,
+        })
+    }
+
+    async fn statement(&mut self, table: usize, shape: &Shape) -> Result<Statement, SinkError> {
+        let m = &self.mapping.tables[table];
+        let key = (table, shape.clone(), m.lww);
+        if let Some(s) = self.stmts.get(&key) {
+            return Ok(s.clone());
+        }
+        let sql = build_sql(m, shape, m.lww);
+        let st = self
+            .client
+            .prepare(&sql)
+            .await
+            .map_err(|e| SinkError::Other(format!("preparing `{sql}`: {e}")))?;
+        self.stmts.insert(key, st.clone());
+        Ok(st)
+    }
+}
+
+impl Sink for PgSink {
+    async fn write(&mut self, ops: &[Op]) -> Result<WriteStats, SinkError> {
+        if !self.in_txn {
+            self.client.batch_execute("BEGIN").await?;
+            self.in_txn = true;
+        }
+        let mapping = Arc::clone(&self.mapping);
+        let runs = runs(&mapping, ops);
+        // Prepare (cached) statements first, then send everything pipelined.
+        let mut work: Vec<(Option<Statement>, String, Params<'_>, usize, bool)> = Vec::with_capacity(runs.len());
+        for r in &runs {
+            if let Shape::Truncate(tables) = &r.shape {
+                // Prepared like everything else: an unprepared statement would need an extra
+                // round trip and so overtake the statements pipelined before it.
+                let key = (usize::MAX, r.shape.clone(), false);
+                let st = match self.stmts.get(&key) {
+                    Some(st) => st.clone(),
+                    None => {
+                        let list: Vec<String> =
+                            tables.iter().map(|t| quote_qualified(&mapping.tables[*t].to_table)).collect();
+                        let st = self.client.prepare(&format!("TRUNCATE {}", list.join(", "))).await?;
+                        self.stmts.insert(key, st.clone());
+                        st
+                    }
+                };
+                work.push((Some(st), String::new(), Vec::new(), 0, false));
+                continue;
+            }
+            let m = &mapping.tables[r.table];
+            let st = self.statement(r.table, &r.shape).await?;
+            let counts = m.lww && r.shape == Shape::Upsert;
+            work.push((Some(st), String::new(), params_for(m, r, m.lww), r.ops.len(), counts));
+        }
+        let client = &self.client;
+        let futs = work.iter().map(|(st, sql, params, _, _)| async move {
+            match st {
+                Some(st) => {
+                    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+                    client.execute(st, &refs).await
+                }
+                None => client.execute(sql.as_str(), &[]).await,
+            }
+        });
+        let results = match futures::future::try_join_all(futs).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.in_txn = false;
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                return Err(e.into());
+            }
+        };
+        let mut stats = WriteStats::default();
+        for ((n, (_, _, _, len, counts)), r) in results.iter().zip(&work).zip(&runs) {
+            stats.rows += *n;
+            if *counts && (*len as u64) > *n {
+                stats.conflicts += *len as u64 - *n;
+                let keys: Vec<String> = r.ops.iter().take(5).map(|op| format!("{:?}", op_keys(op, mapping.tables[r.table].key_len)[0])).collect();
+                tracing::warn!(table = %mapping.tables[r.table].to_table, source_commit_ts = %r.ts, lost = *len as u64 - *n,
+                    candidate_keys = %keys.join(" "), "last-writer-wins conflict: target rows are newer than these incoming changes");
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
+        if !self.in_txn {
+            self.client.batch_execute("BEGIN").await?;
+            self.in_txn = true;
+        }
+        let lsn = info.lsn.to_string();
+        let r = async {
+            if let Some(st) = &self.origin_xact {
+                self.client.execute(st, &[&lsn, &info.commit_ts]).await?;
+            }
+            self.client
+                .execute(&self.advance, &[&self.pipeline, &lsn, &info.commit_ts, &info.txns, &info.rows])
+                .await?;
+            self.client.batch_execute("COMMIT").await
+        }
+        .await;
+        self.in_txn = false;
+        if r.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        let _ = &self.origin;
+        r.map_err(Into::into)
+    }
+}
+
+// ------------------------------------------------------------------------------ in-memory sink
+
+/// In-memory [`Sink`] for unit tests: tables keyed by key text, rows as input-column text.
+/// Uncommitted writes live in `working` and become `committed` on commit.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink {
+    mapping: Arc<Mapping>,
+    /// Per mapping index: key → row cells (by input column).
+    pub committed: Vec<BTreeMap<Vec<String>, Vec<Option<String>>>>,
+    working: Vec<BTreeMap<Vec<String>, Vec<Option<String>>>>,
+    /// Last committed checkpoint.
+    pub checkpoint: Option<CommitInfo>,
+    /// Number of commits.
+    pub commits: usize,
+}
+
+impl MemorySink {
+    /// An empty sink for `mapping`.
+    pub fn new(mapping: Arc<Mapping>) -> Self {
+        let n = mapping.tables.len();
+        MemorySink { mapping, committed: vec![BTreeMap::new(); n], working: vec![BTreeMap::new(); n], checkpoint: None, commits: 0 }
+    }
+}
+
+impl Sink for MemorySink {
+    async fn write(&mut self, ops: &[Op]) -> Result<WriteStats, SinkError> {
+        let mut stats = WriteStats::default();
+        for op in ops {
+            match op {
+                Op::Upsert { table, row, .. } => {
+                    let k = self.mapping.tables[*table].key_len;
+                    let key: Vec<String> = row[..k].iter().map(|c| c.as_text().unwrap_or("").to_string()).collect();
+                    self.working[*table].insert(key, row.iter().map(|c| c.as_text().map(str::to_string)).collect());
+                    stats.rows += 1;
+                }
+                Op::Update { table, match_key, row, .. } => {
+                    let k = self.mapping.tables[*table].key_len;
+                    let old: Vec<String> = match_key.iter().map(|s| s.to_string()).collect();
+                    if let Some(mut cur) = self.working[*table].remove(&old) {
+                        for (i, c) in row.iter().enumerate() {
+                            if *c != Cell::Unchanged {
+                                cur[i] = c.as_text().map(str::to_string);
+                            }
+                        }
+                        let key: Vec<String> = cur[..k].iter().map(|c| c.clone().unwrap_or_default()).collect();
+                        self.working[*table].insert(key, cur);
+                        stats.rows += 1;
+                    }
+                }
+                Op::Delete { table, key, .. } => {
+                    let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
+                    stats.rows += self.working[*table].remove(&key).is_some() as u64;
+                }
+                Op::Truncate { tables } => {
+                    for t in tables {
+                        self.working[*t].clear();
+                    }
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
+        self.committed = self.working.clone();
+        self.checkpoint = Some(*info);
+        self.commits += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_with_env;
+    use crate::mapping::Way;
+    use crate::model::{ChangeKind, RelationInfo, Row, RowChange};
+    use crate::source::ScriptedStream;
+
+    fn mapping() -> Arc<Mapping> {
+        let cfg = parse_with_env(
+            "t",
+            "name='t'\n[source]\nurl='a'\n[target]\nurl='b'\n[[table]]\nsource='items'\ntarget='items2'\nkey=['id']\n[table.columns]\nid='id'\nbody='body'\nn='n'\n",
+            &|_| None,
+        )
+        .unwrap();
+        let mut m = Mapping::compile(&cfg, Way::Forward);
+        for t in &mut m.tables {
+            t.input_types = vec!["integer".into(), "text".into(), "integer".into()];
+            t.output_types = t.outputs.iter().map(|o| if o.column == "body" { "text".into() } else { "integer".into() }).collect();
+        }
+        Arc::new(m)
+    }
+
+    fn tx(lsn: u64, origin: bool, changes: Vec<ChangeKind>) -> Vec<SourceMessage> {
+        let ts = Utc::now();
+        let mut v = vec![SourceMessage::Begin { xid: 1, final_lsn: Lsn(lsn), commit_ts: ts }];
+        if origin {
+            v.push(SourceMessage::Origin { name: "cdc_sync_x".into() });
+        }
+        for c in changes {
+            v.push(SourceMessage::Change(RowChange { table: "public.items".into(), kind: c }));
+        }
+        v.push(SourceMessage::Commit { commit_lsn: Lsn(lsn), end_lsn: Lsn(lsn + 1), commit_ts: ts });
+        v
+    }
+
+    fn r(id: &str, body: Option<&str>, n: &str) -> Row {
+        let b = match body {
+            Some(s) => Cell::Text(s.into()),
+            None => Cell::Unchanged,
+        };
+        Row::from_pairs([("id", Cell::Text(id.into())), ("body", b), ("n", Cell::Text(n.into()))])
+    }
+
+    /// Runs a pipeline over a [`MemorySink`] we can read back afterwards.
+    struct Shared(Arc<tokio::sync::Mutex<MemorySink>>);
+    impl Sink for Shared {
+        async fn write(&mut self, ops: &[Op]) -> Result<WriteStats, SinkError> {
+            self.0.lock().await.write(ops).await
+        }
+        async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
+            self.0.lock().await.commit(info).await
+        }
+    }
+
+    async fn run(msgs: Vec<SourceMessage>, checkpoint: Lsn) -> (MemorySink, Result<(), PipelineError>, Lsn) {
+        let m = mapping();
+        let stream = ScriptedStream::new(msgs);
+        let confirmed = Arc::clone(&stream.confirmed);
+        let shared = Arc::new(tokio::sync::Mutex::new(MemorySink::new(Arc::clone(&m))));
+        let p = Pipeline {
+            stream,
+            sink: Shared(Arc::clone(&shared)),
+            mapping: Arc::clone(&m),
+            options: PipelineOptions { name: "t".into(), batch_rows: 2, max_batch_age: Duration::from_secs(1), skip_origin: true },
+            checkpoint,
+            table_floor: vec![Lsn(0)],
+            metrics: Arc::new(Metrics::default()),
+        };
+        let res = p.run().await;
+        let sink = shared.lock().await.clone();
+        let c = *confirmed.lock().unwrap();
+        (sink, res, c)
+    }
+
+    fn ended(r: &Result<(), PipelineError>) -> bool {
+        matches!(r, Err(PipelineError::Source(SourceError::Ended)))
+    }
+
+    #[tokio::test]
+    async fn applies_in_order_with_toast_key_change_and_delete() {
+        let mut msgs = tx(100, false, vec![
+            ChangeKind::Insert { new: r("1", Some("big"), "0") },
+            ChangeKind::Insert { new: r("2", Some("b2"), "0") },
+            ChangeKind::Update { old: None, new: r("1", None, "1") },
+        ]);
+        msgs.extend(tx(200, false, vec![
+            ChangeKind::Update { old: Some(Row::from_pairs([("id", Cell::Text("2".into()))])), new: r("3", Some("b3"), "5") },
+            ChangeKind::Insert { new: r("4", Some("x"), "0") },
+            ChangeKind::Delete { old: Row::from_pairs([("id", Cell::Text("4".into()))]) },
+        ]));
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(ended(&res), "{res:?}");
+        let t = &sink.committed[0];
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[&vec!["1".to_string()]], vec![Some("1".into()), Some("big".into()), Some("1".into())]);
+        assert_eq!(t[&vec!["3".to_string()]][1], Some("b3".into()));
+        assert_eq!(sink.checkpoint.unwrap().lsn, Lsn(201));
+        assert_eq!(confirmed, Lsn(201));
+    }
+
+    #[tokio::test]
+    async fn skips_replayed_and_origin_transactions() {
+        let mut msgs = tx(100, false, vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
+        msgs.extend(tx(200, true, vec![ChangeKind::Insert { new: r("2", Some("a"), "0") }]));
+        msgs.extend(tx(300, false, vec![ChangeKind::Insert { new: r("3", Some("a"), "0") }]));
+        let (sink, res, confirmed) = run(msgs, Lsn(150)).await;
+        assert!(ended(&res));
+        let keys: Vec<_> = sink.committed[0].keys().cloned().collect();
+        assert_eq!(keys, vec![vec!["3".to_string()]]);
+        assert_eq!(sink.checkpoint.unwrap().txns, 1);
+        assert_eq!(confirmed, Lsn(301));
+    }
+
+    #[tokio::test]
+    async fn dropped_mapped_column_stops() {
+        let mut msgs = vec![SourceMessage::Relation(RelationInfo {
+            table: "public.items".into(),
+            columns: vec!["id".into(), "n".into(), "added".into()],
+        })];
+        msgs.extend(tx(100, false, vec![]));
+        let (_, res, _) = run(msgs, Lsn(0)).await;
+        let e = res.unwrap_err();
+        assert!(e.is_fatal());
+        assert!(e.to_string().contains("mapped column body of public.items"), "{e}");
+    }
+
+    #[test]
+    fn runs_split_on_repeated_key_and_shape() {
+        let m = mapping();
+        let ts = Utc::now();
+        let row = |id: &str| vec![Cell::Text(id.into()), Cell::Text("b".into()), Cell::Text("1".into())];
+        let ops = vec![
+            Op::Upsert { table: 0, row: row("1"), ts },
+            Op::Upsert { table: 0, row: row("2"), ts },
+            Op::Upsert { table: 0, row: row("1"), ts },
+            Op::Delete { table: 0, key: vec!["2".into()], ts },
+        ];
+        let rs = runs(&m, &ops);
+        assert_eq!(rs.iter().map(|r| r.ops.len()).collect::<Vec<_>>(), vec![2, 1, 1]);
+    }
+
+    #[test]
+    fn sql_shapes() {
+        let m = mapping();
+        let t = &m.tables[0];
+        let up = build_sql(t, &Shape::Upsert, false);
+        assert!(up.starts_with("INSERT INTO \"public\".\"items2\" AS t (\"body\", \"id\", \"n\")"), "{up}");
+        assert!(up.contains("ON CONFLICT (\"id\") DO UPDATE SET"), "{up}");
+        let upd = build_sql(t, &Shape::Update { present: vec![true, false, true], with_key: false }, true);
+        assert!(upd.contains("SET \"n\" = s.o2") && !upd.contains("\"body\" ="), "{upd}");
+        assert!(upd.contains("pg_xact_commit_timestamp(t.xmin) <= $4::timestamptz"), "{upd}");
+        let del = build_sql(t, &Shape::Delete, false);
+        assert!(del.contains("t.\"id\" = u.m0::integer"), "{del}");
+    }
+}

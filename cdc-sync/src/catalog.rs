@@ -1,0 +1,145 @@
+//! Catalog look-ups: table columns and types, keys, replica identity.
+
+use tokio_postgres::Client;
+
+use crate::mapping::{DirectedTable, Mapping};
+
+/// A table's live columns.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// `(name, format_type)` in attnum order, dropped columns excluded.
+    pub columns: Vec<(String, String)>,
+    /// Primary key column names.
+    pub primary_key: Vec<String>,
+    /// `relreplident`: d(efault), f(ull), i(ndex), n(othing).
+    pub replica_identity: char,
+    /// Sets of columns covered by a unique index (or PK).
+    pub unique_sets: Vec<Vec<String>>,
+}
+
+/// Look up a qualified table; `None` when it does not exist.
+pub async fn table_info(client: &Client, table: &str) -> Result<Option<TableInfo>, tokio_postgres::Error> {
+    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    let Some(rel) = client
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')",
+            &[&schema, &name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let oid: u32 = rel.get(0);
+    let ri: String = rel.get(1);
+    let cols = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&oid],
+        )
+        .await?;
+    let idx = client
+        .query(
+            "SELECT i.indisprimary, array_agg(a.attname::text ORDER BY k.ord) \
+             FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL GROUP BY i.indexrelid, i.indisprimary",
+            &[&oid],
+        )
+        .await?;
+    let mut primary_key = vec![];
+    let mut unique_sets = vec![];
+    for r in idx {
+        let cols: Vec<String> = r.get(1);
+        if r.get::<_, bool>(0) {
+            primary_key = cols.clone();
+        }
+        unique_sets.push(cols);
+    }
+    Ok(Some(TableInfo {
+        columns: cols.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        primary_key,
+        replica_identity: ri.chars().next().unwrap_or('d'),
+        unique_sets,
+    }))
+}
+
+/// A problem found resolving a mapping against the live catalogs.
+#[derive(Debug, Clone)]
+pub struct CatalogProblem {
+    /// sync.toml line of the table.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Resolve expression dependencies and column types of every table in `mapping` against the
+/// read-side (`from`) and written-side (`to`) databases. Returns all problems found.
+pub async fn resolve(mapping: &mut Mapping, from: &Client, to: &Client) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
+    let mut problems = vec![];
+    for t in &mut mapping.tables {
+        problems.extend(resolve_table(t, from, to).await?);
+    }
+    Ok(problems)
+}
+
+async fn resolve_table(t: &mut DirectedTable, from: &Client, to: &Client) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
+    let mut problems = vec![];
+    let line = t.line;
+    let mut p = |m: String| problems.push(CatalogProblem { line, message: m });
+    let Some(fi) = table_info(from, &t.from_table).await? else {
+        p(format!("table {} does not exist", t.from_table));
+        return Ok(problems);
+    };
+    let Some(ti) = table_info(to, &t.to_table).await? else {
+        p(format!("table {} does not exist", t.to_table));
+        return Ok(problems);
+    };
+    let from_cols: Vec<String> = fi.columns.iter().map(|c| c.0.clone()).collect();
+    t.resolve_exprs(&from_cols);
+    t.input_types = t
+        .inputs
+        .iter()
+        .map(|c| match fi.columns.iter().find(|x| x.0 == *c) {
+            Some(x) => x.1.clone(),
+            None => {
+                p(format!("column {c} does not exist in {}", t.from_table));
+                "text".into()
+            }
+        })
+        .collect();
+    t.output_types = t
+        .outputs
+        .iter()
+        .map(|o| match ti.columns.iter().find(|x| x.0 == o.column) {
+            Some(x) => x.1.clone(),
+            None => {
+                p(format!("column {} does not exist in {}", o.column, t.to_table));
+                "text".into()
+            }
+        })
+        .collect();
+    let key: Vec<String> = t.inputs[..t.key_len].to_vec();
+    let mut sorted_key = key.clone();
+    sorted_key.sort();
+    let mut pk = fi.primary_key.clone();
+    pk.sort();
+    if fi.replica_identity != 'f' && pk != sorted_key {
+        p(format!(
+            "{}: key {:?} is not its primary key ({:?}) and REPLICA IDENTITY is not FULL; updates and deletes \
+             would arrive without the key. Run: ALTER TABLE {} REPLICA IDENTITY FULL",
+            t.from_table, key, fi.primary_key, t.from_table
+        ));
+    }
+    let mut to_key: Vec<String> = t.key_outputs.iter().map(|o| t.outputs[*o].column.clone()).collect();
+    to_key.sort();
+    if !ti.unique_sets.iter().any(|s| {
+        let mut s = s.clone();
+        s.sort();
+        s == to_key
+    }) {
+        p(format!("{}: no primary key or unique index on exactly {:?} (needed for upserts)", t.to_table, to_key));
+    }
+    Ok(problems)
+}

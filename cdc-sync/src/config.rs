@@ -1,0 +1,599 @@
+//! `sync.toml`: what to replicate, where, and how columns map.
+//!
+//! Loading is pure (no I/O besides reading environment variables named by `url_env`), collects
+//! every problem at once, and names the line and column of each. See the crate README for a
+//! commented example.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::model::qualify;
+
+/// A single configuration problem with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub col: usize,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// File name used in messages.
+    pub file: String,
+    /// All problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, p.line, p.col, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which way a table's changes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Source → target only (default).
+    #[default]
+    Forward,
+    /// Target → source only.
+    Reverse,
+    /// Both ways, loop-free, last writer wins.
+    Both,
+}
+
+impl Direction {
+    /// Does the source → target pipeline carry this table?
+    pub fn forward(self) -> bool {
+        matches!(self, Direction::Forward | Direction::Both)
+    }
+    /// Does the target → source pipeline carry this table?
+    pub fn reverse(self) -> bool {
+        matches!(self, Direction::Reverse | Direction::Both)
+    }
+}
+
+// ---------------------------------------------------------------- raw file model
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    /// Pipeline name: default slot/publication/origin names derive from it.
+    name: Spanned<String>,
+    source: Spanned<RawEndpoint>,
+    target: Spanned<RawEndpoint>,
+    #[serde(default)]
+    replication: RawReplication,
+    #[serde(default)]
+    status: RawStatus,
+    #[serde(default, rename = "table")]
+    tables: Vec<Spanned<RawTable>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    /// libpq key=value connection string or postgres:// URL.
+    url: Option<String>,
+    /// Name of an environment variable holding the connection string.
+    url_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    publication: Option<String>,
+    slot: Option<String>,
+    reverse_publication: Option<String>,
+    reverse_slot: Option<String>,
+    batch_rows: Option<usize>,
+    snapshot_workers: Option<usize>,
+    snapshot_chunk_pages: Option<u32>,
+    retained_wal_warn_mb: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    source: Spanned<String>,
+    target: Spanned<String>,
+    key: Spanned<Vec<String>>,
+    #[serde(default)]
+    direction: Direction,
+    columns: Spanned<BTreeMap<String, Spanned<ColumnSpec>>>,
+}
+
+/// How one target column gets its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnSpec {
+    /// Copy the named source column (a rename when the names differ). Reversible.
+    Column(String),
+    /// A SQL expression over source columns, e.g. `(price * 100)::bigint`. Forward only unless
+    /// `reverse_column` + `reverse_expr` say how to compute the source column from target columns.
+    Expr {
+        /// Expression over source columns.
+        sql: String,
+        /// Source column written by the reverse direction.
+        reverse_column: Option<String>,
+        /// Expression over target columns computing `reverse_column`.
+        reverse_expr: Option<String>,
+    },
+    /// A constant SQL expression (e.g. `'legacy'`). Not written back in reverse.
+    Constant(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumnDetail {
+    column: Option<String>,
+    expr: Option<String>,
+    constant: Option<toml::Value>,
+    reverse_column: Option<String>,
+    reverse_expr: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ColumnSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ColumnSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a source column name or a table { column | expr | constant }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ColumnSpec, E> {
+                Ok(ColumnSpec::Column(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ColumnSpec, A::Error> {
+                let d = RawColumnDetail::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let n = d.column.is_some() as u8 + d.expr.is_some() as u8 + d.constant.is_some() as u8;
+                if n != 1 {
+                    return Err(de::Error::custom("give exactly one of `column`, `expr`, `constant`"));
+                }
+                if (d.reverse_column.is_some() || d.reverse_expr.is_some()) && d.expr.is_none() {
+                    return Err(de::Error::custom("`reverse_column`/`reverse_expr` only go with `expr`"));
+                }
+                if d.reverse_column.is_some() != d.reverse_expr.is_some() {
+                    return Err(de::Error::custom("give both `reverse_column` and `reverse_expr`, or neither"));
+                }
+                if let Some(c) = d.column {
+                    return Ok(ColumnSpec::Column(c));
+                }
+                if let Some(sql) = d.expr {
+                    return Ok(ColumnSpec::Expr { sql, reverse_column: d.reverse_column, reverse_expr: d.reverse_expr });
+                }
+                let c = match d.constant.expect("checked above") {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => return Err(de::Error::custom("`constant` must be a SQL literal string, number or boolean")),
+                };
+                Ok(ColumnSpec::Constant(c))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------- validated model
+
+/// A database endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The connection string (resolved from `url` or the `url_env` variable).
+    pub conn: String,
+    /// Where it came from, for messages (`url` or `$VAR`).
+    pub origin: String,
+}
+
+/// One mapped column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMap {
+    /// Target column name.
+    pub target: String,
+    /// How it is computed.
+    pub spec: ColumnSpec,
+    /// Line in the file.
+    pub line: usize,
+}
+
+/// One mapped table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Qualified source table.
+    pub source: String,
+    /// Qualified target table.
+    pub target: String,
+    /// Source key columns (each mapped by plain `column`).
+    pub key: Vec<String>,
+    /// Which way changes flow.
+    pub direction: Direction,
+    /// Target columns in file order (sorted by name).
+    pub columns: Vec<ColumnMap>,
+    /// Line of the `[[table]]` entry.
+    pub line: usize,
+}
+
+/// Tunables with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// Publication on the source (forward).
+    pub publication: String,
+    /// Slot on the source (forward).
+    pub slot: String,
+    /// Publication on the target (reverse).
+    pub reverse_publication: String,
+    /// Slot on the target (reverse).
+    pub reverse_slot: String,
+    /// Rows per apply statement batch (default 5000).
+    pub batch_rows: usize,
+    /// Parallel snapshot copy workers (default 2).
+    pub snapshot_workers: usize,
+    /// Heap pages per ctid-range chunk (default 2048 = 16 MiB).
+    pub snapshot_chunk_pages: u32,
+    /// Warn when a slot retains more WAL than this (MiB, default 1024).
+    pub retained_wal_warn_mb: u64,
+}
+
+/// A validated `sync.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Pipeline name.
+    pub name: String,
+    /// The legacy side.
+    pub source: Endpoint,
+    /// The service side.
+    pub target: Endpoint,
+    /// Slot, publication and tunables.
+    pub replication: Replication,
+    /// Status HTTP listen address, e.g. `127.0.0.1:9902` (optional).
+    pub status_listen: Option<String>,
+    /// Mapped tables.
+    pub tables: Vec<TableConfig>,
+}
+
+impl SyncConfig {
+    /// Origin name the forward applier sets on its target sessions.
+    pub fn forward_origin(&self) -> String {
+        format!("cdc_sync_{}", self.name)
+    }
+    /// Origin name the reverse applier sets on its source sessions.
+    pub fn reverse_origin(&self) -> String {
+        format!("cdc_sync_{}_rev", self.name)
+    }
+    /// Is any table replicated target → source?
+    pub fn has_reverse(&self) -> bool {
+        self.tables.iter().any(|t| t.direction.reverse())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+fn valid_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+fn valid_table_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    (parts.len() == 1 || parts.len() == 2) && parts.iter().all(|p| valid_ident(p))
+}
+
+/// Parse and validate `text`. `env` resolves `url_env` names (pass `|k| std::env::var(k).ok()`).
+pub fn parse_with_env(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SyncConfig, ConfigError> {
+    let err = |problems| ConfigError { file: file.to_string(), problems };
+    let raw: RawFile = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            return Err(err(vec![Problem { line, col, message: e.message().to_string() }]));
+        }
+    };
+    let mut problems = Vec::new();
+    let mut push = |span: std::ops::Range<usize>, message: String| {
+        let (line, col) = line_col(text, span.start);
+        problems.push(Problem { line, col, message });
+    };
+
+    let name = raw.name.get_ref().clone();
+    if !valid_ident(&name) {
+        push(raw.name.span(), format!("name {name:?} must be a plain identifier (letters, digits, _)"));
+    }
+    let mut endpoint = |label: &str, ep: &Spanned<RawEndpoint>| -> Endpoint {
+        let e = ep.get_ref();
+        match (&e.url, &e.url_env) {
+            (Some(u), None) => Endpoint { conn: u.clone(), origin: format!("{label}.url") },
+            (None, Some(var)) => match env(var) {
+                Some(v) if !v.is_empty() => Endpoint { conn: v, origin: format!("${var}") },
+                _ => {
+                    push(ep.span(), format!("[{label}] url_env names ${var}, which is not set"));
+                    Endpoint { conn: String::new(), origin: format!("${var}") }
+                }
+            },
+            _ => {
+                push(ep.span(), format!("[{label}] needs exactly one of `url` or `url_env`"));
+                Endpoint { conn: String::new(), origin: String::new() }
+            }
+        }
+    };
+    let source = endpoint("source", &raw.source);
+    let target = endpoint("target", &raw.target);
+
+    let r = raw.replication;
+    let replication = Replication {
+        publication: r.publication.unwrap_or_else(|| format!("cdc_sync_{name}")),
+        slot: r.slot.unwrap_or_else(|| format!("cdc_sync_{name}")),
+        reverse_publication: r.reverse_publication.unwrap_or_else(|| format!("cdc_sync_{name}_rev")),
+        reverse_slot: r.reverse_slot.unwrap_or_else(|| format!("cdc_sync_{name}_rev")),
+        batch_rows: r.batch_rows.unwrap_or(5000).max(1),
+        snapshot_workers: r.snapshot_workers.unwrap_or(2).clamp(1, 16),
+        snapshot_chunk_pages: r.snapshot_chunk_pages.unwrap_or(2048).max(1),
+        retained_wal_warn_mb: r.retained_wal_warn_mb.unwrap_or(1024),
+    };
+    for (what, v) in [
+        ("publication", &replication.publication),
+        ("slot", &replication.slot),
+        ("reverse_publication", &replication.reverse_publication),
+        ("reverse_slot", &replication.reverse_slot),
+    ] {
+        if !valid_ident(v) || (what.contains("slot") && v.chars().any(|c| c.is_ascii_uppercase())) {
+            problems.push(Problem {
+                line: 0,
+                col: 0,
+                message: format!("[replication] {what} {v:?} must be a lower-case identifier"),
+            });
+        }
+    }
+    let mut push = |span: std::ops::Range<usize>, message: String| {
+        let (line, col) = line_col(text, span.start);
+        problems.push(Problem { line, col, message });
+    };
+
+    if raw.tables.is_empty() {
+        push(0..0, "no [[table]] entries: nothing to replicate".to_string());
+    }
+    let mut tables = Vec::new();
+    let mut seen_sources = BTreeSet::new();
+    let mut seen_targets = BTreeSet::new();
+    for st in &raw.tables {
+        let t = st.get_ref();
+        let (line, _) = line_col(text, st.span().start);
+        for (label, n) in [("source", &t.source), ("target", &t.target)] {
+            if !valid_table_name(n.get_ref()) {
+                push(n.span(), format!("{label} table {:?} must be `table` or `schema.table`", n.get_ref()));
+            }
+        }
+        let source = qualify(t.source.get_ref());
+        let target = qualify(t.target.get_ref());
+        if !seen_sources.insert(source.clone()) {
+            push(t.source.span(), format!("source table {source} is mapped twice"));
+        }
+        if !seen_targets.insert(target.clone()) {
+            push(t.target.span(), format!("target table {target} is mapped twice"));
+        }
+        if t.columns.get_ref().is_empty() {
+            push(t.columns.span(), format!("table {source}: no columns mapped"));
+        }
+        let mut columns = Vec::new();
+        for (tcol, spec) in t.columns.get_ref() {
+            let (cline, _) = line_col(text, spec.span().start);
+            if !valid_ident(tcol) {
+                push(spec.span(), format!("target column {tcol:?} is not a plain identifier"));
+            }
+            match spec.get_ref() {
+                ColumnSpec::Column(c) if !valid_ident(c) => {
+                    push(spec.span(), format!("source column {c:?} is not a plain identifier"))
+                }
+                ColumnSpec::Expr { reverse_column: None, .. } if t.direction.reverse() => push(
+                    spec.span(),
+                    format!(
+                        "table {source} is direction = \"{}\" but target column {tcol} is an `expr` without \
+                         `reverse_column` + `reverse_expr`; expressions are forward-only unless you say how to invert them",
+                        match t.direction {
+                            Direction::Both => "both",
+                            _ => "reverse",
+                        }
+                    ),
+                ),
+                _ => {}
+            }
+            columns.push(ColumnMap { target: tcol.clone(), spec: spec.get_ref().clone(), line: cline });
+        }
+        let key = t.key.get_ref().clone();
+        if key.is_empty() {
+            push(t.key.span(), format!("table {source}: key must name at least one column"));
+        }
+        for k in &key {
+            let n = columns.iter().filter(|c| c.spec == ColumnSpec::Column(k.clone())).count();
+            if n != 1 {
+                push(
+                    t.key.span(),
+                    format!(
+                        "table {source}: key column {k} must be mapped to exactly one target column with a plain \
+                         `column` mapping (found {n})"
+                    ),
+                );
+            }
+        }
+        if t.direction.reverse() {
+            // Reverse writes source columns from target columns: no two target columns may write the same one.
+            let mut written = BTreeMap::new();
+            for c in &columns {
+                let w = match &c.spec {
+                    ColumnSpec::Column(s) => Some(s.clone()),
+                    ColumnSpec::Expr { reverse_column, .. } => reverse_column.clone(),
+                    ColumnSpec::Constant(_) => None,
+                };
+                if let Some(w) = w {
+                    if let Some(prev) = written.insert(w.clone(), c.target.clone()) {
+                        push(
+                            t.columns.span(),
+                            format!(
+                                "table {source}: source column {w} would be written back by both {prev} and {}",
+                                c.target
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        tables.push(TableConfig { source, target, key, direction: t.direction, columns, line });
+    }
+
+    let status_listen = raw.status.listen;
+    if let Some(l) = &status_listen {
+        if l.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(Problem { line: 0, col: 0, message: format!("[status] listen {l:?} is not host:port") });
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(SyncConfig { name, source, target, replication, status_listen, tables })
+    } else {
+        problems.sort_by_key(|p| (p.line, p.col));
+        Err(err(problems))
+    }
+}
+
+/// Parse and validate `text`, resolving `url_env` from the process environment.
+pub fn parse(file: &str, text: &str) -> Result<SyncConfig, ConfigError> {
+    parse_with_env(file, text, &|k| std::env::var(k).ok())
+}
+
+/// Read, parse and validate a file.
+pub fn load(path: &std::path::Path) -> Result<SyncConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        problems: vec![Problem { line: 0, col: 0, message: format!("cannot read: {e}") }],
+    })?;
+    parse(&file, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "catalog"
+[source]
+url = "host=a dbname=legacy"
+[target]
+url_env = "CAT_DB"
+
+[[table]]
+source = "products"
+target = "catalog.items"
+key = ["id"]
+direction = "both"
+[table.columns]
+id = "id"
+title = "name"
+price_cents = { expr = "(price * 100)::bigint", reverse_column = "price", reverse_expr = "(price_cents / 100.0)::numeric(12,2)" }
+system = { constant = "'legacy'" }
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "CAT_DB").then(|| "host=b dbname=cat".to_string())
+    }
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = parse_with_env("sync.toml", GOOD, &env).unwrap();
+        assert_eq!(c.name, "catalog");
+        assert_eq!(c.target.conn, "host=b dbname=cat");
+        assert_eq!(c.replication.slot, "cdc_sync_catalog");
+        let t = &c.tables[0];
+        assert_eq!(t.source, "public.products");
+        assert_eq!(t.target, "catalog.items");
+        assert_eq!(t.direction, Direction::Both);
+        assert_eq!(t.columns.len(), 4);
+        assert!(t.columns.iter().any(|c| c.target == "system" && c.spec == ColumnSpec::Constant("'legacy'".into())));
+    }
+
+    #[test]
+    fn reports_every_problem_with_a_line() {
+        let bad = r#"
+name = "x"
+[source]
+url = "a"
+[target]
+url_env = "NOPE"
+
+[[table]]
+source = "a"
+target = "b"
+key = ["id"]
+direction = "both"
+[table.columns]
+ident = "id2"
+p = { expr = "x + 1" }
+
+[[table]]
+source = "a"
+target = "c"
+key = []
+[table.columns]
+id = "id"
+"#;
+        let e = parse_with_env("s.toml", bad, &env).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("s.toml:5:1: [target] url_env names $NOPE"), "{text}");
+        assert!(text.contains("key column id must be mapped"), "{text}");
+        assert!(text.contains("expressions are forward-only"), "{text}");
+        assert!(text.contains("source table public.a is mapped twice"), "{text}");
+        assert!(text.contains("key must name at least one column"), "{text}");
+        assert!(e.problems.len() >= 5, "{text}");
+        assert!(e.problems.iter().all(|p| p.line > 0));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_place() {
+        let bad = "name = \"x\"\nbogus = 1\n[source]\nurl='a'\n[target]\nurl='b'\n";
+        let e = parse_with_env("s.toml", bad, &env).unwrap_err();
+        assert_eq!(e.problems[0].line, 2, "{e}");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn column_spec_needs_exactly_one_kind() {
+        let bad = "name='x'\n[source]\nurl='a'\n[target]\nurl='b'\n[[table]]\nsource='a'\ntarget='b'\nkey=['id']\n[table.columns]\nid='id'\nz = { column = 'a', constant = 1 }\n";
+        let e = parse_with_env("s.toml", bad, &env).unwrap_err();
+        assert!(e.to_string().contains("exactly one of"), "{e}");
+        assert_eq!(e.problems[0].line, 12, "{e}");
+    }
+}

@@ -1,0 +1,18 @@
+//! cdc-sync: logical-replication CDC that keeps the legacy monolith's database and an extracted
+//! service's database in step, forward, backward or both ways, and proves they agree.
+//!
+//! Modules mirror the design: [`config`] (sync.toml), [`source`] (publication, slot, snapshot,
+//! the [`source::ChangeStream`]), [`mapping`] (column mapping, pure), [`apply`] (the engine and
+//! the [`apply::Sink`]s), [`checkpoint`] (progress in the target), [`verify`], [`status`].
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod catalog;
+pub mod checkpoint;
+pub mod config;
+pub mod mapping;
+pub mod model;
+pub mod runner;
+pub mod source;
+pub mod status;
+pub mod verify;

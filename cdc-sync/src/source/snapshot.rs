@@ -1,0 +1,242 @@
+//! Initial copy under an exported snapshot: per table, ctid-range chunks copied in parallel
+//! with text `COPY (SELECT mapped columns ...) TO STDOUT` → `COPY target FROM STDIN`.
+//!
+//! A table is `done` only after all its chunks committed; a crash leaves it `copying`, and the
+//! next start truncates and re-copies just that table under a fresh snapshot (see
+//! [`crate::runner`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::apply::connect;
+use crate::checkpoint::{CheckpointStore, TableSnapshot};
+use crate::mapping::{DirectedTable, Mapping, OutputValue};
+use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
+use crate::status::Metrics;
+
+/// Snapshot failures (all retryable by restarting: unfinished tables are re-copied).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// SQL on either side.
+    #[error("snapshot: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    /// A worker died.
+    #[error("snapshot worker: {0}")]
+    Worker(String),
+}
+
+/// What to copy and how.
+pub struct SnapshotJob {
+    /// Pipeline name (state key).
+    pub pipeline: String,
+    /// Compiled mapping (types resolved).
+    pub mapping: Arc<Mapping>,
+    /// Mapping indexes to copy.
+    pub tables: Vec<usize>,
+    /// Source connection string.
+    pub source: String,
+    /// Target connection string.
+    pub target: String,
+    /// Exported snapshot name.
+    pub snapshot: String,
+    /// The snapshot's consistent point.
+    pub lsn: Lsn,
+    /// Parallel workers.
+    pub workers: usize,
+    /// Heap pages per chunk.
+    pub chunk_pages: u32,
+    /// Progress counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The source-side SQL computing output `o` of `t`.
+pub fn source_value(t: &DirectedTable, o: usize) -> String {
+    match &t.outputs[o].value {
+        OutputValue::Input(i) => quote_ident(&t.inputs[*i]),
+        OutputValue::Expr { sql, .. } | OutputValue::Const(sql) => format!("({sql})"),
+    }
+}
+
+/// The `SELECT` list computing the target columns on the source side.
+pub fn source_select_list(t: &DirectedTable) -> String {
+    (0..t.outputs.len()).map(|o| source_value(t, o)).collect::<Vec<_>>().join(", ")
+}
+
+#[derive(Debug, Clone)]
+struct Chunk {
+    table: usize,
+    lo: u64,
+    hi: Option<u64>,
+}
+
+enum Event {
+    ChunkDone { table: usize, rows: u64 },
+}
+
+/// Copy `job.tables`, recording state in `store`. Returns rows copied per table.
+pub async fn copy_tables<C: CheckpointStore>(job: SnapshotJob, store: &mut C) -> Result<HashMap<usize, u64>, SnapshotError> {
+    let target = connect(&job.target).await?;
+    let planner = connect(&job.source).await?;
+    planner
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(&job.snapshot)
+        ))
+        .await?;
+    let mut chunks = VecDeque::new();
+    let mut remaining: HashMap<usize, usize> = HashMap::new();
+    let mut estimate = 0u64;
+    for &ti in &job.tables {
+        let t = &job.mapping.tables[ti];
+        store
+            .set_table(&job.pipeline, &t.to_table, &TableSnapshot { state: "copying".into(), snapshot_lsn: Some(job.lsn), rows: 0 })
+            .await?;
+        target.batch_execute(&format!("TRUNCATE {}", quote_qualified(&t.to_table))).await?;
+        let r = planner
+            .query_one(
+                "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint)::bigint, \
+                 GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+                &[&quote_qualified(&t.from_table)],
+            )
+            .await?;
+        let pages: i64 = r.get(0);
+        estimate += r.get::<_, i64>(1) as u64;
+        let pages = pages.max(0) as u64;
+        let step = job.chunk_pages as u64;
+        let mut n = 0;
+        if pages <= step {
+            chunks.push_back(Chunk { table: ti, lo: 0, hi: None });
+            n = 1;
+        } else {
+            let mut lo = 0;
+            while lo < pages {
+                let hi = lo + step;
+                chunks.push_back(Chunk { table: ti, lo, hi: if hi >= pages { None } else { Some(hi) } });
+                n += 1;
+                lo = hi;
+            }
+        }
+        remaining.insert(ti, n);
+    }
+    planner.batch_execute("COMMIT").await?;
+    job.metrics.snapshot_rows_estimate.store(estimate, Relaxed);
+    job.metrics.snapshot_tables_total.store(job.tables.len() as u64, Relaxed);
+    let total_chunks = chunks.len();
+    tracing::info!(tables = job.tables.len(), chunks = total_chunks, estimated_rows = estimate, lsn = %job.lsn, "snapshot: copying");
+
+    let queue = Arc::new(Mutex::new(chunks));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<Event, SnapshotError>>();
+    let workers = job.workers.min(total_chunks).max(1);
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let queue = Arc::clone(&queue);
+        let tx = tx.clone();
+        let mapping = Arc::clone(&job.mapping);
+        let (source, target, snapshot) = (job.source.clone(), job.target.clone(), job.snapshot.clone());
+        let metrics = Arc::clone(&job.metrics);
+        handles.push(tokio::spawn(async move {
+            let r = worker(queue, &tx, mapping, &source, &target, &snapshot, metrics).await;
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+        }));
+    }
+    drop(tx);
+
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let mut copied: HashMap<usize, u64> = HashMap::new();
+    let mut done_tables = 0usize;
+    while let Some(ev) = rx.recv().await {
+        let Event::ChunkDone { table, rows } = ev?;
+        *copied.entry(table).or_default() += rows;
+        let left = remaining.get_mut(&table).expect("planned");
+        *left -= 1;
+        if *left == 0 {
+            let t = &job.mapping.tables[table];
+            let rows = copied[&table];
+            store
+                .set_table(&job.pipeline, &t.to_table, &TableSnapshot { state: "done".into(), snapshot_lsn: Some(job.lsn), rows: rows as i64 })
+                .await?;
+            done_tables += 1;
+            job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
+            tracing::info!(table = %t.to_table, rows, "snapshot: table done");
+        }
+        if last_log.elapsed() >= Duration::from_secs(2) {
+            last_log = Instant::now();
+            let rows = job.metrics.snapshot_rows.load(Relaxed);
+            let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let eta = if rate > 0.0 && estimate > rows { (estimate - rows) as f64 / rate } else { 0.0 };
+            tracing::info!(rows, rows_per_s = rate as u64, eta_s = eta as u64, tables_done = done_tables, "snapshot: progress");
+        }
+    }
+    for h in handles {
+        h.await.map_err(|e| SnapshotError::Worker(e.to_string()))?;
+    }
+    if done_tables != job.tables.len() {
+        return Err(SnapshotError::Worker("snapshot incomplete".into()));
+    }
+    let rows: u64 = copied.values().sum();
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(rows, seconds = secs, rows_per_s = (rows as f64 / secs.max(0.001)) as u64, "snapshot: finished");
+    Ok(copied)
+}
+
+async fn worker(
+    queue: Arc<Mutex<VecDeque<Chunk>>>,
+    tx: &mpsc::UnboundedSender<Result<Event, SnapshotError>>,
+    mapping: Arc<Mapping>,
+    source: &str,
+    target: &str,
+    snapshot: &str,
+    metrics: Arc<Metrics>,
+) -> Result<(), SnapshotError> {
+    let src = connect(source).await?;
+    src.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+        quote_literal(snapshot)
+    ))
+    .await?;
+    let dst = connect(target).await?;
+    let _ = dst.batch_execute("SET session_replication_role = replica").await;
+    dst.batch_execute("SET synchronous_commit = off").await?;
+    loop {
+        let Some(chunk) = queue.lock().expect("not poisoned").pop_front() else { break };
+        let t = &mapping.tables[chunk.table];
+        let range = match (chunk.lo, chunk.hi) {
+            (0, None) => String::new(),
+            (lo, None) => format!(" WHERE ctid >= '({lo},0)'::tid"),
+            (lo, Some(hi)) => format!(" WHERE ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"),
+        };
+        let out_sql = format!(
+            "COPY (SELECT {} FROM {}{range}) TO STDOUT",
+            source_select_list(t),
+            quote_qualified(&t.from_table)
+        );
+        let cols: Vec<String> = t.outputs.iter().map(|o| quote_ident(&o.column)).collect();
+        let in_sql = format!("COPY {} ({}) FROM STDIN", quote_qualified(&t.to_table), cols.join(", "));
+        dst.batch_execute("BEGIN").await?;
+        let out = src.copy_out(out_sql.as_str()).await?;
+        let sink = dst.copy_in::<_, bytes::Bytes>(in_sql.as_str()).await?;
+        futures::pin_mut!(out);
+        futures::pin_mut!(sink);
+        while let Some(buf) = out.next().await {
+            let buf = buf?;
+            let nl = buf.iter().filter(|b| **b == b'\n').count() as u64;
+            metrics.snapshot_rows.fetch_add(nl, Relaxed);
+            sink.feed(buf).await?;
+        }
+        let rows = sink.as_mut().finish().await?;
+        dst.batch_execute("COMMIT").await?;
+        if tx.send(Ok(Event::ChunkDone { table: chunk.table, rows })).is_err() {
+            break;
+        }
+    }
+    let _ = src.batch_execute("COMMIT").await;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Counters and the status HTTP port: `/health/live`, `/health/ready`, `/metrics`
+//! (Prometheus text) and `/status` (JSON).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::model::Lsn;
+
+/// Counters of one pipeline direction. Cheap to update from the hot path.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `starting`, `snapshot`, `streaming`, `stopped: <why>`.
+    pub state: Mutex<String>,
+    /// Streaming (snapshot finished, stream started).
+    pub ready: AtomicBool,
+    /// Row changes applied.
+    pub rows_applied: AtomicU64,
+    /// Source transactions applied.
+    pub txns_applied: AtomicU64,
+    /// Source transactions skipped because they carry a replication origin.
+    pub txns_skipped: AtomicU64,
+    /// Last-writer-wins conflicts (incoming change lost to a newer target row).
+    pub conflicts: AtomicU64,
+    /// End LSN of the last applied commit.
+    pub applied_lsn: AtomicU64,
+    /// Its source commit time (µs since epoch).
+    pub applied_commit_us: AtomicI64,
+    /// Source's current WAL position (polled).
+    pub source_lsn: AtomicU64,
+    /// WAL retained by the slot (bytes, polled).
+    pub retained_wal_bytes: AtomicI64,
+    /// Rows/s applied over the last sampling interval (×1000 for precision).
+    pub rows_per_s_milli: AtomicU64,
+    /// Snapshot rows copied.
+    pub snapshot_rows: AtomicU64,
+    /// Snapshot rows expected (planner estimate).
+    pub snapshot_rows_estimate: AtomicU64,
+    /// Snapshot tables done.
+    pub snapshot_tables_done: AtomicU64,
+    /// Snapshot tables to copy.
+    pub snapshot_tables_total: AtomicU64,
+}
+
+impl Metrics {
+    /// Record a committed target transaction.
+    pub fn note_commit(&self, lsn: Lsn, ts: DateTime<Utc>, txns: i64, rows: i64) {
+        self.applied_lsn.fetch_max(lsn.0, Relaxed);
+        self.applied_commit_us.store(ts.timestamp_micros(), Relaxed);
+        self.txns_applied.fetch_add(txns.max(0) as u64, Relaxed);
+        self.rows_applied.fetch_add(rows.max(0) as u64, Relaxed);
+    }
+
+    /// Set the state text.
+    pub fn set_state(&self, s: impl Into<String>) {
+        *self.state.lock().expect("not poisoned") = s.into();
+    }
+
+    /// Lag in bytes (source WAL position minus applied position; 0 when unknown).
+    pub fn lag_bytes(&self) -> u64 {
+        let (src, app) = (self.source_lsn.load(Relaxed), self.applied_lsn.load(Relaxed));
+        if src == 0 || app == 0 {
+            0
+        } else {
+            src.saturating_sub(app)
+        }
+    }
+
+    /// Lag in seconds: 0 when caught up, else time since the last applied commit was made.
+    pub fn lag_seconds(&self) -> f64 {
+        if self.lag_bytes() == 0 || !self.ready.load(Relaxed) {
+            return 0.0;
+        }
+        let ts = self.applied_commit_us.load(Relaxed);
+        if ts == 0 {
+            return 0.0;
+        }
+        ((Utc::now().timestamp_micros() - ts) as f64 / 1e6).max(0.0)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "state": *self.state.lock().expect("not poisoned"),
+            "ready": self.ready.load(Relaxed),
+            "rows_applied": self.rows_applied.load(Relaxed),
+            "txns_applied": self.txns_applied.load(Relaxed),
+            "txns_skipped_origin": self.txns_skipped.load(Relaxed),
+            "conflicts": self.conflicts.load(Relaxed),
+            "applied_lsn": Lsn(self.applied_lsn.load(Relaxed)).to_string(),
+            "source_lsn": Lsn(self.source_lsn.load(Relaxed)).to_string(),
+            "lag_bytes": self.lag_bytes(),
+            "lag_seconds": self.lag_seconds(),
+            "rows_per_second": self.rows_per_s_milli.load(Relaxed) as f64 / 1000.0,
+            "retained_wal_bytes": self.retained_wal_bytes.load(Relaxed),
+            "snapshot": {
+                "rows": self.snapshot_rows.load(Relaxed),
+                "rows_estimate": self.snapshot_rows_estimate.load(Relaxed),
+                "tables_done": self.snapshot_tables_done.load(Relaxed),
+                "tables_total": self.snapshot_tables_total.load(Relaxed),
+            }
+        })
+    }
+}
+
+/// The pipelines a status port reports on, by direction label (`forward`, `reverse`).
+pub type Registry = Vec<(String, Arc<Metrics>)>;
+
+/// The JSON status document.
+pub fn status_json(reg: &Registry) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (label, metrics) in reg {
+        m.insert(label.clone(), metrics.json());
+    }
+    json!({ "pipelines": m, "ready": ready(reg) })
+}
+
+fn ready(reg: &Registry) -> bool {
+    !reg.is_empty() && reg.iter().all(|(_, m)| m.ready.load(Relaxed))
+}
+
+/// Prometheus text exposition.
+pub fn prometheus(reg: &Registry) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, f: &dyn Fn(&Metrics) -> String| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (label, m) in reg {
+            out.push_str(&format!("{name}{{direction=\"{label}\"}} {}\n", f(m)));
+        }
+    };
+    metric("cdc_sync_rows_applied_total", "Row changes applied", "counter", &|m| m.rows_applied.load(Relaxed).to_string());
+    metric("cdc_sync_txns_applied_total", "Source transactions applied", "counter", &|m| m.txns_applied.load(Relaxed).to_string());
+    metric("cdc_sync_txns_skipped_origin_total", "Transactions skipped because they carry a replication origin", "counter", &|m| {
+        m.txns_skipped.load(Relaxed).to_string()
+    });
+    metric("cdc_sync_conflicts_total", "Last-writer-wins conflicts", "counter", &|m| m.conflicts.load(Relaxed).to_string());
+    metric("cdc_sync_lag_bytes", "Source WAL position minus applied position", "gauge", &|m| m.lag_bytes().to_string());
+    metric("cdc_sync_lag_seconds", "Apply lag in seconds", "gauge", &|m| format!("{:.3}", m.lag_seconds()));
+    metric("cdc_sync_rows_per_second", "Rows applied per second (recent)", "gauge", &|m| {
+        format!("{:.1}", m.rows_per_s_milli.load(Relaxed) as f64 / 1000.0)
+    });
+    metric("cdc_sync_retained_wal_bytes", "WAL retained by the slot", "gauge", &|m| m.retained_wal_bytes.load(Relaxed).to_string());
+    metric("cdc_sync_snapshot_rows_total", "Snapshot rows copied", "counter", &|m| m.snapshot_rows.load(Relaxed).to_string());
+    metric("cdc_sync_snapshot_tables_done", "Snapshot tables finished", "gauge", &|m| m.snapshot_tables_done.load(Relaxed).to_string());
+    metric("cdc_sync_ready", "1 when streaming", "gauge", &|m| (m.ready.load(Relaxed) as u8).to_string());
+    out
+}
+
+/// Serve the status endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, reg: Registry) {
+    let reg = Arc::new(reg);
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let reg = Arc::clone(&reg);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            while n < buf.len() {
+                match sock.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => {
+                        n += k;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (code, ctype, body) = match path {
+                "/health/live" => (200, "text/plain", "ok\n".to_string()),
+                "/health/ready" if ready(&reg) => (200, "text/plain", "ready\n".to_string()),
+                "/health/ready" => (503, "text/plain", "not ready\n".to_string()),
+                "/metrics" => (200, "text/plain; version=0.0.4", prometheus(&reg)),
+                "/status" => (200, "application/json", status_json(&reg).to_string()),
+                _ => (404, "text/plain", "not found\n".to_string()),
+            };
+            let reason = match code {
+                200 => "OK",
+                503 => "Service Unavailable",
+                _ => "Not Found",
+            };
+            let resp = format!(
+                "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_metrics_and_json() {
+        let m = Arc::new(Metrics::default());
+        m.note_commit(Lsn(100), Utc::now(), 2, 10);
+        m.source_lsn.store(150, Relaxed);
+        let reg: Registry = vec![("forward".into(), Arc::clone(&m))];
+        let text = prometheus(&reg);
+        assert!(text.contains("cdc_sync_rows_applied_total{direction=\"forward\"} 10"), "{text}");
+        assert!(text.contains("cdc_sync_lag_bytes{direction=\"forward\"} 50"), "{text}");
+        let j = status_json(&reg);
+        assert_eq!(j["pipelines"]["forward"]["txns_applied"], 2);
+        assert_eq!(j["ready"], false);
+    }
+}

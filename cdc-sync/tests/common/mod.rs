@@ -1,0 +1,144 @@
+//! Shared test helpers: two clusters, a sync.toml, the real binary, state polling.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use strangler_support::{free_port, wait_for_http, ChildGuard, PgCluster};
+
+pub struct Env {
+    pub src: PgCluster,
+    pub tgt: PgCluster,
+    pub src_db: String,
+    pub tgt_db: String,
+    pub src_conn: String,
+    pub tgt_conn: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// Two separate clusters with one database each, schemas applied.
+    pub fn new(src_schema: &str, tgt_schema: &str) -> Env {
+        let src = PgCluster::start().expect("source cluster");
+        let tgt = PgCluster::start().expect("target cluster");
+        let (src_db, src_conn) = src.create_unique_database("src").unwrap();
+        let (tgt_db, tgt_conn) = tgt.create_unique_database("tgt").unwrap();
+        src.psql(&src_db, src_schema).unwrap();
+        tgt.psql(&tgt_db, tgt_schema).unwrap();
+        Env { src, tgt, src_db, tgt_db, src_conn, tgt_conn, dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn s(&self, sql: &str) -> String {
+        self.src.psql(&self.src_db, sql).unwrap()
+    }
+
+    pub fn t(&self, sql: &str) -> String {
+        self.tgt.psql(&self.tgt_db, sql).unwrap()
+    }
+
+    /// Write sync.toml with `[source]`/`[target]` filled in; `body` holds the tables.
+    pub fn write_config(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n{body}\n",
+            self.src_conn, self.tgt_conn
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cdc-sync"));
+    c.env("RUST_LOG", "info,pg_walstream=warn");
+    c
+}
+
+pub struct Running {
+    pub child: ChildGuard,
+    pub status: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Running {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Spawn `cdc-sync run` and wait until /health/ready.
+pub fn start(config: &PathBuf, log_name: &str) -> Running {
+    let r = spawn(config, log_name);
+    if let Err(e) = wait_for_http(r.status, "/health/ready", Duration::from_secs(90)) {
+        panic!("not ready: {e}\n{}", r.log_text());
+    }
+    r
+}
+
+/// Spawn `cdc-sync run` without waiting.
+pub fn spawn(config: &PathBuf, log_name: &str) -> Running {
+    let port = free_port();
+    let status: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = config.parent().unwrap().join(format!("{log_name}.log"));
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let child = bin()
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--status", &status.to_string()])
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    Running { child: ChildGuard::new("cdc-sync", child), status, log }
+}
+
+pub fn verify(config: &PathBuf) -> Output {
+    bin().args(["verify", "--config"]).arg(config).output().unwrap()
+}
+
+/// Poll `verify` until it reports equal (exit 0) or the deadline passes.
+pub fn wait_equal(config: &PathBuf, within: Duration, running: Option<&Running>) -> Output {
+    let deadline = Instant::now() + within;
+    loop {
+        let out = verify(config);
+        if out.status.code() == Some(0) {
+            return out;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "not equal within {within:?}: {}\n{}\nlog:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                running.map(|r| r.log_text()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Poll a SQL query until it returns `want`.
+pub fn wait_sql(run: &dyn Fn() -> String, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = run();
+        if got == want {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("waited {within:?} for {want:?}, last got {got:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// GET a path on the status port.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+}

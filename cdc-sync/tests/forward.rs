@@ -1,0 +1,131 @@
+//! Forward sync end to end: snapshot + stream, mapping (rename, drop, cast expression,
+//! constant), TOAST, key change, truncate, NULLs and types, verify (equal and a named
+//! difference), and a mapped column dropped at the source stopping the pipeline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SRC: &str = "
+CREATE TABLE products (
+    id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2), tags text[], attrs jsonb,
+    uid uuid, created timestamptz, legacy_flag boolean, big text);
+CREATE TABLE events (id int PRIMARY KEY, v text);
+INSERT INTO products SELECT g, 'name ' || g, g * 1.25, ARRAY['a', 'b' || g], jsonb_build_object('g', g),
+    md5(g::text)::uuid, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute', g % 2 = 0, NULL
+    FROM generate_series(1, 20000) g;
+INSERT INTO events SELECT g, 'e' || g FROM generate_series(1, 100) g;
+";
+
+const TGT: &str = "
+CREATE SCHEMA catalog;
+CREATE TABLE catalog.items (
+    id bigint PRIMARY KEY, title text NOT NULL, price_cents bigint, tags text[], attrs jsonb,
+    uid uuid, created timestamptz, origin text, big text, local_only text DEFAULT 'keep');
+CREATE TABLE events (id int PRIMARY KEY, v text);
+";
+
+const TABLES: &str = r#"
+[replication]
+snapshot_chunk_pages = 40
+
+[[table]]
+source = "products"
+target = "catalog.items"
+key = ["id"]
+[table.columns]
+id = "id"
+title = "name"
+price_cents = { expr = "(price * 100)::bigint" }
+tags = "tags"
+attrs = "attrs"
+uid = "uid"
+created = "created"
+origin = { constant = "'legacy'" }
+big = "big"
+
+[[table]]
+source = "events"
+target = "events"
+key = ["id"]
+[table.columns]
+id = "id"
+v = "v"
+"#;
+
+#[test]
+fn snapshot_then_stream_with_mapping_toast_keys_truncate_and_verify() {
+    let env = Env::new(SRC, TGT);
+    let cfg = env.write_config("fwd", TABLES);
+    let check = bin().args(["check"]).arg(&cfg).arg("--connect").output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let run = start(&cfg, "fwd");
+    // snapshot copied (ctid chunks: 40 pages per chunk => several chunks)
+    assert_eq!(env.t("SELECT count(*), sum(price_cents) FROM catalog.items"), "20000|25001250000");
+    assert_eq!(env.t("SELECT origin, local_only FROM catalog.items WHERE id = 7"), "legacy|keep");
+    wait_equal(&cfg, Duration::from_secs(30), Some(&run));
+
+    // streaming: inserts with unicode / NULLs / types, updates, deletes, key change, TOAST
+    env.s("INSERT INTO products VALUES (30001, 'Zürich ☕ 日本', 9.99, '{x,NULL}', '{\"k\": [1, 2]}', gen_random_uuid(), now(), true, NULL),
+                                       (30002, 'nulls', NULL, NULL, NULL, NULL, NULL, NULL, NULL)");
+    env.s("UPDATE products SET big = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 4000) g) WHERE id = 5");
+    env.s("UPDATE products SET price = price + 1 WHERE id BETWEEN 1 AND 3000");
+    env.s("DELETE FROM products WHERE id BETWEEN 3001 AND 3500");
+    env.s("UPDATE products SET id = 40000 WHERE id = 4000");
+    env.s("UPDATE products SET price = 777 WHERE id = 5"); // big is TOASTed and unchanged: not sent
+    env.s("BEGIN; TRUNCATE events; INSERT INTO events VALUES (1, 'after truncate'); COMMIT");
+    let out = wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("public.products -> catalog.items: equal (19502 rows)"), "{text}");
+    assert!(text.contains("public.events -> public.events: equal (1 rows)"), "{text}");
+    assert_eq!(env.t("SELECT length(big), price_cents FROM catalog.items WHERE id = 5"), "128000|77700");
+    assert_eq!(env.t("SELECT count(*) FROM catalog.items WHERE id IN (4000, 40000)"), "1");
+    assert_eq!(env.t("SELECT title FROM catalog.items WHERE id = 30001"), "Zürich ☕ 日本");
+
+    // status endpoint
+    let status = http_get(run.status, "/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["ready"], true, "{status}");
+    assert!(v["pipelines"]["forward"]["txns_applied"].as_u64().unwrap() >= 7, "{status}");
+    assert!(http_get(run.status, "/metrics").contains("cdc_sync_rows_applied_total{direction=\"forward\"}"));
+
+    // a deliberate difference is found and named
+    env.t("UPDATE catalog.items SET title = 'tampered' WHERE id = 12345; DELETE FROM catalog.items WHERE id = 777");
+    let out = verify(&cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DIFFERENT") && text.contains("(12345)") && text.contains("(777)"), "{text}");
+
+    // a mapped column dropped at the source stops the pipeline with a clear error
+    env.s("ALTER TABLE products DROP COLUMN price; INSERT INTO products (id, name) VALUES (50000, 'after drop')");
+    let mut run = run;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = run.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after the drop:\n{}", run.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let log = run.log_text();
+    assert!(log.contains("mapped column price of public.products is no longer present"), "{log}");
+    assert_eq!(env.t("SELECT count(*) FROM catalog.items WHERE id = 50000"), "0");
+}
+
+#[test]
+fn bad_config_exits_2_with_all_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "name = \"x\"\n[source]\nurl = \"a\"\n[target]\nurl_env = \"NOPE_NOT_SET\"\n[[table]]\nsource = \"a\"\ntarget = \"b\"\nkey = [\"id\"]\n[table.columns]\nother = \"x\"\n").unwrap();
+    let out = bin().args(["check"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4:1") && err.contains("NOPE_NOT_SET"), "{err}");
+    assert!(err.contains("key column id must be mapped"), "{err}");
+    let out = bin().args(["run", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
