@@ -187,7 +187,10 @@ sys.exit(1 if bad or not found else 0)
 PYEOF
 then pass "embedded-toml (syntax)"; else fail "embedded-toml (syntax)"; fi
 if [[ -n ${STRANGLER_GATEWAY_BIN:-} ]]; then
-    if "$STRANGLER_GATEWAY_BIN" check "$WORK/toml/strangler-routes/routes.toml" 2>&1 | sed 's/^/  /'; [[ ${PIPESTATUS[0]} -eq 0 ]]; then
+    rc=0
+    "$STRANGLER_GATEWAY_BIN" check "$WORK/toml/strangler-routes/routes.toml" >"$WORK/gw-check.out" 2>&1 || rc=$?
+    sed 's/^/  /' "$WORK/gw-check.out"
+    if [[ $rc -eq 0 ]]; then
         pass "embedded-toml (strangler-gateway check routes.toml)"
     else
         fail "embedded-toml (strangler-gateway check routes.toml)"
@@ -199,8 +202,9 @@ if [[ -n ${CDC_SYNC_BIN:-} ]]; then
     ok=1
     for f in "$WORK"/toml/cdc-sync-config/*.toml; do
         # url_env must resolve for an offline check; placeholders are enough.
-        if ! env CDC_LEGACY_DATABASE_URL="host=x" CDC_CATALOG_DATABASE_URL="host=x" CDC_ORDERS_DATABASE_URL="host=x" \
-            "$CDC_SYNC_BIN" check "$f" 2>&1 | sed 's/^/  /'; [[ ${PIPESTATUS[0]} -eq 0 ]]; then ok=0; fi
+        env CDC_LEGACY_DATABASE_URL="host=x" CDC_CATALOG_DATABASE_URL="host=x" CDC_ORDERS_DATABASE_URL="host=x" \
+            "$CDC_SYNC_BIN" check "$f" >"$WORK/cdc-check.out" 2>&1 || ok=0
+        sed 's/^/  /' "$WORK/cdc-check.out"
     done
     if [[ $ok -eq 1 ]]; then pass "embedded-toml (cdc-sync check)"; else fail "embedded-toml (cdc-sync check)"; fi
 else
@@ -259,7 +263,10 @@ PYEOF
 then
     if command -v promtool >/dev/null 2>&1; then
         # promtool also checks that credentials_file exists; only syntax matters here.
-        if promtool check config --syntax-only "$DEPLOY/otel/prometheus.yml" 2>&1 | sed 's/^/  /'; [[ ${PIPESTATUS[0]} -eq 0 ]]; then
+        rc=0
+        promtool check config --syntax-only "$DEPLOY/otel/prometheus.yml" >"$WORK/promtool.out" 2>&1 || rc=$?
+        sed 's/^/  /' "$WORK/promtool.out"
+        if [[ $rc -eq 0 ]]; then
             pass "otel prometheus.yml (promtool)"
         else
             fail "otel prometheus.yml (promtool)"
