@@ -10,3 +10,5 @@ echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked -- "$@"
+echo "==> deployment artefacts (Kubernetes schemas, OTel, Grafana, systemd)"
+CDC_SYNC_BIN="$PWD/target/debug/cdc-sync" scripts/validate-manifests.sh
