@@ -290,19 +290,31 @@ const DURATION_HINT: &str = "write a number with a unit, e.g. \"250ms\", \"2s\",
 /// Returns every problem found. Endpoint health state is carried over from `previous` (same
 /// upstream name and address) so a reload does not forget which endpoints are ejected.
 pub fn load_str(file: &str, src: &str, previous: Option<&RouteTable>) -> Result<RouteTable, ConfigError> {
-    let raw = parse_raw(file, src)?;
-    compile(file, src, raw, previous)
+    let (raw, structural) = parse_raw(file, src);
+    let Some(raw) = raw else {
+        return Err(structural.expect("a failed parse records an issue"));
+    };
+    match (compile(file, src, raw, previous), structural) {
+        (Ok(table), None) => Ok(table),
+        (Ok(_), Some(err)) => Err(err),
+        (Err(err), None) => Err(err),
+        (Err(mut err), Some(s)) => {
+            err.issues.extend(s.issues);
+            err.issues.sort_by_key(|i| (i.line, i.column));
+            Err(err)
+        }
+    }
 }
 
-/// Deserializes the raw model. On structural errors (unknown keys, wrong types) it keeps going
-/// by blanking the offending key's line and parsing again, so several typos are reported at once.
-fn parse_raw(file: &str, src: &str) -> Result<RawConfig, ConfigError> {
+/// Deserializes the raw model. On unknown keys it keeps going by blanking the offending key
+/// (same byte length, so positions stay valid) and parsing again, so several typos are
+/// reported at once and the semantic checks still run on the rest.
+fn parse_raw(file: &str, src: &str) -> (Option<RawConfig>, Option<ConfigError>) {
     let mut issues = Issues::new(file, src);
     let mut text = src.to_string();
     for _ in 0..32 {
         match toml::from_str::<RawConfig>(&text) {
-            Ok(raw) if issues.list.is_empty() => return Ok(raw),
-            Ok(_) => break,
+            Ok(raw) => return (Some(raw), issues.into_error()),
             Err(e) => {
                 let offset = e.span().map(|s| s.start).unwrap_or(0);
                 let msg = e.message().trim().to_string();
@@ -317,14 +329,13 @@ fn parse_raw(file: &str, src: &str) -> Result<RawConfig, ConfigError> {
                     None
                 };
                 issues.push(offset, msg, hint);
-                // Only unknown keys on a single line can be skipped safely.
-                if !unknown || !blank_line(&mut text, offset) {
+                if !unknown || !(blank_line(&mut text, offset) || blank_inline_pair(&mut text, offset)) {
                     break;
                 }
             }
         }
     }
-    Err(issues.into_error().expect("at least one issue was recorded"))
+    (None, issues.into_error())
 }
 
 /// Turns the line containing `offset` into a comment of the same length. Returns false if the
@@ -336,7 +347,8 @@ fn blank_line(text: &mut String, offset: usize) -> bool {
     let line = &text[start..end];
     let trimmed = line.trim_start();
     // a key line in a table: `key = value` with balanced brackets
-    if trimmed.starts_with('[') || !trimmed.contains('=') {
+    // only when the offending key is the line's own key (not one inside an inline table)
+    if trimmed.starts_with('[') || !trimmed.contains('=') || offset - start != line.len() - trimmed.len() {
         return false;
     }
     let opens = line.matches(['[', '{']).count();
@@ -349,6 +361,42 @@ fn blank_line(text: &mut String, offset: usize) -> bool {
     let pad = line.len() - blank.len();
     let blank = blank + &" ".repeat(pad);
     text.replace_range(start..end, &blank);
+    true
+}
+
+/// Blanks `key = value` inside an inline table (and the comma that separated it), keeping byte
+/// offsets. Returns false when the value's end cannot be found on the same line.
+fn blank_inline_pair(text: &mut String, offset: usize) -> bool {
+    let offset = floor_char_boundary(text, offset.min(text.len()));
+    let bytes = text.as_bytes();
+    let (mut depth, mut quote, mut i) = (0i32, None::<u8>, offset);
+    let end = loop {
+        let Some(&b) = bytes.get(i) else { return false };
+        match (quote, b) {
+            (_, b'\n') => return false,
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'[' | b'{') => depth += 1,
+            (None, b']' | b'}') if depth > 0 => depth -= 1,
+            (None, b',' | b'}') if depth == 0 => break i,
+            _ => {}
+        }
+        i += 1;
+    };
+    let mut start = offset;
+    let mut stop = end;
+    if bytes[end] == b',' {
+        stop = end + 1;
+    } else {
+        // last pair: drop the comma before it instead
+        let before = text[..offset].trim_end();
+        if before.ends_with(',') {
+            start = before.len() - 1;
+        }
+    }
+    let blank = " ".repeat(stop - start);
+    text.replace_range(start..stop, &blank);
     true
 }
 
@@ -768,10 +816,12 @@ stage = "legacy"
     fn unknown_keys_are_all_reported_with_positions() {
         let src = GOOD.replace("weight = 10", "weigth = 10").replace("timeout = \"2s\"", "timout = \"2s\"");
         let e = errors(&src);
-        assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].starts_with("r.toml:22:1: error: unknown field `weigth`"), "{e:?}");
-        assert!(e[1].contains("unknown field `timout`"), "{e:?}");
-        assert!(e[0].contains("hint:"));
+        // the misspelt weight also leaves the canary without one
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("needs a weight"), "{e:?}");
+        assert!(e[1].starts_with("r.toml:22:1: error: unknown field `weigth`"), "{e:?}");
+        assert!(e[2].contains("unknown field `timout`"), "{e:?}");
+        assert!(e[1].contains("hint:"));
     }
 
     #[test]
@@ -804,6 +854,19 @@ stage = "legacy"
         // parameter names do not matter: same pattern, disjoint methods is fine
         let ok = src.replace("match = { path = \"/api/orders/{id}\" }", "match = { path = \"/api/orders/{oid}\", methods = [\"PUT\"] }");
         load_str("r.toml", &ok, None).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_in_inline_tables_do_not_hide_other_errors() {
+        let src = GOOD
+            .replace("match = { path = \"/api/products/**\" }", "match = { path = \"/api/products/**\", method = [\"GET\"] }")
+            .replace("methods = [\"GET\"] }", "methods = [\"GET\"], hedaers = 1 }")
+            .replace("stage = \"legacy\"", "stage = \"legacyy\"");
+        let e = errors(&src);
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].contains("unknown field `method`"), "{e:?}");
+        assert!(e[1].contains("unknown field `hedaers`"), "{e:?}");
+        assert!(e[2].contains("unknown stage \"legacyy\""), "{e:?}");
     }
 
     #[test]

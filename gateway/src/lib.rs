@@ -5,3 +5,6 @@ pub mod config;
 pub mod router;
 pub mod table;
 pub mod telemetry;
+pub mod admin;
+pub mod proxy;
+pub mod reload;
