@@ -113,7 +113,20 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     if token.is_none() {
         tracing::warn!("no admin token configured: /metrics and /admin/* are open on {}", settings.admin_listen);
     }
-    if let Err(e) = admin::spawn(settings.admin_listen, AdminState { store: store.clone(), token }) {
+    let admin_state = AdminState { store: store.clone(), token };
+    if upgrade {
+        // the old process still holds the admin port until it has drained: take it when free
+        let addr = settings.admin_listen;
+        std::thread::spawn(move || {
+            for _ in 0..1200 {
+                if admin::spawn(addr, admin_state.clone()).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            tracing::error!("admin port {addr} never became free");
+        });
+    } else if let Err(e) = admin::spawn(settings.admin_listen, admin_state) {
         eprintln!("cannot start the admin port on {}: {e}", settings.admin_listen);
         return ExitCode::from(1);
     }
