@@ -255,7 +255,7 @@ retry = {{ attempts = 2 }}
     let took = t.elapsed();
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["code"], "gateway_timeout");
-    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(took < Duration::from_millis(1900), "took {took:?} (upstream sleeps 2 s)");
     // the deadline covers retries too: one attempt only
     assert_eq!(svc.hits(), 1);
 }
