@@ -1,4 +1,162 @@
-fn main() {
-    eprintln!("not built yet");
-    std::process::exit(2);
+//! `strangler-gateway`: loads and validates routes.toml, then runs the proxy and the admin port.
+//! Exit code 2 on a bad config, before anything starts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use strangler_gateway::admin::{self, AdminState};
+use strangler_gateway::config::load_str;
+use strangler_gateway::proxy::GatewayProxy;
+use strangler_gateway::reload::ConfigStore;
+use strangler_gateway::telemetry;
+
+/// Strangler-fig gateway: a Pingora proxy that routes each request to the legacy monolith or an
+/// extracted service according to routes.toml, reloaded without dropping requests.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a routes.toml without starting; print the effective route table.
+    /// Exits 2 listing every error as file:line:col: error: ... (hint: ...).
+    Check {
+        /// Path to routes.toml.
+        file: PathBuf,
+        /// Print the effective table as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the gateway. Reloads routes.toml on file change, SIGHUP or POST /admin/reload.
+    /// SIGTERM drains in-flight requests; SIGQUIT hands the listener to a process started with
+    /// --upgrade (zero-downtime binary upgrade).
+    Run {
+        /// Path to routes.toml.
+        #[arg(long, short = 'c', default_value = "routes.toml")]
+        config: PathBuf,
+        /// Take over the listening socket from a running instance (after it got SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
+        /// Unix socket used to hand over listeners during an upgrade.
+        #[arg(long, default_value = "/tmp/strangler-gateway-upgrade.sock")]
+        upgrade_sock: String,
+        /// Pid file (needed by the upgrade flow).
+        #[arg(long, default_value = "/tmp/strangler-gateway.pid")]
+        pid_file: String,
+        /// Do not watch the config file (SIGHUP and the admin API still reload).
+        #[arg(long)]
+        no_watch: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file, json } => check(&file, json),
+        Command::Run { config, upgrade, upgrade_sock, pid_file, no_watch } => {
+            run(config, upgrade, upgrade_sock, pid_file, no_watch)
+        }
+    }
+}
+
+fn check(file: &PathBuf, json: bool) -> ExitCode {
+    let display = file.display().to_string();
+    let src = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{display}:1:1: error: cannot read the file: {e} (hint: check the path)");
+            return ExitCode::from(2);
+        }
+    };
+    match load_str(&display, &src, None) {
+        Ok(table) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&table.to_json()).unwrap_or_default());
+            } else {
+                print!("{}", table.to_text());
+                println!("{display}: OK ({} routes, {} upstreams)", table.routes.len(), table.upstreams.len());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            eprintln!("{display}: {} error(s)", err.issues.len());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, no_watch: bool) -> ExitCode {
+    telemetry::init_logging();
+    let store = match ConfigStore::open(&config) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let table = store.current();
+    let settings = table.settings.clone();
+    drop(table);
+    if settings.otlp_endpoint.is_some() {
+        // TODO(otel): export request spans over OTLP when configured. Trace context is already
+        // propagated (traceparent); only the exporter is missing.
+        tracing::warn!("otlp_endpoint is set but OTLP export is not implemented yet; spans are not exported");
+    }
+    let token: Option<Arc<str>> = settings.admin_token.as_deref().map(Arc::from);
+    if token.is_none() {
+        tracing::warn!("no admin token configured: /metrics and /admin/* are open on {}", settings.admin_listen);
+    }
+    let admin_state = AdminState { store: store.clone(), token };
+    if upgrade {
+        // the old process still holds the admin port until it has drained: take it when free
+        let addr = settings.admin_listen;
+        std::thread::spawn(move || {
+            for _ in 0..1200 {
+                if admin::spawn(addr, admin_state.clone()).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            tracing::error!("admin port {addr} never became free");
+        });
+    } else if let Err(e) = admin::spawn(settings.admin_listen, admin_state) {
+        eprintln!("cannot start the admin port on {}: {e}", settings.admin_listen);
+        return ExitCode::from(1);
+    }
+    if !no_watch {
+        if let Err(e) = store.watch(Duration::from_millis(150)) {
+            tracing::warn!("cannot watch {}: {e}; use SIGHUP or POST /admin/reload", config.display());
+        }
+    }
+
+    let opt = pingora::server::configuration::Opt { upgrade, ..Default::default() };
+    let conf = pingora::server::configuration::ServerConf {
+        threads: settings.threads,
+        work_stealing: false,
+        upgrade_sock,
+        pid_file,
+        grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs().max(1)),
+        upstream_keepalive_pool_size: 512,
+        max_retries: 8,
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy { store: store.clone() },
+        "strangler-gateway",
+    );
+    service.add_tcp(&settings.listen.to_string());
+    server.add_service(service);
+    tracing::info!(listen = %settings.listen, admin = %settings.admin_listen, version = %store.current().version, "gateway starting");
+    server.run_forever()
 }

@@ -1,0 +1,207 @@
+//! The admin port: health (open), metrics and config management (bearer token). Runs on its own
+//! single-threaded tokio runtime so it never competes with the proxy's hot path. Also hosts the
+//! SIGHUP handler and the active health checker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::reload::ConfigStore;
+use crate::telemetry::metrics;
+
+/// Shared state of the admin handlers.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Arc<ConfigStore>,
+    /// Required bearer token; `None` leaves the protected endpoints open (a warning is logged).
+    pub token: Option<Arc<str>>,
+}
+
+/// The admin routes, usable without a socket in tests.
+pub fn app(state: AdminState) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/admin/routes", get(routes))
+        .route("/admin/reload", post(reload))
+        .route("/admin/config-errors", get(config_errors))
+        .with_state(state)
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = &state.token else { return Ok(()) };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // constant-time comparison
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(Box::new((
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}})),
+        )
+            .into_response()))
+    }
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    let listen = s.store.current().settings.listen;
+    let up = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(listen))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if up {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "proxy listener not accepting yet\n").into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    ([("content-type", "text/plain; version=0.0.4")], metrics().render()).into_response()
+}
+
+async fn routes(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let table = s.store.current();
+    let mut body = table.to_json();
+    body["last_reload_error"] = json!(s.store.last_error().is_some());
+    Json(body).into_response()
+}
+
+async fn reload(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.reload("admin")).await {
+        Ok(Ok(version)) => Json(json!({"reloaded": true, "version": version})).into_response(),
+        Ok(Err(err)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "reloaded": false,
+                "version": s.store.current().version,
+                "errors": err.issues.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn config_errors(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    Json(json!({"serving_version": s.store.current().version, "last_error": s.store.last_error()})).into_response()
+}
+
+/// Starts the admin thread: binds `addr` now (so a bad address fails at startup), then serves,
+/// handles SIGHUP and runs active health checks until the process exits.
+pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    std::thread::Builder::new().name("admin".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.into()));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let s = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.reload("sighup")).await;
+                }
+            });
+            tokio::spawn(health_checks(state.store.clone()));
+            let _ = ready_tx.send(Ok(()));
+            if let Err(e) = axum::serve(listener, app(state)).await {
+                tracing::error!("admin server stopped: {e}");
+            }
+        });
+    })?;
+    ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("admin thread died")))
+}
+
+/// Probes every endpoint of upstreams with a `health_check`, each at its interval.
+async fn health_checks(store: Arc<ConfigStore>) {
+    let mut last: std::collections::HashMap<(String, SocketAddr), Instant> = Default::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let table = store.current();
+        for u in &table.upstreams {
+            let Some(hc) = &u.health else { continue };
+            for ep in &u.endpoints {
+                let key = (u.name.clone(), ep.addr);
+                if last.get(&key).is_some_and(|t| t.elapsed() < hc.interval) {
+                    continue;
+                }
+                last.insert(key, Instant::now());
+                let (ep, hc, name) = (ep.clone(), hc.clone(), u.name.clone());
+                tokio::spawn(async move {
+                    let ok = probe(ep.addr, &hc.path, hc.timeout).await;
+                    let was = ep.healthy.swap(ok, std::sync::atomic::Ordering::Relaxed);
+                    if was != ok {
+                        tracing::warn!(upstream = %name, endpoint = %ep.addr, healthy = ok, "health check state changed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: strangler-gateway-health\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = [0u8; 32];
+        let n = s.read(&mut buf).await?;
+        let head = std::str::from_utf8(&buf[..n]).unwrap_or("");
+        let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok::<bool, std::io::Error>((200..400).contains(&code))
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Ok(true)))
+}

@@ -1,0 +1,534 @@
+//! The Pingora `ProxyHttp` implementation: validate, route, pick a side and an endpoint, add
+//! forwarding headers, enforce the per-route deadline, retry/fall back, map failures to JSON.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::reload::ConfigStore;
+use crate::table::{Endpoint, RouteTable, Side, Stage};
+use crate::telemetry::{metrics, new_request_id, TraceContext};
+
+/// Hook for shadow traffic (a later issue): set when the matched route is at stage `shadow`.
+///
+/// Today legacy answers and nothing is mirrored. The shadow work plugs in here: capture the
+/// request body in `request_body_filter` and the primary response in `response_body_filter`
+/// (both see `ctx.shadow`), then hand both to a bounded background queue in `logging`, sending
+/// the mirror to `upstream` of `table`.
+#[derive(Debug, Clone)]
+pub struct ShadowHook {
+    /// Index of the route in the snapshot the request started with.
+    pub route: usize,
+    /// Index of the extracted upstream to mirror to.
+    pub upstream: usize,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    /// The snapshot this request started with; reloads never change it mid-request.
+    pub table: Option<Arc<RouteTable>>,
+    pub route: Option<usize>,
+    pub side: Side,
+    pub started: Instant,
+    pub deadline: Instant,
+    /// Endpoint of the current attempt (in-flight count held).
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub upstream: usize,
+    pub retries: u32,
+    pub fell_back: bool,
+    /// `upstream_response_filter` turned a 5xx into a retry that was already granted.
+    retry_granted: bool,
+    pub request_id: Option<HeaderValue>,
+    pub trace: Option<TraceContext>,
+    /// See [`ShadowHook`].
+    pub shadow: Option<ShadowHook>,
+}
+
+/// The gateway's proxy logic.
+pub struct GatewayProxy {
+    pub store: Arc<ConfigStore>,
+}
+
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"];
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Problems with the request itself, found before any upstream sees it.
+fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<(u16, &'static str, &'static str)> {
+    let raw = req.raw_path();
+    // origin-form only (or `*` for OPTIONS)
+    let origin_form = raw.first() == Some(&b'/');
+    if !(origin_form || (raw == b"*" && req.method == Method::OPTIONS)) {
+        return Some((400, "bad_request", "request target must be an absolute path"));
+    }
+    if raw.iter().any(|b| *b <= 0x20 || *b == 0x7f || *b == b'#' || *b >= 0x80) {
+        return Some((400, "bad_request", "invalid character in request target"));
+    }
+    let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
+    for seg in path.split(|b| *b == b'/') {
+        let mut dots = 0;
+        let mut i = 0;
+        let mut other = false;
+        while i < seg.len() {
+            if seg[i] == b'.' {
+                dots += 1;
+                i += 1;
+            } else if seg.len() >= i + 3 && seg[i] == b'%' && seg[i + 1] == b'2' && (seg[i + 2] | 0x20) == b'e' {
+                dots += 1;
+                i += 3;
+            } else {
+                other = true;
+                break;
+            }
+        }
+        if !other && (dots == 1 || dots == 2) {
+            return Some((400, "bad_request", "dot segments are not allowed in the path"));
+        }
+        if seg.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'f') {
+            return Some((400, "bad_request", "encoded slash in the path"));
+        }
+    }
+    let mut size = req.method.as_str().len() + raw.len() + 12;
+    for (k, v) in req.headers.iter() {
+        size += k.as_str().len() + v.len() + 4;
+        if v.as_bytes().iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+            return Some((400, "bad_request", "invalid character in a header value"));
+        }
+    }
+    if size > max_header_bytes {
+        return Some((431, "request_header_fields_too_large", "request headers are too large"));
+    }
+    let hosts = req.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
+        return Some((400, "bad_request", "exactly one Host header is required"));
+    }
+    let cls: Vec<&HeaderValue> = req.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if !cls.is_empty() {
+        if req.headers.contains_key(header::TRANSFER_ENCODING) {
+            return Some((400, "bad_request", "both Content-Length and Transfer-Encoding"));
+        }
+        if cls.iter().any(|v| v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit)) || cls.windows(2).any(|w| w[0] != w[1]) {
+            return Some((400, "bad_request", "invalid Content-Length"));
+        }
+    }
+    None
+}
+
+/// Writes a JSON error response. Never includes internal detail.
+async fn respond_json(session: &mut Session, status: u16, code: &str, message: &str, request_id: Option<&HeaderValue>) {
+    let rid = request_id.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let body = serde_json::json!({"error": {"code": code, "message": message, "request_id": rid}}).to_string();
+    let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else { return };
+    let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
+    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+    if let Some(v) = request_id {
+        let _ = resp.insert_header("x-request-id", v.clone());
+    }
+    session.set_keepalive(None);
+    if session.write_response_header(Box::new(resp), false).await.is_ok() {
+        let _ = session.write_response_body(Some(Bytes::from(body)), true).await;
+    }
+}
+
+fn error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => "connect",
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        ErrorType::HTTPStatus(_) => "5xx",
+        _ => "other",
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Connect failed or the connection broke before a response: fallback or retry.
+    Transport,
+    /// The upstream answered with this 5xx status.
+    Status(u16),
+}
+
+impl GatewayProxy {
+    /// Decides (and books) one more attempt for an idempotent request. Fallback to legacy comes
+    /// first; then the route's retry policy, within its budget and the request deadline.
+    fn grant_retry(&self, session: &Session, ctx: &mut RequestCtx, failure: Failure) -> bool {
+        let (Some(table), Some(ri)) = (ctx.table.as_ref(), ctx.route) else { return false };
+        if !is_idempotent(&session.req_header().method) || session.as_ref().retry_buffer_truncated() {
+            return false;
+        }
+        if session.response_written().is_some() || Instant::now() >= ctx.deadline {
+            return false;
+        }
+        let route = &table.routes[ri];
+        let m = metrics();
+        if ctx.side == Side::Extracted && route.fallback_legacy && !ctx.fell_back {
+            ctx.fell_back = true;
+            ctx.side = Side::Legacy;
+            m.retries.with_label_values(&[route.name.as_str(), "fallback"]).inc();
+            return true;
+        }
+        let eligible = match failure {
+            Failure::Transport => true,
+            Failure::Status(s) => route.retry.on_5xx && (502..=504).contains(&s),
+        };
+        if eligible && ctx.retries < route.retry.attempts && route.take_retry() {
+            ctx.retries += 1;
+            m.retries.with_label_values(&[route.name.as_str(), "retry"]).inc();
+            return true;
+        }
+        false
+    }
+
+    fn note_upstream_failure(&self, ctx: &RequestCtx, kind: &str) {
+        if let Some(t) = &ctx.table {
+            let u = &t.upstreams[ctx.upstream];
+            metrics().upstream_errors.with_label_values(&[u.name.as_str(), kind]).inc();
+            if let Some(ep) = &ctx.endpoint {
+                if kind != "timeout" && ep.record_failure(&u.eject) {
+                    metrics().ejections.with_label_values(&[u.name.as_str()]).inc();
+                    tracing::warn!(upstream = %u.name, endpoint = %ep.addr, "endpoint ejected after consecutive failures");
+                }
+            }
+        }
+    }
+
+    fn release_endpoint(ctx: &mut RequestCtx) {
+        if let Some(ep) = ctx.endpoint.take() {
+            ep.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let now = Instant::now();
+        RequestCtx {
+            table: None,
+            route: None,
+            side: Side::Legacy,
+            started: now,
+            deadline: now + Duration::from_secs(30),
+            endpoint: None,
+            upstream: 0,
+            retries: 0,
+            fell_back: false,
+            retry_granted: false,
+            request_id: None,
+            trace: None,
+            shadow: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let table = self.store.current();
+        ctx.started = Instant::now();
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if !v.is_empty() && v.len() <= 200 => Some(v.clone()),
+            _ => HeaderValue::from_str(&new_request_id()).ok(),
+        };
+        if let Some((status, code, msg)) = validate_request(req, table.settings.max_header_bytes) {
+            let rid = ctx.request_id.clone();
+            respond_json(session, status, code, msg, rid.as_ref()).await;
+            table.default_metrics.observe(Side::Legacy, status, 0.0);
+            return Ok(true);
+        }
+        let path = std::str::from_utf8(req.raw_path()).unwrap_or("/");
+        let path = path.split('?').next().unwrap_or(path);
+        ctx.route = table.find(path, &req.method, &req.headers);
+        let timeout = match ctx.route {
+            Some(i) => {
+                let route = &table.routes[i];
+                ctx.side = route.pick_side(&req.headers);
+                if route.stage == Stage::Shadow {
+                    ctx.shadow = route.to.map(|upstream| ShadowHook { route: i, upstream });
+                }
+                route.note_request();
+                route.timeout
+            }
+            None => table.settings.request_timeout,
+        };
+        ctx.deadline = ctx.started + timeout;
+        ctx.trace = Some(TraceContext::continue_or_start(req.headers.get("traceparent").map(|v| v.as_bytes())));
+        ctx.table = Some(table);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let Some(table) = ctx.table.clone() else {
+            return Err(Error::new_in(ErrorType::InternalError));
+        };
+        let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::new_up(ErrorType::ReadTimedout));
+        }
+        let idx = match (ctx.side, ctx.route.and_then(|r| table.routes[r].to)) {
+            (Side::Extracted, Some(to)) => to,
+            _ => {
+                ctx.side = Side::Legacy;
+                table.legacy
+            }
+        };
+        ctx.upstream = idx;
+        let upstream = &table.upstreams[idx];
+        Self::release_endpoint(ctx);
+        let Some(ep) = upstream.select() else {
+            return Err(Error::new_up(ErrorType::ConnectNoRoute));
+        };
+        ep.inflight.fetch_add(1, Ordering::Relaxed);
+        let mut peer = HttpPeer::new(ep.addr, false, String::new());
+        ctx.endpoint = Some(Arc::clone(ep));
+        let o = &mut peer.options;
+        o.connection_timeout = Some(upstream.connect_timeout.min(remaining));
+        o.read_timeout = Some(upstream.read_timeout.min(remaining));
+        o.write_timeout = Some(upstream.read_timeout.min(remaining));
+        o.idle_timeout = Some(upstream.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let websocket = is_websocket_upgrade(req);
+        // headers named in Connection are hop-by-hop too
+        let named: Vec<String> = req
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
+            .collect();
+        for n in named {
+            req.remove_header(n.as_str());
+        }
+        for h in HOP_BY_HOP {
+            if websocket && h == "connection" {
+                continue;
+            }
+            req.remove_header(h);
+        }
+        if !websocket {
+            req.remove_header("upgrade");
+        }
+        // forwarding headers
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            req.insert_header("x-forwarded-for", xff)?;
+        }
+        if !req.headers.contains_key("x-forwarded-proto") {
+            req.insert_header("x-forwarded-proto", "http")?;
+        }
+        if !req.headers.contains_key("x-forwarded-host") {
+            if let Some(h) = req.headers.get(header::HOST).cloned() {
+                req.insert_header("x-forwarded-host", h)?;
+            }
+        }
+        if let Some(id) = &ctx.request_id {
+            req.insert_header("x-request-id", id.clone())?;
+        }
+        if let Some(t) = &ctx.trace {
+            req.insert_header("traceparent", t.header_value())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status >= 500 {
+            self.note_upstream_failure(ctx, "5xx");
+            if self.grant_retry(session, ctx, Failure::Status(status)) {
+                ctx.retry_granted = true;
+                let mut e = Error::explain(ErrorType::HTTPStatus(status), "retrying after upstream 5xx");
+                e.esource = ErrorSource::Upstream;
+                e.set_retry(true);
+                return Err(e);
+            }
+        } else if let Some(ep) = &ctx.endpoint {
+            ep.record_success();
+        }
+        for h in ["keep-alive", "proxy-connection", "proxy-authenticate", "trailer"] {
+            resp.remove_header(h);
+        }
+        if status != 101 {
+            resp.remove_header("upgrade");
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        // the per-read timeout cannot express a whole-request deadline for slow bodies
+        if Instant::now() > ctx.deadline {
+            return Err(Error::new_up(ErrorType::ReadTimedout));
+        }
+        Ok(None)
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        self.note_upstream_failure(ctx, "connect");
+        let retry = !matches!(e.etype(), ErrorType::ConnectTimedout if Instant::now() >= ctx.deadline)
+            && self.grant_retry(session, ctx, Failure::Transport);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.retry_granted) {
+            e.set_retry(true);
+            return e;
+        }
+        if *e.esource() == ErrorSource::Downstream {
+            e.set_retry(false);
+            return e;
+        }
+        let idempotent = is_idempotent(&session.req_header().method);
+        if !idempotent || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+            return e;
+        }
+        // a stale pooled connection: Pingora's own safe retry, not counted against the budget
+        e.retry.decide_reuse(client_reused);
+        if e.retry() {
+            return e;
+        }
+        let timeout = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        self.note_upstream_failure(ctx, if timeout { "timeout" } else { "other" });
+        let retry = !timeout && self.grant_retry(session, ctx, Failure::Transport);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let (status, code, msg) = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(s)) if *s >= 500 => (502, "bad_gateway", "the upstream service failed"),
+            (_, ErrorType::HTTPStatus(s)) => (*s, "bad_request", "the request was rejected"),
+            (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => {
+                (0, "", "")
+            }
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => (408, "request_timeout", "the request was not received in time"),
+            (ErrorSource::Downstream, _) => (400, "bad_request", "the request could not be read"),
+            (_, ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout) => {
+                (504, "gateway_timeout", "the upstream service did not answer in time")
+            }
+            (ErrorSource::Upstream, _) => (502, "bad_gateway", "the upstream service failed to answer"),
+            _ => (500, "internal_error", "the gateway failed to process the request"),
+        };
+        if let Some(written) = session.response_written() {
+            return FailToProxy { error_code: written.status.as_u16(), can_reuse_downstream: false };
+        }
+        if status > 0 {
+            let rid = ctx.request_id.clone();
+            respond_json(session, status, code, msg, rid.as_ref()).await;
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        Self::release_endpoint(ctx);
+        let Some(table) = ctx.table.as_ref() else { return };
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let m = match ctx.route {
+            Some(i) => &table.routes[i].metrics,
+            None => &table.default_metrics,
+        };
+        m.observe(ctx.side, status, ctx.started.elapsed().as_secs_f64());
+        if let Some(e) = e {
+            tracing::debug!(request_id = ?ctx.request_id, kind = error_kind(e), "request failed: {e}");
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // failures are counted in metrics and logged at debug in `logging`
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn request_validation_table() {
+        let host = [("host", "x")];
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<u16>);
+        let cases: &[Case] = &[
+            ("GET", "/ok?x=1", &host, None),
+            ("GET", "/a/../b", &host, Some(400)),
+            ("GET", "/a/%2e%2E/b", &host, Some(400)),
+            ("GET", "/a/./b", &host, Some(400)),
+            ("GET", "/a/...b/c", &host, None),
+            ("GET", "/a%2fb", &host, Some(400)),
+            ("GET", "/ok", &[], Some(400)),
+            ("GET", "/ok", &[("host", "a"), ("host", "b")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("transfer-encoding", "chunked")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "4")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "-1")], Some(400)),
+        ];
+        for (m, t, h, want) in cases {
+            let got = validate_request(&req(m, t, h), 16 * 1024).map(|v| v.0);
+            assert_eq!(got, *want, "{m} {t} {h:?}");
+        }
+        let big = "x".repeat(20_000);
+        assert_eq!(validate_request(&req("GET", "/", &[("host", "a"), ("x-big", &big)]), 16 * 1024).map(|v| v.0), Some(431));
+    }
+}

@@ -1,0 +1,266 @@
+//! The compiled route matcher: a radix trie over path patterns (`matchit`), then method and
+//! header filters among the few routes that share one pattern. Cost depends on the path, not on
+//! the number of routes. Pure code, no I/O.
+
+use http::{HeaderMap, Method};
+
+use crate::table::Route;
+
+/// A parsed path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    /// As written in the file.
+    pub source: String,
+    /// Normalised form used to group identical patterns (`{}` for parameters).
+    canonical: String,
+    /// Paths handed to the trie (a prefix pattern needs two).
+    trie_paths: Vec<String>,
+}
+
+impl PathPattern {
+    /// Parses "/api/orders/{id}", "/api/categories" or "/api/products/**" (prefix: the path
+    /// itself and anything below it).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') {
+            return Err(format!("path pattern {s:?} must start with '/'"));
+        }
+        let segments: Vec<&str> = s[1..].split('/').collect();
+        let mut canonical = String::new();
+        let mut trie = String::new();
+        let mut prefix = false;
+        let mut param_no = 0;
+        for (i, seg) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            if *seg == "**" {
+                if !last {
+                    return Err(format!("in {s:?}: `**` may only be the last segment"));
+                }
+                prefix = true;
+                break;
+            }
+            if seg.is_empty() && !last {
+                return Err(format!("in {s:?}: empty path segment"));
+            }
+            canonical.push('/');
+            trie.push('/');
+            if let Some(name) = seg.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("in {s:?}: bad parameter name {name:?}"));
+                }
+                canonical.push_str("{}");
+                trie.push_str(&format!("{{p{param_no}}}"));
+                param_no += 1;
+            } else if seg.contains(['{', '}', '*']) || seg.chars().any(|c| c.is_ascii_control() || c == ' ') {
+                return Err(format!("in {s:?}: segment {seg:?} mixes text with `{{`, `}}` or `*`"));
+            } else {
+                canonical.push_str(seg);
+                trie.push_str(seg);
+            }
+        }
+        let trie_paths = if prefix {
+            canonical.push_str("/**");
+            let base = if trie.is_empty() { "/".to_string() } else { trie.clone() };
+            let mut v = vec![base, format!("{trie}/{{*rest}}")];
+            if !trie.is_empty() {
+                v.push(format!("{trie}/"));
+            }
+            v
+        } else {
+            if canonical.is_empty() {
+                canonical.push('/');
+                trie.push('/');
+            }
+            vec![trie]
+        };
+        Ok(Self { source: s.to_string(), canonical, trie_paths })
+    }
+}
+
+/// Why a set of routes could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterBuildError {
+    /// Two routes would take the same requests and nothing says which one wins.
+    Ambiguous { route: usize, other: usize },
+    /// The trie refused a pattern.
+    Conflict { route: usize, message: String },
+}
+
+/// Compiled matcher over a route list.
+#[derive(Debug)]
+pub struct Router {
+    trie: matchit::Router<usize>,
+    /// Route indices per distinct pattern, in the order they are tried.
+    groups: Vec<Vec<usize>>,
+}
+
+fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => true,
+    }
+}
+
+impl Router {
+    /// Builds the trie. Routes sharing a pattern are tried with more header filters first,
+    /// then in file order; two of them with overlapping methods and equal header filters are
+    /// ambiguous.
+    pub fn build(routes: &[Route]) -> Result<Self, Vec<RouterBuildError>> {
+        let mut errors = Vec::new();
+        let mut by_pattern: std::collections::HashMap<&str, usize> = Default::default();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let g = *by_pattern.entry(r.pattern.canonical.as_str()).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            for &other in &groups[g] {
+                let o = &routes[other];
+                if methods_overlap(&o.methods, &r.methods) && o.headers == r.headers {
+                    errors.push(RouterBuildError::Ambiguous { route: i, other });
+                }
+            }
+            groups[g].push(i);
+        }
+        let mut trie = matchit::Router::new();
+        for (g, members) in groups.iter_mut().enumerate() {
+            members.sort_by_key(|&i| (std::cmp::Reverse(routes[i].headers.len()), i));
+            for p in &routes[members[0]].pattern.trie_paths {
+                if let Err(e) = trie.insert(p.clone(), g) {
+                    errors.push(RouterBuildError::Conflict { route: members[0], message: e.to_string() });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { trie, groups })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The index of the route taking this request, if any.
+    #[inline]
+    pub fn find(&self, routes: &[Route], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+        let m = self.trie.at(path).ok()?;
+        self.groups[*m.value].iter().copied().find(|&i| {
+            let r = &routes[i];
+            r.methods.as_ref().is_none_or(|ms| ms.contains(method))
+                && r.headers.iter().all(|h| headers.get(&h.name) == Some(&h.value))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    const TABLE: &str = r#"
+[defaults]
+upstream = "legacy"
+[upstreams.legacy]
+endpoints = ["127.0.0.1:1"]
+[upstreams.svc]
+endpoints = ["127.0.0.1:2"]
+
+[[routes]]
+name = "products"
+match = { path = "/api/products/**" }
+to = "svc"
+stage = "extracted"
+
+[[routes]]
+name = "product-special"
+match = { path = "/api/products/special" }
+stage = "legacy"
+
+[[routes]]
+name = "categories"
+match = { path = "/api/categories" }
+stage = "legacy"
+
+[[routes]]
+name = "order-get"
+match = { path = "/api/orders/{id}", methods = ["GET", "HEAD"] }
+to = "svc"
+stage = "extracted"
+
+[[routes]]
+name = "order-write"
+match = { path = "/api/orders/{order_id}", methods = ["PUT", "DELETE"] }
+stage = "legacy"
+
+[[routes]]
+name = "order-get-beta"
+match = { path = "/api/orders/{id}", methods = ["GET"], headers = { "x-beta" = "1" } }
+to = "svc"
+stage = "extracted"
+
+[[routes]]
+name = "inventory"
+match = { path = "/api/inventory/{sku}" }
+stage = "legacy"
+
+[[routes]]
+name = "everything-v2"
+match = { path = "/v2/**" }
+stage = "legacy"
+"#;
+
+    #[test]
+    fn table_of_requests() {
+        let t = load_str("t.toml", TABLE, None).unwrap();
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            ("GET", "/api/products", &[], Some("products")),
+            ("GET", "/api/products/", &[], Some("products")),
+            ("GET", "/api/products/42", &[], Some("products")),
+            ("GET", "/api/products/42/reviews/7", &[], Some("products")),
+            ("GET", "/api/products/special", &[], Some("product-special")),
+            ("GET", "/api/productsX", &[], None),
+            ("GET", "/api/categories", &[], Some("categories")),
+            ("GET", "/api/categories/1", &[], None),
+            ("GET", "/api/orders/7", &[], Some("order-get")),
+            ("HEAD", "/api/orders/7", &[], Some("order-get")),
+            ("GET", "/api/orders/7", &[("x-beta", "1")], Some("order-get-beta")),
+            ("GET", "/api/orders/7", &[("x-beta", "2")], Some("order-get")),
+            ("DELETE", "/api/orders/7", &[], Some("order-write")),
+            ("POST", "/api/orders/7", &[], None),
+            ("GET", "/api/orders", &[], None),
+            ("GET", "/api/inventory/SKU-1", &[], Some("inventory")),
+            ("GET", "/v2", &[], Some("everything-v2")),
+            ("GET", "/v2/a/b/c", &[], Some("everything-v2")),
+            ("GET", "/", &[], None),
+        ];
+        for (method, path, headers, want) in cases {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in *headers {
+                h.insert(*k, v.parse().unwrap());
+            }
+            let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+            let got = t.router.find(&t.routes, path, &m, &h).map(|i| t.routes[i].name.as_str());
+            assert_eq!(got, *want, "{method} {path} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn bad_patterns() {
+        use super::PathPattern;
+        assert!(PathPattern::parse("api").is_err());
+        assert!(PathPattern::parse("/a/**/b").is_err());
+        assert!(PathPattern::parse("/a/{}").is_err());
+        assert!(PathPattern::parse("/a/x{id}").is_err());
+        assert!(PathPattern::parse("/a//b").is_err());
+        assert!(PathPattern::parse("/**").is_ok());
+    }
+
+    #[test]
+    fn thousand_routes_compile() {
+        let mut s = String::from(TABLE);
+        for i in 0..1000 {
+            s.push_str(&format!("[[routes]]\nname = \"r{i}\"\nmatch = {{ path = \"/gen/{i}/items/{{id}}\" }}\nstage = \"legacy\"\n"));
+        }
+        let t = load_str("t.toml", &s, None).unwrap();
+        let h = http::HeaderMap::new();
+        let i = t.router.find(&t.routes, "/gen/999/items/5", &http::Method::GET, &h).unwrap();
+        assert_eq!(t.routes[i].name, "r999");
+    }
+}

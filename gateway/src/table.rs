@@ -1,0 +1,569 @@
+//! The immutable, validated snapshot the proxy serves from ([`RouteTable`]), and the decisions
+//! that depend only on it: which side a request goes to, which endpoint takes it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::router::{PathPattern, Router};
+use crate::telemetry::RouteMetrics;
+
+/// Process-level settings from `[gateway]`.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub admin_token_env: Option<String>,
+    pub max_header_bytes: usize,
+    pub max_body_buffer_bytes: usize,
+    pub request_timeout: Duration,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    pub shutdown_timeout: Duration,
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Legacy answers everything.
+    Legacy,
+    /// Legacy answers; the request is mirrored to the extracted upstream (see `proxy::ShadowHook`).
+    Shadow,
+    /// A weighted split between legacy and extracted.
+    Canary,
+    /// The extracted upstream answers everything.
+    Extracted,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Legacy => "legacy",
+            Stage::Shadow => "shadow",
+            Stage::Canary => "canary",
+            Stage::Extracted => "extracted",
+        }
+    }
+}
+
+/// Which side answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Legacy,
+    Extracted,
+}
+
+/// Where the sticky key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// Canary split settings.
+#[derive(Debug, Clone, Default)]
+pub struct CanaryPolicy {
+    /// Share sent to extracted in basis points (0..=10000).
+    pub weight_bp: u32,
+    pub sticky: Option<StickyKey>,
+}
+
+/// Retry settings of a route (idempotent methods only).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub on_5xx: bool,
+    pub budget_ratio: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 0, on_5xx: false, budget_ratio: 0.2 }
+    }
+}
+
+/// A header equality filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub pattern: PathPattern,
+    pub methods: Option<Vec<Method>>,
+    pub headers: Vec<HeaderMatch>,
+    pub stage: Stage,
+    /// Index of the extracted upstream.
+    pub to: Option<usize>,
+    pub canary: CanaryPolicy,
+    pub fallback_legacy: bool,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Non-sticky canary sequence number.
+    counter: AtomicU64,
+    /// Requests and retries seen, for the retry budget.
+    budget_requests: AtomicU64,
+    budget_retries: AtomicU64,
+    pub metrics: RouteMetrics,
+}
+
+/// 2^64 / golden ratio: successive multiples are a low-discrepancy (Weyl) sequence.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Bucket 0..10000 of a sticky key (FNV-1a, then a finaliser so short keys spread well).
+pub fn sticky_bucket(key: &[u8]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64 finaliser
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    ((u128::from(h) * 10_000) >> 64) as u32
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for v in headers.get_all(http::header::COOKIE) {
+        for pair in v.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            if let Some(rest) = pair.strip_prefix(name.as_bytes()) {
+                if let Some(val) = rest.strip_prefix(b"=") {
+                    return Some(val);
+                }
+            }
+        }
+    }
+    None
+}
+
+impl Route {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        pattern: PathPattern,
+        methods: Option<Vec<Method>>,
+        headers: Vec<HeaderMatch>,
+        stage: Stage,
+        to: Option<usize>,
+        canary: CanaryPolicy,
+        fallback_legacy: bool,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Self {
+        let metrics = RouteMetrics::new(&name);
+        Self {
+            name,
+            pattern,
+            methods,
+            headers,
+            stage,
+            to,
+            canary,
+            fallback_legacy,
+            timeout,
+            retry,
+            counter: AtomicU64::new(0),
+            budget_requests: AtomicU64::new(0),
+            budget_retries: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// Which side takes this request.
+    ///
+    /// Canary: with a sticky key present, the key's bucket decides (bucket < weight), so raising
+    /// the weight only moves keys from legacy to extracted. Without one, a per-route Weyl
+    /// sequence decides, which keeps the aggregate split within a fraction of a point.
+    #[inline]
+    pub fn pick_side(&self, headers: &HeaderMap) -> Side {
+        match self.stage {
+            Stage::Legacy | Stage::Shadow => Side::Legacy,
+            Stage::Extracted => Side::Extracted,
+            Stage::Canary => {
+                let w = self.canary.weight_bp;
+                if w == 0 {
+                    return Side::Legacy;
+                }
+                if w >= 10_000 {
+                    return Side::Extracted;
+                }
+                let key = match &self.canary.sticky {
+                    Some(StickyKey::Header(h)) => headers.get(h).map(|v| v.as_bytes()),
+                    Some(StickyKey::Cookie(c)) => cookie_value(headers, c),
+                    None => None,
+                };
+                let bucket = match key {
+                    Some(k) if !k.is_empty() => sticky_bucket(k),
+                    _ => {
+                        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                        let x = n.wrapping_add(1).wrapping_mul(GOLDEN);
+                        ((u128::from(x) * 10_000) >> 64) as u32
+                    }
+                };
+                if bucket < w {
+                    Side::Extracted
+                } else {
+                    Side::Legacy
+                }
+            }
+        }
+    }
+
+    /// Counts a request for the retry budget.
+    #[inline]
+    pub fn note_request(&self) {
+        if self.retry.attempts > 0 || self.fallback_legacy {
+            self.budget_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one retry from the budget: at most 10 + ratio × requests retries per snapshot.
+    pub fn take_retry(&self) -> bool {
+        let req = self.budget_requests.load(Ordering::Relaxed) as f64;
+        let allowed = 10.0 + self.retry.budget_ratio * req;
+        let used = self.budget_retries.fetch_add(1, Ordering::Relaxed);
+        if (used as f64) < allowed {
+            true
+        } else {
+            self.budget_retries.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// Active health check settings.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Passive ejection settings.
+#[derive(Debug, Clone)]
+pub struct EjectPolicy {
+    pub consecutive_failures: u32,
+    pub duration: Duration,
+}
+
+impl Default for EjectPolicy {
+    fn default() -> Self {
+        Self { consecutive_failures: 5, duration: Duration::from_secs(10) }
+    }
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+}
+
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// One endpoint and its live state (shared across reloads when name and address stay).
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Result of the last active health check (true until one fails).
+    pub healthy: AtomicBool,
+    consecutive_failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+    /// Requests in flight (least-conn).
+    pub inflight: AtomicUsize,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Healthy and not ejected.
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
+    }
+
+    pub fn ejected(&self) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms()
+    }
+
+    /// Passive health: a connect failure or 5xx.
+    pub fn record_failure(&self, policy: &EjectPolicy) -> bool {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= policy.consecutive_failures {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(now_ms() + policy.duration.as_millis() as u64, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    #[inline]
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A named upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub health: Option<HealthCheck>,
+    pub eject: EjectPolicy,
+    rr: AtomicUsize,
+}
+
+impl Upstream {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        endpoints: Vec<Arc<Endpoint>>,
+        balance: Balance,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        idle_timeout: Duration,
+        health: Option<HealthCheck>,
+        eject: EjectPolicy,
+    ) -> Self {
+        Self { name, endpoints, balance, connect_timeout, read_timeout, idle_timeout, health, eject, rr: AtomicUsize::new(0) }
+    }
+
+    /// Picks an endpoint among the available ones; when none is available, any (fail open).
+    #[inline]
+    pub fn select(&self) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        if n <= 1 {
+            return self.endpoints.first();
+        }
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        match self.balance {
+            Balance::RoundRobin => (0..n)
+                .map(|i| &self.endpoints[(start + i) % n])
+                .find(|e| e.available())
+                .or_else(|| self.endpoints.get(start % n)),
+            Balance::LeastConn => (0..n)
+                .map(|i| &self.endpoints[(start + i) % n])
+                .filter(|e| e.available())
+                .min_by_key(|e| e.inflight.load(Ordering::Relaxed))
+                .or_else(|| self.endpoints.get(start % n)),
+        }
+    }
+}
+
+/// The validated, compiled configuration the proxy serves from. Immutable once built, apart
+/// from counters and endpoint health.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub settings: GatewaySettings,
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Index of the legacy (default) upstream.
+    pub legacy: usize,
+    pub routes: Vec<Route>,
+    pub router: Router,
+    /// Metrics for requests no route took.
+    pub default_metrics: RouteMetrics,
+    /// Hex hash of the source text.
+    pub version: String,
+    pub loaded_at: SystemTime,
+}
+
+/// FNV-1a 64 of a text, as 16 hex digits.
+pub fn version_hash(src: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in src.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+impl RouteTable {
+    pub fn new(
+        settings: GatewaySettings,
+        upstreams: Vec<Arc<Upstream>>,
+        legacy: usize,
+        routes: Vec<Route>,
+        router: Router,
+        src: &str,
+    ) -> Self {
+        Self {
+            settings,
+            upstreams,
+            legacy,
+            routes,
+            router,
+            default_metrics: RouteMetrics::new("_default"),
+            version: version_hash(src),
+            loaded_at: SystemTime::now(),
+        }
+    }
+
+    /// The route taking this request, if any.
+    #[inline]
+    pub fn find(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+        self.router.find(&self.routes, path, method, headers)
+    }
+
+    /// The effective configuration as JSON (admin API, `check`).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let up_name = |i: usize| self.upstreams[i].name.clone();
+        json!({
+            "version": self.version,
+            "loaded_at_unix": self.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "listen": self.settings.listen.to_string(),
+            "admin_listen": self.settings.admin_listen.to_string(),
+            "defaults": { "upstream": up_name(self.legacy), "request_timeout_ms": self.settings.request_timeout.as_millis() as u64 },
+            "upstreams": self.upstreams.iter().map(|u| json!({
+                "name": u.name,
+                "balance": match u.balance { Balance::RoundRobin => "round_robin", Balance::LeastConn => "least_conn" },
+                "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
+                "read_timeout_ms": u.read_timeout.as_millis() as u64,
+                "health_check": u.health.as_ref().map(|h| json!({"path": h.path, "interval_ms": h.interval.as_millis() as u64})),
+                "endpoints": u.endpoints.iter().map(|e| json!({
+                    "addr": e.addr.to_string(),
+                    "healthy": e.healthy.load(Ordering::Relaxed),
+                    "ejected": e.ejected(),
+                    "inflight": e.inflight.load(Ordering::Relaxed),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "routes": self.routes.iter().map(|r| json!({
+                "name": r.name,
+                "path": r.pattern.source,
+                "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_string()).collect::<Vec<_>>()),
+                "headers": r.headers.iter().map(|h| (h.name.as_str().to_string(), h.value.to_str().unwrap_or("").to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+                "stage": r.stage.as_str(),
+                "to": r.to.map(up_name),
+                "weight": r.canary.weight_bp / 100,
+                "sticky": r.canary.sticky.as_ref().map(|s| match s { StickyKey::Header(h) => format!("header:{h}"), StickyKey::Cookie(c) => format!("cookie:{c}") }),
+                "fallback": r.fallback_legacy.then_some("legacy"),
+                "timeout_ms": r.timeout.as_millis() as u64,
+                "retry": { "attempts": r.retry.attempts, "on_5xx": r.retry.on_5xx, "budget": r.retry.budget_ratio },
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The effective route table as aligned text (`check`).
+    pub fn to_text(&self) -> String {
+        let mut rows = vec![[
+            "ROUTE".to_string(),
+            "METHODS".into(),
+            "PATH".into(),
+            "STAGE".into(),
+            "TO".into(),
+            "WEIGHT".into(),
+            "STICKY".into(),
+            "FALLBACK".into(),
+            "TIMEOUT".into(),
+            "RETRY".into(),
+        ]];
+        for r in &self.routes {
+            let mut path = r.pattern.source.clone();
+            for h in &r.headers {
+                path.push_str(&format!(" [{}={}]", h.name, h.value.to_str().unwrap_or("?")));
+            }
+            rows.push([
+                r.name.clone(),
+                r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_else(|| "*".into()),
+                path,
+                r.stage.as_str().into(),
+                r.to.map(|i| self.upstreams[i].name.clone()).unwrap_or_else(|| "-".into()),
+                if r.stage == Stage::Canary { format!("{}%", r.canary.weight_bp / 100) } else { "-".into() },
+                match &r.canary.sticky { Some(StickyKey::Header(h)) => format!("header:{h}"), Some(StickyKey::Cookie(c)) => format!("cookie:{c}"), None => "-".into() },
+                if r.fallback_legacy { "legacy".into() } else { "-".into() },
+                humantime::format_duration(r.timeout).to_string(),
+                if r.retry.attempts > 0 { format!("{}{}", r.retry.attempts, if r.retry.on_5xx { "+5xx" } else { "" }) } else { "-".into() },
+            ]);
+        }
+        let mut widths = [0usize; 10];
+        for row in &rows {
+            for (i, c) in row.iter().enumerate() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &rows {
+            let line: Vec<String> = row.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out.push_str(&format!("default -> {}  (version {})\n", self.upstreams[self.legacy].name, self.version));
+        for u in &self.upstreams {
+            let eps: Vec<String> = u.endpoints.iter().map(|e| e.addr.to_string()).collect();
+            out.push_str(&format!("upstream {} = [{}]\n", u.name, eps.join(", ")));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticky_buckets_spread_and_are_stable() {
+        let mut hits = 0;
+        for i in 0..10_000 {
+            let b = sticky_bucket(format!("user-{i}").as_bytes());
+            assert!(b < 10_000);
+            assert_eq!(b, sticky_bucket(format!("user-{i}").as_bytes()));
+            if b < 1000 {
+                hits += 1;
+            }
+        }
+        assert!((800..1200).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn weyl_split_is_exact_in_aggregate() {
+        for w in [1u32, 10, 33, 50, 90] {
+            let mut n_ext = 0;
+            for n in 0..10_000u64 {
+                let x = (n + 1).wrapping_mul(GOLDEN);
+                if (((u128::from(x)) * 10_000) >> 64) < u128::from(w * 100) {
+                    n_ext += 1;
+                }
+            }
+            let pct = f64::from(n_ext) / 100.0;
+            assert!((pct - f64::from(w)).abs() < 0.1, "w={w} got {pct}");
+        }
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, "a=1; uid=abc; b=2".parse().unwrap());
+        assert_eq!(cookie_value(&h, "uid"), Some(&b"abc"[..]));
+        assert_eq!(cookie_value(&h, "u"), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! Metrics (Prometheus), logging setup and trace-context helpers.
+//!
+//! Per-route metric handles are resolved once when a [`crate::table::RouteTable`] is compiled,
+//! so the request path only does atomic increments (no label lookups, no allocation).
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::table::Side;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    pub registry: Registry,
+    /// `strangler_gateway_requests_total{route,side,class}`
+    pub requests: IntCounterVec,
+    /// `strangler_gateway_request_duration_seconds{route,side}`
+    pub latency: HistogramVec,
+    /// `strangler_gateway_upstream_errors_total{upstream,kind}`
+    pub upstream_errors: IntCounterVec,
+    /// `strangler_gateway_retries_total{route,kind}` (kind = retry | fallback)
+    pub retries: IntCounterVec,
+    /// `strangler_gateway_config_reloads_total{result,trigger}`
+    pub reloads: IntCounterVec,
+    /// `strangler_gateway_config_last_reload_failed` 1 when the last reload attempt failed
+    pub last_reload_failed: IntGauge,
+    /// `strangler_gateway_config_info{version}` 1 for the version being served
+    pub config_info: IntGaugeVec,
+    /// `strangler_gateway_endpoint_ejections_total{upstream}`
+    pub ejections: IntCounterVec,
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("strangler_gateway_requests_total", "Requests answered, by route, side and status class"),
+            &["route", "side", "class"],
+        )
+        .expect("metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("strangler_gateway_request_duration_seconds", "Time from request to end of response")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["route", "side"],
+        )
+        .expect("metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("strangler_gateway_upstream_errors_total", "Upstream failures (connect, timeout, 5xx, other)"),
+            &["upstream", "kind"],
+        )
+        .expect("metric");
+        let retries = IntCounterVec::new(
+            Opts::new("strangler_gateway_retries_total", "Retries and legacy fallbacks, by route"),
+            &["route", "kind"],
+        )
+        .expect("metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("strangler_gateway_config_reloads_total", "Config reload attempts by result and trigger"),
+            &["result", "trigger"],
+        )
+        .expect("metric");
+        let last_reload_failed = IntGauge::new(
+            "strangler_gateway_config_last_reload_failed",
+            "1 when the last config reload failed and an older config is serving",
+        )
+        .expect("metric");
+        let config_info = IntGaugeVec::new(
+            Opts::new("strangler_gateway_config_info", "The config version being served (value 1)"),
+            &["version"],
+        )
+        .expect("metric");
+        let ejections = IntCounterVec::new(
+            Opts::new("strangler_gateway_endpoint_ejections_total", "Endpoints ejected by passive health checks"),
+            &["upstream"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(retries.clone()),
+            Box::new(reloads.clone()),
+            Box::new(last_reload_failed.clone()),
+            Box::new(config_info.clone()),
+            Box::new(ejections.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics { registry, requests, latency, upstream_errors, retries, reloads, last_reload_failed, config_info, ejections }
+    })
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Marks `version` as the one serving.
+    pub fn set_version(&self, version: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[version]).set(1);
+    }
+}
+
+/// Pre-resolved handles for one side of one route.
+#[derive(Clone)]
+pub struct SideMetrics {
+    /// Index = status / 100 (0 = no response).
+    classes: [IntCounter; 6],
+    latency: Histogram,
+}
+
+/// Pre-resolved handles for one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    legacy: SideMetrics,
+    extracted: SideMetrics,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteMetrics")
+    }
+}
+
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl SideMetrics {
+    fn new(route: &str, side: &str) -> Self {
+        let m = metrics();
+        Self {
+            classes: CLASSES.map(|c| m.requests.with_label_values(&[route, side, c])),
+            latency: m.latency.with_label_values(&[route, side]),
+        }
+    }
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        Self { legacy: SideMetrics::new(route, "legacy"), extracted: SideMetrics::new(route, "extracted") }
+    }
+
+    /// Records one finished request.
+    #[inline]
+    pub fn observe(&self, side: Side, status: u16, seconds: f64) {
+        let s = match side {
+            Side::Legacy => &self.legacy,
+            Side::Extracted => &self.extracted,
+        };
+        let class = usize::from(status / 100).min(5);
+        s.classes[class].inc();
+        s.latency.observe(seconds);
+    }
+}
+
+/// Sets up `tracing` (and routes the `log` records Pingora emits into it). `RUST_LOG` wins.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,pingora=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// W3C trace context for one proxied request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub parent_id: Option<u64>,
+    pub flags: u8,
+}
+
+fn rand_nonzero_u64() -> u64 {
+    loop {
+        let v = rand::random::<u64>();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+impl TraceContext {
+    /// Continues an incoming `traceparent` (new span id, incoming span as parent) or starts a
+    /// new trace when it is absent or malformed.
+    pub fn continue_or_start(incoming: Option<&[u8]>) -> Self {
+        if let Some(tp) = incoming.and_then(parse_traceparent) {
+            return Self { trace_id: tp.0, span_id: rand_nonzero_u64(), parent_id: Some(tp.1), flags: tp.2 };
+        }
+        let mut trace_id = rand::random::<u128>();
+        if trace_id == 0 {
+            trace_id = 1;
+        }
+        Self { trace_id, span_id: rand_nonzero_u64(), parent_id: None, flags: 1 }
+    }
+
+    /// The `traceparent` value to send upstream (this span as parent).
+    pub fn header_value(&self) -> String {
+        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+/// Parses a version-00 `traceparent` into (trace id, parent id, flags).
+pub fn parse_traceparent(v: &[u8]) -> Option<(u128, u64, u8)> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    let mut parts = s.split('-');
+    let (ver, tid, pid, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if ver.len() != 2 || ver == "ff" || tid.len() != 32 || pid.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    if ver == "00" && parts.next().is_some() {
+        return None;
+    }
+    let lower_hex = |x: &str| x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !lower_hex(ver) || !lower_hex(tid) || !lower_hex(pid) || !lower_hex(flags) {
+        return None;
+    }
+    let t = u128::from_str_radix(tid, 16).ok()?;
+    let p = u64::from_str_radix(pid, 16).ok()?;
+    if t == 0 || p == 0 {
+        return None;
+    }
+    Some((t, p, u8::from_str_radix(flags, 16).ok()?))
+}
+
+/// A new request id: 32 lowercase hex digits.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_continued() {
+        let incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceContext::continue_or_start(Some(incoming));
+        assert_eq!(t.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(t.parent_id, Some(0x00f067aa0ba902b7));
+        assert_ne!(t.span_id, 0x00f067aa0ba902b7);
+        let v = t.header_value();
+        assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && v.ends_with("-01"), "{v}");
+    }
+
+    #[test]
+    fn malformed_traceparent_starts_new_trace() {
+        for bad in [&b"garbage"[..], b"00-00000000000000000000000000000000-00f067aa0ba902b7-01", b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"] {
+            let t = TraceContext::continue_or_start(Some(bad));
+            assert_eq!(t.parent_id, None);
+            assert_eq!(t.header_value().len(), 55);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `strangler-gateway check`: exit codes and error format.
+
+use std::process::Command;
+
+fn check(src: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, src).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strangler-gateway")).arg("check").arg(&path).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_table_for_the_repo_plan() {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../routes.toml")).unwrap();
+    let (code, out, err) = check(&src);
+    assert_eq!(code, 0, "{err}");
+    for want in ["products", "/api/products/**", "categories", "/api/inventory/{sku}", "orders", "default -> legacy"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+}
+
+#[test]
+fn check_lists_every_error_with_place_and_exits_2() {
+    let src = r#"[defaults]
+upstream = "legacy"
+[upstreams.legacy]
+endpoints = ["127.0.0.1:8081"]
+
+[[routes]]
+name = "a"
+match = { path = "/a", methds = ["GET"] }
+to = "catalog"
+stage = "canary"
+weight = 101
+timeout = "5x"
+
+[[routes]]
+name = "a"
+match = { path = "/b" }
+stage = "legacy"
+"#;
+    let (code, _, err) = check(src);
+    assert_eq!(code, 2, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(lines[0].ends_with("routes.toml:8:24: error: unknown field `methds`, expected one of `path`, `methods`, `headers` (hint: remove the key or fix its spelling)"), "{err}");
+    assert!(lines[1].contains(":9:6: error: unknown upstream \"catalog\" (hint: declare [upstreams.catalog] or use one of: legacy)"), "{err}");
+    assert!(lines[2].contains(":11:10: error: weight 101 is outside 0–100"), "{err}");
+    assert!(lines[3].contains(":12:11: error: bad duration \"5x\""), "{err}");
+    assert!(lines[4].contains(":15:8: error: duplicate route name \"a\""), "{err}");
+}

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Gateway throughput/latency benchmark (not a test).
+#
+# Starts a fixed upstream (nginx returning a small JSON body), then three proxies in front of it,
+# each with ONE worker: nginx (reverse proxy), HAProxy, and strangler-gateway with a generated
+# 1,000-route routes.toml. Drives each in turn with wrk on loopback (same connections and
+# duration, alternating rounds) and prints req/s, p50 and p99 per proxy plus the ratios.
+# The last line is machine-readable:
+#   RESULT gateway_vs_nginx_rps=... gateway_vs_haproxy_rps=... gateway_vs_nginx_p99=...
+#
+# Usage: tests/perf/gateway-bench.sh [DURATION_S=8] [CONNECTIONS=32] [ROUNDS=3]
+# Env:   GATEWAY_BIN (default: target/release/strangler-gateway, built if missing)
+#        WRK_THREADS (default 1)
+set -euo pipefail
+
+DURATION=${1:-8}
+CONNS=${2:-32}
+ROUNDS=${3:-3}
+WRK_THREADS=${WRK_THREADS:-1}
+(( DURATION <= 10 )) || { echo "keep each wrk run <= 10 s" >&2; exit 64; }
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${GATEWAY_BIN:-$ROOT/target/release/strangler-gateway}
+if [[ ! -x $BIN ]]; then
+  (cd "$ROOT" && cargo build --release -p strangler-gateway)
+fi
+for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "$t not installed" >&2; exit 69; }; done
+
+WORK=$(mktemp -d /tmp/gw-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port); NGX=$(port); HAP=$(port); GW=$(port); GWA=$(port)
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listening on $1" >&2; return 1
+}
+
+# --- upstream: nginx, small JSON --------------------------------------------------------------
+mkdir -p "$WORK/up" "$WORK/ngx"
+cat > "$WORK/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $WORK/up/error.log warn;
+pid $WORK/up/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP reuseport;
+    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":"9.99"}'; }
+  }
+}
+EOF
+nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+
+# --- nginx reverse proxy, one worker ----------------------------------------------------------
+cat > "$WORK/ngx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $WORK/ngx/error.log warn;
+pid $WORK/ngx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+EOF
+nginx -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" & PIDS+=($!)
+
+# --- HAProxy, one thread ----------------------------------------------------------------------
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  option forwardfor
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$UP
+EOF
+haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
+
+# --- strangler-gateway, one thread, 1,000 routes ----------------------------------------------
+{
+  echo "[gateway]"
+  echo "listen = \"127.0.0.1:$GW\""
+  echo "admin_listen = \"127.0.0.1:$GWA\""
+  echo "admin_token = \"bench\""
+  echo "threads = 1"
+  echo
+  echo "[defaults]"
+  echo "upstream = \"legacy\""
+  echo "[upstreams.legacy]"
+  echo "endpoints = [\"127.0.0.1:$UP\"]"
+  echo "[upstreams.svc]"
+  echo "endpoints = [\"127.0.0.1:$UP\"]"
+  for i in $(seq 0 999); do
+    case $((i % 4)) in
+      0) stage='stage = "legacy"' ;;
+      1) stage=$'to = "svc"\nstage = "extracted"' ;;
+      2) stage=$'to = "svc"\nstage = "canary"\nweight = 30' ;;
+      3) stage=$'to = "svc"\nstage = "extracted"\nfallback = "legacy"' ;;
+    esac
+    printf '[[routes]]\nname = "r%d"\nmatch = { path = "/api/svc%d/items/{id}" }\n%s\n' "$i" "$i" "$stage"
+  done
+} > "$WORK/routes.toml"
+"$BIN" check "$WORK/routes.toml" > /dev/null
+RUST_LOG=error "$BIN" run --config "$WORK/routes.toml" --no-watch \
+  --pid-file "$WORK/gw.pid" --upgrade-sock "$WORK/gw-upgrade.sock" > "$WORK/gw.log" 2>&1 & PIDS+=($!)
+
+for p in $UP $NGX $HAP $GW; do wait_port "$p"; done
+
+# the gateway path hits route r777 (canary 30%... r777 % 4 == 1: extracted) deep in the table
+declare -A PATHS=([nginx]="/api/svc777/items/9" [haproxy]="/api/svc777/items/9" [gateway]="/api/svc777/items/9")
+declare -A PORTS=([nginx]=$NGX [haproxy]=$HAP [gateway]=$GW)
+
+# warm-up
+for n in nginx haproxy gateway; do
+  wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}" > /dev/null
+done
+
+to_ms() { # wrk latency such as 812.00us / 1.20ms / 1.01s -> ms
+  awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000} else print v }'
+}
+
+declare -A RPS P50 P99
+for n in nginx haproxy gateway; do RPS[$n]=""; P50[$n]=""; P99[$n]=""; done
+for r in $(seq 1 "$ROUNDS"); do
+  # alternate the order each round so drift (thermal, neighbours) hits everyone alike
+  if (( r % 2 )); then order="nginx haproxy gateway"; else order="gateway haproxy nginx"; fi
+  for n in $order; do
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}")
+    if grep -q "Non-2xx" <<<"$out"; then echo "$n answered non-2xx:"; echo "$out"; exit 1; fi
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    RPS[$n]+="$rps "; P50[$n]+="$p50 "; P99[$n]+="$p99 "
+    printf 'round %d %-8s %10.0f req/s  p50 %6.3f ms  p99 %6.3f ms\n' "$r" "$n" "$rps" "$p50" "$p99"
+  done
+done
+
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+
+echo
+echo "median of $ROUNDS rounds, wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, one worker each, loopback"
+printf '| %-8s | %10s | %8s | %8s |\n' proxy "req/s" "p50 ms" "p99 ms"
+printf '|----------|-----------:|---------:|---------:|\n'
+declare -A MR MP50 MP99
+for n in nginx haproxy gateway; do
+  MR[$n]=$(median "${RPS[$n]}"); MP50[$n]=$(median "${P50[$n]}"); MP99[$n]=$(median "${P99[$n]}")
+  printf '| %-8s | %10.0f | %8.3f | %8.3f |\n' "$n" "${MR[$n]}" "${MP50[$n]}" "${MP99[$n]}"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b>0 ? a/b : 0) }'; }
+echo
+echo "RESULT gateway_vs_nginx_rps=$(ratio "${MR[gateway]}" "${MR[nginx]}") gateway_vs_haproxy_rps=$(ratio "${MR[gateway]}" "${MR[haproxy]}") gateway_vs_nginx_p99=$(ratio "${MP99[gateway]}" "${MP99[nginx]}")"
