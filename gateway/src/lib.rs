@@ -8,3 +8,4 @@ pub mod telemetry;
 pub mod admin;
 pub mod proxy;
 pub mod reload;
+pub mod shadow;
