@@ -74,6 +74,8 @@ pub struct RawGateway {
     pub shadow_file_bytes: Option<Spanned<i64>>,
     /// Sample files kept, the current one included (default 4).
     pub shadow_files: Option<Spanned<i64>>,
+    /// Nice value (0–19) of the shadow worker threads (default 10): the proxy wins the CPU.
+    pub shadow_nice: Option<Spanned<i64>>,
 }
 
 /// `[defaults]`.
@@ -850,6 +852,7 @@ fn shadow_settings(issues: &mut Issues<'_>, g: &RawGateway) -> crate::shadow::Sh
         threads: int_in(issues, &g.shadow_threads, "shadow_threads", 1..=64, d.threads as i64) as usize,
         file_bytes: int_in(issues, &g.shadow_file_bytes, "shadow_file_bytes", 4096..=(1 << 40), d.file_bytes as i64) as u64,
         files: int_in(issues, &g.shadow_files, "shadow_files", 1..=1000, d.files as i64) as usize,
+        nice: int_in(issues, &g.shadow_nice, "shadow_nice", 0..=19, i64::from(d.nice)) as i32,
     }
 }
 

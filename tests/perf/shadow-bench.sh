@@ -12,7 +12,8 @@
 #
 # Usage: tests/perf/shadow-bench.sh [DURATION_S=8] [CONNECTIONS=32] [ROUNDS=3]
 # Env:   GATEWAY_BIN (default: target/release/strangler-gateway, built if missing)
-#        WRK_THREADS (default 1), SHADOW_THREADS (shadow runtime threads, default 1)
+#        WRK_THREADS (default 1), SHADOW_THREADS (shadow runtime threads, default 1),
+#        SHADOW_NICE (nice value of the shadow threads, default 10)
 set -euo pipefail
 
 DURATION=${1:-8}
@@ -38,6 +39,7 @@ admin_listen = "127.0.0.1:$GWA"
 admin_token = "bench"
 threads = 1
 shadow_threads = ${SHADOW_THREADS:-1}
+shadow_nice = ${SHADOW_NICE:-10}
 
 [defaults]
 upstream = "legacy"

@@ -35,11 +35,14 @@ pub struct ShadowSettings {
     pub file_bytes: u64,
     /// Sample files kept (the current one included).
     pub files: usize,
+    /// Nice value of the shadow threads (0–19): under CPU contention the proxy's threads win and
+    /// mirrors queue up and are dropped instead.
+    pub nice: i32,
 }
 
 impl Default for ShadowSettings {
     fn default() -> Self {
-        Self { dir: None, threads: 1, file_bytes: 8 * 1024 * 1024, files: 4 }
+        Self { dir: None, threads: 1, file_bytes: 8 * 1024 * 1024, files: 4, nice: 10 }
     }
 }
 

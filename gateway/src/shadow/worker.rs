@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::capture::{is_safe, request_body, BodyCapture, CapturedBody};
 use super::compare::{compare, Captured, Difference, NoiseModel};
@@ -42,17 +42,39 @@ pub(crate) struct Job {
 
 /// A route's bounded queue into the workers. Dropping it (with the config snapshot) lets the
 /// dispatcher finish what is queued and stop.
+///
+/// The proxy side only pushes under an uncontended mutex; the dispatcher polls (1–10 ms) instead
+/// of being woken, so enqueuing never costs the proxy thread a wake-up syscall.
 pub(crate) struct Lane {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<LaneQueue>,
+}
+
+struct LaneQueue {
+    jobs: std::sync::Mutex<std::collections::VecDeque<Job>>,
+    capacity: usize,
+}
+
+impl LaneQueue {
+    fn pop(&self) -> Option<Job> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
 }
 
 impl Lane {
     /// Never blocks: a full queue is an error (the caller counts a drop).
     #[inline]
     pub fn try_send(&self, job: Job) -> Result<(), ()> {
-        self.tx.try_send(job).map_err(|_| ())
+        let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= self.queue.capacity {
+            return Err(());
+        }
+        q.push_back(job);
+        Ok(())
     }
 }
+
+const POLL_MIN: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(10);
 
 /// The shadow runtime, its HTTP client and the sample store.
 pub struct Shadower {
@@ -75,9 +97,16 @@ impl Shadower {
             }
             None => None,
         };
+        let nice = settings.nice;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.threads.max(1))
             .thread_name("shadow")
+            .on_thread_start(move || {
+                // per thread on Linux: only the shadow workers get the lower priority
+                if nice > 0 {
+                    let _ = rustix::process::nice(nice);
+                }
+            })
             .enable_all()
             .build()?;
         let client = reqwest::Client::builder()
@@ -99,14 +128,28 @@ impl Shadower {
 
     /// A new queue of `queue` jobs served by at most `concurrency` tasks at once.
     pub(crate) fn lane(self: &Arc<Self>, queue: usize, concurrency: usize) -> Lane {
-        let (tx, mut rx) = mpsc::channel::<Job>(queue);
+        let q = Arc::new(LaneQueue { jobs: std::sync::Mutex::new(std::collections::VecDeque::new()), capacity: queue });
         let me = self.clone();
+        let theirs = q.clone();
         self.runtime.spawn(async move {
+            let q = theirs;
             let permits = Arc::new(Semaphore::new(concurrency));
+            let mut idle = POLL_MIN;
             loop {
                 // take a permit first, so that exactly `queue` jobs wait and `concurrency` run
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                let Some(job) = rx.recv().await else { break };
+                let job = loop {
+                    if let Some(job) = q.pop() {
+                        idle = POLL_MIN;
+                        break Some(job);
+                    }
+                    if Arc::strong_count(&q) == 1 {
+                        break None; // the lane is gone and its queue is drained
+                    }
+                    tokio::time::sleep(idle).await;
+                    idle = (idle * 2).min(POLL_MAX);
+                };
+                let Some(job) = job else { break };
                 let me = me.clone();
                 tokio::spawn(async move {
                     me.process(job).await;
@@ -114,7 +157,7 @@ impl Shadower {
                 });
             }
         });
-        Lane { tx }
+        Lane { queue: q }
     }
 
     async fn process(&self, job: Job) {
