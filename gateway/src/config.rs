@@ -856,7 +856,9 @@ fn shadow_settings(issues: &mut Issues<'_>, g: &RawGateway) -> crate::shadow::Sh
     }
 }
 
-/// Compiles a route's `[routes.shadow]` table (or the defaults for stage `shadow`).
+/// Compiles a route's `[routes.shadow]` table (or the defaults for stage `shadow`) into the
+/// policy the proxy runs. A table on a route at stage `legacy` or `extracted` is validated and
+/// kept for [`compare_rules`] (prepare the rules, then flip the stage), but mirrors nothing.
 fn shadow_policy(
     issues: &mut Issues<'_>,
     name: &str,
@@ -864,12 +866,21 @@ fn shadow_policy(
     stage: Stage,
     to: Option<usize>,
 ) -> Option<Arc<crate::shadow::ShadowPolicy>> {
+    let spec = shadow_spec(issues, r, stage).unwrap_or_default();
+    let active = match stage {
+        Stage::Shadow => true,
+        Stage::Canary => spec.on_canary,
+        _ => false,
+    };
+    (active && to.is_some()).then(|| Arc::new(crate::shadow::ShadowPolicy::new(name, spec)))
+}
+
+/// Validates and compiles a route's `[routes.shadow]` table; `None` when the route has none.
+fn shadow_spec(issues: &mut Issues<'_>, r: &RawRoute, stage: Stage) -> Option<crate::shadow::policy::ShadowSpec> {
     use crate::shadow::compare::{ArrayOrder, PathPattern as IgnorePattern};
     use crate::shadow::policy::{Oversize, ShadowSpec, Writes};
     let mut spec = ShadowSpec::default();
-    let Some(raw) = &r.shadow else {
-        return (stage == Stage::Shadow && to.is_some()).then(|| Arc::new(crate::shadow::ShadowPolicy::new(name, spec)));
-    };
+    let raw = r.shadow.as_ref()?;
     let t = raw.get_ref();
     let on_canary = t.on_canary.as_ref().is_some_and(|b| *b.get_ref());
     match (stage, &t.on_canary) {
@@ -882,11 +893,8 @@ fn shadow_policy(
         (_, Some(b)) if stage != Stage::Canary => {
             issues.at(b, "on_canary only applies to stage \"canary\"", Some("remove it".into()))
         }
-        _ => issues.at(
-            raw,
-            format!("a shadow table does nothing at stage {:?}", stage.as_str()),
-            Some("set stage = \"shadow\" (or \"canary\" with on_canary = true), or remove the table".into()),
-        ),
+        // legacy / extracted: the rules are prepared (and used by contract checks) but inactive.
+        _ => {}
     }
     spec.on_canary = on_canary;
     if let Some(s) = &t.sample {
@@ -970,12 +978,40 @@ fn shadow_policy(
     spec.queue = int_in(issues, &t.queue, "queue", 1..=1_000_000, spec.queue as i64) as usize;
     spec.concurrency = int_in(issues, &t.concurrency, "concurrency", 1..=4096, spec.concurrency as i64) as usize;
     spec.samples = int_in(issues, &t.samples, "samples", 0..=10_000, spec.samples as i64) as usize;
-    let active = match stage {
-        Stage::Shadow => true,
-        Stage::Canary => on_canary,
-        _ => false,
+    Some(spec)
+}
+
+/// The comparison rules of every route that has a `[routes.shadow]` table, at any stage, by
+/// route name. Contract checks use this so they judge "the same answer" exactly as shadowing
+/// will. Errors are the same as [`load_str`]'s.
+pub fn compare_rules(
+    file: &str,
+    src: &str,
+) -> Result<std::collections::BTreeMap<String, crate::shadow::compare::CompareRules>, ConfigError> {
+    load_str(file, src, None)?;
+    let (raw, err) = parse_raw(file, src);
+    let raw = match (raw, err) {
+        (Some(raw), None) => raw,
+        (_, Some(e)) => return Err(e),
+        (None, None) => return Ok(Default::default()),
     };
-    (active && to.is_some()).then(|| Arc::new(crate::shadow::ShadowPolicy::new(name, spec)))
+    let mut issues = Issues::new(file, src);
+    let mut out = std::collections::BTreeMap::new();
+    for r in &raw.routes {
+        let stage = match r.stage.get_ref().as_str() {
+            "shadow" => Stage::Shadow,
+            "canary" => Stage::Canary,
+            "extracted" => Stage::Extracted,
+            _ => Stage::Legacy,
+        };
+        if let Some(spec) = shadow_spec(&mut issues, r, stage) {
+            out.insert(r.name.get_ref().clone(), spec.rules);
+        }
+    }
+    match issues.into_error() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Methods a route may name.
@@ -1181,8 +1217,13 @@ stage = "shadow"
         assert!(e[3].contains("unknown writes mode \"yes\"") && e[3].contains("dry-run"), "{e:?}");
         assert!(e[4].contains("unknown field `learn_nosie`"), "{e:?}");
         // a table on a legacy route, on_canary on a shadow route, a canary table without on_canary
+        // a table on a legacy route is accepted and kept for contract checks, but mirrors nothing
         let src = SHADOW.replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"legacy\"\n\n[routes.shadow]");
-        assert!(errors(&src)[0].contains("does nothing at stage \"legacy\""));
+        let t = load_str("r.toml", &src, None).unwrap();
+        assert!(t.routes[0].shadow.is_none(), "inactive at stage legacy");
+        let rules = compare_rules("r.toml", &src).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(rules.values().next().unwrap().ignore.iter().any(|p| p.as_str() == "/generated_at"));
         let src = SHADOW.replace("sample = 0.5", "sample = 0.5\non_canary = true");
         assert!(errors(&src)[0].contains("on_canary only applies"));
         let src = SHADOW.replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"canary\"\nweight = 5\n\n[routes.shadow]");
