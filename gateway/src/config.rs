@@ -885,15 +885,11 @@ fn shadow_spec(issues: &mut Issues<'_>, r: &RawRoute, stage: Stage) -> Option<cr
     let on_canary = t.on_canary.as_ref().is_some_and(|b| *b.get_ref());
     match (stage, &t.on_canary) {
         (Stage::Shadow, None) | (Stage::Canary, Some(_)) => {}
-        (Stage::Canary, None) => issues.at(
-            raw,
-            "a shadow table on a canary route needs on_canary",
-            Some("add on_canary = true to mirror the requests legacy serves, or remove the table".into()),
-        ),
         (_, Some(b)) if stage != Stage::Canary => {
             issues.at(b, "on_canary only applies to stage \"canary\"", Some("remove it".into()))
         }
-        // legacy / extracted: the rules are prepared (and used by contract checks) but inactive.
+        // legacy / extracted, or canary without on_canary: the rules are prepared (and used by
+        // contract checks) but inactive.
         _ => {}
     }
     spec.on_canary = on_canary;
@@ -1227,7 +1223,7 @@ stage = "shadow"
         let src = SHADOW.replace("sample = 0.5", "sample = 0.5\non_canary = true");
         assert!(errors(&src)[0].contains("on_canary only applies"));
         let src = SHADOW.replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"canary\"\nweight = 5\n\n[routes.shadow]");
-        assert!(errors(&src)[0].contains("needs on_canary"));
+        assert!(load_str("r.toml", &src, None).unwrap().routes[0].shadow.is_none(), "canary without on_canary: inactive");
         let ok = src.replace("sample = 0.5", "sample = 0.5\non_canary = true");
         let t = load_str("r.toml", &ok, None).unwrap();
         assert!(t.routes[0].shadow.as_ref().unwrap().on_canary);
