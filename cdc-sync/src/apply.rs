@@ -13,6 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::checkpoint::ADVANCE_SQL;
+use crate::config::SkipOrigins;
 use crate::mapping::{MapError, Mapping, Op, OutputValue};
 use crate::model::{quote_ident, quote_qualified, Cell, Lsn, SourceMessage};
 use crate::source::{ChangeStream, SourceError};
@@ -101,8 +102,8 @@ pub struct PipelineOptions {
     pub batch_rows: usize,
     /// Commit the target transaction at the next source commit once it is this old.
     pub max_batch_age: Duration,
-    /// Skip transactions carrying a replication origin (loop prevention).
-    pub skip_origin: bool,
+    /// Skip transactions tagged with these replication origins (loop prevention).
+    pub skip_origins: SkipOrigins,
 }
 
 /// The apply engine: reads a [`ChangeStream`], maps, writes to a [`Sink`], commits with the
@@ -129,6 +130,7 @@ struct Txn {
     commit_lsn: Lsn,
     ts: DateTime<Utc>,
     replayed: bool,
+    /// Tagged with an origin in the skip set: not applied.
     origin: bool,
     rows: i64,
 }
@@ -154,9 +156,9 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         rows: 0,
                     });
                 }
-                SourceMessage::Origin { .. } => {
+                SourceMessage::Origin { name } => {
                     if let Some(t) = cur.as_mut() {
-                        t.origin = self.options.skip_origin;
+                        t.origin = self.options.skip_origins.skips(&name);
                     }
                 }
                 SourceMessage::Relation(r) => {
@@ -796,11 +798,11 @@ mod tests {
         Arc::new(m)
     }
 
-    fn tx(lsn: u64, origin: bool, changes: Vec<ChangeKind>) -> Vec<SourceMessage> {
+    fn tx(lsn: u64, origin: Option<&str>, changes: Vec<ChangeKind>) -> Vec<SourceMessage> {
         let ts = Utc::now();
         let mut v = vec![SourceMessage::Begin { xid: 1, final_lsn: Lsn(lsn), commit_ts: ts }];
-        if origin {
-            v.push(SourceMessage::Origin { name: "cdc_sync_x".into() });
+        if let Some(name) = origin {
+            v.push(SourceMessage::Origin { name: name.into() });
         }
         for c in changes {
             v.push(SourceMessage::Change(RowChange { table: "public.items".into(), kind: c }));
@@ -837,7 +839,7 @@ mod tests {
             stream,
             sink: Shared(Arc::clone(&shared)),
             mapping: Arc::clone(&m),
-            options: PipelineOptions { name: "t".into(), batch_rows: 2, max_batch_age: Duration::from_secs(1), skip_origin: true },
+            options: PipelineOptions { name: "t".into(), batch_rows: 2, max_batch_age: Duration::from_secs(1), skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]) },
             checkpoint,
             table_floor: vec![Lsn(0)],
             metrics: Arc::new(Metrics::default()),
@@ -854,12 +856,12 @@ mod tests {
 
     #[tokio::test]
     async fn applies_in_order_with_toast_key_change_and_delete() {
-        let mut msgs = tx(100, false, vec![
+        let mut msgs = tx(100, None, vec![
             ChangeKind::Insert { new: r("1", Some("big"), "0") },
             ChangeKind::Insert { new: r("2", Some("b2"), "0") },
             ChangeKind::Update { old: None, new: r("1", None, "1") },
         ]);
-        msgs.extend(tx(200, false, vec![
+        msgs.extend(tx(200, None, vec![
             ChangeKind::Update { old: Some(Row::from_pairs([("id", Cell::Text("2".into()))])), new: r("3", Some("b3"), "5") },
             ChangeKind::Insert { new: r("4", Some("x"), "0") },
             ChangeKind::Delete { old: Row::from_pairs([("id", Cell::Text("4".into()))]) },
@@ -876,9 +878,9 @@ mod tests {
 
     #[tokio::test]
     async fn skips_replayed_and_origin_transactions() {
-        let mut msgs = tx(100, false, vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
-        msgs.extend(tx(200, true, vec![ChangeKind::Insert { new: r("2", Some("a"), "0") }]));
-        msgs.extend(tx(300, false, vec![ChangeKind::Insert { new: r("3", Some("a"), "0") }]));
+        let mut msgs = tx(100, None, vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
+        msgs.extend(tx(200, Some("cdc_sync_x"), vec![ChangeKind::Insert { new: r("2", Some("a"), "0") }]));
+        msgs.extend(tx(300, None, vec![ChangeKind::Insert { new: r("3", Some("a"), "0") }]));
         let (sink, res, confirmed) = run(msgs, Lsn(150)).await;
         assert!(ended(&res));
         let keys: Vec<_> = sink.committed[0].keys().cloned().collect();
@@ -888,12 +890,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn applies_transactions_of_origins_outside_the_skip_set() {
+        // another pipeline's applier wrote these into our source: real changes for us
+        let mut msgs = tx(100, Some("cdc_sync_other_rev"), vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
+        msgs.extend(tx(200, Some("cdc_sync_x"), vec![ChangeKind::Insert { new: r("2", Some("a"), "0") }]));
+        msgs.extend(tx(300, Some("pg_16384"), vec![ChangeKind::Insert { new: r("3", Some("a"), "0") }]));
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(ended(&res));
+        let keys: Vec<_> = sink.committed[0].keys().cloned().collect();
+        assert_eq!(keys, vec![vec!["1".to_string()], vec!["3".to_string()]]);
+        assert_eq!(sink.checkpoint.unwrap().txns, 2);
+        assert_eq!(confirmed, Lsn(301));
+    }
+
+    #[tokio::test]
     async fn dropped_mapped_column_stops() {
         let mut msgs = vec![SourceMessage::Relation(RelationInfo {
             table: "public.items".into(),
             columns: vec!["id".into(), "n".into(), "added".into()],
         })];
-        msgs.extend(tx(100, false, vec![]));
+        msgs.extend(tx(100, None, vec![]));
         let (_, res, _) = run(msgs, Lsn(0)).await;
         let e = res.unwrap_err();
         assert!(e.is_fatal());

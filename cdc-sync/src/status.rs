@@ -18,12 +18,16 @@ pub struct Metrics {
     pub state: Mutex<String>,
     /// Streaming (snapshot finished, stream started).
     pub ready: AtomicBool,
+    /// Waiting on standby for the single-instance lock.
+    pub standby: AtomicBool,
     /// Row changes applied.
     pub rows_applied: AtomicU64,
     /// Source transactions applied.
     pub txns_applied: AtomicU64,
-    /// Source transactions skipped because they carry a replication origin.
+    /// Source transactions skipped because they carry a replication origin in the skip set.
     pub txns_skipped: AtomicU64,
+    /// The origins this direction's stream skips (`*` = any).
+    pub skip_origins: Mutex<Vec<String>>,
     /// Last-writer-wins conflicts (incoming change lost to a newer target row).
     pub conflicts: AtomicU64,
     /// End LSN of the last applied commit.
@@ -89,6 +93,7 @@ impl Metrics {
             "rows_applied": self.rows_applied.load(Relaxed),
             "txns_applied": self.txns_applied.load(Relaxed),
             "txns_skipped_origin": self.txns_skipped.load(Relaxed),
+            "skip_origins": self.skip_origins.lock().expect("not poisoned").clone(),
             "conflicts": self.conflicts.load(Relaxed),
             "applied_lsn": Lsn(self.applied_lsn.load(Relaxed)).to_string(),
             "source_lsn": Lsn(self.source_lsn.load(Relaxed)).to_string(),
@@ -115,7 +120,8 @@ pub fn status_json(reg: &Registry) -> serde_json::Value {
     for (label, metrics) in reg {
         m.insert(label.clone(), metrics.json());
     }
-    json!({ "pipelines": m, "ready": ready(reg) })
+    let standby = reg.iter().any(|(_, m)| m.standby.load(Relaxed));
+    json!({ "pipelines": m, "ready": ready(reg), "role": if standby { "standby" } else { "active" } })
 }
 
 fn ready(reg: &Registry) -> bool {
@@ -133,7 +139,7 @@ pub fn prometheus(reg: &Registry) -> String {
     };
     metric("cdc_sync_rows_applied_total", "Row changes applied", "counter", &|m| m.rows_applied.load(Relaxed).to_string());
     metric("cdc_sync_txns_applied_total", "Source transactions applied", "counter", &|m| m.txns_applied.load(Relaxed).to_string());
-    metric("cdc_sync_txns_skipped_origin_total", "Transactions skipped because they carry a replication origin", "counter", &|m| {
+    metric("cdc_sync_txns_skipped_origin_total", "Transactions skipped because their replication origin is in the skip set", "counter", &|m| {
         m.txns_skipped.load(Relaxed).to_string()
     });
     metric("cdc_sync_conflicts_total", "Last-writer-wins conflicts", "counter", &|m| m.conflicts.load(Relaxed).to_string());
@@ -146,6 +152,7 @@ pub fn prometheus(reg: &Registry) -> String {
     metric("cdc_sync_snapshot_rows_total", "Snapshot rows copied", "counter", &|m| m.snapshot_rows.load(Relaxed).to_string());
     metric("cdc_sync_snapshot_tables_done", "Snapshot tables finished", "gauge", &|m| m.snapshot_tables_done.load(Relaxed).to_string());
     metric("cdc_sync_ready", "1 when streaming", "gauge", &|m| (m.ready.load(Relaxed) as u8).to_string());
+    metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| (m.standby.load(Relaxed) as u8).to_string());
     out
 }
 
