@@ -43,7 +43,7 @@ CREATE SEQUENCE tick_id;
 CREATE PROCEDURE bench_txns(n int) LANGUAGE plpgsql AS $$
 DECLARE
   a int; t int; b int; d int; h bigint;
-  na int := (SELECT count(*) FROM accounts);
+  na int := (SELECT max(aid) FROM accounts);
 BEGIN
   FOR i IN 1..n LOOP
     a := 1 + floor(random() * na)::int; t := 1 + floor(random() * 100)::int;
