@@ -48,6 +48,10 @@ pub struct Metrics {
     pub snapshot_tables_done: AtomicU64,
     /// Snapshot tables to copy.
     pub snapshot_tables_total: AtomicU64,
+    /// When the snapshot copy started (µs since epoch; 0 = not started).
+    pub snapshot_started_us: AtomicI64,
+    /// When it finished (µs since epoch; 0 = not finished).
+    pub snapshot_finished_us: AtomicI64,
 }
 
 impl Metrics {
@@ -86,7 +90,25 @@ impl Metrics {
         ((Utc::now().timestamp_micros() - ts) as f64 / 1e6).max(0.0)
     }
 
+    /// Snapshot progress: (rows/s so far, estimated seconds left). Zero before the copy starts;
+    /// after it finishes the rate is the overall one and the ETA 0.
+    pub fn snapshot_rate_eta(&self) -> (f64, f64) {
+        let started = self.snapshot_started_us.load(Relaxed);
+        if started == 0 {
+            return (0.0, 0.0);
+        }
+        let finished = self.snapshot_finished_us.load(Relaxed);
+        let end = if finished != 0 { finished } else { Utc::now().timestamp_micros() };
+        let secs = ((end - started) as f64 / 1e6).max(0.001);
+        let rows = self.snapshot_rows.load(Relaxed);
+        let rate = rows as f64 / secs;
+        let estimate = self.snapshot_rows_estimate.load(Relaxed);
+        let eta = if finished == 0 && rate > 0.0 && estimate > rows { (estimate - rows) as f64 / rate } else { 0.0 };
+        (rate, eta)
+    }
+
     fn json(&self) -> serde_json::Value {
+        let (snap_rate, snap_eta) = self.snapshot_rate_eta();
         json!({
             "state": *self.state.lock().expect("not poisoned"),
             "ready": self.ready.load(Relaxed),
@@ -106,6 +128,9 @@ impl Metrics {
                 "rows_estimate": self.snapshot_rows_estimate.load(Relaxed),
                 "tables_done": self.snapshot_tables_done.load(Relaxed),
                 "tables_total": self.snapshot_tables_total.load(Relaxed),
+                "rows_per_second": (snap_rate * 10.0).round() / 10.0,
+                "eta_seconds": (snap_eta * 10.0).round() / 10.0,
+                "finished": self.snapshot_finished_us.load(Relaxed) != 0,
             }
         })
     }
@@ -150,6 +175,13 @@ pub fn prometheus(reg: &Registry) -> String {
     });
     metric("cdc_sync_retained_wal_bytes", "WAL retained by the slot", "gauge", &|m| m.retained_wal_bytes.load(Relaxed).to_string());
     metric("cdc_sync_snapshot_rows_total", "Snapshot rows copied", "counter", &|m| m.snapshot_rows.load(Relaxed).to_string());
+    metric("cdc_sync_snapshot_rows_estimate", "Snapshot rows expected (planner estimate)", "gauge", &|m| {
+        m.snapshot_rows_estimate.load(Relaxed).to_string()
+    });
+    metric("cdc_sync_snapshot_rows_per_second", "Snapshot copy rate so far", "gauge", &|m| format!("{:.1}", m.snapshot_rate_eta().0));
+    metric("cdc_sync_snapshot_eta_seconds", "Estimated seconds until the snapshot copy finishes", "gauge", &|m| {
+        format!("{:.1}", m.snapshot_rate_eta().1)
+    });
     metric("cdc_sync_snapshot_tables_done", "Snapshot tables finished", "gauge", &|m| m.snapshot_tables_done.load(Relaxed).to_string());
     metric("cdc_sync_ready", "1 when streaming", "gauge", &|m| (m.ready.load(Relaxed) as u8).to_string());
     metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| (m.standby.load(Relaxed) as u8).to_string());
