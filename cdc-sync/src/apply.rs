@@ -77,7 +77,10 @@ pub struct CommitInfo {
 ///
 /// Contract:
 /// - `write` applies the ops in order inside one open target transaction (opened by the
-///   first `write` after a commit); nothing is visible to others before `commit`.
+///   first `write` after a commit); nothing is visible to others before `commit`. It may return
+///   before the ops are executed (the PostgreSQL sink overlaps execution with the caller
+///   preparing the next batch); then their errors surface at a later `write` or at `commit`,
+///   and their stats are returned by `commit`.
 /// - `commit` records `CommitInfo::lsn` as the pipeline's checkpoint in the same transaction as
 ///   the rows (so rows and progress are durable together, or neither is), then commits. It may
 ///   be called with no prior `write` to advance the checkpoint alone.
@@ -86,9 +89,9 @@ pub struct CommitInfo {
 ///   checkpoint.
 pub trait Sink: Send {
     /// Apply `ops` in order.
-    fn write(&mut self, ops: &[Op]) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
-    /// Record the checkpoint and commit.
-    fn commit(&mut self, info: &CommitInfo) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn write(&mut self, ops: Vec<Op>) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
+    /// Record the checkpoint and commit. Returns the stats of writes `write` did not report.
+    fn commit(&mut self, info: &CommitInfo) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
 }
 
 // ------------------------------------------------------------------------------ engine
@@ -225,7 +228,8 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     if !self.stream.pending() || ops.len() >= batch || started.elapsed() >= self.options.max_batch_age {
                         let info = pending.take().expect("set above");
                         self.flush(&mut ops, &mut open).await?;
-                        self.sink.commit(&info).await?;
+                        let stats = self.sink.commit(&info).await?;
+                        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
                         open = false;
                         self.stream.confirm(info.lsn);
                         self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
@@ -240,9 +244,9 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
         if ops.is_empty() {
             return Ok(());
         }
-        let stats = self.sink.write(ops).await?;
+        let batch = std::mem::replace(ops, Vec::with_capacity(self.options.batch_rows.clamp(1, 65536)));
+        let stats = self.sink.write(batch).await?;
         self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
-        ops.clear();
         *open = true;
         Ok(())
     }
@@ -428,10 +432,10 @@ fn consecutive_runs<'a>(mapping: &Mapping, ops: impl IntoIterator<Item = &'a Op>
 
 // ------------------------------------------------------------------------------ PostgreSQL sink
 
-/// [`Sink`] writing into PostgreSQL with batched, pipelined statements: each run of same-shape
-/// changes becomes one `unnest`-array statement, and all statements of a flush are sent
-/// without waiting for each other.
-pub struct PgSink {
+/// Writes into PostgreSQL with batched, pipelined statements: each run of same-shape changes
+/// becomes one `unnest`-array statement, and all statements of a flush are sent without
+/// waiting for each other. Driven by [`PgSink`]'s writer task.
+struct PgWriter {
     client: Client,
     mapping: Arc<Mapping>,
     pipeline: String,
@@ -662,9 +666,8 @@ pub async fn setup_origin(client: &Client, origin: &str) -> Result<(), SinkError
     }
 }
 
-impl PgSink {
-    /// Connect to the written side. `origin` is set on the session (loop prevention).
-    pub async fn connect(conn: &str, mapping: Arc<Mapping>, pipeline: &str, origin: Option<&str>) -> Result<PgSink, SinkError> {
+impl PgWriter {
+    async fn connect(conn: &str, mapping: Arc<Mapping>, pipeline: &str, origin: Option<&str>) -> Result<PgWriter, SinkError> {
         let client = connect(conn).await?;
         // Like native logical replication: user triggers and FK triggers do not fire for
         // replicated rows (needs superuser; best effort).
@@ -696,7 +699,7 @@ impl PgSink {
             Some(_) => Some(client.prepare("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)").await?),
             None => None,
         };
-        Ok(PgSink {
+        Ok(PgWriter {
             client,
             mapping,
             pipeline: pipeline.to_string(),
@@ -726,7 +729,7 @@ impl PgSink {
     }
 }
 
-impl Sink for PgSink {
+impl PgWriter {
     async fn write(&mut self, ops: &[Op]) -> Result<WriteStats, SinkError> {
         if !self.in_txn {
             self.client.batch_execute("BEGIN").await?;
@@ -815,6 +818,83 @@ impl Sink for PgSink {
     }
 }
 
+enum WriterJob {
+    Write(Vec<Op>),
+    Commit(CommitInfo, tokio::sync::oneshot::Sender<Result<WriteStats, SinkError>>),
+}
+
+/// [`Sink`] writing into PostgreSQL. A writer task owns the connection and executes batches
+/// in order while the pipeline maps the next one (at most two batches queued, so memory stays
+/// bounded); `commit` waits for everything before it. After a failed write, later writes of
+/// the same transaction are dropped and the error is returned by the next `write` or `commit`.
+pub struct PgSink {
+    jobs: tokio::sync::mpsc::Sender<WriterJob>,
+    failed: Arc<std::sync::Mutex<Option<SinkError>>>,
+}
+
+impl PgSink {
+    /// Connect to the written side. `origin` is set on the session (loop prevention).
+    pub async fn connect(conn: &str, mapping: Arc<Mapping>, pipeline: &str, origin: Option<&str>) -> Result<PgSink, SinkError> {
+        let mut writer = PgWriter::connect(conn, mapping, pipeline, origin).await?;
+        let (jobs, mut rx) = tokio::sync::mpsc::channel::<WriterJob>(2);
+        let failed: Arc<std::sync::Mutex<Option<SinkError>>> = Arc::default();
+        let fail = Arc::clone(&failed);
+        tokio::spawn(async move {
+            let mut stats = WriteStats::default();
+            let mut error: Option<SinkError> = None;
+            while let Some(job) = rx.recv().await {
+                match job {
+                    WriterJob::Write(ops) => {
+                        if error.is_some() {
+                            continue;
+                        }
+                        match writer.write(&ops).await {
+                            Ok(s) => {
+                                stats.rows += s.rows;
+                                stats.conflicts += s.conflicts;
+                            }
+                            Err(e) => {
+                                *fail.lock().expect("not poisoned") = Some(SinkError::Other(format!("{e}")));
+                                error = Some(e);
+                            }
+                        }
+                    }
+                    WriterJob::Commit(info, reply) => {
+                        let r = match error.take() {
+                            Some(e) => Err(e),
+                            None => writer.commit(&info).await.map(|()| std::mem::take(&mut stats)),
+                        };
+                        stats = WriteStats::default();
+                        fail.lock().expect("not poisoned").take();
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+        });
+        Ok(PgSink { jobs, failed })
+    }
+
+    fn gone() -> SinkError {
+        SinkError::Other("target writer task ended".into())
+    }
+}
+
+impl Sink for PgSink {
+    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+        if let Some(e) = self.failed.lock().expect("not poisoned").take() {
+            return Err(e);
+        }
+        self.jobs.send(WriterJob::Write(ops)).await.map_err(|_| PgSink::gone())?;
+        Ok(WriteStats::default())
+    }
+
+    async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs.send(WriterJob::Commit(*info, tx)).await.map_err(|_| PgSink::gone())?;
+        rx.await.map_err(|_| PgSink::gone())?
+    }
+}
+
 // ------------------------------------------------------------------------------ in-memory sink
 
 /// In-memory [`Sink`] for unit tests: tables keyed by key text, rows as input-column text.
@@ -840,9 +920,9 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    async fn write(&mut self, ops: &[Op]) -> Result<WriteStats, SinkError> {
+    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
         let mut stats = WriteStats::default();
-        for op in ops {
+        for op in &ops {
             match op {
                 Op::Upsert { table, row, .. } => {
                     let k = self.mapping.tables[*table].key_len;
@@ -878,11 +958,11 @@ impl Sink for MemorySink {
         Ok(stats)
     }
 
-    async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
+    async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
         self.committed = self.working.clone();
         self.checkpoint = Some(*info);
         self.commits += 1;
-        Ok(())
+        Ok(WriteStats::default())
     }
 }
 
@@ -933,10 +1013,10 @@ mod tests {
     /// Runs a pipeline over a [`MemorySink`] we can read back afterwards.
     struct Shared(Arc<tokio::sync::Mutex<MemorySink>>);
     impl Sink for Shared {
-        async fn write(&mut self, ops: &[Op]) -> Result<WriteStats, SinkError> {
+        async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
             self.0.lock().await.write(ops).await
         }
-        async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
+        async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
             self.0.lock().await.commit(info).await
         }
     }
@@ -1113,9 +1193,9 @@ mod tests {
             assert_eq!(flat.len(), ops.len());
             let (mut a, mut b) = (MemorySink::new(Arc::clone(&m)), MemorySink::new(Arc::clone(&m)));
             let info = CommitInfo { lsn: Lsn(1), commit_ts: ts, txns: 1, rows: 1 };
-            a.write(&ops).await.unwrap();
+            a.write(ops.clone()).await.unwrap();
             a.commit(&info).await.unwrap();
-            b.write(&flat).await.unwrap();
+            b.write(flat).await.unwrap();
             b.commit(&info).await.unwrap();
             assert_eq!(a.committed, b.committed, "round {round}");
         }
