@@ -691,6 +691,11 @@ impl PgWriter {
         }
         let regroup = Regroup { cross_table: replica, commutes };
         client.batch_execute("SET synchronous_commit = off").await?;
+        // Every apply statement is a key lookup driven by unnest() arrays: the generic plan
+        // (nested loop over the key index) is right for any batch size, while custom plans would
+        // be re-planned per execution and, seeing thousands of array elements, may pick a hash
+        // join over a sequential scan of the whole table.
+        client.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
         if let Some(o) = origin {
             setup_origin(&client, o).await?;
         }
