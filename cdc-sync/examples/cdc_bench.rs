@@ -17,7 +17,8 @@
 //!
 //! Environment: `CDC_SYNC_BIN` (default `target/release/cdc-sync`), `ACCOUNTS` (seed rows,
 //! default 1000000), `BACKLOG_ROWS` (default 500000), `RATE` (rows/s, default 5000),
-//! `LAG_SECONDS` (default 20).
+//! `LAG_SECONDS` (default 20), `BRANCHES` (default 10, tellers = 10 per branch; pgbench's hot
+//! rows — raise it to spread the updates over many keys).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -44,10 +45,12 @@ CREATE PROCEDURE bench_txns(n int) LANGUAGE plpgsql AS $$
 DECLARE
   a int; t int; b int; d int; h bigint;
   na int := (SELECT max(aid) FROM accounts);
+  nt int := (SELECT max(tid) FROM tellers);
+  nb int := (SELECT max(bid) FROM branches);
 BEGIN
   FOR i IN 1..n LOOP
-    a := 1 + floor(random() * na)::int; t := 1 + floor(random() * 100)::int;
-    b := 1 + floor(random() * 10)::int; d := floor(random() * 10001)::int - 5000;
+    a := 1 + floor(random() * na)::int; t := 1 + floor(random() * nt)::int;
+    b := 1 + floor(random() * nb)::int; d := floor(random() * 10001)::int - 5000;
     UPDATE accounts SET abalance = abalance + d WHERE aid = a;
     UPDATE tellers SET tbalance = tbalance + d WHERE tid = t;
     UPDATE branches SET bbalance = bbalance + d WHERE bid = b;
@@ -177,6 +180,8 @@ async fn main() -> Result<()> {
     let backlog_rows = env_num("BACKLOG_ROWS", 500_000);
     let rate = env_num("RATE", 5000);
     let lag_seconds = env_num("LAG_SECONDS", 20);
+    // pgbench's shape: 10 branches and 100 tellers are hot rows; BRANCHES=100000 spreads them out
+    let branches = env_num("BRANCHES", 10) as i64;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = std::env::var("CDC_SYNC_BIN").map(PathBuf::from).unwrap_or_else(|_| root.join("target/release/cdc-sync"));
     if !bin.exists() {
@@ -198,8 +203,8 @@ async fn main() -> Result<()> {
     src.psql(
         "src",
         &format!(
-            "INSERT INTO branches SELECT g, 0, repeat('b', 80) FROM generate_series(1, 10) g;
-             INSERT INTO tellers SELECT g, 1 + (g - 1) / 10, 0, repeat('t', 80) FROM generate_series(1, 100) g;
+            "INSERT INTO branches SELECT g, 0, repeat('b', 80) FROM generate_series(1, {branches}) g;
+             INSERT INTO tellers SELECT g, 1 + (g - 1) / 10, 0, repeat('t', 80) FROM generate_series(1, {branches} * 10) g;
              INSERT INTO accounts SELECT g, 1 + (g - 1) * 10 / {accounts}, 0, repeat('a', 80) FROM generate_series(1, {accounts}) g;
              SELECT setval('history_hid', 1);"
         ),
@@ -215,7 +220,7 @@ async fn main() -> Result<()> {
         bin,
         dir: tempfile::tempdir()?,
     };
-    let seed_rows = accounts + 110;
+    let seed_rows = accounts + branches * 11;
 
     // ------------------------------------------------------------------ snapshot
     eprintln!("== snapshot: pg_dump --data-only | psql");
@@ -407,7 +412,11 @@ async fn main() -> Result<()> {
     let (c50, c99, cmax) = (percentile(&cdc_lags, 0.5), percentile(&cdc_lags, 0.99), cdc_lags.last().copied().unwrap_or(f64::NAN));
     let (n50, n99, nmax) = (percentile(&nat_lags, 0.5), percentile(&nat_lags, 0.99), nat_lags.last().copied().unwrap_or(f64::NAN));
     println!();
-    println!("cdc-sync vs native logical replication (PG15, 3 local clusters, fsync off, source synchronous_commit on)");
+    println!(
+        "cdc-sync vs native logical replication (PG15, 3 local clusters, fsync off, source synchronous_commit on; \
+         {branches} branches, {} tellers, {accounts} accounts)",
+        branches * 10
+    );
     println!("| measure | cdc-sync | native | ratio |");
     println!("| --- | ---: | ---: | ---: |");
     println!(

@@ -369,6 +369,86 @@ fn runs<'a>(mapping: &Mapping, ops: &'a [Op], regroup: &Regroup) -> Vec<Run<'a>>
     out
 }
 
+/// Collapse several changes of one key inside a flush into one, where the result is the same
+/// final row: e.g. a row updated 1,000 times in one target transaction would otherwise leave a
+/// 1,000-version HOT chain that every later lookup of that row walks (our own uncommitted
+/// versions cannot be pruned), making hot rows quadratic. Only for tables whose ops commute
+/// (see [`Regroup`]) and that are not last-writer-wins; a key change, or a TRUNCATE of the table,
+/// ends what can be merged. An update is merged into an earlier change only when it carries
+/// every column (no unchanged TOAST value), so expression columns end up exactly as in-order
+/// application leaves them.
+fn coalesce(mapping: &Mapping, ops: Vec<Op>, regroup: &Regroup) -> Vec<Op> {
+    if !regroup.cross_table {
+        return ops;
+    }
+    let mut out: Vec<Option<Op>> = Vec::with_capacity(ops.len());
+    let mut latest: HashMap<(usize, Vec<Arc<str>>), usize> = HashMap::new();
+    for op in ops {
+        let table = match &op {
+            Op::Truncate { tables } => {
+                latest.retain(|(t, _), _| !tables.contains(t));
+                out.push(Some(op));
+                continue;
+            }
+            Op::Upsert { table, .. } | Op::Update { table, .. } | Op::Delete { table, .. } => *table,
+        };
+        let t = &mapping.tables[table];
+        if t.lww || !regroup.commutes.get(table).copied().unwrap_or(false) {
+            out.push(Some(op));
+            continue;
+        }
+        let mut keys = op_keys(&op, t.key_len);
+        keys.dedup();
+        if keys.len() != 1 {
+            // a key change: nothing merges across it
+            for k in keys {
+                latest.remove(&(table, k));
+            }
+            out.push(Some(op));
+            continue;
+        }
+        let slot = (table, keys.pop().expect("one key"));
+        let full = |row: &[Cell]| row.iter().all(|c| *c != Cell::Unchanged);
+        enum Merge {
+            Append,
+            Replace,
+            KeepPrevious,
+            UpsertFromUpdate,
+        }
+        let (prev, how) = match latest.get(&slot).map(|&i| (i, out[i].as_ref().expect("latest op is live"))) {
+            None => (None, Merge::Append),
+            Some((i, prev)) => (
+                Some(i),
+                match (prev, &op) {
+                    (_, Op::Delete { .. } | Op::Upsert { .. }) => Merge::Replace,
+                    (Op::Delete { .. }, Op::Update { .. }) => Merge::KeepPrevious,
+                    (Op::Upsert { .. }, Op::Update { row, .. }) if full(row) => Merge::UpsertFromUpdate,
+                    (Op::Update { .. }, Op::Update { row, .. }) if full(row) => Merge::Replace,
+                    _ => Merge::Append,
+                },
+            ),
+        };
+        let op = match (prev, how) {
+            (Some(i), Merge::Replace) => {
+                out[i] = None;
+                op
+            }
+            (Some(i), Merge::KeepPrevious) => out[i].take().expect("latest op is live"),
+            (Some(i), Merge::UpsertFromUpdate) => {
+                out[i] = None;
+                match op {
+                    Op::Update { table, row, ts, .. } => Op::Upsert { table, row, ts },
+                    other => other,
+                }
+            }
+            _ => op,
+        };
+        out.push(Some(op));
+        latest.insert(slot, out.len() - 1);
+    }
+    out.into_iter().flatten().collect()
+}
+
 /// Runs of one table whose ops on different keys commute: see [`runs`].
 fn commuting_runs<'a>(mapping: &Mapping, table: usize, ops: Vec<&'a Op>) -> Vec<Run<'a>> {
     let t = &mapping.tables[table];
@@ -735,13 +815,14 @@ impl PgWriter {
 }
 
 impl PgWriter {
-    async fn write(&mut self, ops: &[Op]) -> Result<WriteStats, SinkError> {
+    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
         if !self.in_txn {
             self.client.batch_execute("BEGIN").await?;
             self.in_txn = true;
         }
         let mapping = Arc::clone(&self.mapping);
-        let runs = runs(&mapping, ops, &self.regroup);
+        let ops = coalesce(&mapping, ops, &self.regroup);
+        let runs = runs(&mapping, &ops, &self.regroup);
         // Prepare (cached) statements first, then send everything pipelined.
         let mut work: Vec<(Option<Statement>, String, Params<'_>, usize, bool)> = Vec::with_capacity(runs.len());
         for r in &runs {
@@ -853,7 +934,7 @@ impl PgSink {
                         if error.is_some() {
                             continue;
                         }
-                        match writer.write(&ops).await {
+                        match writer.write(ops).await {
                             Ok(s) => {
                                 stats.rows += s.rows;
                                 stats.conflicts += s.conflicts;
@@ -1180,7 +1261,9 @@ mod tests {
                 }
             }
             let regroup = Regroup { cross_table: true, commutes: vec![true, round % 2 == 0] };
-            let rs = runs(&m, &ops, &regroup);
+            let coalesced = coalesce(&m, ops.clone(), &regroup);
+            assert!(coalesced.len() < ops.len());
+            let rs = runs(&m, &coalesced, &regroup);
             for r in &rs {
                 let mut seen = HashSet::new();
                 if r.table != usize::MAX {
@@ -1195,7 +1278,7 @@ mod tests {
             let plain = consecutive_runs(&m, &ops).len();
             assert!(rs.len() < plain, "{} runs regrouped vs {plain} consecutive", rs.len());
             let flat: Vec<Op> = rs.iter().flat_map(|r| r.ops.iter().map(|o| (*o).clone())).collect();
-            assert_eq!(flat.len(), ops.len());
+            assert_eq!(flat.len(), coalesced.len());
             let (mut a, mut b) = (MemorySink::new(Arc::clone(&m)), MemorySink::new(Arc::clone(&m)));
             let info = CommitInfo { lsn: Lsn(1), commit_ts: ts, txns: 1, rows: 1 };
             a.write(ops.clone()).await.unwrap();

@@ -16,7 +16,8 @@
 #
 # Usage: tests/perf/cdc-bench.sh
 # Env:   ACCOUNTS (seed rows, default 1000000), BACKLOG_ROWS (default 500000), RATE (rows/s,
-#        default 5000), LAG_SECONDS (default 20), CDC_SYNC_BIN (default target/release/cdc-sync)
+#        default 5000), LAG_SECONDS (default 20), BRANCHES (default 10; tellers = 10 per branch;
+#        pgbench's hot rows, raise to e.g. 100000 to spread updates), CDC_SYNC_BIN
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
