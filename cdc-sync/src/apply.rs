@@ -165,7 +165,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     }
                 }
                 SourceMessage::Relation(r) => {
-                    if let Some(i) = self.mapping.index_of(&r.table) {
+                    for &i in self.mapping.indexes_of(&r.table) {
                         self.mapping.tables[i].check_relation(&r.columns)?;
                     }
                 }
@@ -174,11 +174,18 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     if t.replayed || t.origin {
                         continue;
                     }
-                    let Some(i) = self.mapping.index_of(&c.table) else { continue };
-                    if t.commit_lsn < self.table_floor[i] {
+                    // One op per target table the source table maps to (fan-out).
+                    let mut mapped = false;
+                    for &i in self.mapping.indexes_of(&c.table) {
+                        if t.commit_lsn < self.table_floor[i] {
+                            continue;
+                        }
+                        ops.push(self.mapping.tables[i].map_change(i, &c, t.ts)?);
+                        mapped = true;
+                    }
+                    if !mapped {
                         continue;
                     }
-                    ops.push(self.mapping.tables[i].map_change(i, &c, t.ts)?);
                     t.rows += 1;
                     if ops.len() >= batch {
                         self.flush(&mut ops, &mut open).await?;
@@ -191,7 +198,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     }
                     let idx: Vec<usize> = tables
                         .iter()
-                        .filter_map(|n| self.mapping.index_of(n))
+                        .flat_map(|n| self.mapping.indexes_of(n).iter().copied())
                         .filter(|i| t.commit_lsn >= self.table_floor[*i])
                         .collect();
                     if !idx.is_empty() {

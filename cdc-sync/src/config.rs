@@ -460,7 +460,7 @@ pub fn parse_with_env(
         push(0..0, "no [[table]] entries: nothing to replicate".to_string());
     }
     let mut tables = Vec::new();
-    let mut seen_sources = BTreeSet::new();
+    let mut seen_sources: BTreeMap<String, bool> = BTreeMap::new();
     let mut seen_targets = BTreeSet::new();
     for st in &raw.tables {
         let t = st.get_ref();
@@ -472,8 +472,18 @@ pub fn parse_with_env(
         }
         let source = qualify(t.source.get_ref());
         let target = qualify(t.target.get_ref());
-        if !seen_sources.insert(source.clone()) {
-            push(t.source.span(), format!("source table {source} is mapped twice"));
+        // A source table may fan out into several target tables (e.g. a legacy table split in
+        // two), forward only: the way back would have to merge rows of several tables.
+        let reverse = t.direction.reverse();
+        match seen_sources.get(&source) {
+            None => {
+                seen_sources.insert(source.clone(), reverse);
+            }
+            Some(first_reverse) if *first_reverse || reverse => push(
+                t.source.span(),
+                format!("source table {source} is mapped more than once; that is only allowed when every mapping of it is forward-only"),
+            ),
+            Some(_) => {}
         }
         if !seen_targets.insert(target.clone()) {
             push(t.target.span(), format!("target table {target} is mapped twice"));
@@ -648,7 +658,7 @@ id = "id"
         assert!(text.contains("s.toml:5:1: [target] url_env names $NOPE"), "{text}");
         assert!(text.contains("key column id must be mapped"), "{text}");
         assert!(text.contains("expressions are forward-only"), "{text}");
-        assert!(text.contains("source table public.a is mapped twice"), "{text}");
+        assert!(text.contains("source table public.a is mapped more than once"), "{text}");
         assert!(text.contains("key must name at least one column"), "{text}");
         assert!(e.problems.len() >= 5, "{text}");
         assert!(e.problems.iter().all(|p| p.line > 0));
@@ -689,4 +699,35 @@ id = "id"
         assert!(e.to_string().contains("exactly one of"), "{e}");
         assert_eq!(e.problems[0].line, 12, "{e}");
     }
+
+    #[test]
+    fn a_source_table_may_fan_out_forward_only() {
+        let src = r#"
+name = "t"
+[source]
+url = "a"
+[target]
+url = "b"
+[[table]]
+source = "products"
+target = "products"
+key = ["id"]
+[table.columns]
+id = "id"
+title = "name"
+[[table]]
+source = "products"
+target = "product_prices"
+key = ["id"]
+[table.columns]
+product_id = "id"
+price_cents = { expr = "(price * 100)::bigint" }
+"#;
+        let cfg = parse_with_env("s.toml", src, &|_: &str| None).unwrap();
+        assert_eq!(cfg.tables.len(), 2);
+        let m = crate::mapping::Mapping::compile(&cfg, crate::mapping::Way::Forward);
+        assert_eq!(m.indexes_of("public.products"), [0, 1]);
+        assert_eq!(m.from_table_names(), ["public.products"]);
+    }
+
 }
