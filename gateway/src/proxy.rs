@@ -15,7 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::reload::ConfigStore;
 use crate::table::{Endpoint, RouteTable, Side, Stage};
-use crate::telemetry::{metrics, new_request_id, TraceContext};
+use crate::telemetry::{metrics, new_request_id_value, TraceContext};
 
 /// Hook for shadow traffic (a later issue): set when the matched route is at stage `shadow`.
 ///
@@ -59,6 +59,21 @@ pub struct GatewayProxy {
 
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"];
+
+/// Whether any hop-by-hop header (or one a `Connection` header could name) is present: one pass
+/// over the names, so the common request with none skips the removals entirely.
+fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|k| {
+        *k == header::CONNECTION
+            || *k == header::UPGRADE
+            || *k == header::TE
+            || *k == header::TRAILER
+            || *k == header::PROXY_AUTHENTICATE
+            || *k == header::PROXY_AUTHORIZATION
+            || k.as_str() == "keep-alive"
+            || k.as_str() == "proxy-connection"
+    })
+}
 
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
@@ -209,6 +224,34 @@ impl GatewayProxy {
         }
     }
 
+    /// Strips hop-by-hop headers, and those the `Connection` header names; keeps the upgrade
+    /// handshake of a WebSocket request.
+    fn strip_hop_by_hop(req: &mut RequestHeader) {
+        let websocket = is_websocket_upgrade(req);
+        // headers named in Connection are hop-by-hop too
+        let named: Vec<String> = req
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
+            .collect();
+        for n in named {
+            req.remove_header(n.as_str());
+        }
+        for h in HOP_BY_HOP {
+            if websocket && h == "connection" {
+                continue;
+            }
+            req.remove_header(h);
+        }
+        if !websocket {
+            req.remove_header("upgrade");
+        }
+    }
+
     fn release_endpoint(ctx: &mut RequestCtx) {
         if let Some(ep) = ctx.endpoint.take() {
             ep.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -245,7 +288,7 @@ impl ProxyHttp for GatewayProxy {
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if !v.is_empty() && v.len() <= 200 => Some(v.clone()),
-            _ => HeaderValue::from_str(&new_request_id()).ok(),
+            _ => Some(new_request_id_value()),
         };
         if let Some((status, code, msg)) = validate_request(req, table.settings.max_header_bytes) {
             let rid = ctx.request_id.clone();
@@ -312,28 +355,8 @@ impl ProxyHttp for GatewayProxy {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let websocket = is_websocket_upgrade(req);
-        // headers named in Connection are hop-by-hop too
-        let named: Vec<String> = req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
-            .collect();
-        for n in named {
-            req.remove_header(n.as_str());
-        }
-        for h in HOP_BY_HOP {
-            if websocket && h == "connection" {
-                continue;
-            }
-            req.remove_header(h);
-        }
-        if !websocket {
-            req.remove_header("upgrade");
+        if has_hop_by_hop(&req.headers) {
+            Self::strip_hop_by_hop(req);
         }
         // forwarding headers
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
@@ -355,7 +378,7 @@ impl ProxyHttp for GatewayProxy {
             req.insert_header("x-request-id", id.clone())?;
         }
         if let Some(t) = &ctx.trace {
-            req.insert_header("traceparent", t.header_value())?;
+            req.insert_header("traceparent", t.to_header())?;
         }
         Ok(())
     }
@@ -379,11 +402,20 @@ impl ProxyHttp for GatewayProxy {
         } else if let Some(ep) = &ctx.endpoint {
             ep.record_success();
         }
-        for h in ["keep-alive", "proxy-connection", "proxy-authenticate", "trailer"] {
-            resp.remove_header(h);
-        }
-        if status != 101 {
-            resp.remove_header("upgrade");
+        let strip = resp.headers.keys().any(|k| {
+            *k == header::UPGRADE
+                || *k == header::TRAILER
+                || *k == header::PROXY_AUTHENTICATE
+                || k.as_str() == "keep-alive"
+                || k.as_str() == "proxy-connection"
+        });
+        if strip {
+            for h in ["keep-alive", "proxy-connection", "proxy-authenticate", "trailer"] {
+                resp.remove_header(h);
+            }
+            if status != 101 {
+                resp.remove_header("upgrade");
+            }
         }
         Ok(())
     }

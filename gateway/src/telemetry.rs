@@ -177,12 +177,38 @@ pub struct TraceContext {
     pub flags: u8,
 }
 
+/// A fast per-thread generator (wyrand) for span ids: seeded once per thread from the OS-backed
+/// `rand` generator; not for secrets, just for ids that must not collide.
+fn fast_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(rand::random::<u64>());
+    }
+    STATE.with(|s| {
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
+
 fn rand_nonzero_u64() -> u64 {
     loop {
-        let v = rand::random::<u64>();
+        let v = fast_u64();
         if v != 0 {
             return v;
         }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `v` as `out.len()` lowercase hex digits (the low `4 * out.len()` bits).
+#[inline]
+fn put_hex(out: &mut [u8], mut v: u128) {
+    for b in out.iter_mut().rev() {
+        *b = HEX[(v & 0xf) as usize];
+        v >>= 4;
     }
 }
 
@@ -193,7 +219,7 @@ impl TraceContext {
         if let Some(tp) = incoming.and_then(parse_traceparent) {
             return Self { trace_id: tp.0, span_id: rand_nonzero_u64(), parent_id: Some(tp.1), flags: tp.2 };
         }
-        let mut trace_id = rand::random::<u128>();
+        let mut trace_id = (u128::from(fast_u64()) << 64) | u128::from(fast_u64());
         if trace_id == 0 {
             trace_id = 1;
         }
@@ -202,7 +228,20 @@ impl TraceContext {
 
     /// The `traceparent` value to send upstream (this span as parent).
     pub fn header_value(&self) -> String {
-        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        String::from_utf8_lossy(&self.header_bytes()).into_owned()
+    }
+
+    /// [`Self::header_value`] as a header value, formatted without `fmt`.
+    pub fn to_header(&self) -> http::HeaderValue {
+        http::HeaderValue::from_bytes(&self.header_bytes()).expect("hex and dashes are a valid header value")
+    }
+
+    fn header_bytes(&self) -> [u8; 55] {
+        let mut b = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        put_hex(&mut b[3..35], self.trace_id);
+        put_hex(&mut b[36..52], u128::from(self.span_id));
+        put_hex(&mut b[53..55], u128::from(self.flags));
+        b
     }
 }
 
@@ -231,7 +270,25 @@ pub fn parse_traceparent(v: &[u8]) -> Option<(u128, u64, u8)> {
 
 /// A new request id: 32 lowercase hex digits.
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    String::from_utf8_lossy(&request_id_bytes()).into_owned()
+}
+
+/// [`new_request_id`] as a header value.
+pub fn new_request_id_value() -> http::HeaderValue {
+    http::HeaderValue::from_bytes(&request_id_bytes()).expect("hex is a valid header value")
+}
+
+/// A random per-process prefix and a counter: unique within the process, unlikely to collide
+/// across processes, and cheap (no RNG, no `fmt` per request).
+fn request_id_bytes() -> [u8; 32] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut b = [0u8; 32];
+    put_hex(&mut b, (u128::from(prefix) << 64) | u128::from(n));
+    b
 }
 
 #[cfg(test)]
@@ -247,6 +304,19 @@ mod tests {
         assert_ne!(t.span_id, 0x00f067aa0ba902b7);
         let v = t.header_value();
         assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && v.ends_with("-01"), "{v}");
+        assert_eq!(v, format!("00-{:032x}-{:016x}-01", t.trace_id, t.span_id));
+        assert_eq!(t.to_header().to_str().unwrap(), v);
+        assert_eq!(parse_traceparent(v.as_bytes()), Some((t.trace_id, t.span_id, 1)));
+    }
+
+    #[test]
+    fn request_ids_are_hex_and_distinct() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(new_request_id_value().len(), 32);
     }
 
     #[test]
