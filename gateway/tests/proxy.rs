@@ -375,3 +375,26 @@ async fn admin_requires_token_except_health() {
         assert!(m.contains(name), "{name} missing from\n{m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_by_host_name() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let cfg = format!(
+        "[defaults]\nupstream = \"legacy\"\n\n[upstreams.legacy]\nendpoints = [\"localhost:{}\"]\n\n\
+         [upstreams.svc]\nendpoints = [\"localhost:{}\"]\n\n\
+         [[routes]]\nname = \"e\"\nmatch = {{ path = \"/extracted/**\" }}\nto = \"svc\"\nstage = \"extracted\"\n",
+        legacy.addr.port(),
+        svc.addr.port()
+    );
+    let gw = Gateway::start(&cfg);
+    for _ in 0..5 {
+        let (status, v) = gw.get("/anything", &[]).await;
+        assert_eq!((status, side(&v)), (200, "legacy"));
+        let (status, v) = gw.get("/extracted/1", &[]).await;
+        assert_eq!((status, side(&v)), (200, "svc"));
+    }
+    let routes = gw.admin_get("/admin/routes").await;
+    let ep = &routes["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "legacy").unwrap()["endpoints"][0];
+    assert_eq!(ep["host"], format!("localhost:{}", legacy.addr.port()), "{routes}");
+    assert_eq!(ep["addr"], format!("127.0.0.1:{}", legacy.addr.port()), "{routes}");
+}
