@@ -109,10 +109,11 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     let table = store.current();
     let settings = table.settings.clone();
     drop(table);
-    if settings.otlp_endpoint.is_some() {
-        // TODO(otel): export request spans over OTLP when configured. Trace context is already
-        // propagated (traceparent); only the exporter is missing.
-        tracing::warn!("otlp_endpoint is set but OTLP export is not implemented yet; spans are not exported");
+    if let Some(url) = telemetry::otlp_traces_url(settings.otlp_endpoint.as_deref(), |k| std::env::var(k).ok()) {
+        match telemetry::start_otlp_export(&url) {
+            Ok(()) => tracing::info!("exporting request spans over OTLP/HTTP to {url}"),
+            Err(e) => tracing::error!("OTLP export is off: {e:#}"),
+        }
     }
     let token: Option<Arc<str>> = settings.admin_token.as_deref().map(Arc::from);
     if token.is_none() {

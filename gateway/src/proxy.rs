@@ -15,7 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::reload::ConfigStore;
 use crate::table::{Endpoint, RouteTable, Side, Stage};
-use crate::telemetry::{metrics, new_request_id_value, TraceContext};
+use crate::telemetry::{metrics, new_request_id_value, span_sink, SpanRecord, TraceContext};
 
 /// Hook for shadow traffic (a later issue): set when the matched route is at stage `shadow`.
 ///
@@ -508,6 +508,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let peer = ctx.endpoint.as_ref().map(|ep| ep.addr);
         Self::release_endpoint(ctx);
         let Some(table) = ctx.table.as_ref() else { return };
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
@@ -515,7 +516,23 @@ impl ProxyHttp for GatewayProxy {
             Some(i) => &table.routes[i].metrics,
             None => &table.default_metrics,
         };
-        m.observe(ctx.side, status, ctx.started.elapsed().as_secs_f64());
+        let elapsed = ctx.started.elapsed();
+        m.observe(ctx.side, status, elapsed.as_secs_f64());
+        if let (Some(sink), Some(trace)) = (span_sink(), ctx.trace) {
+            let end = std::time::SystemTime::now();
+            sink.record(SpanRecord {
+                trace,
+                start: end - elapsed,
+                end,
+                method: session.req_header().method.clone(),
+                status,
+                table: Some(Arc::clone(table)),
+                route: ctx.route,
+                side: ctx.side,
+                upstream: peer.map(|_| ctx.upstream),
+                peer,
+            });
+        }
         if let Some(e) = e {
             tracing::debug!(request_id = ?ctx.request_id, kind = error_kind(e), "request failed: {e}");
         }
