@@ -75,6 +75,35 @@ fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
     })
 }
 
+/// `X-Forwarded-For` with `ip` appended, built without `fmt` (IPv4 digits written directly).
+fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
+    let prev = prev.filter(|p| !p.is_empty());
+    let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 45);
+    if let Some(p) = prev {
+        v.extend_from_slice(p);
+        v.extend_from_slice(b", ");
+    }
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    v.push(b'.');
+                }
+                if o >= 100 {
+                    v.push(b'0' + o / 100);
+                }
+                if o >= 10 {
+                    v.push(b'0' + (o / 10) % 10);
+                }
+                v.push(b'0' + o % 10);
+            }
+        }
+        std::net::IpAddr::V6(a) => v.extend_from_slice(a.to_string().as_bytes()),
+    }
+    // the previous value was a valid header value and we only appended ASCII
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
@@ -360,14 +389,11 @@ impl ProxyHttp for GatewayProxy {
         }
         // forwarding headers
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
-            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
-            };
+            let xff = forwarded_for(req.headers.get("x-forwarded-for").map(|v| v.as_bytes()), ip);
             req.insert_header("x-forwarded-for", xff)?;
         }
         if !req.headers.contains_key("x-forwarded-proto") {
-            req.insert_header("x-forwarded-proto", "http")?;
+            req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         }
         if !req.headers.contains_key("x-forwarded-host") {
             if let Some(h) = req.headers.get(header::HOST).cloned() {
@@ -554,6 +580,16 @@ mod tests {
             r.append_header(k.to_string(), *v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client_ip() {
+        let v4: std::net::IpAddr = "10.0.200.7".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4), "10.0.200.7");
+        assert_eq!(forwarded_for(Some(b""), "0.9.99.255".parse().unwrap()), "0.9.99.255");
+        assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
+        assert_eq!(forwarded_for(None, v6), "2001:db8::1");
     }
 
     #[test]
