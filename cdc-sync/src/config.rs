@@ -106,6 +106,8 @@ struct RawReplication {
     snapshot_workers: Option<usize>,
     snapshot_chunk_pages: Option<u32>,
     retained_wal_warn_mb: Option<u64>,
+    skip_origins: Option<Spanned<Vec<String>>>,
+    reverse_skip_origins: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -255,6 +257,51 @@ pub struct Replication {
     pub snapshot_chunk_pages: u32,
     /// Warn when a slot retains more WAL than this (MiB, default 1024).
     pub retained_wal_warn_mb: u64,
+    /// Extra replication origins whose transactions the forward stream (source → target) skips,
+    /// besides this pipeline's own reverse origin. `"*"` skips every origin-tagged transaction.
+    pub skip_origins: Vec<String>,
+    /// Extra replication origins whose transactions the reverse stream (target → source) skips,
+    /// besides this pipeline's own forward origin. `"*"` skips every origin-tagged transaction.
+    pub reverse_skip_origins: Vec<String>,
+}
+
+/// Which origin-tagged transactions a stream skips (loop prevention).
+///
+/// A transaction applied by a cdc-sync applier carries that applier's replication origin
+/// (pgoutput sends an Origin message after Begin). A stream must skip its own pipeline's
+/// echoes, and only those by default: changes another pipeline wrote into the same database
+/// are real changes for everyone else reading it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkipOrigins {
+    /// Skip every origin-tagged transaction (`"*"`).
+    pub any: bool,
+    /// Skip transactions whose origin is one of these.
+    pub names: BTreeSet<String>,
+}
+
+impl SkipOrigins {
+    /// Skip transactions with exactly these origins (`"*"` = any).
+    pub fn new<I: IntoIterator<Item = String>>(names: I) -> Self {
+        let mut s = SkipOrigins::default();
+        for n in names {
+            if n == "*" {
+                s.any = true;
+            } else {
+                s.names.insert(n);
+            }
+        }
+        s
+    }
+
+    /// Is a transaction tagged with `origin` skipped?
+    pub fn skips(&self, origin: &str) -> bool {
+        self.any || self.names.contains(origin)
+    }
+
+    /// The set as configured (`"*"` first when present), for status output.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.any.then(|| "*".to_string()).into_iter().chain(self.names.iter().cloned()).collect()
+    }
 }
 
 /// A validated `sync.toml`.
@@ -282,6 +329,16 @@ impl SyncConfig {
     /// Origin name the reverse applier sets on its source sessions.
     pub fn reverse_origin(&self) -> String {
         format!("cdc_sync_{}_rev", self.name)
+    }
+    /// What the forward stream (reading the source) skips: this pipeline's reverse origin (its
+    /// own echoes) plus `[replication] skip_origins`.
+    pub fn forward_skip(&self) -> SkipOrigins {
+        SkipOrigins::new(std::iter::once(self.reverse_origin()).chain(self.replication.skip_origins.iter().cloned()))
+    }
+    /// What the reverse stream (reading the target) skips: this pipeline's forward origin plus
+    /// `[replication] reverse_skip_origins`.
+    pub fn reverse_skip(&self) -> SkipOrigins {
+        SkipOrigins::new(std::iter::once(self.forward_origin()).chain(self.replication.reverse_skip_origins.iter().cloned()))
     }
     /// Is any table replicated target → source?
     pub fn has_reverse(&self) -> bool {
@@ -354,6 +411,20 @@ pub fn parse_with_env(
     let target = endpoint("target", &raw.target);
 
     let r = raw.replication;
+    let mut origin_lists = |what: &str, list: &Option<Spanned<Vec<String>>>| -> Vec<String> {
+        let Some(list) = list else { return Vec::new() };
+        for o in list.get_ref() {
+            if o != "*" && (!valid_ident(o) || o.contains('$')) {
+                push(
+                    list.span(),
+                    format!("[replication] {what}: {o:?} is not a replication origin name (letters, digits, _) or \"*\""),
+                );
+            }
+        }
+        list.get_ref().clone()
+    };
+    let skip_origins = origin_lists("skip_origins", &r.skip_origins);
+    let reverse_skip_origins = origin_lists("reverse_skip_origins", &r.reverse_skip_origins);
     let replication = Replication {
         publication: r.publication.unwrap_or_else(|| format!("cdc_sync_{name}")),
         slot: r.slot.unwrap_or_else(|| format!("cdc_sync_{name}")),
@@ -363,6 +434,8 @@ pub fn parse_with_env(
         snapshot_workers: r.snapshot_workers.unwrap_or(2).clamp(1, 16),
         snapshot_chunk_pages: r.snapshot_chunk_pages.unwrap_or(2048).max(1),
         retained_wal_warn_mb: r.retained_wal_warn_mb.unwrap_or(1024),
+        skip_origins,
+        reverse_skip_origins,
     };
     for (what, v) in [
         ("publication", &replication.publication),
@@ -387,7 +460,7 @@ pub fn parse_with_env(
         push(0..0, "no [[table]] entries: nothing to replicate".to_string());
     }
     let mut tables = Vec::new();
-    let mut seen_sources = BTreeSet::new();
+    let mut seen_sources: BTreeMap<String, bool> = BTreeMap::new();
     let mut seen_targets = BTreeSet::new();
     for st in &raw.tables {
         let t = st.get_ref();
@@ -399,8 +472,18 @@ pub fn parse_with_env(
         }
         let source = qualify(t.source.get_ref());
         let target = qualify(t.target.get_ref());
-        if !seen_sources.insert(source.clone()) {
-            push(t.source.span(), format!("source table {source} is mapped twice"));
+        // A source table may fan out into several target tables (e.g. a legacy table split in
+        // two), forward only: the way back would have to merge rows of several tables.
+        let reverse = t.direction.reverse();
+        match seen_sources.get(&source) {
+            None => {
+                seen_sources.insert(source.clone(), reverse);
+            }
+            Some(first_reverse) if *first_reverse || reverse => push(
+                t.source.span(),
+                format!("source table {source} is mapped more than once; that is only allowed when every mapping of it is forward-only"),
+            ),
+            Some(_) => {}
         }
         if !seen_targets.insert(target.clone()) {
             push(t.target.span(), format!("target table {target} is mapped twice"));
@@ -575,7 +658,7 @@ id = "id"
         assert!(text.contains("s.toml:5:1: [target] url_env names $NOPE"), "{text}");
         assert!(text.contains("key column id must be mapped"), "{text}");
         assert!(text.contains("expressions are forward-only"), "{text}");
-        assert!(text.contains("source table public.a is mapped twice"), "{text}");
+        assert!(text.contains("source table public.a is mapped more than once"), "{text}");
         assert!(text.contains("key must name at least one column"), "{text}");
         assert!(e.problems.len() >= 5, "{text}");
         assert!(e.problems.iter().all(|p| p.line > 0));
@@ -590,10 +673,61 @@ id = "id"
     }
 
     #[test]
+    fn skip_origins_default_to_own_echoes_and_validate() {
+        let c = parse_with_env("sync.toml", GOOD, &env).unwrap();
+        assert_eq!(c.forward_skip().to_vec(), vec!["cdc_sync_catalog_rev".to_string()]);
+        assert_eq!(c.reverse_skip().to_vec(), vec!["cdc_sync_catalog".to_string()]);
+        assert!(!c.forward_skip().skips("cdc_sync_orders_rev"));
+        let with = GOOD.replace(
+            "[[table]]",
+            "[replication]\nskip_origins = [\"cdc_sync_orders_rev\"]\nreverse_skip_origins = [\"*\"]\n[[table]]",
+        );
+        let c = parse_with_env("sync.toml", &with, &env).unwrap();
+        assert!(c.forward_skip().skips("cdc_sync_orders_rev") && c.forward_skip().skips("cdc_sync_catalog_rev"));
+        assert!(!c.forward_skip().skips("pg_16384"));
+        assert!(c.reverse_skip().skips("anything"));
+        let bad = GOOD.replace("[[table]]", "[replication]\nskip_origins = [\"ok\", \"bad name\", \"\"]\n[[table]]");
+        let e = parse_with_env("s.toml", &bad, &env).unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(e.to_string().contains("s.toml:9:16: [replication] skip_origins: \"bad name\""), "{e}");
+    }
+
+    #[test]
     fn column_spec_needs_exactly_one_kind() {
         let bad = "name='x'\n[source]\nurl='a'\n[target]\nurl='b'\n[[table]]\nsource='a'\ntarget='b'\nkey=['id']\n[table.columns]\nid='id'\nz = { column = 'a', constant = 1 }\n";
         let e = parse_with_env("s.toml", bad, &env).unwrap_err();
         assert!(e.to_string().contains("exactly one of"), "{e}");
         assert_eq!(e.problems[0].line, 12, "{e}");
     }
+
+    #[test]
+    fn a_source_table_may_fan_out_forward_only() {
+        let src = r#"
+name = "t"
+[source]
+url = "a"
+[target]
+url = "b"
+[[table]]
+source = "products"
+target = "products"
+key = ["id"]
+[table.columns]
+id = "id"
+title = "name"
+[[table]]
+source = "products"
+target = "product_prices"
+key = ["id"]
+[table.columns]
+product_id = "id"
+price_cents = { expr = "(price * 100)::bigint" }
+"#;
+        let cfg = parse_with_env("s.toml", src, &|_: &str| None).unwrap();
+        assert_eq!(cfg.tables.len(), 2);
+        let m = crate::mapping::Mapping::compile(&cfg, crate::mapping::Way::Forward);
+        assert_eq!(m.indexes_of("public.products"), [0, 1]);
+        assert_eq!(m.from_table_names(), ["public.products"]);
+    }
+
 }

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 /// loop-free (replication origins) with last-writer-wins on conflicts.
 ///
 /// Exit codes: 0 ok/equal, 1 failure or (verify) differences, 2 bad configuration or error
-/// before starting.
+/// before starting, 3 (`run --no-wait`) another instance of the pipeline is active.
 #[derive(Parser, Debug)]
 #[command(name = "cdc-sync", version)]
 struct Cli {
@@ -33,7 +33,9 @@ enum Cmd {
         #[arg(long)]
         connect: bool,
     },
-    /// Create publication/slot if needed, snapshot unfinished tables, then stream until stopped.
+    /// Take the single-instance lock (an advisory lock on the source; a second instance of the
+    /// same pipeline waits on standby and takes over when the first dies), create
+    /// publication/slot if needed, snapshot unfinished tables, then stream until stopped.
     Run {
         /// The sync.toml file.
         #[arg(long, short)]
@@ -41,6 +43,9 @@ enum Cmd {
         /// Status HTTP listen address (overrides [status] listen), e.g. 127.0.0.1:9902.
         #[arg(long)]
         status: Option<String>,
+        /// Exit (code 3) instead of waiting on standby when another instance is active.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Compare source and target (counts + chunked hashes over the mapped columns). Exit 0 when
     /// equal, 1 when different (differing keys are printed), 2 on error.
@@ -116,13 +121,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run { config, status } => {
+        Cmd::Run { config, status, no_wait } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().block_on(cdc_sync::runner::run(cfg, status)) {
+            match runtime().block_on(cdc_sync::runner::run(cfg, status, no_wait)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.is::<cdc_sync::runner::AnotherInstanceActive>() => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(3)
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(1)

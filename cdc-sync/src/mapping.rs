@@ -387,7 +387,7 @@ impl Op {
 pub struct Mapping {
     /// The compiled tables.
     pub tables: Vec<DirectedTable>,
-    by_from: HashMap<String, usize>,
+    by_from: HashMap<String, Vec<usize>>,
 }
 
 impl Mapping {
@@ -407,18 +407,33 @@ impl Mapping {
 
     /// Build from already compiled tables.
     pub fn from_tables(tables: Vec<DirectedTable>) -> Mapping {
-        let by_from = tables.iter().enumerate().map(|(i, t)| (t.from_table.clone(), i)).collect();
+        let mut by_from: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, t) in tables.iter().enumerate() {
+            by_from.entry(t.from_table.clone()).or_default().push(i);
+        }
         Mapping { tables, by_from }
     }
 
-    /// The mapping index for a read-side table.
-    pub fn index_of(&self, from_table: &str) -> Option<usize> {
-        self.by_from.get(from_table).copied()
+    /// The mapping indexes of a read-side table: usually one; several when one source table
+    /// fans out into several target tables (forward only, e.g. a legacy table split in two).
+    pub fn indexes_of(&self, from_table: &str) -> &[usize] {
+        self.by_from.get(from_table).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Read-side table names.
+    /// The first mapping index of a read-side table.
+    pub fn index_of(&self, from_table: &str) -> Option<usize> {
+        self.indexes_of(from_table).first().copied()
+    }
+
+    /// Read-side table names, each once.
     pub fn from_table_names(&self) -> Vec<String> {
-        self.tables.iter().map(|t| t.from_table.clone()).collect()
+        let mut names: Vec<String> = Vec::new();
+        for t in &self.tables {
+            if !names.contains(&t.from_table) {
+                names.push(t.from_table.clone());
+            }
+        }
+        names
     }
 }
 

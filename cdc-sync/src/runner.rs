@@ -12,7 +12,8 @@ use tokio_postgres::Client;
 use crate::apply::{connect, PgSink, Pipeline, PipelineError, PipelineOptions};
 use crate::catalog;
 use crate::checkpoint::{CheckpointStore, PgCheckpointStore, TableSnapshot};
-use crate::config::SyncConfig;
+use crate::config::{SkipOrigins, SyncConfig};
+use crate::lock::{self, Attempt, InstanceLock};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::source::snapshot::{copy_tables, SnapshotJob};
@@ -259,7 +260,7 @@ async fn stream_loop(
     slot: String,
     publication: String,
     origin: Option<String>,
-    skip_origin: bool,
+    skip_origins: SkipOrigins,
     mapping: Arc<Mapping>,
     floors: Vec<Lsn>,
     batch_rows: usize,
@@ -280,7 +281,8 @@ async fn stream_loop(
             metrics.applied_lsn.fetch_max(cp.0, Relaxed);
             metrics.ready.store(true, Relaxed);
             metrics.set_state("streaming");
-            tracing::info!(direction = label, checkpoint = %cp, "streaming");
+            *metrics.skip_origins.lock().expect("not poisoned") = skip_origins.to_vec();
+            tracing::info!(direction = label, checkpoint = %cp, skip_origins = ?skip_origins.to_vec(), "streaming");
             Pipeline {
                 stream,
                 sink,
@@ -289,7 +291,7 @@ async fn stream_loop(
                     name: pipeline.clone(),
                     batch_rows,
                     max_batch_age: Duration::from_millis(500),
-                    skip_origin,
+                    skip_origins: skip_origins.clone(),
                 },
                 checkpoint: cp,
                 table_floor: floors.clone(),
@@ -354,9 +356,26 @@ async fn monitor(conn: String, slot: String, warn_mb: u64, metrics: Arc<Metrics>
     }
 }
 
-/// `run`: snapshot if needed, then stream (both directions when configured) until a fatal
-/// error. The status port is served when configured (`status_override` wins).
-pub async fn run(cfg: SyncConfig, status_override: Option<String>) -> anyhow::Result<()> {
+/// `run --no-wait` found another instance of the pipeline active.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another cdc-sync instance of pipeline {pipeline} is active: the instance lock on the source \
+     (advisory lock on {key:?}) is held by {holder}; not waiting because of --no-wait"
+)]
+pub struct AnotherInstanceActive {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Lock key text.
+    pub key: String,
+    /// Who holds it.
+    pub holder: crate::lock::Holder,
+}
+
+/// `run`: take the single-instance lock on the source (waiting on standby unless `no_wait`),
+/// snapshot if needed, then stream (both directions when configured) until a fatal error or
+/// the loss of the lock's connection. The status port is served when configured
+/// (`status_override` wins), also on standby.
+pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool) -> anyhow::Result<()> {
     let fwd_metrics = Arc::new(Metrics::default());
     fwd_metrics.set_state("starting");
     let rev_metrics = Arc::new(Metrics::default());
@@ -370,15 +389,56 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>) -> anyhow::Re
         tracing::info!(addr = %l.local_addr()?, "status port");
         tokio::spawn(status::serve(l, reg.clone()));
     }
+    let key = lock::lock_key(&cfg.replication.slot);
+    let mut instance = if no_wait {
+        match InstanceLock::try_acquire(&cfg.source.conn, &cfg.name, &cfg.replication.slot)
+            .await
+            .with_context(|| format!("taking the instance lock on the source ({})", cfg.source.origin))?
+        {
+            Attempt::Acquired(l) => l,
+            Attempt::Held(holder) => return Err(AnotherInstanceActive { pipeline: cfg.name.clone(), key, holder }.into()),
+        }
+    } else {
+        InstanceLock::acquire_waiting(&cfg.source.conn, &cfg.name, &cfg.replication.slot, Duration::from_millis(500), |h| {
+            for (_, m) in &reg {
+                m.standby.store(true, Relaxed);
+                m.set_state(format!("standby: instance lock held by {h}"));
+            }
+            tracing::info!(pipeline = %cfg.name, lock = %key, holder = %h, "standby: another instance is active; waiting for the instance lock");
+        })
+        .await
+    };
+    for (_, m) in &reg {
+        m.standby.store(false, Relaxed);
+        m.set_state("starting");
+    }
+    if cfg.has_reverse() {
+        rev_metrics.set_state("waiting for snapshot");
+    }
+    tracing::info!(pipeline = %cfg.name, lock = %key, "took the instance lock on the source: active");
+    tokio::select! {
+        r = run_active(&cfg, &fwd_metrics, &rev_metrics) => r,
+        _ = instance.lost() => {
+            for (_, m) in &reg {
+                m.ready.store(false, Relaxed);
+                m.set_state("stopped: lost the instance lock");
+            }
+            bail!("lost the source connection holding the instance lock; stopping so that another instance can take over safely")
+        }
+    }
+}
+
+async fn run_active(cfg: &SyncConfig, fwd_metrics: &Arc<Metrics>, rev_metrics: &Arc<Metrics>) -> anyhow::Result<()> {
+    let cfg = cfg.clone();
     let src = connect(&cfg.source.conn).await.with_context(|| format!("connecting to source ({})", cfg.source.origin))?;
     let tgt = connect(&cfg.target.conn).await.with_context(|| format!("connecting to target ({})", cfg.target.origin))?;
     let fwd = Arc::new(resolved_mapping(&cfg, Way::Forward, &src, &tgt, false).await?);
     let mut tstore = PgCheckpointStore { client: connect(&cfg.target.conn).await? };
-    let (_, floors) = prepare_forward(&cfg, &fwd, &src, &mut tstore, &fwd_metrics).await?;
+    let (_, floors) = prepare_forward(&cfg, &fwd, &src, &mut tstore, fwd_metrics).await?;
     let r = cfg.replication.clone();
     let bidi = cfg.has_reverse();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(monitor(cfg.source.conn.clone(), r.slot.clone(), r.retained_wal_warn_mb, Arc::clone(&fwd_metrics)).map_unit());
+    tasks.spawn(monitor(cfg.source.conn.clone(), r.slot.clone(), r.retained_wal_warn_mb, Arc::clone(fwd_metrics)).map_unit());
     if !fwd.tables.is_empty() {
         tasks.spawn(stream_loop(
             "forward",
@@ -388,11 +448,11 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>) -> anyhow::Re
             r.slot.clone(),
             r.publication.clone(),
             bidi.then(|| cfg.forward_origin()),
-            bidi,
+            cfg.forward_skip(),
             Arc::clone(&fwd),
             floors,
             r.batch_rows,
-            Arc::clone(&fwd_metrics),
+            Arc::clone(fwd_metrics),
         ));
     }
     if bidi {
@@ -400,7 +460,7 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>) -> anyhow::Re
         let mut sstore = PgCheckpointStore { client: connect(&cfg.source.conn).await? };
         prepare_reverse(&cfg, &rev, &tgt, &mut sstore).await?;
         tasks.spawn(
-            monitor(cfg.target.conn.clone(), r.reverse_slot.clone(), r.retained_wal_warn_mb, Arc::clone(&rev_metrics)).map_unit(),
+            monitor(cfg.target.conn.clone(), r.reverse_slot.clone(), r.retained_wal_warn_mb, Arc::clone(rev_metrics)).map_unit(),
         );
         tasks.spawn(stream_loop(
             "reverse",
@@ -410,11 +470,11 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>) -> anyhow::Re
             r.reverse_slot.clone(),
             r.reverse_publication.clone(),
             Some(cfg.reverse_origin()),
-            true,
+            cfg.reverse_skip(),
             Arc::clone(&rev),
             vec![Lsn(0); rev.tables.len()],
             r.batch_rows,
-            Arc::clone(&rev_metrics),
+            Arc::clone(rev_metrics),
         ));
     }
     while let Some(res) = tasks.join_next().await {

@@ -18,12 +18,16 @@ pub struct Metrics {
     pub state: Mutex<String>,
     /// Streaming (snapshot finished, stream started).
     pub ready: AtomicBool,
+    /// Waiting on standby for the single-instance lock.
+    pub standby: AtomicBool,
     /// Row changes applied.
     pub rows_applied: AtomicU64,
     /// Source transactions applied.
     pub txns_applied: AtomicU64,
-    /// Source transactions skipped because they carry a replication origin.
+    /// Source transactions skipped because they carry a replication origin in the skip set.
     pub txns_skipped: AtomicU64,
+    /// The origins this direction's stream skips (`*` = any).
+    pub skip_origins: Mutex<Vec<String>>,
     /// Last-writer-wins conflicts (incoming change lost to a newer target row).
     pub conflicts: AtomicU64,
     /// End LSN of the last applied commit.
@@ -44,6 +48,10 @@ pub struct Metrics {
     pub snapshot_tables_done: AtomicU64,
     /// Snapshot tables to copy.
     pub snapshot_tables_total: AtomicU64,
+    /// When the snapshot copy started (µs since epoch; 0 = not started).
+    pub snapshot_started_us: AtomicI64,
+    /// When it finished (µs since epoch; 0 = not finished).
+    pub snapshot_finished_us: AtomicI64,
 }
 
 impl Metrics {
@@ -82,13 +90,32 @@ impl Metrics {
         ((Utc::now().timestamp_micros() - ts) as f64 / 1e6).max(0.0)
     }
 
+    /// Snapshot progress: (rows/s so far, estimated seconds left). Zero before the copy starts;
+    /// after it finishes the rate is the overall one and the ETA 0.
+    pub fn snapshot_rate_eta(&self) -> (f64, f64) {
+        let started = self.snapshot_started_us.load(Relaxed);
+        if started == 0 {
+            return (0.0, 0.0);
+        }
+        let finished = self.snapshot_finished_us.load(Relaxed);
+        let end = if finished != 0 { finished } else { Utc::now().timestamp_micros() };
+        let secs = ((end - started) as f64 / 1e6).max(0.001);
+        let rows = self.snapshot_rows.load(Relaxed);
+        let rate = rows as f64 / secs;
+        let estimate = self.snapshot_rows_estimate.load(Relaxed);
+        let eta = if finished == 0 && rate > 0.0 && estimate > rows { (estimate - rows) as f64 / rate } else { 0.0 };
+        (rate, eta)
+    }
+
     fn json(&self) -> serde_json::Value {
+        let (snap_rate, snap_eta) = self.snapshot_rate_eta();
         json!({
             "state": *self.state.lock().expect("not poisoned"),
             "ready": self.ready.load(Relaxed),
             "rows_applied": self.rows_applied.load(Relaxed),
             "txns_applied": self.txns_applied.load(Relaxed),
             "txns_skipped_origin": self.txns_skipped.load(Relaxed),
+            "skip_origins": self.skip_origins.lock().expect("not poisoned").clone(),
             "conflicts": self.conflicts.load(Relaxed),
             "applied_lsn": Lsn(self.applied_lsn.load(Relaxed)).to_string(),
             "source_lsn": Lsn(self.source_lsn.load(Relaxed)).to_string(),
@@ -101,6 +128,9 @@ impl Metrics {
                 "rows_estimate": self.snapshot_rows_estimate.load(Relaxed),
                 "tables_done": self.snapshot_tables_done.load(Relaxed),
                 "tables_total": self.snapshot_tables_total.load(Relaxed),
+                "rows_per_second": (snap_rate * 10.0).round() / 10.0,
+                "eta_seconds": (snap_eta * 10.0).round() / 10.0,
+                "finished": self.snapshot_finished_us.load(Relaxed) != 0,
             }
         })
     }
@@ -115,7 +145,8 @@ pub fn status_json(reg: &Registry) -> serde_json::Value {
     for (label, metrics) in reg {
         m.insert(label.clone(), metrics.json());
     }
-    json!({ "pipelines": m, "ready": ready(reg) })
+    let standby = reg.iter().any(|(_, m)| m.standby.load(Relaxed));
+    json!({ "pipelines": m, "ready": ready(reg), "role": if standby { "standby" } else { "active" } })
 }
 
 fn ready(reg: &Registry) -> bool {
@@ -133,7 +164,7 @@ pub fn prometheus(reg: &Registry) -> String {
     };
     metric("cdc_sync_rows_applied_total", "Row changes applied", "counter", &|m| m.rows_applied.load(Relaxed).to_string());
     metric("cdc_sync_txns_applied_total", "Source transactions applied", "counter", &|m| m.txns_applied.load(Relaxed).to_string());
-    metric("cdc_sync_txns_skipped_origin_total", "Transactions skipped because they carry a replication origin", "counter", &|m| {
+    metric("cdc_sync_txns_skipped_origin_total", "Transactions skipped because their replication origin is in the skip set", "counter", &|m| {
         m.txns_skipped.load(Relaxed).to_string()
     });
     metric("cdc_sync_conflicts_total", "Last-writer-wins conflicts", "counter", &|m| m.conflicts.load(Relaxed).to_string());
@@ -144,8 +175,16 @@ pub fn prometheus(reg: &Registry) -> String {
     });
     metric("cdc_sync_retained_wal_bytes", "WAL retained by the slot", "gauge", &|m| m.retained_wal_bytes.load(Relaxed).to_string());
     metric("cdc_sync_snapshot_rows_total", "Snapshot rows copied", "counter", &|m| m.snapshot_rows.load(Relaxed).to_string());
+    metric("cdc_sync_snapshot_rows_estimate", "Snapshot rows expected (planner estimate)", "gauge", &|m| {
+        m.snapshot_rows_estimate.load(Relaxed).to_string()
+    });
+    metric("cdc_sync_snapshot_rows_per_second", "Snapshot copy rate so far", "gauge", &|m| format!("{:.1}", m.snapshot_rate_eta().0));
+    metric("cdc_sync_snapshot_eta_seconds", "Estimated seconds until the snapshot copy finishes", "gauge", &|m| {
+        format!("{:.1}", m.snapshot_rate_eta().1)
+    });
     metric("cdc_sync_snapshot_tables_done", "Snapshot tables finished", "gauge", &|m| m.snapshot_tables_done.load(Relaxed).to_string());
     metric("cdc_sync_ready", "1 when streaming", "gauge", &|m| (m.ready.load(Relaxed) as u8).to_string());
+    metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| (m.standby.load(Relaxed) as u8).to_string());
     out
 }
 

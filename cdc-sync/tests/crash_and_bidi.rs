@@ -4,49 +4,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rand::Rng;
 use strangler_support::Signal;
-
-/// Runs `txn` in a loop on its own thread until stopped; counts committed transactions.
-struct Workload {
-    stop: Arc<AtomicBool>,
-    committed: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Workload {
-    fn start(conn: String, sql: fn(u64, &mut rand::rngs::ThreadRng) -> String) -> Workload {
-        let stop = Arc::new(AtomicBool::new(false));
-        let committed = Arc::new(AtomicU64::new(0));
-        let (s, c) = (Arc::clone(&stop), Arc::clone(&committed));
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
-                tokio::spawn(connection);
-                let mut rng = rand::thread_rng();
-                let mut i = 0;
-                while !s.load(Ordering::Relaxed) {
-                    i += 1;
-                    client.batch_execute(&sql(i, &mut rng)).await.unwrap();
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        });
-        Workload { stop, committed, handle: Some(handle) }
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap();
-        self.committed.load(Ordering::Relaxed)
-    }
-}
 
 const COUNTERS: &str = "
 CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);

@@ -129,3 +129,55 @@ fn bad_config_exits_2_with_all_problems() {
     let out = bin().args(["run", "--config"]).arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn snapshot_progress_is_visible_in_status() {
+    // a target column default that sleeps a little per row keeps the copy running long enough to
+    // watch (defaults are evaluated by COPY even with session_replication_role = replica)
+    let env = Env::new(
+        "CREATE TABLE wide (id int PRIMARY KEY, v text);
+         INSERT INTO wide SELECT g, repeat('v', 50) FROM generate_series(1, 10000) g; ANALYZE wide;",
+        "CREATE FUNCTION slow_default() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(0.00005)';
+         CREATE TABLE wide (id int PRIMARY KEY, v text, slow int DEFAULT slow_default());",
+    );
+    let cfg = env.write_config(
+        "progress",
+        "[replication]\nsnapshot_workers = 1\nsnapshot_chunk_pages = 16\n\
+         [[table]]\nsource = \"wide\"\ntarget = \"wide\"\nkey = [\"id\"]\n[table.columns]\nid = \"id\"\nv = \"v\"\n",
+    );
+    let run = spawn(&cfg, "progress");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut during = Vec::new();
+    loop {
+        if let Some(s) = try_status(run.status) {
+            if s["ready"] == true {
+                let snap = &s["pipelines"]["forward"]["snapshot"];
+                assert_eq!(snap["rows"], 10000, "{s}");
+                assert_eq!(snap["finished"], true, "{s}");
+                assert_eq!(snap["eta_seconds"], 0.0, "{s}");
+                assert!(snap["rows_per_second"].as_f64().unwrap() > 0.0, "{s}");
+                break;
+            }
+            let fwd = &s["pipelines"]["forward"];
+            let snap = &fwd["snapshot"];
+            if fwd["state"] == "snapshot" && snap["rows"].as_u64().unwrap_or(0) > 0 && snap["finished"] == false {
+                during.push(snap.clone());
+            }
+        }
+        assert!(Instant::now() < deadline, "not ready:\n{}", run.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(during.len() >= 3, "saw only {} progress samples: {during:?}", during.len());
+    let rows: Vec<u64> = during.iter().map(|s| s["rows"].as_u64().unwrap()).collect();
+    assert!(rows.windows(2).all(|w| w[0] <= w[1]), "{rows:?}");
+    for s in &during {
+        assert_eq!(s["rows_estimate"], 10000, "{s}");
+        assert_eq!(s["tables_total"], 1, "{s}");
+        assert!(s["rows_per_second"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    // while rows remain, an ETA is shown
+    assert!(during.iter().any(|s| s["eta_seconds"].as_f64().unwrap() > 0.0), "{during:?}");
+    let metrics = http_get(run.status, "/metrics");
+    assert!(metrics.contains("cdc_sync_snapshot_rows_total{direction=\"forward\"} 10000"), "{metrics}");
+    wait_equal(&cfg, Duration::from_secs(30), Some(&run));
+}

@@ -34,6 +34,8 @@ pub fn app(state: AdminState) -> Router {
         .route("/admin/routes", get(routes))
         .route("/admin/reload", post(reload))
         .route("/admin/config-errors", get(config_errors))
+        .route("/admin/shadow", get(shadow_reports))
+        .route("/admin/shadow/{route}", get(shadow_report))
         .with_state(state)
 }
 
@@ -116,6 +118,31 @@ async fn config_errors(State(s): State<AdminState>, headers: HeaderMap) -> Respo
         return *r;
     }
     Json(json!({"serving_version": s.store.current().version, "last_error": s.store.last_error()})).into_response()
+}
+
+async fn shadow_reports(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    Json(crate::shadow::reports_json(&s.store.current(), None)).into_response()
+}
+
+async fn shadow_report(
+    State(s): State<AdminState>,
+    axum::extract::Path(route): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match crate::shadow::reports_json(&s.store.current(), Some(&route)) {
+        Some(v) => Json(v).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": format!("no shadow report for route {route:?}")}})),
+        )
+            .into_response(),
+    }
 }
 
 /// Starts the admin thread: binds `addr` now (so a bad address fails at startup), then serves,

@@ -68,6 +68,16 @@ pub struct RawGateway {
     pub otlp_endpoint: Option<String>,
     /// How often endpoint host names are resolved again (default "30s").
     pub resolve_interval: Option<Spanned<String>>,
+    /// Directory for shadow samples (rotating JSONL) and report snapshots; off when absent.
+    pub shadow_dir: Option<String>,
+    /// Worker threads of the shadow runtime (default 1).
+    pub shadow_threads: Option<Spanned<i64>>,
+    /// Size in bytes at which the samples file is rotated (default 8 MiB).
+    pub shadow_file_bytes: Option<Spanned<i64>>,
+    /// Sample files kept, the current one included (default 4).
+    pub shadow_files: Option<Spanned<i64>>,
+    /// Nice value (0–19) of the shadow worker threads (default 10): the proxy wins the CPU.
+    pub shadow_nice: Option<Spanned<i64>>,
 }
 
 /// `[defaults]`.
@@ -145,6 +155,73 @@ pub struct RawRoute {
     pub timeout: Option<Spanned<String>>,
     /// Retry policy (idempotent methods only).
     pub retry: Option<RawRetry>,
+    /// Shadow traffic settings (stage "shadow", or "canary" with `on_canary = true`).
+    pub shadow: Option<Spanned<RawShadow>>,
+}
+
+/// A number written as an integer or a float.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum RawNumber {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawNumber {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            RawNumber::Int(i) => i as f64,
+            RawNumber::Float(f) => f,
+        }
+    }
+}
+
+/// `[routes.shadow]`: mirror the request to `to`, compare the answers, report.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    /// Share of eligible requests mirrored, 0.0–1.0 (default 1.0).
+    pub sample: Option<Spanned<RawNumber>>,
+    /// What to compare (default: status and body, no headers).
+    pub compare: Option<RawShadowCompare>,
+    /// Body paths not compared: JSON pointers, `*` = one level, `**` = any depth.
+    pub ignore: Option<Vec<Spanned<String>>>,
+    /// Numbers equal within this absolute difference (default 0).
+    pub numeric_tolerance: Option<Spanned<RawNumber>>,
+    /// "ordered" (default) or "multiset".
+    pub array_order: Option<Spanned<String>>,
+    /// Bodies kept up to this many bytes (default 262144).
+    pub max_body: Option<Spanned<i64>>,
+    /// Larger response bodies: "hash" (compare length + CRC-32, default) or "skip".
+    pub oversize: Option<Spanned<String>>,
+    /// "skip" (default: writes are not mirrored) or "dry-run" (mirrored with x-strangler-shadow: 1).
+    pub writes: Option<Spanned<String>>,
+    /// Replay safe requests to legacy a second time; differing fields are learnt as noise.
+    pub learn_noise: Option<bool>,
+    /// Headers whose values samples never show (default authorization, cookie, set-cookie).
+    pub redact_headers: Option<Vec<Spanned<String>>>,
+    /// On a canary route: mirror the requests legacy served.
+    pub on_canary: Option<Spanned<bool>>,
+    /// Deadline of one mirrored request (default "10s").
+    pub timeout: Option<Spanned<String>>,
+    /// Mirrors waiting for a worker; more are dropped and counted (default 1024).
+    pub queue: Option<Spanned<i64>>,
+    /// Mirrors in flight at once (default 32).
+    pub concurrency: Option<Spanned<i64>>,
+    /// Sample mismatches kept for the report (default 20).
+    pub samples: Option<Spanned<i64>>,
+}
+
+/// `compare = { ... }` of a shadow table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadowCompare {
+    /// Compare status codes (default true).
+    pub status: Option<bool>,
+    /// Response headers to compare (default none).
+    pub headers: Option<Vec<Spanned<String>>>,
+    /// Compare bodies (default true).
+    pub body: Option<bool>,
 }
 
 /// `match = { ... }` of a route.
@@ -521,6 +598,7 @@ fn compile(
         shutdown_timeout: dur(&mut issues, &g.shutdown_timeout, Duration::from_secs(10)),
         otlp_endpoint: g.otlp_endpoint.clone(),
         resolve_interval: dur(&mut issues, &g.resolve_interval, Duration::from_secs(30)).max(Duration::from_millis(100)),
+        shadow: shadow_settings(&mut issues, g),
     };
 
     // --- upstreams
@@ -793,6 +871,8 @@ fn compile(
         }
         headers.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
 
+        let shadow = shadow_policy(&mut issues, &name, r, stage, to);
+
         spans.push(r.matcher.span().start);
         routes.push(Route::new(
             name,
@@ -806,6 +886,9 @@ fn compile(
             timeout,
             retry,
         ));
+        if let Some(route) = routes.last_mut() {
+            route.shadow = shadow;
+        }
     }
 
     // --- router (detects ambiguous overlaps)
@@ -841,6 +924,183 @@ fn compile(
     }
     let router = router.expect("no issues means the router was built");
     Ok(RouteTable::new(settings, upstreams, legacy, routes, router, src))
+}
+
+/// An integer setting that must lie in `range`.
+fn int_in(issues: &mut Issues<'_>, v: &Option<Spanned<i64>>, what: &str, range: std::ops::RangeInclusive<i64>, default: i64) -> i64 {
+    match v {
+        None => default,
+        Some(s) if range.contains(s.get_ref()) => *s.get_ref(),
+        Some(s) => {
+            issues.at(s, format!("{what} {} is outside {}–{}", s.get_ref(), range.start(), range.end()), None);
+            default
+        }
+    }
+}
+
+fn shadow_settings(issues: &mut Issues<'_>, g: &RawGateway) -> crate::shadow::ShadowSettings {
+    let d = crate::shadow::ShadowSettings::default();
+    crate::shadow::ShadowSettings {
+        dir: g.shadow_dir.as_ref().filter(|s| !s.is_empty()).map(std::path::PathBuf::from),
+        threads: int_in(issues, &g.shadow_threads, "shadow_threads", 1..=64, d.threads as i64) as usize,
+        file_bytes: int_in(issues, &g.shadow_file_bytes, "shadow_file_bytes", 4096..=(1 << 40), d.file_bytes as i64) as u64,
+        files: int_in(issues, &g.shadow_files, "shadow_files", 1..=1000, d.files as i64) as usize,
+        nice: int_in(issues, &g.shadow_nice, "shadow_nice", 0..=19, i64::from(d.nice)) as i32,
+    }
+}
+
+/// Compiles a route's `[routes.shadow]` table (or the defaults for stage `shadow`) into the
+/// policy the proxy runs. A table on a route at stage `legacy` or `extracted` is validated and
+/// kept for [`compare_rules`] (prepare the rules, then flip the stage), but mirrors nothing.
+fn shadow_policy(
+    issues: &mut Issues<'_>,
+    name: &str,
+    r: &RawRoute,
+    stage: Stage,
+    to: Option<usize>,
+) -> Option<Arc<crate::shadow::ShadowPolicy>> {
+    let spec = shadow_spec(issues, r, stage).unwrap_or_default();
+    let active = match stage {
+        Stage::Shadow => true,
+        Stage::Canary => spec.on_canary,
+        _ => false,
+    };
+    (active && to.is_some()).then(|| Arc::new(crate::shadow::ShadowPolicy::new(name, spec)))
+}
+
+/// Validates and compiles a route's `[routes.shadow]` table; `None` when the route has none.
+fn shadow_spec(issues: &mut Issues<'_>, r: &RawRoute, stage: Stage) -> Option<crate::shadow::policy::ShadowSpec> {
+    use crate::shadow::compare::{ArrayOrder, PathPattern as IgnorePattern};
+    use crate::shadow::policy::{Oversize, ShadowSpec, Writes};
+    let mut spec = ShadowSpec::default();
+    let raw = r.shadow.as_ref()?;
+    let t = raw.get_ref();
+    let on_canary = t.on_canary.as_ref().is_some_and(|b| *b.get_ref());
+    match (stage, &t.on_canary) {
+        (Stage::Shadow, None) | (Stage::Canary, Some(_)) => {}
+        (_, Some(b)) if stage != Stage::Canary => {
+            issues.at(b, "on_canary only applies to stage \"canary\"", Some("remove it".into()))
+        }
+        // legacy / extracted, or canary without on_canary: the rules are prepared (and used by
+        // contract checks) but inactive.
+        _ => {}
+    }
+    spec.on_canary = on_canary;
+    if let Some(s) = &t.sample {
+        let v = s.get_ref().as_f64();
+        if (0.0..=1.0).contains(&v) {
+            spec.sample = v;
+        } else {
+            issues.at(s, format!("sample {v} is outside 0.0–1.0"), Some("sample is the share of requests mirrored, e.g. 0.1 for 10%".into()));
+        }
+    }
+    if let Some(c) = &t.compare {
+        spec.rules.status = c.status.unwrap_or(true);
+        spec.rules.body = c.body.unwrap_or(true);
+        for h in c.headers.iter().flatten() {
+            match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(n) => spec.rules.headers.push(n.as_str().to_string()),
+                Err(_) => issues.at(h, format!("bad header name {:?}", h.get_ref()), None),
+            }
+        }
+    }
+    for i in t.ignore.iter().flatten() {
+        match IgnorePattern::parse(i.get_ref()) {
+            Ok(p) => spec.rules.ignore.push(p),
+            Err(e) => issues.at(i, e, Some("e.g. \"/generated_at\", \"/items/*/updated_at\", \"/**/request_id\"".into())),
+        }
+    }
+    if let Some(n) = &t.numeric_tolerance {
+        let v = n.get_ref().as_f64();
+        if v >= 0.0 && v.is_finite() {
+            spec.rules.numeric_tolerance = v;
+        } else {
+            issues.at(n, format!("numeric_tolerance {v} must be a finite number >= 0"), None);
+        }
+    }
+    if let Some(a) = &t.array_order {
+        spec.rules.array_order = match a.get_ref().as_str() {
+            "ordered" => ArrayOrder::Ordered,
+            "multiset" => ArrayOrder::Multiset,
+            other => {
+                issues.at(a, format!("unknown array_order {other:?}"), Some("use \"ordered\" or \"multiset\"".into()));
+                ArrayOrder::Ordered
+            }
+        };
+    }
+    spec.max_body = int_in(issues, &t.max_body, "max_body", 1..=(64 << 20), spec.max_body as i64) as usize;
+    if let Some(o) = &t.oversize {
+        spec.oversize = match o.get_ref().as_str() {
+            "hash" => Oversize::Hash,
+            "skip" => Oversize::Skip,
+            other => {
+                issues.at(o, format!("unknown oversize policy {other:?}"), Some("use \"hash\" or \"skip\"".into()));
+                Oversize::Hash
+            }
+        };
+    }
+    if let Some(w) = &t.writes {
+        spec.writes = match w.get_ref().as_str() {
+            "dry-run" => Writes::DryRun,
+            "skip" => Writes::Skip,
+            other => {
+                issues.at(
+                    w,
+                    format!("unknown writes mode {other:?}"),
+                    Some("use \"dry-run\" (mirror writes with x-strangler-shadow: 1) or \"skip\"".into()),
+                );
+                Writes::Skip
+            }
+        };
+    }
+    spec.learn_noise = t.learn_noise.unwrap_or(false);
+    if let Some(list) = &t.redact_headers {
+        spec.redact_headers.clear();
+        for h in list {
+            match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(n) => spec.redact_headers.push(n.as_str().to_string()),
+                Err(_) => issues.at(h, format!("bad header name {:?}", h.get_ref()), None),
+            }
+        }
+    }
+    spec.timeout = dur(issues, &t.timeout, spec.timeout);
+    spec.queue = int_in(issues, &t.queue, "queue", 1..=1_000_000, spec.queue as i64) as usize;
+    spec.concurrency = int_in(issues, &t.concurrency, "concurrency", 1..=4096, spec.concurrency as i64) as usize;
+    spec.samples = int_in(issues, &t.samples, "samples", 0..=10_000, spec.samples as i64) as usize;
+    Some(spec)
+}
+
+/// The comparison rules of every route that has a `[routes.shadow]` table, at any stage, by
+/// route name. Contract checks use this so they judge "the same answer" exactly as shadowing
+/// will. Errors are the same as [`load_str`]'s.
+pub fn compare_rules(
+    file: &str,
+    src: &str,
+) -> Result<std::collections::BTreeMap<String, crate::shadow::compare::CompareRules>, ConfigError> {
+    load_str(file, src, None)?;
+    let (raw, err) = parse_raw(file, src);
+    let raw = match (raw, err) {
+        (Some(raw), None) => raw,
+        (_, Some(e)) => return Err(e),
+        (None, None) => return Ok(Default::default()),
+    };
+    let mut issues = Issues::new(file, src);
+    let mut out = std::collections::BTreeMap::new();
+    for r in &raw.routes {
+        let stage = match r.stage.get_ref().as_str() {
+            "shadow" => Stage::Shadow,
+            "canary" => Stage::Canary,
+            "extracted" => Stage::Extracted,
+            _ => Stage::Legacy,
+        };
+        if let Some(spec) = shadow_spec(&mut issues, r, stage) {
+            out.insert(r.name.get_ref().clone(), spec.rules);
+        }
+    }
+    match issues.into_error() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Methods a route may name.
@@ -976,6 +1236,90 @@ stage = "legacy"
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("é\nx", 3), (2, 1));
+    }
+
+    const SHADOW: &str = r#"
+[defaults]
+upstream = "legacy"
+
+[upstreams.legacy]
+endpoints = ["127.0.0.1:8081"]
+
+[upstreams.catalog]
+endpoints = ["127.0.0.1:8091"]
+
+[[routes]]
+name = "products"
+match = { path = "/api/products/**" }
+to = "catalog"
+stage = "shadow"
+
+[routes.shadow]
+sample = 0.5
+compare = { status = true, headers = ["content-type"], body = true }
+ignore = ["/generated_at", "/items/*/updated_at"]
+numeric_tolerance = 0.01
+array_order = "multiset"
+max_body = 65536
+writes = "dry-run"
+learn_noise = true
+redact_headers = ["authorization", "x-api-key"]
+
+[[routes]]
+name = "orders"
+match = { path = "/api/orders/**" }
+to = "catalog"
+stage = "shadow"
+"#;
+
+    #[test]
+    fn shadow_tables_compile() {
+        use crate::shadow::compare::ArrayOrder;
+        use crate::shadow::policy::Writes;
+        let t = load_str("r.toml", SHADOW, None).unwrap();
+        let p = t.routes[0].shadow.as_ref().unwrap();
+        assert_eq!(p.sample, 0.5);
+        assert_eq!(p.rules.headers, ["content-type"]);
+        assert_eq!(p.rules.ignore.len(), 2);
+        assert_eq!(p.rules.array_order, ArrayOrder::Multiset);
+        assert_eq!((p.max_body, p.writes, p.learn_noise), (65536, Writes::DryRun, true));
+        assert_eq!(p.redact_headers, ["authorization", "x-api-key"]);
+        // stage shadow without a table mirrors with the defaults
+        let d = t.routes[1].shadow.as_ref().unwrap();
+        assert_eq!((d.sample, d.writes), (1.0, Writes::Skip));
+        assert_eq!(d.redact_headers, ["authorization", "cookie", "set-cookie"]);
+    }
+
+    #[test]
+    fn shadow_errors_have_places_and_hints() {
+        let src = SHADOW
+            .replace("sample = 0.5", "sample = 1.5")
+            .replace("\"/generated_at\"", "\"generated_at\"")
+            .replace("\"multiset\"", "\"bag\"")
+            .replace("\"dry-run\"", "\"yes\"")
+            .replace("learn_noise = true", "learn_noise = true\nlearn_nosie = true");
+        let e = errors(&src);
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e[0].starts_with("r.toml:18:10: error: sample 1.5 is outside 0.0–1.0") && e[0].contains("hint:"), "{e:?}");
+        assert!(e[1].contains("must start with '/'"), "{e:?}");
+        assert!(e[2].contains("unknown array_order \"bag\"") && e[2].contains("multiset"), "{e:?}");
+        assert!(e[3].contains("unknown writes mode \"yes\"") && e[3].contains("dry-run"), "{e:?}");
+        assert!(e[4].contains("unknown field `learn_nosie`"), "{e:?}");
+        // a table on a legacy route, on_canary on a shadow route, a canary table without on_canary
+        // a table on a legacy route is accepted and kept for contract checks, but mirrors nothing
+        let src = SHADOW.replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"legacy\"\n\n[routes.shadow]");
+        let t = load_str("r.toml", &src, None).unwrap();
+        assert!(t.routes[0].shadow.is_none(), "inactive at stage legacy");
+        let rules = compare_rules("r.toml", &src).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(rules.values().next().unwrap().ignore.iter().any(|p| p.as_str() == "/generated_at"));
+        let src = SHADOW.replace("sample = 0.5", "sample = 0.5\non_canary = true");
+        assert!(errors(&src)[0].contains("on_canary only applies"));
+        let src = SHADOW.replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"canary\"\nweight = 5\n\n[routes.shadow]");
+        assert!(load_str("r.toml", &src, None).unwrap().routes[0].shadow.is_none(), "canary without on_canary: inactive");
+        let ok = src.replace("sample = 0.5", "sample = 0.5\non_canary = true");
+        let t = load_str("r.toml", &ok, None).unwrap();
+        assert!(t.routes[0].shadow.as_ref().unwrap().on_canary);
     }
 
     #[test]

@@ -58,6 +58,31 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// Shadow traffic reports.
+    Shadow {
+        #[command(subcommand)]
+        command: ShadowCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShadowCommand {
+    /// Print the shadow report of a running gateway (from its admin API): mirrored, compared,
+    /// match rate, drops, errors, latency per side, top differing fields, learnt noise.
+    Report {
+        /// Base URL of the gateway's admin port.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Admin bearer token.
+        #[arg(long, env = "STRANGLER_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the JSON from the admin API instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this route (adds its sample mismatches).
+        #[arg(long)]
+        route: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +91,26 @@ fn main() -> ExitCode {
         Command::Check { file, json } => check(&file, json),
         Command::Run { config, upgrade, upgrade_sock, pid_file, no_watch } => {
             run(config, upgrade, upgrade_sock, pid_file, no_watch)
+        }
+        Command::Shadow { command: ShadowCommand::Report { admin, token, json, route } } => {
+            shadow_report(&admin, token.as_deref(), json, route.as_deref())
+        }
+    }
+}
+
+fn shadow_report(admin: &str, token: Option<&str>, json: bool, route: Option<&str>) -> ExitCode {
+    match strangler_gateway::shadow::cli::fetch(admin, token, route) {
+        Ok(v) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", strangler_gateway::shadow::report::render_table(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -109,6 +154,10 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     let table = store.current();
     let settings = table.settings.clone();
     drop(table);
+    if let Err(e) = strangler_gateway::shadow::Shadower::start(&settings.shadow) {
+        eprintln!("cannot start shadow traffic (shadow_dir {:?}): {e}", settings.shadow.dir);
+        return ExitCode::from(1);
+    }
     if let Some(url) = telemetry::otlp_traces_url(settings.otlp_endpoint.as_deref(), |k| std::env::var(k).ok()) {
         match telemetry::start_otlp_export(&url) {
             Ok(()) => tracing::info!("exporting request spans over OTLP/HTTP to {url}"),

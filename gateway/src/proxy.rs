@@ -14,21 +14,20 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::reload::ConfigStore;
-use crate::table::{Endpoint, RouteTable, Side, Stage};
+use crate::table::{Endpoint, RouteTable, Side};
 use crate::telemetry::{metrics, new_request_id_value, span_sink, SpanRecord, TraceContext};
 
-/// Hook for shadow traffic (a later issue): set when the matched route is at stage `shadow`.
-///
-/// Today legacy answers and nothing is mirrored. The shadow work plugs in here: capture the
-/// request body in `request_body_filter` and the primary response in `response_body_filter`
-/// (both see `ctx.shadow`), then hand both to a bounded background queue in `logging`, sending
-/// the mirror to `upstream` of `table`.
+/// Shadow traffic for this request: set in `request_filter` (by `crate::shadow::start`) when the
+/// route mirrors and the request is in the sample. `request_body_filter` and
+/// `response_body_filter` feed `capture`; `logging` hands it to the route's background queue.
 #[derive(Debug, Clone)]
 pub struct ShadowHook {
     /// Index of the route in the snapshot the request started with.
     pub route: usize,
     /// Index of the extracted upstream to mirror to.
     pub upstream: usize,
+    /// Request and primary response as captured so far.
+    pub capture: Box<crate::shadow::Capture>,
 }
 
 /// Per-request state.
@@ -332,8 +331,8 @@ impl ProxyHttp for GatewayProxy {
             Some(i) => {
                 let route = &table.routes[i];
                 ctx.side = route.pick_side(&req.headers);
-                if route.stage == Stage::Shadow {
-                    ctx.shadow = route.to.map(|upstream| ShadowHook { route: i, upstream });
+                if let Some(policy) = &route.shadow {
+                    ctx.shadow = crate::shadow::start(policy, i, route.to, ctx.side, req);
                 }
                 route.note_request();
                 route.timeout
@@ -562,11 +561,42 @@ impl ProxyHttp for GatewayProxy {
         if let Some(e) = e {
             tracing::debug!(request_id = ?ctx.request_id, kind = error_kind(e), "request failed: {e}");
         }
+        if let Some(hook) = ctx.shadow.take() {
+            crate::shadow::finish(hook, session, e.is_some(), ctx.started, table, ctx.request_id.as_ref());
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // failures are counted in metrics and logged at debug in `logging`
         true
+    }
+
+    // shadow capture: references to the chunks only (no copies); nothing for unshadowed requests
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(hook) = ctx.shadow.as_mut() {
+            hook.capture.request_chunk(body);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(hook) = ctx.shadow.as_mut() {
+            hook.capture.response_chunk(body);
+        }
+        Ok(None)
     }
 }
 

@@ -27,6 +27,8 @@ pub struct GatewaySettings {
     pub otlp_endpoint: Option<String>,
     /// How often endpoint host names are resolved again.
     pub resolve_interval: Duration,
+    /// Shadow runtime and persistence (`shadow_*` keys; restart only).
+    pub shadow: crate::shadow::ShadowSettings,
 }
 
 /// Where a route sends its traffic.
@@ -34,7 +36,7 @@ pub struct GatewaySettings {
 pub enum Stage {
     /// Legacy answers everything.
     Legacy,
-    /// Legacy answers; the request is mirrored to the extracted upstream (see `proxy::ShadowHook`).
+    /// Legacy answers; the request is mirrored to the extracted upstream (see `crate::shadow`).
     Shadow,
     /// A weighted split between legacy and extracted.
     Canary,
@@ -110,6 +112,8 @@ pub struct Route {
     pub fallback_legacy: bool,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Mirroring: set for stage `shadow`, and for `canary` with `shadow.on_canary = true`.
+    pub shadow: Option<Arc<crate::shadow::ShadowPolicy>>,
     /// Non-sticky canary sequence number.
     counter: AtomicU64,
     /// Requests and retries seen, for the retry budget.
@@ -177,6 +181,7 @@ impl Route {
             fallback_legacy,
             timeout,
             retry,
+            shadow: None,
             counter: AtomicU64::new(0),
             budget_requests: AtomicU64::new(0),
             budget_retries: AtomicU64::new(0),

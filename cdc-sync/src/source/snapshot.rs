@@ -126,6 +126,10 @@ pub async fn copy_tables<C: CheckpointStore>(job: SnapshotJob, store: &mut C) ->
     planner.batch_execute("COMMIT").await?;
     job.metrics.snapshot_rows_estimate.store(estimate, Relaxed);
     job.metrics.snapshot_tables_total.store(job.tables.len() as u64, Relaxed);
+    job.metrics.snapshot_tables_done.store(0, Relaxed);
+    job.metrics.snapshot_rows.store(0, Relaxed);
+    job.metrics.snapshot_finished_us.store(0, Relaxed);
+    job.metrics.snapshot_started_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
     let total_chunks = chunks.len();
     tracing::info!(tables = job.tables.len(), chunks = total_chunks, estimated_rows = estimate, lsn = %job.lsn, "snapshot: copying");
 
@@ -181,6 +185,7 @@ pub async fn copy_tables<C: CheckpointStore>(job: SnapshotJob, store: &mut C) ->
     if done_tables != job.tables.len() {
         return Err(SnapshotError::Worker("snapshot incomplete".into()));
     }
+    job.metrics.snapshot_finished_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
     let rows: u64 = copied.values().sum();
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(rows, seconds = secs, rows_per_s = (rows as f64 / secs.max(0.001)) as u64, "snapshot: finished");

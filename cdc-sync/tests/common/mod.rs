@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strangler_support::{free_port, wait_for_http, ChildGuard, PgCluster};
@@ -40,10 +42,15 @@ impl Env {
 
     /// Write sync.toml with `[source]`/`[target]` filled in; `body` holds the tables.
     pub fn write_config(&self, name: &str, body: &str) -> PathBuf {
+        self.write_config_to(name, &self.tgt_conn, body)
+    }
+
+    /// Like [`Env::write_config`] with another target database.
+    pub fn write_config_to(&self, name: &str, target_conn: &str, body: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.toml"));
         let text = format!(
-            "name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n{body}\n",
-            self.src_conn, self.tgt_conn
+            "name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{target_conn}\"\n{body}\n",
+            self.src_conn
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -131,6 +138,59 @@ pub fn wait_sql(run: &dyn Fn() -> String, want: &str, within: Duration) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Runs `txn` in a loop on its own thread until stopped; counts committed transactions.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    pub fn start(conn: String, sql: fn(u64, &mut rand::rngs::ThreadRng) -> String) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let (s, c) = (Arc::clone(&stop), Arc::clone(&committed));
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                let mut rng = rand::thread_rng();
+                let mut i = 0;
+                while !s.load(Ordering::Relaxed) {
+                    i += 1;
+                    client.batch_execute(&sql(i, &mut rng)).await.unwrap();
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        });
+        Workload { stop, committed, handle: Some(handle) }
+    }
+
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        self.committed.load(Ordering::Relaxed)
+    }
+}
+
+/// GET a path on the status port: `None` while nothing listens there.
+pub fn try_http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The JSON `/status` document, `None` while the port is not up.
+pub fn try_status(addr: SocketAddr) -> Option<serde_json::Value> {
+    let raw = try_http_get(addr, "/status")?;
+    serde_json::from_str(raw.split("\r\n\r\n").nth(1)?).ok()
 }
 
 /// GET a path on the status port.

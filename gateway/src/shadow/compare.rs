@@ -132,8 +132,31 @@ pub struct Captured<'a> {
     pub headers: &'a [(String, String)],
     /// The body (possibly only a prefix, see `truncated`).
     pub body: &'a [u8],
-    /// The body was longer than the capture limit; only its hash-free length is known.
+    /// The body was longer than the capture limit: `body` holds at most a prefix.
     pub truncated: bool,
+    /// Length and CRC-32 of the *whole* body, when it was hashed because it was too large to keep.
+    pub digest: Option<BodyDigest>,
+}
+
+/// Length and CRC-32 of a whole body (used for bodies larger than the capture limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BodyDigest {
+    pub len: u64,
+    pub crc32: u32,
+}
+
+impl BodyDigest {
+    /// The digest of a complete body held in memory.
+    pub fn of(body: &[u8]) -> Self {
+        Self { len: body.len() as u64, crc32: crc32fast::hash(body) }
+    }
+}
+
+impl Captured<'_> {
+    /// The whole-body digest: the one recorded while streaming, or computed from a complete body.
+    fn full_digest(&self) -> Option<BodyDigest> {
+        self.digest.or_else(|| (!self.truncated).then(|| BodyDigest::of(self.body)))
+    }
 }
 
 /// Where two responses differ.
@@ -186,8 +209,10 @@ impl fmt::Display for Difference {
 pub struct Comparison {
     /// Every difference found, in a stable order.
     pub differences: Vec<Difference>,
-    /// A body was too large to compare structurally (compared by length only or skipped).
+    /// A body was too large to keep and no digest was available: bodies were not compared.
     pub body_skipped: bool,
+    /// A body was too large to compare structurally: bodies were compared by length + CRC-32.
+    pub body_hashed: bool,
 }
 
 impl Comparison {
@@ -217,7 +242,15 @@ pub fn compare(rules: &CompareRules, legacy: &Captured<'_>, shadow: &Captured<'_
         return out;
     }
     if legacy.truncated || shadow.truncated {
-        out.body_skipped = true;
+        match (legacy.full_digest(), shadow.full_digest()) {
+            (Some(l), Some(s)) => {
+                out.body_hashed = true;
+                if l != s {
+                    out.differences.push(Difference::Bytes { legacy_len: l.len as usize, shadow_len: s.len as usize });
+                }
+            }
+            _ => out.body_skipped = true,
+        }
         return out;
     }
     match (parse_json(legacy.body), parse_json(shadow.body)) {
@@ -389,6 +422,11 @@ impl NoiseModel {
         }
     }
 
+    /// Adds a pattern (e.g. restored from a saved report). Returns true if it was new.
+    pub fn insert(&mut self, pattern: impl Into<String>) -> bool {
+        self.patterns.insert(pattern.into())
+    }
+
     /// The learnt patterns.
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
         self.patterns.iter().map(String::as_str)
@@ -419,8 +457,8 @@ mod tests {
         let (ss, sb) = cap(200, s);
         compare(
             rules,
-            &Captured { status: ls, headers: &[], body: &lb, truncated: false },
-            &Captured { status: ss, headers: &[], body: &sb, truncated: false },
+            &Captured { status: ls, headers: &[], body: &lb, truncated: false, digest: None },
+            &Captured { status: ss, headers: &[], body: &sb, truncated: false, digest: None },
         )
     }
 
@@ -506,16 +544,16 @@ mod tests {
         let r = CompareRules { headers: vec!["content-type".into()], ..Default::default() };
         let c = compare(
             &r,
-            &Captured { status: 200, headers: &h1, body: b"hello", truncated: false },
-            &Captured { status: 500, headers: &h2, body: b"hello!", truncated: false },
+            &Captured { status: 200, headers: &h1, body: b"hello", truncated: false, digest: None },
+            &Captured { status: 500, headers: &h2, body: b"hello!", truncated: false, digest: None },
         );
         let fields: Vec<_> = c.differences.iter().map(Difference::field).collect();
         assert_eq!(fields, ["status", "header:content-type", "body"]);
         // Headers not listed are not compared.
         let c = compare(
             &CompareRules::default(),
-            &Captured { status: 200, headers: &h1, body: b"same", truncated: false },
-            &Captured { status: 200, headers: &h2, body: b"same", truncated: false },
+            &Captured { status: 200, headers: &h1, body: b"same", truncated: false, digest: None },
+            &Captured { status: 200, headers: &h2, body: b"same", truncated: false, digest: None },
         );
         assert!(c.matched());
     }
@@ -524,9 +562,27 @@ mod tests {
     fn truncated_bodies_are_skipped_not_compared() {
         let c = compare(
             &CompareRules::default(),
-            &Captured { status: 200, headers: &[], body: b"{\"a\":1", truncated: true },
-            &Captured { status: 200, headers: &[], body: b"{\"a\":2", truncated: false },
+            &Captured { status: 200, headers: &[], body: b"{\"a\":1", truncated: true, digest: None },
+            &Captured { status: 200, headers: &[], body: b"{\"a\":2", truncated: false, digest: None },
         );
+        assert!(c.matched() && c.body_skipped);
+    }
+
+    #[test]
+    fn oversize_bodies_are_compared_by_digest() {
+        let big = vec![b'x'; 100];
+        let d = BodyDigest::of(&big);
+        let trunc = |digest| Captured { status: 200, headers: &[], body: &big[..10], truncated: true, digest };
+        let c = compare(&CompareRules::default(), &trunc(Some(d)), &trunc(Some(d)));
+        assert!(c.matched() && c.body_hashed && !c.body_skipped);
+        let other = BodyDigest::of(&[b'y'; 100]);
+        let c = compare(&CompareRules::default(), &trunc(Some(d)), &trunc(Some(other)));
+        assert_eq!(c.differences.len(), 1);
+        // a complete body on the other side is hashed on the spot
+        let whole = Captured { status: 200, headers: &[], body: &big, truncated: false, digest: None };
+        assert!(compare(&CompareRules::default(), &trunc(Some(d)), &whole).matched());
+        // no digest: skipped
+        let c = compare(&CompareRules::default(), &trunc(None), &whole);
         assert!(c.matched() && c.body_skipped);
     }
 
@@ -538,16 +594,16 @@ mod tests {
         let mut noise = NoiseModel::default();
         let learnt = noise.learn(
             &r,
-            &Captured { status: 200, headers: &[], body: &a, truncated: false },
-            &Captured { status: 200, headers: &[], body: &b, truncated: false },
+            &Captured { status: 200, headers: &[], body: &a, truncated: false, digest: None },
+            &Captured { status: 200, headers: &[], body: &b, truncated: false, digest: None },
         );
         assert_eq!(learnt, 2);
         assert_eq!(noise.patterns().collect::<Vec<_>>(), ["/data/items/*/seen", "/generated_at"]);
         let shadow = serde_json::to_vec(&json!({"generated_at": "3", "data": {"items": [{"id": 1, "seen": "c"}], "price": "2.00"}})).unwrap();
         let c = compare(
             &r,
-            &Captured { status: 200, headers: &[], body: &a, truncated: false },
-            &Captured { status: 200, headers: &[], body: &shadow, truncated: false },
+            &Captured { status: 200, headers: &[], body: &a, truncated: false, digest: None },
+            &Captured { status: 200, headers: &[], body: &shadow, truncated: false, digest: None },
         );
         let (real, noisy) = noise.split(c.differences);
         assert_eq!(real.iter().map(Difference::field).collect::<Vec<_>>(), ["/data/price"]);

@@ -1,45 +1,50 @@
 //! `strangler-stack`: runs the whole local stack in the foreground and prints where to look.
 //!
-//! An ephemeral PostgreSQL cluster (socket and data in the stack's run directory), the legacy
-//! monolith (migrated and seeded), and every other component whose binary and config exist.
-//! Ctrl-C (or SIGTERM) stops everything and deletes the cluster.
+//! Two ephemeral PostgreSQL clusters (legacy, services) under the run directory, the legacy
+//! monolith (migrated and seeded), cdc-sync (catalog forward, orders both ways), the extracted
+//! catalog and orders services, and the gateway with the repository's `routes.toml`.
+//! Ctrl-C (or SIGTERM) stops everything and deletes the clusters.
 //!
 //! Usually started through `make up`, which builds the release binaries first.
 
-use std::fs::File;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strangler_support::{wait_for_http, ChildGuard, PgCluster};
+use strangler_support::stack::repo_dir;
+use strangler_support::{Ports, Stack, StackOptions};
 
 const HELP: &str = "\
-strangler-stack: run the local strangler stack (ephemeral Postgres + monolith + services + gateway)
+strangler-stack: run the local strangler stack
+  (ephemeral Postgres + legacy monolith + cdc-sync + catalog + orders + gateway)
 
-USAGE: strangler-stack [--bin-dir DIR] [--run-dir DIR] [--products N] [--customers N] [--orders N]
+USAGE: strangler-stack [OPTIONS]
 
-  --bin-dir DIR   where the release binaries are (default: this binary's directory)
-  --run-dir DIR   logs and the Postgres cluster go here (default: ./.stack)
-  --products N    seed size (defaults: the monolith's own: 10k products, 2k customers, 20k orders)
-  --customers N
+  --bin-dir DIR     where the binaries are (default: this binary's directory)
+  --run-dir DIR     logs, live configs and the Postgres clusters go here (default: ./.stack)
+  --legacy-only     start only Postgres and the legacy monolith
+  --products N      seed size (defaults: the monolith's own: 10k products, 2k customers,
+  --customers N       20k orders)
   --orders N
 
-Ctrl-C stops every process and deletes the cluster.";
+The gateway reads <run-dir>/routes.toml (a copy of the repository's routes.toml): edit it to move
+traffic; it is reloaded on save. Ctrl-C stops every process and deletes the clusters.";
 
-struct Options {
-    bin_dir: PathBuf,
-    run_dir: PathBuf,
-    seed_args: Vec<String>,
-}
-
-fn parse_args() -> Result<Options, String> {
+fn parse_args() -> Result<StackOptions, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut o = Options {
+    let mut o = StackOptions {
         bin_dir: exe.parent().map(Path::to_path_buf).unwrap_or_default(),
+        repo_dir: std::env::current_dir().map_err(|e| e.to_string())?,
         run_dir: PathBuf::from(".stack"),
+        ports: Ports::DEMO,
         seed_args: Vec::new(),
+        admin_token: std::env::var("STRANGLER_ADMIN_TOKEN").unwrap_or_else(|_| "dev-admin-token".into()),
+        services: true,
+        gateway: true,
+        verbose: true,
     };
+    if !o.repo_dir.join("routes.toml").is_file() {
+        o.repo_dir = repo_dir();
+    }
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -50,6 +55,10 @@ fn parse_args() -> Result<Options, String> {
             }
             "--bin-dir" => o.bin_dir = value()?.into(),
             "--run-dir" => o.run_dir = value()?.into(),
+            "--legacy-only" => {
+                o.services = false;
+                o.gateway = false;
+            }
             "--products" | "--customers" | "--orders" => {
                 let v = value()?;
                 v.parse::<u64>().map_err(|_| format!("{a} wants a number, got {v:?}"))?;
@@ -75,126 +84,52 @@ fn main() {
     }
 }
 
-struct Stack {
-    run_dir: PathBuf,
-    bin_dir: PathBuf,
-    // Declared before the cluster so processes stop before the database does.
-    children: Vec<ChildGuard>,
-}
-
-impl Stack {
-    fn log(&self, name: &str) -> Result<File, String> {
-        let p = self.run_dir.join("logs").join(format!("{name}.log"));
-        File::create(&p).map_err(|e| format!("creating {}: {e}", p.display()))
-    }
-
-    fn bin(&self, name: &str) -> Result<PathBuf, String> {
-        let p = self.bin_dir.join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("{} not found; build with `cargo build --release --workspace`", p.display()))
-        }
-    }
-
-    /// Runs a one-shot command to completion, logging into `logs/<name>.log`.
-    fn run_once(&self, name: &str, mut cmd: Command) -> Result<(), String> {
-        let log = self.log(name)?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let status = cmd
-            .stdout(log)
-            .stderr(err)
-            .status()
-            .map_err(|e| format!("starting {name}: {e}"))?;
-        if !status.success() {
-            return Err(format!(
-                "{name} failed ({status}); see {}",
-                self.run_dir.join("logs").join(format!("{name}.log")).display()
-            ));
-        }
-        Ok(())
-    }
-
-    /// Spawns a long-running process and waits until `GET ready_path` answers 2xx.
-    fn spawn(&mut self, name: &str, mut cmd: Command, ready: SocketAddr, path: &str) -> Result<(), String> {
-        let log = self.log(name)?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("starting {name}: {e}"))?;
-        let mut guard = ChildGuard::new(name, child);
-        eprintln!("    {name}: waiting for http://{ready}{path}");
-        if let Err(e) = wait_for_http(ready, path, Duration::from_secs(60)) {
-            let exited = guard.try_wait().ok().flatten();
-            return Err(format!(
-                "{name} did not become ready ({e}){}; see {}",
-                exited.map(|s| format!(", exited with {s}")).unwrap_or_default(),
-                self.run_dir.join("logs").join(format!("{name}.log")).display()
-            ));
-        }
-        self.children.push(guard);
-        Ok(())
-    }
-}
-
-fn run(opts: Options) -> Result<(), String> {
+fn run(mut opts: StackOptions) -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })
     .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
-
-    std::fs::create_dir_all(opts.run_dir.join("logs"))
-        .map_err(|e| format!("creating {}: {e}", opts.run_dir.display()))?;
-    let run_dir = std::fs::canonicalize(&opts.run_dir).map_err(|e| e.to_string())?;
-
-    eprintln!("==> starting PostgreSQL (ephemeral, under {})", run_dir.display());
-    let pg = PgCluster::builder().base_dir(&run_dir).start().map_err(|e| e.to_string())?;
-    let mut stack = Stack { run_dir: run_dir.clone(), bin_dir: opts.bin_dir.clone(), children: Vec::new() };
-
-    // --- legacy monolith -------------------------------------------------------------------
-    let legacy_db = pg.create_database("legacy").map_err(|e| e.to_string())?;
-    let mono = stack.bin("legacy-monolith")?;
-    eprintln!("==> legacy-monolith: migrating and seeding (log: .stack/logs/seed.log)");
-    let mut migrate = Command::new(&mono);
-    migrate.args(["migrate", "--database-url", &legacy_db]);
-    stack.run_once("migrate", migrate)?;
-    let mut seed = Command::new(&mono);
-    seed.args(["seed", "--database-url", &legacy_db]).args(&opts.seed_args);
-    stack.run_once("seed", seed)?;
-    let mut serve = Command::new(&mono);
-    serve.args(["serve", "--listen", "127.0.0.1:8081", "--database-url", &legacy_db]);
-    stack.spawn("legacy-monolith", serve, ([127, 0, 0, 1], 8081).into(), "/health/ready")?;
+    std::fs::create_dir_all(&opts.run_dir).map_err(|e| format!("creating {}: {e}", opts.run_dir.display()))?;
+    opts.run_dir = std::fs::canonicalize(&opts.run_dir).map_err(|e| e.to_string())?;
+    let token = opts.admin_token.clone();
+    let mut stack = Stack::start(opts)?;
+    let run = stack.opts.run_dir.clone();
 
     println!();
     println!("strangler local stack is up");
-    println!("  legacy monolith   http://127.0.0.1:8081   (try: curl http://127.0.0.1:8081/api/products/1)");
-    println!("  PostgreSQL        {}   (socket dir {})", pg.url("legacy"), pg.socket_dir().display());
-    println!("  logs              {}/logs/", run_dir.display());
+    if stack.opts.gateway {
+        println!("  gateway         {}        <- clients talk to this", stack.gateway_url());
+        println!("  gateway admin   {}        (token: {token})", stack.admin_url());
+    }
+    println!("  legacy monolith {}", stack.legacy_url());
+    if stack.opts.services {
+        println!("  catalog service {}", stack.catalog_url());
+        println!("  orders service  {}", stack.orders_url());
+        println!("  cdc-sync status http://127.0.0.1:{}/status (catalog), http://127.0.0.1:{}/status (orders)",
+            stack.opts.ports.cdc_catalog, stack.opts.ports.cdc_orders);
+    }
+    println!("  PostgreSQL      {} (legacy), {} (catalog, orders)", stack.legacy_pg.url("legacy"), stack.services_pg.url("catalog"));
+    println!("  logs            {}/logs/", run.display());
     println!();
-    println!("Ctrl-C stops everything and deletes the cluster.");
+    if stack.opts.gateway {
+        println!("Try this:");
+        println!("  curl -s {}/api/products/1", stack.gateway_url());
+        println!("  sed -i '0,/stage = \"legacy\"/s//stage = \"shadow\"/' {}   # shadow the products route", stack.routes_path().display());
+        println!("  curl -s -H 'authorization: Bearer {token}' {}/admin/routes   # (then the shadow report: strangler-gateway shadow report)", stack.admin_url());
+        println!();
+    }
+    println!("Ctrl-C stops everything and deletes the clusters.");
 
-    // Wait for Ctrl-C, or for a component to die on its own.
     loop {
         if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
             eprintln!("\n==> stopping");
             break;
         }
-        for c in &mut stack.children {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Err(format!(
-                    "{} exited unexpectedly ({status}); see {}/logs/{}.log",
-                    c.name(),
-                    run_dir.display(),
-                    c.name()
-                ));
-            }
+        if let Some(name) = stack.exited() {
+            return Err(format!("{name} exited unexpectedly; see {}", stack.log_path(&name).display()));
         }
     }
     drop(stack);
-    drop(pg);
     Ok(())
 }

@@ -1,0 +1,458 @@
+//! cdc-sync vs PostgreSQL native logical replication (run by `tests/perf/cdc-bench.sh`).
+//!
+//! Three ephemeral PG15 clusters on this machine: the source, a target for cdc-sync and a target
+//! for a native `CREATE SUBSCRIPTION`, identically shaped (pgbench-like tables). Phases, each
+//! bounded in time:
+//! 1. snapshot: `pg_dump --data-only | psql` of the seeded tables into a spare database, then
+//!    cdc-sync's initial snapshot of the same tables (spawn → ready), then the native initial sync
+//!    (for information).
+//! 2. throughput: with cdc-sync stopped and the subscription disabled, write a backlog of
+//!    mixed row changes (updates on three tables, inserts and deletes on history) followed by a
+//!    marker row; drain native, then cdc-sync, one at a time, timing until the marker is visible
+//!    on the target.
+//! 3. lag: both running; a steady mixed workload at `RATE` row changes/s plus a tick row every
+//!    20 ms carrying `clock_timestamp()`; each target is polled every few ms and a tick's lag is
+//!    the target's `clock_timestamp()` when it first becomes visible minus its source time (same
+//!    machine, same clock).
+//!
+//! Environment: `CDC_SYNC_BIN` (default `target/release/cdc-sync`), `ACCOUNTS` (seed rows,
+//! default 1000000), `BACKLOG_ROWS` (default 500000), `RATE` (rows/s, default 5000),
+//! `LAG_SECONDS` (default 20), `BRANCHES` (default 10, tellers = 10 per branch; pgbench's hot
+//! rows — raise it to spread the updates over many keys).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use strangler_support::{free_port, ChildGuard, PgCluster};
+use tokio_postgres::{Client, NoTls};
+
+const SCHEMA: &str = "
+CREATE TABLE branches (bid int PRIMARY KEY, bbalance bigint NOT NULL, filler text);
+CREATE TABLE tellers (tid int PRIMARY KEY, bid int NOT NULL, tbalance bigint NOT NULL, filler text);
+CREATE TABLE accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance bigint NOT NULL, filler text);
+CREATE TABLE history (hid bigint PRIMARY KEY, tid int, bid int, aid int, delta int, mtime timestamptz, filler text);
+CREATE TABLE ticks (id bigint PRIMARY KEY, sent_at timestamptz NOT NULL);
+";
+
+const SOURCE_EXTRA: &str = "
+CREATE SEQUENCE history_hid;
+CREATE SEQUENCE tick_id;
+-- n pgbench-like transactions, each committed: 3 updates + 1 insert, and every 5th also deletes
+-- an older history row (~4.2 row changes per transaction).
+CREATE PROCEDURE bench_txns(n int) LANGUAGE plpgsql AS $$
+DECLARE
+  a int; t int; b int; d int; h bigint;
+  na int := (SELECT max(aid) FROM accounts);
+  nt int := (SELECT max(tid) FROM tellers);
+  nb int := (SELECT max(bid) FROM branches);
+BEGIN
+  FOR i IN 1..n LOOP
+    a := 1 + floor(random() * na)::int; t := 1 + floor(random() * nt)::int;
+    b := 1 + floor(random() * nb)::int; d := floor(random() * 10001)::int - 5000;
+    UPDATE accounts SET abalance = abalance + d WHERE aid = a;
+    UPDATE tellers SET tbalance = tbalance + d WHERE tid = t;
+    UPDATE branches SET bbalance = bbalance + d WHERE bid = b;
+    h := nextval('history_hid');
+    INSERT INTO history VALUES (h, t, b, a, d, clock_timestamp(), 'h' || h);
+    IF h % 5 = 0 THEN DELETE FROM history WHERE hid = h - 3; END IF;
+    COMMIT;
+  END LOOP;
+END $$;
+";
+
+const TABLES: [&str; 5] = ["branches", "tellers", "accounts", "history", "ticks"];
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn connect(conn: &str) -> Result<Client> {
+    let (c, connection) = tokio_postgres::connect(conn, NoTls).await.with_context(|| format!("connecting {conn}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(c)
+}
+
+/// Poll `cond` every `every` until true, failing after `within`.
+async fn wait_until<F, Fut>(what: &str, within: Duration, every: Duration, mut cond: F) -> Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let t0 = Instant::now();
+    loop {
+        if cond().await? {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > within {
+            bail!("{what}: not done within {within:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn tick(c: &Client) -> Result<i64> {
+    let r = c.query_one("INSERT INTO ticks VALUES (nextval('tick_id'), clock_timestamp()) RETURNING id", &[]).await?;
+    Ok(r.get(0))
+}
+
+async fn last_hid(c: &Client) -> Result<i64> {
+    Ok(c.query_one("SELECT last_value FROM history_hid", &[]).await?.get(0))
+}
+
+async fn has_tick(c: &Client, id: i64) -> Result<bool> {
+    Ok(c.query_opt("SELECT 1 FROM ticks WHERE id = $1", &[&id]).await?.is_some())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Bench {
+    src: PgCluster,
+    cdc: PgCluster,
+    nat: PgCluster,
+    src_conn: String,
+    cdc_conn: String,
+    nat_conn: String,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn spawn_cdc(&self, config: &std::path::Path, log: &str) -> Result<(ChildGuard, std::net::SocketAddr)> {
+        let status: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let logf = std::fs::File::create(self.dir.path().join(log))?;
+        let child = Command::new(&self.bin)
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--status", &status.to_string()])
+            .env("RUST_LOG", "info,pg_walstream=warn")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        Ok((ChildGuard::new("cdc-sync", child), status))
+    }
+
+    fn config(&self, name: &str, target_conn: &str) -> Result<PathBuf> {
+        let mut text = format!(
+            "name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{target_conn}\"\n",
+            self.src_conn
+        );
+        let cols: [(&str, &[&str], &str); 5] = [
+            ("branches", &["bid", "bbalance", "filler"], "bid"),
+            ("tellers", &["tid", "bid", "tbalance", "filler"], "tid"),
+            ("accounts", &["aid", "bid", "abalance", "filler"], "aid"),
+            ("history", &["hid", "tid", "bid", "aid", "delta", "mtime", "filler"], "hid"),
+            ("ticks", &["id", "sent_at"], "id"),
+        ];
+        for (t, cs, k) in cols {
+            text.push_str(&format!("[[table]]\nsource = \"{t}\"\ntarget = \"{t}\"\nkey = [\"{k}\"]\n[table.columns]\n"));
+            for c in cs {
+                text.push_str(&format!("{c} = \"{c}\"\n"));
+            }
+        }
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+fn wait_ready(status: std::net::SocketAddr, within: Duration, log: &std::path::Path) -> Result<Duration> {
+    let t0 = Instant::now();
+    strangler_support::wait_for_http(status, "/health/ready", within).map_err(|e| {
+        anyhow::anyhow!("cdc-sync not ready: {e}\n{}", std::fs::read_to_string(log).unwrap_or_default())
+    })?;
+    Ok(t0.elapsed())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let accounts = env_num("ACCOUNTS", 1_000_000) as i64;
+    let backlog_rows = env_num("BACKLOG_ROWS", 500_000);
+    let rate = env_num("RATE", 5000);
+    let lag_seconds = env_num("LAG_SECONDS", 20);
+    // pgbench's shape: 10 branches and 100 tellers are hot rows; BRANCHES=100000 spreads them out
+    let branches = env_num("BRANCHES", 10) as i64;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = std::env::var("CDC_SYNC_BIN").map(PathBuf::from).unwrap_or_else(|_| root.join("target/release/cdc-sync"));
+    if !bin.exists() {
+        bail!("{} not built (cargo build --release -p cdc-sync)", bin.display());
+    }
+    eprintln!("== setup: 3 clusters, {accounts} accounts");
+    let conf = |builder: strangler_support::PgClusterBuilder| builder.conf("max_wal_size = '4GB'").conf("checkpoint_timeout = '15min'");
+    // The test clusters run with fsync and synchronous_commit off; on the source that would make
+    // the WAL sender wait for the WAL writer (wal_writer_delay, 200 ms) before it sends a commit,
+    // which would dominate both lags. Commit synchronously there (fsync stays off).
+    let src = conf(PgCluster::builder()).conf("synchronous_commit = on").start()?;
+    let cdc = conf(PgCluster::builder()).start()?;
+    let nat = conf(PgCluster::builder()).start()?;
+    for (c, db) in [(&src, "src"), (&cdc, "tgt"), (&cdc, "dump"), (&nat, "tgt")] {
+        c.create_database(db)?;
+        c.psql(db, SCHEMA)?;
+    }
+    src.psql("src", SOURCE_EXTRA)?;
+    src.psql(
+        "src",
+        &format!(
+            "INSERT INTO branches SELECT g, 0, repeat('b', 80) FROM generate_series(1, {branches}) g;
+             INSERT INTO tellers SELECT g, 1 + (g - 1) / 10, 0, repeat('t', 80) FROM generate_series(1, {branches} * 10) g;
+             INSERT INTO accounts SELECT g, 1 + (g - 1) * 10 / {accounts}, 0, repeat('a', 80) FROM generate_series(1, {accounts}) g;
+             SELECT setval('history_hid', 1);"
+        ),
+    )?;
+    src.psql("src", "VACUUM ANALYZE")?;
+    let b = Bench {
+        src_conn: src.connection_string("src"),
+        cdc_conn: cdc.connection_string("tgt"),
+        nat_conn: nat.connection_string("tgt"),
+        src,
+        cdc,
+        nat,
+        bin,
+        dir: tempfile::tempdir()?,
+    };
+    let seed_rows = accounts + branches * 11;
+
+    // ------------------------------------------------------------------ snapshot
+    eprintln!("== snapshot: pg_dump --data-only | psql");
+    let bindir = b.src.bin_dir().to_path_buf();
+    let t0 = Instant::now();
+    let dump = format!(
+        "set -o pipefail; {}/pg_dump -h 127.0.0.1 -p {} -U postgres --data-only {} src | {}/psql -X -q -h 127.0.0.1 -p {} -U postgres -v ON_ERROR_STOP=1 dump",
+        bindir.display(),
+        b.src.port(),
+        TABLES.iter().map(|t| format!("-t {t}")).collect::<Vec<_>>().join(" "),
+        bindir.display(),
+        b.cdc.port()
+    );
+    let out = Command::new("timeout").args(["600", "bash", "-c", &dump]).output()?;
+    if !out.status.success() {
+        bail!("pg_dump | psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let t_dump = t0.elapsed();
+    let check = b.cdc.psql("dump", "SELECT count(*) FROM accounts")?;
+    if check != accounts.to_string() {
+        bail!("pg_dump copy has {check} accounts");
+    }
+
+    eprintln!("== snapshot: cdc-sync");
+    let cfg = b.config("bench", &b.cdc_conn)?;
+    let (mut cdc_run, status) = b.spawn_cdc(&cfg, "cdc1.log")?;
+    let t_snap = wait_ready(status, Duration::from_secs(600), &b.dir.path().join("cdc1.log"))?;
+
+    eprintln!("== snapshot: native initial sync (information)");
+    let nat_client = connect(&b.nat_conn).await?;
+    let t0 = Instant::now();
+    nat_client
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION bench_sub CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=src' \
+             PUBLICATION cdc_sync_bench WITH (copy_data = true)",
+            b.src.port()
+        ))
+        .await?;
+    wait_until("native initial sync", Duration::from_secs(600), Duration::from_millis(50), || async {
+        let r = nat_client.query_one("SELECT count(*) FILTER (WHERE srsubstate <> 'r') FROM pg_subscription_rel", &[]).await?;
+        Ok(r.get::<_, i64>(0) == 0)
+    })
+    .await?;
+    let t_native_sync = t0.elapsed();
+
+    // ------------------------------------------------------------------ throughput
+    let src_client = connect(&b.src_conn).await?;
+    let cdc_client = connect(&b.cdc_conn).await?;
+    // both caught up before we stop them
+    let m = tick(&src_client).await?;
+    wait_until("cdc caught up", Duration::from_secs(300), Duration::from_millis(20), || has_tick(&cdc_client, m)).await?;
+    wait_until("native caught up", Duration::from_secs(300), Duration::from_millis(20), || has_tick(&nat_client, m)).await?;
+    cdc_run.stop(Duration::from_secs(10));
+    nat_client.batch_execute("ALTER SUBSCRIPTION bench_sub DISABLE").await?;
+    wait_until("native apply worker stopped", Duration::from_secs(60), Duration::from_millis(50), || async {
+        let r = b.src.psql("src", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench_sub' AND active")?;
+        Ok(r == "0")
+    })
+    .await?;
+
+    let txns = (backlog_rows as f64 / 4.2).ceil() as i64;
+    eprintln!("== throughput: writing a backlog of ~{backlog_rows} row changes ({txns} transactions)");
+    let hid_before = last_hid(&src_client).await?;
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < txns {
+        let n = (txns - done).min(5000) as i32;
+        tokio::time::timeout(Duration::from_secs(300), src_client.execute("CALL bench_txns($1)", &[&n])).await??;
+        done += n as i64;
+    }
+    let marker = tick(&src_client).await?;
+    let hid_after = last_hid(&src_client).await?;
+    // 4 changes per transaction, plus one delete per history id divisible by 5, plus the marker
+    let deletes = hid_after / 5 - hid_before / 5;
+    let rows = (txns * 4 + deletes + 1) as f64;
+    eprintln!("   written in {:?}", t0.elapsed());
+
+    eprintln!("== throughput: native drain");
+    let t0 = Instant::now();
+    nat_client.batch_execute("ALTER SUBSCRIPTION bench_sub ENABLE").await?;
+    wait_until("native drain", Duration::from_secs(900), Duration::from_millis(10), || has_tick(&nat_client, marker)).await?;
+    let t_native = t0.elapsed();
+
+    eprintln!("== throughput: cdc-sync drain");
+    let t0 = Instant::now();
+    let (cdc_run2, status) = b.spawn_cdc(&cfg, "cdc2.log")?;
+    wait_until("cdc-sync drain", Duration::from_secs(900), Duration::from_millis(10), || has_tick(&cdc_client, marker)).await?;
+    let t_cdc = t0.elapsed();
+    wait_ready(status, Duration::from_secs(60), &b.dir.path().join("cdc2.log"))?;
+
+    // ------------------------------------------------------------------ lag
+    eprintln!("== lag: steady ~{rate} rows/s for {lag_seconds}s, both running");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (conn, stop) = (b.src_conn.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = connect(&conn).await?;
+            let per_tick = (rate as f64 / 4.2 / 50.0).max(1.0); // transactions per 20 ms
+            let mut debt = 0.0;
+            let mut iv = tokio::time::interval(Duration::from_millis(20));
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut written = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                iv.tick().await;
+                debt += per_tick;
+                let n = debt.floor() as i32;
+                debt -= n as f64;
+                if n > 0 {
+                    c.execute("CALL bench_txns($1)", &[&n]).await?;
+                    written += n as i64;
+                }
+            }
+            Ok::<i64, anyhow::Error>(written)
+        })
+    };
+    let ticker = {
+        let (conn, stop) = (b.src_conn.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = connect(&conn).await?;
+            let mut iv = tokio::time::interval(Duration::from_millis(20));
+            let mut last = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                iv.tick().await;
+                last = c
+                    .query_one("INSERT INTO ticks VALUES (nextval('tick_id'), clock_timestamp()) RETURNING id", &[])
+                    .await?
+                    .get(0);
+            }
+            Ok::<i64, anyhow::Error>(last)
+        })
+    };
+    let sampler = |conn: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, from: i64| {
+        tokio::spawn(async move {
+            let c = connect(&conn).await?;
+            let mut lags = Vec::new();
+            let mut last = from;
+            let q = c
+                .prepare("SELECT id, (extract(epoch FROM clock_timestamp() - sent_at) * 1000)::float8 FROM ticks WHERE id > $1 ORDER BY id")
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
+                for r in c.query(&q, &[&last]).await? {
+                    last = r.get(0);
+                    lags.push(r.get::<_, f64>(1));
+                }
+                if stopping && (lags.len() > 10 || Instant::now() > deadline) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<(Vec<f64>, i64), anyhow::Error>((lags, last))
+        })
+    };
+    let stop_s = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cdc_s = sampler(b.cdc_conn.clone(), stop_s.clone(), marker);
+    let nat_s = sampler(b.nat_conn.clone(), stop_s.clone(), marker);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(lag_seconds)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await??;
+    let last_tick = ticker.await??;
+    let achieved = (written as f64 * 4.2 + (t0.elapsed().as_secs_f64() * 50.0)) / t0.elapsed().as_secs_f64();
+    // let the last ticks arrive, then stop sampling; a final marker after the writer stopped
+    wait_until("cdc last tick", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&cdc_client, last_tick)).await?;
+    wait_until("native last tick", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&nat_client, last_tick)).await?;
+    let fin = tick(&src_client).await?;
+    wait_until("cdc final marker", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&cdc_client, fin)).await?;
+    wait_until("native final marker", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&nat_client, fin)).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop_s.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut cdc_lags, _) = cdc_s.await??;
+    let (mut nat_lags, _) = nat_s.await??;
+    cdc_lags.sort_by(f64::total_cmp);
+    nat_lags.sort_by(f64::total_cmp);
+    drop(cdc_run2);
+
+    // equal at the end (cheap check: counts and balance sums)
+    let sums = "SELECT (SELECT sum(abalance) FROM accounts)::text || '/' || (SELECT count(*) FROM history) || '/' || (SELECT sum(tbalance) FROM tellers)";
+    let (s1, s2, s3) = (b.src.psql("src", sums)?, b.cdc.psql("tgt", sums)?, b.nat.psql("tgt", sums)?);
+    let equal = s1 == s2 && s1 == s3;
+
+    // ------------------------------------------------------------------ report
+    let cdc_rps = rows / t_cdc.as_secs_f64();
+    let nat_rps = rows / t_native.as_secs_f64();
+    let snap_rps = seed_rows as f64 / t_snap.as_secs_f64();
+    let dump_rps = seed_rows as f64 / t_dump.as_secs_f64();
+    let native_sync_rps = seed_rows as f64 / t_native_sync.as_secs_f64();
+    let (c50, c99, cmax) = (percentile(&cdc_lags, 0.5), percentile(&cdc_lags, 0.99), cdc_lags.last().copied().unwrap_or(f64::NAN));
+    let (n50, n99, nmax) = (percentile(&nat_lags, 0.5), percentile(&nat_lags, 0.99), nat_lags.last().copied().unwrap_or(f64::NAN));
+    println!();
+    println!(
+        "cdc-sync vs native logical replication (PG15, 3 local clusters, fsync off, source synchronous_commit on; \
+         {branches} branches, {} tellers, {accounts} accounts)",
+        branches * 10
+    );
+    println!("| measure | cdc-sync | native | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| backlog drain: {rows:.0} row changes in {txns} txns | {:.2} s = {cdc_rps:.0} rows/s | {:.2} s = {nat_rps:.0} rows/s | {:.2}x |",
+        t_cdc.as_secs_f64(),
+        t_native.as_secs_f64(),
+        cdc_rps / nat_rps
+    );
+    println!(
+        "| lag at ~{achieved:.0} rows/s, p50 / p99 / max ({} / {} samples) | {c50:.1} / {c99:.1} / {cmax:.1} ms | {n50:.1} / {n99:.1} / {nmax:.1} ms | p99 {:.2}x |",
+        cdc_lags.len(),
+        nat_lags.len(),
+        c99 / n99
+    );
+    println!(
+        "| initial copy of {seed_rows} rows | cdc-sync snapshot {:.2} s = {snap_rps:.0} rows/s | pg_dump\\|psql {:.2} s = {dump_rps:.0} rows/s | {:.2}x |",
+        t_snap.as_secs_f64(),
+        t_dump.as_secs_f64(),
+        snap_rps / dump_rps
+    );
+    println!(
+        "| (info) native initial sync of the same rows | | {:.2} s = {native_sync_rps:.0} rows/s | |",
+        t_native_sync.as_secs_f64()
+    );
+    println!("| end state equal (sums/counts) | {} | {} | |", s1 == s2, s1 == s3);
+    println!();
+    if !equal {
+        eprintln!("WARNING: end states differ: source {s1}, cdc {s2}, native {s3}");
+    }
+    println!(
+        "RESULT cdc_vs_native_rows_per_s={:.2} cdc_p99_lag_ms={c99:.0} native_p99_lag_ms={n99:.0} snapshot_vs_pgdump={:.2}",
+        cdc_rps / nat_rps,
+        snap_rps / dump_rps
+    );
+    if !equal {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The background half of shadowing: a dedicated tokio runtime (its own threads, never the
+//! proxy's), one bounded queue per route with bounded concurrency, a pooled HTTP/1.1 client that
+//! sends the mirror (and the noise replay), the comparison and the report update.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use super::capture::{is_safe, request_body, BodyCapture, CapturedBody};
+use super::compare::{compare, Captured, Difference, NoiseModel};
+use super::policy::ShadowPolicy;
+use super::report::Count;
+use super::store::StoreHandle;
+use super::ShadowSettings;
+use crate::table::Upstream;
+
+/// Everything the worker needs about one request (built in `logging`).
+pub(crate) struct Job {
+    pub policy: Arc<ShadowPolicy>,
+    pub req: Box<RequestHeader>,
+    pub request_chunks: Vec<Bytes>,
+    /// The request body was larger than `max_body`.
+    pub request_over: bool,
+    /// The whole request body was read from the client.
+    pub request_complete: bool,
+    pub body_read: usize,
+    /// The response header sent to the client (None: nothing was sent).
+    pub primary: Option<Box<ResponseHeader>>,
+    /// The proxy reported an error for the primary request.
+    pub primary_failed: bool,
+    pub primary_ms: f64,
+    pub response: BodyCapture,
+    pub shadow_upstream: Arc<Upstream>,
+    pub legacy_upstream: Arc<Upstream>,
+    pub request_id: Option<HeaderValue>,
+}
+
+/// A route's bounded queue into the workers. Dropping it (with the config snapshot) lets the
+/// dispatcher finish what is queued and stop.
+///
+/// The proxy side only pushes under an uncontended mutex; the dispatcher polls (1–10 ms) instead
+/// of being woken, so enqueuing never costs the proxy thread a wake-up syscall.
+pub(crate) struct Lane {
+    queue: Arc<LaneQueue>,
+}
+
+struct LaneQueue {
+    jobs: std::sync::Mutex<std::collections::VecDeque<Job>>,
+    capacity: usize,
+}
+
+impl LaneQueue {
+    fn pop(&self) -> Option<Job> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
+
+impl Lane {
+    /// Never blocks: a full queue is an error (the caller counts a drop).
+    #[inline]
+    pub fn try_send(&self, job: Job) -> Result<(), ()> {
+        let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= self.queue.capacity {
+            return Err(());
+        }
+        q.push_back(job);
+        Ok(())
+    }
+}
+
+const POLL_MIN: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(10);
+
+/// The shadow runtime, its HTTP client and the sample store.
+pub struct Shadower {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    store: Option<StoreHandle>,
+}
+
+static SHADOWER: OnceLock<Arc<Shadower>> = OnceLock::new();
+
+impl Shadower {
+    /// Starts the shadow runtime (once per process): restores persisted reports from
+    /// `settings.dir`, then starts the workers and the store. Call after the first config load.
+    pub fn start(settings: &ShadowSettings) -> anyhow::Result<()> {
+        let store = match &settings.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                super::store::restore(dir, settings.files)?;
+                Some(super::store::spawn(dir.clone(), settings.file_bytes, settings.files)?)
+            }
+            None => None,
+        };
+        let nice = settings.nice;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.threads.max(1))
+            .thread_name("shadow")
+            .on_thread_start(move || {
+                // per thread on Linux: only the shadow workers get the lower priority
+                if nice > 0 {
+                    let _ = rustix::process::nice(nice);
+                }
+            })
+            .enable_all()
+            .build()?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .build()?;
+        let _ = SHADOWER.set(Arc::new(Shadower { runtime, client, store }));
+        Ok(())
+    }
+
+    /// The running shadower (None before `start`, e.g. in `check` and unit tests).
+    pub fn get() -> Option<&'static Arc<Shadower>> {
+        SHADOWER.get()
+    }
+
+    /// A new queue of `queue` jobs served by at most `concurrency` tasks at once.
+    pub(crate) fn lane(self: &Arc<Self>, queue: usize, concurrency: usize) -> Lane {
+        let q = Arc::new(LaneQueue { jobs: std::sync::Mutex::new(std::collections::VecDeque::new()), capacity: queue });
+        let me = self.clone();
+        let theirs = q.clone();
+        self.runtime.spawn(async move {
+            let q = theirs;
+            let permits = Arc::new(Semaphore::new(concurrency));
+            let mut idle = POLL_MIN;
+            loop {
+                // take a permit first, so that exactly `queue` jobs wait and `concurrency` run
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let job = loop {
+                    if let Some(job) = q.pop() {
+                        idle = POLL_MIN;
+                        break Some(job);
+                    }
+                    if Arc::strong_count(&q) == 1 {
+                        break None; // the lane is gone and its queue is drained
+                    }
+                    tokio::time::sleep(idle).await;
+                    idle = (idle * 2).min(POLL_MAX);
+                };
+                let Some(job) = job else { break };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    me.process(job).await;
+                    drop(permit);
+                });
+            }
+        });
+        Lane { queue: q }
+    }
+
+    async fn process(&self, job: Job) {
+        let p = job.policy.clone();
+        let report = &p.report;
+        let Some(primary) = job.primary.as_deref().filter(|_| !job.primary_failed) else {
+            report.count(Count::ErrorsLegacy);
+            return;
+        };
+        if job.request_over {
+            report.count(Count::Oversize);
+            return;
+        }
+        let body = match request_body(job.request_chunks.clone(), job.body_read) {
+            Some(b) if job.request_complete => b,
+            _ => {
+                report.count(Count::Incomplete);
+                return;
+            }
+        };
+        report.count(Count::Mirrored);
+        let replay = p.learn_noise && is_safe(&job.req.method);
+        let (shadow, second) = tokio::join!(self.send(&job, &job.shadow_upstream, body.clone(), true), async {
+            if replay {
+                Some(self.send(&job, &job.legacy_upstream, body.clone(), false).await)
+            } else {
+                None
+            }
+        });
+        let shadow = match shadow {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(route = %p.route, "shadow request failed: {e}");
+                report.count(Count::ErrorsShadow);
+                report.record_latency(job.primary_ms, None);
+                return;
+            }
+        };
+        report.record_latency(job.primary_ms, Some(shadow.ms));
+
+        let pbody = job.response.clone().finish();
+        let pheaders = header_pairs(&primary.headers);
+        let legacy = Captured {
+            status: primary.status.as_u16(),
+            headers: &pheaders,
+            body: &pbody.body,
+            truncated: pbody.truncated,
+            digest: pbody.digest,
+        };
+        let shadow_cap = Captured {
+            status: shadow.status,
+            headers: &shadow.headers,
+            body: &shadow.body.body,
+            truncated: shadow.body.truncated,
+            digest: shadow.body.digest,
+        };
+        if let Some(Ok(again)) = &second {
+            let again_cap = Captured {
+                status: again.status,
+                headers: &again.headers,
+                body: &again.body.body,
+                truncated: again.body.truncated,
+                digest: again.body.digest,
+            };
+            let mut learnt = NoiseModel::default();
+            if learnt.learn(&p.rules, &legacy, &again_cap) > 0 {
+                report.learn_noise(learnt.patterns().map(String::from));
+            }
+        }
+        let cmp = compare(&p.rules, &legacy, &shadow_cap);
+        if pbody.truncated || shadow.body.truncated {
+            report.count(Count::BodyOversize);
+        }
+        let (real, noisy) = report.split_noise(cmp.differences);
+        let mut fields: Vec<String> = real.iter().map(Difference::field).collect();
+        fields.sort();
+        fields.dedup();
+        let mut noise_fields: Vec<String> = noisy.iter().map(Difference::field).collect();
+        noise_fields.sort();
+        fields.dedup();
+        report.record_comparison(&fields, &noise_fields);
+        if !real.is_empty() {
+            let sample = self.sample(&job, &body, primary, &pbody, &shadow, real, noisy);
+            if let Some(store) = &self.store {
+                store.append(sample.clone());
+            }
+            report.push_sample(sample);
+        }
+    }
+
+    async fn send(&self, job: &Job, upstream: &Upstream, body: Bytes, shadow: bool) -> Result<Answer, String> {
+        let ep = upstream.select().ok_or_else(|| format!("upstream {} has no endpoints", upstream.name))?;
+        let pq = job.req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let url = format!("http://{}{pq}", ep.addr);
+        let mut headers = HeaderMap::with_capacity(job.req.headers.len() + 2);
+        for (k, v) in job.req.headers.iter() {
+            if !SKIP_HEADERS.contains(&k.as_str()) {
+                headers.append(k.clone(), v.clone());
+            }
+        }
+        if let Some(id) = &job.request_id {
+            headers.insert(HeaderName::from_static("x-request-id"), id.clone());
+        }
+        if shadow {
+            headers.insert(HeaderName::from_static(SHADOW_HEADER), HeaderValue::from_static("1"));
+        }
+        let mut rb = self.client.request(job.req.method.clone(), url).headers(headers);
+        if !body.is_empty() || job.req.headers.contains_key(http::header::CONTENT_LENGTH) {
+            rb = rb.body(body);
+        }
+        let (max, oversize) = (job.policy.max_body, job.policy.oversize);
+        let started = Instant::now();
+        let attempt = async {
+            let mut resp = rb.send().await?;
+            let status = resp.status().as_u16();
+            let headers = header_pairs(resp.headers());
+            let mut cap = BodyCapture::default();
+            while let Some(chunk) = resp.chunk().await? {
+                cap.push(&chunk, max, oversize);
+            }
+            Ok::<_, reqwest::Error>((status, headers, cap.finish()))
+        };
+        match tokio::time::timeout(job.policy.timeout, attempt).await {
+            Err(_) => Err(format!("no complete answer within {:?}", job.policy.timeout)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok((status, headers, body))) => {
+                Ok(Answer { status, headers, body, ms: started.elapsed().as_secs_f64() * 1000.0 })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sample(
+        &self,
+        job: &Job,
+        request_body: &Bytes,
+        primary: &ResponseHeader,
+        pbody: &CapturedBody,
+        shadow: &Answer,
+        real: Vec<Difference>,
+        noisy: Vec<Difference>,
+    ) -> Value {
+        let redact = &job.policy.redact_headers;
+        let pheaders = header_pairs(&primary.headers);
+        let rheaders = header_pairs(&job.req.headers);
+        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let redact_diff = |d: Difference| match d {
+            Difference::Header { name, .. } if redact.contains(&name) => Difference::Header {
+                name,
+                legacy: Some(REDACTED.into()),
+                shadow: Some(REDACTED.into()),
+            },
+            d => d,
+        };
+        json!({
+            "route": job.policy.route,
+            "at_unix_ms": at,
+            "request_id": job.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            "request": {
+                "method": job.req.method.as_str(),
+                "uri": job.req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                "headers": headers_json(&rheaders, redact),
+                "body": body_json(request_body, false),
+                "body_len": request_body.len(),
+            },
+            "legacy": {
+                "status": primary.status.as_u16(),
+                "headers": headers_json(&pheaders, redact),
+                "body": body_json(&pbody.body, pbody.truncated),
+                "body_len": pbody.len,
+                "latency_ms": (job.primary_ms * 1000.0).round() / 1000.0,
+            },
+            "shadow": {
+                "status": shadow.status,
+                "headers": headers_json(&shadow.headers, redact),
+                "body": body_json(&shadow.body.body, shadow.body.truncated),
+                "body_len": shadow.body.len,
+                "latency_ms": (shadow.ms * 1000.0).round() / 1000.0,
+            },
+            "differences": real.into_iter().map(redact_diff).collect::<Vec<_>>(),
+            "noise": noisy.into_iter().map(redact_diff).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The header mirrored requests carry; extracted services run such requests as a dry run.
+pub const SHADOW_HEADER: &str = "x-strangler-shadow";
+const REDACTED: &str = "[redacted]";
+
+/// Not copied to mirrored requests: hop-by-hop, framing (the client sets them) and our marker.
+const SKIP_HEADERS: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    SHADOW_HEADER,
+];
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: CapturedBody,
+    ms: f64,
+}
+
+fn header_pairs(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+}
+
+fn headers_json(h: &[(String, String)], redact: &[String]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in h {
+        let v = if redact.iter().any(|r| r.eq_ignore_ascii_case(k)) { REDACTED } else { v.as_str() };
+        match m.get_mut(k) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(v);
+            }
+            _ => {
+                m.insert(k.clone(), Value::String(v.to_string()));
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+fn body_json(b: &[u8], truncated: bool) -> Value {
+    if truncated {
+        return Value::Null;
+    }
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => Value::String(format!("(not UTF-8) {}", String::from_utf8_lossy(b))),
+    }
+}

@@ -1,0 +1,313 @@
+//! Shadow traffic against the real gateway binary: a legacy and an extracted upstream whose
+//! answers differ in known ways, the reports they produce (admin API, metrics, CLI, files), and
+//! the guarantees around the primary request (latency, bounded queue, write safety).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use common::{upstreams, Gateway, TOKEN};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Legacy,
+    Shadow,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+struct Server {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    fn seen(&self, path: &str) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| s.path == path).cloned().collect()
+    }
+}
+
+struct Up {
+    role: Role,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// Answers per path; legacy and shadow differ exactly where the tests expect them to.
+async fn answer(State(s): State<Arc<Up>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    s.seen.lock().unwrap().push(Seen { method: method.to_string(), path: path.clone(), headers, body: body.clone() });
+    let legacy = s.role == Role::Legacy;
+    let v = match path.as_str() {
+        "/ident" => json!({"id": 1, "name": "widget", "tags": ["a", "b"]}),
+        "/reorder" if legacy => json!({"a": 1, "b": {"c": 2, "d": [1, 2]}}),
+        "/reorder" => json!({"b": {"d": [1, 2], "c": 2}, "a": 1}),
+        "/ignore" => json!({"id": 1, "updated_at": if legacy { "2020-01-01" } else { "2024-06-30" }}),
+        "/price" => {
+            let v = json!({"id": 7, "price": if legacy { 10 } else { 12 }});
+            return ([("content-type", "application/json"), ("set-cookie", "sid=legacy-secret")], v.to_string()).into_response();
+        }
+        "/noise" if legacy => json!({"id": 1, "nonce": rand::random::<u64>()}),
+        "/noise" => json!({"id": 1, "nonce": "shadow"}),
+        "/slow" | "/queue" | "/plain" => {
+            if !legacy {
+                let secs = if path == "/slow" { 5 } else { 3 };
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
+            json!({"ok": true})
+        }
+        _ => json!({"method": method.as_str(), "len": body.len()}),
+    };
+    ([("content-type", "application/json")], v.to_string()).into_response()
+}
+
+async fn server(role: Role) -> Server {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().fallback(answer).with_state(Arc::new(Up { role, seen: seen.clone() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Server { addr, seen }
+}
+
+fn route(name: &str, path: &str, extra: &str) -> String {
+    format!("[[routes]]\nname = \"{name}\"\nmatch = {{ path = \"{path}\" }}\nto = \"svc\"\nstage = \"shadow\"\n{extra}\n")
+}
+
+/// Polls the admin API until `done` holds for the shadow report of all routes.
+async fn wait_report(gw: &Gateway, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let v = gw.admin_get("/admin/shadow").await;
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {v:#}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn of<'a>(v: &'a Value, route: &str) -> &'a Value {
+    v["routes"].as_array().unwrap().iter().find(|r| r["route"] == route).unwrap_or(&Value::Null)
+}
+
+fn n(v: &Value, route: &str, ptr: &str) -> u64 {
+    of(v, route).pointer(ptr).and_then(Value::as_u64).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compares_reports_and_survives_a_restart() {
+    let (legacy, svc) = (server(Role::Legacy).await, server(Role::Shadow).await);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "shadow_dir = \"{}\"\n\n{}{}{}{}{}{}{}{}",
+        dir.path().display(),
+        upstreams(legacy.addr, svc.addr),
+        route("ident", "/ident", ""),
+        route("reorder", "/reorder", ""),
+        route("ignore", "/ignore", "[routes.shadow]\nignore = [\"/updated_at\"]\n"),
+        route("price", "/price", "[routes.shadow]\ncompare = { status = true, headers = [\"set-cookie\"], body = true }\n"),
+        route("noise", "/noise", "[routes.shadow]\nlearn_noise = true\n"),
+        route("writes", "/writes", ""),
+        route("dryrun", "/dryrun", "[routes.shadow]\nwrites = \"dry-run\"\n"),
+    );
+    let gw = Gateway::start(&cfg);
+    let secret = [("authorization", "Bearer s3cret-token"), ("cookie", "sid=c00kie")];
+    for _ in 0..10 {
+        for p in ["/ident", "/reorder", "/ignore", "/noise"] {
+            assert_eq!(gw.get(p, &[]).await.0, 200);
+        }
+        let (status, body) = gw.get("/price", &secret).await;
+        assert_eq!((status, &body["price"]), (200, &json!(10)), "the client gets the legacy answer");
+    }
+    for _ in 0..3 {
+        let r = gw.client.post(gw.url("/writes")).body("{\"qty\":1}").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for _ in 0..2 {
+        let r = gw.client.post(gw.url("/dryrun")).header("content-type", "application/json").body("{\"qty\":2}").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let v = wait_report(&gw, "all comparisons", |v| {
+        ["ident", "reorder", "ignore", "price", "noise"].iter().all(|r| n(v, r, "/compared") == 10)
+            && n(v, "dryrun", "/compared") == 2
+            && n(v, "writes", "/skipped/writes") == 3
+    })
+    .await;
+    // identical, reordered keys and ignored fields all match
+    for r in ["ident", "reorder", "ignore"] {
+        assert_eq!((n(&v, r, "/matched"), n(&v, r, "/mismatched")), (10, 0), "{r}: {:#}", of(&v, r));
+        assert_eq!(of(&v, r)["match_rate"], 1.0);
+    }
+    // a changed price is a mismatch at /price with both values
+    let price = of(&v, "price");
+    assert_eq!((price["mismatched"].as_u64(), price["match_rate"].as_f64()), (Some(10), Some(0.0)), "{price:#}");
+    assert_eq!(price["top_fields"][0], json!({"field": "/price", "count": 10}), "{price:#}");
+    assert!(price["latency"]["legacy"]["count"].as_u64() == Some(10) && price["latency"]["shadow"]["p99_ms"].as_f64() > Some(0.0));
+    let detail = gw.admin_get("/admin/shadow/price").await;
+    let samples = detail["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 10);
+    let diff = samples[0]["differences"].as_array().unwrap();
+    assert!(diff.contains(&json!({"kind": "json", "pointer": "/price", "pattern": "/price", "legacy": 10, "shadow": 12})), "{diff:#?}");
+    // redaction: request Authorization/Cookie and the response Set-Cookie never appear
+    let s = &samples[0];
+    assert_eq!(s["request"]["headers"]["authorization"], "[redacted]");
+    assert_eq!(s["request"]["headers"]["cookie"], "[redacted]");
+    assert_eq!(s["legacy"]["headers"]["set-cookie"], "[redacted]");
+    assert_eq!(s["request"]["method"], "GET");
+    assert_eq!(s["request"]["uri"], "/price");
+    assert!(s["legacy"]["body"].as_str().unwrap().contains("\"price\":10"));
+    let text = detail.to_string();
+    for secret in ["s3cret", "c00kie", "legacy-secret"] {
+        assert!(!text.contains(secret), "{secret} leaked into the report");
+    }
+    // legacy-only nondeterminism is learnt as noise, not reported as a mismatch
+    let noise = of(&v, "noise");
+    assert_eq!(noise["mismatched"], 0, "{noise:#}");
+    assert_eq!(noise["noise_fields"][0]["field"], "/nonce", "{noise:#}");
+    assert!(legacy.seen("/noise").len() >= 20, "idempotent requests are replayed to legacy");
+    // writes without dry-run are not mirrored; with dry-run they carry the header and the body
+    assert!(svc.seen("/writes").is_empty());
+    assert_eq!(legacy.seen("/writes").len(), 3);
+    let dry = svc.seen("/dryrun");
+    assert_eq!(dry.len(), 2);
+    for d in &dry {
+        assert_eq!(d.method, "POST");
+        assert_eq!(d.headers.get("x-strangler-shadow").map(|h| h.to_str().unwrap()), Some("1"));
+        assert_eq!(&d.body[..], b"{\"qty\":2}");
+    }
+    assert!(legacy.seen("/dryrun").iter().all(|d| !d.headers.contains_key("x-strangler-shadow")));
+    assert_eq!(n(&v, "dryrun", "/matched"), 2);
+
+    // metrics
+    let m = gw.metrics().await;
+    for line in [
+        "strangler_shadow_mismatched_total{route=\"price\"} 10",
+        "strangler_shadow_matched_total{route=\"ident\"} 10",
+        "strangler_shadow_skipped_total{reason=\"writes\",route=\"writes\"} 3",
+        "strangler_shadow_latency_seconds_count{route=\"price\",side=\"shadow\"} 10",
+    ] {
+        assert!(m.contains(line), "missing {line}");
+    }
+
+    // the CLI: a table, and JSON
+    let bin = env!("CARGO_BIN_EXE_strangler-gateway");
+    let admin = format!("http://127.0.0.1:{}", gw.admin);
+    let out = std::process::Command::new(bin).args(["shadow", "report", "--admin", &admin, "--token", TOKEN]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("ROUTE") && table.contains("price") && table.contains("/price") && table.contains("/nonce"), "{table}");
+    let out = std::process::Command::new(bin)
+        .args(["shadow", "report", "--admin", &admin, "--json", "--route", "price"])
+        .env("STRANGLER_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["mismatched"], 10);
+    let out = std::process::Command::new(bin).args(["shadow", "report", "--admin", &admin, "--token", "wrong"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // samples are in the JSONL file, redacted
+    let file = std::fs::read_to_string(dir.path().join("samples.jsonl")).unwrap();
+    assert_eq!(file.lines().filter(|l| l.contains("\"route\":\"price\"")).count(), 10);
+    assert!(!file.contains("s3cret"));
+
+    // restart: wait for the snapshot, kill the gateway, start a new one on the same directory
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let snap: Value = std::fs::read_to_string(dir.path().join("report.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        if snap["routes"]["price"]["counts"]["mismatched"] == 10 && snap["routes"]["noise"]["counts"]["compared"] == 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "report.json never caught up: {snap}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(gw);
+    let gw = Gateway::start(&cfg);
+    let v = gw.admin_get("/admin/shadow").await;
+    assert_eq!(n(&v, "price", "/mismatched"), 10, "{v:#}");
+    assert_eq!(n(&v, "ident", "/matched"), 10);
+    assert_eq!(n(&v, "writes", "/skipped/writes"), 3);
+    assert_eq!(of(&v, "noise")["noise_fields"][0]["field"], "/nonce");
+    let detail = gw.admin_get("/admin/shadow/price").await;
+    assert_eq!(detail["samples"].as_array().unwrap().len(), 10);
+    assert_eq!(detail["top_fields"][0]["count"], 10);
+    assert!(gw.metrics().await.contains("strangler_shadow_mismatched_total{route=\"price\"} 10"));
+    // and keeps counting
+    gw.get("/price", &[]).await;
+    wait_report(&gw, "one more comparison", |v| n(v, "price", "/mismatched") == 11).await;
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99).div_ceil(100) - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_shadow_does_not_slow_the_primary() {
+    let (legacy, svc) = (server(Role::Legacy).await, server(Role::Shadow).await);
+    let cfg = format!(
+        "{}{}[[routes]]\nname = \"plain\"\nmatch = {{ path = \"/plain\" }}\nstage = \"legacy\"\n",
+        upstreams(legacy.addr, svc.addr),
+        route("slow", "/slow", "")
+    );
+    let gw = Gateway::start(&cfg);
+    for _ in 0..10 {
+        gw.get("/plain", &[]).await;
+        gw.get("/slow", &[]).await;
+    }
+    let (mut plain, mut slow) = (Vec::new(), Vec::new());
+    for _ in 0..150 {
+        for (path, out) in [("/plain", &mut plain), ("/slow", &mut slow)] {
+            let t = Instant::now();
+            let (status, body) = gw.get(path, &[]).await;
+            out.push(t.elapsed());
+            assert_eq!((status, &body["ok"]), (200, &json!(true)));
+        }
+    }
+    let (p_plain, p_slow) = (p99(plain), p99(slow));
+    eprintln!("primary p99: plain {p_plain:?}, shadowed to a 5 s upstream {p_slow:?}");
+    // generous margin: the machine is shared; a primary waiting on the shadow would take 5 s
+    assert!(p_slow < p_plain * 3 + Duration::from_millis(50), "plain {p_plain:?} vs shadowed {p_slow:?}");
+    assert!(p_slow < Duration::from_secs(1));
+    let v = gw.admin_get("/admin/shadow").await;
+    assert!(n(&v, "slow", "/mirrored") >= 10, "{v:#}");
+    assert!(!svc.seen("/slow").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_and_counts() {
+    let (legacy, svc) = (server(Role::Legacy).await, server(Role::Shadow).await);
+    let cfg = format!(
+        "{}{}",
+        upstreams(legacy.addr, svc.addr),
+        route("queue", "/queue", "[routes.shadow]\nqueue = 1\nconcurrency = 1\n")
+    );
+    let gw = Gateway::start(&cfg);
+    for _ in 0..20 {
+        assert_eq!(gw.get("/queue", &[]).await.0, 200);
+    }
+    // one runs, one waits, the rest are dropped (the shadow takes 3 s per request)
+    let v = wait_report(&gw, "20 mirrored or dropped", |v| n(v, "queue", "/mirrored") + n(v, "queue", "/dropped") == 20).await;
+    let dropped = n(&v, "queue", "/dropped");
+    assert!(dropped >= 15, "{v:#}");
+    assert!(gw.metrics().await.contains(&format!("strangler_shadow_dropped_total{{route=\"queue\"}} {dropped}")));
+}

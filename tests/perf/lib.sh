@@ -1,0 +1,72 @@
+# Shared helpers for the benchmark scripts in tests/perf (source it; not a benchmark itself).
+# gateway-bench.sh predates it and still carries its own copies of these helpers.
+
+# bench_setup PREFIX: a work dir in $WORK, background pids in PIDS, cleaned up on exit.
+bench_setup() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+require() { for t in "$@"; do command -v "$t" >/dev/null || { echo "$t not installed" >&2; exit 69; }; done; }
+
+# gateway_bin ROOT: prints the release binary, building it when missing ($GATEWAY_BIN wins).
+gateway_bin() {
+  local bin=${GATEWAY_BIN:-$1/target/release/strangler-gateway}
+  [[ -x $bin ]] || (cd "$1" && cargo build --release -p strangler-gateway >&2)
+  echo "$bin"
+}
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listening on $1" >&2; return 1
+}
+
+# start_json_upstream DIR PORT [BODY]: one nginx worker answering every request with BODY.
+start_json_upstream() {
+  local dir=$1 p=$2 body=${3:-'{"id":42,"name":"widget","price":"9.99"}'}
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$p reuseport;
+    location / { default_type application/json; return 200 '$body'; }
+  }
+}
+NGX
+  nginx -p "$dir" -c "$dir/nginx.conf" & PIDS+=($!)
+}
+
+to_ms() { # wrk latency such as 812.00us / 1.20ms / 1.01s -> ms
+  awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000} else print v }'
+}
+
+# wrk_run URL: runs wrk (-t$WRK_THREADS -c$CONNS -d$DURATION) and sets RUN_RPS RUN_P50 RUN_P99.
+wrk_run() {
+  local out
+  out=$(wrk -t"${WRK_THREADS:-1}" -c"$CONNS" -d"${DURATION}s" --latency "$1")
+  if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers from $1:"; echo "$out"; exit 1; fi
+  RUN_RPS=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  RUN_P50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  RUN_P99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+}
+
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b>0 ? a/b : 0) }'; }
