@@ -174,7 +174,7 @@ async fn observe(State(state): State<KitState>, mut req: Request, next: Next) ->
     let trace_id = crate::telemetry::continue_trace(&span, incoming.as_ref())
         .or_else(|| incoming.map(|t| t.trace_id))
         .unwrap_or_else(|| TraceContext::from_headers(&Default::default()).trace_id);
-    span.record("trace_id", trace_id.as_str());
+    span.record("trace_id", tracing::field::display(&trace_id));
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
     let elapsed = start.elapsed();

@@ -81,7 +81,9 @@ pub fn init_telemetry(service: &'static str, json: bool) -> Telemetry {
         None => (None, None),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // colours only on a terminal: log files and collectors get plain text
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr));
     let json_lines = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr));
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
     let _ = tracing_subscriber::registry().with(filter).with(text).with(json_lines).with(otel).try_init();
