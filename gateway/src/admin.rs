@@ -182,6 +182,7 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
                 }
             });
             tokio::spawn(health_checks(state.store.clone()));
+            tokio::spawn(resolve_names(state.store.clone()));
             let _ = ready_tx.send(Ok(()));
             if let Err(e) = axum::serve(listener, app(state)).await {
                 tracing::error!("admin server stopped: {e}");
@@ -189,6 +190,16 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
         });
     })?;
     ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("admin thread died")))
+}
+
+/// Resolves endpoint host names again every `[gateway] resolve_interval`.
+async fn resolve_names(store: Arc<ConfigStore>) {
+    loop {
+        let every = store.current().settings.resolve_interval;
+        tokio::time::sleep(every).await;
+        let s = store.clone();
+        let _ = tokio::task::spawn_blocking(move || s.refresh_names(&crate::config::system_resolve)).await;
+    }
 }
 
 /// Probes every endpoint of upstreams with a `health_check`, each at its interval.

@@ -66,6 +66,8 @@ pub struct RawGateway {
     pub shutdown_timeout: Option<Spanned<String>>,
     /// OTLP/HTTP endpoint for request spans; tracing export is off when absent.
     pub otlp_endpoint: Option<String>,
+    /// How often endpoint host names are resolved again (default "30s").
+    pub resolve_interval: Option<Spanned<String>>,
     /// Directory for shadow samples (rotating JSONL) and report snapshots; off when absent.
     pub shadow_dir: Option<String>,
     /// Worker threads of the shadow runtime (default 1).
@@ -90,7 +92,9 @@ pub struct RawDefaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// One or more "ip:port" endpoints.
+    /// One or more "ip:port" or "host:port" endpoints. A host name is resolved when the file is
+    /// loaded (every address it resolves to becomes an endpoint) and again every
+    /// `[gateway] resolve_interval`, so a Kubernetes Service whose IP changes is followed.
     pub endpoints: Vec<Spanned<String>>,
     /// "round_robin" (default) or "least_conn".
     pub balance: Option<Spanned<String>>,
@@ -367,11 +371,34 @@ const DURATION_HINT: &str = "write a number with a unit, e.g. \"250ms\", \"2s\",
 /// Returns every problem found. Endpoint health state is carried over from `previous` (same
 /// upstream name and address) so a reload does not forget which endpoints are ejected.
 pub fn load_str(file: &str, src: &str, previous: Option<&RouteTable>) -> Result<RouteTable, ConfigError> {
+    load_str_with(file, src, previous, &system_resolve)
+}
+
+/// Resolves `host` (a name, not an IP literal) and `port` into addresses.
+pub type Resolve<'a> = &'a dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
+
+/// The system resolver (getaddrinfo), blocking: call it off the request path.
+pub fn system_resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// [`load_str`] with the resolver for endpoint host names given (tests, re-resolution).
+///
+/// A name that does not resolve is an error, unless `previous` has addresses for the same
+/// upstream and name: then those are kept (and a warning logged), so a DNS hiccup during a
+/// reload neither fails it nor empties the upstream.
+pub fn load_str_with(
+    file: &str,
+    src: &str,
+    previous: Option<&RouteTable>,
+    resolve: Resolve<'_>,
+) -> Result<RouteTable, ConfigError> {
     let (raw, structural) = parse_raw(file, src);
     let Some(raw) = raw else {
         return Err(structural.expect("a failed parse records an issue"));
     };
-    match (compile(file, src, raw, previous), structural) {
+    match (compile(file, src, raw, previous, resolve), structural) {
         (Ok(table), None) => Ok(table),
         (Ok(_), Some(err)) => Err(err),
         (Err(err), None) => Err(err),
@@ -477,6 +504,37 @@ fn blank_inline_pair(text: &mut String, offset: usize) -> bool {
     true
 }
 
+/// An endpoint as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    /// An IP literal and port.
+    Addr(SocketAddr),
+    /// A host name and port, resolved at load and periodically after.
+    Host(String, u16),
+}
+
+/// Parses "ip:port", "[v6]:port" or "host:port" (host: letters, digits, '-', '_', '.').
+pub fn parse_endpoint(s: &str) -> Result<EndpointSpec, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(EndpointSpec::Addr(a));
+    }
+    let bad = || format!("endpoint {s:?} is not an ip:port or host:port address");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if port == 0 || name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(bad());
+    }
+    // an all-numeric dotted name is a malformed IPv4 literal, not a host
+    if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    Ok(EndpointSpec::Host(host.to_string(), port))
+}
+
 fn dur(issues: &mut Issues<'_>, v: &Option<Spanned<String>>, default: Duration) -> Duration {
     match v {
         None => default,
@@ -514,6 +572,7 @@ fn compile(
     src: &str,
     raw: RawConfig,
     previous: Option<&RouteTable>,
+    resolve: Resolve<'_>,
 ) -> Result<RouteTable, ConfigError> {
     let mut issues = Issues::new(file, src);
 
@@ -538,6 +597,7 @@ fn compile(
         shutdown_grace: dur(&mut issues, &g.shutdown_grace, Duration::ZERO),
         shutdown_timeout: dur(&mut issues, &g.shutdown_timeout, Duration::from_secs(10)),
         otlp_endpoint: g.otlp_endpoint.clone(),
+        resolve_interval: dur(&mut issues, &g.resolve_interval, Duration::from_secs(30)).max(Duration::from_millis(100)),
         shadow: shadow_settings(&mut issues, g),
     };
 
@@ -559,23 +619,56 @@ fn compile(
         }
         let mut endpoints = Vec::new();
         for e in &uv.endpoints {
-            match e.get_ref().parse::<SocketAddr>() {
-                Ok(a) => {
-                    if endpoints.iter().any(|x: &Arc<Endpoint>| x.addr == a) {
-                        issues.at(e, format!("duplicate endpoint {a} in upstream {name:?}"), None);
-                        continue;
-                    }
-                    let ep = prev_endpoints
-                        .get(&(name.clone(), a))
-                        .cloned()
-                        .unwrap_or_else(|| Arc::new(Endpoint::new(a)));
-                    endpoints.push(ep);
+            let (addrs, host) = match parse_endpoint(e.get_ref()) {
+                Err(msg) => {
+                    issues.at(e, msg, Some("use \"ip:port\" or \"host:port\", e.g. \"legacy-monolith:8081\"".into()));
+                    continue;
                 }
-                Err(_) => issues.at(
-                    e,
-                    format!("endpoint {:?} is not an ip:port address", e.get_ref()),
-                    Some("use a literal address such as \"127.0.0.1:8091\"".into()),
-                ),
+                Ok(EndpointSpec::Addr(a)) => (vec![a], None),
+                Ok(EndpointSpec::Host(host, port)) => {
+                    let spec = e.get_ref().as_str();
+                    match resolve(&host, port) {
+                        Ok(mut addrs) if !addrs.is_empty() => {
+                            addrs.sort();
+                            addrs.dedup();
+                            (addrs, Some(spec))
+                        }
+                        res => {
+                            let why = match res {
+                                Err(err) => err.to_string(),
+                                Ok(_) => "no addresses".to_string(),
+                            };
+                            let kept: Vec<SocketAddr> = previous
+                                .and_then(|p| p.upstreams.iter().find(|u| &u.name == name))
+                                .map(|u| u.endpoints.iter().filter(|x| x.host.as_deref() == Some(spec)).map(|x| x.addr).collect())
+                                .unwrap_or_default();
+                            if kept.is_empty() {
+                                issues.at(
+                                    e,
+                                    format!("endpoint {spec:?} does not resolve: {why}"),
+                                    Some("check the host name (and the resolver), or use an ip:port address".into()),
+                                );
+                                continue;
+                            }
+                            tracing::warn!(upstream = %name, endpoint = spec, "cannot resolve ({why}); keeping the last addresses");
+                            (kept, Some(spec))
+                        }
+                    }
+                }
+            };
+            for a in addrs {
+                if endpoints.iter().any(|x: &Arc<Endpoint>| x.addr == a) {
+                    if host.is_none() {
+                        issues.at(e, format!("duplicate endpoint {a} in upstream {name:?}"), None);
+                    }
+                    continue;
+                }
+                let ep = prev_endpoints
+                    .get(&(name.clone(), a))
+                    .filter(|p| p.host.as_deref() == host)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::with_host(a, host.map(str::to_string))));
+                endpoints.push(ep);
             }
         }
         let balance = match uv.balance.as_ref().map(|b| b.get_ref().as_str()) {
@@ -1235,5 +1328,76 @@ stage = "shadow"
         let e = errors(&src);
         assert!(e.iter().any(|m| m.contains("needs `to`")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("needs a weight")), "{e:?}");
+    }
+
+    const NAMED: &str = r#"
+[defaults]
+upstream = "legacy"
+
+[upstreams.legacy]
+endpoints = ["legacy-monolith:8081", "10.0.0.9:8081"]
+
+[upstreams.svc]
+endpoints = ["nowhere.invalid:8091"]
+"#;
+
+    fn fake_dns(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        match host {
+            "legacy-monolith" => Ok(vec![SocketAddr::from(([10, 0, 0, 2], port)), SocketAddr::from(([10, 0, 0, 1], port))]),
+            _ => Err(std::io::Error::other("no such host")),
+        }
+    }
+
+    #[test]
+    fn endpoint_syntax_table() {
+        use EndpointSpec::*;
+        let cases: &[(&str, Option<EndpointSpec>)] = &[
+            ("127.0.0.1:8081", Some(Addr("127.0.0.1:8081".parse().unwrap()))),
+            ("[::1]:8081", Some(Addr("[::1]:8081".parse().unwrap()))),
+            ("legacy-monolith:8081", Some(Host("legacy-monolith".into(), 8081))),
+            ("orders.shop.svc.cluster.local:80", Some(Host("orders.shop.svc.cluster.local".into(), 80))),
+            ("localhost:1", Some(Host("localhost".into(), 1))),
+            ("legacy-monolith", None),
+            ("legacy-monolith:0", None),
+            ("legacy-monolith:http", None),
+            ("legacy monolith:80", None),
+            ("-bad:80", None),
+            ("a..b:80", None),
+            ("300.1.1.1:80", None),
+            (":80", None),
+            ("http://x:80", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_endpoint(s).ok(), *want, "{s}");
+        }
+    }
+
+    #[test]
+    fn host_names_resolve_at_load_and_unresolvable_ones_are_errors_with_a_place() {
+        let err = load_str_with("r.toml", NAMED, None, &fake_dns).unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        let i = &err.issues[0];
+        assert_eq!((i.line, i.column), (9, 14), "{err}");
+        assert!(i.message.contains("\"nowhere.invalid:8091\" does not resolve"), "{err}");
+
+        let ok = NAMED.replace("nowhere.invalid:8091", "legacy-monolith:8091");
+        let t = load_str_with("r.toml", &ok, None, &fake_dns).unwrap();
+        let addrs: Vec<String> = t.upstreams[0].endpoints.iter().map(|e| e.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:8081", "10.0.0.2:8081", "10.0.0.9:8081"]);
+        assert_eq!(t.upstreams[0].endpoints[0].host.as_deref(), Some("legacy-monolith:8081"));
+        assert_eq!(t.upstreams[0].endpoints[2].host, None);
+
+        // a reload while DNS fails keeps the addresses the serving table has for that name
+        let down = |_: &str, _: u16| -> std::io::Result<Vec<SocketAddr>> { Err(std::io::Error::other("timeout")) };
+        let t2 = load_str_with("r.toml", &ok, Some(&t), &down).unwrap();
+        assert_eq!(t2.upstreams[0].endpoints.len(), 3);
+        assert!(Arc::ptr_eq(&t2.upstreams[0].endpoints[0], &t.upstreams[0].endpoints[0]), "endpoint state carried over");
+    }
+
+    #[test]
+    fn localhost_resolves_with_the_system_resolver() {
+        let src = NAMED.replace("nowhere.invalid:8091", "localhost:8091").replace("legacy-monolith:8081", "localhost:8081");
+        let t = load_str("r.toml", &src, None).unwrap();
+        assert!(t.upstreams[1].endpoints.iter().all(|e| e.addr.ip().is_loopback() && e.addr.port() == 8091));
     }
 }

@@ -15,7 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::reload::ConfigStore;
 use crate::table::{Endpoint, RouteTable, Side};
-use crate::telemetry::{metrics, new_request_id, TraceContext};
+use crate::telemetry::{metrics, new_request_id_value, span_sink, SpanRecord, TraceContext};
 
 /// Shadow traffic for this request: set in `request_filter` (by `crate::shadow::start`) when the
 /// route mirrors and the request is in the sample. `request_body_filter` and
@@ -58,6 +58,50 @@ pub struct GatewayProxy {
 
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"];
+
+/// Whether any hop-by-hop header (or one a `Connection` header could name) is present: one pass
+/// over the names, so the common request with none skips the removals entirely.
+fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|k| {
+        *k == header::CONNECTION
+            || *k == header::UPGRADE
+            || *k == header::TE
+            || *k == header::TRAILER
+            || *k == header::PROXY_AUTHENTICATE
+            || *k == header::PROXY_AUTHORIZATION
+            || k.as_str() == "keep-alive"
+            || k.as_str() == "proxy-connection"
+    })
+}
+
+/// `X-Forwarded-For` with `ip` appended, built without `fmt` (IPv4 digits written directly).
+fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
+    let prev = prev.filter(|p| !p.is_empty());
+    let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 45);
+    if let Some(p) = prev {
+        v.extend_from_slice(p);
+        v.extend_from_slice(b", ");
+    }
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    v.push(b'.');
+                }
+                if o >= 100 {
+                    v.push(b'0' + o / 100);
+                }
+                if o >= 10 {
+                    v.push(b'0' + (o / 10) % 10);
+                }
+                v.push(b'0' + o % 10);
+            }
+        }
+        std::net::IpAddr::V6(a) => v.extend_from_slice(a.to_string().as_bytes()),
+    }
+    // the previous value was a valid header value and we only appended ASCII
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
 
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
@@ -208,6 +252,34 @@ impl GatewayProxy {
         }
     }
 
+    /// Strips hop-by-hop headers, and those the `Connection` header names; keeps the upgrade
+    /// handshake of a WebSocket request.
+    fn strip_hop_by_hop(req: &mut RequestHeader) {
+        let websocket = is_websocket_upgrade(req);
+        // headers named in Connection are hop-by-hop too
+        let named: Vec<String> = req
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
+            .collect();
+        for n in named {
+            req.remove_header(n.as_str());
+        }
+        for h in HOP_BY_HOP {
+            if websocket && h == "connection" {
+                continue;
+            }
+            req.remove_header(h);
+        }
+        if !websocket {
+            req.remove_header("upgrade");
+        }
+    }
+
     fn release_endpoint(ctx: &mut RequestCtx) {
         if let Some(ep) = ctx.endpoint.take() {
             ep.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -244,7 +316,7 @@ impl ProxyHttp for GatewayProxy {
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if !v.is_empty() && v.len() <= 200 => Some(v.clone()),
-            _ => HeaderValue::from_str(&new_request_id()).ok(),
+            _ => Some(new_request_id_value()),
         };
         if let Some((status, code, msg)) = validate_request(req, table.settings.max_header_bytes) {
             let rid = ctx.request_id.clone();
@@ -311,39 +383,16 @@ impl ProxyHttp for GatewayProxy {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let websocket = is_websocket_upgrade(req);
-        // headers named in Connection are hop-by-hop too
-        let named: Vec<String> = req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
-            .collect();
-        for n in named {
-            req.remove_header(n.as_str());
-        }
-        for h in HOP_BY_HOP {
-            if websocket && h == "connection" {
-                continue;
-            }
-            req.remove_header(h);
-        }
-        if !websocket {
-            req.remove_header("upgrade");
+        if has_hop_by_hop(&req.headers) {
+            Self::strip_hop_by_hop(req);
         }
         // forwarding headers
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
-            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
-            };
+            let xff = forwarded_for(req.headers.get("x-forwarded-for").map(|v| v.as_bytes()), ip);
             req.insert_header("x-forwarded-for", xff)?;
         }
         if !req.headers.contains_key("x-forwarded-proto") {
-            req.insert_header("x-forwarded-proto", "http")?;
+            req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         }
         if !req.headers.contains_key("x-forwarded-host") {
             if let Some(h) = req.headers.get(header::HOST).cloned() {
@@ -354,7 +403,7 @@ impl ProxyHttp for GatewayProxy {
             req.insert_header("x-request-id", id.clone())?;
         }
         if let Some(t) = &ctx.trace {
-            req.insert_header("traceparent", t.header_value())?;
+            req.insert_header("traceparent", t.to_header())?;
         }
         Ok(())
     }
@@ -378,11 +427,20 @@ impl ProxyHttp for GatewayProxy {
         } else if let Some(ep) = &ctx.endpoint {
             ep.record_success();
         }
-        for h in ["keep-alive", "proxy-connection", "proxy-authenticate", "trailer"] {
-            resp.remove_header(h);
-        }
-        if status != 101 {
-            resp.remove_header("upgrade");
+        let strip = resp.headers.keys().any(|k| {
+            *k == header::UPGRADE
+                || *k == header::TRAILER
+                || *k == header::PROXY_AUTHENTICATE
+                || k.as_str() == "keep-alive"
+                || k.as_str() == "proxy-connection"
+        });
+        if strip {
+            for h in ["keep-alive", "proxy-connection", "proxy-authenticate", "trailer"] {
+                resp.remove_header(h);
+            }
+            if status != 101 {
+                resp.remove_header("upgrade");
+            }
         }
         Ok(())
     }
@@ -475,6 +533,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let peer = ctx.endpoint.as_ref().map(|ep| ep.addr);
         Self::release_endpoint(ctx);
         let Some(table) = ctx.table.as_ref() else { return };
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
@@ -482,7 +541,23 @@ impl ProxyHttp for GatewayProxy {
             Some(i) => &table.routes[i].metrics,
             None => &table.default_metrics,
         };
-        m.observe(ctx.side, status, ctx.started.elapsed().as_secs_f64());
+        let elapsed = ctx.started.elapsed();
+        m.observe(ctx.side, status, elapsed.as_secs_f64());
+        if let (Some(sink), Some(trace)) = (span_sink(), ctx.trace) {
+            let end = std::time::SystemTime::now();
+            sink.record(SpanRecord {
+                trace,
+                start: end - elapsed,
+                end,
+                method: session.req_header().method.clone(),
+                status,
+                table: Some(Arc::clone(table)),
+                route: ctx.route,
+                side: ctx.side,
+                upstream: peer.map(|_| ctx.upstream),
+                peer,
+            });
+        }
         if let Some(e) = e {
             tracing::debug!(request_id = ?ctx.request_id, kind = error_kind(e), "request failed: {e}");
         }
@@ -535,6 +610,16 @@ mod tests {
             r.append_header(k.to_string(), *v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client_ip() {
+        let v4: std::net::IpAddr = "10.0.200.7".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4), "10.0.200.7");
+        assert_eq!(forwarded_for(Some(b""), "0.9.99.255".parse().unwrap()), "0.9.99.255");
+        assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
+        assert_eq!(forwarded_for(None, v6), "2001:db8::1");
     }
 
     #[test]

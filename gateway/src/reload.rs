@@ -2,13 +2,15 @@
 //! (debounce → parse → validate → swap). A file that fails validation is never swapped in; the
 //! failure is logged once, counted and kept for the admin API.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{load_str, ConfigError, ConfigIssue};
+use crate::config::{load_str, load_str_with, parse_endpoint, ConfigError, ConfigIssue, EndpointSpec, Resolve};
 use crate::table::{version_hash, RouteTable};
 use crate::telemetry::metrics;
 
@@ -29,6 +31,10 @@ pub struct ConfigStore {
     last_error: Mutex<Option<ReloadFailure>>,
     /// Serialises reloads (file watch, SIGHUP and admin may race).
     reload_lock: Mutex<()>,
+    /// The source text of the serving table, recompiled when a host name's addresses change.
+    source: Mutex<String>,
+    /// Endpoint host names whose last re-resolution failed (logged once per failure streak).
+    unresolved: Mutex<HashSet<(String, u16)>>,
 }
 
 fn read(path: &Path, display: &str) -> Result<String, ConfigError> {
@@ -57,6 +63,8 @@ impl ConfigStore {
             current: ArcSwap::from_pointee(table),
             last_error: Mutex::new(None),
             reload_lock: Mutex::new(()),
+            source: Mutex::new(src),
+            unresolved: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -89,10 +97,13 @@ impl ConfigStore {
         let m = metrics();
         let result = read(&self.path, &self.display).and_then(|src| {
             let old = self.current.load();
-            load_str(&self.display, &src, Some(&old))
+            load_str(&self.display, &src, Some(&old)).map(|t| (t, src))
         });
         match result {
-            Ok(table) => {
+            Ok((table, src)) => {
+                if let Ok(mut s) = self.source.lock() {
+                    *s = src;
+                }
                 let old = self.current.load();
                 if table.settings.listen != old.settings.listen || table.settings.admin_listen != old.settings.admin_listen {
                     tracing::warn!("listen addresses changed in {}; they take effect only at restart", self.display);
@@ -122,6 +133,75 @@ impl ConfigStore {
                     *e = Some(failure);
                 }
                 Err(err)
+            }
+        }
+    }
+
+    /// Resolves the endpoint host names of the serving table again. When a name's addresses
+    /// changed, the serving source is recompiled with the new addresses (endpoint state carried
+    /// over) and swapped in; a name that fails to resolve keeps its last addresses, logged once
+    /// until it resolves again. Blocking (DNS): run it off the request path. Returns whether a
+    /// new table was swapped in.
+    pub fn refresh_names(&self, resolve: Resolve<'_>) -> bool {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.current.load_full();
+        let mut serving: HashMap<(String, u16), Vec<SocketAddr>> = HashMap::new();
+        for u in &cur.upstreams {
+            for e in &u.endpoints {
+                if let Some(Ok(EndpointSpec::Host(h, p))) = e.host.as_deref().map(parse_endpoint) {
+                    serving.entry((h, p)).or_default().push(e.addr);
+                }
+            }
+        }
+        if serving.is_empty() {
+            return false;
+        }
+        let mut fresh: HashMap<(String, u16), Vec<SocketAddr>> = HashMap::new();
+        let mut changed = false;
+        let mut unresolved = self.unresolved.lock().unwrap_or_else(|p| p.into_inner());
+        for ((host, port), mut old) in serving {
+            match resolve(&host, port) {
+                Ok(mut addrs) if !addrs.is_empty() => {
+                    addrs.sort();
+                    addrs.dedup();
+                    old.sort();
+                    old.dedup();
+                    if unresolved.remove(&(host.clone(), port)) {
+                        tracing::info!(endpoint = %format!("{host}:{port}"), "endpoint host name resolves again");
+                    }
+                    if addrs != old {
+                        tracing::info!(endpoint = %format!("{host}:{port}"), ?old, new = ?addrs, "endpoint addresses changed");
+                        changed = true;
+                    }
+                    fresh.insert((host, port), addrs);
+                }
+                res => {
+                    if unresolved.insert((host.clone(), port)) {
+                        let why = res.map(|_| "no addresses".to_string()).unwrap_or_else(|e| e.to_string());
+                        tracing::warn!(endpoint = %format!("{host}:{port}"), "cannot resolve ({why}); keeping the last addresses {old:?}");
+                    }
+                }
+            }
+        }
+        drop(unresolved);
+        if !changed {
+            return false;
+        }
+        let src = self.source.lock().map(|s| s.clone()).unwrap_or_default();
+        let cached = |h: &str, p: u16| -> std::io::Result<Vec<SocketAddr>> {
+            fresh
+                .get(&(h.to_string(), p))
+                .cloned()
+                .ok_or_else(|| std::io::Error::other("did not resolve"))
+        };
+        match load_str_with(&self.display, &src, Some(&cur), &cached) {
+            Ok(table) => {
+                self.current.store(Arc::new(table));
+                true
+            }
+            Err(err) => {
+                tracing::error!("cannot apply new endpoint addresses, keeping the serving table:\n{err}");
+                false
             }
         }
     }
@@ -160,5 +240,32 @@ impl ConfigStore {
             })
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn re_resolution_follows_address_changes_and_keeps_the_last_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        let src = "[defaults]\nupstream = \"legacy\"\n[upstreams.legacy]\nendpoints = [\"localhost:8081\"]\n";
+        std::fs::write(&path, src).unwrap();
+        let store = ConfigStore::open(&path).unwrap();
+        let version = store.current().version.clone();
+        let moved = |_: &str, p: u16| -> std::io::Result<Vec<SocketAddr>> { Ok(vec![SocketAddr::from(([10, 1, 2, 3], p))]) };
+        assert!(store.refresh_names(&moved));
+        let t = store.current();
+        assert_eq!(t.upstreams[0].endpoints[0].addr, SocketAddr::from(([10, 1, 2, 3], 8081)));
+        assert_eq!(t.version, version, "same file, same version");
+        // unchanged: nothing swapped
+        assert!(!store.refresh_names(&moved));
+        // failing: the last addresses stay
+        let down = |_: &str, _: u16| -> std::io::Result<Vec<SocketAddr>> { Err(std::io::Error::other("SERVFAIL")) };
+        assert!(!store.refresh_names(&down));
+        assert!(!store.refresh_names(&down));
+        assert_eq!(store.current().upstreams[0].endpoints[0].addr, SocketAddr::from(([10, 1, 2, 3], 8081)));
     }
 }

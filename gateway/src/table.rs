@@ -25,6 +25,8 @@ pub struct GatewaySettings {
     pub shutdown_grace: Duration,
     pub shutdown_timeout: Duration,
     pub otlp_endpoint: Option<String>,
+    /// How often endpoint host names are resolved again.
+    pub resolve_interval: Duration,
     /// Shadow runtime and persistence (`shadow_*` keys; restart only).
     pub shadow: crate::shadow::ShadowSettings,
 }
@@ -286,6 +288,8 @@ fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// The "host:port" this address was resolved from (None for an ip:port endpoint).
+    pub host: Option<String>,
     /// Result of the last active health check (true until one fails).
     pub healthy: AtomicBool,
     consecutive_failures: AtomicU32,
@@ -296,8 +300,14 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_host(addr, None)
+    }
+
+    /// An endpoint resolved from `host` ("name:port").
+    pub fn with_host(addr: SocketAddr, host: Option<String>) -> Self {
         Self {
             addr,
+            host,
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
@@ -457,6 +467,7 @@ impl RouteTable {
                 "health_check": u.health.as_ref().map(|h| json!({"path": h.path, "interval_ms": h.interval.as_millis() as u64})),
                 "endpoints": u.endpoints.iter().map(|e| json!({
                     "addr": e.addr.to_string(),
+                    "host": e.host,
                     "healthy": e.healthy.load(Ordering::Relaxed),
                     "ejected": e.ejected(),
                     "inflight": e.inflight.load(Ordering::Relaxed),
@@ -524,7 +535,14 @@ impl RouteTable {
         }
         out.push_str(&format!("default -> {}  (version {})\n", self.upstreams[self.legacy].name, self.version));
         for u in &self.upstreams {
-            let eps: Vec<String> = u.endpoints.iter().map(|e| e.addr.to_string()).collect();
+            let eps: Vec<String> = u
+                .endpoints
+                .iter()
+                .map(|e| match &e.host {
+                    Some(h) => format!("{h}={}", e.addr),
+                    None => e.addr.to_string(),
+                })
+                .collect();
             out.push_str(&format!("upstream {} = [{}]\n", u.name, eps.join(", ")));
         }
         out

@@ -54,3 +54,15 @@ stage = "legacy"
     assert!(lines[3].contains(":12:11: error: bad duration \"5x\""), "{err}");
     assert!(lines[4].contains(":15:8: error: duplicate route name \"a\""), "{err}");
 }
+
+#[test]
+fn check_resolves_host_names_and_rejects_unknown_ones_with_a_place() {
+    let ok = "[defaults]\nupstream = \"legacy\"\n[upstreams.legacy]\nendpoints = [\"localhost:8081\"]\n";
+    let (code, out, err) = check(ok);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("localhost:8081=127.0.0.1:8081"), "{out}");
+    let bad = "[defaults]\nupstream = \"legacy\"\n[upstreams.legacy]\nendpoints = [\"no-such-host.invalid:8081\"]\n";
+    let (code, _, err) = check(bad);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("routes.toml:4:14: error: endpoint \"no-such-host.invalid:8081\" does not resolve"), "{err}");
+}

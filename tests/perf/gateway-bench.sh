@@ -9,7 +9,8 @@
 #   RESULT gateway_vs_nginx_rps=... gateway_vs_haproxy_rps=... gateway_vs_nginx_p99=...
 #
 # Usage: tests/perf/gateway-bench.sh [DURATION_S=8] [CONNECTIONS=32] [ROUNDS=3]
-# Env:   GATEWAY_BIN (default: target/release/strangler-gateway, built if missing)
+# Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, i.e. the LTO profile the
+#        gateway ships with; built if missing)
 #        WRK_THREADS (default 1)
 set -euo pipefail
 
@@ -20,9 +21,9 @@ WRK_THREADS=${WRK_THREADS:-1}
 (( DURATION <= 10 )) || { echo "keep each wrk run <= 10 s" >&2; exit 64; }
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${GATEWAY_BIN:-$ROOT/target/release/strangler-gateway}
+BIN=${GATEWAY_BIN:-$ROOT/target/release-gw/strangler-gateway}
 if [[ ! -x $BIN ]]; then
-  (cd "$ROOT" && cargo build --release -p strangler-gateway)
+  (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway)
 fi
 for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "$t not installed" >&2; exit 69; }; done
 

@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Mutex, MappedMutexGuard, MutexGuard};
+use tracing::Instrument;
 
 use crate::service::KitState;
 use crate::ApiError;
@@ -40,19 +41,28 @@ pub(crate) struct UnitOfWork {
     pool: Pool,
     shadow: bool,
     conn: Mutex<Option<Object>>,
+    /// `db.transaction`, from taking the connection to COMMIT/ROLLBACK (a child of `request`).
+    span: std::sync::Mutex<Option<tracing::Span>>,
 }
 
 impl UnitOfWork {
     pub(crate) fn new(pool: Pool, shadow: bool) -> Self {
-        Self { pool, shadow, conn: Mutex::new(None) }
+        Self { pool, shadow, conn: Mutex::new(None), span: std::sync::Mutex::new(None) }
+    }
+
+    fn take_span(&self) -> Option<tracing::Span> {
+        self.span.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Ends the transaction (if one was opened): commit when `commit`, else roll back.
     async fn finish(&self, commit: bool) -> Result<(), tokio_postgres::Error> {
         let mut guard = self.conn.lock().await;
+        let span = self.take_span().unwrap_or_else(tracing::Span::none);
         if let Some(obj) = guard.as_ref() {
             let sql = if commit { "COMMIT" } else { "ROLLBACK" };
-            if let Err(e) = obj.batch_execute(sql).await {
+            span.record("db.outcome", sql);
+            if let Err(e) = obj.batch_execute(sql).instrument(span.clone()).await {
+                span.record("error", true);
                 // Never return a connection in an unknown transaction state to the pool.
                 if let Some(obj) = guard.take() {
                     drop(Object::take(obj));
@@ -97,8 +107,22 @@ impl Db {
     pub async fn client(&self) -> Result<DbClient<'_>, ApiError> {
         let mut guard = self.0.conn.lock().await;
         if guard.is_none() {
-            let obj = self.0.pool.get().await?;
-            obj.batch_execute("BEGIN").await?;
+            let span = tracing::info_span!(
+                "db.transaction",
+                otel.kind = "client",
+                db.system = "postgresql",
+                db.outcome = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let begin = async {
+                let obj = self.0.pool.get().await?;
+                obj.batch_execute("BEGIN").await?;
+                Ok::<_, ApiError>(obj)
+            };
+            let obj = begin.instrument(span.clone()).await.inspect_err(|_| {
+                span.record("error", true);
+            })?;
+            *self.0.span.lock().unwrap_or_else(|e| e.into_inner()) = Some(span);
             *guard = Some(obj);
         }
         Ok(DbClient(MutexGuard::map(guard, |o| {

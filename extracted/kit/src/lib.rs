@@ -47,4 +47,4 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use migrate::{migrate, Migration};
 pub use service::{shutdown_signal, KitState, RequestId, Service, ServiceArgs};
-pub use telemetry::{init_tracing, TraceContext};
+pub use telemetry::{init_telemetry, init_tracing, otlp_traces_url, Telemetry, TraceContext};

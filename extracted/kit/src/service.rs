@@ -80,11 +80,13 @@ impl Service {
     /// The whole process: parse flags, set up logging, run. For `fn main`.
     pub fn main(self) -> anyhow::Result<()> {
         let args = ServiceArgs::parse();
-        crate::init_tracing(args.log_json);
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(self.run(args))
+        let telemetry = crate::init_telemetry(self.name, args.log_json);
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let result = runtime.block_on(self.run(args));
+        drop(runtime);
+        // after the drain: export the last requests' spans (blocking, so outside the runtime)
+        telemetry.shutdown();
+        result
     }
 
     /// Connects, migrates and serves until SIGTERM or Ctrl-C.
@@ -154,17 +156,25 @@ async fn observe(State(state): State<KitState>, mut req: Request, next: Next) ->
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let trace = TraceContext::from_headers(req.headers());
+    let incoming = TraceContext::incoming(req.headers());
     let shadow = is_shadow(req.headers());
     let span = tracing::info_span!(
         "request",
         service = state.name,
         method = %method,
         route = %route,
-        trace_id = %trace.trace_id,
+        trace_id = tracing::field::Empty,
         request_id = %request_id,
         shadow,
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.response.status_code = tracing::field::Empty,
     );
+    // exported: a child of the gateway's span; the logged trace id is the exported one
+    let trace_id = crate::telemetry::continue_trace(&span, incoming.as_ref())
+        .or_else(|| incoming.map(|t| t.trace_id))
+        .unwrap_or_else(|| TraceContext::from_headers(&Default::default()).trace_id);
+    span.record("trace_id", tracing::field::display(&trace_id));
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
     let elapsed = start.elapsed();
@@ -178,6 +188,7 @@ async fn observe(State(state): State<KitState>, mut req: Request, next: Next) ->
         .latency
         .with_label_values(&[route.as_str(), method.as_str()])
         .observe(elapsed.as_secs_f64());
+    span.record("http.response.status_code", status.as_u16());
     span.in_scope(|| {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request failed");

@@ -96,6 +96,11 @@ impl Gateway {
     }
 
     pub fn start_with(body: &str, extra_args: &[&str]) -> Gateway {
+        Self::start_with_env(body, extra_args, &[])
+    }
+
+    /// [`Self::start_with`] with extra environment variables for the gateway process.
+    pub fn start_with_env(body: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routes.toml");
         let (port, admin) = (free_port(), free_port());
@@ -111,6 +116,7 @@ impl Gateway {
             .arg(dir.path().join("upgrade.sock"))
             .args(extra_args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         let child = ChildGuard::new("strangler-gateway", cmd.spawn().unwrap());

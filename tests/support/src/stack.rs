@@ -109,6 +109,27 @@ impl StackOptions {
     }
 }
 
+/// Telemetry settings for the processes that emit request traces: the gateway and the extracted
+/// services (catalog, orders). Unset fields leave those processes' inherited environment alone.
+#[derive(Debug, Clone, Default)]
+pub struct Observability {
+    /// Base URL of an OTLP/HTTP receiver, passed as `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// Log filter, passed as `RUST_LOG`.
+    pub log_filter: Option<String>,
+}
+
+impl Observability {
+    fn apply(&self, cmd: &mut Command) {
+        if let Some(e) = &self.otlp_endpoint {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", e);
+        }
+        if let Some(f) = &self.log_filter {
+            cmd.env("RUST_LOG", f);
+        }
+    }
+}
+
 /// The repository root (two levels above this crate's manifest).
 pub fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
@@ -143,6 +164,11 @@ fn addr(port: u16) -> SocketAddr {
 impl Stack {
     /// Starts everything asked for, in dependency order, waiting for each to be ready.
     pub fn start(opts: StackOptions) -> Result<Stack, String> {
+        Self::start_observed(opts, Observability::default())
+    }
+
+    /// [`Stack::start`], with `obs` applied to the gateway and the extracted services.
+    pub fn start_observed(opts: StackOptions, obs: Observability) -> Result<Stack, String> {
         std::fs::create_dir_all(opts.run_dir.join("logs")).map_err(|e| format!("creating run dir: {e}"))?;
         let verbose = opts.verbose;
         let say = move |m: &str| {
@@ -192,12 +218,10 @@ impl Stack {
             }
             for (svc, db, port) in [("catalog", &catalog_db, o.ports.catalog), ("orders", &orders_db, o.ports.orders)] {
                 let listen = addr(port).to_string();
-                stack.spawn(
-                    svc,
-                    Command::new(stack.bin(svc)?).args(["--listen", &listen, "--database-url", db]),
-                    port,
-                    "/health/ready",
-                )?;
+                let mut cmd = Command::new(stack.bin(svc)?);
+                cmd.args(["--listen", &listen, "--database-url", db]);
+                obs.apply(&mut cmd);
+                stack.spawn(svc, &mut cmd, port, "/health/ready")?;
             }
         }
 
@@ -209,6 +233,7 @@ impl Stack {
             cmd.arg("--upgrade-sock").arg(o.run_dir.join("gateway-upgrade.sock"));
             cmd.arg("--pid-file").arg(o.run_dir.join("gateway.pid"));
             cmd.env("STRANGLER_ADMIN_TOKEN", &o.admin_token);
+            obs.apply(&mut cmd);
             stack.spawn("strangler-gateway", &mut cmd, o.ports.admin, "/health/ready")?;
             wait_for_http(addr(o.ports.gateway), "/health/live", Duration::from_secs(30))
                 .or_else(|_| crate::wait_for_tcp(addr(o.ports.gateway), Duration::from_secs(30)))?;

@@ -1,0 +1,190 @@
+//! One client request, one trace: the stack runs with OTLP export pointed at a receiver in this
+//! test, route `products` is extracted, and one `GET /api/products/1` through the gateway must
+//! yield spans of one trace — the gateway's span, the catalog service's `request` span as its
+//! child, and the catalog's `db.transaction` span under that — with the trace id in the logs of
+//! both the gateway and the catalog service.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use reqwest::Client;
+use serde_json::Value;
+use strangler_support::stack::Observability;
+use strangler_support::{Stack, StackOptions};
+
+/// A received span and the `service.name` of the resource that sent it.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    span: Span,
+}
+
+type Collected = Arc<Mutex<Vec<Received>>>;
+
+/// A minimal OTLP/HTTP receiver: POST /v1/traces with a protobuf body.
+async fn receiver() -> (std::net::SocketAddr, Collected) {
+    async fn traces(State(got): State<Collected>, body: Bytes) -> &'static str {
+        let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+        let mut got = got.lock().unwrap();
+        for rs in req.resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                got.extend(ss.spans.into_iter().map(|span| Received { service: service.clone(), span }));
+            }
+        }
+        ""
+    }
+    let got: Collected = Arc::default();
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(traces)).with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, got)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Sets a route's stage in the live routes.toml (write-and-rename), keeping everything else.
+fn set_stage(routes: &Path, route: &str, stage: &str) {
+    let text = std::fs::read_to_string(routes).unwrap();
+    let start = text.find(&format!("name = \"{route}\"\n")).unwrap_or_else(|| panic!("route {route} not in routes.toml"));
+    let end = text[start..].find("[[routes]]").map(|i| start + i).unwrap_or(text.len());
+    let block: Vec<String> = text[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("weight ="))
+        .map(|l| if l.starts_with("stage =") { format!("stage = \"{stage}\"") } else { l.to_string() })
+        .collect();
+    let sep = if end < text.len() { "\n\n" } else { "\n" };
+    let new = format!("{}{}{sep}{}", &text[..start], block.join("\n").trim_end(), &text[end..]);
+    let tmp = routes.with_extension("toml.tmp");
+    std::fs::write(&tmp, new).unwrap();
+    std::fs::rename(&tmp, routes).unwrap();
+}
+
+/// Waits until the gateway serves `route` at `stage` (the reload went through).
+async fn wait_stage(http: &Client, admin: &str, token: &str, route: &str, stage: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value =
+            http.get(format!("{admin}/admin/routes")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let r = v["routes"].as_array().unwrap().iter().find(|r| r["name"] == route).cloned().unwrap_or_default();
+        if r["stage"] == stage {
+            return;
+        }
+        assert!(Instant::now() < deadline, "route {route} never reached stage {stage}: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The spans of `trace_id` once the gateway's span, a catalog `request` span and a catalog
+/// `db.transaction` span have all arrived (or whatever arrived by the deadline).
+async fn wait_trace(got: &Collected, trace_id: &str) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans: Vec<Received> = got.lock().unwrap().iter().filter(|r| hex(&r.span.trace_id) == trace_id).cloned().collect();
+        let has = |svc: &str, db: bool| spans.iter().any(|r| r.service == svc && (r.span.name == "db.transaction") == db);
+        if (has("strangler-gateway", false) && has("catalog", false) && has("catalog", true)) || Instant::now() >= deadline {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The log file's text, waiting (bounded) until it mentions `needle` (log writes are buffered
+/// by nothing here, but a line may land just after the response).
+async fn log_mentioning(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_is_one_trace_from_gateway_to_service_to_db() {
+    let (otlp, got) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StackOptions::for_test(dir.path());
+    let token = opts.admin_token.clone();
+    let obs = Observability {
+        otlp_endpoint: Some(format!("http://{otlp}")),
+        // per-request lines: the kit's `request` line (debug, with trace_id) and, in the gateway,
+        // Pingora's upstream request header (debug, with the forwarded traceparent)
+        log_filter: Some("info,pingora=warn,pingora_proxy=debug,strangler_kit=debug".into()),
+    };
+    let stack = tokio::task::spawn_blocking(move || Stack::start_observed(opts, obs))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = Client::new();
+    set_stage(stack.routes_path(), "products", "extracted");
+    wait_stage(&http, &stack.admin_url(), &token, "products", "extracted").await;
+
+    // one client request, continuing a trace the client started
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let trace_id = format!("{:032x}", (nanos ^ (u128::from(std::process::id()) << 96)) | (1 << 127));
+    let client_span = "00f067aa0ba902b7";
+    let resp = http
+        .get(format!("{}/api/products/1", stack.gateway_url()))
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let spans = wait_trace(&got, &trace_id).await;
+    let all = || format!("{:#?}", got.lock().unwrap());
+    let of = |svc: &str, db: bool| -> Vec<&Span> {
+        spans.iter().filter(|r| r.service == svc && (r.span.name == "db.transaction") == db).map(|r| &r.span).collect()
+    };
+    let (gw, svc, db) = (of("strangler-gateway", false), of("catalog", false), of("catalog", true));
+    assert_eq!(gw.len(), 1, "one gateway span in trace {trace_id}; received: {}", all());
+    assert_eq!(svc.len(), 1, "one catalog request span in trace {trace_id}; received: {}", all());
+    assert_eq!(db.len(), 1, "one catalog db.transaction span in trace {trace_id}; received: {}", all());
+    assert_eq!(spans.len(), 3, "nothing else in the trace: {spans:#?}");
+    let (gw, svc, db) = (gw[0], svc[0], db[0]);
+    assert_eq!(hex(&gw.parent_span_id), client_span, "the gateway continues the client's trace");
+    assert_eq!(hex(&svc.parent_span_id), hex(&gw.span_id), "the service's span is the gateway span's child");
+    assert_eq!(hex(&db.parent_span_id), hex(&svc.span_id), "the db span is the service span's child");
+    assert_eq!(svc.name, "GET /api/products/{id}");
+    for s in [gw, svc, db] {
+        assert!(s.start_time_unix_nano > 0 && s.end_time_unix_nano >= s.start_time_unix_nano, "{s:?}");
+    }
+    assert!(
+        svc.start_time_unix_nano <= db.start_time_unix_nano && db.end_time_unix_nano <= svc.end_time_unix_nano,
+        "the transaction lies within the request: {svc:?} {db:?}"
+    );
+
+    // the same trace id in the logs of both
+    let gw_log = log_mentioning(&stack.log_path("strangler-gateway"), &trace_id).await;
+    assert!(gw_log.contains(&trace_id), "trace id {trace_id} not in the gateway's log:\n{gw_log}");
+    let needle = format!("trace_id={trace_id}");
+    let svc_log = log_mentioning(&stack.log_path("catalog"), &needle).await;
+    assert!(
+        svc_log.lines().any(|l| l.contains(&needle) && l.contains("request")),
+        "no request line with {needle} in the catalog's log:\n{svc_log}"
+    );
+}
