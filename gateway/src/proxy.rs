@@ -561,6 +561,21 @@ impl ProxyHttp for GatewayProxy {
         if let Some(e) = e {
             tracing::debug!(request_id = ?ctx.request_id, kind = error_kind(e), "request failed: {e}");
         }
+        // One line per request at debug only (an info line per request costs real throughput);
+        // carries the W3C trace id so gateway and service logs join on it.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let trace_id = ctx.trace.map(|t| format!("{:032x}", t.trace_id)).unwrap_or_default();
+            let route = ctx.route.map_or("default", |i| table.routes[i].name.as_str());
+            tracing::debug!(
+                trace_id = %trace_id,
+                request_id = ?ctx.request_id,
+                route,
+                side = ?ctx.side,
+                status,
+                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
         if let Some(hook) = ctx.shadow.take() {
             crate::shadow::finish(hook, session, e.is_some(), ctx.started, table, ctx.request_id.as_ref());
         }
