@@ -143,10 +143,8 @@ impl Bench {
     }
 
     fn config(&self, name: &str, target_conn: &str) -> Result<PathBuf> {
-        let mut text = format!(
-            "name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{target_conn}\"\n",
-            self.src_conn
-        );
+        let mut text =
+            format!("name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{target_conn}\"\n", self.src_conn);
         let cols: [(&str, &[&str], &str); 5] = [
             ("branches", &["bid", "bbalance", "filler"], "bid"),
             ("tellers", &["tid", "bid", "tbalance", "filler"], "tid"),
@@ -155,7 +153,9 @@ impl Bench {
             ("ticks", &["id", "sent_at"], "id"),
         ];
         for (t, cs, k) in cols {
-            text.push_str(&format!("[[table]]\nsource = \"{t}\"\ntarget = \"{t}\"\nkey = [\"{k}\"]\n[table.columns]\n"));
+            text.push_str(&format!(
+                "[[table]]\nsource = \"{t}\"\ntarget = \"{t}\"\nkey = [\"{k}\"]\n[table.columns]\n"
+            ));
             for c in cs {
                 text.push_str(&format!("{c} = \"{c}\"\n"));
             }
@@ -188,7 +188,9 @@ async fn main() -> Result<()> {
         bail!("{} not built (cargo build --release -p cdc-sync)", bin.display());
     }
     eprintln!("== setup: 3 clusters, {accounts} accounts");
-    let conf = |builder: strangler_support::PgClusterBuilder| builder.conf("max_wal_size = '4GB'").conf("checkpoint_timeout = '15min'");
+    let conf = |builder: strangler_support::PgClusterBuilder| {
+        builder.conf("max_wal_size = '4GB'").conf("checkpoint_timeout = '15min'")
+    };
     // The test clusters run with fsync and synchronous_commit off; on the source that would make
     // the WAL sender wait for the WAL writer (wal_writer_delay, 200 ms) before it sends a commit,
     // which would dominate both lags. Commit synchronously there (fsync stays off).
@@ -260,7 +262,9 @@ async fn main() -> Result<()> {
         ))
         .await?;
     wait_until("native initial sync", Duration::from_secs(600), Duration::from_millis(50), || async {
-        let r = nat_client.query_one("SELECT count(*) FILTER (WHERE srsubstate <> 'r') FROM pg_subscription_rel", &[]).await?;
+        let r = nat_client
+            .query_one("SELECT count(*) FILTER (WHERE srsubstate <> 'r') FROM pg_subscription_rel", &[])
+            .await?;
         Ok(r.get::<_, i64>(0) == 0)
     })
     .await?;
@@ -271,12 +275,15 @@ async fn main() -> Result<()> {
     let cdc_client = connect(&b.cdc_conn).await?;
     // both caught up before we stop them
     let m = tick(&src_client).await?;
-    wait_until("cdc caught up", Duration::from_secs(300), Duration::from_millis(20), || has_tick(&cdc_client, m)).await?;
-    wait_until("native caught up", Duration::from_secs(300), Duration::from_millis(20), || has_tick(&nat_client, m)).await?;
+    wait_until("cdc caught up", Duration::from_secs(300), Duration::from_millis(20), || has_tick(&cdc_client, m))
+        .await?;
+    wait_until("native caught up", Duration::from_secs(300), Duration::from_millis(20), || has_tick(&nat_client, m))
+        .await?;
     cdc_run.stop(Duration::from_secs(10));
     nat_client.batch_execute("ALTER SUBSCRIPTION bench_sub DISABLE").await?;
     wait_until("native apply worker stopped", Duration::from_secs(60), Duration::from_millis(50), || async {
-        let r = b.src.psql("src", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench_sub' AND active")?;
+        let r =
+            b.src.psql("src", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench_sub' AND active")?;
         Ok(r == "0")
     })
     .await?;
@@ -301,13 +308,15 @@ async fn main() -> Result<()> {
     eprintln!("== throughput: native drain");
     let t0 = Instant::now();
     nat_client.batch_execute("ALTER SUBSCRIPTION bench_sub ENABLE").await?;
-    wait_until("native drain", Duration::from_secs(900), Duration::from_millis(10), || has_tick(&nat_client, marker)).await?;
+    wait_until("native drain", Duration::from_secs(900), Duration::from_millis(10), || has_tick(&nat_client, marker))
+        .await?;
     let t_native = t0.elapsed();
 
     eprintln!("== throughput: cdc-sync drain");
     let t0 = Instant::now();
     let (cdc_run2, status) = b.spawn_cdc(&cfg, "cdc2.log")?;
-    wait_until("cdc-sync drain", Duration::from_secs(900), Duration::from_millis(10), || has_tick(&cdc_client, marker)).await?;
+    wait_until("cdc-sync drain", Duration::from_secs(900), Duration::from_millis(10), || has_tick(&cdc_client, marker))
+        .await?;
     let t_cdc = t0.elapsed();
     wait_ready(status, Duration::from_secs(60), &b.dir.path().join("cdc2.log"))?;
 
@@ -385,11 +394,21 @@ async fn main() -> Result<()> {
     let last_tick = ticker.await??;
     let achieved = (written as f64 * 4.2 + (t0.elapsed().as_secs_f64() * 50.0)) / t0.elapsed().as_secs_f64();
     // let the last ticks arrive, then stop sampling; a final marker after the writer stopped
-    wait_until("cdc last tick", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&cdc_client, last_tick)).await?;
-    wait_until("native last tick", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&nat_client, last_tick)).await?;
+    wait_until("cdc last tick", Duration::from_secs(120), Duration::from_millis(20), || {
+        has_tick(&cdc_client, last_tick)
+    })
+    .await?;
+    wait_until("native last tick", Duration::from_secs(120), Duration::from_millis(20), || {
+        has_tick(&nat_client, last_tick)
+    })
+    .await?;
     let fin = tick(&src_client).await?;
-    wait_until("cdc final marker", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&cdc_client, fin)).await?;
-    wait_until("native final marker", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&nat_client, fin)).await?;
+    wait_until("cdc final marker", Duration::from_secs(120), Duration::from_millis(20), || has_tick(&cdc_client, fin))
+        .await?;
+    wait_until("native final marker", Duration::from_secs(120), Duration::from_millis(20), || {
+        has_tick(&nat_client, fin)
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(50)).await;
     stop_s.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut cdc_lags, _) = cdc_s.await??;
@@ -409,8 +428,10 @@ async fn main() -> Result<()> {
     let snap_rps = seed_rows as f64 / t_snap.as_secs_f64();
     let dump_rps = seed_rows as f64 / t_dump.as_secs_f64();
     let native_sync_rps = seed_rows as f64 / t_native_sync.as_secs_f64();
-    let (c50, c99, cmax) = (percentile(&cdc_lags, 0.5), percentile(&cdc_lags, 0.99), cdc_lags.last().copied().unwrap_or(f64::NAN));
-    let (n50, n99, nmax) = (percentile(&nat_lags, 0.5), percentile(&nat_lags, 0.99), nat_lags.last().copied().unwrap_or(f64::NAN));
+    let (c50, c99, cmax) =
+        (percentile(&cdc_lags, 0.5), percentile(&cdc_lags, 0.99), cdc_lags.last().copied().unwrap_or(f64::NAN));
+    let (n50, n99, nmax) =
+        (percentile(&nat_lags, 0.5), percentile(&nat_lags, 0.99), nat_lags.last().copied().unwrap_or(f64::NAN));
     println!();
     println!(
         "cdc-sync vs native logical replication (PG15, 3 local clusters, fsync off, source synchronous_commit on; \

@@ -283,10 +283,7 @@ fn shape_of(op: &Op, key_len: usize) -> Shape {
         Op::Upsert { .. } => Shape::Upsert,
         Op::Update { match_key, row, .. } => {
             let present: Vec<bool> = row.iter().map(|c| *c != Cell::Unchanged).collect();
-            let with_key = row[..key_len]
-                .iter()
-                .zip(match_key)
-                .any(|(c, k)| c.as_text() != Some(k.as_ref()));
+            let with_key = row[..key_len].iter().zip(match_key).any(|(c, k)| c.as_text() != Some(k.as_ref()));
             Shape::Update { present, with_key }
         }
         Op::Delete { .. } => Shape::Delete,
@@ -570,10 +567,8 @@ fn build_sql(m: &crate::mapping::DirectedTable, shape: &Shape, lww: bool) -> Str
         if deps.is_empty() {
             return String::new();
         }
-        let cols: Vec<String> = deps
-            .iter()
-            .map(|d| format!("u.c{d}::{} AS {}", m.input_types[*d], quote_ident(&m.inputs[*d])))
-            .collect();
+        let cols: Vec<String> =
+            deps.iter().map(|d| format!("u.c{d}::{} AS {}", m.input_types[*d], quote_ident(&m.inputs[*d]))).collect();
         format!(" CROSS JOIN LATERAL (SELECT {}) e", cols.join(", "))
     };
     let key_cols: Vec<String> = m.key_outputs.iter().map(|o| quote_ident(&m.outputs[*o].column)).collect();
@@ -754,7 +749,12 @@ pub async fn setup_origin(client: &Client, origin: &str) -> Result<(), SinkError
 }
 
 impl PgWriter {
-    async fn connect(conn: &str, mapping: Arc<Mapping>, pipeline: &str, origin: Option<&str>) -> Result<PgWriter, SinkError> {
+    async fn connect(
+        conn: &str,
+        mapping: Arc<Mapping>,
+        pipeline: &str,
+        origin: Option<&str>,
+    ) -> Result<PgWriter, SinkError> {
         let client = connect(conn).await?;
         // Like native logical replication: user triggers and FK triggers do not fire for
         // replicated rows (needs superuser; best effort).
@@ -811,11 +811,7 @@ impl PgWriter {
             return Ok(s.clone());
         }
         let sql = build_sql(m, shape, m.lww);
-        let st = self
-            .client
-            .prepare(&sql)
-            .await
-            .map_err(|e| SinkError::Other(format!("preparing `{sql}`: {e}")))?;
+        let st = self.client.prepare(&sql).await.map_err(|e| SinkError::Other(format!("preparing `{sql}`: {e}")))?;
         self.stmts.insert(key, st.clone());
         Ok(st)
     }
@@ -859,7 +855,8 @@ impl PgWriter {
         let futs = work.iter().map(|(st, sql, params, _, _)| async move {
             match st {
                 Some(st) => {
-                    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+                    let refs: Vec<&(dyn ToSql + Sync)> =
+                        params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
                     client.execute(st, &refs).await
                 }
                 None => client.execute(sql.as_str(), &[]).await,
@@ -878,7 +875,12 @@ impl PgWriter {
             stats.rows += *n;
             if *counts && (*len as u64) > *n {
                 stats.conflicts += *len as u64 - *n;
-                let keys: Vec<String> = r.ops.iter().take(5).map(|op| format!("{:?}", op_keys(op, mapping.tables[r.table].key_len)[0])).collect();
+                let keys: Vec<String> = r
+                    .ops
+                    .iter()
+                    .take(5)
+                    .map(|op| format!("{:?}", op_keys(op, mapping.tables[r.table].key_len)[0]))
+                    .collect();
                 tracing::warn!(table = %mapping.tables[r.table].to_table, source_commit_ts = %r.ts, lost = *len as u64 - *n,
                     candidate_keys = %keys.join(" "), "last-writer-wins conflict: target rows are newer than these incoming changes");
             }
@@ -927,7 +929,12 @@ pub struct PgSink {
 
 impl PgSink {
     /// Connect to the written side. `origin` is set on the session (loop prevention).
-    pub async fn connect(conn: &str, mapping: Arc<Mapping>, pipeline: &str, origin: Option<&str>) -> Result<PgSink, SinkError> {
+    pub async fn connect(
+        conn: &str,
+        mapping: Arc<Mapping>,
+        pipeline: &str,
+        origin: Option<&str>,
+    ) -> Result<PgSink, SinkError> {
         let mut writer = PgWriter::connect(conn, mapping, pipeline, origin).await?;
         let (jobs, mut rx) = tokio::sync::mpsc::channel::<WriterJob>(2);
         let failed: Arc<std::sync::Mutex<Option<SinkError>>> = Arc::default();
@@ -1008,7 +1015,13 @@ impl MemorySink {
     /// An empty sink for `mapping`.
     pub fn new(mapping: Arc<Mapping>) -> Self {
         let n = mapping.tables.len();
-        MemorySink { mapping, committed: vec![BTreeMap::new(); n], working: vec![BTreeMap::new(); n], checkpoint: None, commits: 0 }
+        MemorySink {
+            mapping,
+            committed: vec![BTreeMap::new(); n],
+            working: vec![BTreeMap::new(); n],
+            checkpoint: None,
+            commits: 0,
+        }
     }
 }
 
@@ -1077,7 +1090,8 @@ mod tests {
         let mut m = Mapping::compile(&cfg, Way::Forward);
         for t in &mut m.tables {
             t.input_types = vec!["integer".into(), "text".into(), "integer".into()];
-            t.output_types = t.outputs.iter().map(|o| if o.column == "body" { "text".into() } else { "integer".into() }).collect();
+            t.output_types =
+                t.outputs.iter().map(|o| if o.column == "body" { "text".into() } else { "integer".into() }).collect();
         }
         Arc::new(m)
     }
@@ -1123,7 +1137,12 @@ mod tests {
             stream,
             sink: Shared(Arc::clone(&shared)),
             mapping: Arc::clone(&m),
-            options: PipelineOptions { name: "t".into(), batch_rows: 2, max_batch_age: Duration::from_secs(1), skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]) },
+            options: PipelineOptions {
+                name: "t".into(),
+                batch_rows: 2,
+                max_batch_age: Duration::from_secs(1),
+                skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]),
+            },
             checkpoint,
             table_floor: vec![Lsn(0)],
             metrics: Arc::new(Metrics::default()),
@@ -1140,16 +1159,27 @@ mod tests {
 
     #[tokio::test]
     async fn applies_in_order_with_toast_key_change_and_delete() {
-        let mut msgs = tx(100, None, vec![
-            ChangeKind::Insert { new: r("1", Some("big"), "0") },
-            ChangeKind::Insert { new: r("2", Some("b2"), "0") },
-            ChangeKind::Update { old: None, new: r("1", None, "1") },
-        ]);
-        msgs.extend(tx(200, None, vec![
-            ChangeKind::Update { old: Some(Row::from_pairs([("id", Cell::Text("2".into()))])), new: r("3", Some("b3"), "5") },
-            ChangeKind::Insert { new: r("4", Some("x"), "0") },
-            ChangeKind::Delete { old: Row::from_pairs([("id", Cell::Text("4".into()))]) },
-        ]));
+        let mut msgs = tx(
+            100,
+            None,
+            vec![
+                ChangeKind::Insert { new: r("1", Some("big"), "0") },
+                ChangeKind::Insert { new: r("2", Some("b2"), "0") },
+                ChangeKind::Update { old: None, new: r("1", None, "1") },
+            ],
+        );
+        msgs.extend(tx(
+            200,
+            None,
+            vec![
+                ChangeKind::Update {
+                    old: Some(Row::from_pairs([("id", Cell::Text("2".into()))])),
+                    new: r("3", Some("b3"), "5"),
+                },
+                ChangeKind::Insert { new: r("4", Some("x"), "0") },
+                ChangeKind::Delete { old: Row::from_pairs([("id", Cell::Text("4".into()))]) },
+            ],
+        ));
         let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
         assert!(ended(&res), "{res:?}");
         let t = &sink.committed[0];
@@ -1258,7 +1288,12 @@ mod tests {
                 } else if choice < 30 {
                     let to = rnd(30);
                     if !live[table].contains(&to) {
-                        ops.push(Op::Update { table, match_key: vec![k.to_string().into()], row: row(to, Cell::Unchanged), ts });
+                        ops.push(Op::Update {
+                            table,
+                            match_key: vec![k.to_string().into()],
+                            row: row(to, Cell::Unchanged),
+                            ts,
+                        });
                         live[table].remove(&k);
                         live[table].insert(to);
                     }
@@ -1297,7 +1332,9 @@ mod tests {
         // interleaved tables with distinct keys (pgbench-like): one run per table and shape
         let ops: Vec<Op> = (0..1000u64)
             .flat_map(|i| {
-                let row = |t: u64| vec![Cell::Text(i.to_string().into()), Cell::Text("b".into()), Cell::Text(t.to_string().into())];
+                let row = |t: u64| {
+                    vec![Cell::Text(i.to_string().into()), Cell::Text("b".into()), Cell::Text(t.to_string().into())]
+                };
                 [Op::Upsert { table: 0, row: row(0), ts }, Op::Upsert { table: 1, row: row(1), ts }]
             })
             .collect();

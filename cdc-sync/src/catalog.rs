@@ -76,7 +76,11 @@ pub struct CatalogProblem {
 
 /// Resolve expression dependencies and column types of every table in `mapping` against the
 /// read-side (`from`) and written-side (`to`) databases. Returns all problems found.
-pub async fn resolve(mapping: &mut Mapping, from: &Client, to: &Client) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
+pub async fn resolve(
+    mapping: &mut Mapping,
+    from: &Client,
+    to: &Client,
+) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
     let mut problems = vec![];
     for t in &mut mapping.tables {
         problems.extend(resolve_table(t, from, to).await?);
@@ -84,7 +88,11 @@ pub async fn resolve(mapping: &mut Mapping, from: &Client, to: &Client) -> Resul
     Ok(problems)
 }
 
-async fn resolve_table(t: &mut DirectedTable, from: &Client, to: &Client) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
+async fn resolve_table(
+    t: &mut DirectedTable,
+    from: &Client,
+    to: &Client,
+) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
     let mut problems = vec![];
     let line = t.line;
     let mut p = |m: String| problems.push(CatalogProblem { line, message: m });

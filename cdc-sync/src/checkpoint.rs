@@ -72,7 +72,10 @@ pub trait CheckpointStore: Send {
     /// Create the state schema if needed.
     fn prepare(&mut self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
     /// The pipeline's checkpoint, if it has one.
-    fn load(&mut self, pipeline: &str) -> impl Future<Output = Result<Option<Checkpoint>, tokio_postgres::Error>> + Send;
+    fn load(
+        &mut self,
+        pipeline: &str,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, tokio_postgres::Error>> + Send;
     /// Record an initial checkpoint if the pipeline has none (slot just created).
     fn init(&mut self, pipeline: &str, lsn: Lsn) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
     /// Per-table snapshot state of a pipeline.
@@ -151,13 +154,8 @@ impl CheckpointStore for PgCheckpointStore {
             .map(|_| ())
     }
     async fn reset(&mut self, pipeline: &str) -> Result<(), tokio_postgres::Error> {
-        self.client
-            .execute("DELETE FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&pipeline])
-            .await?;
-        self.client
-            .execute("DELETE FROM cdc_sync.snapshot_table WHERE pipeline = $1", &[&pipeline])
-            .await
-            .map(|_| ())
+        self.client.execute("DELETE FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&pipeline]).await?;
+        self.client.execute("DELETE FROM cdc_sync.snapshot_table WHERE pipeline = $1", &[&pipeline]).await.map(|_| ())
     }
 }
 
@@ -191,12 +189,7 @@ impl CheckpointStore for MemoryCheckpointStore {
         Ok(())
     }
     async fn tables(&mut self, pipeline: &str) -> Result<HashMap<String, TableSnapshot>, tokio_postgres::Error> {
-        Ok(self
-            .snapshot
-            .iter()
-            .filter(|((p, _), _)| p == pipeline)
-            .map(|((_, t), s)| (t.clone(), s.clone()))
-            .collect())
+        Ok(self.snapshot.iter().filter(|((p, _), _)| p == pipeline).map(|((_, t), s)| (t.clone(), s.clone())).collect())
     }
     async fn set_table(&mut self, pipeline: &str, table: &str, s: &TableSnapshot) -> Result<(), tokio_postgres::Error> {
         self.snapshot.insert((pipeline.to_string(), table.to_string()), s.clone());

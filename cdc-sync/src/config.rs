@@ -183,7 +183,11 @@ impl<'de> Deserialize<'de> for ColumnSpec {
                     return Ok(ColumnSpec::Column(c));
                 }
                 if let Some(sql) = d.expr {
-                    return Ok(ColumnSpec::Expr { sql, reverse_column: d.reverse_column, reverse_expr: d.reverse_expr });
+                    return Ok(ColumnSpec::Expr {
+                        sql,
+                        reverse_column: d.reverse_column,
+                        reverse_expr: d.reverse_expr,
+                    });
                 }
                 let c = match d.constant.expect("checked above") {
                     toml::Value::String(s) => s,
@@ -338,7 +342,9 @@ impl SyncConfig {
     /// What the reverse stream (reading the target) skips: this pipeline's forward origin plus
     /// `[replication] reverse_skip_origins`.
     pub fn reverse_skip(&self) -> SkipOrigins {
-        SkipOrigins::new(std::iter::once(self.forward_origin()).chain(self.replication.reverse_skip_origins.iter().cloned()))
+        SkipOrigins::new(
+            std::iter::once(self.forward_origin()).chain(self.replication.reverse_skip_origins.iter().cloned()),
+        )
     }
     /// Is any table replicated target → source?
     pub fn has_reverse(&self) -> bool {
@@ -367,11 +373,7 @@ fn valid_table_name(s: &str) -> bool {
 }
 
 /// Parse and validate `text`. `env` resolves `url_env` names (pass `|k| std::env::var(k).ok()`).
-pub fn parse_with_env(
-    file: &str,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<SyncConfig, ConfigError> {
+pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<SyncConfig, ConfigError> {
     let err = |problems| ConfigError { file: file.to_string(), problems };
     let raw: RawFile = match toml::from_str(text) {
         Ok(r) => r,
@@ -417,7 +419,9 @@ pub fn parse_with_env(
             if o != "*" && (!valid_ident(o) || o.contains('$')) {
                 push(
                     list.span(),
-                    format!("[replication] {what}: {o:?} is not a replication origin name (letters, digits, _) or \"*\""),
+                    format!(
+                        "[replication] {what}: {o:?} is not a replication origin name (letters, digits, _) or \"*\""
+                    ),
                 );
             }
         }
@@ -729,5 +733,4 @@ price_cents = { expr = "(price * 100)::bigint" }
         assert_eq!(m.indexes_of("public.products"), [0, 1]);
         assert_eq!(m.from_table_names(), ["public.products"]);
     }
-
 }

@@ -87,11 +87,8 @@ impl InstanceLock {
 
     /// Try once, without waiting: `Ok(None)` when this session now holds the lock, else who does.
     async fn try_lock(&self) -> Result<Option<Holder>, tokio_postgres::Error> {
-        let got: bool = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&self.key])
-            .await?
-            .get(0);
+        let got: bool =
+            self.client.query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&self.key]).await?.get(0);
         if got {
             Ok(None)
         } else {
@@ -122,9 +119,7 @@ impl InstanceLock {
                 &[&self.key],
             )
             .await?;
-        Ok(row
-            .map(|r| Holder { pid: r.get(0), application: r.get(1), client: r.get(2) })
-            .unwrap_or_default())
+        Ok(row.map(|r| Holder { pid: r.get(0), application: r.get(1), client: r.get(2) }).unwrap_or_default())
     }
 
     /// Take the lock, waiting on standby while another instance holds it. `on_standby` is
@@ -189,7 +184,11 @@ mod tests {
     #[test]
     fn holder_text() {
         assert_eq!(Holder::default().to_string(), "another session");
-        let h = Holder { pid: Some(42), application: Some("cdc-sync x (h pid 7)".into()), client: Some("127.0.0.1".into()) };
+        let h = Holder {
+            pid: Some(42),
+            application: Some("cdc-sync x (h pid 7)".into()),
+            client: Some("127.0.0.1".into()),
+        };
         assert_eq!(h.to_string(), "backend pid 42 (cdc-sync x (h pid 7)) from 127.0.0.1");
         assert_eq!(lock_key("cdc_sync_catalog"), "cdc-sync:cdc_sync_catalog");
     }

@@ -106,7 +106,11 @@ fn main() -> ExitCode {
             }
             match runtime().block_on(cdc_sync::runner::check_connect(&cfg)) {
                 Ok(problems) if problems.is_empty() => {
-                    println!("{}: ok ({} tables, checked against the live databases)", file.display(), cfg.tables.len());
+                    println!(
+                        "{}: ok ({} tables, checked against the live databases)",
+                        file.display(),
+                        cfg.tables.len()
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(problems) => {

@@ -267,7 +267,11 @@ impl DirectedTable {
     pub fn check_relation(&self, columns: &[Arc<str>]) -> Result<(), MapError> {
         for c in &self.inputs {
             if !columns.iter().any(|x| x.as_ref() == c) {
-                return Err(MapError::MissingColumn { table: self.from_table.clone(), column: c.clone(), line: self.line });
+                return Err(MapError::MissingColumn {
+                    table: self.from_table.clone(),
+                    column: c.clone(),
+                    line: self.line,
+                });
             }
         }
         Ok(())
@@ -507,7 +511,8 @@ src = { constant = "'legacy'" }
         d.resolve_exprs(&["id".into(), "name".into(), "price".into()]);
         let ts = Utc::now();
         let full = Row::from_pairs([("id", t("1")), ("name", t("a")), ("price", t("2.5"))]);
-        let ch = RowChange { table: "public.products".into(), kind: ChangeKind::Update { old: None, new: full.clone() } };
+        let ch =
+            RowChange { table: "public.products".into(), kind: ChangeKind::Update { old: None, new: full.clone() } };
         assert!(matches!(d.map_change(0, &ch, ts).unwrap(), Op::Upsert { .. }));
         // unchanged TOAST name: partial update that does not touch title
         let partial = Row::from_pairs([("id", t("1")), ("name", Cell::Unchanged), ("price", t("3"))]);

@@ -69,11 +69,7 @@ impl Row {
 
     /// The value of `column`; `None` if the column was not sent (unchanged TOAST).
     pub fn get(&self, column: &str) -> Option<&Cell> {
-        self.cells
-            .iter()
-            .find(|(k, _)| k.as_ref() == column)
-            .map(|(_, v)| v)
-            .filter(|v| !matches!(v, Cell::Unchanged))
+        self.cells.iter().find(|(k, _)| k.as_ref() == column).map(|(_, v)| v).filter(|v| !matches!(v, Cell::Unchanged))
     }
 }
 

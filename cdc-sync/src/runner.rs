@@ -22,7 +22,13 @@ use crate::status::{self, Metrics, Registry};
 use crate::verify::{verify, VerifyReport};
 
 /// A mapping compiled for `way` with types resolved against the live catalogs.
-pub async fn resolved_mapping(cfg: &SyncConfig, way: Way, from: &Client, to: &Client, all: bool) -> anyhow::Result<Mapping> {
+pub async fn resolved_mapping(
+    cfg: &SyncConfig,
+    way: Way,
+    from: &Client,
+    to: &Client,
+    all: bool,
+) -> anyhow::Result<Mapping> {
     let mut m = if all {
         Mapping::from_tables(cfg.tables.iter().map(|t| crate::mapping::DirectedTable::compile(t, way)).collect())
     } else {
@@ -38,14 +44,18 @@ pub async fn resolved_mapping(cfg: &SyncConfig, way: Way, from: &Client, to: &Cl
 
 /// `check --connect`: every problem found against the live catalogs (empty = fine).
 pub async fn check_connect(cfg: &SyncConfig) -> anyhow::Result<Vec<String>> {
-    let src = connect(&cfg.source.conn).await.with_context(|| format!("connecting to source ({})", cfg.source.origin))?;
-    let tgt = connect(&cfg.target.conn).await.with_context(|| format!("connecting to target ({})", cfg.target.origin))?;
+    let src =
+        connect(&cfg.source.conn).await.with_context(|| format!("connecting to source ({})", cfg.source.origin))?;
+    let tgt =
+        connect(&cfg.target.conn).await.with_context(|| format!("connecting to target ({})", cfg.target.origin))?;
     let mut out = vec![];
     let wal: String = src.query_one("SHOW wal_level", &[]).await?.get(0);
     if wal != "logical" {
         out.push(format!("source: wal_level is {wal}, needs logical"));
     }
-    let mut m = Mapping::from_tables(cfg.tables.iter().map(|t| crate::mapping::DirectedTable::compile(t, Way::Forward)).collect());
+    let mut m = Mapping::from_tables(
+        cfg.tables.iter().map(|t| crate::mapping::DirectedTable::compile(t, Way::Forward)).collect(),
+    );
     for p in catalog::resolve(&mut m, &src, &tgt).await? {
         out.push(format!("line {}: {}", p.line, p.message));
     }
@@ -77,7 +87,12 @@ pub async fn check_connect(cfg: &SyncConfig) -> anyhow::Result<Vec<String>> {
                 crate::model::quote_qualified(&t.from_table)
             );
             if let Err(e) = src.batch_execute(&sql).await {
-                out.push(format!("line {}: column {}: expression does not work on the source: {}", t.line, out_col.column, db_msg(&e)));
+                out.push(format!(
+                    "line {}: column {}: expression does not work on the source: {}",
+                    t.line,
+                    out_col.column,
+                    db_msg(&e)
+                ));
             }
         }
     }
@@ -142,7 +157,8 @@ pub async fn run_status(cfg: &SyncConfig) -> anyhow::Result<serde_json::Value> {
     let mut tstore = PgCheckpointStore { client: connect(&cfg.target.conn).await? };
     if tstore.client.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_sync'", &[]).await?.is_some() {
         let cp = tstore.load(&cfg.name).await?;
-        out["forward_checkpoint"] = serde_json::json!(cp.map(|c| serde_json::json!({"lsn": c.lsn.to_string(), "txns": c.txns})));
+        out["forward_checkpoint"] =
+            serde_json::json!(cp.map(|c| serde_json::json!({"lsn": c.lsn.to_string(), "txns": c.txns})));
         let tables = tstore.tables(&cfg.name).await?;
         out["snapshot"] = serde_json::json!(tables
             .iter()
@@ -176,7 +192,8 @@ async fn prepare_forward(
             store.reset(&cfg.name).await?;
             states.clear();
             let (conn, slot_name) = (cfg.source.conn.clone(), r.slot.clone());
-            let e = tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, false)).await??;
+            let e =
+                tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, false)).await??;
             tracing::info!(slot = %r.slot, consistent_point = %e.consistent_point, "created slot with exported snapshot");
             store.init(&cfg.name, e.consistent_point).await?;
             cp = store.load(&cfg.name).await?;
@@ -230,7 +247,12 @@ async fn prepare_forward(
 }
 
 /// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.
-async fn prepare_reverse(cfg: &SyncConfig, mapping: &Arc<Mapping>, tgt: &Client, store: &mut PgCheckpointStore) -> anyhow::Result<Lsn> {
+async fn prepare_reverse(
+    cfg: &SyncConfig,
+    mapping: &Arc<Mapping>,
+    tgt: &Client,
+    store: &mut PgCheckpointStore,
+) -> anyhow::Result<Lsn> {
     let r = &cfg.replication;
     let name = format!("{}_rev", cfg.name);
     store.prepare().await?;
@@ -244,7 +266,10 @@ async fn prepare_reverse(cfg: &SyncConfig, mapping: &Arc<Mapping>, tgt: &Client,
             store.init(&name, lsn).await?;
             Ok(lsn)
         }
-        (Some(_), None) => bail!("reverse slot {} exists but the source has no checkpoint for {name}; run `cdc-sync drop`", r.reverse_slot),
+        (Some(_), None) => bail!(
+            "reverse slot {} exists but the source has no checkpoint for {name}; run `cdc-sync drop`",
+            r.reverse_slot
+        ),
         (Some(_), Some(c)) => Ok(c.lsn),
     }
 }
@@ -269,7 +294,8 @@ async fn stream_loop(
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let mut store = PgCheckpointStore { client: connect(&to_conn).await.map_err(|e| PipelineError::Sink(e.into()))? };
+            let mut store =
+                PgCheckpointStore { client: connect(&to_conn).await.map_err(|e| PipelineError::Sink(e.into()))? };
             let cp = store
                 .load(&pipeline)
                 .await
@@ -385,7 +411,8 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
         reg.push(("reverse".into(), Arc::clone(&rev_metrics)));
     }
     if let Some(listen) = status_override.or(cfg.status_listen.clone()) {
-        let l = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding status port {listen}"))?;
+        let l =
+            tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding status port {listen}"))?;
         tracing::info!(addr = %l.local_addr()?, "status port");
         tokio::spawn(status::serve(l, reg.clone()));
     }
@@ -396,7 +423,9 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
             .with_context(|| format!("taking the instance lock on the source ({})", cfg.source.origin))?
         {
             Attempt::Acquired(l) => l,
-            Attempt::Held(holder) => return Err(AnotherInstanceActive { pipeline: cfg.name.clone(), key, holder }.into()),
+            Attempt::Held(holder) => {
+                return Err(AnotherInstanceActive { pipeline: cfg.name.clone(), key, holder }.into())
+            }
         }
     } else {
         InstanceLock::acquire_waiting(&cfg.source.conn, &cfg.name, &cfg.replication.slot, Duration::from_millis(500), |h| {
@@ -430,15 +459,19 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
 
 async fn run_active(cfg: &SyncConfig, fwd_metrics: &Arc<Metrics>, rev_metrics: &Arc<Metrics>) -> anyhow::Result<()> {
     let cfg = cfg.clone();
-    let src = connect(&cfg.source.conn).await.with_context(|| format!("connecting to source ({})", cfg.source.origin))?;
-    let tgt = connect(&cfg.target.conn).await.with_context(|| format!("connecting to target ({})", cfg.target.origin))?;
+    let src =
+        connect(&cfg.source.conn).await.with_context(|| format!("connecting to source ({})", cfg.source.origin))?;
+    let tgt =
+        connect(&cfg.target.conn).await.with_context(|| format!("connecting to target ({})", cfg.target.origin))?;
     let fwd = Arc::new(resolved_mapping(&cfg, Way::Forward, &src, &tgt, false).await?);
     let mut tstore = PgCheckpointStore { client: connect(&cfg.target.conn).await? };
     let (_, floors) = prepare_forward(&cfg, &fwd, &src, &mut tstore, fwd_metrics).await?;
     let r = cfg.replication.clone();
     let bidi = cfg.has_reverse();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(monitor(cfg.source.conn.clone(), r.slot.clone(), r.retained_wal_warn_mb, Arc::clone(fwd_metrics)).map_unit());
+    tasks.spawn(
+        monitor(cfg.source.conn.clone(), r.slot.clone(), r.retained_wal_warn_mb, Arc::clone(fwd_metrics)).map_unit(),
+    );
     if !fwd.tables.is_empty() {
         tasks.spawn(stream_loop(
             "forward",
@@ -460,7 +493,8 @@ async fn run_active(cfg: &SyncConfig, fwd_metrics: &Arc<Metrics>, rev_metrics: &
         let mut sstore = PgCheckpointStore { client: connect(&cfg.source.conn).await? };
         prepare_reverse(&cfg, &rev, &tgt, &mut sstore).await?;
         tasks.spawn(
-            monitor(cfg.target.conn.clone(), r.reverse_slot.clone(), r.retained_wal_warn_mb, Arc::clone(rev_metrics)).map_unit(),
+            monitor(cfg.target.conn.clone(), r.reverse_slot.clone(), r.retained_wal_warn_mb, Arc::clone(rev_metrics))
+                .map_unit(),
         );
         tasks.spawn(stream_loop(
             "reverse",

@@ -15,7 +15,9 @@ use pg_walstream::{
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::model::{quote_ident, quote_literal, quote_qualified, Cell, ChangeKind, Lsn, RelationInfo, Row, RowChange, SourceMessage};
+use crate::model::{
+    quote_ident, quote_literal, quote_qualified, Cell, ChangeKind, Lsn, RelationInfo, Row, RowChange, SourceMessage,
+};
 
 /// Errors of the source side.
 #[derive(Debug, thiserror::Error)]
@@ -199,11 +201,9 @@ fn qualified(schema: &str, table: &str) -> Arc<str> {
 
 fn convert(ev: EventType) -> Option<SourceMessage> {
     Some(match ev {
-        EventType::Begin { transaction_id, final_lsn, commit_timestamp } => SourceMessage::Begin {
-            xid: transaction_id,
-            final_lsn: Lsn(final_lsn.value()),
-            commit_ts: commit_timestamp,
-        },
+        EventType::Begin { transaction_id, final_lsn, commit_timestamp } => {
+            SourceMessage::Begin { xid: transaction_id, final_lsn: Lsn(final_lsn.value()), commit_ts: commit_timestamp }
+        }
         EventType::Commit { commit_timestamp, commit_lsn, end_lsn } => SourceMessage::Commit {
             commit_lsn: Lsn(commit_lsn.value()),
             end_lsn: Lsn(end_lsn.value()),
@@ -236,15 +236,10 @@ fn convert(ev: EventType) -> Option<SourceMessage> {
 /// Ensure `publication` exists and contains exactly-at-least `tables` (qualified names).
 /// Idempotent: missing tables are added, nothing is removed.
 pub async fn ensure_publication(client: &Client, publication: &str, tables: &[String]) -> Result<(), SourceError> {
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
-        .await?
-        .is_some();
+    let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication]).await?.is_some();
     let list = tables.iter().map(|t| quote_qualified(t)).collect::<Vec<_>>().join(", ");
     if !exists {
-        client
-            .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(publication)))
-            .await?;
+        client.batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(publication))).await?;
         return Ok(());
     }
     let rows = client
@@ -254,7 +249,11 @@ pub async fn ensure_publication(client: &Client, publication: &str, tables: &[St
     for t in tables {
         if !have.contains(t) {
             client
-                .batch_execute(&format!("ALTER PUBLICATION {} ADD TABLE {}", quote_ident(publication), quote_qualified(t)))
+                .batch_execute(&format!(
+                    "ALTER PUBLICATION {} ADD TABLE {}",
+                    quote_ident(publication),
+                    quote_qualified(t)
+                ))
                 .await?;
         }
     }
@@ -305,7 +304,8 @@ pub struct ExportedSlot {
 /// connection (used to re-snapshot single tables). Blocking libpq underneath: run it from
 /// `spawn_blocking` or accept a short block.
 pub fn create_slot_exporting(conn: &str, slot: &str, temporary: bool) -> Result<ExportedSlot, SourceError> {
-    let mut c = PgReplicationConnection::connect(&replication_conninfo(conn)).map_err(|e| SourceError::Stream(e.to_string()))?;
+    let mut c = PgReplicationConnection::connect(&replication_conninfo(conn))
+        .map_err(|e| SourceError::Stream(e.to_string()))?;
     let sql = format!(
         "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput EXPORT_SNAPSHOT",
         quote_ident(slot),
@@ -325,9 +325,8 @@ pub fn create_slot_exporting(conn: &str, slot: &str, temporary: bool) -> Result<
 
 /// Create a slot without a snapshot (used for the reverse direction). Returns its consistent point.
 pub async fn create_slot(client: &Client, slot: &str) -> Result<Lsn, SourceError> {
-    let row = client
-        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
-        .await?;
+    let row =
+        client.query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await?;
     Lsn::parse(&row.get::<_, String>(0)).ok_or_else(|| SourceError::Stream("bad lsn".into()))
 }
 

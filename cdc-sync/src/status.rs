@@ -162,29 +162,48 @@ pub fn prometheus(reg: &Registry) -> String {
             out.push_str(&format!("{name}{{direction=\"{label}\"}} {}\n", f(m)));
         }
     };
-    metric("cdc_sync_rows_applied_total", "Row changes applied", "counter", &|m| m.rows_applied.load(Relaxed).to_string());
-    metric("cdc_sync_txns_applied_total", "Source transactions applied", "counter", &|m| m.txns_applied.load(Relaxed).to_string());
-    metric("cdc_sync_txns_skipped_origin_total", "Transactions skipped because their replication origin is in the skip set", "counter", &|m| {
-        m.txns_skipped.load(Relaxed).to_string()
+    metric("cdc_sync_rows_applied_total", "Row changes applied", "counter", &|m| {
+        m.rows_applied.load(Relaxed).to_string()
     });
-    metric("cdc_sync_conflicts_total", "Last-writer-wins conflicts", "counter", &|m| m.conflicts.load(Relaxed).to_string());
+    metric("cdc_sync_txns_applied_total", "Source transactions applied", "counter", &|m| {
+        m.txns_applied.load(Relaxed).to_string()
+    });
+    metric(
+        "cdc_sync_txns_skipped_origin_total",
+        "Transactions skipped because their replication origin is in the skip set",
+        "counter",
+        &|m| m.txns_skipped.load(Relaxed).to_string(),
+    );
+    metric("cdc_sync_conflicts_total", "Last-writer-wins conflicts", "counter", &|m| {
+        m.conflicts.load(Relaxed).to_string()
+    });
     metric("cdc_sync_lag_bytes", "Source WAL position minus applied position", "gauge", &|m| m.lag_bytes().to_string());
     metric("cdc_sync_lag_seconds", "Apply lag in seconds", "gauge", &|m| format!("{:.3}", m.lag_seconds()));
     metric("cdc_sync_rows_per_second", "Rows applied per second (recent)", "gauge", &|m| {
         format!("{:.1}", m.rows_per_s_milli.load(Relaxed) as f64 / 1000.0)
     });
-    metric("cdc_sync_retained_wal_bytes", "WAL retained by the slot", "gauge", &|m| m.retained_wal_bytes.load(Relaxed).to_string());
-    metric("cdc_sync_snapshot_rows_total", "Snapshot rows copied", "counter", &|m| m.snapshot_rows.load(Relaxed).to_string());
+    metric("cdc_sync_retained_wal_bytes", "WAL retained by the slot", "gauge", &|m| {
+        m.retained_wal_bytes.load(Relaxed).to_string()
+    });
+    metric("cdc_sync_snapshot_rows_total", "Snapshot rows copied", "counter", &|m| {
+        m.snapshot_rows.load(Relaxed).to_string()
+    });
     metric("cdc_sync_snapshot_rows_estimate", "Snapshot rows expected (planner estimate)", "gauge", &|m| {
         m.snapshot_rows_estimate.load(Relaxed).to_string()
     });
-    metric("cdc_sync_snapshot_rows_per_second", "Snapshot copy rate so far", "gauge", &|m| format!("{:.1}", m.snapshot_rate_eta().0));
+    metric("cdc_sync_snapshot_rows_per_second", "Snapshot copy rate so far", "gauge", &|m| {
+        format!("{:.1}", m.snapshot_rate_eta().0)
+    });
     metric("cdc_sync_snapshot_eta_seconds", "Estimated seconds until the snapshot copy finishes", "gauge", &|m| {
         format!("{:.1}", m.snapshot_rate_eta().1)
     });
-    metric("cdc_sync_snapshot_tables_done", "Snapshot tables finished", "gauge", &|m| m.snapshot_tables_done.load(Relaxed).to_string());
+    metric("cdc_sync_snapshot_tables_done", "Snapshot tables finished", "gauge", &|m| {
+        m.snapshot_tables_done.load(Relaxed).to_string()
+    });
     metric("cdc_sync_ready", "1 when streaming", "gauge", &|m| (m.ready.load(Relaxed) as u8).to_string());
-    metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| (m.standby.load(Relaxed) as u8).to_string());
+    metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| {
+        (m.standby.load(Relaxed) as u8).to_string()
+    });
     out
 }
 

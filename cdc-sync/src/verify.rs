@@ -115,7 +115,12 @@ async fn begin(c: &Client) -> Result<(), tokio_postgres::Error> {
 }
 
 /// Compare every table of `mapping` (compiled source → target, types resolved).
-pub async fn verify(mapping: &Mapping, src: &Client, tgt: &Client, chunk_rows: i64) -> Result<VerifyReport, tokio_postgres::Error> {
+pub async fn verify(
+    mapping: &Mapping,
+    src: &Client,
+    tgt: &Client,
+    chunk_rows: i64,
+) -> Result<VerifyReport, tokio_postgres::Error> {
     begin(src).await?;
     begin(tgt).await?;
     let mut report = VerifyReport::default();
@@ -127,7 +132,12 @@ pub async fn verify(mapping: &Mapping, src: &Client, tgt: &Client, chunk_rows: i
     Ok(report)
 }
 
-async fn verify_table(t: &DirectedTable, src: &Client, tgt: &Client, chunk_rows: i64) -> Result<TableReport, tokio_postgres::Error> {
+async fn verify_table(
+    t: &DirectedTable,
+    src: &Client,
+    tgt: &Client,
+    chunk_rows: i64,
+) -> Result<TableReport, tokio_postgres::Error> {
     let s = sides(t);
     let from = quote_qualified(&t.from_table);
     let to = quote_qualified(&t.to_table);

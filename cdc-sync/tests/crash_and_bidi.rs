@@ -72,7 +72,11 @@ fn kill_9_at_20_random_moments_loses_and_duplicates_nothing() {
     assert_eq!(env.s("SELECT count(*) FROM log"), env.t("SELECT count(*) FROM log"));
     // and every source transaction was applied exactly once (the counter is written in the
     // same target transaction as the rows)
-    wait_sql(&|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'crash'"), &txns.to_string(), Duration::from_secs(30));
+    wait_sql(
+        &|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'crash'"),
+        &txns.to_string(),
+        Duration::from_secs(30),
+    );
 }
 
 const ACCOUNTS: &str = "
@@ -116,10 +120,16 @@ fn bidirectional_writes_converge_without_loops() {
     // the same row written on both sides at (nearly) the same time: last writer wins on both
     let (sc, tc) = (env.src_conn.clone(), env.tgt_conn.clone());
     let a = std::thread::spawn(move || {
-        std::process::Command::new("psql").args([&sc, "-c", "UPDATE accounts SET note = 'from source' WHERE id = 7"]).output().unwrap()
+        std::process::Command::new("psql")
+            .args([&sc, "-c", "UPDATE accounts SET note = 'from source' WHERE id = 7"])
+            .output()
+            .unwrap()
     });
     let b = std::thread::spawn(move || {
-        std::process::Command::new("psql").args([&tc, "-c", "UPDATE accounts SET note = 'from target' WHERE id = 7"]).output().unwrap()
+        std::process::Command::new("psql")
+            .args([&tc, "-c", "UPDATE accounts SET note = 'from target' WHERE id = 7"])
+            .output()
+            .unwrap()
     });
     assert!(a.join().unwrap().status.success() && b.join().unwrap().status.success());
     let out = wait_equal(&cfg, Duration::from_secs(60), Some(&run));
@@ -128,8 +138,16 @@ fn bidirectional_writes_converge_without_loops() {
     assert!(note == "from source" || note == "from target", "{note}");
     assert_eq!(env.t("SELECT note FROM accounts WHERE id = 7"), note);
     // no ping-pong: each side applied exactly the other side's transactions, nothing more
-    wait_sql(&|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'bidi'"), &(s + 1).to_string(), Duration::from_secs(30));
-    wait_sql(&|| env.s("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'bidi_rev'"), &(t + 1).to_string(), Duration::from_secs(30));
+    wait_sql(
+        &|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'bidi'"),
+        &(s + 1).to_string(),
+        Duration::from_secs(30),
+    );
+    wait_sql(
+        &|| env.s("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'bidi_rev'"),
+        &(t + 1).to_string(),
+        Duration::from_secs(30),
+    );
     let status: serde_json::Value = serde_json::from_str(&http_get(run.status, "/status")).unwrap();
     let skipped_fwd = status["pipelines"]["forward"]["txns_skipped_origin"].as_u64().unwrap();
     let skipped_rev = status["pipelines"]["reverse"]["txns_skipped_origin"].as_u64().unwrap();
@@ -166,7 +184,10 @@ fn one_million_row_transaction_in_bounded_memory() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
-    eprintln!("1M-row txn: source insert {inserted:?}, applied {applied:?} after commit, peak RSS {} MiB", hwm_kb / 1024);
+    eprintln!(
+        "1M-row txn: source insert {inserted:?}, applied {applied:?} after commit, peak RSS {} MiB",
+        hwm_kb / 1024
+    );
     assert!(hwm_kb < 300 * 1024, "peak RSS {} MiB", hwm_kb / 1024);
     wait_equal(&cfg, Duration::from_secs(60), Some(&run));
 }

@@ -71,7 +71,9 @@ fn snapshot_then_stream_with_mapping_toast_keys_truncate_and_verify() {
     // streaming: inserts with unicode / NULLs / types, updates, deletes, key change, TOAST
     env.s("INSERT INTO products VALUES (30001, 'Zürich ☕ 日本', 9.99, '{x,NULL}', '{\"k\": [1, 2]}', gen_random_uuid(), now(), true, NULL),
                                        (30002, 'nulls', NULL, NULL, NULL, NULL, NULL, NULL, NULL)");
-    env.s("UPDATE products SET big = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 4000) g) WHERE id = 5");
+    env.s(
+        "UPDATE products SET big = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 4000) g) WHERE id = 5",
+    );
     env.s("UPDATE products SET price = price + 1 WHERE id BETWEEN 1 AND 3000");
     env.s("DELETE FROM products WHERE id BETWEEN 3001 AND 3500");
     env.s("UPDATE products SET id = 40000 WHERE id = 4000");

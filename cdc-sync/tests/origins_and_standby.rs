@@ -64,8 +64,16 @@ fn another_pipelines_reverse_writes_reach_this_pipelines_target() {
     assert_eq!(tb("SELECT sum(qty) FROM stock"), env.s("SELECT sum(qty) FROM stock"));
 
     // A's forward applied exactly the source's own transactions: no echo of A's reverse writes
-    wait_sql(&|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa'"), &s.to_string(), Duration::from_secs(30));
-    wait_sql(&|| env.s("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa_rev'"), &t.to_string(), Duration::from_secs(30));
+    wait_sql(
+        &|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa'"),
+        &s.to_string(),
+        Duration::from_secs(30),
+    );
+    wait_sql(
+        &|| env.s("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa_rev'"),
+        &t.to_string(),
+        Duration::from_secs(30),
+    );
     let sa = try_status(run_a.status).unwrap();
     let sb = try_status(run_b.status).unwrap();
     assert!(sa["pipelines"]["forward"]["txns_skipped_origin"].as_u64().unwrap() > 0, "{sa}");
@@ -76,9 +84,15 @@ fn another_pipelines_reverse_writes_reach_this_pipelines_target() {
     let b_txns: u64 = tb("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pb'").parse().unwrap();
     assert!(b_txns > s, "B applied {b_txns} transactions, the source's own are {s}");
     // and nothing moves any more (no ping-pong)
-    let before = (env.s("SELECT sum(qty), count(*) FROM stock"), env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa'"));
+    let before = (
+        env.s("SELECT sum(qty), count(*) FROM stock"),
+        env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa'"),
+    );
     std::thread::sleep(Duration::from_secs(1));
-    let after = (env.s("SELECT sum(qty), count(*) FROM stock"), env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa'"));
+    let after = (
+        env.s("SELECT sum(qty), count(*) FROM stock"),
+        env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'pa'"),
+    );
     assert_eq!(before, after);
 }
 
@@ -149,7 +163,13 @@ fn one_active_instance_standby_takes_over_after_kill_9() {
     // --no-wait refuses with a clear message and its own exit code
     let mut nw = ChildGuard::new(
         "cdc-sync --no-wait",
-        bin().args(["run", "--no-wait", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(),
+        bin()
+            .args(["run", "--no-wait", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
     );
     let t0 = Instant::now();
     let code = loop {
@@ -179,5 +199,9 @@ fn one_active_instance_standby_takes_over_after_kill_9() {
     assert!(active.child.try_wait().unwrap().is_some());
     wait_equal(&cfg, Duration::from_secs(60), Some(&standby));
     assert_eq!(env.t("SELECT sum(n) FROM counters"), txns.to_string());
-    wait_sql(&|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'ha'"), &txns.to_string(), Duration::from_secs(30));
+    wait_sql(
+        &|| env.t("SELECT txns FROM cdc_sync.checkpoint WHERE pipeline = 'ha'"),
+        &txns.to_string(),
+        Duration::from_secs(30),
+    );
 }

@@ -55,12 +55,14 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
     if diff == 0 {
         Ok(())
     } else {
-        Err(Box::new((
-            StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Bearer")],
-            Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}})),
-        )
-            .into_response()))
+        Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Bearer")],
+                Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}})),
+            )
+                .into_response(),
+        ))
     }
 }
 
@@ -233,7 +235,9 @@ async fn health_checks(store: Arc<ConfigStore>) {
 async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: strangler-gateway-health\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: strangler-gateway-health\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await?;
         let mut buf = [0u8; 32];
         let n = s.read(&mut buf).await?;

@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use crate::router::{PathPattern, Router, RouterBuildError};
 use crate::table::{
-    CanaryPolicy, Endpoint, GatewaySettings, HealthCheck, HeaderMatch, Balance, Route, RouteTable,
-    RetryPolicy, Side, Stage, StickyKey, Upstream, EjectPolicy,
+    Balance, CanaryPolicy, EjectPolicy, Endpoint, GatewaySettings, HeaderMatch, HealthCheck, RetryPolicy, Route,
+    RouteTable, Side, Stage, StickyKey, Upstream,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -306,16 +306,8 @@ impl<'a> Issues<'a> {
 
     fn push(&mut self, offset: usize, message: impl Into<String>, hint: Option<String>) {
         let (line, column) = line_col(self.src, offset);
-        self.list.push((
-            offset,
-            ConfigIssue {
-                file: self.file.to_string(),
-                line,
-                column,
-                message: message.into(),
-                hint,
-            },
-        ));
+        self.list
+            .push((offset, ConfigIssue { file: self.file.to_string(), line, column, message: message.into(), hint }));
     }
 
     fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>, hint: impl Into<Option<String>>) {
@@ -522,10 +514,18 @@ pub fn parse_endpoint(s: &str) -> Result<EndpointSpec, String> {
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let label_ok = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     let name = host.strip_suffix('.').unwrap_or(host);
-    if port == 0 || name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) || name.parse::<std::net::IpAddr>().is_ok() {
+    if port == 0
+        || name.is_empty()
+        || name.len() > 253
+        || !name.split('.').all(label_ok)
+        || name.parse::<std::net::IpAddr>().is_ok()
+    {
         return Err(bad());
     }
     // an all-numeric dotted name is a malformed IPv4 literal, not a host
@@ -597,17 +597,15 @@ fn compile(
         shutdown_grace: dur(&mut issues, &g.shutdown_grace, Duration::ZERO),
         shutdown_timeout: dur(&mut issues, &g.shutdown_timeout, Duration::from_secs(10)),
         otlp_endpoint: g.otlp_endpoint.clone(),
-        resolve_interval: dur(&mut issues, &g.resolve_interval, Duration::from_secs(30)).max(Duration::from_millis(100)),
+        resolve_interval: dur(&mut issues, &g.resolve_interval, Duration::from_secs(30))
+            .max(Duration::from_millis(100)),
         shadow: shadow_settings(&mut issues, g),
     };
 
     // --- upstreams
     let prev_endpoints: HashMap<(String, SocketAddr), Arc<Endpoint>> = previous
         .map(|p| {
-            p.upstreams
-                .iter()
-                .flat_map(|u| u.endpoints.iter().map(|e| ((u.name.clone(), e.addr), e.clone())))
-                .collect()
+            p.upstreams.iter().flat_map(|u| u.endpoints.iter().map(|e| ((u.name.clone(), e.addr), e.clone()))).collect()
         })
         .unwrap_or_default();
     let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
@@ -615,7 +613,11 @@ fn compile(
     for (name, u) in &raw.upstreams {
         let uv = u.get_ref();
         if uv.endpoints.is_empty() {
-            issues.at(u, format!("upstream {name:?} has no endpoints"), Some("add endpoints = [\"127.0.0.1:8081\"]".into()));
+            issues.at(
+                u,
+                format!("upstream {name:?} has no endpoints"),
+                Some("add endpoints = [\"127.0.0.1:8081\"]".into()),
+            );
         }
         let mut endpoints = Vec::new();
         for e in &uv.endpoints {
@@ -640,7 +642,13 @@ fn compile(
                             };
                             let kept: Vec<SocketAddr> = previous
                                 .and_then(|p| p.upstreams.iter().find(|u| &u.name == name))
-                                .map(|u| u.endpoints.iter().filter(|x| x.host.as_deref() == Some(spec)).map(|x| x.addr).collect())
+                                .map(|u| {
+                                    u.endpoints
+                                        .iter()
+                                        .filter(|x| x.host.as_deref() == Some(spec))
+                                        .map(|x| x.addr)
+                                        .collect()
+                                })
                                 .unwrap_or_default();
                             if kept.is_empty() {
                                 issues.at(
@@ -743,7 +751,11 @@ fn compile(
         }
         if let Some(first) = names.get(&name) {
             let (l, c) = line_col(src, *first);
-            issues.at(&r.name, format!("duplicate route name {name:?}"), Some(format!("first defined at {file}:{l}:{c}; names must be unique")));
+            issues.at(
+                &r.name,
+                format!("duplicate route name {name:?}"),
+                Some(format!("first defined at {file}:{l}:{c}; names must be unique")),
+            );
         } else {
             names.insert(name.clone(), r.name.span().start);
         }
@@ -763,13 +775,21 @@ fn compile(
             Some(t) => match upstream_index.get(t.get_ref()) {
                 Some(i) => Some(*i),
                 None => {
-                    issues.at(t, format!("unknown upstream {:?}", t.get_ref()), Some(format!("declare [upstreams.{}] or use one of: {}", t.get_ref(), known())));
+                    issues.at(
+                        t,
+                        format!("unknown upstream {:?}", t.get_ref()),
+                        Some(format!("declare [upstreams.{}] or use one of: {}", t.get_ref(), known())),
+                    );
                     None
                 }
             },
             None => {
                 if stage != Stage::Legacy {
-                    issues.at(&r.stage, format!("stage {:?} needs `to` (the extracted upstream)", r.stage.get_ref()), Some("add to = \"<upstream name>\"".into()));
+                    issues.at(
+                        &r.stage,
+                        format!("stage {:?} needs `to` (the extracted upstream)", r.stage.get_ref()),
+                        Some("add to = \"<upstream name>\"".into()),
+                    );
                 }
                 None
             }
@@ -777,12 +797,20 @@ fn compile(
 
         let weight_bp = match (&r.weight, stage) {
             (Some(w), _) if !(0..=100).contains(w.get_ref()) => {
-                issues.at(w, format!("weight {} is outside 0–100", w.get_ref()), Some("weight is the percentage sent to the extracted upstream".into()));
+                issues.at(
+                    w,
+                    format!("weight {} is outside 0–100", w.get_ref()),
+                    Some("weight is the percentage sent to the extracted upstream".into()),
+                );
                 0
             }
             (Some(w), Stage::Canary) => (*w.get_ref() as u32) * 100,
             (Some(w), _) => {
-                issues.at(w, "weight only applies to stage \"canary\"", Some("remove it or set stage = \"canary\"".into()));
+                issues.at(
+                    w,
+                    "weight only applies to stage \"canary\"",
+                    Some("remove it or set stage = \"canary\"".into()),
+                );
                 0
             }
             (None, Stage::Canary) => {
@@ -819,7 +847,11 @@ fn compile(
                 true
             }
             Some(f) => {
-                issues.at(f, format!("unknown fallback {:?}", f.get_ref()), Some("the only fallback is \"legacy\"".into()));
+                issues.at(
+                    f,
+                    format!("unknown fallback {:?}", f.get_ref()),
+                    Some("the only fallback is \"legacy\"".into()),
+                );
                 false
             }
         };
@@ -835,7 +867,11 @@ fn compile(
                 let budget = rr.budget.as_ref().map(|b| *b.get_ref()).unwrap_or(0.2);
                 if let Some(b) = &rr.budget {
                     if !(0.0..=1.0).contains(b.get_ref()) {
-                        issues.at(b, "retry budget must be between 0.0 and 1.0", Some("0.2 allows retries for 20% of requests".into()));
+                        issues.at(
+                            b,
+                            "retry budget must be between 0.0 and 1.0",
+                            Some("0.2 allows retries for 20% of requests".into()),
+                        );
                     }
                 }
                 RetryPolicy { attempts: attempts.clamp(0, 5) as u32, on_5xx: rr.on_5xx, budget_ratio: budget }
@@ -847,7 +883,11 @@ fn compile(
         let pattern = match PathPattern::parse(m.path.get_ref()) {
             Ok(p) => p,
             Err(e) => {
-                issues.at(&m.path, e, Some("patterns look like /api/orders/{id}, /api/categories or /api/products/**".into()));
+                issues.at(
+                    &m.path,
+                    e,
+                    Some("patterns look like /api/orders/{id}, /api/categories or /api/products/**".into()),
+                );
                 PathPattern::parse("/").expect("root parses")
             }
         };
@@ -857,7 +897,11 @@ fn compile(
                 let up = s.get_ref().to_ascii_uppercase();
                 match http::Method::from_bytes(up.as_bytes()) {
                     Ok(mm) if KNOWN_METHODS.contains(&up.as_str()) => out.push(mm),
-                    _ => issues.at(s, format!("unknown method {:?}", s.get_ref()), Some(format!("use one of: {}", KNOWN_METHODS.join(", ")))),
+                    _ => issues.at(
+                        s,
+                        format!("unknown method {:?}", s.get_ref()),
+                        Some(format!("use one of: {}", KNOWN_METHODS.join(", "))),
+                    ),
                 }
             }
             out
@@ -927,7 +971,13 @@ fn compile(
 }
 
 /// An integer setting that must lie in `range`.
-fn int_in(issues: &mut Issues<'_>, v: &Option<Spanned<i64>>, what: &str, range: std::ops::RangeInclusive<i64>, default: i64) -> i64 {
+fn int_in(
+    issues: &mut Issues<'_>,
+    v: &Option<Spanned<i64>>,
+    what: &str,
+    range: std::ops::RangeInclusive<i64>,
+    default: i64,
+) -> i64 {
     match v {
         None => default,
         Some(s) if range.contains(s.get_ref()) => *s.get_ref(),
@@ -943,7 +993,8 @@ fn shadow_settings(issues: &mut Issues<'_>, g: &RawGateway) -> crate::shadow::Sh
     crate::shadow::ShadowSettings {
         dir: g.shadow_dir.as_ref().filter(|s| !s.is_empty()).map(std::path::PathBuf::from),
         threads: int_in(issues, &g.shadow_threads, "shadow_threads", 1..=64, d.threads as i64) as usize,
-        file_bytes: int_in(issues, &g.shadow_file_bytes, "shadow_file_bytes", 4096..=(1 << 40), d.file_bytes as i64) as u64,
+        file_bytes: int_in(issues, &g.shadow_file_bytes, "shadow_file_bytes", 4096..=(1 << 40), d.file_bytes as i64)
+            as u64,
         files: int_in(issues, &g.shadow_files, "shadow_files", 1..=1000, d.files as i64) as usize,
         nice: int_in(issues, &g.shadow_nice, "shadow_nice", 0..=19, i64::from(d.nice)) as i32,
     }
@@ -991,7 +1042,11 @@ fn shadow_spec(issues: &mut Issues<'_>, r: &RawRoute, stage: Stage) -> Option<cr
         if (0.0..=1.0).contains(&v) {
             spec.sample = v;
         } else {
-            issues.at(s, format!("sample {v} is outside 0.0–1.0"), Some("sample is the share of requests mirrored, e.g. 0.1 for 10%".into()));
+            issues.at(
+                s,
+                format!("sample {v} is outside 0.0–1.0"),
+                Some("sample is the share of requests mirrored, e.g. 0.1 for 10%".into()),
+            );
         }
     }
     if let Some(c) = &t.compare {
@@ -1007,7 +1062,9 @@ fn shadow_spec(issues: &mut Issues<'_>, r: &RawRoute, stage: Stage) -> Option<cr
     for i in t.ignore.iter().flatten() {
         match IgnorePattern::parse(i.get_ref()) {
             Ok(p) => spec.rules.ignore.push(p),
-            Err(e) => issues.at(i, e, Some("e.g. \"/generated_at\", \"/items/*/updated_at\", \"/**/request_id\"".into())),
+            Err(e) => {
+                issues.at(i, e, Some("e.g. \"/generated_at\", \"/items/*/updated_at\", \"/**/request_id\"".into()))
+            }
         }
     }
     if let Some(n) = &t.numeric_tolerance {
@@ -1186,11 +1243,17 @@ stage = "legacy"
             .replace("name = \"order\"", "name = \"products\"");
         let e = errors(&src);
         assert_eq!(e.len(), 5, "{e:#?}");
-        assert!(e[0].starts_with("r.toml:20:6: error: unknown upstream \"catalogue\"") && e[0].contains("catalog, legacy"), "{e:?}");
+        assert!(
+            e[0].starts_with("r.toml:20:6: error: unknown upstream \"catalogue\"") && e[0].contains("catalog, legacy"),
+            "{e:?}"
+        );
         assert!(e[1].starts_with("r.toml:22:10: error: weight 140 is outside 0–100"), "{e:?}");
         assert!(e[2].contains("fallback needs an extracted upstream"), "{e:?}");
         assert!(e[3].starts_with("r.toml:25:11: error: bad duration \"5x\""), "{e:?}");
-        assert!(e[4].contains("duplicate route name \"products\"") && e[4].contains("first defined at r.toml:18:8"), "{e:?}");
+        assert!(
+            e[4].contains("duplicate route name \"products\"") && e[4].contains("first defined at r.toml:18:8"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -1202,17 +1265,26 @@ stage = "legacy"
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("overlaps route \"order\""), "{e:?}");
         // different methods do not overlap
-        let ok = src.replace("match = { path = \"/api/orders/{id}\" }", "match = { path = \"/api/orders/{id}\", methods = [\"DELETE\"] }");
+        let ok = src.replace(
+            "match = { path = \"/api/orders/{id}\" }",
+            "match = { path = \"/api/orders/{id}\", methods = [\"DELETE\"] }",
+        );
         load_str("r.toml", &ok, None).unwrap();
         // parameter names do not matter: same pattern, disjoint methods is fine
-        let ok = src.replace("match = { path = \"/api/orders/{id}\" }", "match = { path = \"/api/orders/{oid}\", methods = [\"PUT\"] }");
+        let ok = src.replace(
+            "match = { path = \"/api/orders/{id}\" }",
+            "match = { path = \"/api/orders/{oid}\", methods = [\"PUT\"] }",
+        );
         load_str("r.toml", &ok, None).unwrap();
     }
 
     #[test]
     fn unknown_keys_in_inline_tables_do_not_hide_other_errors() {
         let src = GOOD
-            .replace("match = { path = \"/api/products/**\" }", "match = { path = \"/api/products/**\", method = [\"GET\"] }")
+            .replace(
+                "match = { path = \"/api/products/**\" }",
+                "match = { path = \"/api/products/**\", method = [\"GET\"] }",
+            )
             .replace("methods = [\"GET\"] }", "methods = [\"GET\"], hedaers = 1 }")
             .replace("stage = \"legacy\"", "stage = \"legacyy\"");
         let e = errors(&src);
@@ -1300,7 +1372,10 @@ stage = "shadow"
             .replace("learn_noise = true", "learn_noise = true\nlearn_nosie = true");
         let e = errors(&src);
         assert_eq!(e.len(), 5, "{e:#?}");
-        assert!(e[0].starts_with("r.toml:18:10: error: sample 1.5 is outside 0.0–1.0") && e[0].contains("hint:"), "{e:?}");
+        assert!(
+            e[0].starts_with("r.toml:18:10: error: sample 1.5 is outside 0.0–1.0") && e[0].contains("hint:"),
+            "{e:?}"
+        );
         assert!(e[1].contains("must start with '/'"), "{e:?}");
         assert!(e[2].contains("unknown array_order \"bag\"") && e[2].contains("multiset"), "{e:?}");
         assert!(e[3].contains("unknown writes mode \"yes\"") && e[3].contains("dry-run"), "{e:?}");
@@ -1315,8 +1390,12 @@ stage = "shadow"
         assert!(rules.values().next().unwrap().ignore.iter().any(|p| p.as_str() == "/generated_at"));
         let src = SHADOW.replace("sample = 0.5", "sample = 0.5\non_canary = true");
         assert!(errors(&src)[0].contains("on_canary only applies"));
-        let src = SHADOW.replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"canary\"\nweight = 5\n\n[routes.shadow]");
-        assert!(load_str("r.toml", &src, None).unwrap().routes[0].shadow.is_none(), "canary without on_canary: inactive");
+        let src = SHADOW
+            .replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"canary\"\nweight = 5\n\n[routes.shadow]");
+        assert!(
+            load_str("r.toml", &src, None).unwrap().routes[0].shadow.is_none(),
+            "canary without on_canary: inactive"
+        );
         let ok = src.replace("sample = 0.5", "sample = 0.5\non_canary = true");
         let t = load_str("r.toml", &ok, None).unwrap();
         assert!(t.routes[0].shadow.as_ref().unwrap().on_canary);
@@ -1343,7 +1422,9 @@ endpoints = ["nowhere.invalid:8091"]
 
     fn fake_dns(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
         match host {
-            "legacy-monolith" => Ok(vec![SocketAddr::from(([10, 0, 0, 2], port)), SocketAddr::from(([10, 0, 0, 1], port))]),
+            "legacy-monolith" => {
+                Ok(vec![SocketAddr::from(([10, 0, 0, 2], port)), SocketAddr::from(([10, 0, 0, 1], port))])
+            }
             _ => Err(std::io::Error::other("no such host")),
         }
     }
@@ -1391,12 +1472,16 @@ endpoints = ["nowhere.invalid:8091"]
         let down = |_: &str, _: u16| -> std::io::Result<Vec<SocketAddr>> { Err(std::io::Error::other("timeout")) };
         let t2 = load_str_with("r.toml", &ok, Some(&t), &down).unwrap();
         assert_eq!(t2.upstreams[0].endpoints.len(), 3);
-        assert!(Arc::ptr_eq(&t2.upstreams[0].endpoints[0], &t.upstreams[0].endpoints[0]), "endpoint state carried over");
+        assert!(
+            Arc::ptr_eq(&t2.upstreams[0].endpoints[0], &t.upstreams[0].endpoints[0]),
+            "endpoint state carried over"
+        );
     }
 
     #[test]
     fn localhost_resolves_with_the_system_resolver() {
-        let src = NAMED.replace("nowhere.invalid:8091", "localhost:8091").replace("legacy-monolith:8081", "localhost:8081");
+        let src =
+            NAMED.replace("nowhere.invalid:8091", "localhost:8091").replace("legacy-monolith:8081", "localhost:8081");
         let t = load_str("r.toml", &src, None).unwrap();
         assert!(t.upstreams[1].endpoints.iter().all(|e| e.addr.ip().is_loopback() && e.addr.port() == 8091));
     }

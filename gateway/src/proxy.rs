@@ -108,9 +108,7 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 fn is_websocket_upgrade(req: &RequestHeader) -> bool {
-    req.headers
-        .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    req.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Problems with the request itself, found before any upstream sees it.
@@ -167,7 +165,9 @@ fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<(u16
         if req.headers.contains_key(header::TRANSFER_ENCODING) {
             return Some((400, "bad_request", "both Content-Length and Transfer-Encoding"));
         }
-        if cls.iter().any(|v| v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit)) || cls.windows(2).any(|w| w[0] != w[1]) {
+        if cls.iter().any(|v| v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit))
+            || cls.windows(2).any(|w| w[0] != w[1])
+        {
             return Some((400, "bad_request", "invalid Content-Length"));
         }
     }
@@ -193,7 +193,10 @@ async fn respond_json(session: &mut Session, status: u16, code: &str, message: &
 
 fn error_kind(e: &Error) -> &'static str {
     match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => "connect",
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError => "connect",
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
         ErrorType::HTTPStatus(_) => "5xx",
         _ => "other",
@@ -459,14 +462,25 @@ impl ProxyHttp for GatewayProxy {
         Ok(None)
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
         }
         Ok(())
     }
 
-    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         self.note_upstream_failure(ctx, "connect");
         let retry = !matches!(e.etype(), ErrorType::ConnectTimedout if Instant::now() >= ctx.deadline)
             && self.grant_retry(session, ctx, Failure::Transport);
@@ -514,7 +528,9 @@ impl ProxyHttp for GatewayProxy {
             (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => {
                 (0, "", "")
             }
-            (ErrorSource::Downstream, ErrorType::ReadTimedout) => (408, "request_timeout", "the request was not received in time"),
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
+                (408, "request_timeout", "the request was not received in time")
+            }
             (ErrorSource::Downstream, _) => (400, "bad_request", "the request could not be read"),
             (_, ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout) => {
                 (504, "gateway_timeout", "the upstream service did not answer in time")
@@ -659,6 +675,9 @@ mod tests {
             assert_eq!(got, *want, "{m} {t} {h:?}");
         }
         let big = "x".repeat(20_000);
-        assert_eq!(validate_request(&req("GET", "/", &[("host", "a"), ("x-big", &big)]), 16 * 1024).map(|v| v.0), Some(431));
+        assert_eq!(
+            validate_request(&req("GET", "/", &[("host", "a"), ("x-big", &big)]), 16 * 1024).map(|v| v.0),
+            Some(431)
+        );
     }
 }

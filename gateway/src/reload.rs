@@ -105,7 +105,9 @@ impl ConfigStore {
                     *s = src;
                 }
                 let old = self.current.load();
-                if table.settings.listen != old.settings.listen || table.settings.admin_listen != old.settings.admin_listen {
+                if table.settings.listen != old.settings.listen
+                    || table.settings.admin_listen != old.settings.admin_listen
+                {
                     tracing::warn!("listen addresses changed in {}; they take effect only at restart", self.display);
                 }
                 let version = table.version.clone();
@@ -122,7 +124,11 @@ impl ConfigStore {
             Err(err) => {
                 m.reloads.with_label_values(&["error", trigger]).inc();
                 m.last_reload_failed.set(1);
-                tracing::error!(trigger, "config reload rejected, keeping version {}:\n{err}", self.current.load().version);
+                tracing::error!(
+                    trigger,
+                    "config reload rejected, keeping version {}:\n{err}",
+                    self.current.load().version
+                );
                 let failure = ReloadFailure {
                     at_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
                     trigger: trigger.to_string(),
@@ -189,10 +195,7 @@ impl ConfigStore {
         }
         let src = self.source.lock().map(|s| s.clone()).unwrap_or_default();
         let cached = |h: &str, p: u16| -> std::io::Result<Vec<SocketAddr>> {
-            fresh
-                .get(&(h.to_string(), p))
-                .cloned()
-                .ok_or_else(|| std::io::Error::other("did not resolve"))
+            fresh.get(&(h.to_string(), p)).cloned().ok_or_else(|| std::io::Error::other("did not resolve"))
         };
         match load_str_with(&self.display, &src, Some(&cur), &cached) {
             Ok(table) => {
@@ -255,7 +258,8 @@ mod tests {
         std::fs::write(&path, src).unwrap();
         let store = ConfigStore::open(&path).unwrap();
         let version = store.current().version.clone();
-        let moved = |_: &str, p: u16| -> std::io::Result<Vec<SocketAddr>> { Ok(vec![SocketAddr::from(([10, 1, 2, 3], p))]) };
+        let moved =
+            |_: &str, p: u16| -> std::io::Result<Vec<SocketAddr>> { Ok(vec![SocketAddr::from(([10, 1, 2, 3], p))]) };
         assert!(store.refresh_names(&moved));
         let t = store.current();
         assert_eq!(t.upstreams[0].endpoints[0].addr, SocketAddr::from(([10, 1, 2, 3], 8081)));

@@ -256,7 +256,9 @@ stage = "legacy"
     fn thousand_routes_compile() {
         let mut s = String::from(TABLE);
         for i in 0..1000 {
-            s.push_str(&format!("[[routes]]\nname = \"r{i}\"\nmatch = {{ path = \"/gen/{i}/items/{{id}}\" }}\nstage = \"legacy\"\n"));
+            s.push_str(&format!(
+                "[[routes]]\nname = \"r{i}\"\nmatch = {{ path = \"/gen/{i}/items/{{id}}\" }}\nstage = \"legacy\"\n"
+            ));
         }
         let t = load_str("t.toml", &s, None).unwrap();
         let h = http::HeaderMap::new();

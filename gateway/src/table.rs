@@ -370,7 +370,17 @@ impl Upstream {
         health: Option<HealthCheck>,
         eject: EjectPolicy,
     ) -> Self {
-        Self { name, endpoints, balance, connect_timeout, read_timeout, idle_timeout, health, eject, rr: AtomicUsize::new(0) }
+        Self {
+            name,
+            endpoints,
+            balance,
+            connect_timeout,
+            read_timeout,
+            idle_timeout,
+            health,
+            eject,
+            rr: AtomicUsize::new(0),
+        }
     }
 
     /// Picks an endpoint among the available ones; when none is available, any (fail open).
@@ -510,15 +520,26 @@ impl RouteTable {
             }
             rows.push([
                 r.name.clone(),
-                r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_else(|| "*".into()),
+                r.methods
+                    .as_ref()
+                    .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+                    .unwrap_or_else(|| "*".into()),
                 path,
                 r.stage.as_str().into(),
                 r.to.map(|i| self.upstreams[i].name.clone()).unwrap_or_else(|| "-".into()),
                 if r.stage == Stage::Canary { format!("{}%", r.canary.weight_bp / 100) } else { "-".into() },
-                match &r.canary.sticky { Some(StickyKey::Header(h)) => format!("header:{h}"), Some(StickyKey::Cookie(c)) => format!("cookie:{c}"), None => "-".into() },
+                match &r.canary.sticky {
+                    Some(StickyKey::Header(h)) => format!("header:{h}"),
+                    Some(StickyKey::Cookie(c)) => format!("cookie:{c}"),
+                    None => "-".into(),
+                },
                 if r.fallback_legacy { "legacy".into() } else { "-".into() },
                 humantime::format_duration(r.timeout).to_string(),
-                if r.retry.attempts > 0 { format!("{}{}", r.retry.attempts, if r.retry.on_5xx { "+5xx" } else { "" }) } else { "-".into() },
+                if r.retry.attempts > 0 {
+                    format!("{}{}", r.retry.attempts, if r.retry.on_5xx { "+5xx" } else { "" })
+                } else {
+                    "-".into()
+                },
             ]);
         }
         let mut widths = [0usize; 10];

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::table::Side;
@@ -85,7 +85,8 @@ pub fn metrics() -> &'static Metrics {
         )
         .expect("metric");
         let spans_exported =
-            IntCounter::new("strangler_gateway_otlp_spans_exported_total", "Request spans exported over OTLP").expect("metric");
+            IntCounter::new("strangler_gateway_otlp_spans_exported_total", "Request spans exported over OTLP")
+                .expect("metric");
         let spans_dropped = IntCounter::new(
             "strangler_gateway_otlp_spans_dropped_total",
             "Request spans dropped (export queue full or export failed)",
@@ -416,7 +417,8 @@ pub fn start_otlp_export(url: &str) -> anyhow::Result<()> {
                 return;
             }
         };
-        exporter.set_resource(&opentelemetry_sdk::Resource::builder_empty().with_service_name("strangler-gateway").build());
+        exporter
+            .set_resource(&opentelemetry_sdk::Resource::builder_empty().with_service_name("strangler-gateway").build());
         let scope = opentelemetry::InstrumentationScope::builder("strangler-gateway")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
@@ -553,7 +555,11 @@ mod tests {
 
     #[test]
     fn malformed_traceparent_starts_new_trace() {
-        for bad in [&b"garbage"[..], b"00-00000000000000000000000000000000-00f067aa0ba902b7-01", b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"] {
+        for bad in [
+            &b"garbage"[..],
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
             let t = TraceContext::continue_or_start(Some(bad));
             assert_eq!(t.parent_id, None);
             assert_eq!(t.header_value().len(), 55);

@@ -49,7 +49,12 @@ stage = "legacy"
     let lines: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
     assert_eq!(lines.len(), 5, "{err}");
     assert!(lines[0].ends_with("routes.toml:8:24: error: unknown field `methds`, expected one of `path`, `methods`, `headers` (hint: remove the key or fix its spelling)"), "{err}");
-    assert!(lines[1].contains(":9:6: error: unknown upstream \"catalog\" (hint: declare [upstreams.catalog] or use one of: legacy)"), "{err}");
+    assert!(
+        lines[1].contains(
+            ":9:6: error: unknown upstream \"catalog\" (hint: declare [upstreams.catalog] or use one of: legacy)"
+        ),
+        "{err}"
+    );
     assert!(lines[2].contains(":11:10: error: weight 101 is outside 0–100"), "{err}");
     assert!(lines[3].contains(":12:11: error: bad duration \"5x\""), "{err}");
     assert!(lines[4].contains(":15:8: error: duplicate route name \"a\""), "{err}");

@@ -77,7 +77,9 @@ async fn request_span_is_exported_with_the_forwarded_trace_context() {
     assert_eq!(hex(&s.parent_span_id), "00f067aa0ba902b7");
     assert_eq!(s.name, "GET /api/orders/{id}");
     assert!(s.end_time_unix_nano >= s.start_time_unix_nano && s.start_time_unix_nano > 0);
-    let attr = |k: &str| s.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone()).map(|v| format!("{:?}", v.value));
+    let attr = |k: &str| {
+        s.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone()).map(|v| format!("{:?}", v.value))
+    };
     assert!(attr("http.response.status_code").unwrap().contains("200"), "{:?}", s.attributes);
     assert!(attr("strangler.route").unwrap().contains("orders"), "{:?}", s.attributes);
 

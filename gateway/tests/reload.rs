@@ -46,7 +46,8 @@ async fn reload_under_load_fails_no_request() {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let path = if i.is_multiple_of(2) { format!("/api/products/{w}-{i}") } else { format!("/api/orders/{i}") };
+                let path =
+                    if i.is_multiple_of(2) { format!("/api/products/{w}-{i}") } else { format!("/api/orders/{i}") };
                 match c.get(format!("{base}{path}")).send().await {
                     Ok(r) if r.status().is_success() => match r.bytes().await {
                         Ok(_) => {
@@ -83,7 +84,13 @@ async fn reload_under_load_fails_no_request() {
         w.await.unwrap();
     }
     let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} failed requests, first: {:?}\n{}", failures.len(), &failures[..failures.len().min(5)], gw.log());
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        gw.log()
+    );
     assert!(ok.load(Ordering::Relaxed) >= 20_000);
     assert!(legacy.hits() > 0 && svc.hits() > 0);
     let m = gw.metrics().await;
@@ -100,7 +107,9 @@ async fn invalid_reload_is_rejected_and_old_config_keeps_serving() {
     assert_eq!(body["upstream"], "svc");
 
     // break it: unknown upstream + weight out of range, via the admin API
-    let bad = cfg(&up, 100, 1).replace("weight = 100", "weight = 150").replace("to = \"svc\"\nstage = \"extracted\"", "to = \"nope\"\nstage = \"extracted\"");
+    let bad = cfg(&up, 100, 1)
+        .replace("weight = 100", "weight = 150")
+        .replace("to = \"svc\"\nstage = \"extracted\"", "to = \"nope\"\nstage = \"extracted\"");
     gw.write_config(&bad);
     let r = gw.client.post(gw.admin_url("/admin/reload")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 422);

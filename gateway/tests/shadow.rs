@@ -57,7 +57,8 @@ async fn answer(State(s): State<Arc<Up>>, method: Method, uri: Uri, headers: Hea
         "/ignore" => json!({"id": 1, "updated_at": if legacy { "2020-01-01" } else { "2024-06-30" }}),
         "/price" => {
             let v = json!({"id": 7, "price": if legacy { 10 } else { 12 }});
-            return ([("content-type", "application/json"), ("set-cookie", "sid=legacy-secret")], v.to_string()).into_response();
+            return ([("content-type", "application/json"), ("set-cookie", "sid=legacy-secret")], v.to_string())
+                .into_response();
         }
         "/noise" if legacy => json!({"id": 1, "nonce": rand::random::<u64>()}),
         "/noise" => json!({"id": 1, "nonce": "shadow"}),
@@ -85,7 +86,9 @@ async fn server(role: Role) -> Server {
 }
 
 fn route(name: &str, path: &str, extra: &str) -> String {
-    format!("[[routes]]\nname = \"{name}\"\nmatch = {{ path = \"{path}\" }}\nto = \"svc\"\nstage = \"shadow\"\n{extra}\n")
+    format!(
+        "[[routes]]\nname = \"{name}\"\nmatch = {{ path = \"{path}\" }}\nto = \"svc\"\nstage = \"shadow\"\n{extra}\n"
+    )
 }
 
 /// Polls the admin API until `done` holds for the shadow report of all routes.
@@ -120,7 +123,11 @@ async fn compares_reports_and_survives_a_restart() {
         route("ident", "/ident", ""),
         route("reorder", "/reorder", ""),
         route("ignore", "/ignore", "[routes.shadow]\nignore = [\"/updated_at\"]\n"),
-        route("price", "/price", "[routes.shadow]\ncompare = { status = true, headers = [\"set-cookie\"], body = true }\n"),
+        route(
+            "price",
+            "/price",
+            "[routes.shadow]\ncompare = { status = true, headers = [\"set-cookie\"], body = true }\n"
+        ),
         route("noise", "/noise", "[routes.shadow]\nlearn_noise = true\n"),
         route("writes", "/writes", ""),
         route("dryrun", "/dryrun", "[routes.shadow]\nwrites = \"dry-run\"\n"),
@@ -139,7 +146,14 @@ async fn compares_reports_and_survives_a_restart() {
         assert_eq!(r.status(), 200);
     }
     for _ in 0..2 {
-        let r = gw.client.post(gw.url("/dryrun")).header("content-type", "application/json").body("{\"qty\":2}").send().await.unwrap();
+        let r = gw
+            .client
+            .post(gw.url("/dryrun"))
+            .header("content-type", "application/json")
+            .body("{\"qty\":2}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
 
@@ -158,12 +172,18 @@ async fn compares_reports_and_survives_a_restart() {
     let price = of(&v, "price");
     assert_eq!((price["mismatched"].as_u64(), price["match_rate"].as_f64()), (Some(10), Some(0.0)), "{price:#}");
     assert_eq!(price["top_fields"][0], json!({"field": "/price", "count": 10}), "{price:#}");
-    assert!(price["latency"]["legacy"]["count"].as_u64() == Some(10) && price["latency"]["shadow"]["p99_ms"].as_f64() > Some(0.0));
+    assert!(
+        price["latency"]["legacy"]["count"].as_u64() == Some(10)
+            && price["latency"]["shadow"]["p99_ms"].as_f64() > Some(0.0)
+    );
     let detail = gw.admin_get("/admin/shadow/price").await;
     let samples = detail["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 10);
     let diff = samples[0]["differences"].as_array().unwrap();
-    assert!(diff.contains(&json!({"kind": "json", "pointer": "/price", "pattern": "/price", "legacy": 10, "shadow": 12})), "{diff:#?}");
+    assert!(
+        diff.contains(&json!({"kind": "json", "pointer": "/price", "pattern": "/price", "legacy": 10, "shadow": 12})),
+        "{diff:#?}"
+    );
     // redaction: request Authorization/Cookie and the response Set-Cookie never appear
     let s = &samples[0];
     assert_eq!(s["request"]["headers"]["authorization"], "[redacted]");
@@ -208,10 +228,16 @@ async fn compares_reports_and_survives_a_restart() {
     // the CLI: a table, and JSON
     let bin = env!("CARGO_BIN_EXE_strangler-gateway");
     let admin = format!("http://127.0.0.1:{}", gw.admin);
-    let out = std::process::Command::new(bin).args(["shadow", "report", "--admin", &admin, "--token", TOKEN]).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["shadow", "report", "--admin", &admin, "--token", TOKEN])
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(table.contains("ROUTE") && table.contains("price") && table.contains("/price") && table.contains("/nonce"), "{table}");
+    assert!(
+        table.contains("ROUTE") && table.contains("price") && table.contains("/price") && table.contains("/nonce"),
+        "{table}"
+    );
     let out = std::process::Command::new(bin)
         .args(["shadow", "report", "--admin", &admin, "--json", "--route", "price"])
         .env("STRANGLER_ADMIN_TOKEN", TOKEN)
@@ -219,7 +245,10 @@ async fn compares_reports_and_survives_a_restart() {
         .unwrap();
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["mismatched"], 10);
-    let out = std::process::Command::new(bin).args(["shadow", "report", "--admin", &admin, "--token", "wrong"]).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["shadow", "report", "--admin", &admin, "--token", "wrong"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 
     // samples are in the JSONL file, redacted
@@ -234,7 +263,8 @@ async fn compares_reports_and_survives_a_restart() {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
-        if snap["routes"]["price"]["counts"]["mismatched"] == 10 && snap["routes"]["noise"]["counts"]["compared"] == 10 {
+        if snap["routes"]["price"]["counts"]["mismatched"] == 10 && snap["routes"]["noise"]["counts"]["compared"] == 10
+        {
             break;
         }
         assert!(Instant::now() < deadline, "report.json never caught up: {snap}");
@@ -306,7 +336,9 @@ async fn a_full_queue_drops_and_counts() {
         assert_eq!(gw.get("/queue", &[]).await.0, 200);
     }
     // one runs, one waits, the rest are dropped (the shadow takes 3 s per request)
-    let v = wait_report(&gw, "20 mirrored or dropped", |v| n(v, "queue", "/mirrored") + n(v, "queue", "/dropped") == 20).await;
+    let v =
+        wait_report(&gw, "20 mirrored or dropped", |v| n(v, "queue", "/mirrored") + n(v, "queue", "/dropped") == 20)
+            .await;
     let dropped = n(&v, "queue", "/dropped");
     assert!(dropped >= 15, "{v:#}");
     assert!(gw.metrics().await.contains(&format!("strangler_shadow_dropped_total{{route=\"queue\"}} {dropped}")));

@@ -34,13 +34,7 @@ pub fn parse_config(database_url: &str) -> Result<tokio_postgres::Config, DbErro
 /// succeeds even while the database is down (`/health/ready` reports it).
 pub fn create_pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
     let cfg = parse_config(database_url)?;
-    let manager = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(max_size.max(1))
         .runtime(Runtime::Tokio1)

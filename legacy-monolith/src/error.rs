@@ -18,11 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
     /// 400: malformed request (bad path id, bad query string, unparsable JSON).
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -30,11 +26,7 @@ impl ApiError {
     }
     /// 404: the resource named in the path does not exist.
     pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} {id} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
     }
     /// 409: the request conflicts with the current state (out of stock, already cancelled, …).
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
@@ -47,20 +39,12 @@ impl ApiError {
     /// 500: our fault. The detail is logged, not sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal server error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
     }
     /// 503: the database is not reachable right now.
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %detail, "database unavailable");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "database unavailable",
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unavailable")
     }
 }
 
@@ -76,27 +60,17 @@ impl IntoResponse for ApiError {
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.code() {
-            Some(c) if *c == SqlState::UNIQUE_VIOLATION => Self::conflict(
-                "duplicate",
-                "a record with the same unique key already exists",
-            ),
-            Some(c) if *c == SqlState::CHECK_VIOLATION => Self::conflict(
-                "constraint_violation",
-                "the change violates a data constraint",
-            ),
-            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => Self::unprocessable(
-                "unknown_reference",
-                "the request references a missing record",
-            ),
-            Some(c)
-                if *c == SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == SqlState::T_R_DEADLOCK_DETECTED =>
-            {
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "retry",
-                    "transient conflict, retry",
-                )
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+                Self::conflict("duplicate", "a record with the same unique key already exists")
+            }
+            Some(c) if *c == SqlState::CHECK_VIOLATION => {
+                Self::conflict("constraint_violation", "the change violates a data constraint")
+            }
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                Self::unprocessable("unknown_reference", "the request references a missing record")
+            }
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "retry", "transient conflict, retry")
             }
             _ if e.is_closed() || is_io(&e) => Self::unavailable(e),
             _ => Self::internal(e),

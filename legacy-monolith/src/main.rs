@@ -94,10 +94,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -145,9 +142,7 @@ async fn connect_with_retry(url: &str, wait: Duration) -> anyhow::Result<tokio_p
 
 async fn migrate_db(url: &str, wait: Duration) -> anyhow::Result<tokio_postgres::Client> {
     let mut client = connect_with_retry(url, wait).await?;
-    let report = migrate::run(&mut client)
-        .await
-        .context("migrating the schema")?;
+    let report = migrate::run(&mut client).await.context("migrating the schema")?;
     tracing::info!(
         applied = ?report.applied,
         already_applied = report.already_applied.len(),
@@ -165,9 +160,7 @@ async fn run(cli: Cli, url: String) -> anyhow::Result<()> {
         Command::Serve { listen, pool_size } => {
             drop(migrate_db(&url, wait).await?);
             let state = AppState::connect_lazy(&url, pool_size)?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             tracing::info!(addr = %listener.local_addr()?, pool_size, "legacy-monolith listening");
             axum::serve(listener, app(state))
                 .with_graceful_shutdown(shutdown_signal())
@@ -175,15 +168,7 @@ async fn run(cli: Cli, url: String) -> anyhow::Result<()> {
                 .context("serving HTTP")?;
             tracing::info!("shut down cleanly");
         }
-        Command::Seed {
-            products,
-            customers,
-            orders,
-            categories,
-            seed_value,
-            force,
-            quiet,
-        } => {
+        Command::Seed { products, customers, orders, categories, seed_value, force, quiet } => {
             let mut client = migrate_db(&url, wait).await?;
             let opts = seed::SeedOptions {
                 products,

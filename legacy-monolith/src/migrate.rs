@@ -18,16 +18,8 @@ pub struct Migration {
 
 /// Every migration of the schema, in the order they apply.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "core_schema",
-        sql: include_str!("../migrations/0001_core_schema.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "inventory_audit",
-        sql: include_str!("../migrations/0002_inventory_audit.sql"),
-    },
+    Migration { version: 1, name: "core_schema", sql: include_str!("../migrations/0001_core_schema.sql") },
+    Migration { version: 2, name: "inventory_audit", sql: include_str!("../migrations/0002_inventory_audit.sql") },
 ];
 
 /// Advisory lock key ("legacy-mono" in spirit); only needs to be stable and unlikely to collide.
@@ -49,15 +41,8 @@ pub enum MigrateError {
         "migration {version} ({name}) was applied with checksum {applied} but the embedded SQL \
          now has checksum {embedded}; migrations must never be edited after release"
     )]
-    ChecksumMismatch {
-        version: i64,
-        name: &'static str,
-        applied: String,
-        embedded: String,
-    },
-    #[error(
-        "the database has migration {0} applied, which this build does not know (newer build?)"
-    )]
+    ChecksumMismatch { version: i64, name: &'static str, applied: String, embedded: String },
+    #[error("the database has migration {0} applied, which this build does not know (newer build?)")]
     UnknownVersion(i64),
 }
 
@@ -84,10 +69,8 @@ pub fn checksum(sql: &str) -> String {
 pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
     let tx = client.transaction().await?;
     // "already exists, skipping" notices are expected on every start after the first.
-    tx.batch_execute("SET LOCAL client_min_messages = warning")
-        .await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await?;
+    tx.batch_execute("SET LOCAL client_min_messages = warning").await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version     BIGINT PRIMARY KEY,
@@ -97,12 +80,7 @@ pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
          )",
     )
     .await?;
-    let rows = tx
-        .query(
-            "SELECT version, checksum FROM schema_migrations ORDER BY version",
-            &[],
-        )
-        .await?;
+    let rows = tx.query("SELECT version, checksum FROM schema_migrations ORDER BY version", &[]).await?;
     let mut report = MigrationReport::default();
     let applied: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     for (version, sum) in &applied {
@@ -124,13 +102,11 @@ pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
         if applied.iter().any(|(v, _)| *v == m.version) {
             continue;
         }
-        tx.batch_execute(m.sql)
-            .await
-            .map_err(|source| MigrateError::Apply {
-                version: m.version,
-                name: m.name,
-                source,
-            })?;
+        tx.batch_execute(m.sql).await.map_err(|source| MigrateError::Apply {
+            version: m.version,
+            name: m.name,
+            source,
+        })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
             &[&m.version, &m.name, &checksum(m.sql)],

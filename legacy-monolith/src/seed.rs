@@ -123,9 +123,8 @@ const ADJECTIVES: &[&str] = &[
     "Modular",
     "Foldable",
 ];
-const MATERIALS: &[&str] = &[
-    "Bamboo", "Steel", "Oak", "Ceramic", "Cotton", "Leather", "Glass", "Carbon", "Copper", "Wool",
-];
+const MATERIALS: &[&str] =
+    &["Bamboo", "Steel", "Oak", "Ceramic", "Cotton", "Leather", "Glass", "Carbon", "Copper", "Wool"];
 const NOUNS: &[&str] = &[
     "Lamp",
     "Kettle",
@@ -146,27 +145,15 @@ const NOUNS: &[&str] = &[
     "Grill",
     "Desk",
 ];
-const COLORS: &[&str] = &[
-    "black", "white", "red", "blue", "green", "grey", "orange", "teal",
-];
-const TAGS: &[&str] = &[
-    "new",
-    "sale",
-    "bestseller",
-    "eco",
-    "gift",
-    "limited",
-    "clearance",
-    "bundle",
-    "premium",
-];
+const COLORS: &[&str] = &["black", "white", "red", "blue", "green", "grey", "orange", "teal"];
+const TAGS: &[&str] = &["new", "sale", "bestseller", "eco", "gift", "limited", "clearance", "bundle", "premium"];
 const FIRST: &[&str] = &[
-    "Ada", "Ben", "Chloe", "Dan", "Eva", "Finn", "Grace", "Hugo", "Iris", "Jon", "Kara", "Liam",
-    "Maya", "Nils", "Olga", "Paul", "Quinn", "Rosa", "Sam", "Tara", "Umar", "Vera", "Will", "Yara",
+    "Ada", "Ben", "Chloe", "Dan", "Eva", "Finn", "Grace", "Hugo", "Iris", "Jon", "Kara", "Liam", "Maya", "Nils",
+    "Olga", "Paul", "Quinn", "Rosa", "Sam", "Tara", "Umar", "Vera", "Will", "Yara",
 ];
 const LAST: &[&str] = &[
-    "Smith", "Jones", "Garcia", "Müller", "Rossi", "Dubois", "Kowalski", "Nguyen", "Okafor",
-    "Silva", "Tanaka", "Larsen", "Novak", "Haddad", "Byrne", "Costa",
+    "Smith", "Jones", "Garcia", "Müller", "Rossi", "Dubois", "Kowalski", "Nguyen", "Okafor", "Silva", "Tanaka",
+    "Larsen", "Novak", "Haddad", "Byrne", "Costa",
 ];
 const CITIES: &[(&str, &str)] = &[
     ("Springfield", "US"),
@@ -180,28 +167,11 @@ const CITIES: &[(&str, &str)] = &[
     ("Austin", "US"),
     ("Denver", "US"),
 ];
-const STREETS: &[&str] = &[
-    "Main St",
-    "Oak Ave",
-    "Mill Rd",
-    "High St",
-    "Elm St",
-    "Park Lane",
-    "Harbor Way",
-];
-const METHODS: &[&str] = &[
-    "card",
-    "card",
-    "card",
-    "paypal",
-    "bank_transfer",
-    "gift_card",
-];
+const STREETS: &[&str] = &["Main St", "Oak Ave", "Mill Rd", "High St", "Elm St", "Park Lane", "Harbor Way"];
+const METHODS: &[&str] = &["card", "card", "card", "paypal", "bank_transfer", "gift_card"];
 
 fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2022, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default()
+    Utc.with_ymd_and_hms(2022, 1, 1, 0, 0, 0).single().unwrap_or_default()
 }
 
 fn pick<'a, R: Rng>(rng: &mut R, xs: &[&'a str]) -> &'a str {
@@ -232,10 +202,7 @@ struct Progress {
 impl Progress {
     fn step(&self, what: &str, n: u64) {
         if self.on {
-            eprintln!(
-                "seed: {n:>8} {what:<14} ({:.2}s)",
-                self.started.elapsed().as_secs_f64()
-            );
+            eprintln!("seed: {n:>8} {what:<14} ({:.2}s)", self.started.elapsed().as_secs_f64());
         }
     }
 }
@@ -284,34 +251,21 @@ struct ItemRow {
 /// `opts.force`, in which case the shop's tables are emptied first. All in one transaction.
 pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, SeedError> {
     if opts.products > 0 && opts.categories == 0 {
-        return Err(SeedError::Invalid(
-            "products need at least one category".into(),
-        ));
+        return Err(SeedError::Invalid("products need at least one category".into()));
     }
     if opts.orders > 0 && (opts.products == 0 || opts.customers == 0) {
-        return Err(SeedError::Invalid(
-            "orders need at least one product and one customer".into(),
-        ));
+        return Err(SeedError::Invalid("orders need at least one product and one customer".into()));
     }
     let too_big = |n: u64| n > 100_000_000;
-    if [opts.products, opts.customers, opts.orders, opts.categories]
-        .into_iter()
-        .any(too_big)
-    {
-        return Err(SeedError::Invalid(
-            "counts above 100000000 are not supported".into(),
-        ));
+    if [opts.products, opts.customers, opts.orders, opts.categories].into_iter().any(too_big) {
+        return Err(SeedError::Invalid("counts above 100000000 are not supported".into()));
     }
-    let progress = Progress {
-        on: opts.progress,
-        started: Instant::now(),
-    };
+    let progress = Progress { on: opts.progress, started: Instant::now() };
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut report = SeedReport::default();
     let tx = client.transaction().await?;
     // One seeder at a time; the API may be running, but seeding is an offline operation.
-    tx.execute("SELECT pg_advisory_xact_lock(7419236)", &[])
-        .await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7419236)", &[]).await?;
     let non_empty: bool = tx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM categories) OR EXISTS (SELECT 1 FROM products)
@@ -325,8 +279,7 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
         if !opts.force {
             return Err(SeedError::NotEmpty);
         }
-        tx.batch_execute(&format!("TRUNCATE {TABLES} RESTART IDENTITY"))
-            .await?;
+        tx.batch_execute(&format!("TRUNCATE {TABLES} RESTART IDENTITY")).await?;
         progress.step("(truncated)", 0);
     }
 
@@ -337,18 +290,8 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
         .map(|id| {
             if id <= n_top {
                 let base = DEPARTMENTS[(id as usize - 1) % DEPARTMENTS.len()];
-                let name = if id as usize > DEPARTMENTS.len() {
-                    format!("{base} {id}")
-                } else {
-                    base.to_string()
-                };
-                (
-                    id,
-                    None,
-                    name.clone(),
-                    format!("{}-{id}", slugify(&name)),
-                    id as i32,
-                )
+                let name = if id as usize > DEPARTMENTS.len() { format!("{base} {id}") } else { base.to_string() };
+                (id, None, name.clone(), format!("{}-{id}", slugify(&name)), id as i32)
             } else {
                 let parent = (id - 1) % n_top + 1;
                 let dept = DEPARTMENTS[(parent as usize - 1) % DEPARTMENTS.len()];
@@ -360,13 +303,7 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
                 } else {
                     format!("{dept} {sub} {}", k / SUBCATEGORIES.len() + 1)
                 };
-                (
-                    id,
-                    Some(parent),
-                    name.clone(),
-                    format!("{}-{id}", slugify(&name)),
-                    (id % 100) as i32,
-                )
+                (id, Some(parent), name.clone(), format!("{}-{id}", slugify(&name)), (id % 100) as i32)
             }
         })
         .collect();
@@ -374,23 +311,12 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
     report.categories = copy_rows!(
         tx,
         "COPY categories (id, parent_id, name, slug, sort_order, ins_ts) FROM STDIN BINARY",
-        &[
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT4,
-            Type::TIMESTAMPTZ
-        ],
+        &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::INT4, Type::TIMESTAMPTZ],
         &cats,
         |c| &[&c.0, &c.1, &c.2, &c.3, &c.4, &t0]
     );
     progress.step("categories", report.categories);
-    let leaf_cats: Vec<i64> = if n_cat > n_top {
-        (n_top + 1..=n_cat).collect()
-    } else {
-        (1..=n_cat).collect()
-    };
+    let leaf_cats: Vec<i64> = if n_cat > n_top { (n_top + 1..=n_cat).collect() } else { (1..=n_cat).collect() };
 
     // --- products and their inventory rows (same ids).
     let mut products = Vec::with_capacity(opts.products as usize);
@@ -417,20 +343,12 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
         ];
         let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
         for id in 1..=opts.products as i64 {
-            let (adj, mat, noun) = (
-                pick(&mut rng, ADJECTIVES),
-                pick(&mut rng, MATERIALS),
-                pick(&mut rng, NOUNS),
-            );
+            let (adj, mat, noun) = (pick(&mut rng, ADJECTIVES), pick(&mut rng, MATERIALS), pick(&mut rng, NOUNS));
             let name = format!("{adj} {mat} {noun}");
             let color = pick(&mut rng, COLORS);
             let descr = format!(
                 "{} {} {} {} made of {}. Ships in {} days.",
-                if adj.starts_with(['A', 'E', 'I', 'O', 'U']) {
-                    "An"
-                } else {
-                    "A"
-                },
+                if adj.starts_with(['A', 'E', 'I', 'O', 'U']) { "An" } else { "A" },
                 adj.to_lowercase(),
                 color,
                 noun.to_lowercase(),
@@ -460,27 +378,9 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
             let sku = format!("SKU-{id:06}");
             let currency = "USD".to_string();
             w.as_mut()
-                .write(&[
-                    &id,
-                    &sku,
-                    &name,
-                    &descr,
-                    &cat,
-                    &price,
-                    &currency,
-                    &attributes,
-                    &tags,
-                    &active,
-                    &ins,
-                    &upd,
-                ])
+                .write(&[&id, &sku, &name, &descr, &cat, &price, &currency, &attributes, &tags, &active, &ins, &upd])
                 .await?;
-            products.push(ProductRow {
-                id,
-                sku,
-                price,
-                active,
-            });
+            products.push(ProductRow { id, sku, price, active });
         }
         report.products = w.finish().await?;
     }
@@ -488,21 +388,12 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
     let stock: Vec<(i32, &str, DateTime<Utc>)> = products
         .iter()
         .map(|_| {
-            let q = if rng.gen_range(0..10) == 0 {
-                0
-            } else {
-                rng.gen_range(1..=500)
-            };
-            let wh = if rng.gen_range(0..4) == 0 {
-                "EAST"
-            } else {
-                "MAIN"
-            };
+            let q = if rng.gen_range(0..10) == 0 { 0 } else { rng.gen_range(1..=500) };
+            let wh = if rng.gen_range(0..4) == 0 { "EAST" } else { "MAIN" };
             (q, wh, at(rng.gen_range(365 * 86_400..480 * 86_400)))
         })
         .collect();
-    report.inventory =
-        copy_rows!(
+    report.inventory = copy_rows!(
         tx,
         "COPY inventory (id, product_id, sku, quantity, warehouse_code, upd_ts) FROM STDIN BINARY",
         &[Type::INT8, Type::INT8, Type::TEXT, Type::INT4, Type::TEXT, Type::TIMESTAMPTZ],
@@ -534,13 +425,8 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
         let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
         for id in 1..=opts.customers as i64 {
             let (first, last) = (pick(&mut rng, FIRST), pick(&mut rng, LAST));
-            let email = format!(
-                "{}.{}.{id}@example.com",
-                first.to_lowercase(),
-                slugify(last)
-            );
-            let phone = (rng.gen_range(0..3) > 0)
-                .then(|| format!("+1-555-{:04}", rng.gen_range(0..10_000)));
+            let email = format!("{}.{}.{id}@example.com", first.to_lowercase(), slugify(last));
+            let phone = (rng.gen_range(0..3) > 0).then(|| format!("+1-555-{:04}", rng.gen_range(0..10_000)));
             let tier = match rng.gen_range(0..20) {
                 0 => "gold",
                 1..=3 => "silver",
@@ -548,9 +434,7 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
             };
             let ins = at(rng.gen_range(0..365 * 86_400));
             let upd = ins + chrono::Duration::seconds(rng.gen_range(0..30 * 86_400));
-            w.as_mut()
-                .write(&[&id, &email, &first, &last, &phone, &tier, &ins, &upd])
-                .await?;
+            w.as_mut().write(&[&id, &email, &first, &last, &phone, &tier, &ins, &upd]).await?;
             cust_since.push(ins);
         }
         report.customers = w.finish().await?;
@@ -579,25 +463,17 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
         let mut addr_id = 0i64;
         for cust in 1..=opts.customers as i64 {
             let since = cust_since[cust as usize - 1];
-            let kinds: &[&str] = if rng.gen_range(0..10) < 3 {
-                &["shipping", "billing"]
-            } else {
-                &["shipping"]
-            };
+            let kinds: &[&str] = if rng.gen_range(0..10) < 3 { &["shipping", "billing"] } else { &["shipping"] };
             for kind in kinds {
                 addr_id += 1;
                 let (city, country) = CITIES[rng.gen_range(0..CITIES.len())];
                 let line1 = format!("{} {}", rng.gen_range(1..2000), pick(&mut rng, STREETS));
-                let line2 =
-                    (rng.gen_range(0..5) == 0).then(|| format!("Apt {}", rng.gen_range(1..300)));
+                let line2 = (rng.gen_range(0..5) == 0).then(|| format!("Apt {}", rng.gen_range(1..300)));
                 let postal = format!("{:05}", rng.gen_range(1000..99_999));
                 let (city, country) = (city.to_string(), country.to_string());
                 let (kind, default) = (kind.to_string(), true);
                 w.as_mut()
-                    .write(&[
-                        &addr_id, &cust, &kind, &line1, &line2, &city, &postal, &country, &default,
-                        &since,
-                    ])
+                    .write(&[&addr_id, &cust, &kind, &line1, &line2, &city, &postal, &country, &default, &since])
                     .await?;
                 if kind == "shipping" {
                     ship_addr.push(addr_id);
@@ -610,17 +486,12 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
 
     // --- orders with 1..5 distinct products each.
     let active: Vec<&ProductRow> = products.iter().filter(|p| p.active).collect();
-    let catalog: Vec<&ProductRow> = if active.is_empty() {
-        products.iter().collect()
-    } else {
-        active
-    };
+    let catalog: Vec<&ProductRow> = if active.is_empty() { products.iter().collect() } else { active };
     let mut orders = Vec::with_capacity(opts.orders as usize);
     let mut items = Vec::with_capacity(opts.orders as usize * 3);
     for id in 1..=opts.orders as i64 {
         let cust_id = rng.gen_range(1..=opts.customers as i64);
-        let placed_at = cust_since[cust_id as usize - 1]
-            + chrono::Duration::seconds(rng.gen_range(3600..400 * 86_400));
+        let placed_at = cust_since[cust_id as usize - 1] + chrono::Duration::seconds(rng.gen_range(3600..400 * 86_400));
         let status = match rng.gen_range(0..100) {
             0..=49 => "shipped",
             50..=79 => "paid",
@@ -652,10 +523,9 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
                 line_total,
             });
         }
-        let cancelled_at = (status == "cancelled")
-            .then(|| placed_at + chrono::Duration::seconds(rng.gen_range(60..86_400)));
-        let upd_ts = cancelled_at
-            .unwrap_or(placed_at + chrono::Duration::seconds(rng.gen_range(0..7 * 86_400)));
+        let cancelled_at =
+            (status == "cancelled").then(|| placed_at + chrono::Duration::seconds(rng.gen_range(60..86_400)));
+        let upd_ts = cancelled_at.unwrap_or(placed_at + chrono::Duration::seconds(rng.gen_range(0..7 * 86_400)));
         orders.push(OrderRow {
             id,
             cust_id,
@@ -673,11 +543,28 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
         "COPY orders (id, cust_id, status_cd, total_amt, currency, ship_addr_id, placed_at, cancelled_at, upd_ts)
          FROM STDIN BINARY",
         &[
-            Type::INT8, Type::INT8, Type::TEXT, Type::NUMERIC, Type::BPCHAR, Type::INT8,
-            Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::NUMERIC,
+            Type::BPCHAR,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
         ],
         &orders,
-        |o| &[&o.id, &o.cust_id, &o.status, &o.total, &currency, &o.ship_addr_id, &o.placed_at, &o.cancelled_at, &o.upd_ts]
+        |o| &[
+            &o.id,
+            &o.cust_id,
+            &o.status,
+            &o.total,
+            &currency,
+            &o.ship_addr_id,
+            &o.placed_at,
+            &o.cancelled_at,
+            &o.upd_ts
+        ]
     );
     progress.step("orders", report.orders);
     report.order_items = copy_rows!(
@@ -701,23 +588,20 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
         let provider_ref = format!("psp_{:016x}", rng.gen::<u64>());
         let ins = o.placed_at + chrono::Duration::seconds(rng.gen_range(1..120));
         let upd = o.cancelled_at.unwrap_or(ins);
-        payments.push((
-            payments.len() as i64 + 1,
-            o.id,
-            o.total,
-            method,
-            status,
-            provider_ref,
-            ins,
-            upd,
-        ));
+        payments.push((payments.len() as i64 + 1, o.id, o.total, method, status, provider_ref, ins, upd));
     }
     report.payments = copy_rows!(
         tx,
         "COPY payments (id, order_id, amount, method, status_cd, provider_ref, ins_ts, upd_ts) FROM STDIN BINARY",
         &[
-            Type::INT8, Type::INT8, Type::NUMERIC, Type::TEXT, Type::TEXT, Type::TEXT,
-            Type::TIMESTAMPTZ, Type::TIMESTAMPTZ,
+            Type::INT8,
+            Type::INT8,
+            Type::NUMERIC,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
         ],
         &payments,
         |p| &[&p.0, &p.1, &p.2, &p.3, &p.4, &p.5, &p.6, &p.7]
@@ -732,16 +616,8 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
                  FROM STDIN BINARY",
             )
             .await?;
-        let types = [
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::JSONB,
-            Type::TEXT,
-            Type::TIMESTAMPTZ,
-        ];
+        let types =
+            [Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::JSONB, Type::TEXT, Type::TIMESTAMPTZ];
         let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
         let mut id = 0i64;
         let (email, sent) = ("email".to_string(), "sent".to_string());
@@ -750,49 +626,20 @@ pub async fn run(client: &mut Client, opts: &SeedOptions) -> Result<SeedReport, 
             let cust = i as i64 + 1;
             let payload = json!({ "customer_id": cust });
             let none: Option<i64> = None;
-            w.as_mut()
-                .write(&[
-                    &id, &cust, &none, &email, &"welcome", &payload, &sent, since,
-                ])
-                .await?;
+            w.as_mut().write(&[&id, &cust, &none, &email, &"welcome", &payload, &sent, since]).await?;
         }
         for o in &orders {
             id += 1;
-            let channel = if rng.gen_range(0..5) == 0 {
-                "sms"
-            } else {
-                "email"
-            };
-            let payload =
-                json!({ "order_id": o.id, "total": crate::api::format::money_string(&o.total) });
+            let channel = if rng.gen_range(0..5) == 0 { "sms" } else { "email" };
+            let payload = json!({ "order_id": o.id, "total": crate::api::format::money_string(&o.total) });
             let order = Some(o.id);
             w.as_mut()
-                .write(&[
-                    &id,
-                    &o.cust_id,
-                    &order,
-                    &channel,
-                    &"order_placed",
-                    &payload,
-                    &sent,
-                    &o.placed_at,
-                ])
+                .write(&[&id, &o.cust_id, &order, &channel, &"order_placed", &payload, &sent, &o.placed_at])
                 .await?;
             if let Some(c) = &o.cancelled_at {
                 id += 1;
                 let payload = json!({ "order_id": o.id });
-                w.as_mut()
-                    .write(&[
-                        &id,
-                        &o.cust_id,
-                        &order,
-                        &email,
-                        &"order_cancelled",
-                        &payload,
-                        &sent,
-                        c,
-                    ])
-                    .await?;
+                w.as_mut().write(&[&id, &o.cust_id, &order, &email, &"order_cancelled", &payload, &sent, c]).await?;
             }
         }
         report.notifications = w.finish().await?;

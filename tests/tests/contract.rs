@@ -67,7 +67,8 @@ async fn extracted_services_answer_like_legacy() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = StackOptions::for_test(dir.path());
     opts.gateway = false;
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let stack =
+        tokio::task::spawn_blocking(move || Stack::start(opts)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     let http = Client::new();
     let (legacy, catalog, orders) = (stack.legacy_url(), stack.catalog_url(), stack.orders_url());
     let mut diffs = Vec::new();
@@ -77,19 +78,41 @@ async fn extracted_services_answer_like_legacy() {
     let total = products["page"]["total"].as_i64().unwrap();
     assert!(total >= 300, "seeded products: {total}");
     let cats = json_get(&http, &format!("{legacy}/api/categories")).await;
-    let slugs: Vec<String> = cats["data"].as_array().unwrap().iter().map(|c| c["slug"].as_str().unwrap().to_string()).collect();
-    let skus: Vec<String> = products["data"].as_array().unwrap().iter().take(20).map(|p| p["sku"].as_str().unwrap().to_string()).collect();
-    let tags: Vec<String> = products["data"].as_array().unwrap().iter().flat_map(|p| p["tags"].as_array().unwrap().clone()).filter_map(|t| t.as_str().map(String::from)).take(3).collect();
+    let slugs: Vec<String> =
+        cats["data"].as_array().unwrap().iter().map(|c| c["slug"].as_str().unwrap().to_string()).collect();
+    let skus: Vec<String> =
+        products["data"].as_array().unwrap().iter().take(20).map(|p| p["sku"].as_str().unwrap().to_string()).collect();
+    let tags: Vec<String> = products["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["tags"].as_array().unwrap().clone())
+        .filter_map(|t| t.as_str().map(String::from))
+        .take(3)
+        .collect();
     let word = products["data"][3]["name"].as_str().unwrap().split_whitespace().next().unwrap().to_lowercase();
 
-    let mut paths = vec!["/api/categories".to_string(), "/api/products".into(), format!("/api/products?limit=100&offset={}", total - 50)];
+    let mut paths = vec![
+        "/api/categories".to_string(),
+        "/api/products".into(),
+        format!("/api/products?limit=100&offset={}", total - 50),
+    ];
     paths.extend((1..=40).map(|i| format!("/api/products/{i}")));
     paths.extend(slugs.iter().take(5).map(|s| format!("/api/products?category={s}&limit=100")));
     paths.extend(tags.iter().map(|t| format!("/api/products?tag={t}")));
     paths.push(format!("/api/products?q={word}&limit=100"));
     paths.extend(skus.iter().map(|s| format!("/api/inventory/{s}")));
     // Bad input must fail the same way.
-    paths.extend(["/api/products/999999", "/api/products/abc", "/api/products?limit=0", "/api/products?limit=x", "/api/inventory/NOPE"].map(String::from));
+    paths.extend(
+        [
+            "/api/products/999999",
+            "/api/products/abc",
+            "/api/products?limit=0",
+            "/api/products?limit=x",
+            "/api/inventory/NOPE",
+        ]
+        .map(String::from),
+    );
     for p in &paths {
         let route = if p.starts_with("/api/categories") {
             "categories"
@@ -105,7 +128,10 @@ async fn extracted_services_answer_like_legacy() {
     // --- orders: reads -----------------------------------------------------------------------
     let mut paths: Vec<String> = (1..=40).map(|i| format!("/api/orders/{i}")).collect();
     paths.extend((1..=20).map(|i| format!("/api/customers/{i}/orders")));
-    paths.extend(["/api/orders/99999999", "/api/orders/x", "/api/customers/99999/orders", "/api/customers/1/orders?limit=500"].map(String::from));
+    paths.extend(
+        ["/api/orders/99999999", "/api/orders/x", "/api/customers/99999/orders", "/api/customers/1/orders?limit=500"]
+            .map(String::from),
+    );
     for p in &paths {
         let route = if p.starts_with("/api/customers") { "customer-orders" } else { "order-read" };
         diffs.extend(differences(&http, &legacy, &orders, Method::GET, p, None, &rules(route)).await);
@@ -131,16 +157,31 @@ async fn extracted_services_answer_like_legacy() {
 
     // The legacy order (a real write) reaches the orders service through cdc-sync; its lookup
     // must then be identical on both sides, ids and timestamps included.
-    let legacy_order: i64 = stack.legacy_pg.psql("legacy", "SELECT max(id) FROM orders WHERE notes = 'contract'").unwrap().parse().unwrap();
+    let legacy_order: i64 =
+        stack.legacy_pg.psql("legacy", "SELECT max(id) FROM orders WHERE notes = 'contract'").unwrap().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stack.services_pg.psql("orders", &format!("SELECT count(*) FROM orders WHERE id = {legacy_order}")).unwrap() != "1" {
+    while stack.services_pg.psql("orders", &format!("SELECT count(*) FROM orders WHERE id = {legacy_order}")).unwrap()
+        != "1"
+    {
         assert!(Instant::now() < deadline, "order {legacy_order} never reached the orders service");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let dry_run_left_rows = stack.services_pg.psql("orders", "SELECT count(*) FROM orders WHERE id >= 1000000000").unwrap();
+    let dry_run_left_rows =
+        stack.services_pg.psql("orders", "SELECT count(*) FROM orders WHERE id >= 1000000000").unwrap();
     assert_eq!(dry_run_left_rows, "0", "the dry run must not leave an order in the service's database");
     assert_ne!(orders_before, "0");
-    diffs.extend(differences(&http, &legacy, &orders, Method::GET, &format!("/api/orders/{legacy_order}"), None, &rules("order-read")).await);
+    diffs.extend(
+        differences(
+            &http,
+            &legacy,
+            &orders,
+            Method::GET,
+            &format!("/api/orders/{legacy_order}"),
+            None,
+            &rules("order-read"),
+        )
+        .await,
+    );
 
     if !diffs.is_empty() {
         // One line per request (the first difference, shortened) keeps a failure readable.

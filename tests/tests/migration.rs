@@ -24,7 +24,8 @@ use strangler_support::{Stack, StackOptions};
 /// Sets a route's stage (and canary weight) in the live routes.toml, keeping everything else.
 fn set_stage(routes: &Path, route: &str, stage: &str, weight: Option<u8>) {
     let text = std::fs::read_to_string(routes).unwrap();
-    let start = text.find(&format!("name = \"{route}\"\n")).unwrap_or_else(|| panic!("route {route} not in routes.toml"));
+    let start =
+        text.find(&format!("name = \"{route}\"\n")).unwrap_or_else(|| panic!("route {route} not in routes.toml"));
     let end = text[start..].find("[[routes]]").map(|i| start + i).unwrap_or(text.len());
     let block: Vec<String> = text[start..end]
         .lines()
@@ -73,7 +74,10 @@ impl Admin {
                 return;
             }
             let errors = self.get("/admin/config-errors").await;
-            assert!(Instant::now() < deadline, "route {route} never reached stage {stage}: {r}; config errors: {errors}");
+            assert!(
+                Instant::now() < deadline,
+                "route {route} never reached stage {stage}: {r}; config errors: {errors}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -153,7 +157,9 @@ async fn a_migration_and_its_rollback_lose_no_request_and_no_row() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StackOptions::for_test(dir.path());
     let token = opts.admin_token.clone();
-    let stack = Arc::new(tokio::task::spawn_blocking(move || Stack::start(opts)).await.unwrap().unwrap_or_else(|e| panic!("{e}")));
+    let stack = Arc::new(
+        tokio::task::spawn_blocking(move || Stack::start(opts)).await.unwrap().unwrap_or_else(|e| panic!("{e}")),
+    );
     let gateway = stack.gateway_url();
     let routes = stack.routes_path().to_path_buf();
     let http = Client::new();
@@ -172,7 +178,8 @@ async fn a_migration_and_its_rollback_lose_no_request_and_no_row() {
     .map(|l| l.parse().unwrap())
     .collect();
     assert_eq!(order_products.len(), 5);
-    let skus: Vec<String> = sql_legacy("SELECT sku FROM inventory ORDER BY id LIMIT 50").lines().map(String::from).collect();
+    let skus: Vec<String> =
+        sql_legacy("SELECT sku FROM inventory ORDER BY id LIMIT 50").lines().map(String::from).collect();
 
     let load = Arc::new(Load::default());
     let readers: Vec<_> = (0..3)
@@ -229,9 +236,19 @@ async fn a_migration_and_its_rollback_lose_no_request_and_no_row() {
         }
         wait_requests(500).await;
     }
-    let metrics = http.get(format!("{}/metrics", stack.admin_url())).bearer_auth(&admin.token).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", stack.admin_url()))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        metrics.lines().any(|l| l.starts_with("strangler_gateway_requests_total") && l.contains("route=\"products\"") && l.contains("side=\"extracted\"")),
+        metrics.lines().any(|l| l.starts_with("strangler_gateway_requests_total")
+            && l.contains("route=\"products\"")
+            && l.contains("side=\"extracted\"")),
         "the catalog service never served a canary request"
     );
 
@@ -252,9 +269,16 @@ async fn a_migration_and_its_rollback_lose_no_request_and_no_row() {
     }
     let legacy_orders_after: i64 = sql_legacy("SELECT count(*) FROM orders").parse().unwrap();
     assert_eq!(legacy_orders_after - legacy_orders_before, placed, "exactly the primary writes reached legacy");
-    assert_eq!(sql_orders("SELECT count(*) FROM orders WHERE id >= 1000000000"), "0", "a dry run left an order in the service");
+    assert_eq!(
+        sql_orders("SELECT count(*) FROM orders WHERE id >= 1000000000"),
+        "0",
+        "a dry run left an order in the service"
+    );
     assert_eq!(sql_legacy("SELECT count(*) FROM orders WHERE id >= 1000000000"), "0");
-    eprintln!("step 4: {placed} orders shadowed as dry runs, no extra rows: {:#}", admin.shadow("order-create").await["match_rate"]);
+    eprintln!(
+        "step 4: {placed} orders shadowed as dry runs, no extra rows: {:#}",
+        admin.shadow("order-create").await["match_rate"]
+    );
 
     // 5. Order routes extracted: the orders service takes the writes.
     let order_routes = ["order-create", "order-read", "order-cancel", "customer-orders"];
@@ -293,7 +317,11 @@ async fn a_migration_and_its_rollback_lose_no_request_and_no_row() {
             if r.status() == 200 {
                 break r.json::<Value>().await.unwrap();
             }
-            assert!(Instant::now() < deadline, "order {id} is not readable through legacy after the rollback ({})", r.status());
+            assert!(
+                Instant::now() < deadline,
+                "order {id} is not readable through legacy after the rollback ({})",
+                r.status()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let want = if *id == cancelled { "cancelled" } else { "paid" };
@@ -301,7 +329,8 @@ async fn a_migration_and_its_rollback_lose_no_request_and_no_row() {
             // the cancel may still be in flight through reverse sync
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let v: Value = http.get(format!("{gateway}/api/orders/{id}")).send().await.unwrap().json().await.unwrap();
+                let v: Value =
+                    http.get(format!("{gateway}/api/orders/{id}")).send().await.unwrap().json().await.unwrap();
                 if v["data"]["status"] == want {
                     break;
                 }
@@ -319,7 +348,13 @@ async fn a_migration_and_its_rollback_lose_no_request_and_no_row() {
         r.await.unwrap();
     }
     let (ok, failed) = (load.ok.load(Ordering::Relaxed), load.failed.load(Ordering::Relaxed));
-    assert_eq!(failed, 0, "{failed} failed client requests out of {}: {:#?}", ok + failed, load.failures.lock().unwrap());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} failed client requests out of {}: {:#?}",
+        ok + failed,
+        load.failures.lock().unwrap()
+    );
     eprintln!("client: {ok} requests, 0 failed");
 
     // Both pipelines prove the two sides agree.

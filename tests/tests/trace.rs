@@ -65,7 +65,8 @@ fn hex(b: &[u8]) -> String {
 /// Sets a route's stage in the live routes.toml (write-and-rename), keeping everything else.
 fn set_stage(routes: &Path, route: &str, stage: &str) {
     let text = std::fs::read_to_string(routes).unwrap();
-    let start = text.find(&format!("name = \"{route}\"\n")).unwrap_or_else(|| panic!("route {route} not in routes.toml"));
+    let start =
+        text.find(&format!("name = \"{route}\"\n")).unwrap_or_else(|| panic!("route {route} not in routes.toml"));
     let end = text[start..].find("[[routes]]").map(|i| start + i).unwrap_or(text.len());
     let block: Vec<String> = text[start..end]
         .lines()
@@ -99,9 +100,13 @@ async fn wait_stage(http: &Client, admin: &str, token: &str, route: &str, stage:
 async fn wait_trace(got: &Collected, trace_id: &str) -> Vec<Received> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let spans: Vec<Received> = got.lock().unwrap().iter().filter(|r| hex(&r.span.trace_id) == trace_id).cloned().collect();
-        let has = |svc: &str, db: bool| spans.iter().any(|r| r.service == svc && (r.span.name == "db.transaction") == db);
-        if (has("strangler-gateway", false) && has("catalog", false) && has("catalog", true)) || Instant::now() >= deadline {
+        let spans: Vec<Received> =
+            got.lock().unwrap().iter().filter(|r| hex(&r.span.trace_id) == trace_id).cloned().collect();
+        let has =
+            |svc: &str, db: bool| spans.iter().any(|r| r.service == svc && (r.span.name == "db.transaction") == db);
+        if (has("strangler-gateway", false) && has("catalog", false) && has("catalog", true))
+            || Instant::now() >= deadline
+        {
             return spans;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

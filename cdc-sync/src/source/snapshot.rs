@@ -79,7 +79,10 @@ enum Event {
 }
 
 /// Copy `job.tables`, recording state in `store`. Returns rows copied per table.
-pub async fn copy_tables<C: CheckpointStore>(job: SnapshotJob, store: &mut C) -> Result<HashMap<usize, u64>, SnapshotError> {
+pub async fn copy_tables<C: CheckpointStore>(
+    job: SnapshotJob,
+    store: &mut C,
+) -> Result<HashMap<usize, u64>, SnapshotError> {
     let target = connect(&job.target).await?;
     let planner = connect(&job.source).await?;
     planner
@@ -94,7 +97,11 @@ pub async fn copy_tables<C: CheckpointStore>(job: SnapshotJob, store: &mut C) ->
     for &ti in &job.tables {
         let t = &job.mapping.tables[ti];
         store
-            .set_table(&job.pipeline, &t.to_table, &TableSnapshot { state: "copying".into(), snapshot_lsn: Some(job.lsn), rows: 0 })
+            .set_table(
+                &job.pipeline,
+                &t.to_table,
+                &TableSnapshot { state: "copying".into(), snapshot_lsn: Some(job.lsn), rows: 0 },
+            )
             .await?;
         target.batch_execute(&format!("TRUNCATE {}", quote_qualified(&t.to_table))).await?;
         let r = planner
@@ -165,7 +172,11 @@ pub async fn copy_tables<C: CheckpointStore>(job: SnapshotJob, store: &mut C) ->
             let t = &job.mapping.tables[table];
             let rows = copied[&table];
             store
-                .set_table(&job.pipeline, &t.to_table, &TableSnapshot { state: "done".into(), snapshot_lsn: Some(job.lsn), rows: rows as i64 })
+                .set_table(
+                    &job.pipeline,
+                    &t.to_table,
+                    &TableSnapshot { state: "done".into(), snapshot_lsn: Some(job.lsn), rows: rows as i64 },
+                )
                 .await?;
             done_tables += 1;
             job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
@@ -176,7 +187,13 @@ pub async fn copy_tables<C: CheckpointStore>(job: SnapshotJob, store: &mut C) ->
             let rows = job.metrics.snapshot_rows.load(Relaxed);
             let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
             let eta = if rate > 0.0 && estimate > rows { (estimate - rows) as f64 / rate } else { 0.0 };
-            tracing::info!(rows, rows_per_s = rate as u64, eta_s = eta as u64, tables_done = done_tables, "snapshot: progress");
+            tracing::info!(
+                rows,
+                rows_per_s = rate as u64,
+                eta_s = eta as u64,
+                tables_done = done_tables,
+                "snapshot: progress"
+            );
         }
     }
     for h in handles {
@@ -218,11 +235,8 @@ async fn worker(
             (lo, None) => format!(" WHERE ctid >= '({lo},0)'::tid"),
             (lo, Some(hi)) => format!(" WHERE ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"),
         };
-        let out_sql = format!(
-            "COPY (SELECT {} FROM {}{range}) TO STDOUT",
-            source_select_list(t),
-            quote_qualified(&t.from_table)
-        );
+        let out_sql =
+            format!("COPY (SELECT {} FROM {}{range}) TO STDOUT", source_select_list(t), quote_qualified(&t.from_table));
         let cols: Vec<String> = t.outputs.iter().map(|o| quote_ident(&o.column)).collect();
         let in_sql = format!("COPY {} ({}) FROM STDIN", quote_qualified(&t.to_table), cols.join(", "));
         dst.batch_execute("BEGIN").await?;

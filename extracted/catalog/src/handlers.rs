@@ -97,9 +97,7 @@ pub async fn list_products(db: Db, ctx: Ctx, ApiQuery(q): ApiQuery<ListQuery>) -
         return Err(ApiError::bad_request("invalid_query", "q must be at most 200 characters"));
     }
     let c = db.client().await?;
-    let list = c
-        .prepare_cached(&format!("{PRODUCT_SELECT}{PRODUCT_FILTER} ORDER BY p.id LIMIT $4 OFFSET $5"))
-        .await?;
+    let list = c.prepare_cached(&format!("{PRODUCT_SELECT}{PRODUCT_FILTER} ORDER BY p.id LIMIT $4 OFFSET $5")).await?;
     let count = c.prepare_cached(&format!("SELECT count(*) FROM products p{PRODUCT_FILTER}")).await?;
     let rows = c.query(&list, &[&category, &search, &tag, &limit, &offset]).await?;
     let total: i64 = c.query_one(&count, &[&category, &search, &tag]).await?.get(0);

@@ -8,11 +8,8 @@ use axum::Router;
 use strangler_kit::{KitState, Migration, Service};
 
 /// This service's schema migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "catalog",
-    sql: include_str!("../migrations/0001_catalog.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "catalog", sql: include_str!("../migrations/0001_catalog.sql") }];
 
 /// The routes this service owns (reads only; catalog writes stay on legacy).
 pub fn routes(r: Router<KitState>) -> Router<KitState> {

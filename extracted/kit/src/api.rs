@@ -79,12 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 
 impl Ctx {
     fn envelope<T: Serialize>(&self, status: StatusCode, data: T, page: Option<Page>) -> Response {
-        let body = Envelope {
-            data,
-            page,
-            request_id: self.request_id.clone(),
-            generated_at: timestamp(&Utc::now()),
-        };
+        let body = Envelope { data, page, request_id: self.request_id.clone(), generated_at: timestamp(&Utc::now()) };
         (status, Json(body)).into_response()
     }
 
@@ -205,7 +200,9 @@ mod tests {
 
     #[test]
     fn cents_format_as_two_decimal_strings() {
-        for (c, s) in [(0, "0.00"), (5, "0.05"), (1999, "19.99"), (100, "1.00"), (-5, "-0.05"), (123456789, "1234567.89")] {
+        for (c, s) in
+            [(0, "0.00"), (5, "0.05"), (1999, "19.99"), (100, "1.00"), (-5, "-0.05"), (123456789, "1234567.89")]
+        {
             assert_eq!(money_from_cents(c), s);
         }
     }

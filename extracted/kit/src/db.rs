@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio::sync::{Mutex, MappedMutexGuard, MutexGuard};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tracing::Instrument;
 
 use crate::service::KitState;
@@ -20,14 +20,9 @@ pub const SHADOW_HEADER: &str = "x-strangler-shadow";
 
 /// Builds a connection pool. `database_url` is a libpq key/value string or a `postgres://` URL.
 pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
-    let cfg: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid database URL: {e}"))?;
-    let mgr = Manager::from_config(
-        cfg,
-        tokio_postgres::NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    let cfg: tokio_postgres::Config = database_url.parse().map_err(|e| anyhow::anyhow!("invalid database URL: {e}"))?;
+    let mgr =
+        Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(mgr)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
@@ -152,10 +147,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Db {
 
 /// True if the request asks for a shadow dry run.
 pub(crate) fn is_shadow(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get(SHADOW_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    headers.get(SHADOW_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// Middleware: wraps the handler in its unit of work and ends the transaction afterwards.

@@ -35,23 +35,15 @@ async fn apply(client: &mut Client, migrations: &[Migration]) -> anyhow::Result<
                 applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let applied: Vec<i64> = client
-        .query("SELECT version FROM kit_schema_migrations", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let applied: Vec<i64> =
+        client.query("SELECT version FROM kit_schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
     let mut n = 0;
     for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql)
             .await
             .map_err(|e| anyhow::anyhow!("migration {} ({}) failed: {e}", m.version, m.name))?;
-        tx.execute(
-            "INSERT INTO kit_schema_migrations(version, name) VALUES ($1, $2)",
-            &[&m.version, &m.name],
-        )
-        .await?;
+        tx.execute("INSERT INTO kit_schema_migrations(version, name) VALUES ($1, $2)", &[&m.version, &m.name]).await?;
         tx.commit().await?;
         tracing::info!(version = m.version, name = m.name, "migration applied");
         n += 1;

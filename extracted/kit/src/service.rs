@@ -97,9 +97,7 @@ impl Service {
             return Ok(());
         }
         let addr = args.listen.unwrap_or(self.default_listen);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
         tracing::info!(service = self.name, %addr, "listening");
         self.serve(listener, pool, shutdown_signal()).await
     }
@@ -142,11 +140,8 @@ impl Service {
 /// Middleware: request id, trace context, one span per request, metrics.
 async fn observe(State(state): State<KitState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let request_id = req
         .headers()
@@ -178,16 +173,8 @@ async fn observe(State(state): State<KitState>, mut req: Request, next: Next) ->
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
     let elapsed = start.elapsed();
-    state
-        .metrics
-        .requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-        .inc();
-    state
-        .metrics
-        .latency
-        .with_label_values(&[route.as_str(), method.as_str()])
-        .observe(elapsed.as_secs_f64());
+    state.metrics.requests.with_label_values(&[route.as_str(), method.as_str(), status.as_str()]).inc();
+    state.metrics.latency.with_label_values(&[route.as_str(), method.as_str()]).observe(elapsed.as_secs_f64());
     span.record("http.response.status_code", status.as_u16());
     span.in_scope(|| {
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -140,7 +140,8 @@ impl TraceContext {
     pub fn parse(value: &str) -> Option<Self> {
         let mut parts = value.trim().split('-');
         let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hex =
+            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if version != "00" || parts.next().is_some() || !hex(trace_id, 32) || !hex(parent_id, 16) || !hex(flags, 2) {
             return None;
         }
@@ -184,8 +185,11 @@ mod tests {
             Some("http://c:4318/v1/traces")
         );
         assert_eq!(
-            otlp_traces_url(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")]))
-                .as_deref(),
+            otlp_traces_url(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")
+            ]))
+            .as_deref(),
             Some("http://t:1/x")
         );
     }

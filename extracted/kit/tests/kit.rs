@@ -15,7 +15,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "audit", sql: "CREATE TABLE audit (note_id bigint NOT NULL)" },
 ];
 
-async fn create(db: Db, Extension(rid): Extension<RequestId>, Json(body): Json<Value>) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create(
+    db: Db,
+    Extension(rid): Extension<RequestId>,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let text = body["body"].as_str().ok_or_else(|| ApiError::unprocessable("invalid_field", "body is required"))?;
     let c = db.client().await?;
     let id: i64 = c.query_one("INSERT INTO notes(body) VALUES ($1) RETURNING id", &[&text]).await?.get(0);
@@ -132,7 +136,14 @@ async fn errors_are_json_with_a_code() {
 #[tokio::test]
 async fn request_ids_are_kept_or_generated() {
     let f = Fixture::start().await;
-    let r = f.http.post(f.url("/notes")).header("x-request-id", "abc-123").json(&json!({"body": "x"})).send().await.unwrap();
+    let r = f
+        .http
+        .post(f.url("/notes"))
+        .header("x-request-id", "abc-123")
+        .json(&json!({"body": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     assert_eq!(r.json::<Value>().await.unwrap()["request_id"], "abc-123");
     let r = f.http.get(f.url("/health/live")).send().await.unwrap();

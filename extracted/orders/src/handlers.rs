@@ -232,13 +232,12 @@ fn merge_lines(items: &[NewItem]) -> Result<BTreeMap<i64, i32>, ApiError> {
     lines
         .into_iter()
         .map(|(p, q)| {
-            i32::try_from(q)
-                .ok()
-                .filter(|q| i64::from(*q) <= MAX_UNITS)
-                .map(|q| (p, q))
-                .ok_or_else(|| {
-                    ApiError::unprocessable("invalid_quantity", format!("at most {MAX_UNITS} units of product {p} per order"))
-                })
+            i32::try_from(q).ok().filter(|q| i64::from(*q) <= MAX_UNITS).map(|q| (p, q)).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_quantity",
+                    format!("at most {MAX_UNITS} units of product {p} per order"),
+                )
+            })
         })
         .collect()
 }
@@ -288,7 +287,8 @@ pub async fn create(db: Db, ctx: Ctx, ApiJson(body): ApiJson<NewOrder>) -> Resul
     };
 
     let ids: Vec<i64> = lines.keys().copied().collect();
-    let stmt = c.prepare_cached("SELECT id, sku, price_cents, currency, active FROM products WHERE id = ANY($1)").await?;
+    let stmt =
+        c.prepare_cached("SELECT id, sku, price_cents, currency, active FROM products WHERE id = ANY($1)").await?;
     let products: HashMap<i64, (String, i64, String, bool)> = c
         .query(&stmt, &[&ids])
         .await?
@@ -297,7 +297,10 @@ pub async fn create(db: Db, ctx: Ctx, ApiJson(body): ApiJson<NewOrder>) -> Resul
         .collect();
     let missing: Vec<String> = ids.iter().filter(|id| !products.contains_key(id)).map(i64::to_string).collect();
     if !missing.is_empty() {
-        return Err(ApiError::unprocessable("unknown_product", format!("unknown product id(s): {}", missing.join(", "))));
+        return Err(ApiError::unprocessable(
+            "unknown_product",
+            format!("unknown product id(s): {}", missing.join(", ")),
+        ));
     }
     let mut currency: Option<&str> = None;
     for id in &ids {
@@ -358,10 +361,8 @@ pub async fn create(db: Db, ctx: Ctx, ApiJson(body): ApiJson<NewOrder>) -> Resul
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .await?;
-    let order_id: i64 = c
-        .query_one(&stmt, &[&body.customer_id, &status, &total, &currency, &ship_addr, &body.notes])
-        .await?
-        .get(0);
+    let order_id: i64 =
+        c.query_one(&stmt, &[&body.customer_id, &status, &total, &currency, &ship_addr, &body.notes]).await?.get(0);
     let stmt = c
         .prepare_cached(
             "INSERT INTO order_lines (order_id, product_id, sku, quantity, unit_price_cents, line_total_cents)
@@ -442,7 +443,9 @@ pub async fn cancel(db: Db, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> Result<Respo
         .await?;
     let refunded = i64::try_from(c.execute(&stmt, &[&id]).await?).unwrap_or(i64::MAX);
     let stmt = c
-        .prepare_cached("UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now() WHERE id = $1")
+        .prepare_cached(
+            "UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now() WHERE id = $1",
+        )
         .await?;
     c.execute(&stmt, &[&id]).await?;
     let stmt = c

@@ -9,11 +9,8 @@ use axum::Router;
 use strangler_kit::{KitState, Migration, Service};
 
 /// This service's schema migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "orders",
-    sql: include_str!("../migrations/0001_orders.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "orders", sql: include_str!("../migrations/0001_orders.sql") }];
 
 /// The routes this service owns.
 pub fn routes(r: Router<KitState>) -> Router<KitState> {

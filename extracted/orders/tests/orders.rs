@@ -76,7 +76,9 @@ async fn placing_an_order_reserves_stock_pays_and_notifies_in_one_go() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["product_id"].as_i64().unwrap(), i["quantity"].as_i64().unwrap(), i["line_total"].as_str().unwrap()))
+        .map(|i| {
+            (i["product_id"].as_i64().unwrap(), i["quantity"].as_i64().unwrap(), i["line_total"].as_str().unwrap())
+        })
         .collect();
     assert_eq!(items, [(100, 3, "59.97"), (101, 1, "5.00")], "repeated products merged, ordered by product");
     assert_eq!(o["payments"][0]["amount"], "64.97");
@@ -95,7 +97,9 @@ async fn fifty_concurrent_orders_for_the_last_ten_items_never_oversell() {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let s = s.clone();
-            tokio::spawn(async move { s.post("/api/orders", order(json!([{"product_id": 100, "quantity": 1}])), false).await.0 })
+            tokio::spawn(async move {
+                s.post("/api/orders", order(json!([{"product_id": 100, "quantity": 1}])), false).await.0
+            })
         })
         .collect();
     let mut codes = Vec::new();
@@ -112,9 +116,19 @@ async fn fifty_concurrent_orders_for_the_last_ten_items_never_oversell() {
 #[tokio::test]
 async fn an_order_failing_on_its_second_line_leaves_no_trace() {
     let s = Svc::start().await;
-    let (status, v) = s.post("/api/orders", order(json!([{"product_id": 100, "quantity": 1}, {"product_id": 101, "quantity": 4}])), false).await;
+    let (status, v) = s
+        .post(
+            "/api/orders",
+            order(json!([{"product_id": 100, "quantity": 1}, {"product_id": 101, "quantity": 4}])),
+            false,
+        )
+        .await;
     assert_eq!((status, v["error"]["code"].as_str().unwrap()), (409, "out_of_stock"));
-    assert_eq!(s.sql("SELECT quantity FROM stock WHERE product_id = 100"), "10", "first line's reservation rolled back");
+    assert_eq!(
+        s.sql("SELECT quantity FROM stock WHERE product_id = 100"),
+        "10",
+        "first line's reservation rolled back"
+    );
     assert_eq!(s.sql("SELECT count(*) FROM orders"), "0");
 }
 
@@ -160,16 +174,35 @@ async fn bad_input_gets_the_legacy_error_codes() {
         (json!({"customer_id": 1, "items": [{"product_id": 100, "quantity": -1}]}), 422, "invalid_quantity"),
         (json!({"customer_id": 1, "items": [{"product_id": 999, "quantity": 1}]}), 422, "unknown_product"),
         (json!({"customer_id": 1, "items": [{"product_id": 102, "quantity": 1}]}), 422, "product_inactive"),
-        (json!({"customer_id": 1, "items": [{"product_id": 100, "quantity": 1}, {"product_id": 103, "quantity": 1}]}), 422, "mixed_currency"),
-        (json!({"customer_id": 1, "items": [{"product_id": 100, "quantity": 1}], "payment": {"method": "cash"}}), 422, "invalid_payment_method"),
-        (json!({"customer_id": 1, "items": [{"product_id": 100, "quantity": 1}], "shipping_address_id": 11}), 422, "unknown_address"),
+        (
+            json!({"customer_id": 1, "items": [{"product_id": 100, "quantity": 1}, {"product_id": 103, "quantity": 1}]}),
+            422,
+            "mixed_currency",
+        ),
+        (
+            json!({"customer_id": 1, "items": [{"product_id": 100, "quantity": 1}], "payment": {"method": "cash"}}),
+            422,
+            "invalid_payment_method",
+        ),
+        (
+            json!({"customer_id": 1, "items": [{"product_id": 100, "quantity": 1}], "shipping_address_id": 11}),
+            422,
+            "unknown_address",
+        ),
         (json!({"customer_id": "x"}), 422, "invalid_body"),
     ];
     for (body, status, code) in cases {
         let (st, v) = s.post("/api/orders", body.clone(), false).await;
         assert_eq!((st, v["error"]["code"].as_str().unwrap_or("")), (status, code), "{body}: {v}");
     }
-    let r = s.http.post(format!("http://{}/api/orders", s.addr)).header("content-type", "application/json").body("{").send().await.unwrap();
+    let r = s
+        .http
+        .post(format!("http://{}/api/orders", s.addr))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     for (path, status, code) in [
         ("/api/orders/5", 404, "not_found"),

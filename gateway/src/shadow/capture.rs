@@ -106,7 +106,10 @@ pub struct Capture {
 
 impl std::fmt::Debug for Capture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Capture").field("route", &self.policy.route).field("request_len", &self.request_len).finish_non_exhaustive()
+        f.debug_struct("Capture")
+            .field("route", &self.policy.route)
+            .field("request_len", &self.request_len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,7 +142,13 @@ impl Capture {
 /// Decides in `request_filter` whether this request is shadowed. `None` (and nothing else to
 /// do) for requests legacy did not serve, upgrades, writes without dry-run, and unsampled ones.
 #[inline]
-pub fn start(policy: &Arc<ShadowPolicy>, route: usize, to: Option<usize>, side: Side, req: &RequestHeader) -> Option<ShadowHook> {
+pub fn start(
+    policy: &Arc<ShadowPolicy>,
+    route: usize,
+    to: Option<usize>,
+    side: Side,
+    req: &RequestHeader,
+) -> Option<ShadowHook> {
     let upstream = to?;
     if side != Side::Legacy || req.headers.contains_key(http::header::UPGRADE) {
         return None;

@@ -230,7 +230,8 @@ pub fn compare(rules: &CompareRules, legacy: &Captured<'_>, shadow: &Captured<'_
     }
     for name in &rules.headers {
         let get = |h: &[(String, String)]| {
-            let v: Vec<&str> = h.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
+            let v: Vec<&str> =
+                h.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
             (!v.is_empty()).then(|| v.join(", "))
         };
         let (l, s) = (get(legacy.headers), get(shadow.headers));
@@ -260,7 +261,8 @@ pub fn compare(rules: &CompareRules, legacy: &Captured<'_>, shadow: &Captured<'_
         }
         _ => {
             if legacy.body != shadow.body {
-                out.differences.push(Difference::Bytes { legacy_len: legacy.body.len(), shadow_len: shadow.body.len() });
+                out.differences
+                    .push(Difference::Bytes { legacy_len: legacy.body.len(), shadow_len: shadow.body.len() });
             }
         }
     }
@@ -284,7 +286,15 @@ fn pointer(path: &[String]) -> String {
 fn pattern(path: &[String], indices: &[bool]) -> String {
     path.iter()
         .zip(indices)
-        .map(|(s, is_idx)| if *is_idx { "/*".to_string() } else { format!("/{}", s.replace('~', "~0").replace('/', "~1")) })
+        .map(
+            |(s, is_idx)| {
+                if *is_idx {
+                    "/*".to_string()
+                } else {
+                    format!("/{}", s.replace('~', "~0").replace('/', "~1"))
+                }
+            },
+        )
         .collect()
 }
 
@@ -534,7 +544,12 @@ mod tests {
         assert_eq!(c.differences.len(), 1, "{:?}", c.differences);
         // Objects inside multisets are matched structurally, honouring ignores.
         let r = CompareRules { array_order: ArrayOrder::Multiset, ..rules_ignoring(&["/x/*/t"]) };
-        assert!(run(&r, &json!({"x": [{"id": 1, "t": 1}, {"id": 2, "t": 2}]}), &json!({"x": [{"id": 2, "t": 9}, {"id": 1, "t": 8}]})).matched());
+        assert!(run(
+            &r,
+            &json!({"x": [{"id": 1, "t": 1}, {"id": 2, "t": 2}]}),
+            &json!({"x": [{"id": 2, "t": 9}, {"id": 1, "t": 8}]})
+        )
+        .matched());
     }
 
     #[test]
@@ -589,8 +604,14 @@ mod tests {
     #[test]
     fn noise_is_learnt_from_two_legacy_answers() {
         let r = CompareRules::default();
-        let a = serde_json::to_vec(&json!({"generated_at": "1", "data": {"items": [{"id": 1, "seen": "a"}], "price": "1.00"}})).unwrap();
-        let b = serde_json::to_vec(&json!({"generated_at": "2", "data": {"items": [{"id": 1, "seen": "b"}], "price": "1.00"}})).unwrap();
+        let a = serde_json::to_vec(
+            &json!({"generated_at": "1", "data": {"items": [{"id": 1, "seen": "a"}], "price": "1.00"}}),
+        )
+        .unwrap();
+        let b = serde_json::to_vec(
+            &json!({"generated_at": "2", "data": {"items": [{"id": 1, "seen": "b"}], "price": "1.00"}}),
+        )
+        .unwrap();
         let mut noise = NoiseModel::default();
         let learnt = noise.learn(
             &r,
@@ -599,7 +620,10 @@ mod tests {
         );
         assert_eq!(learnt, 2);
         assert_eq!(noise.patterns().collect::<Vec<_>>(), ["/data/items/*/seen", "/generated_at"]);
-        let shadow = serde_json::to_vec(&json!({"generated_at": "3", "data": {"items": [{"id": 1, "seen": "c"}], "price": "2.00"}})).unwrap();
+        let shadow = serde_json::to_vec(
+            &json!({"generated_at": "3", "data": {"items": [{"id": 1, "seen": "c"}], "price": "2.00"}}),
+        )
+        .unwrap();
         let c = compare(
             &r,
             &Captured { status: 200, headers: &[], body: &a, truncated: false, digest: None },

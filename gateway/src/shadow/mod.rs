@@ -61,6 +61,8 @@ pub fn reports_json(table: &crate::table::RouteTable, route: Option<&str>) -> Op
     };
     match route {
         Some(name) => registry().get(name).map(|r| decorate(&r, true)),
-        None => Some(serde_json::json!({"routes": registry().all().iter().map(|r| decorate(r, false)).collect::<Vec<_>>()})),
+        None => {
+            Some(serde_json::json!({"routes": registry().all().iter().map(|r| decorate(r, false)).collect::<Vec<_>>()}))
+        }
     }
 }

@@ -218,7 +218,10 @@ impl RouteReport {
     }
 
     /// Splits a comparison's differences into (real mismatches, learnt noise).
-    pub fn split_noise(&self, diffs: Vec<super::compare::Difference>) -> (Vec<super::compare::Difference>, Vec<super::compare::Difference>) {
+    pub fn split_noise(
+        &self,
+        diffs: Vec<super::compare::Difference>,
+    ) -> (Vec<super::compare::Difference>, Vec<super::compare::Difference>) {
         if diffs.is_empty() {
             return (diffs, Vec::new());
         }
@@ -389,11 +392,24 @@ pub fn render_table(v: &Value) -> String {
     let n = |r: &Value, p: &str| r.pointer(p).and_then(Value::as_u64).unwrap_or(0);
     let f = |r: &Value, p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
     let mut rows = vec![[
-        "ROUTE", "STAGE", "MIRRORED", "COMPARED", "MATCH", "MISMATCH", "DROPPED", "SKIPPED", "ERR L/S", "LEGACY p50/p99", "SHADOW p50/p99",
+        "ROUTE",
+        "STAGE",
+        "MIRRORED",
+        "COMPARED",
+        "MATCH",
+        "MISMATCH",
+        "DROPPED",
+        "SKIPPED",
+        "ERR L/S",
+        "LEGACY p50/p99",
+        "SHADOW p50/p99",
     ]
     .map(String::from)];
     for r in &routes {
-        let skipped = n(r, "/skipped/not_sampled") + n(r, "/skipped/writes") + n(r, "/skipped/oversize") + n(r, "/skipped/incomplete");
+        let skipped = n(r, "/skipped/not_sampled")
+            + n(r, "/skipped/writes")
+            + n(r, "/skipped/oversize")
+            + n(r, "/skipped/incomplete");
         rows.push([
             r["route"].as_str().unwrap_or("?").to_string(),
             r.get("stage").and_then(Value::as_str).unwrap_or("-").to_string(),
@@ -456,9 +472,19 @@ pub fn render_table(v: &Value) -> String {
 fn describe(d: &Value) -> String {
     let show = |v: &Value| if v.is_null() { "(absent)".to_string() } else { v.to_string() };
     match d["kind"].as_str() {
-        Some("json") => format!("{}: legacy {}, shadow {}", d["pointer"].as_str().unwrap_or("?"), show(&d["legacy"]), show(&d["shadow"])),
+        Some("json") => format!(
+            "{}: legacy {}, shadow {}",
+            d["pointer"].as_str().unwrap_or("?"),
+            show(&d["legacy"]),
+            show(&d["shadow"])
+        ),
         Some("status") => format!("status: legacy {}, shadow {}", d["legacy"], d["shadow"]),
-        Some("header") => format!("header {}: legacy {}, shadow {}", d["name"].as_str().unwrap_or("?"), show(&d["legacy"]), show(&d["shadow"])),
+        Some("header") => format!(
+            "header {}: legacy {}, shadow {}",
+            d["name"].as_str().unwrap_or("?"),
+            show(&d["legacy"]),
+            show(&d["shadow"])
+        ),
         Some("bytes") => format!("body bytes differ (legacy {} B, shadow {} B)", d["legacy_len"], d["shadow_len"]),
         _ => d.to_string(),
     }

@@ -145,8 +145,10 @@ mod tests {
         for i in 0..100 {
             append(dir.path(), &json!({"route": "rot", "i": i, "pad": "x".repeat(50)}), 1000, 3).unwrap();
         }
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, ["samples.1.jsonl", "samples.2.jsonl", "samples.jsonl"]);
         for n in &names {

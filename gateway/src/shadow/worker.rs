@@ -305,11 +305,9 @@ impl Shadower {
         let rheaders = header_pairs(&job.req.headers);
         let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let redact_diff = |d: Difference| match d {
-            Difference::Header { name, .. } if redact.contains(&name) => Difference::Header {
-                name,
-                legacy: Some(REDACTED.into()),
-                shadow: Some(REDACTED.into()),
-            },
+            Difference::Header { name, .. } if redact.contains(&name) => {
+                Difference::Header { name, legacy: Some(REDACTED.into()), shadow: Some(REDACTED.into()) }
+            }
             d => d,
         };
         json!({

@@ -122,7 +122,10 @@ impl Gateway {
         let child = ChildGuard::new("strangler-gateway", cmd.spawn().unwrap());
         let ready = wait_for_http(SocketAddr::from(([127, 0, 0, 1], admin)), "/health/ready", Duration::from_secs(20));
         if let Err(e) = ready {
-            panic!("gateway not ready: {e}\n{}", std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default());
+            panic!(
+                "gateway not ready: {e}\n{}",
+                std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default()
+            );
         }
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
         Gateway { child, port, admin, dir, path, client }
@@ -148,15 +151,7 @@ impl Gateway {
     }
 
     pub async fn admin_get(&self, path: &str) -> serde_json::Value {
-        self.client
-            .get(self.admin_url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.client.get(self.admin_url(path)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
     }
 
     pub async fn version(&self) -> String {

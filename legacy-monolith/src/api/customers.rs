@@ -49,9 +49,7 @@ pub struct Customer {
 }
 
 pub(crate) async fn customer_exists(c: &impl GenericClient, id: i64) -> ApiResult<bool> {
-    let stmt = c
-        .prepare_cached("SELECT 1 FROM customers WHERE id = $1")
-        .await?;
+    let stmt = c.prepare_cached("SELECT 1 FROM customers WHERE id = $1").await?;
     Ok(c.query_opt(&stmt, &[&id]).await?.is_some())
 }
 
@@ -92,12 +90,7 @@ async fn load_customer(c: &impl GenericClient, id: i64) -> ApiResult<Option<Cust
                FROM addresses WHERE cust_id = $1 ORDER BY id",
         )
         .await?;
-    let addresses = c
-        .query(&addr, &[&id])
-        .await?
-        .iter()
-        .map(address_from_row)
-        .collect();
+    let addresses = c.query(&addr, &[&id]).await?.iter().map(address_from_row).collect();
     Ok(Some(Customer {
         id: r.get("id"),
         email: r.get("email"),
@@ -117,11 +110,7 @@ async fn load_customer(c: &impl GenericClient, id: i64) -> ApiResult<Option<Cust
 }
 
 /// GET /api/customers/{id}
-pub async fn get_one(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+pub async fn get_one(State(st): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
     let db = st.db().await?;
     match load_customer(&db, id).await? {
         Some(c) => Ok(ctx.ok(c)),
@@ -161,60 +150,37 @@ fn validate_email(e: &str) -> ApiResult<String> {
                 && !domain.contains('@')
         });
     if !ok {
-        return Err(ApiError::unprocessable(
-            "invalid_email",
-            format!("{e:?} is not an email address"),
-        ));
+        return Err(ApiError::unprocessable("invalid_email", format!("{e:?} is not an email address")));
     }
     Ok(e)
 }
 
 /// POST /api/customers: creates a customer (and an optional default address) and queues a
 /// welcome e-mail.
-pub async fn create(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiJson(body): ApiJson<NewCustomer>,
-) -> ApiResult<Response> {
+pub async fn create(State(st): State<AppState>, ctx: Ctx, ApiJson(body): ApiJson<NewCustomer>) -> ApiResult<Response> {
     let email = validate_email(&body.email)?;
     let first = required_text("first_name", &body.first_name, 100)?;
     let last = required_text("last_name", &body.last_name, 100)?;
-    let phone = body
-        .phone
-        .as_deref()
-        .map(|p| required_text("phone", p, 40))
-        .transpose()?;
+    let phone = body.phone.as_deref().map(|p| required_text("phone", p, 40)).transpose()?;
     let tier = body.loyalty_tier.unwrap_or_else(|| "standard".into());
     if !["standard", "silver", "gold"].contains(&tier.as_str()) {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "loyalty_tier must be standard, silver or gold",
-        ));
+        return Err(ApiError::unprocessable("invalid_field", "loyalty_tier must be standard, silver or gold"));
     }
     let address = match body.address {
         None => None,
         Some(a) => {
             let kind = a.kind.unwrap_or_else(|| "shipping".into());
             if kind != "shipping" && kind != "billing" {
-                return Err(ApiError::unprocessable(
-                    "invalid_field",
-                    "address.kind must be shipping or billing",
-                ));
+                return Err(ApiError::unprocessable("invalid_field", "address.kind must be shipping or billing"));
             }
             let country = a.country.trim().to_uppercase();
             if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(ApiError::unprocessable(
-                    "invalid_field",
-                    "address.country must be a two-letter code",
-                ));
+                return Err(ApiError::unprocessable("invalid_field", "address.country must be a two-letter code"));
             }
             Some((
                 kind,
                 required_text("address.line1", &a.line1, 200)?,
-                a.line2
-                    .as_deref()
-                    .map(|l| required_text("address.line2", l, 200))
-                    .transpose()?,
+                a.line2.as_deref().map(|l| required_text("address.line2", l, 200)).transpose()?,
                 required_text("address.city", &a.city, 100)?,
                 required_text("address.postal_code", &a.postal_code, 20)?,
                 country,
@@ -232,14 +198,8 @@ pub async fn create(
              RETURNING id",
         )
         .await?;
-    let Some(row) = tx
-        .query_opt(&ins, &[&email, &first, &last, &phone, &tier])
-        .await?
-    else {
-        return Err(ApiError::conflict(
-            "duplicate_email",
-            format!("a customer with email {email} exists"),
-        ));
+    let Some(row) = tx.query_opt(&ins, &[&email, &first, &last, &phone, &tier]).await? else {
+        return Err(ApiError::conflict("duplicate_email", format!("a customer with email {email} exists")));
     };
     let id: i64 = row.get(0);
     if let Some((kind, line1, line2, city, postal, country)) = address {
@@ -249,11 +209,7 @@ pub async fn create(
                  VALUES ($1, $2, $3, $4, $5, $6, $7, true)",
             )
             .await?;
-        tx.execute(
-            &stmt,
-            &[&id, &kind, &line1, &line2, &city, &postal, &country],
-        )
-        .await?;
+        tx.execute(&stmt, &[&id, &kind, &line1, &line2, &city, &postal, &country]).await?;
     }
     let note = tx
         .prepare_cached(
@@ -262,9 +218,7 @@ pub async fn create(
         )
         .await?;
     tx.execute(&note, &[&id, &first]).await?;
-    let customer = load_customer(&tx, id)
-        .await?
-        .ok_or_else(|| ApiError::internal("customer vanished"))?;
+    let customer = load_customer(&tx, id).await?.ok_or_else(|| ApiError::internal("customer vanished"))?;
     tx.commit().await?;
     Ok(ctx.created(customer))
 }
@@ -314,9 +268,7 @@ pub async fn orders(
               LIMIT $2 OFFSET $3",
         )
         .await?;
-    let count = db
-        .prepare_cached("SELECT count(*) FROM orders WHERE cust_id = $1")
-        .await?;
+    let count = db.prepare_cached("SELECT count(*) FROM orders WHERE cust_id = $1").await?;
     let rows = db.query(&stmt, &[&id, &limit, &offset]).await?;
     let total: i64 = db.query_one(&count, &[&id]).await?.get(0);
     let orders: Vec<OrderSummary> = rows
@@ -332,12 +284,5 @@ pub async fn orders(
             cancelled_at: r.get("cancelled_at"),
         })
         .collect();
-    Ok(ctx.page(
-        orders,
-        Page {
-            limit,
-            offset,
-            total,
-        },
-    ))
+    Ok(ctx.page(orders, Page { limit, offset, total }))
 }

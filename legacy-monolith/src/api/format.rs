@@ -52,27 +52,17 @@ pub fn parse_money(field: &'static str, v: &serde_json::Value) -> Result<Decimal
             ))
         }
     };
-    let d = Decimal::from_str_exact(&text).map_err(|_| {
-        ApiError::unprocessable(code, format!("{field} {text:?} is not a decimal amount"))
-    })?;
+    let d = Decimal::from_str_exact(&text)
+        .map_err(|_| ApiError::unprocessable(code, format!("{field} {text:?} is not a decimal amount")))?;
     let d = d.normalize();
     if d.scale() > 2 {
-        return Err(ApiError::unprocessable(
-            code,
-            format!("{field} has more than two decimals"),
-        ));
+        return Err(ApiError::unprocessable(code, format!("{field} has more than two decimals")));
     }
     if d.is_sign_negative() && !d.is_zero() {
-        return Err(ApiError::unprocessable(
-            code,
-            format!("{field} must not be negative"),
-        ));
+        return Err(ApiError::unprocessable(code, format!("{field} must not be negative")));
     }
     if d > MAX_PRICE {
-        return Err(ApiError::unprocessable(
-            code,
-            format!("{field} must be at most {MAX_PRICE}"),
-        ));
+        return Err(ApiError::unprocessable(code, format!("{field} must be at most {MAX_PRICE}")));
     }
     let mut d = d;
     d.rescale(2);
@@ -83,10 +73,7 @@ pub fn parse_money(field: &'static str, v: &serde_json::Value) -> Result<Decimal
 pub fn required_text(field: &'static str, v: &str, max: usize) -> Result<String, ApiError> {
     let t = v.trim();
     if t.is_empty() || t.chars().count() > max {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            format!("{field} must be 1 to {max} characters"),
-        ));
+        return Err(ApiError::unprocessable("invalid_field", format!("{field} must be 1 to {max} characters")));
     }
     Ok(t.to_string())
 }
@@ -105,32 +92,13 @@ mod tests {
 
     #[test]
     fn parses_money_strictly() {
-        assert_eq!(
-            parse_money("price", &json!("19.99")).unwrap().to_string(),
-            "19.99"
-        );
-        assert_eq!(
-            parse_money("price", &json!(19.9)).unwrap().to_string(),
-            "19.90"
-        );
+        assert_eq!(parse_money("price", &json!("19.99")).unwrap().to_string(), "19.99");
+        assert_eq!(parse_money("price", &json!(19.9)).unwrap().to_string(), "19.90");
         assert_eq!(parse_money("price", &json!(7)).unwrap().to_string(), "7.00");
-        assert_eq!(
-            parse_money("price", &json!("1.500")).unwrap().to_string(),
-            "1.50"
-        );
-        for bad in [
-            json!("1.999"),
-            json!(-1),
-            json!("abc"),
-            json!(null),
-            json!("100000000"),
-        ] {
+        assert_eq!(parse_money("price", &json!("1.500")).unwrap().to_string(), "1.50");
+        for bad in [json!("1.999"), json!(-1), json!("abc"), json!(null), json!("100000000")] {
             let e = parse_money("price", &bad).unwrap_err();
-            assert_eq!(
-                e.status,
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "{bad}"
-            );
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         }
     }
 }

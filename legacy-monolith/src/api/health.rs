@@ -19,9 +19,7 @@ pub async fn live() -> Response {
 pub async fn ready(State(st): State<AppState>) -> Response {
     let check = async {
         let db = st.pool().get().await.map_err(|e| e.to_string())?;
-        db.simple_query("SELECT 1")
-            .await
-            .map_err(|e| e.to_string())?;
+        db.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     };
     match tokio::time::timeout(Duration::from_secs(2), check).await {
@@ -33,10 +31,6 @@ pub async fn ready(State(st): State<AppState>) -> Response {
 
 fn not_ready(detail: String) -> Response {
     tracing::debug!(%detail, "not ready");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        format!("database unavailable: {detail}"),
-    )
-    .into_response()
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("database unavailable: {detail}"))
+        .into_response()
 }

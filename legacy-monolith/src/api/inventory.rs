@@ -26,10 +26,7 @@ pub struct InventoryLevel {
 
 fn check_sku(sku: &str) -> ApiResult<()> {
     if sku.is_empty() || sku.len() > 64 {
-        return Err(ApiError::bad_request(
-            "invalid_path",
-            "sku must be 1 to 64 characters",
-        ));
+        return Err(ApiError::bad_request("invalid_path", "sku must be 1 to 64 characters"));
     }
     Ok(())
 }
@@ -63,11 +60,7 @@ async fn load_level(c: &impl GenericClient, sku: &str) -> ApiResult<Option<Inven
 }
 
 /// GET /api/inventory/{sku}
-pub async fn get_one(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiPath(sku): ApiPath<String>,
-) -> ApiResult<Response> {
+pub async fn get_one(State(st): State<AppState>, ctx: Ctx, ApiPath(sku): ApiPath<String>) -> ApiResult<Response> {
     check_sku(&sku)?;
     let db = st.db().await?;
     match load_level(&db, &sku).await? {
@@ -111,32 +104,21 @@ pub async fn adjust(
         )
         .await?;
     let Some(row) = tx.query_opt(&stmt, &[&body.delta, &sku]).await? else {
-        let exists = tx
-            .prepare_cached("SELECT quantity FROM inventory WHERE sku = $1")
-            .await?;
+        let exists = tx.prepare_cached("SELECT quantity FROM inventory WHERE sku = $1").await?;
         return match tx.query_opt(&exists, &[&sku]).await? {
             None => Err(ApiError::not_found("sku", &sku)),
             Some(r) => Err(ApiError::conflict(
                 "insufficient_stock",
-                format!(
-                    "{sku} has {} units; cannot apply {}",
-                    r.get::<_, i32>(0),
-                    body.delta
-                ),
+                format!("{sku} has {} units; cannot apply {}", r.get::<_, i32>(0), body.delta),
             )),
         };
     };
     let inv_id: i64 = row.get(0);
     let delta = i32::try_from(body.delta).map_err(ApiError::internal)?;
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO inventory_movements (inventory_id, delta, reason) VALUES ($1, $2, $3)",
-        )
-        .await?;
+    let stmt =
+        tx.prepare_cached("INSERT INTO inventory_movements (inventory_id, delta, reason) VALUES ($1, $2, $3)").await?;
     tx.execute(&stmt, &[&inv_id, &delta, &reason]).await?;
-    let level = load_level(&tx, &sku)
-        .await?
-        .ok_or_else(|| ApiError::internal("inventory vanished"))?;
+    let level = load_level(&tx, &sku).await?.ok_or_else(|| ApiError::internal("inventory vanished"))?;
     tx.commit().await?;
     Ok(ctx.ok(level))
 }

@@ -65,10 +65,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/products", get(products::list).post(products::create))
-        .route(
-            "/api/products/{id}",
-            get(products::get_one).put(products::update),
-        )
+        .route("/api/products/{id}", get(products::get_one).put(products::update))
         .route("/api/categories", get(categories::list))
         .route("/api/customers", post(customers::create))
         .route("/api/customers/{id}", get(customers::get_one))
@@ -86,20 +83,14 @@ pub fn app(state: AppState) -> Router {
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                ApiError::internal("handler panicked").into_response()
-            },
-        ))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("handler panicked").into_response()
+        }))
         .layer(axum::middleware::from_fn(request_id))
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        format!("no route for {}", req.uri().path()),
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {}", req.uri().path()))
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
@@ -118,18 +109,14 @@ const REQUEST_ID: &str = "x-request-id";
 
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| s.to_string())
+    (!s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_string())
 }
 
 /// Assigns the request id, echoes it in the `x-request-id` response header and logs the request
 /// at debug level.
 async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(valid_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id =
+        req.headers().get(REQUEST_ID).and_then(valid_request_id).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -33,11 +33,7 @@ pub struct ListQuery {
 }
 
 /// GET /api/notifications?customer=&limit=&offset=
-pub async fn list(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Response> {
+pub async fn list(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Response> {
     let (limit, offset) = pagination(q.limit, q.offset)?;
     let db = st.db().await?;
     if !customer_exists(&db, q.customer).await? {
@@ -49,9 +45,7 @@ pub async fn list(
                FROM notifications WHERE cust_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
         )
         .await?;
-    let count = db
-        .prepare_cached("SELECT count(*) FROM notifications WHERE cust_id = $1")
-        .await?;
+    let count = db.prepare_cached("SELECT count(*) FROM notifications WHERE cust_id = $1").await?;
     let rows = db.query(&stmt, &[&q.customer, &limit, &offset]).await?;
     let total: i64 = db.query_one(&count, &[&q.customer]).await?.get(0);
     let list: Vec<Notification> = rows
@@ -67,12 +61,5 @@ pub async fn list(
             created_at: r.get("ins_ts"),
         })
         .collect();
-    Ok(ctx.page(
-        list,
-        Page {
-            limit,
-            offset,
-            total,
-        },
-    ))
+    Ok(ctx.page(list, Page { limit, offset, total }))
 }

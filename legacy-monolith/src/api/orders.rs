@@ -104,12 +104,7 @@ pub(crate) async fn load_order(c: &impl GenericClient, id: i64) -> ApiResult<Opt
               WHERE p.order_id = $1 ORDER BY p.id"
         ))
         .await?;
-    let payments = c
-        .query(&pays, &[&id])
-        .await?
-        .iter()
-        .map(payment_from_row)
-        .collect();
+    let payments = c.query(&pays, &[&id]).await?.iter().map(payment_from_row).collect();
     let addr_id: Option<i64> = o.get("ship_addr_id");
     let shipping_address = match addr_id {
         None => None,
@@ -120,20 +115,13 @@ pub(crate) async fn load_order(c: &impl GenericClient, id: i64) -> ApiResult<Opt
                        FROM addresses WHERE id = $1",
                 )
                 .await?;
-            c.query_opt(&stmt, &[&a])
-                .await?
-                .as_ref()
-                .map(address_from_row)
+            c.query_opt(&stmt, &[&a]).await?.as_ref().map(address_from_row)
         }
     };
     Ok(Some(Order {
         id: o.get("id"),
         status: o.get("status_cd"),
-        customer: CustomerRef {
-            id: o.get("cust_id"),
-            email: o.get("email"),
-            name: o.get("cust_name"),
-        },
+        customer: CustomerRef { id: o.get("cust_id"), email: o.get("email"), name: o.get("cust_name") },
         total: o.get("total_amt"),
         currency: o.get("currency"),
         notes: o.get("notes"),
@@ -147,11 +135,7 @@ pub(crate) async fn load_order(c: &impl GenericClient, id: i64) -> ApiResult<Opt
 }
 
 /// GET /api/orders/{id}
-pub async fn get_one(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+pub async fn get_one(State(st): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
     let db = st.db().await?;
     match load_order(&db, id).await? {
         Some(o) => Ok(ctx.ok(o)),
@@ -183,26 +167,17 @@ pub struct NewOrder {
 /// is also the order in which stock rows are locked, so concurrent orders cannot deadlock.
 fn merge_lines(items: &[NewItem]) -> ApiResult<BTreeMap<i64, i32>> {
     if items.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_items",
-            "an order needs at least one item",
-        ));
+        return Err(ApiError::unprocessable("invalid_items", "an order needs at least one item"));
     }
     if items.len() > MAX_LINES {
-        return Err(ApiError::unprocessable(
-            "invalid_items",
-            format!("at most {MAX_LINES} items"),
-        ));
+        return Err(ApiError::unprocessable("invalid_items", format!("at most {MAX_LINES} items")));
     }
     let mut lines: BTreeMap<i64, i64> = BTreeMap::new();
     for it in items {
         if !(1..=MAX_UNITS).contains(&it.quantity) {
             return Err(ApiError::unprocessable(
                 "invalid_quantity",
-                format!(
-                    "quantity must be between 1 and {MAX_UNITS}, got {}",
-                    it.quantity
-                ),
+                format!("quantity must be between 1 and {MAX_UNITS}, got {}", it.quantity),
             ));
         }
         *lines.entry(it.product_id).or_default() += it.quantity;
@@ -210,47 +185,29 @@ fn merge_lines(items: &[NewItem]) -> ApiResult<BTreeMap<i64, i32>> {
     lines
         .into_iter()
         .map(|(p, q)| {
-            i32::try_from(q)
-                .ok()
-                .filter(|q| i64::from(*q) <= MAX_UNITS)
-                .map(|q| (p, q))
-                .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        "invalid_quantity",
-                        format!("at most {MAX_UNITS} units of product {p} per order"),
-                    )
-                })
+            i32::try_from(q).ok().filter(|q| i64::from(*q) <= MAX_UNITS).map(|q| (p, q)).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_quantity",
+                    format!("at most {MAX_UNITS} units of product {p} per order"),
+                )
+            })
         })
         .collect()
 }
 
 /// POST /api/orders
-pub async fn create(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiJson(body): ApiJson<NewOrder>,
-) -> ApiResult<Response> {
+pub async fn create(State(st): State<AppState>, ctx: Ctx, ApiJson(body): ApiJson<NewOrder>) -> ApiResult<Response> {
     let lines = merge_lines(&body.items)?;
     if let Some(p) = &body.payment {
         if !PAYMENT_METHODS.contains(&p.method.as_str()) {
             return Err(ApiError::unprocessable(
                 "invalid_payment_method",
-                format!(
-                    "payment.method must be one of {}",
-                    PAYMENT_METHODS.join(", ")
-                ),
+                format!("payment.method must be one of {}", PAYMENT_METHODS.join(", ")),
             ));
         }
     }
-    if body
-        .notes
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > 1000)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "notes is at most 1000 characters",
-        ));
+    if body.notes.as_ref().is_some_and(|n| n.chars().count() > 1000) {
+        return Err(ApiError::unprocessable("invalid_field", "notes is at most 1000 characters"));
     }
 
     let mut db = st.db().await?;
@@ -263,20 +220,11 @@ pub async fn create(
     }
     let ship_addr: Option<i64> = match body.shipping_address_id {
         Some(a) => {
-            let stmt = tx
-                .prepare_cached("SELECT 1 FROM addresses WHERE id = $1 AND cust_id = $2")
-                .await?;
-            if tx
-                .query_opt(&stmt, &[&a, &body.customer_id])
-                .await?
-                .is_none()
-            {
+            let stmt = tx.prepare_cached("SELECT 1 FROM addresses WHERE id = $1 AND cust_id = $2").await?;
+            if tx.query_opt(&stmt, &[&a, &body.customer_id]).await?.is_none() {
                 return Err(ApiError::unprocessable(
                     "unknown_address",
-                    format!(
-                        "address {a} does not belong to customer {}",
-                        body.customer_id
-                    ),
+                    format!("address {a} does not belong to customer {}", body.customer_id),
                 ));
             }
             Some(a)
@@ -288,30 +236,17 @@ pub async fn create(
                       ORDER BY is_default DESC, id LIMIT 1",
                 )
                 .await?;
-            tx.query_opt(&stmt, &[&body.customer_id])
-                .await?
-                .map(|r| r.get(0))
+            tx.query_opt(&stmt, &[&body.customer_id]).await?.map(|r| r.get(0))
         }
     };
 
     // Products: all must exist and be active; prices are taken from the catalog.
     let ids: Vec<i64> = lines.keys().copied().collect();
-    let stmt = tx
-        .prepare_cached(
-            "SELECT id, sku, price, currency, active_flg FROM products WHERE id = ANY($1)",
-        )
-        .await?;
-    let products: HashMap<i64, (String, Decimal, String, bool)> = tx
-        .query(&stmt, &[&ids])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
-        .collect();
-    let missing: Vec<String> = ids
-        .iter()
-        .filter(|id| !products.contains_key(id))
-        .map(i64::to_string)
-        .collect();
+    let stmt =
+        tx.prepare_cached("SELECT id, sku, price, currency, active_flg FROM products WHERE id = ANY($1)").await?;
+    let products: HashMap<i64, (String, Decimal, String, bool)> =
+        tx.query(&stmt, &[&ids]).await?.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4)))).collect();
+    let missing: Vec<String> = ids.iter().filter(|id| !products.contains_key(id)).map(i64::to_string).collect();
     if !missing.is_empty() {
         return Err(ApiError::unprocessable(
             "unknown_product",
@@ -322,18 +257,12 @@ pub async fn create(
     for id in &ids {
         let (_, _, cur, active) = &products[id];
         if !active {
-            return Err(ApiError::unprocessable(
-                "product_inactive",
-                format!("product {id} is not for sale"),
-            ));
+            return Err(ApiError::unprocessable("product_inactive", format!("product {id} is not for sale")));
         }
         match currency {
             None => currency = Some(cur),
             Some(c) if c != cur => {
-                return Err(ApiError::unprocessable(
-                    "mixed_currency",
-                    "all products must share one currency",
-                ))
+                return Err(ApiError::unprocessable("mixed_currency", "all products must share one currency"))
             }
             Some(_) => {}
         }
@@ -380,42 +309,22 @@ pub async fn create(
         prices.push(*price);
         line_totals.push(line);
     }
-    let status = if body.payment.is_some() {
-        "paid"
-    } else {
-        "pending_payment"
-    };
+    let status = if body.payment.is_some() { "paid" } else { "pending_payment" };
     let stmt = tx
         .prepare_cached(
             "INSERT INTO orders (cust_id, status_cd, total_amt, currency, ship_addr_id, notes)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .await?;
-    let order_id: i64 = tx
-        .query_one(
-            &stmt,
-            &[
-                &body.customer_id,
-                &status,
-                &total,
-                &currency,
-                &ship_addr,
-                &body.notes,
-            ],
-        )
-        .await?
-        .get(0);
+    let order_id: i64 =
+        tx.query_one(&stmt, &[&body.customer_id, &status, &total, &currency, &ship_addr, &body.notes]).await?.get(0);
     let stmt = tx
         .prepare_cached(
             "INSERT INTO order_items (order_id, product_id, sku, qty, unit_price, line_total)
              SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::numeric[], $6::numeric[])",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[&order_id, &p_ids, &skus, &qtys, &prices, &line_totals],
-    )
-    .await?;
+    tx.execute(&stmt, &[&order_id, &p_ids, &skus, &qtys, &prices, &line_totals]).await?;
     let stmt = tx
         .prepare_cached(
             "INSERT INTO inventory_movements (inventory_id, delta, reason, order_id)
@@ -431,8 +340,7 @@ pub async fn create(
             )
             .await?;
         let provider_ref = format!("psp_{}", uuid::Uuid::new_v4().simple());
-        tx.execute(&stmt, &[&order_id, &total, &p.method, &provider_ref])
-            .await?;
+        tx.execute(&stmt, &[&order_id, &total, &p.method, &provider_ref]).await?;
     }
     let stmt = tx
         .prepare_cached(
@@ -442,53 +350,26 @@ pub async fn create(
         )
         .await?;
     let units: i32 = qtys.iter().sum();
-    tx.execute(
-        &stmt,
-        &[
-            &body.customer_id,
-            &order_id,
-            &format::money_string(&total),
-            &units,
-        ],
-    )
-    .await?;
-    let order = load_order(&tx, order_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("order vanished"))?;
+    tx.execute(&stmt, &[&body.customer_id, &order_id, &format::money_string(&total), &units]).await?;
+    let order = load_order(&tx, order_id).await?.ok_or_else(|| ApiError::internal("order vanished"))?;
     tx.commit().await?;
     Ok(ctx.created(order))
 }
 
 /// POST /api/orders/{id}/cancel: restores stock, refunds captured payments, queues a
 /// notification. 409 when the order is already cancelled or has shipped.
-pub async fn cancel(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+pub async fn cancel(State(st): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
     let mut db = st.db().await?;
     let tx = db.transaction().await?;
-    let stmt = tx
-        .prepare_cached("SELECT cust_id, status_cd FROM orders WHERE id = $1 FOR UPDATE")
-        .await?;
+    let stmt = tx.prepare_cached("SELECT cust_id, status_cd FROM orders WHERE id = $1 FOR UPDATE").await?;
     let Some(row) = tx.query_opt(&stmt, &[&id]).await? else {
         return Err(ApiError::not_found("order", id));
     };
     let cust_id: i64 = row.get(0);
     let status: String = row.get(1);
     match status.as_str() {
-        "cancelled" => {
-            return Err(ApiError::conflict(
-                "already_cancelled",
-                format!("order {id} is already cancelled"),
-            ))
-        }
-        "shipped" => {
-            return Err(ApiError::conflict(
-                "already_shipped",
-                format!("order {id} has shipped"),
-            ))
-        }
+        "cancelled" => return Err(ApiError::conflict("already_cancelled", format!("order {id} is already cancelled"))),
+        "shipped" => return Err(ApiError::conflict("already_shipped", format!("order {id} has shipped"))),
         _ => {}
     }
     // Lock the stock rows in product id order (the same order as placement), then restock.
@@ -523,9 +404,7 @@ pub async fn cancel(
         .await?;
     let refunded = tx.execute(&stmt, &[&id]).await?;
     let stmt = tx
-        .prepare_cached(
-            "UPDATE orders SET status_cd = 'cancelled', cancelled_at = now(), upd_ts = now() WHERE id = $1",
-        )
+        .prepare_cached("UPDATE orders SET status_cd = 'cancelled', cancelled_at = now(), upd_ts = now() WHERE id = $1")
         .await?;
     tx.execute(&stmt, &[&id]).await?;
     let refunded = i64::try_from(refunded).unwrap_or(i64::MAX);
@@ -537,9 +416,7 @@ pub async fn cancel(
         )
         .await?;
     tx.execute(&stmt, &[&cust_id, &id, &refunded]).await?;
-    let order = load_order(&tx, id)
-        .await?
-        .ok_or_else(|| ApiError::internal("order vanished"))?;
+    let order = load_order(&tx, id).await?.ok_or_else(|| ApiError::internal("order vanished"))?;
     tx.commit().await?;
     Ok(ctx.ok(order))
 }

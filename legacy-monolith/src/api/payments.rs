@@ -57,18 +57,11 @@ async fn load_payment(c: &impl GenericClient, id: i64) -> ApiResult<Option<Payme
             "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN orders o ON o.id = p.order_id WHERE p.id = $1"
         ))
         .await?;
-    Ok(c.query_opt(&stmt, &[&id])
-        .await?
-        .as_ref()
-        .map(payment_from_row))
+    Ok(c.query_opt(&stmt, &[&id]).await?.as_ref().map(payment_from_row))
 }
 
 /// GET /api/payments/{id}
-pub async fn get_one(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+pub async fn get_one(State(st): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
     let db = st.db().await?;
     match load_payment(&db, id).await? {
         Some(p) => Ok(ctx.ok(p)),
@@ -85,33 +78,20 @@ pub struct NewPayment {
 }
 
 /// POST /api/payments: pays an order that is pending payment (the full total, captured at once).
-pub async fn create(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiJson(body): ApiJson<NewPayment>,
-) -> ApiResult<Response> {
+pub async fn create(State(st): State<AppState>, ctx: Ctx, ApiJson(body): ApiJson<NewPayment>) -> ApiResult<Response> {
     if !PAYMENT_METHODS.contains(&body.method.as_str()) {
         return Err(ApiError::unprocessable(
             "invalid_payment_method",
             format!("method must be one of {}", PAYMENT_METHODS.join(", ")),
         ));
     }
-    let amount = body
-        .amount
-        .as_ref()
-        .map(|a| parse_money("amount", a))
-        .transpose()?;
+    let amount = body.amount.as_ref().map(|a| parse_money("amount", a)).transpose()?;
 
     let mut db = st.db().await?;
     let tx = db.transaction().await?;
-    let stmt = tx
-        .prepare_cached("SELECT cust_id, status_cd, total_amt FROM orders WHERE id = $1 FOR UPDATE")
-        .await?;
+    let stmt = tx.prepare_cached("SELECT cust_id, status_cd, total_amt FROM orders WHERE id = $1 FOR UPDATE").await?;
     let Some(row) = tx.query_opt(&stmt, &[&body.order_id]).await? else {
-        return Err(ApiError::unprocessable(
-            "unknown_order",
-            format!("order {} does not exist", body.order_id),
-        ));
+        return Err(ApiError::unprocessable("unknown_order", format!("order {} does not exist", body.order_id)));
     };
     let cust_id: i64 = row.get(0);
     let status: String = row.get(1);
@@ -119,17 +99,9 @@ pub async fn create(
     match status.as_str() {
         "pending_payment" => {}
         "cancelled" => {
-            return Err(ApiError::conflict(
-                "order_cancelled",
-                format!("order {} is cancelled", body.order_id),
-            ))
+            return Err(ApiError::conflict("order_cancelled", format!("order {} is cancelled", body.order_id)))
         }
-        _ => {
-            return Err(ApiError::conflict(
-                "already_paid",
-                format!("order {} is already paid", body.order_id),
-            ))
-        }
+        _ => return Err(ApiError::conflict("already_paid", format!("order {} is already paid", body.order_id))),
     }
     if let Some(a) = amount {
         if a != total {
@@ -150,16 +122,8 @@ pub async fn create(
         )
         .await?;
     let provider_ref = format!("psp_{}", uuid::Uuid::new_v4().simple());
-    let id: i64 = tx
-        .query_one(
-            &stmt,
-            &[&body.order_id, &total, &body.method, &provider_ref],
-        )
-        .await?
-        .get(0);
-    let stmt = tx
-        .prepare_cached("UPDATE orders SET status_cd = 'paid', upd_ts = now() WHERE id = $1")
-        .await?;
+    let id: i64 = tx.query_one(&stmt, &[&body.order_id, &total, &body.method, &provider_ref]).await?.get(0);
+    let stmt = tx.prepare_cached("UPDATE orders SET status_cd = 'paid', upd_ts = now() WHERE id = $1").await?;
     tx.execute(&stmt, &[&body.order_id]).await?;
     let stmt = tx
         .prepare_cached(
@@ -168,14 +132,8 @@ pub async fn create(
                      jsonb_build_object('payment_id', $3::bigint, 'amount', $4::text))",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[&cust_id, &body.order_id, &id, &format::money_string(&total)],
-    )
-    .await?;
-    let payment = load_payment(&tx, id)
-        .await?
-        .ok_or_else(|| ApiError::internal("payment vanished"))?;
+    tx.execute(&stmt, &[&cust_id, &body.order_id, &id, &format::money_string(&total)]).await?;
+    let payment = load_payment(&tx, id).await?.ok_or_else(|| ApiError::internal("payment vanished"))?;
     tx.commit().await?;
     Ok(ctx.created(payment))
 }

@@ -74,32 +74,19 @@ fn product_from_row(r: &Row) -> Product {
         description: r.get("descr"),
         price: r.get("price"),
         currency: r.get("currency"),
-        category: CategoryRef {
-            id: r.get("cat_id"),
-            name: r.get("cat_name"),
-            slug: r.get("cat_slug"),
-        },
+        category: CategoryRef { id: r.get("cat_id"), name: r.get("cat_name"), slug: r.get("cat_slug") },
         attributes: r.get("attributes"),
         tags: r.get("tags"),
         active: r.get("active_flg"),
-        stock: quantity.map(|q| Stock {
-            quantity: q,
-            warehouse: r.get("warehouse_code"),
-            in_stock: q > 0,
-        }),
+        stock: quantity.map(|q| Stock { quantity: q, warehouse: r.get("warehouse_code"), in_stock: q > 0 }),
         created_at: r.get("ins_ts"),
         updated_at: r.get("upd_ts"),
     }
 }
 
 pub(crate) async fn load_product(c: &impl GenericClient, id: i64) -> ApiResult<Option<Product>> {
-    let stmt = c
-        .prepare_cached(&format!("{PRODUCT_SELECT} WHERE p.id = $1"))
-        .await?;
-    Ok(c.query_opt(&stmt, &[&id])
-        .await?
-        .as_ref()
-        .map(product_from_row))
+    let stmt = c.prepare_cached(&format!("{PRODUCT_SELECT} WHERE p.id = $1")).await?;
+    Ok(c.query_opt(&stmt, &[&id]).await?.as_ref().map(product_from_row))
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,55 +99,27 @@ pub struct ListQuery {
 }
 
 /// GET /api/products?limit=&offset=&category=&q=&tag=
-pub async fn list(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Response> {
+pub async fn list(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Response> {
     let (limit, offset) = pagination(q.limit, q.offset)?;
     let non_empty = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let category = non_empty(q.category);
     let search = non_empty(q.q);
     let tag = non_empty(q.tag);
     if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "q must be at most 200 characters",
-        ));
+        return Err(ApiError::bad_request("invalid_query", "q must be at most 200 characters"));
     }
     let db = st.db().await?;
-    let list_stmt = db
-        .prepare_cached(&format!(
-            "{PRODUCT_SELECT}{PRODUCT_FILTER} ORDER BY p.id LIMIT $4 OFFSET $5"
-        ))
-        .await?;
-    let count_stmt = db
-        .prepare_cached(&format!("SELECT count(*) FROM products p{PRODUCT_FILTER}"))
-        .await?;
-    let rows = db
-        .query(&list_stmt, &[&category, &search, &tag, &limit, &offset])
-        .await?;
-    let total: i64 = db
-        .query_one(&count_stmt, &[&category, &search, &tag])
-        .await?
-        .get(0);
+    let list_stmt =
+        db.prepare_cached(&format!("{PRODUCT_SELECT}{PRODUCT_FILTER} ORDER BY p.id LIMIT $4 OFFSET $5")).await?;
+    let count_stmt = db.prepare_cached(&format!("SELECT count(*) FROM products p{PRODUCT_FILTER}")).await?;
+    let rows = db.query(&list_stmt, &[&category, &search, &tag, &limit, &offset]).await?;
+    let total: i64 = db.query_one(&count_stmt, &[&category, &search, &tag]).await?.get(0);
     let products: Vec<Product> = rows.iter().map(product_from_row).collect();
-    Ok(ctx.page(
-        products,
-        Page {
-            limit,
-            offset,
-            total,
-        },
-    ))
+    Ok(ctx.page(products, Page { limit, offset, total }))
 }
 
 /// GET /api/products/{id}
-pub async fn get_one(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+pub async fn get_one(State(st): State<AppState>, ctx: Ctx, ApiPath(id): ApiPath<i64>) -> ApiResult<Response> {
     let db = st.db().await?;
     match load_product(&db, id).await? {
         Some(p) => Ok(ctx.ok(p)),
@@ -184,12 +143,7 @@ pub struct NewProduct {
 
 fn validate_sku(sku: &str) -> ApiResult<String> {
     let sku = sku.trim();
-    if sku.is_empty()
-        || sku.len() > 64
-        || !sku
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if sku.is_empty() || sku.len() > 64 || !sku.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ApiError::unprocessable(
             "invalid_sku",
             "sku must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'",
@@ -201,10 +155,7 @@ fn validate_sku(sku: &str) -> ApiResult<String> {
 fn validate_currency(c: Option<&str>) -> ApiResult<String> {
     let c = c.unwrap_or("USD");
     if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ApiError::unprocessable(
-            "invalid_currency",
-            "currency must be a three-letter ISO code like USD",
-        ));
+        return Err(ApiError::unprocessable("invalid_currency", "currency must be a three-letter ISO code like USD"));
     }
     Ok(c.to_string())
 }
@@ -213,10 +164,7 @@ fn validate_attributes(a: Option<Value>) -> ApiResult<Option<Value>> {
     match a {
         None => Ok(None),
         Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(_) => Err(ApiError::unprocessable(
-            "invalid_attributes",
-            "attributes must be an object",
-        )),
+        Some(_) => Err(ApiError::unprocessable("invalid_attributes", "attributes must be an object")),
     }
 }
 
@@ -229,10 +177,7 @@ fn validate_tags(t: Option<Vec<String>>) -> ApiResult<Option<Vec<String>>> {
     for t in tags {
         let t = t.trim().to_lowercase();
         if t.is_empty() || t.chars().count() > 50 {
-            return Err(ApiError::unprocessable(
-                "invalid_tags",
-                "tags must be 1 to 50 characters",
-            ));
+            return Err(ApiError::unprocessable("invalid_tags", "tags must be 1 to 50 characters"));
         }
         out.push(t);
     }
@@ -240,32 +185,20 @@ fn validate_tags(t: Option<Vec<String>>) -> ApiResult<Option<Vec<String>>> {
 }
 
 async fn ensure_category(c: &impl GenericClient, id: i64) -> ApiResult<()> {
-    let stmt = c
-        .prepare_cached("SELECT 1 FROM categories WHERE id = $1")
-        .await?;
+    let stmt = c.prepare_cached("SELECT 1 FROM categories WHERE id = $1").await?;
     if c.query_opt(&stmt, &[&id]).await?.is_none() {
-        return Err(ApiError::unprocessable(
-            "unknown_category",
-            format!("category {id} does not exist"),
-        ));
+        return Err(ApiError::unprocessable("unknown_category", format!("category {id} does not exist")));
     }
     Ok(())
 }
 
 /// POST /api/products: creates the product and its inventory row in one transaction.
-pub async fn create(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiJson(body): ApiJson<NewProduct>,
-) -> ApiResult<Response> {
+pub async fn create(State(st): State<AppState>, ctx: Ctx, ApiJson(body): ApiJson<NewProduct>) -> ApiResult<Response> {
     let sku = validate_sku(&body.sku)?;
     let name = required_text("name", &body.name, 200)?;
     let descr = body.description.unwrap_or_default();
     if descr.chars().count() > 5000 {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "description is at most 5000 characters",
-        ));
+        return Err(ApiError::unprocessable("invalid_field", "description is at most 5000 characters"));
     }
     let price = parse_money("price", &body.price)?;
     let currency = validate_currency(body.currency.as_deref())?;
@@ -276,12 +209,7 @@ pub async fn create(
     let stock = i32::try_from(stock)
         .ok()
         .filter(|s| (0..=1_000_000).contains(s))
-        .ok_or_else(|| {
-            ApiError::unprocessable(
-                "invalid_quantity",
-                "initial_stock must be between 0 and 1000000",
-            )
-        })?;
+        .ok_or_else(|| ApiError::unprocessable("invalid_quantity", "initial_stock must be between 0 and 1000000"))?;
 
     let mut db = st.db().await?;
     let tx = db.transaction().await?;
@@ -295,33 +223,14 @@ pub async fn create(
         )
         .await?;
     let row = tx
-        .query_opt(
-            &insert,
-            &[
-                &sku,
-                &name,
-                &descr,
-                &body.category_id,
-                &price,
-                &currency,
-                &attributes,
-                &tags,
-                &active,
-            ],
-        )
+        .query_opt(&insert, &[&sku, &name, &descr, &body.category_id, &price, &currency, &attributes, &tags, &active])
         .await?;
     let Some(row) = row else {
-        return Err(ApiError::conflict(
-            "duplicate_sku",
-            format!("a product with sku {sku} exists"),
-        ));
+        return Err(ApiError::conflict("duplicate_sku", format!("a product with sku {sku} exists")));
     };
     let id: i64 = row.get(0);
-    let inv = tx
-        .prepare_cached(
-            "INSERT INTO inventory (product_id, sku, quantity) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .await?;
+    let inv =
+        tx.prepare_cached("INSERT INTO inventory (product_id, sku, quantity) VALUES ($1, $2, $3) RETURNING id").await?;
     let inv_id: i64 = tx.query_one(&inv, &[&id, &sku, &stock]).await?.get(0);
     if stock > 0 {
         let mv = tx
@@ -331,9 +240,7 @@ pub async fn create(
             .await?;
         tx.execute(&mv, &[&inv_id, &stock]).await?;
     }
-    let product = load_product(&tx, id)
-        .await?
-        .ok_or_else(|| ApiError::internal("product vanished"))?;
+    let product = load_product(&tx, id).await?.ok_or_else(|| ApiError::internal("product vanished"))?;
     tx.commit().await?;
     Ok(ctx.created(product))
 }
@@ -358,26 +265,11 @@ pub async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ProductUpdate>,
 ) -> ApiResult<Response> {
-    let name = body
-        .name
-        .as_deref()
-        .map(|n| required_text("name", n, 200))
-        .transpose()?;
-    if body
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 5000)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "description is at most 5000 characters",
-        ));
+    let name = body.name.as_deref().map(|n| required_text("name", n, 200)).transpose()?;
+    if body.description.as_ref().is_some_and(|d| d.chars().count() > 5000) {
+        return Err(ApiError::unprocessable("invalid_field", "description is at most 5000 characters"));
     }
-    let price = body
-        .price
-        .as_ref()
-        .map(|p| parse_money("price", p))
-        .transpose()?;
+    let price = body.price.as_ref().map(|p| parse_money("price", p)).transpose()?;
     let attributes = validate_attributes(body.attributes)?;
     let tags = validate_tags(body.tags)?;
     let nothing_to_update = name.is_none()
@@ -394,18 +286,13 @@ pub async fn update(
 
     let mut db = st.db().await?;
     let tx = db.transaction().await?;
-    let current = tx
-        .prepare_cached("SELECT sku FROM products WHERE id = $1 FOR UPDATE")
-        .await?;
+    let current = tx.prepare_cached("SELECT sku FROM products WHERE id = $1 FOR UPDATE").await?;
     let Some(row) = tx.query_opt(&current, &[&id]).await? else {
         return Err(ApiError::not_found("product", id));
     };
     let current_sku: String = row.get(0);
     if body.sku.as_deref().is_some_and(|s| s.trim() != current_sku) {
-        return Err(ApiError::unprocessable(
-            "sku_immutable",
-            "the sku of a product cannot change",
-        ));
+        return Err(ApiError::unprocessable("sku_immutable", "the sku of a product cannot change"));
     }
     if let Some(cat) = body.category_id {
         ensure_category(&tx, cat).await?;
@@ -424,29 +311,15 @@ pub async fn update(
               WHERE id = $1",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &id,
-            &name,
-            &body.description,
-            &body.category_id,
-            &price,
-            &attributes,
-            &tags,
-            &body.active,
-        ],
-    )
-    .await
-    .map_err(|e| match e.code() {
-        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
-            ApiError::unprocessable("unknown_category", "category does not exist")
-        }
-        _ => e.into(),
-    })?;
-    let product = load_product(&tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("product", id))?;
+    tx.execute(&stmt, &[&id, &name, &body.description, &body.category_id, &price, &attributes, &tags, &body.active])
+        .await
+        .map_err(|e| match e.code() {
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                ApiError::unprocessable("unknown_category", "category does not exist")
+            }
+            _ => e.into(),
+        })?;
+    let product = load_product(&tx, id).await?.ok_or_else(|| ApiError::not_found("product", id))?;
     tx.commit().await?;
     Ok(ctx.ok(product))
 }

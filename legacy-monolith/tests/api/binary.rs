@@ -14,42 +14,17 @@ async fn seed_then_serve_then_stop_gracefully() {
     let (db, _) = fresh_database();
     let url = cluster().url(&db);
     let out = Command::new(BIN)
-        .args([
-            "seed",
-            "--products",
-            "30",
-            "--customers",
-            "5",
-            "--orders",
-            "20",
-            "--categories",
-            "4",
-        ])
+        .args(["seed", "--products", "30", "--customers", "5", "--orders", "20", "--categories", "4"])
         .env("DATABASE_URL", &url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "seed failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "seed failed: {}", String::from_utf8_lossy(&out.stderr));
     let progress = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        progress.contains("products"),
-        "progress on stderr: {progress}"
-    );
-    assert_eq!(
-        cluster()
-            .psql(&db, "SELECT count(*) FROM products")
-            .unwrap(),
-        "30"
-    );
+    assert!(progress.contains("products"), "progress on stderr: {progress}");
+    assert_eq!(cluster().psql(&db, "SELECT count(*) FROM products").unwrap(), "30");
 
     // Again without --force: refused, with a hint.
-    let out = Command::new(BIN)
-        .args(["seed", "--database-url", &url])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["seed", "--database-url", &url]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 
@@ -63,45 +38,24 @@ async fn seed_then_serve_then_stop_gracefully() {
         .unwrap();
     let mut guard = ChildGuard::new("legacy-monolith", child);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    tokio::task::spawn_blocking(move || {
-        wait_for_http(addr, "/health/ready", Duration::from_secs(30))
-    })
-    .await
-    .unwrap()
-    .expect("the server becomes ready");
-    let r = reqwest::get(format!("http://127.0.0.1:{port}/api/products/1"))
-        .await
-        .unwrap();
-    let p = ok_data(&read(r).await, 200);
-    assert_eq!(p["sku"], "SKU-000001");
-    let status = tokio::task::spawn_blocking(move || guard.stop(Duration::from_secs(10)))
+    tokio::task::spawn_blocking(move || wait_for_http(addr, "/health/ready", Duration::from_secs(30)))
         .await
         .unwrap()
-        .expect("reaped");
-    assert!(
-        status.success(),
-        "SIGTERM is a clean shutdown, got {status}"
-    );
+        .expect("the server becomes ready");
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/api/products/1")).await.unwrap();
+    let p = ok_data(&read(r).await, 200);
+    assert_eq!(p["sku"], "SKU-000001");
+    let status =
+        tokio::task::spawn_blocking(move || guard.stop(Duration::from_secs(10))).await.unwrap().expect("reaped");
+    assert!(status.success(), "SIGTERM is a clean shutdown, got {status}");
 }
 
 #[test]
 fn bad_configuration_exits_with_2() {
-    let out = Command::new(BIN)
-        .arg("migrate")
-        .env_remove("DATABASE_URL")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("migrate").env_remove("DATABASE_URL").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(BIN)
-        .args(["migrate", "--database-url", "host=x port=notaport"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(BIN).args(["migrate", "--database-url", "host=x port=notaport"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for word in ["serve", "migrate", "seed", "DATABASE_URL"] {

@@ -17,22 +17,12 @@ pub fn cluster() -> &'static PgCluster {
 
 /// A fresh, empty (not migrated) database: (name, key/value connection string).
 pub fn fresh_database() -> (String, String) {
-    cluster()
-        .create_unique_database("mono")
-        .expect("create a test database")
+    cluster().create_unique_database("mono").expect("create a test database")
 }
 
 /// Small seed used by the read tests: 40 products in 6 categories, 10 customers, 30 orders.
 pub fn small_seed() -> seed::SeedOptions {
-    seed::SeedOptions {
-        products: 40,
-        customers: 10,
-        orders: 30,
-        categories: 6,
-        seed: 7,
-        force: false,
-        progress: false,
-    }
+    seed::SeedOptions { products: 40, customers: 10, orders: 30, categories: 6, seed: 7, force: false, progress: false }
 }
 
 pub struct TestApp {
@@ -73,20 +63,13 @@ impl TestApp {
 
     /// Serves `state` on 127.0.0.1:0.
     pub async fn serve(state: AppState, dbname: String) -> TestApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let router = app(state);
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("serve");
         });
-        TestApp {
-            base: format!("http://{addr}"),
-            dbname,
-            http: reqwest::Client::new(),
-            server,
-        }
+        TestApp { base: format!("http://{addr}"), dbname, http: reqwest::Client::new(), server }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -99,24 +82,12 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("POST");
+        let r = self.http.post(self.url(path)).json(&body).send().await.expect("POST");
         read(r).await
     }
 
     pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .put(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("PUT");
+        let r = self.http.put(self.url(path)).json(&body).send().await.expect("PUT");
         read(r).await
     }
 
@@ -128,10 +99,7 @@ impl TestApp {
         content_type: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .body(body.to_string());
+        let mut req = self.http.request(method, self.url(path)).body(body.to_string());
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -145,17 +113,15 @@ impl TestApp {
 
     pub fn sql_i64(&self, sql: &str) -> i64 {
         let out = self.sql(sql);
-        out.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{sql:?} returned {out:?}, not an integer"))
+        out.trim().parse().unwrap_or_else(|_| panic!("{sql:?} returned {out:?}, not an integer"))
     }
 }
 
 pub async fn read(r: reqwest::Response) -> (StatusCode, Value) {
     let status = r.status();
     let text = r.text().await.expect("body");
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
     (status, body)
 }
 
@@ -164,18 +130,11 @@ pub async fn read(r: reqwest::Response) -> (StatusCode, Value) {
 pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
     let (s, body) = got;
     assert_eq!(s.as_u16(), status, "unexpected status; body: {body}");
-    let err = body
-        .get("error")
-        .unwrap_or_else(|| panic!("no `error` object in {body}"));
+    let err = body.get("error").unwrap_or_else(|| panic!("no `error` object in {body}"));
     assert_eq!(err["code"], code, "unexpected error code in {body}");
-    let msg = err["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no message in {body}"));
+    let msg = err["message"].as_str().unwrap_or_else(|| panic!("no message in {body}"));
     assert!(!msg.is_empty(), "empty error message in {body}");
-    assert!(
-        body.get("data").is_none(),
-        "error bodies carry no data: {body}"
-    );
+    assert!(body.get("data").is_none(), "error bodies carry no data: {body}");
 }
 
 /// Asserts a success envelope and returns its `data`.
@@ -183,16 +142,8 @@ pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
 pub fn ok_data(got: &(StatusCode, Value), status: u16) -> Value {
     let (s, body) = got;
     assert_eq!(s.as_u16(), status, "unexpected status; body: {body}");
-    assert!(
-        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
-        "no request_id: {body}"
-    );
-    assert!(
-        body["generated_at"]
-            .as_str()
-            .is_some_and(|s| s.ends_with('Z')),
-        "no generated_at: {body}"
-    );
+    assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()), "no request_id: {body}");
+    assert!(body["generated_at"].as_str().is_some_and(|s| s.ends_with('Z')), "no generated_at: {body}");
     body["data"].clone()
 }
 

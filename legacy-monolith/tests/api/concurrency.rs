@@ -40,20 +40,10 @@ async fn fifty_concurrent_orders_for_the_last_ten_items() {
         }
     }
     assert_eq!((created, refused), (10, 40));
-    assert_eq!(
-        app.sql_i64("SELECT quantity FROM inventory WHERE sku = 'LAST-TEN'"),
-        0
-    );
-    let orders = app.sql_i64(&format!(
-        "SELECT count(DISTINCT order_id) FROM order_items WHERE product_id = {p}"
-    ));
+    assert_eq!(app.sql_i64("SELECT quantity FROM inventory WHERE sku = 'LAST-TEN'"), 0);
+    let orders = app.sql_i64(&format!("SELECT count(DISTINCT order_id) FROM order_items WHERE product_id = {p}"));
     assert_eq!(orders, 10);
-    assert_eq!(
-        app.sql_i64(&format!(
-            "SELECT count(*) FROM orders WHERE cust_id = {cust}"
-        )),
-        10
-    );
+    assert_eq!(app.sql_i64(&format!("SELECT count(*) FROM orders WHERE cust_id = {cust}")), 10);
     assert_eq!(
         app.sql_i64(&format!(
             "SELECT count(*) FROM payments pm JOIN orders o ON o.id = pm.order_id WHERE o.cust_id = {cust}"
@@ -96,14 +86,10 @@ async fn crossing_orders_and_cancellations_do_not_deadlock() {
             json!([{"product_id": b, "quantity": 2}, {"product_id": a, "quantity": 1}])
         };
         tasks.push(tokio::spawn(async move {
-            let got = app
-                .post("/api/orders", json!({"customer_id": cust, "items": items}))
-                .await;
+            let got = app.post("/api/orders", json!({"customer_id": cust, "items": items})).await;
             let id = ok_data(&got, 201)["id"].as_i64().unwrap();
             if i % 4 == 0 {
-                let got = app
-                    .post(&format!("/api/orders/{id}/cancel"), json!({}))
-                    .await;
+                let got = app.post(&format!("/api/orders/{id}/cancel"), json!({})).await;
                 assert_eq!(ok_data(&got, 200)["status"], "cancelled");
             }
         }));
@@ -112,12 +98,6 @@ async fn crossing_orders_and_cancellations_do_not_deadlock() {
         t.await.expect("no request failed");
     }
     // 40 orders, 10 cancelled: 30 remain.
-    assert_eq!(
-        app.sql_i64("SELECT quantity FROM inventory WHERE sku = 'CROSS-A'"),
-        1000 - 30
-    );
-    assert_eq!(
-        app.sql_i64("SELECT quantity FROM inventory WHERE sku = 'CROSS-B'"),
-        1000 - 60
-    );
+    assert_eq!(app.sql_i64("SELECT quantity FROM inventory WHERE sku = 'CROSS-A'"), 1000 - 30);
+    assert_eq!(app.sql_i64("SELECT quantity FROM inventory WHERE sku = 'CROSS-B'"), 1000 - 60);
 }

@@ -46,30 +46,17 @@ async fn create_customer_queues_a_welcome() {
     assert_eq!(c["loyalty_tier"], "gold");
     assert_eq!(c["addresses"][0]["country"], "FR");
     assert_eq!(c["addresses"][0]["is_default"], true);
-    assert_eq!(
-        c["stats"],
-        json!({"order_count": 0, "lifetime_value": "0.00", "last_order_at": null})
-    );
+    assert_eq!(c["stats"], json!({"order_count": 0, "lifetime_value": "0.00", "last_order_at": null}));
     let id = c["id"].as_i64().unwrap();
     assert_eq!(id, 11);
-    assert_eq!(
-        ok_data(&app.get(&format!("/api/customers/{id}")).await, 200),
-        c
-    );
-    let notes = ok_data(
-        &app.get(&format!("/api/notifications?customer={id}")).await,
-        200,
-    );
+    assert_eq!(ok_data(&app.get(&format!("/api/customers/{id}")).await, 200), c);
+    let notes = ok_data(&app.get(&format!("/api/notifications?customer={id}")).await, 200);
     assert_eq!(notes.as_array().unwrap().len(), 1);
     assert_eq!(notes[0]["template"], "welcome");
     assert_eq!(notes[0]["status"], "queued");
     // Minimal body: no address.
     let c = ok_data(
-        &app.post(
-            "/api/customers",
-            json!({"email": "a@b.io", "first_name": "A", "last_name": "B"}),
-        )
-        .await,
+        &app.post("/api/customers", json!({"email": "a@b.io", "first_name": "A", "last_name": "B"})).await,
         201,
     );
     assert_eq!(c["addresses"], json!([]));
@@ -89,47 +76,25 @@ async fn create_customer_rejects_bad_input() {
         (with("email", json!("a@b")), 422, "invalid_email"),
         (with("email", json!("a b@c.com")), 422, "invalid_email"),
         (with("first_name", json!("")), 422, "invalid_field"),
+        (with("loyalty_tier", json!("platinum")), 422, "invalid_field"),
         (
-            with("loyalty_tier", json!("platinum")),
-            422,
-            "invalid_field",
-        ),
-        (
-            with(
-                "address",
-                json!({"line1": "x", "city": "y", "postal_code": "1", "country": "USA"}),
-            ),
+            with("address", json!({"line1": "x", "city": "y", "postal_code": "1", "country": "USA"})),
             422,
             "invalid_field",
         ),
         (with("address", json!({"line1": "x"})), 422, "invalid_body"),
-        (
-            json!({"email": "x@y.com", "first_name": "X"}),
-            422,
-            "invalid_body",
-        ),
+        (json!({"email": "x@y.com", "first_name": "X"}), 422, "invalid_body"),
         (with("email", json!(5)), 422, "invalid_body"),
     ] {
         assert_error(&app.post("/api/customers", body).await, status, code);
     }
     let existing = app.sql("SELECT email FROM customers WHERE id = 1");
     assert_error(
-        &app.post(
-            "/api/customers",
-            with("email", json!(existing.to_uppercase())),
-        )
-        .await,
+        &app.post("/api/customers", with("email", json!(existing.to_uppercase()))).await,
         409,
         "duplicate_email",
     );
-    let got = app
-        .send_raw(
-            Method::POST,
-            "/api/customers",
-            Some("application/json"),
-            "{,}",
-        )
-        .await;
+    let got = app.send_raw(Method::POST, "/api/customers", Some("application/json"), "{,}").await;
     assert_error(&got, 400, "malformed_json");
     assert_eq!(app.sql_i64("SELECT count(*) FROM customers"), 10);
 }
@@ -137,12 +102,8 @@ async fn create_customer_rejects_bad_input() {
 #[tokio::test]
 async fn customer_orders_are_listed_oldest_first() {
     let app = TestApp::seeded().await;
-    let cust = app.sql_i64(
-        "SELECT cust_id FROM orders GROUP BY cust_id ORDER BY count(*) DESC, cust_id LIMIT 1",
-    );
-    let n = app.sql_i64(&format!(
-        "SELECT count(*) FROM orders WHERE cust_id = {cust}"
-    ));
+    let cust = app.sql_i64("SELECT cust_id FROM orders GROUP BY cust_id ORDER BY count(*) DESC, cust_id LIMIT 1");
+    let n = app.sql_i64(&format!("SELECT count(*) FROM orders WHERE cust_id = {cust}"));
     assert!(n >= 3, "the seed gives the busiest customer several orders");
     let got = app.get(&format!("/api/customers/{cust}/orders")).await;
     let data = ok_data(&got, 200);
@@ -154,40 +115,17 @@ async fn customer_orders_are_listed_oldest_first() {
     sorted.sort_unstable();
     assert_eq!(ids, sorted);
     let first = &list[0];
-    let items = app.sql_i64(&format!(
-        "SELECT count(*) FROM order_items WHERE order_id = {}",
-        first["id"]
-    ));
+    let items = app.sql_i64(&format!("SELECT count(*) FROM order_items WHERE order_id = {}", first["id"]));
     assert_eq!(first["item_count"].as_i64(), Some(items));
     assert!(is_money(&first["total"]));
 
-    let got = app
-        .get(&format!("/api/customers/{cust}/orders?limit=2&offset=1"))
-        .await;
-    let page: Vec<i64> = ok_data(&got, 200)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_i64().unwrap())
-        .collect();
+    let got = app.get(&format!("/api/customers/{cust}/orders?limit=2&offset=1")).await;
+    let page: Vec<i64> = ok_data(&got, 200).as_array().unwrap().iter().map(|o| o["id"].as_i64().unwrap()).collect();
     assert_eq!(page, ids[1..3].to_vec());
 
-    assert_error(
-        &app.get("/api/customers/abc/orders").await,
-        400,
-        "invalid_path",
-    );
-    assert_error(
-        &app.get("/api/customers/99999/orders").await,
-        404,
-        "not_found",
-    );
-    assert_error(
-        &app.get(&format!("/api/customers/{cust}/orders?limit=1000"))
-            .await,
-        400,
-        "invalid_query",
-    );
+    assert_error(&app.get("/api/customers/abc/orders").await, 400, "invalid_path");
+    assert_error(&app.get("/api/customers/99999/orders").await, 404, "not_found");
+    assert_error(&app.get(&format!("/api/customers/{cust}/orders?limit=1000")).await, 400, "invalid_query");
     // A customer without orders: an empty page.
     let fresh = create_customer(&app, "noorders@example.com").await;
     let got = app.get(&format!("/api/customers/{fresh}/orders")).await;
@@ -204,27 +142,11 @@ async fn notifications_for_a_customer() {
     let list = ok_data(&got, 200);
     assert_eq!(list.as_array().unwrap().len() as i64, n);
     assert_eq!(got.1["page"]["total"].as_i64(), Some(n));
-    assert!(list
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|x| x["customer_id"] == 2));
+    assert!(list.as_array().unwrap().iter().all(|x| x["customer_id"] == 2));
     assert_eq!(list[0]["template"], "welcome");
 
     assert_error(&app.get("/api/notifications").await, 400, "invalid_query");
-    assert_error(
-        &app.get("/api/notifications?customer=abc").await,
-        400,
-        "invalid_query",
-    );
-    assert_error(
-        &app.get("/api/notifications?customer=2&limit=0").await,
-        400,
-        "invalid_query",
-    );
-    assert_error(
-        &app.get("/api/notifications?customer=5555").await,
-        404,
-        "not_found",
-    );
+    assert_error(&app.get("/api/notifications?customer=abc").await, 400, "invalid_query");
+    assert_error(&app.get("/api/notifications?customer=2&limit=0").await, 400, "invalid_query");
+    assert_error(&app.get("/api/notifications?customer=5555").await, 404, "not_found");
 }

@@ -32,39 +32,23 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::empty().await;
     assert_error(&app.get("/api/nope").await, 404, "no_route");
     assert_error(&app.get("/").await, 404, "no_route");
-    let got = app
-        .send_raw(reqwest::Method::DELETE, "/api/products/1", None, "")
-        .await;
+    let got = app.send_raw(reqwest::Method::DELETE, "/api/products/1", None, "").await;
     assert_error(&got, 405, "method_not_allowed");
 }
 
 #[tokio::test]
 async fn request_id_is_echoed_or_generated_and_the_rest_is_deterministic() {
     let app = TestApp::seeded().await;
-    let r = app
-        .http
-        .get(app.url("/api/products/3"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/products/3")).header("x-request-id", "abc-123").send().await.unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     let (_, first) = crate::common::read(r).await;
     assert_eq!(first["request_id"], "abc-123");
 
-    let r = app
-        .http
-        .get(app.url("/api/products/3"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/products/3")).send().await.unwrap();
     let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let (_, mut second) = crate::common::read(r).await;
     assert_eq!(second["request_id"], generated.as_str());
-    assert!(
-        uuid::Uuid::parse_str(&generated).is_ok(),
-        "{generated} is not a UUID"
-    );
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated} is not a UUID");
     assert!(chrono::DateTime::parse_from_rfc3339(second["generated_at"].as_str().unwrap()).is_ok());
 
     // Apart from the two noise fields, two reads of unchanged data are identical.

@@ -16,11 +16,7 @@ async fn migrations_apply_once_and_are_idempotent() {
     assert!(second.applied.is_empty());
     assert_eq!(second.already_applied, all);
     let pg = cluster();
-    assert_eq!(
-        pg.psql(&db, "SELECT count(*) FROM schema_migrations")
-            .unwrap(),
-        all.len().to_string()
-    );
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM schema_migrations").unwrap(), all.len().to_string());
     // The URL form of the connection string works as well.
     let mut by_url = legacy_monolith::db::connect(&pg.url(&db)).await.unwrap();
     assert!(migrate::run(&mut by_url).await.unwrap().applied.is_empty());
@@ -44,12 +40,7 @@ async fn concurrent_migrations_serialise_on_the_advisory_lock() {
     applied.sort_unstable();
     let all: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
     assert_eq!(applied, all, "each migration applied by exactly one run");
-    assert_eq!(
-        cluster()
-            .psql(&db, "SELECT count(*) FROM schema_migrations")
-            .unwrap(),
-        all.len().to_string()
-    );
+    assert_eq!(cluster().psql(&db, "SELECT count(*) FROM schema_migrations").unwrap(), all.len().to_string());
 }
 
 #[tokio::test]
@@ -57,29 +48,14 @@ async fn an_edited_migration_is_reported() {
     let (db, conn) = fresh_database();
     let mut client = legacy_monolith::db::connect(&conn).await.unwrap();
     migrate::run(&mut client).await.unwrap();
-    cluster()
-        .psql(
-            &db,
-            "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1",
-        )
-        .unwrap();
+    cluster().psql(&db, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1").unwrap();
     match migrate::run(&mut client).await {
         Err(MigrateError::ChecksumMismatch { version: 1, .. }) => {}
         other => panic!("expected a checksum mismatch, got {other:?}"),
     }
-    cluster()
-        .psql(
-            &db,
-            "INSERT INTO schema_migrations VALUES (999, 'future', 'x')",
-        )
-        .unwrap();
-    cluster()
-        .psql(&db, "DELETE FROM schema_migrations WHERE version = 1")
-        .unwrap();
-    assert!(matches!(
-        migrate::run(&mut client).await,
-        Err(MigrateError::UnknownVersion(999))
-    ));
+    cluster().psql(&db, "INSERT INTO schema_migrations VALUES (999, 'future', 'x')").unwrap();
+    cluster().psql(&db, "DELETE FROM schema_migrations WHERE version = 1").unwrap();
+    assert!(matches!(migrate::run(&mut client).await, Err(MigrateError::UnknownVersion(999))));
 }
 
 #[tokio::test]
@@ -88,12 +64,7 @@ async fn every_table_is_ready_for_logical_replication() {
     let mut client = legacy_monolith::db::connect(&conn).await.unwrap();
     migrate::run(&mut client).await.unwrap();
     let pg = cluster();
-    let tables = pg
-        .psql(
-            &db,
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
-        )
-        .unwrap();
+    let tables = pg.psql(&db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").unwrap();
     assert!(tables.parse::<i64>().unwrap() >= 9, "{tables} tables");
     let without_pk = pg
         .psql(
@@ -105,18 +76,10 @@ async fn every_table_is_ready_for_logical_replication() {
         )
         .unwrap();
     assert_eq!(without_pk, "", "tables without a primary key");
-    let fks = pg
-        .psql(
-            &db,
-            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'",
-        )
-        .unwrap();
+    let fks = pg.psql(&db, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'").unwrap();
     assert!(fks.parse::<i64>().unwrap() >= 10, "{fks} foreign keys");
     let sku_unique = pg
-        .psql(
-            &db,
-            "SELECT count(*) FROM pg_indexes WHERE tablename = 'products' AND indexdef LIKE '%UNIQUE%(sku)%'",
-        )
+        .psql(&db, "SELECT count(*) FROM pg_indexes WHERE tablename = 'products' AND indexdef LIKE '%UNIQUE%(sku)%'")
         .unwrap();
     assert_eq!(sku_unique, "1");
 }

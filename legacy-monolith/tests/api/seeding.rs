@@ -6,15 +6,7 @@ use legacy_monolith::seed::{self, SeedError, SeedOptions};
 use crate::common::{cluster, fresh_database};
 
 fn opts(seed: u64) -> SeedOptions {
-    SeedOptions {
-        products: 200,
-        customers: 50,
-        orders: 300,
-        categories: 10,
-        seed,
-        force: false,
-        progress: false,
-    }
+    SeedOptions { products: 200, customers: 50, orders: 300, categories: 10, seed, force: false, progress: false }
 }
 
 async fn migrated() -> (String, tokio_postgres::Client) {
@@ -41,12 +33,7 @@ fn digest(db: &str) -> String {
         .iter()
         .map(|t| {
             cluster()
-                .psql(
-                    db,
-                    &format!(
-                        "SELECT md5(COALESCE(string_agg(t::text, '|' ORDER BY id), '')) FROM {t} t"
-                    ),
-                )
+                .psql(db, &format!("SELECT md5(COALESCE(string_agg(t::text, '|' ORDER BY id), '')) FROM {t} t"))
                 .unwrap()
         })
         .collect::<Vec<_>>()
@@ -58,22 +45,11 @@ async fn small_seed_has_the_requested_counts_and_holds_together() {
     let (db, mut client) = migrated().await;
     let report = seed::run(&mut client, &opts(1)).await.unwrap();
     assert_eq!(
-        (
-            report.products,
-            report.inventory,
-            report.customers,
-            report.orders,
-            report.categories
-        ),
+        (report.products, report.inventory, report.customers, report.orders, report.categories),
         (200, 200, 50, 300, 10)
     );
     let pg = cluster();
-    let count = |t: &str| {
-        pg.psql(&db, &format!("SELECT count(*) FROM {t}"))
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let count = |t: &str| pg.psql(&db, &format!("SELECT count(*) FROM {t}")).unwrap().parse::<u64>().unwrap();
     assert_eq!(count("products"), 200);
     assert_eq!(count("inventory"), 200);
     assert_eq!(count("customers"), 50);
@@ -105,12 +81,7 @@ async fn small_seed_has_the_requested_counts_and_holds_together() {
         assert_eq!(pg.psql(&db, sql).unwrap(), "0", "{sql}");
     }
     // Sequences were moved past the explicit ids.
-    let next = pg
-        .psql(
-            &db,
-            "INSERT INTO categories (name, slug) VALUES ('n', 'n') RETURNING id",
-        )
-        .unwrap();
+    let next = pg.psql(&db, "INSERT INTO categories (name, slug) VALUES ('n', 'n') RETURNING id").unwrap();
     assert_eq!(next, "11");
 }
 
@@ -132,27 +103,13 @@ async fn a_non_empty_database_needs_force() {
     let (db, mut client) = migrated().await;
     seed::run(&mut client, &opts(5)).await.unwrap();
     let before = digest(&db);
-    assert!(matches!(
-        seed::run(&mut client, &opts(6)).await,
-        Err(SeedError::NotEmpty)
-    ));
+    assert!(matches!(seed::run(&mut client, &opts(6)).await, Err(SeedError::NotEmpty)));
     assert_eq!(digest(&db), before, "a refused seed changes nothing");
-    let forced = SeedOptions {
-        force: true,
-        ..opts(5)
-    };
+    let forced = SeedOptions { force: true, ..opts(5) };
     seed::run(&mut client, &forced).await.unwrap();
     assert_eq!(digest(&db), before, "force replaces, it does not append");
     assert!(matches!(
-        seed::run(
-            &mut client,
-            &SeedOptions {
-                products: 0,
-                force: true,
-                ..opts(5)
-            }
-        )
-        .await,
+        seed::run(&mut client, &SeedOptions { products: 0, force: true, ..opts(5) }).await,
         Err(SeedError::Invalid(_))
     ));
 }

@@ -9,5 +9,5 @@ pub mod process;
 pub mod stack;
 
 pub use pg::{PgCluster, PgClusterBuilder, PgError};
-pub use stack::{Ports, Stack, StackOptions};
 pub use process::{free_port, pid_alive, signal_pid, wait_for_http, wait_for_tcp, ChildGuard, Signal};
+pub use stack::{Ports, Stack, StackOptions};

@@ -66,13 +66,7 @@ pub struct PgClusterBuilder {
 
 impl Default for PgClusterBuilder {
     fn default() -> Self {
-        Self {
-            fsync: false,
-            max_replication_slots: 32,
-            max_connections: 200,
-            base_dir: None,
-            extra_conf: Vec::new(),
-        }
+        Self { fsync: false, max_replication_slots: 32, max_connections: 200, base_dir: None, extra_conf: Vec::new() }
     }
 }
 
@@ -145,10 +139,8 @@ impl PgCluster {
         let bin_dir = find_bin_dir()?;
         let run_as = if Uid::effective().is_root() {
             let name = std::env::var("STRANGLER_PG_USER").unwrap_or_else(|_| "postgres".into());
-            let user = User::from_name(&name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| PgError::NoUnprivilegedUser(name.clone()))?;
+            let user =
+                User::from_name(&name).ok().flatten().ok_or_else(|| PgError::NoUnprivilegedUser(name.clone()))?;
             Some((name, user))
         } else {
             None
@@ -167,9 +159,8 @@ impl PgCluster {
         std::fs::create_dir(&run_dir).map_err(io("creating the run directory"))?;
         if let Some((_, user)) = &run_as {
             for p in [&root_path, &run_dir] {
-                nix::unistd::chown(p.as_path(), Some(user.uid), Some(user.gid)).map_err(|e| {
-                    PgError::Io { what: format!("chown {}", p.display()), source: e.into() }
-                })?;
+                nix::unistd::chown(p.as_path(), Some(user.uid), Some(user.gid))
+                    .map_err(|e| PgError::Io { what: format!("chown {}", p.display()), source: e.into() })?;
             }
         }
 
@@ -187,10 +178,7 @@ impl PgCluster {
         };
 
         let mut initdb = cluster.command("initdb");
-        initdb
-            .arg("-D")
-            .arg(&cluster.data_dir)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]);
+        initdb.arg("-D").arg(&cluster.data_dir).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]);
         if !opts.fsync {
             initdb.arg("--no-sync");
         }
@@ -217,10 +205,7 @@ impl PgCluster {
             "log_line_prefix = '%m [%p] %d '".into(),
         ];
         if !opts.fsync {
-            lines.extend(
-                ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
-                    .map(String::from),
-            );
+            lines.extend(["fsync = off", "synchronous_commit = off", "full_page_writes = off"].map(String::from));
         }
         lines.extend(opts.extra_conf.iter().cloned());
         writeln!(conf, "{}", lines.join("\n")).map_err(io("writing postgresql.conf"))?;

@@ -185,7 +185,10 @@ impl Stack {
 
         let legacy_db = stack.legacy_pg.create_database("legacy").map_err(|e| e.to_string())?;
         say("legacy-monolith: migrate + seed");
-        stack.run_once("migrate", Command::new(stack.bin("legacy-monolith")?).args(["migrate", "--database-url", &legacy_db]))?;
+        stack.run_once(
+            "migrate",
+            Command::new(stack.bin("legacy-monolith")?).args(["migrate", "--database-url", &legacy_db]),
+        )?;
         stack.run_once(
             "seed",
             Command::new(stack.bin("legacy-monolith")?).args(["seed", "--database-url", &legacy_db]).args(&o.seed_args),
@@ -193,7 +196,13 @@ impl Stack {
         let listen = addr(o.ports.legacy).to_string();
         stack.spawn(
             "legacy-monolith",
-            Command::new(stack.bin("legacy-monolith")?).args(["serve", "--listen", &listen, "--database-url", &legacy_db]),
+            Command::new(stack.bin("legacy-monolith")?).args([
+                "serve",
+                "--listen",
+                &listen,
+                "--database-url",
+                &legacy_db,
+            ]),
             o.ports.legacy,
             "/health/ready",
         )?;
@@ -291,9 +300,7 @@ impl Stack {
 
     /// Returns the name of a component that exited on its own, if any.
     pub fn exited(&mut self) -> Option<String> {
-        self.children
-            .iter_mut()
-            .find_map(|c| matches!(c.try_wait(), Ok(Some(_))).then(|| c.name().to_string()))
+        self.children.iter_mut().find_map(|c| matches!(c.try_wait(), Ok(Some(_))).then(|| c.name().to_string()))
     }
 
     /// Path of a component's log file.

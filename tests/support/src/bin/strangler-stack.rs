@@ -106,16 +106,25 @@ fn run(mut opts: StackOptions) -> Result<(), String> {
     if stack.opts.services {
         println!("  catalog service {}", stack.catalog_url());
         println!("  orders service  {}", stack.orders_url());
-        println!("  cdc-sync status http://127.0.0.1:{}/status (catalog), http://127.0.0.1:{}/status (orders)",
-            stack.opts.ports.cdc_catalog, stack.opts.ports.cdc_orders);
+        println!(
+            "  cdc-sync status http://127.0.0.1:{}/status (catalog), http://127.0.0.1:{}/status (orders)",
+            stack.opts.ports.cdc_catalog, stack.opts.ports.cdc_orders
+        );
     }
-    println!("  PostgreSQL      {} (legacy), {} (catalog, orders)", stack.legacy_pg.url("legacy"), stack.services_pg.url("catalog"));
+    println!(
+        "  PostgreSQL      {} (legacy), {} (catalog, orders)",
+        stack.legacy_pg.url("legacy"),
+        stack.services_pg.url("catalog")
+    );
     println!("  logs            {}/logs/", run.display());
     println!();
     if stack.opts.gateway {
         println!("Try this:");
         println!("  curl -s {}/api/products/1", stack.gateway_url());
-        println!("  sed -i '0,/stage = \"legacy\"/s//stage = \"shadow\"/' {}   # shadow the products route", stack.routes_path().display());
+        println!(
+            "  sed -i '0,/stage = \"legacy\"/s//stage = \"shadow\"/' {}   # shadow the products route",
+            stack.routes_path().display()
+        );
         println!("  curl -s -H 'authorization: Bearer {token}' {}/admin/routes   # (then the shadow report: strangler-gateway shadow report)", stack.admin_url());
         println!();
     }
