@@ -10,36 +10,6 @@ use common::*;
 use rand::Rng;
 use strangler_support::Signal;
 
-const COUNTERS: &str = "
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
-CREATE TABLE log (id bigserial PRIMARY KEY, counter int NOT NULL, v text);
-INSERT INTO counters SELECT g, 0 FROM generate_series(1, 100) g;
-";
-
-const COUNTERS_TGT: &str = "
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
-CREATE TABLE log (id bigint PRIMARY KEY, counter int NOT NULL, v text);
-";
-
-const COUNTERS_MAP: &str = r#"
-[[table]]
-source = "counters"
-target = "counters"
-key = ["id"]
-[table.columns]
-id = "id"
-n = "n"
-
-[[table]]
-source = "log"
-target = "log"
-key = ["id"]
-[table.columns]
-id = "id"
-counter = "counter"
-v = "v"
-"#;
-
 #[test]
 fn kill_9_at_20_random_moments_loses_and_duplicates_nothing() {
     let env = Env::new(COUNTERS, COUNTERS_TGT);

@@ -96,36 +96,6 @@ fn another_pipelines_reverse_writes_reach_this_pipelines_target() {
     assert_eq!(before, after);
 }
 
-const COUNTERS: &str = "
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
-CREATE TABLE log (id bigserial PRIMARY KEY, counter int NOT NULL, v text);
-INSERT INTO counters SELECT g, 0 FROM generate_series(1, 100) g;
-";
-
-const COUNTERS_TGT: &str = "
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
-CREATE TABLE log (id bigint PRIMARY KEY, counter int NOT NULL, v text);
-";
-
-const COUNTERS_MAP: &str = r#"
-[[table]]
-source = "counters"
-target = "counters"
-key = ["id"]
-[table.columns]
-id = "id"
-n = "n"
-
-[[table]]
-source = "log"
-target = "log"
-key = ["id"]
-[table.columns]
-id = "id"
-counter = "counter"
-v = "v"
-"#;
-
 fn is_ready(r: &Running) -> bool {
     try_status(r.status).is_some_and(|s| s["ready"] == true && s["role"] == "active")
 }

@@ -202,3 +202,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
 }
+
+/// The counters workload shared by the crash, bidirectional and standby tests: 100 counters
+/// incremented by transactions, plus an append-only log (duplicates would be visible).
+pub const COUNTERS: &str = "
+CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+CREATE TABLE log (id bigserial PRIMARY KEY, counter int NOT NULL, v text);
+INSERT INTO counters SELECT g, 0 FROM generate_series(1, 100) g;
+";
+
+pub const COUNTERS_TGT: &str = "
+CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+CREATE TABLE log (id bigint PRIMARY KEY, counter int NOT NULL, v text);
+";
+
+pub const COUNTERS_MAP: &str = r#"
+[[table]]
+source = "counters"
+target = "counters"
+key = ["id"]
+[table.columns]
+id = "id"
+n = "n"
+
+[[table]]
+source = "log"
+target = "log"
+key = ["id"]
+[table.columns]
+id = "id"
+counter = "counter"
+v = "v"
+"#;
