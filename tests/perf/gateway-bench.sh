@@ -12,6 +12,9 @@
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, i.e. the LTO profile the
 #        gateway ships with; built if missing)
 #        WRK_THREADS (default 1)
+#        MINIMAL=1 also runs gateway/examples/minimal_proxy.rs (Pingora with only upstream_peer,
+#        same settings and profile) as "pingora", the floor for what our callbacks cost; the
+#        RESULT line then adds gateway_vs_minimal_pingora_rps
 set -euo pipefail
 
 DURATION=${1:-8}
@@ -25,6 +28,13 @@ BIN=${GATEWAY_BIN:-$ROOT/target/release-gw/strangler-gateway}
 if [[ ! -x $BIN ]]; then
   (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway)
 fi
+NAMES="nginx haproxy gateway"
+if [[ ${MINIMAL:-0} == 1 ]]; then
+  NAMES="$NAMES pingora"
+  MIN_BIN=$ROOT/target/release-gw/examples/minimal_proxy
+  (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway --example minimal_proxy)
+fi
+REVERSED=$(tr ' ' '\n' <<<"$NAMES" | tac | tr '\n' ' ')
 for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "$t not installed" >&2; exit 69; }; done
 
 WORK=$(mktemp -d /tmp/gw-bench.XXXXXX)
@@ -139,14 +149,19 @@ haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 RUST_LOG=error "$BIN" run --config "$WORK/routes.toml" --no-watch \
   --pid-file "$WORK/gw.pid" --upgrade-sock "$WORK/gw-upgrade.sock" > "$WORK/gw.log" 2>&1 & PIDS+=($!)
 
+if [[ ${MINIMAL:-0} == 1 ]]; then
+  MIN=$(port)
+  "$MIN_BIN" "127.0.0.1:$MIN" "127.0.0.1:$UP" > "$WORK/minimal.log" 2>&1 & PIDS+=($!)
+  wait_port "$MIN"
+fi
 for p in $UP $NGX $HAP $GW; do wait_port "$p"; done
 
 # the gateway path hits route r777 (canary 30%... r777 % 4 == 1: extracted) deep in the table
-declare -A PATHS=([nginx]="/api/svc777/items/9" [haproxy]="/api/svc777/items/9" [gateway]="/api/svc777/items/9")
-declare -A PORTS=([nginx]=$NGX [haproxy]=$HAP [gateway]=$GW)
+declare -A PATHS=([nginx]="/api/svc777/items/9" [haproxy]="/api/svc777/items/9" [gateway]="/api/svc777/items/9" [pingora]="/api/svc777/items/9")
+declare -A PORTS=([nginx]=$NGX [haproxy]=$HAP [gateway]=$GW [pingora]=${MIN:-0})
 
 # warm-up
-for n in nginx haproxy gateway; do
+for n in $NAMES; do
   wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}" > /dev/null
 done
 
@@ -155,10 +170,10 @@ to_ms() { # wrk latency such as 812.00us / 1.20ms / 1.01s -> ms
 }
 
 declare -A RPS P50 P99
-for n in nginx haproxy gateway; do RPS[$n]=""; P50[$n]=""; P99[$n]=""; done
+for n in $NAMES; do RPS[$n]=""; P50[$n]=""; P99[$n]=""; done
 for r in $(seq 1 "$ROUNDS"); do
   # alternate the order each round so drift (thermal, neighbours) hits everyone alike
-  if (( r % 2 )); then order="nginx haproxy gateway"; else order="gateway haproxy nginx"; fi
+  if (( r % 2 )); then order=$NAMES; else order=$REVERSED; fi
   for n in $order; do
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}")
     if grep -q "Non-2xx" <<<"$out"; then echo "$n answered non-2xx:"; echo "$out"; exit 1; fi
@@ -177,10 +192,12 @@ echo "median of $ROUNDS rounds, wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, one 
 printf '| %-8s | %10s | %8s | %8s |\n' proxy "req/s" "p50 ms" "p99 ms"
 printf '|----------|-----------:|---------:|---------:|\n'
 declare -A MR MP50 MP99
-for n in nginx haproxy gateway; do
+for n in $NAMES; do
   MR[$n]=$(median "${RPS[$n]}"); MP50[$n]=$(median "${P50[$n]}"); MP99[$n]=$(median "${P99[$n]}")
   printf '| %-8s | %10.0f | %8.3f | %8.3f |\n' "$n" "${MR[$n]}" "${MP50[$n]}" "${MP99[$n]}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b>0 ? a/b : 0) }'; }
 echo
-echo "RESULT gateway_vs_nginx_rps=$(ratio "${MR[gateway]}" "${MR[nginx]}") gateway_vs_haproxy_rps=$(ratio "${MR[gateway]}" "${MR[haproxy]}") gateway_vs_nginx_p99=$(ratio "${MP99[gateway]}" "${MP99[nginx]}")"
+extra=""
+if [[ ${MINIMAL:-0} == 1 ]]; then extra=" gateway_vs_minimal_pingora_rps=$(ratio "${MR[gateway]}" "${MR[pingora]}")"; fi
+echo "RESULT gateway_vs_nginx_rps=$(ratio "${MR[gateway]}" "${MR[nginx]}") gateway_vs_haproxy_rps=$(ratio "${MR[gateway]}" "${MR[haproxy]}") gateway_vs_nginx_p99=$(ratio "${MP99[gateway]}" "${MP99[nginx]}")$extra"
