@@ -121,6 +121,7 @@ impl PgChangeStream {
     /// Start streaming `slot` (which must exist) for `publication` from `start` (the last
     /// applied commit's end LSN; `None` = the slot's confirmed position).
     pub async fn start(conn: &str, slot: &str, publication: &str, start: Option<Lsn>) -> Result<Self, SourceError> {
+        wait_slot_released(conn, slot, Duration::from_secs(60)).await?;
         let config = ReplicationStreamConfig::builder(slot, publication)
             .with_protocol_version(1)
             .with_streaming_mode(StreamingMode::Off)
@@ -160,6 +161,29 @@ impl PgChangeStream {
             let _ = events.shutdown().await;
         });
         Ok(PgChangeStream { rx, feedback, cancel, buffered: None })
+    }
+}
+
+/// Waits until no backend holds `slot`. A walsender releases its slot asynchronously after its
+/// client goes away — the connection that created the slot and exported the snapshot, or the
+/// stream of a process that was just killed — and `START_REPLICATION` on a slot that is still
+/// active fails. Starting the stream only once the slot is free removes that race.
+async fn wait_slot_released(conn: &str, slot: &str, within: Duration) -> Result<(), SourceError> {
+    let client = crate::apply::connect(conn).await?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let row =
+            client.query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?;
+        let holder: Option<i32> = row.and_then(|r| r.get(0));
+        match holder {
+            None => return Ok(()),
+            Some(pid) if std::time::Instant::now() >= deadline => {
+                return Err(SourceError::Stream(format!(
+                    "replication slot {slot} is still in use by backend pid {pid} after {within:?}"
+                )))
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
 }
 
