@@ -6,6 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 
+# A fresh build plus the test clusters need a few GiB; say so up front instead of failing later
+# with "No space left on device" from initdb or the linker.
+for dir in . "${TMPDIR:-/tmp}"; do
+    free_kib=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+    if [ "${free_kib:-0}" -lt $((6 * 1024 * 1024)) ]; then
+        echo "warning: only $((free_kib / 1024)) MiB free under $dir; a fresh build and the test" \
+            "clusters need about 6 GiB (df -h $dir)" >&2
+    fi
+done
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (warnings are errors)"
