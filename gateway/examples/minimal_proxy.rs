@@ -39,6 +39,9 @@ fn main() {
         threads: 1,
         work_stealing: false,
         upstream_keepalive_pool_size: 512,
+        // exit promptly on SIGTERM (Pingora's default grace period is 5 minutes)
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..Default::default()
     };
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);

@@ -6,15 +6,21 @@
 # 1,000-route routes.toml. Drives each in turn with wrk on loopback (same connections and
 # duration, alternating rounds) and prints req/s, p50 and p99 per proxy plus the ratios.
 # The last line is machine-readable:
-#   RESULT gateway_vs_nginx_rps=... gateway_vs_haproxy_rps=... gateway_vs_nginx_p99=...
+#   RESULT gateway_vs_nginx_rps=... gateway_vs_haproxy_rps=... gateway_vs_nginx_p99=... gateway_user_us_per_req=... nginx_user_us_per_req=...
 #
 # Usage: tests/perf/gateway-bench.sh [DURATION_S=8] [CONNECTIONS=32] [ROUNDS=3]
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, i.e. the LTO profile the
 #        gateway ships with; built if missing)
 #        WRK_THREADS (default 1)
-#        MINIMAL=1 also runs gateway/examples/minimal_proxy.rs (Pingora with only upstream_peer,
-#        same settings and profile) as "pingora", the floor for what our callbacks cost; the
-#        RESULT line then adds gateway_vs_minimal_pingora_rps
+#        MINIMAL=1 also runs two floors built with the same settings and profile:
+#          "pingora" = gateway/examples/minimal_proxy.rs (pingora-proxy with only upstream_peer),
+#                      what our callbacks cost on top of Pingora's proxy framework;
+#          "pg-core" = gateway/examples/core_proxy.rs (a forwarder on pingora-core alone),
+#                      what Pingora's HTTP/1 stack costs without the proxy framework;
+#        the RESULT line then adds gateway_vs_minimal_pingora_rps and core_vs_nginx_rps.
+# Besides req/s and latency it prints the CPU time each proxy process spent per request
+# (user and kernel, from /proc/PID/stat over the measured runs): steadier than req/s on a
+# shared machine, and it shows where the difference is (see docs/perf.md).
 set -euo pipefail
 
 DURATION=${1:-8}
@@ -30,9 +36,10 @@ if [[ ! -x $BIN ]]; then
 fi
 NAMES="nginx haproxy gateway"
 if [[ ${MINIMAL:-0} == 1 ]]; then
-  NAMES="$NAMES pingora"
+  NAMES="$NAMES pingora pg-core"
   MIN_BIN=$ROOT/target/release-gw/examples/minimal_proxy
-  (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway --example minimal_proxy)
+  CORE_BIN=$ROOT/target/release-gw/examples/core_proxy
+  (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway --example minimal_proxy --example core_proxy)
 fi
 REVERSED=$(tr ' ' '\n' <<<"$NAMES" | tac | tr '\n' ' ')
 for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "$t not installed" >&2; exit 69; }; done
@@ -99,6 +106,7 @@ http {
 }
 EOF
 nginx -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" & PIDS+=($!)
+NGX_MASTER=$!
 
 # --- HAProxy, one thread ----------------------------------------------------------------------
 cat > "$WORK/haproxy.cfg" <<EOF
@@ -120,6 +128,7 @@ backend be
   server s1 127.0.0.1:$UP
 EOF
 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
+declare -A PID_OF=([haproxy]=$!)
 
 # --- strangler-gateway, one thread, 1,000 routes ----------------------------------------------
 {
@@ -148,17 +157,27 @@ haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 "$BIN" check "$WORK/routes.toml" > /dev/null
 RUST_LOG=error "$BIN" run --config "$WORK/routes.toml" --no-watch \
   --pid-file "$WORK/gw.pid" --upgrade-sock "$WORK/gw-upgrade.sock" > "$WORK/gw.log" 2>&1 & PIDS+=($!)
+PID_OF[gateway]=$!
 
 if [[ ${MINIMAL:-0} == 1 ]]; then
   MIN=$(port)
   "$MIN_BIN" "127.0.0.1:$MIN" "127.0.0.1:$UP" > "$WORK/minimal.log" 2>&1 & PIDS+=($!)
-  wait_port "$MIN"
+  PID_OF[pingora]=$!
+  CORE=$(port)
+  "$CORE_BIN" "127.0.0.1:$CORE" "127.0.0.1:$UP" > "$WORK/core.log" 2>&1 & PIDS+=($!)
+  PID_OF[pg-core]=$!
+  wait_port "$MIN"; wait_port "$CORE"
 fi
 for p in $UP $NGX $HAP $GW; do wait_port "$p"; done
+PID_OF[nginx]=$(pgrep -P "$NGX_MASTER" | head -1)   # the one worker, not the master
+
+# cpu_ticks PID: user and system CPU ticks (1/CLK_TCK s) the process has used so far.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+TCK=$(getconf CLK_TCK)
 
 # the gateway path hits route r777 (canary 30%... r777 % 4 == 1: extracted) deep in the table
-declare -A PATHS=([nginx]="/api/svc777/items/9" [haproxy]="/api/svc777/items/9" [gateway]="/api/svc777/items/9" [pingora]="/api/svc777/items/9")
-declare -A PORTS=([nginx]=$NGX [haproxy]=$HAP [gateway]=$GW [pingora]=${MIN:-0})
+declare -A PATHS=([nginx]="/api/svc777/items/9" [haproxy]="/api/svc777/items/9" [gateway]="/api/svc777/items/9" [pingora]="/api/svc777/items/9" [pg-core]="/api/svc777/items/9")
+declare -A PORTS=([nginx]=$NGX [haproxy]=$HAP [gateway]=$GW [pingora]=${MIN:-0} [pg-core]=${CORE:-0})
 
 # warm-up
 for n in $NAMES; do
@@ -169,13 +188,17 @@ to_ms() { # wrk latency such as 812.00us / 1.20ms / 1.01s -> ms
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000} else print v }'
 }
 
-declare -A RPS P50 P99
-for n in $NAMES; do RPS[$n]=""; P50[$n]=""; P99[$n]=""; done
+declare -A RPS P50 P99 UT ST NREQ
+for n in $NAMES; do RPS[$n]=""; P50[$n]=""; P99[$n]=""; UT[$n]=0; ST[$n]=0; NREQ[$n]=0; done
 for r in $(seq 1 "$ROUNDS"); do
   # alternate the order each round so drift (thermal, neighbours) hits everyone alike
   if (( r % 2 )); then order=$NAMES; else order=$REVERSED; fi
   for n in $order; do
+    read -r u0 s0 < <(cpu_ticks "${PID_OF[$n]}")
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}")
+    read -r u1 s1 < <(cpu_ticks "${PID_OF[$n]}")
+    UT[$n]=$((UT[$n] + u1 - u0)); ST[$n]=$((ST[$n] + s1 - s0))
+    NREQ[$n]=$((NREQ[$n] + $(awk '/requests in/ {print $1}' <<<"$out")))
     if grep -q "Non-2xx" <<<"$out"; then echo "$n answered non-2xx:"; echo "$out"; exit 1; fi
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
@@ -189,15 +212,24 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ i
 
 echo
 echo "median of $ROUNDS rounds, wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, one worker each, loopback"
-printf '| %-8s | %10s | %8s | %8s |\n' proxy "req/s" "p50 ms" "p99 ms"
-printf '|----------|-----------:|---------:|---------:|\n'
-declare -A MR MP50 MP99
+echo "CPU columns: the proxy process's CPU time per request over all rounds (user / kernel, microseconds)"
+printf '| %-8s | %10s | %8s | %8s | %8s | %8s |\n' proxy "req/s" "p50 ms" "p99 ms" "user us" "sys us"
+printf '|----------|-----------:|---------:|---------:|---------:|---------:|\n'
+declare -A MR MP50 MP99 USR
+us_per_req() { awk -v t="$1" -v n="$2" -v hz="$TCK" 'BEGIN{ printf "%.2f", (n>0 ? t*1e6/hz/n : 0) }'; }
 for n in $NAMES; do
   MR[$n]=$(median "${RPS[$n]}"); MP50[$n]=$(median "${P50[$n]}"); MP99[$n]=$(median "${P99[$n]}")
-  printf '| %-8s | %10.0f | %8.3f | %8.3f |\n' "$n" "${MR[$n]}" "${MP50[$n]}" "${MP99[$n]}"
+  USR[$n]=$(us_per_req "${UT[$n]}" "${NREQ[$n]}")
+  printf '| %-8s | %10.0f | %8.3f | %8.3f | %8s | %8s |\n' "$n" "${MR[$n]}" "${MP50[$n]}" "${MP99[$n]}" \
+    "${USR[$n]}" "$(us_per_req "${ST[$n]}" "${NREQ[$n]}")"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b>0 ? a/b : 0) }'; }
 echo
 extra=""
-if [[ ${MINIMAL:-0} == 1 ]]; then extra=" gateway_vs_minimal_pingora_rps=$(ratio "${MR[gateway]}" "${MR[pingora]}")"; fi
-echo "RESULT gateway_vs_nginx_rps=$(ratio "${MR[gateway]}" "${MR[nginx]}") gateway_vs_haproxy_rps=$(ratio "${MR[gateway]}" "${MR[haproxy]}") gateway_vs_nginx_p99=$(ratio "${MP99[gateway]}" "${MP99[nginx]}")$extra"
+if [[ ${MINIMAL:-0} == 1 ]]; then
+  extra=" gateway_vs_minimal_pingora_rps=$(ratio "${MR[gateway]}" "${MR[pingora]}") core_vs_nginx_rps=$(ratio "${MR[pg-core]}" "${MR[nginx]}")"
+fi
+echo "RESULT gateway_vs_nginx_rps=$(ratio "${MR[gateway]}" "${MR[nginx]}")" \
+  "gateway_vs_haproxy_rps=$(ratio "${MR[gateway]}" "${MR[haproxy]}")" \
+  "gateway_vs_nginx_p99=$(ratio "${MP99[gateway]}" "${MP99[nginx]}")" \
+  "gateway_user_us_per_req=${USR[gateway]} nginx_user_us_per_req=${USR[nginx]}$extra"
