@@ -142,7 +142,22 @@ impl Gateway {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
+}
 
+/// When a test fails, the gateway's own log (in a temp dir that is about to be removed) is the
+/// evidence: print its tail so a rare failure can be diagnosed from the CI output.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("--- last {} lines of the gateway log (port {}) ---\n{}", tail.len(), self.port, tail.join("\n"));
+        }
+    }
+}
+
+impl Gateway {
     /// Replaces the config atomically (write a temp file, rename over), as editors do.
     pub fn write_config(&self, body: &str) {
         let tmp = self.dir.path().join(".routes.toml.tmp");
