@@ -23,4 +23,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked -- "$@"
 echo "==> deployment artefacts (Kubernetes schemas, OTel, Grafana, systemd)"
-CDC_SYNC_BIN="$PWD/target/debug/cdc-sync" scripts/validate-manifests.sh
+CDC_SYNC_BIN="$PWD/target/debug/cdc-sync" STRANGLER_GATEWAY_BIN="$PWD/target/debug/strangler-gateway" \
+    scripts/validate-manifests.sh

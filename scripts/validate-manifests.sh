@@ -14,7 +14,8 @@
 #                   $STRANGLER_GATEWAY_BIN / $CDC_SYNC_BIN set, also `check` them with the binaries
 #   otel            collector.yaml parses and its pipelines only name defined components;
 #                   prometheus.yml parses
-#   grafana         the dashboard JSON parses; panels have unique ids and every query has an expr
+#   grafana         the dashboard JSON parses; panels have unique ids, every query has an expr and
+#                   every metric it names is exported by one of our binaries
 #   systemd         `systemd-analyze verify` on the units (skipped without systemd-analyze);
 #                   binaries not installed on this machine are not an error
 #   shell           bash -n (and shellcheck when installed) on deploy/ scripts
@@ -22,7 +23,8 @@
 # Environment:
 #   K8S_VERSIONS          space-separated Kubernetes versions to validate against
 #                         (default "1.29.0 1.37.0": the oldest we support and the newest schema)
-#   STRANGLER_GATEWAY_BIN path to strangler-gateway, to run `check` on the ConfigMap's routes.toml
+#   STRANGLER_GATEWAY_BIN path to strangler-gateway, to run `check --no-resolve` on the ConfigMap's
+#                         routes.toml (in-cluster Service names do not resolve here)
 #   CDC_SYNC_BIN          path to cdc-sync, to run `check` on the ConfigMap's sync files
 set -uo pipefail
 
@@ -188,12 +190,12 @@ PYEOF
 then pass "embedded-toml (syntax)"; else fail "embedded-toml (syntax)"; fi
 if [[ -n ${STRANGLER_GATEWAY_BIN:-} ]]; then
     rc=0
-    "$STRANGLER_GATEWAY_BIN" check "$WORK/toml/strangler-routes/routes.toml" >"$WORK/gw-check.out" 2>&1 || rc=$?
+    "$STRANGLER_GATEWAY_BIN" check --no-resolve "$WORK/toml/strangler-routes/routes.toml" >"$WORK/gw-check.out" 2>&1 || rc=$?
     sed 's/^/  /' "$WORK/gw-check.out"
     if [[ $rc -eq 0 ]]; then
-        pass "embedded-toml (strangler-gateway check routes.toml)"
+        pass "embedded-toml (strangler-gateway check --no-resolve routes.toml)"
     else
-        fail "embedded-toml (strangler-gateway check routes.toml)"
+        fail "embedded-toml (strangler-gateway check --no-resolve routes.toml)"
     fi
 else
     skip "embedded-toml: strangler-gateway check (set STRANGLER_GATEWAY_BIN)"
@@ -280,8 +282,8 @@ fi
 
 # ------------------------------------------------------------------------------ Grafana
 section "grafana: dashboard JSON"
-if "$PY" - "$DEPLOY/otel/grafana-dashboard.json" <<'PYEOF'
-import json, sys
+if "$PY" - "$DEPLOY/otel/grafana-dashboard.json" "$ROOT" <<'PYEOF'
+import json, pathlib, re, sys
 try:
     d = json.load(open(sys.argv[1]))
 except json.JSONDecodeError as e:
@@ -305,6 +307,21 @@ for p in d.get("panels", []):
         bad.append(f"panel {p.get('title')!r} has no gridPos")
 if len(ids) != len(set(ids)):
     bad.append("duplicate panel ids")
+# Every metric a query names must be exported by one of our binaries (its name appears in their
+# sources), so renaming a metric without the dashboard fails here, not on a blank panel.
+exprs = [t.get("expr") or "" for p in d.get("panels", []) for t in p.get("targets", [])]
+names = {m for e in exprs for m in re.findall(r"\b((?:strangler|cdc_sync)_[a-z0-9_]+)", e)}
+root = pathlib.Path(sys.argv[2])
+sources = "".join(
+    f.read_text(errors="replace")
+    for d_ in ("gateway/src", "cdc-sync/src", "extracted/kit/src", "legacy-monolith/src")
+    for f in (root / d_).rglob("*.rs")
+)
+for n in sorted(names):
+    if re.sub(r"_(bucket|count|sum)$", "", n) not in sources:
+        bad.append(f"metric {n} is queried but no binary exports it")
+if not any(b.startswith("metric ") for b in bad):
+    print(f"  {len(names)} metric names, all exported")
 for b in bad:
     print("  " + b)
 print(f"  {len(ids)} panels, {queries} queries")

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use strangler_gateway::admin::{self, AdminState};
-use strangler_gateway::config::load_str;
+use strangler_gateway::config::load_str_with;
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
 use strangler_gateway::telemetry;
@@ -37,6 +37,10 @@ enum Command {
         /// Print the effective table as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Do not resolve endpoint host names (check a file meant for another network, e.g. a
+        /// Kubernetes ConfigMap naming in-cluster Services); they are shown as 0.0.0.0:PORT.
+        #[arg(long)]
+        no_resolve: bool,
     },
     /// Run the gateway. Reloads routes.toml on file change, SIGHUP or POST /admin/reload.
     /// SIGTERM drains in-flight requests; SIGQUIT hands the listener to a process started with
@@ -88,7 +92,7 @@ enum ShadowCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { file, json } => check(&file, json),
+        Command::Check { file, json, no_resolve } => check(&file, json, no_resolve),
         Command::Run { config, upgrade, upgrade_sock, pid_file, no_watch } => {
             run(config, upgrade, upgrade_sock, pid_file, no_watch)
         }
@@ -115,7 +119,7 @@ fn shadow_report(admin: &str, token: Option<&str>, json: bool, route: Option<&st
     }
 }
 
-fn check(file: &PathBuf, json: bool) -> ExitCode {
+fn check(file: &PathBuf, json: bool, no_resolve: bool) -> ExitCode {
     let display = file.display().to_string();
     let src = match std::fs::read_to_string(file) {
         Ok(s) => s,
@@ -124,13 +128,17 @@ fn check(file: &PathBuf, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match load_str(&display, &src, None) {
+    let unresolved = |_: &str, port: u16| Ok(vec![std::net::SocketAddr::from(([0, 0, 0, 0], port))]);
+    let resolve: strangler_gateway::config::Resolve<'_> =
+        if no_resolve { &unresolved } else { &strangler_gateway::config::system_resolve };
+    match load_str_with(&display, &src, None, resolve) {
         Ok(table) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&table.to_json()).unwrap_or_default());
             } else {
                 print!("{}", table.to_text());
-                println!("{display}: OK ({} routes, {} upstreams)", table.routes.len(), table.upstreams.len());
+                let note = if no_resolve { "; host names not resolved (--no-resolve)" } else { "" };
+                println!("{display}: OK ({} routes, {} upstreams{note})", table.routes.len(), table.upstreams.len());
             }
             ExitCode::SUCCESS
         }

@@ -3,10 +3,15 @@
 use std::process::Command;
 
 fn check(src: &str) -> (i32, String, String) {
+    check_with(src, &[])
+}
+
+fn check_with(src: &str, flags: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, src).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_strangler-gateway")).arg("check").arg(&path).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_strangler-gateway")).arg("check").args(flags).arg(&path).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -70,4 +75,22 @@ fn check_resolves_host_names_and_rejects_unknown_ones_with_a_place() {
     let (code, _, err) = check(bad);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("routes.toml:4:14: error: endpoint \"no-such-host.invalid:8081\" does not resolve"), "{err}");
+}
+
+#[test]
+fn check_no_resolve_validates_a_file_for_another_network_but_still_rejects_mistakes() {
+    // names that only resolve inside a cluster: an error by default, accepted with --no-resolve
+    let k8s = "[defaults]\nupstream = \"legacy\"\n[upstreams.legacy]\nendpoints = [\"no-such-host.invalid:8081\"]\n";
+    let (code, _, err) = check(k8s);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = check_with(k8s, &["--no-resolve"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no-such-host.invalid:8081=0.0.0.0:8081"), "{out}");
+    assert!(out.contains("host names not resolved (--no-resolve)"), "{out}");
+    // everything else is still checked
+    let broken =
+        format!("{k8s}[[routes]]\nname = \"r\"\nmatch = {{ path = \"/a\" }}\nto = \"nope\"\nstage = \"extracted\"\n");
+    let (code, _, err) = check_with(&broken, &["--no-resolve"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("routes.toml:8:6: error:") && err.contains("nope"), "{err}");
 }
