@@ -153,7 +153,13 @@ async fn observe(State(state): State<KitState>, mut req: Request, next: Next) ->
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let incoming = TraceContext::incoming(req.headers());
     let shadow = is_shadow(req.headers());
-    let span = tracing::info_span!(
+    // Probes (orchestrator, the gateway's active health checks, Prometheus) are not traffic:
+    // no span, so they neither flood the trace backend nor the debug log. Still counted below.
+    let probe = route.starts_with("/health/") || route == "/metrics";
+    let span = if probe {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
         "request",
         service = state.name,
         method = %method,
@@ -164,7 +170,8 @@ async fn observe(State(state): State<KitState>, mut req: Request, next: Next) ->
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         http.response.status_code = tracing::field::Empty,
-    );
+        )
+    };
     // exported: a child of the gateway's span; the logged trace id is the exported one
     let trace_id = crate::telemetry::continue_trace(&span, incoming.as_ref())
         .or_else(|| incoming.map(|t| t.trace_id))
