@@ -42,46 +42,14 @@ if [[ ${MINIMAL:-0} == 1 ]]; then
   (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway --example minimal_proxy --example core_proxy)
 fi
 REVERSED=$(tr ' ' '\n' <<<"$NAMES" | tac | tr '\n' ' ')
-for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "$t not installed" >&2; exit 69; }; done
-
-WORK=$(mktemp -d /tmp/gw-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/tests/perf/lib.sh"
+require nginx haproxy wrk
+bench_setup gw-bench
 UP=$(port); NGX=$(port); HAP=$(port); GW=$(port); GWA=$(port)
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listening on $1" >&2; return 1
-}
-
 # --- upstream: nginx, small JSON --------------------------------------------------------------
-mkdir -p "$WORK/up" "$WORK/ngx"
-cat > "$WORK/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-error_log $WORK/up/error.log warn;
-pid $WORK/up/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UP reuseport;
-    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":"9.99"}'; }
-  }
-}
-EOF
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+start_json_upstream "$WORK/up" "$UP"
+mkdir -p "$WORK/ngx"
 
 # --- nginx reverse proxy, one worker ----------------------------------------------------------
 cat > "$WORK/ngx/nginx.conf" <<EOF
@@ -184,10 +152,6 @@ for n in $NAMES; do
   wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}" > /dev/null
 done
 
-to_ms() { # wrk latency such as 812.00us / 1.20ms / 1.01s -> ms
-  awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000} else print v }'
-}
-
 declare -A RPS P50 P99 UT ST NREQ
 for n in $NAMES; do RPS[$n]=""; P50[$n]=""; P99[$n]=""; UT[$n]=0; ST[$n]=0; NREQ[$n]=0; done
 for r in $(seq 1 "$ROUNDS"); do
@@ -195,20 +159,15 @@ for r in $(seq 1 "$ROUNDS"); do
   if (( r % 2 )); then order=$NAMES; else order=$REVERSED; fi
   for n in $order; do
     read -r u0 s0 < <(cpu_ticks "${PID_OF[$n]}")
-    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}")
+    wrk_run "http://127.0.0.1:${PORTS[$n]}${PATHS[$n]}"
     read -r u1 s1 < <(cpu_ticks "${PID_OF[$n]}")
-    UT[$n]=$((UT[$n] + u1 - u0)); ST[$n]=$((ST[$n] + s1 - s0))
-    NREQ[$n]=$((NREQ[$n] + $(awk '/requests in/ {print $1}' <<<"$out")))
-    if grep -q "Non-2xx" <<<"$out"; then echo "$n answered non-2xx:"; echo "$out"; exit 1; fi
-    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
-    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    UT[$n]=$((UT[$n] + u1 - u0)); ST[$n]=$((ST[$n] + s1 - s0)); NREQ[$n]=$((NREQ[$n] + RUN_REQS))
+    rps=$RUN_RPS; p50=$RUN_P50; p99=$RUN_P99
     RPS[$n]+="$rps "; P50[$n]+="$p50 "; P99[$n]+="$p99 "
     printf 'round %d %-8s %10.0f req/s  p50 %6.3f ms  p99 %6.3f ms\n' "$r" "$n" "$rps" "$p50" "$p99"
   done
 done
 
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 
 echo
 echo "median of $ROUNDS rounds, wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, one worker each, loopback"
@@ -223,7 +182,6 @@ for n in $NAMES; do
   printf '| %-8s | %10.0f | %8.3f | %8.3f | %8s | %8s |\n' "$n" "${MR[$n]}" "${MP50[$n]}" "${MP99[$n]}" \
     "${USR[$n]}" "$(us_per_req "${ST[$n]}" "${NREQ[$n]}")"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b>0 ? a/b : 0) }'; }
 echo
 extra=""
 if [[ ${MINIMAL:-0} == 1 ]]; then

@@ -1,5 +1,4 @@
 # Shared helpers for the benchmark scripts in tests/perf (source it; not a benchmark itself).
-# gateway-bench.sh predates it and still carries its own copies of these helpers.
 
 # bench_setup PREFIX: a work dir in $WORK, background pids in PIDS, cleaned up on exit.
 bench_setup() {
@@ -58,7 +57,8 @@ to_ms() { # wrk latency such as 812.00us / 1.20ms / 1.01s -> ms
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000} else print v }'
 }
 
-# wrk_run URL: runs wrk (-t$WRK_THREADS -c$CONNS -d$DURATION) and sets RUN_RPS RUN_P50 RUN_P99.
+# wrk_run URL: runs wrk (-t$WRK_THREADS -c$CONNS -d$DURATION) and sets RUN_RPS RUN_P50 RUN_P99
+# RUN_REQS (requests completed).
 wrk_run() {
   local out
   out=$(wrk -t"${WRK_THREADS:-1}" -c"$CONNS" -d"${DURATION}s" --latency "$1")
@@ -66,6 +66,7 @@ wrk_run() {
   RUN_RPS=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   RUN_P50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
   RUN_P99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  RUN_REQS=$(awk '/requests in/ {print $1}' <<<"$out")
 }
 
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
