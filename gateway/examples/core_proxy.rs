@@ -7,6 +7,8 @@
 //!
 //! Usage: core_proxy LISTEN UPSTREAM   (e.g. 127.0.0.1:8000 127.0.0.1:9000)
 
+mod floor;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -72,22 +74,8 @@ impl HttpServerApp for Forward {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: core_proxy LISTEN UPSTREAM");
-        std::process::exit(2);
-    };
-    let conf = pingora::server::configuration::ServerConf {
-        threads: 1,
-        work_stealing: false,
-        upstream_keepalive_pool_size: 512,
-        // exit promptly on SIGTERM (Pingora's default grace period is 5 minutes)
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..Default::default()
-    };
-    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let (listen, upstream) = floor::args("core_proxy");
+    let mut server = floor::server();
     let app = Forward { peer: HttpPeer::new(upstream.as_str(), false, String::new()), connector: Connector::new(None) };
     let mut service = pingora::services::listening::Service::new("core".into(), app);
     service.add_tcp(&listen);

@@ -7,6 +7,8 @@
 //!
 //! Usage: minimal_proxy LISTEN UPSTREAM   (e.g. 127.0.0.1:8000 127.0.0.1:9000)
 
+mod floor;
+
 use async_trait::async_trait;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -30,22 +32,8 @@ impl ProxyHttp for Forward {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: minimal_proxy LISTEN UPSTREAM");
-        std::process::exit(2);
-    };
-    let conf = pingora::server::configuration::ServerConf {
-        threads: 1,
-        work_stealing: false,
-        upstream_keepalive_pool_size: 512,
-        // exit promptly on SIGTERM (Pingora's default grace period is 5 minutes)
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..Default::default()
-    };
-    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let (listen, upstream) = floor::args("minimal_proxy");
+    let mut server = floor::server();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, Forward { upstream });
     service.add_tcp(&listen);
     server.add_service(service);
