@@ -160,16 +160,16 @@ async fn observe(State(state): State<KitState>, mut req: Request, next: Next) ->
         tracing::Span::none()
     } else {
         tracing::info_span!(
-        "request",
-        service = state.name,
-        method = %method,
-        route = %route,
-        trace_id = tracing::field::Empty,
-        request_id = %request_id,
-        shadow,
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.response.status_code = tracing::field::Empty,
+            "request",
+            service = state.name,
+            method = %method,
+            route = %route,
+            trace_id = tracing::field::Empty,
+            request_id = %request_id,
+            shadow,
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.response.status_code = tracing::field::Empty,
         )
     };
     // exported: a child of the gateway's span; the logged trace id is the exported one
