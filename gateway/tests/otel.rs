@@ -3,58 +3,21 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
+use strangler_support::otlp::{hex, OtlpReceiver, Span};
 
-type Received = Arc<Mutex<Vec<Span>>>;
-
-/// A minimal OTLP/HTTP receiver: POST /v1/traces with a protobuf body.
-async fn receiver() -> (std::net::SocketAddr, Received) {
-    async fn traces(State(got): State<Received>, body: Bytes) -> &'static str {
-        let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-        let mut got = got.lock().unwrap();
-        for rs in req.resource_spans {
-            for ss in rs.scope_spans {
-                got.extend(ss.spans);
-            }
-        }
-        ""
-    }
-    let got: Received = Arc::default();
-    let app = axum::Router::new().route("/v1/traces", axum::routing::post(traces)).with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, got)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-async fn wait_spans(got: &Received, n: usize) -> Vec<Span> {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        if got.lock().unwrap().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    got.lock().unwrap().clone()
+/// The spans once at least `n` have arrived (or whatever arrived within 10 s).
+async fn wait_spans(otlp: &OtlpReceiver, n: usize) -> Vec<Span> {
+    otlp.wait_until(Duration::from_secs(10), |s| s.len() >= n).await.into_iter().map(|r| r.span).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_span_is_exported_with_the_forwarded_trace_context() {
     let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
-    let (otlp, got) = receiver().await;
-    let endpoint = format!("http://{otlp}");
+    let otlp = OtlpReceiver::start().await;
+    let endpoint = otlp.endpoint();
     let cfg = format!(
         "{}[[routes]]\nname = \"orders\"\nmatch = {{ path = \"/api/orders/{{id}}\" }}\nto = \"svc\"\nstage = \"extracted\"\n",
         upstreams(legacy.addr, svc.addr)
@@ -69,7 +32,7 @@ async fn request_span_is_exported_with_the_forwarded_trace_context() {
     let parts: Vec<&str> = seen.split('-').collect();
     assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{seen}");
 
-    let spans = wait_spans(&got, 1).await;
+    let spans = wait_spans(&otlp, 1).await;
     assert_eq!(spans.len(), 1, "one request, one span: {spans:?}");
     let s = &spans[0];
     assert_eq!(hex(&s.trace_id), parts[1]);
@@ -87,7 +50,7 @@ async fn request_span_is_exported_with_the_forwarded_trace_context() {
     let (_, v) = gw.get("/other", &[]).await;
     let seen = v["headers"]["traceparent"].as_str().unwrap().to_string();
     let parts: Vec<&str> = seen.split('-').collect();
-    let spans = wait_spans(&got, 2).await;
+    let spans = wait_spans(&otlp, 2).await;
     assert_eq!(spans.len(), 2, "{spans:?}");
     let s = spans.iter().find(|s| hex(&s.trace_id) == parts[1]).expect("span with the upstream's trace id");
     assert_eq!(hex(&s.span_id), parts[2]);

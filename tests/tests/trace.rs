@@ -5,62 +5,13 @@
 //! both the gateway and the catalog service.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use reqwest::Client;
 use serde_json::Value;
+use strangler_support::otlp::{hex, OtlpReceiver, ReceivedSpan, Span};
 use strangler_support::stack::Observability;
 use strangler_support::{Stack, StackOptions};
-
-/// A received span and the `service.name` of the resource that sent it.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    span: Span,
-}
-
-type Collected = Arc<Mutex<Vec<Received>>>;
-
-/// A minimal OTLP/HTTP receiver: POST /v1/traces with a protobuf body.
-async fn receiver() -> (std::net::SocketAddr, Collected) {
-    async fn traces(State(got): State<Collected>, body: Bytes) -> &'static str {
-        let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-        let mut got = got.lock().unwrap();
-        for rs in req.resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| match a.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                got.extend(ss.spans.into_iter().map(|span| Received { service: service.clone(), span }));
-            }
-        }
-        ""
-    }
-    let got: Collected = Arc::default();
-    let app = axum::Router::new().route("/v1/traces", axum::routing::post(traces)).with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, got)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// Sets a route's stage in the live routes.toml (write-and-rename), keeping everything else.
 fn set_stage(routes: &Path, route: &str, stage: &str) {
@@ -97,20 +48,19 @@ async fn wait_stage(http: &Client, admin: &str, token: &str, route: &str, stage:
 
 /// The spans of `trace_id` once the gateway's span, a catalog `request` span and a catalog
 /// `db.transaction` span have all arrived (or whatever arrived by the deadline).
-async fn wait_trace(got: &Collected, trace_id: &str) -> Vec<Received> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let spans: Vec<Received> =
-            got.lock().unwrap().iter().filter(|r| hex(&r.span.trace_id) == trace_id).cloned().collect();
-        let has =
-            |svc: &str, db: bool| spans.iter().any(|r| r.service == svc && (r.span.name == "db.transaction") == db);
-        if (has("strangler-gateway", false) && has("catalog", false) && has("catalog", true))
-            || Instant::now() >= deadline
-        {
-            return spans;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn wait_trace(otlp: &OtlpReceiver, trace_id: &str) -> Vec<ReceivedSpan> {
+    let of_trace = |all: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
+        all.iter().filter(|r| hex(&r.span.trace_id) == trace_id).cloned().collect()
+    };
+    let spans = otlp
+        .wait_until(Duration::from_secs(30), |all| {
+            let spans = of_trace(all);
+            let has =
+                |svc: &str, db: bool| spans.iter().any(|r| r.service == svc && (r.span.name == "db.transaction") == db);
+            has("strangler-gateway", false) && has("catalog", false) && has("catalog", true)
+        })
+        .await;
+    of_trace(&spans)
 }
 
 /// The log file's text, waiting (bounded) until it mentions `needle` (log writes are buffered
@@ -128,12 +78,12 @@ async fn log_mentioning(path: &Path, needle: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_is_one_trace_from_gateway_to_service_to_db() {
-    let (otlp, got) = receiver().await;
+    let otlp = OtlpReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let opts = StackOptions::for_test(dir.path());
     let token = opts.admin_token.clone();
     let obs = Observability {
-        otlp_endpoint: Some(format!("http://{otlp}")),
+        otlp_endpoint: Some(otlp.endpoint()),
         // per-request lines: the kit's `request` line (debug, with trace_id) and, in the gateway,
         // Pingora's upstream request header (debug, with the forwarded traceparent)
         log_filter: Some("info,pingora=warn,strangler_gateway=debug,strangler_kit=debug".into()),
@@ -160,8 +110,8 @@ async fn one_request_is_one_trace_from_gateway_to_service_to_db() {
     let body = resp.text().await.unwrap();
     assert_eq!(status, 200, "{body}");
 
-    let spans = wait_trace(&got, &trace_id).await;
-    let all = || format!("{:#?}", got.lock().unwrap());
+    let spans = wait_trace(&otlp, &trace_id).await;
+    let all = || format!("{:#?}", otlp.spans());
     let of = |svc: &str, db: bool| -> Vec<&Span> {
         spans.iter().filter(|r| r.service == svc && (r.span.name == "db.transaction") == db).map(|r| &r.span).collect()
     };
@@ -172,9 +122,8 @@ async fn one_request_is_one_trace_from_gateway_to_service_to_db() {
     assert_eq!(spans.len(), 3, "nothing else in the trace: {spans:#?}");
     // probes are not traffic: the stack's readiness waits and the gateway's active health checks
     // hit /health/* on every service, and none of that may show up as traces
-    let probes: Vec<String> = got
-        .lock()
-        .unwrap()
+    let probes: Vec<String> = otlp
+        .spans()
         .iter()
         .filter(|r| r.span.name.contains("/health/") || r.span.name.ends_with("/metrics"))
         .map(|r| format!("{}: {}", r.service, r.span.name))

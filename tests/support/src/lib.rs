@@ -2,8 +2,11 @@
 //! and child processes that die with their owner.
 //!
 //! Everything here is blocking `std` code so it can be used from sync tests, async tests (call
-//! it before or outside the runtime's hot path) and from the local stack runner alike.
+//! it before or outside the runtime's hot path) and from the local stack runner alike; the one
+//! exception is the test OTLP receiver (`otlp`, feature `otlp`), which runs on tokio.
 
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod pg;
 pub mod process;
 pub mod stack;
