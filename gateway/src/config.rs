@@ -1350,16 +1350,16 @@ stage = "shadow"
         use crate::shadow::policy::Writes;
         let t = load_str("r.toml", SHADOW, None).unwrap();
         let p = t.routes[0].shadow.as_ref().unwrap();
-        assert_eq!(p.sample, 0.5);
-        assert_eq!(p.rules.headers, ["content-type"]);
-        assert_eq!(p.rules.ignore.len(), 2);
-        assert_eq!(p.rules.array_order, ArrayOrder::Multiset);
-        assert_eq!((p.max_body, p.writes, p.learn_noise), (65536, Writes::DryRun, true));
-        assert_eq!(p.redact_headers, ["authorization", "x-api-key"]);
+        assert_eq!(p.spec.sample, 0.5);
+        assert_eq!(p.spec.rules.headers, ["content-type"]);
+        assert_eq!(p.spec.rules.ignore.len(), 2);
+        assert_eq!(p.spec.rules.array_order, ArrayOrder::Multiset);
+        assert_eq!((p.spec.max_body, p.spec.writes, p.spec.learn_noise), (65536, Writes::DryRun, true));
+        assert_eq!(p.spec.redact_headers, ["authorization", "x-api-key"]);
         // stage shadow without a table mirrors with the defaults
         let d = t.routes[1].shadow.as_ref().unwrap();
-        assert_eq!((d.sample, d.writes), (1.0, Writes::Skip));
-        assert_eq!(d.redact_headers, ["authorization", "cookie", "set-cookie"]);
+        assert_eq!((d.spec.sample, d.spec.writes), (1.0, Writes::Skip));
+        assert_eq!(d.spec.redact_headers, ["authorization", "cookie", "set-cookie"]);
     }
 
     #[test]
@@ -1398,7 +1398,7 @@ stage = "shadow"
         );
         let ok = src.replace("sample = 0.5", "sample = 0.5\non_canary = true");
         let t = load_str("r.toml", &ok, None).unwrap();
-        assert!(t.routes[0].shadow.as_ref().unwrap().on_canary);
+        assert!(t.routes[0].shadow.as_ref().unwrap().spec.on_canary);
     }
 
     #[test]

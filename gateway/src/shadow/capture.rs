@@ -122,7 +122,7 @@ impl Capture {
             return;
         }
         self.request_len += b.len();
-        if self.request_len > self.policy.max_body + REPLAY_SLACK {
+        if self.request_len > self.policy.spec.max_body + REPLAY_SLACK {
             self.request_over = true;
             self.request = Vec::new();
         } else {
@@ -134,7 +134,7 @@ impl Capture {
     #[inline]
     pub fn response_chunk(&mut self, body: &Option<Bytes>) {
         if let Some(b) = body {
-            self.response.push(b, self.policy.max_body, self.policy.oversize);
+            self.response.push(b, self.policy.spec.max_body, self.policy.spec.oversize);
         }
     }
 }
@@ -153,7 +153,7 @@ pub fn start(
     if side != Side::Legacy || req.headers.contains_key(http::header::UPGRADE) {
         return None;
     }
-    if !is_safe(&req.method) && policy.writes != Writes::DryRun {
+    if !is_safe(&req.method) && policy.spec.writes != Writes::DryRun {
         policy.report.count(Count::Writes);
         return None;
     }
@@ -188,7 +188,7 @@ pub fn finish(
     let job = Job {
         req: Box::new(session.req_header().clone()),
         request_chunks: request,
-        request_over: request_over || body_read > policy.max_body,
+        request_over: request_over || body_read > policy.spec.max_body,
         request_complete: body_done,
         body_read,
         primary: session.response_written().map(|r| Box::new(r.clone())),

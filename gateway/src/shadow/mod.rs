@@ -55,7 +55,7 @@ pub fn reports_json(table: &crate::table::RouteTable, route: Option<&str>) -> Op
         v["stage"] = serde_json::json!(live.map(|x| x.stage.as_str()).unwrap_or("-"));
         v["active"] = serde_json::json!(live.is_some_and(|x| x.shadow.is_some()));
         if let Some(p) = live.and_then(|x| x.shadow.as_ref()) {
-            v["sample"] = serde_json::json!(p.sample);
+            v["sample"] = serde_json::json!(p.spec.sample);
         }
         v
     };

@@ -31,28 +31,10 @@ pub enum Oversize {
 pub struct ShadowPolicy {
     /// The route's name (reports are kept by name, so they survive reloads and restarts).
     pub route: String,
-    /// Share of eligible requests mirrored, 0.0–1.0.
-    pub sample: f64,
+    /// The route's settings, normalised (`sample` within 0.0–1.0, `queue` and `concurrency` ≥ 1).
+    pub spec: ShadowSpec,
     sample_threshold: u64,
     sample_counter: AtomicU64,
-    /// What to compare and how.
-    pub rules: CompareRules,
-    /// Request and response bodies are kept up to this many bytes.
-    pub max_body: usize,
-    pub oversize: Oversize,
-    pub writes: Writes,
-    /// Replay safe requests to legacy a second time and learn differing fields as noise.
-    pub learn_noise: bool,
-    /// Lowercase header names whose values are replaced by `[redacted]` in samples.
-    pub redact_headers: Vec<String>,
-    /// The route is at stage `canary`: mirror the requests legacy served.
-    pub on_canary: bool,
-    /// Deadline of one mirrored request (and of the noise replay).
-    pub timeout: Duration,
-    /// Jobs waiting for a worker; beyond this they are dropped and counted.
-    pub queue: usize,
-    /// Mirrored requests in flight at once for this route.
-    pub concurrency: usize,
     /// The route's report (shared by every snapshot that has this route name).
     pub report: Arc<RouteReport>,
     /// Created on first use (needs the shadow runtime); dropped with the snapshot.
@@ -61,7 +43,10 @@ pub struct ShadowPolicy {
 
 impl std::fmt::Debug for ShadowPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShadowPolicy").field("route", &self.route).field("sample", &self.sample).finish_non_exhaustive()
+        f.debug_struct("ShadowPolicy")
+            .field("route", &self.route)
+            .field("sample", &self.spec.sample)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,16 +64,25 @@ pub const DEFAULT_REDACT: [&str; 3] = ["authorization", "cookie", "set-cookie"];
 /// Everything a `[routes.shadow]` table sets (already validated).
 #[derive(Debug, Clone)]
 pub struct ShadowSpec {
+    /// Share of eligible requests mirrored, 0.0–1.0.
     pub sample: f64,
+    /// What to compare and how.
     pub rules: CompareRules,
+    /// Request and response bodies are kept up to this many bytes.
     pub max_body: usize,
     pub oversize: Oversize,
     pub writes: Writes,
+    /// Replay safe requests to legacy a second time and learn differing fields as noise.
     pub learn_noise: bool,
+    /// Lowercase header names whose values are replaced by `[redacted]` in samples.
     pub redact_headers: Vec<String>,
+    /// The route is at stage `canary`: mirror the requests legacy served.
     pub on_canary: bool,
+    /// Deadline of one mirrored request (and of the noise replay).
     pub timeout: Duration,
+    /// Jobs waiting for a worker; beyond this they are dropped and counted.
     pub queue: usize,
+    /// Mirrored requests in flight at once for this route.
     pub concurrency: usize,
     /// Sample mismatches kept per route.
     pub samples: usize,
@@ -115,25 +109,17 @@ impl Default for ShadowSpec {
 
 impl ShadowPolicy {
     /// Compiles a spec for route `route`, attaching the route's (process-wide) report.
-    pub fn new(route: &str, spec: ShadowSpec) -> Self {
+    pub fn new(route: &str, mut spec: ShadowSpec) -> Self {
         let report = registry().report(route);
         report.set_sample_capacity(spec.samples);
-        let sample = spec.sample.clamp(0.0, 1.0);
+        spec.sample = spec.sample.clamp(0.0, 1.0);
+        spec.queue = spec.queue.max(1);
+        spec.concurrency = spec.concurrency.max(1);
         Self {
             route: route.to_string(),
-            sample,
-            sample_threshold: (sample * 18_446_744_073_709_551_616.0) as u64,
+            sample_threshold: (spec.sample * 18_446_744_073_709_551_616.0) as u64,
             sample_counter: AtomicU64::new(0),
-            rules: spec.rules,
-            max_body: spec.max_body,
-            oversize: spec.oversize,
-            writes: spec.writes,
-            learn_noise: spec.learn_noise,
-            redact_headers: spec.redact_headers,
-            on_canary: spec.on_canary,
-            timeout: spec.timeout,
-            queue: spec.queue.max(1),
-            concurrency: spec.concurrency.max(1),
+            spec,
             report,
             lane: OnceLock::new(),
         }
@@ -142,10 +128,10 @@ impl ShadowPolicy {
     /// Whether this request is in the sample (a Weyl sequence: the share is exact in aggregate).
     #[inline]
     pub fn sampled(&self) -> bool {
-        if self.sample >= 1.0 {
+        if self.spec.sample >= 1.0 {
             return true;
         }
-        if self.sample <= 0.0 {
+        if self.spec.sample <= 0.0 {
             return false;
         }
         let n = self.sample_counter.fetch_add(1, Ordering::Relaxed);
@@ -153,7 +139,9 @@ impl ShadowPolicy {
     }
 
     pub(crate) fn lane(self: &Arc<Self>) -> Option<&Lane> {
-        self.lane.get_or_init(|| super::worker::Shadower::get().map(|s| s.lane(self.queue, self.concurrency))).as_ref()
+        self.lane
+            .get_or_init(|| super::worker::Shadower::get().map(|s| s.lane(self.spec.queue, self.spec.concurrency)))
+            .as_ref()
     }
 }
 

@@ -179,7 +179,7 @@ impl Shadower {
             }
         };
         report.count(Count::Mirrored);
-        let replay = p.learn_noise && is_safe(&job.req.method);
+        let replay = p.spec.learn_noise && is_safe(&job.req.method);
         let (shadow, second) = tokio::join!(self.send(&job, &job.shadow_upstream, body.clone(), true), async {
             if replay {
                 Some(self.send(&job, &job.legacy_upstream, body.clone(), false).await)
@@ -223,11 +223,11 @@ impl Shadower {
                 digest: again.body.digest,
             };
             let mut learnt = NoiseModel::default();
-            if learnt.learn(&p.rules, &legacy, &again_cap) > 0 {
+            if learnt.learn(&p.spec.rules, &legacy, &again_cap) > 0 {
                 report.learn_noise(learnt.patterns().map(String::from));
             }
         }
-        let cmp = compare(&p.rules, &legacy, &shadow_cap);
+        let cmp = compare(&p.spec.rules, &legacy, &shadow_cap);
         if pbody.truncated || shadow.body.truncated {
             report.count(Count::BodyOversize);
         }
@@ -268,7 +268,7 @@ impl Shadower {
         if !body.is_empty() || job.req.headers.contains_key(http::header::CONTENT_LENGTH) {
             rb = rb.body(body);
         }
-        let (max, oversize) = (job.policy.max_body, job.policy.oversize);
+        let (max, oversize) = (job.policy.spec.max_body, job.policy.spec.oversize);
         let started = Instant::now();
         let attempt = async {
             let mut resp = rb.send().await?;
@@ -280,8 +280,8 @@ impl Shadower {
             }
             Ok::<_, reqwest::Error>((status, headers, cap.finish()))
         };
-        match tokio::time::timeout(job.policy.timeout, attempt).await {
-            Err(_) => Err(format!("no complete answer within {:?}", job.policy.timeout)),
+        match tokio::time::timeout(job.policy.spec.timeout, attempt).await {
+            Err(_) => Err(format!("no complete answer within {:?}", job.policy.spec.timeout)),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok((status, headers, body))) => {
                 Ok(Answer { status, headers, body, ms: started.elapsed().as_secs_f64() * 1000.0 })
@@ -300,7 +300,7 @@ impl Shadower {
         real: Vec<Difference>,
         noisy: Vec<Difference>,
     ) -> Value {
-        let redact = &job.policy.redact_headers;
+        let redact = &job.policy.spec.redact_headers;
         let pheaders = header_pairs(&primary.headers);
         let rheaders = header_pairs(&job.req.headers);
         let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
