@@ -2,6 +2,7 @@
 //! `routes.toml`. See the crate README for the file format and the admin API.
 
 pub mod admin;
+pub mod columns;
 pub mod config;
 pub mod proxy;
 pub mod reload;

@@ -542,18 +542,7 @@ impl RouteTable {
                 },
             ]);
         }
-        let mut widths = [0usize; 10];
-        for row in &rows {
-            for (i, c) in row.iter().enumerate() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for row in &rows {
-            let line: Vec<String> = row.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
+        let mut out = crate::columns::render(&rows);
         out.push_str(&format!("default -> {}  (version {})\n", self.upstreams[self.legacy].name, self.version));
         for u in &self.upstreams {
             let eps: Vec<String> = u

@@ -424,18 +424,7 @@ pub fn render_table(v: &Value) -> String {
             format!("{:.1}/{:.1} ms", f(r, "/latency/shadow/p50_ms"), f(r, "/latency/shadow/p99_ms")),
         ]);
     }
-    let mut widths = [0usize; 11];
-    for row in &rows {
-        for (i, c) in row.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = crate::columns::render(&rows);
     for r in &routes {
         let name = r["route"].as_str().unwrap_or("?");
         let top = r["top_fields"].as_array().map(Vec::as_slice).unwrap_or(&[]);
