@@ -187,7 +187,8 @@ mod tests {
     fn dry_run_table() {
         let s = secret();
         let good = DryRun::header_value(&s);
-        let cases: &[(Option<&[u8]>, Option<&SharedSecret>, DryRun)] = &[
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a SharedSecret>, DryRun);
+        let cases: &[Case] = &[
             (None, Some(&s), DryRun::Absent),
             (None, None, DryRun::Absent),
             (Some(good.as_bytes()), Some(&s), DryRun::Authorised),
