@@ -18,8 +18,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 
-use crate::service::RequestId;
-use crate::ApiError;
+use crate::error::ApiError;
+use crate::state::RequestId;
 
 /// Pagination of list responses.
 #[derive(Debug, Clone, Copy, Serialize)]

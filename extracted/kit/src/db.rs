@@ -5,18 +5,16 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use strangler_wire::{DryRun, SHADOW_HEADER};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tracing::Instrument;
 
-use crate::service::KitState;
-use crate::ApiError;
-
-/// The header the gateway sets on mirrored (shadow) writes. Value `1` (or `true`) makes the
-/// request a dry run: its transaction is always rolled back.
-pub const SHADOW_HEADER: &str = "x-strangler-shadow";
+use crate::error::ApiError;
+use crate::state::KitState;
 
 /// Builds a connection pool. `database_url` is a libpq key/value string or a `postgres://` URL.
 pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
@@ -83,7 +81,7 @@ impl Drop for UnitOfWork {
 /// Extractor giving a handler its request's database transaction.
 ///
 /// The transaction is committed when the handler's response is a success and rolled back when
-/// it is an error or the request is a shadow dry run. Handlers must not issue `COMMIT` or
+/// it is an error or the request is an authorised shadow dry run. Handlers must not issue `COMMIT` or
 /// `ROLLBACK` themselves.
 pub struct Db(Arc<UnitOfWork>);
 
@@ -126,7 +124,7 @@ impl Db {
         })))
     }
 
-    /// True when this request is a shadow dry run (its writes will be rolled back).
+    /// True when this request is an authorised shadow dry run (its writes will be rolled back).
     pub fn is_shadow(&self) -> bool {
         self.0.shadow
     }
@@ -145,14 +143,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Db {
     }
 }
 
-/// True if the request asks for a shadow dry run.
-pub(crate) fn is_shadow(headers: &axum::http::HeaderMap) -> bool {
-    headers.get(SHADOW_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+/// How the kit treats this request's [`SHADOW_HEADER`]: a dry run only with the service's
+/// shared secret. A header without it (or with a wrong one, or on a service that has none) is
+/// ignored — the request commits like any other — and counted in
+/// `kit_shadow_header_ignored_total{reason}`. The header's value is never logged.
+pub(crate) fn dry_run(state: &KitState, headers: &HeaderMap) -> DryRun {
+    let value = headers.get(SHADOW_HEADER).map(HeaderValue::as_bytes);
+    let dry_run = DryRun::classify(value, state.shadow_secret.as_deref());
+    if let Some(reason) = dry_run.rejection() {
+        state.metrics.shadow_header_ignored.with_label_values(&[reason]).inc();
+        tracing::debug!(reason, "{SHADOW_HEADER} ignored: the request runs and commits like any other");
+    }
+    dry_run
 }
 
 /// Middleware: wraps the handler in its unit of work and ends the transaction afterwards.
 pub(crate) async fn unit_of_work(State(state): State<KitState>, mut req: Request, next: Next) -> Response {
-    let shadow = is_shadow(req.headers());
+    let shadow = dry_run(&state, req.headers()).roll_back();
+    // the `request` span (from `observe`) is current here
+    tracing::Span::current().record("shadow", shadow);
     let uow = Arc::new(UnitOfWork::new(state.pool.clone(), shadow));
     req.extensions_mut().insert(uow.clone());
     let resp = next.run(req).await;

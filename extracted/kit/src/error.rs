@@ -1,10 +1,12 @@
 //! One JSON error shape for every service: `{"error": {"code": "...", "message": "..."}}` — the
 //! legacy monolith's shape, with the same status/code conventions and the same mapping of
-//! PostgreSQL errors, so shadow comparison sees equal error bodies on both sides.
+//! PostgreSQL errors, so shadow comparison sees equal error bodies on both sides. The body is
+//! [`strangler_wire::ErrorBody`], the type the gateway answers its own errors with.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use strangler_wire::ErrorBody;
 use tokio_postgres::error::SqlState;
 
 /// An HTTP API error: status, a stable machine-readable `code` and a human message.
@@ -54,8 +56,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(ErrorBody::new(self.code, self.message))).into_response()
     }
 }
 

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::service::KitState;
+use crate::state::KitState;
 
 pub(crate) async fn live(State(s): State<KitState>) -> impl IntoResponse {
     Json(json!({ "status": "live", "service": s.name }))

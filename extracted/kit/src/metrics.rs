@@ -1,6 +1,7 @@
 //! Prometheus metrics every service exposes on `/metrics`.
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use strangler_wire::DryRun;
 
 /// The kit's metrics, in a registry of the service's own (not the process-global one, so tests
 /// can run several services in one process).
@@ -12,6 +13,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// Requests run as shadow dry runs (always rolled back).
     pub shadow_dry_runs: IntCounter,
+    /// Requests that carried the dry-run header without the right secret, and so committed like
+    /// any other, by `reason` (`missing_secret`, `wrong_secret`, `not_configured`).
+    pub shadow_header_ignored: IntCounterVec,
 }
 
 impl Metrics {
@@ -33,14 +37,27 @@ impl Metrics {
         let shadow_dry_runs =
             IntCounter::new("kit_shadow_dry_runs_total", "Requests run as shadow dry runs (rolled back)")
                 .expect("valid metric");
+        let shadow_header_ignored = IntCounterVec::new(
+            Opts::new(
+                "kit_shadow_header_ignored_total",
+                "Requests whose dry-run header was ignored (no or wrong secret, or none configured): they committed",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        // every reason from the start, so an alert on any increase sees a 0 first
+        for reason in [DryRun::MissingSecret, DryRun::WrongSecret, DryRun::NotConfigured].map(DryRun::rejection) {
+            shadow_header_ignored.with_label_values(&[reason.expect("a rejection")]);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(shadow_dry_runs.clone()),
+            Box::new(shadow_header_ignored.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Self { registry, requests, latency, shadow_dry_runs }
+        Self { registry, requests, latency, shadow_dry_runs, shadow_header_ignored }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -9,6 +9,7 @@
 use axum::http::HeaderMap;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use strangler_wire::TraceParent;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -124,7 +125,8 @@ pub(crate) fn continue_trace(span: &tracing::Span, incoming: Option<&TraceContex
     (id != TraceId::INVALID).then(|| format!("{id:032x}"))
 }
 
-/// A W3C trace context (`traceparent: 00-<trace-id>-<parent-id>-<flags>`).
+/// A W3C trace context (`traceparent: 00-<trace-id>-<parent-id>-<flags>`), as hex strings.
+/// Parsing is [`strangler_wire::TraceParent`]'s, the same parser the gateway uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
     /// 32 lowercase hex digits, not all zero.
@@ -135,29 +137,22 @@ pub struct TraceContext {
     pub flags: u8,
 }
 
+impl From<TraceParent> for TraceContext {
+    fn from(t: TraceParent) -> Self {
+        Self { trace_id: t.trace_id_hex(), parent_id: t.parent_id_hex(), flags: t.flags }
+    }
+}
+
 impl TraceContext {
-    /// Parses a `traceparent` header value; `None` if it is not valid version-00 syntax.
+    /// Parses a `traceparent` header value; `None` if it is not valid (a version-00 header with
+    /// exactly four fields, or a later version's first four fields, as the W3C specification asks).
     pub fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
-        let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex =
-            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if version != "00" || parts.next().is_some() || !hex(trace_id, 32) || !hex(parent_id, 16) || !hex(flags, 2) {
-            return None;
-        }
-        if trace_id.bytes().all(|b| b == b'0') || parent_id.bytes().all(|b| b == b'0') {
-            return None;
-        }
-        Some(Self {
-            trace_id: trace_id.to_string(),
-            parent_id: parent_id.to_string(),
-            flags: u8::from_str_radix(flags, 16).ok()?,
-        })
+        TraceParent::parse(value.as_bytes()).map(Self::from)
     }
 
     /// The incoming request's context, if it carries a valid `traceparent`.
     pub fn incoming(headers: &HeaderMap) -> Option<Self> {
-        headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(Self::parse)
+        headers.get("traceparent").and_then(|v| TraceParent::parse(v.as_bytes())).map(Self::from)
     }
 
     /// The context of an incoming request, or a fresh one.
@@ -200,13 +195,17 @@ mod tests {
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.parent_id, "00f067aa0ba902b7");
         assert_eq!(t.flags, 1);
+        // a later version: its first four fields, and whatever follows after a dash is ignored
+        let later = TraceContext::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").unwrap();
+        assert_eq!(later, t);
+        assert_eq!(TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), Some(t));
     }
 
     #[test]
     fn rejects_invalid_traceparent() {
         for bad in [
             "",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",

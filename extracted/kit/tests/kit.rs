@@ -1,4 +1,5 @@
-//! The kit against a real PostgreSQL: unit of work, shadow dry-run, health, errors, metrics.
+//! The kit against a real PostgreSQL: unit of work, shadow dry-run (only with the shared
+//! secret), health, errors, metrics.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
-use strangler_kit::{ApiError, Db, KitState, Migration, RequestId, Service};
+use strangler_kit::{ApiError, Db, KitState, Migration, RequestId, Service, SharedSecret, SHADOW_HEADER};
 use strangler_support::PgCluster;
 
 const MIGRATIONS: &[Migration] = &[
@@ -48,11 +49,20 @@ struct Fixture {
     http: reqwest::Client,
 }
 
+/// The secret the test services share with their (imaginary) gateway.
+const SECRET: &str = "kit-test-secret-0123456789abcdef";
+
 impl Fixture {
+    /// A service with the shared secret [`SECRET`].
     async fn start() -> Fixture {
+        Self::start_with(Some(SECRET)).await
+    }
+
+    async fn start_with(secret: Option<&str>) -> Fixture {
         let pg = PgCluster::start().expect("postgres");
         let (db, conn) = pg.create_unique_database("kit").unwrap();
-        let service = Service::new("notes", MIGRATIONS, routes);
+        let secret = secret.map(|s| SharedSecret::new(s).unwrap());
+        let service = Service::new("notes", MIGRATIONS, routes).shadow_secret(secret);
         let pool = strangler_kit::pool(&conn, 4).unwrap();
         service.migrate(&pool).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -67,6 +77,34 @@ impl Fixture {
 
     fn count(&self, table: &str) -> i64 {
         self.pg.psql(&self.db, &format!("SELECT count(*) FROM {table}")).unwrap().parse().unwrap()
+    }
+
+    /// POST /notes with `x-strangler-shadow: <shadow>`; the status and body.
+    async fn post_shadow(&self, body: &str, shadow: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/notes"))
+            .header(SHADOW_HEADER, shadow)
+            .json(&json!({ "body": body }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// The value of the sample `name` in /metrics (exact series text, e.g. `x{a="b"}`).
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let m = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        m.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    async fn ignored(&self, reason: &str) -> f64 {
+        let series = format!("kit_shadow_header_ignored_total{{reason=\"{reason}\",service=\"notes\"}}");
+        self.metric(&series).await.unwrap_or_else(|| panic!("no series {series}"))
+    }
+
+    async fn dry_runs(&self) -> f64 {
+        self.metric("kit_shadow_dry_runs_total{service=\"notes\"}").await.expect("kit_shadow_dry_runs_total")
     }
 }
 
@@ -84,30 +122,63 @@ async fn a_normal_write_commits() {
 }
 
 #[tokio::test]
-async fn a_shadow_write_runs_for_real_but_leaves_no_row() {
+async fn a_shadow_write_with_the_secret_runs_for_real_but_leaves_no_row() {
     let f = Fixture::start().await;
-    let r = f
-        .http
-        .post(f.url("/notes"))
-        .header("x-strangler-shadow", "1")
-        .json(&json!({"body": "mirrored"}))
-        .send()
-        .await
-        .unwrap();
+    let (status, v) = f.post_shadow("mirrored", &format!("1; secret={SECRET}")).await;
     // The handler ran (real insert, real id) and answered as it would for real ...
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 201);
     assert_eq!(v["shadow"], true);
     assert!(v["id"].as_i64().unwrap() >= 1);
     // ... but nothing was committed.
     assert_eq!((f.count("notes"), f.count("audit")), (0, 0));
-    // And the dry run is counted.
-    let m = f.http.get(f.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("kit_shadow_dry_runs_total{service=\"notes\"} 1"), "{m}");
+    // And the dry run is counted, as no ignored header.
+    assert_eq!(f.dry_runs().await, 1.0);
+    for reason in ["missing_secret", "wrong_secret", "not_configured"] {
+        assert_eq!(f.ignored(reason).await, 0.0, "{reason}");
+    }
     // A following normal write still commits (the pooled connection was left clean).
     let r = f.http.post(f.url("/notes")).json(&json!({"body": "real"})).send().await.unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(f.count("notes"), 1);
+}
+
+#[tokio::test]
+async fn a_shadow_header_without_the_right_secret_is_ignored_and_the_write_commits() {
+    let f = Fixture::start().await;
+    let cases = [
+        ("1", "missing_secret"),
+        ("true", "missing_secret"),
+        ("1; secret=", "missing_secret"),
+        ("1; secret=guess-guess-guess-1", "wrong_secret"),
+        // one character off, same length
+        (&format!("1; secret={}X", &SECRET[..SECRET.len() - 1]), "wrong_secret"),
+    ];
+    for (i, (value, reason)) in cases.iter().enumerate() {
+        let before = f.ignored(reason).await;
+        let (status, v) = f.post_shadow(&format!("direct-{i}"), value).await;
+        assert_eq!(status, 201, "{value}: {v}");
+        assert_eq!(v["shadow"], false, "{value}");
+        // committed: readable, and the row (with its audit row) is there
+        let r = f.http.get(f.url(&format!("/notes/{}", v["id"]))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{value}");
+        assert_eq!((f.count("notes"), f.count("audit")), (i as i64 + 1, i as i64 + 1), "{value}");
+        assert_eq!(f.ignored(reason).await, before + 1.0, "{value}: counted as {reason}");
+    }
+    assert_eq!(f.dry_runs().await, 0.0);
+}
+
+#[tokio::test]
+async fn a_service_without_a_secret_honours_no_dry_run() {
+    let f = Fixture::start_with(None).await;
+    for (i, value) in ["1", &format!("1; secret={SECRET}")].iter().enumerate() {
+        let (status, v) = f.post_shadow("unconfigured", value).await;
+        assert_eq!(status, 201, "{value}: {v}");
+        assert_eq!(v["shadow"], false, "{value}");
+        assert_eq!(f.count("notes"), i as i64 + 1, "{value}: the write committed");
+    }
+    assert_eq!(f.ignored("not_configured").await, 2.0);
+    assert_eq!(f.ignored("missing_secret").await, 0.0);
+    assert_eq!(f.dry_runs().await, 0.0);
 }
 
 #[tokio::test]

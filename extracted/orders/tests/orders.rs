@@ -8,6 +8,9 @@ use strangler_support::PgCluster;
 
 static PG: OnceLock<PgCluster> = OnceLock::new();
 
+/// The dry-run secret the test service shares with its (imaginary) gateway.
+const SECRET: &str = "orders-test-secret-0123456789";
+
 const FIXTURE: &str = "
 INSERT INTO customers (id, email, given_name, family_name) VALUES (1, 'ada@example.com', 'Ada', 'Lovelace'), (2, 'bob@example.com', 'Bob', 'Byte');
 INSERT INTO addresses (id, customer_id, kind, line1, city, postal_code, country, is_default) VALUES
@@ -28,7 +31,7 @@ impl Svc {
     async fn start() -> Svc {
         let pg = PG.get_or_init(|| PgCluster::start().expect("postgres"));
         let (db, conn) = pg.create_unique_database("orders").unwrap();
-        let service = orders::service();
+        let service = orders::service().shadow_secret(Some(strangler_kit::SharedSecret::new(SECRET).unwrap()));
         let pool = strangler_kit::pool(&conn, 16).unwrap();
         service.migrate(&pool).await.unwrap();
         pg.psql(&db, FIXTURE).unwrap();
@@ -45,7 +48,7 @@ impl Svc {
     async fn post(&self, path: &str, body: Value, shadow: bool) -> (u16, Value) {
         let mut r = self.http.post(format!("http://{}{path}", self.addr)).json(&body);
         if shadow {
-            r = r.header("x-strangler-shadow", "1");
+            r = r.header(strangler_kit::SHADOW_HEADER, format!("1; secret={SECRET}"));
         }
         let r = r.send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
