@@ -10,6 +10,7 @@ pub mod apply;
 pub mod catalog;
 pub mod checkpoint;
 pub mod config;
+pub mod connect;
 pub mod lock;
 pub mod mapping;
 pub mod model;

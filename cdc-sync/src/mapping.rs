@@ -539,4 +539,16 @@ src = { constant = "'legacy'" }
         assert!(e.to_string().contains("mapped column name of public.products"), "{e}");
         assert!(d.check_relation(&["id".into(), "name".into(), "price".into(), "new_col".into()]).is_ok());
     }
+
+    #[test]
+    fn fan_out_maps_one_source_table_to_several_targets() {
+        let src = "name = 't'\n[source]\nurl = 'a'\n[target]\nurl = 'b'\n\
+                   [[table]]\nsource = 'products'\ntarget = 'products'\nkey = ['id']\n[table.columns]\nid = 'id'\ntitle = 'name'\n\
+                   [[table]]\nsource = 'products'\ntarget = 'product_prices'\nkey = ['id']\n[table.columns]\nproduct_id = 'id'\n\
+                   price_cents = { expr = '(price * 100)::bigint' }\n";
+        let cfg = parse_with_env("s.toml", src, &|_: &str| None).unwrap();
+        let m = Mapping::compile(&cfg, Way::Forward);
+        assert_eq!(m.indexes_of("public.products"), [0, 1]);
+        assert_eq!(m.from_table_names(), ["public.products"]);
+    }
 }

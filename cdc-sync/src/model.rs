@@ -1,7 +1,7 @@
 //! The change model shared by the source, the pipeline and the sinks.
 //!
 //! These types are ours, not the replication crate's, so the decoder behind
-//! [`crate::source::ChangeStream`] can be swapped without touching apply code.
+//! the source's `ChangeStream` can be swapped without touching apply code.
 
 use std::fmt;
 use std::sync::Arc;

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
-use crate::apply::{connect, PgSink, Pipeline, PipelineError, PipelineOptions};
+use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
 use crate::catalog;
 use crate::checkpoint::{CheckpointStore, PgCheckpointStore, TableSnapshot};
 use crate::config::{SkipOrigins, SyncConfig};
+use crate::connect::connect;
 use crate::lock::{self, Attempt, InstanceLock};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;

@@ -15,6 +15,7 @@ use pg_walstream::{
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use crate::connect::{connect, replication_conninfo};
 use crate::model::{
     quote_ident, quote_literal, quote_qualified, Cell, ChangeKind, Lsn, RelationInfo, Row, RowChange, SourceMessage,
 };
@@ -87,20 +88,6 @@ impl ChangeStream for ScriptedStream {
     }
 }
 
-/// Add `replication=database` to a libpq connection string or URL.
-pub fn replication_conninfo(conn: &str) -> String {
-    let t = conn.trim();
-    if t.starts_with("postgres://") || t.starts_with("postgresql://") {
-        if t.contains('?') {
-            format!("{t}&replication=database")
-        } else {
-            format!("{t}?replication=database")
-        }
-    } else {
-        format!("{t} replication=database")
-    }
-}
-
 /// The [`ChangeStream`] over a real slot, decoded by `pg_walstream` (pgoutput protocol v1,
 /// text format). A reader task owns the replication connection, decodes, answers keepalives
 /// and feeds a bounded channel, so decoding overlaps applying and memory stays bounded.
@@ -169,7 +156,7 @@ impl PgChangeStream {
 /// stream of a process that was just killed — and `START_REPLICATION` on a slot that is still
 /// active fails. Starting the stream only once the slot is free removes that race.
 async fn wait_slot_released(conn: &str, slot: &str, within: Duration) -> Result<(), SourceError> {
-    let client = crate::apply::connect(conn).await?;
+    let client = connect(conn).await?;
     let deadline = std::time::Instant::now() + within;
     loop {
         let row =
@@ -388,13 +375,6 @@ pub async fn drop_origin(client: &Client, origin: &str) -> Result<(), SourceErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replication_conninfo_forms() {
-        assert_eq!(replication_conninfo("host=a"), "host=a replication=database");
-        assert_eq!(replication_conninfo("postgres://u@h/db"), "postgres://u@h/db?replication=database");
-        assert_eq!(replication_conninfo("postgres://u@h/db?x=1"), "postgres://u@h/db?x=1&replication=database");
-    }
 
     #[tokio::test]
     async fn scripted_stream_confirms_monotonically() {

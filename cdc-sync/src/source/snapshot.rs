@@ -2,8 +2,8 @@
 //! with text `COPY (SELECT mapped columns ...) TO STDOUT` → `COPY target FROM STDIN`.
 //!
 //! A table is `done` only after all its chunks committed; a crash leaves it `copying`, and the
-//! next start truncates and re-copies just that table under a fresh snapshot (see
-//! [`crate::runner`]).
+//! next start truncates and re-copies just that table under a fresh snapshot (the runner
+//! decides which tables to copy).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::apply::connect;
 use crate::checkpoint::{CheckpointStore, TableSnapshot};
+use crate::connect::connect;
 use crate::mapping::{DirectedTable, Mapping, OutputValue};
 use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
 use crate::status::Metrics;

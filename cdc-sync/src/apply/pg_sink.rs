@@ -1,0 +1,504 @@
+//! The PostgreSQL sink: batched `unnest` statements, pipelined, executed by a writer task while
+//! the pipeline maps the next batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use crate::apply::batch::{coalesce, op_keys, runs, Regroup, Run, Shape};
+use crate::apply::sink::{CommitInfo, Sink, SinkError, WriteStats};
+use crate::checkpoint::ADVANCE_SQL;
+use crate::connect::connect;
+use crate::mapping::{Mapping, Op, OutputValue};
+use crate::model::{quote_ident, quote_qualified};
+
+/// Writes into PostgreSQL with batched, pipelined statements: each run of same-shape changes
+/// becomes one `unnest`-array statement, and all statements of a flush are sent without
+/// waiting for each other. Driven by [`PgSink`]'s writer task.
+struct PgWriter {
+    client: Client,
+    mapping: Arc<Mapping>,
+    pipeline: String,
+    origin: Option<String>,
+    in_txn: bool,
+    stmts: HashMap<(usize, Shape, bool), Statement>,
+    advance: Statement,
+    origin_xact: Option<Statement>,
+    regroup: Regroup,
+}
+
+fn lww_cond(n: usize) -> String {
+    format!("(pg_xact_commit_timestamp(t.xmin) IS NULL OR pg_xact_commit_timestamp(t.xmin) <= ${n}::timestamptz)")
+}
+
+/// Build the SQL for one run shape of mapping table `t`.
+fn build_sql(m: &crate::mapping::DirectedTable, shape: &Shape, lww: bool) -> String {
+    let to = quote_qualified(&m.to_table);
+    // Which inputs are passed, in parameter order.
+    let all: Vec<bool> = vec![true; m.inputs.len()];
+    let present: &[bool] = match shape {
+        Shape::Update { present, .. } => present,
+        _ => &all,
+    };
+    let passed: Vec<usize> = (0..m.inputs.len()).filter(|i| present[*i]).collect();
+    let out_expr = |o: usize| -> String {
+        let ty = &m.output_types[o];
+        match &m.outputs[o].value {
+            OutputValue::Input(i) => format!("u.c{i}::{ty}"),
+            OutputValue::Expr { sql, .. } | OutputValue::Const(sql) => format!("({sql})::{ty}"),
+        }
+    };
+    let lateral = |present: &[bool]| -> String {
+        let mut deps: Vec<usize> = m
+            .outputs
+            .iter()
+            .filter_map(|o| match &o.value {
+                OutputValue::Expr { deps, .. } if deps.iter().all(|d| present[*d]) => Some(deps.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        deps.sort();
+        deps.dedup();
+        if deps.is_empty() {
+            return String::new();
+        }
+        let cols: Vec<String> =
+            deps.iter().map(|d| format!("u.c{d}::{} AS {}", m.input_types[*d], quote_ident(&m.inputs[*d]))).collect();
+        format!(" CROSS JOIN LATERAL (SELECT {}) e", cols.join(", "))
+    };
+    let key_cols: Vec<String> = m.key_outputs.iter().map(|o| quote_ident(&m.outputs[*o].column)).collect();
+    match shape {
+        Shape::Upsert => {
+            let params: Vec<String> = passed.iter().enumerate().map(|(n, _)| format!("${}::text[]", n + 1)).collect();
+            let names: Vec<String> = passed.iter().map(|i| format!("c{i}")).collect();
+            let cols: Vec<String> = m.outputs.iter().map(|o| quote_ident(&o.column)).collect();
+            let exprs: Vec<String> = (0..m.outputs.len()).map(out_expr).collect();
+            let sets: Vec<String> = (0..m.outputs.len())
+                .filter(|o| !m.key_outputs.contains(o))
+                .map(|o| format!("{c} = EXCLUDED.{c}", c = quote_ident(&m.outputs[o].column)))
+                .collect();
+            let conflict = if sets.is_empty() {
+                "DO NOTHING".to_string()
+            } else if lww {
+                format!("DO UPDATE SET {} WHERE {}", sets.join(", "), lww_cond(passed.len() + 1))
+            } else {
+                format!("DO UPDATE SET {}", sets.join(", "))
+            };
+            format!(
+                "INSERT INTO {to} AS t ({}) SELECT {} FROM unnest({}) AS u({}){} ON CONFLICT ({}) {conflict}",
+                cols.join(", "),
+                exprs.join(", "),
+                params.join(", "),
+                names.join(", "),
+                lateral(&all),
+                key_cols.join(", ")
+            )
+        }
+        Shape::Update { present, with_key } => {
+            let settable = m.settable_outputs(present, *with_key);
+            let n_passed = passed.len();
+            let mut params: Vec<String> = (0..n_passed).map(|n| format!("${}::text[]", n + 1)).collect();
+            let mut names: Vec<String> = passed.iter().map(|i| format!("c{i}")).collect();
+            for k in 0..m.key_len {
+                params.push(format!("${}::text[]", n_passed + k + 1));
+                names.push(format!("m{k}"));
+            }
+            let mut sel: Vec<String> = settable.iter().map(|o| format!("{} AS o{o}", out_expr(*o))).collect();
+            for k in 0..m.key_len {
+                sel.push(format!("u.m{k}"));
+            }
+            let sets: Vec<String> =
+                settable.iter().map(|o| format!("{} = s.o{o}", quote_ident(&m.outputs[*o].column))).collect();
+            let mut conds: Vec<String> = m
+                .key_outputs
+                .iter()
+                .enumerate()
+                .map(|(k, o)| format!("t.{} = s.m{k}::{}", quote_ident(&m.outputs[*o].column), m.output_types[*o]))
+                .collect();
+            if lww {
+                conds.push(lww_cond(n_passed + m.key_len + 1));
+            }
+            format!(
+                "UPDATE {to} AS t SET {} FROM (SELECT {} FROM unnest({}) AS u({}){}) s WHERE {}",
+                sets.join(", "),
+                sel.join(", "),
+                params.join(", "),
+                names.join(", "),
+                lateral(present),
+                conds.join(" AND ")
+            )
+        }
+        Shape::Delete => {
+            let params: Vec<String> = (0..m.key_len).map(|k| format!("${}::text[]", k + 1)).collect();
+            let names: Vec<String> = (0..m.key_len).map(|k| format!("m{k}")).collect();
+            let mut conds: Vec<String> = m
+                .key_outputs
+                .iter()
+                .enumerate()
+                .map(|(k, o)| format!("t.{} = u.m{k}::{}", quote_ident(&m.outputs[*o].column), m.output_types[*o]))
+                .collect();
+            if lww {
+                conds.push(lww_cond(m.key_len + 1));
+            }
+            format!(
+                "DELETE FROM {to} AS t USING unnest({}) AS u({}) WHERE {}",
+                params.join(", "),
+                names.join(", "),
+                conds.join(" AND ")
+            )
+        }
+        Shape::Truncate(_) => unreachable!("truncate has its own SQL"),
+    }
+}
+
+type Params<'a> = Vec<Box<dyn ToSql + Sync + Send + 'a>>;
+
+fn params_for<'a>(m: &crate::mapping::DirectedTable, run: &Run<'a>, lww: bool) -> Params<'a> {
+    let mut out: Params<'a> = Vec::new();
+    let col = |i: usize| -> Vec<Option<&'a str>> {
+        run.ops
+            .iter()
+            .map(|op| match op {
+                Op::Upsert { row, .. } | Op::Update { row, .. } => row[i].as_text(),
+                _ => None,
+            })
+            .collect()
+    };
+    match &run.shape {
+        Shape::Upsert => {
+            for i in 0..m.inputs.len() {
+                out.push(Box::new(col(i)));
+            }
+        }
+        Shape::Update { present, .. } => {
+            for (i, p) in present.iter().enumerate() {
+                if *p {
+                    out.push(Box::new(col(i)));
+                }
+            }
+            for k in 0..m.key_len {
+                let v: Vec<Option<&'a str>> = run
+                    .ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Update { match_key, .. } => Some(match_key[k].as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                out.push(Box::new(v));
+            }
+        }
+        Shape::Delete => {
+            for k in 0..m.key_len {
+                let v: Vec<Option<&'a str>> = run
+                    .ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Delete { key, .. } => Some(key[k].as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                out.push(Box::new(v));
+            }
+        }
+        Shape::Truncate(_) => {}
+    }
+    if lww && !matches!(run.shape, Shape::Truncate(_)) {
+        out.push(Box::new(run.ts));
+    }
+    out
+}
+
+/// Set up a replication origin on this session so the other direction can recognise (and
+/// skip) what we write. Retries while a previous session of ours still holds it.
+pub async fn setup_origin(client: &Client, origin: &str) -> Result<(), SinkError> {
+    client
+        .execute(
+            "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+            &[&origin],
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.execute("SELECT pg_replication_origin_session_setup($1)", &[&origin]).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.to_string().contains("already active") => {
+                // the backend of a killed predecessor has not noticed yet
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl PgWriter {
+    async fn connect(
+        conn: &str,
+        mapping: Arc<Mapping>,
+        pipeline: &str,
+        origin: Option<&str>,
+    ) -> Result<PgWriter, SinkError> {
+        let client = connect(conn).await?;
+        // Like native logical replication: user triggers and FK triggers do not fire for
+        // replicated rows (needs superuser; best effort).
+        let replica = match client.batch_execute("SET session_replication_role = replica").await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot SET session_replication_role = replica; triggers will fire on applied rows");
+                false
+            }
+        };
+        let mut commutes = Vec::with_capacity(mapping.tables.len());
+        for t in &mapping.tables {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass AND (indisunique OR indisexclusion)",
+                    &[&quote_qualified(&t.to_table)],
+                )
+                .await?
+                .get(0);
+            commutes.push(replica && n <= 1);
+        }
+        let regroup = Regroup { cross_table: replica, commutes };
+        client.batch_execute("SET synchronous_commit = off").await?;
+        // Every apply statement is a key lookup driven by unnest() arrays: the generic plan
+        // (nested loop over the key index) is right for any batch size, while custom plans would
+        // be re-planned per execution and, seeing thousands of array elements, may pick a hash
+        // join over a sequential scan of the whole table.
+        client.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
+        if let Some(o) = origin {
+            setup_origin(&client, o).await?;
+        }
+        let advance = client.prepare(ADVANCE_SQL).await?;
+        let origin_xact = match origin {
+            Some(_) => Some(client.prepare("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)").await?),
+            None => None,
+        };
+        Ok(PgWriter {
+            client,
+            mapping,
+            pipeline: pipeline.to_string(),
+            origin: origin.map(str::to_string),
+            in_txn: false,
+            stmts: HashMap::new(),
+            advance,
+            origin_xact,
+            regroup,
+        })
+    }
+
+    async fn statement(&mut self, table: usize, shape: &Shape) -> Result<Statement, SinkError> {
+        let m = &self.mapping.tables[table];
+        let key = (table, shape.clone(), m.lww);
+        if let Some(s) = self.stmts.get(&key) {
+            return Ok(s.clone());
+        }
+        let sql = build_sql(m, shape, m.lww);
+        let st = self.client.prepare(&sql).await.map_err(|e| SinkError::Other(format!("preparing `{sql}`: {e}")))?;
+        self.stmts.insert(key, st.clone());
+        Ok(st)
+    }
+}
+
+impl PgWriter {
+    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+        if !self.in_txn {
+            self.client.batch_execute("BEGIN").await?;
+            self.in_txn = true;
+        }
+        let mapping = Arc::clone(&self.mapping);
+        let ops = coalesce(&mapping, ops, &self.regroup);
+        let runs = runs(&mapping, &ops, &self.regroup);
+        // Prepare (cached) statements first, then send everything pipelined.
+        let mut work: Vec<(Option<Statement>, String, Params<'_>, usize, bool)> = Vec::with_capacity(runs.len());
+        for r in &runs {
+            if let Shape::Truncate(tables) = &r.shape {
+                // Prepared like everything else: an unprepared statement would need an extra
+                // round trip and so overtake the statements pipelined before it.
+                let key = (usize::MAX, r.shape.clone(), false);
+                let st = match self.stmts.get(&key) {
+                    Some(st) => st.clone(),
+                    None => {
+                        let list: Vec<String> =
+                            tables.iter().map(|t| quote_qualified(&mapping.tables[*t].to_table)).collect();
+                        let st = self.client.prepare(&format!("TRUNCATE {}", list.join(", "))).await?;
+                        self.stmts.insert(key, st.clone());
+                        st
+                    }
+                };
+                work.push((Some(st), String::new(), Vec::new(), 0, false));
+                continue;
+            }
+            let m = &mapping.tables[r.table];
+            let st = self.statement(r.table, &r.shape).await?;
+            let counts = m.lww && r.shape == Shape::Upsert;
+            work.push((Some(st), String::new(), params_for(m, r, m.lww), r.ops.len(), counts));
+        }
+        let client = &self.client;
+        let futs = work.iter().map(|(st, sql, params, _, _)| async move {
+            match st {
+                Some(st) => {
+                    let refs: Vec<&(dyn ToSql + Sync)> =
+                        params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+                    client.execute(st, &refs).await
+                }
+                None => client.execute(sql.as_str(), &[]).await,
+            }
+        });
+        let results = match futures::future::try_join_all(futs).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.in_txn = false;
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                return Err(e.into());
+            }
+        };
+        let mut stats = WriteStats::default();
+        for ((n, (_, _, _, len, counts)), r) in results.iter().zip(&work).zip(&runs) {
+            stats.rows += *n;
+            if *counts && (*len as u64) > *n {
+                stats.conflicts += *len as u64 - *n;
+                let keys: Vec<String> = r
+                    .ops
+                    .iter()
+                    .take(5)
+                    .map(|op| format!("{:?}", op_keys(op, mapping.tables[r.table].key_len)[0]))
+                    .collect();
+                tracing::warn!(table = %mapping.tables[r.table].to_table, source_commit_ts = %r.ts, lost = *len as u64 - *n,
+                    candidate_keys = %keys.join(" "), "last-writer-wins conflict: target rows are newer than these incoming changes");
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
+        if !self.in_txn {
+            self.client.batch_execute("BEGIN").await?;
+            self.in_txn = true;
+        }
+        let lsn = info.lsn.to_string();
+        let r = async {
+            if let Some(st) = &self.origin_xact {
+                self.client.execute(st, &[&lsn, &info.commit_ts]).await?;
+            }
+            self.client
+                .execute(&self.advance, &[&self.pipeline, &lsn, &info.commit_ts, &info.txns, &info.rows])
+                .await?;
+            self.client.batch_execute("COMMIT").await
+        }
+        .await;
+        self.in_txn = false;
+        if r.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        let _ = &self.origin;
+        r.map_err(Into::into)
+    }
+}
+
+enum WriterJob {
+    Write(Vec<Op>),
+    Commit(CommitInfo, tokio::sync::oneshot::Sender<Result<WriteStats, SinkError>>),
+}
+
+/// [`Sink`] writing into PostgreSQL. A writer task owns the connection and executes batches
+/// in order while the pipeline maps the next one (at most two batches queued, so memory stays
+/// bounded); `commit` waits for everything before it. After a failed write, later writes of
+/// the same transaction are dropped and the error is returned by the next `write` or `commit`.
+pub struct PgSink {
+    jobs: tokio::sync::mpsc::Sender<WriterJob>,
+    failed: Arc<std::sync::Mutex<Option<SinkError>>>,
+}
+
+impl PgSink {
+    /// Connect to the written side. `origin` is set on the session (loop prevention).
+    pub async fn connect(
+        conn: &str,
+        mapping: Arc<Mapping>,
+        pipeline: &str,
+        origin: Option<&str>,
+    ) -> Result<PgSink, SinkError> {
+        let mut writer = PgWriter::connect(conn, mapping, pipeline, origin).await?;
+        let (jobs, mut rx) = tokio::sync::mpsc::channel::<WriterJob>(2);
+        let failed: Arc<std::sync::Mutex<Option<SinkError>>> = Arc::default();
+        let fail = Arc::clone(&failed);
+        tokio::spawn(async move {
+            let mut stats = WriteStats::default();
+            let mut error: Option<SinkError> = None;
+            while let Some(job) = rx.recv().await {
+                match job {
+                    WriterJob::Write(ops) => {
+                        if error.is_some() {
+                            continue;
+                        }
+                        match writer.write(ops).await {
+                            Ok(s) => {
+                                stats.rows += s.rows;
+                                stats.conflicts += s.conflicts;
+                            }
+                            Err(e) => {
+                                *fail.lock().expect("not poisoned") = Some(SinkError::Other(format!("{e}")));
+                                error = Some(e);
+                            }
+                        }
+                    }
+                    WriterJob::Commit(info, reply) => {
+                        let r = match error.take() {
+                            Some(e) => Err(e),
+                            None => writer.commit(&info).await.map(|()| std::mem::take(&mut stats)),
+                        };
+                        stats = WriteStats::default();
+                        fail.lock().expect("not poisoned").take();
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+        });
+        Ok(PgSink { jobs, failed })
+    }
+
+    fn gone() -> SinkError {
+        SinkError::Other("target writer task ended".into())
+    }
+}
+
+impl Sink for PgSink {
+    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+        if let Some(e) = self.failed.lock().expect("not poisoned").take() {
+            return Err(e);
+        }
+        self.jobs.send(WriterJob::Write(ops)).await.map_err(|_| PgSink::gone())?;
+        Ok(WriteStats::default())
+    }
+
+    async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs.send(WriterJob::Commit(*info, tx)).await.map_err(|_| PgSink::gone())?;
+        rx.await.map_err(|_| PgSink::gone())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::testing::mapping;
+
+    #[test]
+    fn sql_shapes() {
+        let m = mapping();
+        let t = &m.tables[0];
+        let up = build_sql(t, &Shape::Upsert, false);
+        assert!(up.starts_with("INSERT INTO \"public\".\"items2\" AS t (\"body\", \"id\", \"n\")"), "{up}");
+        assert!(up.contains("ON CONFLICT (\"id\") DO UPDATE SET"), "{up}");
+        let upd = build_sql(t, &Shape::Update { present: vec![true, false, true], with_key: false }, true);
+        assert!(upd.contains("SET \"n\" = s.o2") && !upd.contains("\"body\" ="), "{upd}");
+        assert!(upd.contains("pg_xact_commit_timestamp(t.xmin) <= $4::timestamptz"), "{upd}");
+        let del = build_sql(t, &Shape::Delete, false);
+        assert!(del.contains("t.\"id\" = u.m0::integer"), "{del}");
+    }
+}

@@ -1,0 +1,342 @@
+//! The apply engine: reads a [`ChangeStream`], maps each change, writes batches to a [`Sink`],
+//! commits them with the checkpoint, then confirms to the stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::apply::sink::{CommitInfo, Sink, SinkError};
+use crate::config::SkipOrigins;
+use crate::mapping::{MapError, Mapping, Op};
+use crate::model::{Lsn, SourceMessage};
+use crate::source::{ChangeStream, SourceError};
+use crate::status::Metrics;
+
+/// Why a pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Source side failed (retryable: resume from the checkpoint).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Target side failed (retryable unless the same error repeats).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The mapping cannot be applied (schema drift): fatal, needs a human.
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+impl PipelineError {
+    /// Should the pipeline stop for good rather than reconnect and resume?
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, PipelineError::Map(_))
+    }
+}
+
+/// Pipeline tunables.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Pipeline name (checkpoint key).
+    pub name: String,
+    /// Flush ops to the sink every this many row changes.
+    pub batch_rows: usize,
+    /// Commit the target transaction at the next source commit once it is this old.
+    pub max_batch_age: Duration,
+    /// Skip transactions tagged with these replication origins (loop prevention).
+    pub skip_origins: SkipOrigins,
+}
+
+/// The apply engine: reads a [`ChangeStream`], maps, writes to a [`Sink`], commits with the
+/// checkpoint, then confirms to the stream.
+pub struct Pipeline<S: ChangeStream, K: Sink> {
+    /// The change stream.
+    pub stream: S,
+    /// The sink.
+    pub sink: K,
+    /// Compiled mapping.
+    pub mapping: Arc<Mapping>,
+    /// Tunables.
+    pub options: PipelineOptions,
+    /// Resume point: source transactions whose commit is before it are already applied.
+    pub checkpoint: Lsn,
+    /// Per mapping index: changes committed before this LSN are already in the table's
+    /// snapshot copy.
+    pub table_floor: Vec<Lsn>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+struct Txn {
+    commit_lsn: Lsn,
+    ts: DateTime<Utc>,
+    replayed: bool,
+    /// Tagged with an origin in the skip set: not applied.
+    origin: bool,
+    rows: i64,
+}
+
+impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
+    /// Run until the stream ends or an error occurs.
+    pub async fn run(mut self) -> Result<(), PipelineError> {
+        let batch = self.options.batch_rows.max(1);
+        let mut ops: Vec<Op> = Vec::with_capacity(batch.min(65536));
+        let mut open = false; // sink has an open transaction with writes
+        let mut cur: Option<Txn> = None;
+        let mut pending: Option<CommitInfo> = None;
+        let mut started = Instant::now();
+        loop {
+            let msg = self.stream.next().await?;
+            match msg {
+                SourceMessage::Begin { final_lsn, commit_ts, .. } => {
+                    cur = Some(Txn {
+                        commit_lsn: final_lsn,
+                        ts: commit_ts,
+                        replayed: final_lsn < self.checkpoint,
+                        origin: false,
+                        rows: 0,
+                    });
+                }
+                SourceMessage::Origin { name } => {
+                    if let Some(t) = cur.as_mut() {
+                        t.origin = self.options.skip_origins.skips(&name);
+                    }
+                }
+                SourceMessage::Relation(r) => {
+                    for &i in self.mapping.indexes_of(&r.table) {
+                        self.mapping.tables[i].check_relation(&r.columns)?;
+                    }
+                }
+                SourceMessage::Change(c) => {
+                    let Some(t) = cur.as_mut() else { continue };
+                    if t.replayed || t.origin {
+                        continue;
+                    }
+                    // One op per target table the source table maps to (fan-out).
+                    let mut mapped = false;
+                    for &i in self.mapping.indexes_of(&c.table) {
+                        if t.commit_lsn < self.table_floor[i] {
+                            continue;
+                        }
+                        ops.push(self.mapping.tables[i].map_change(i, &c, t.ts)?);
+                        mapped = true;
+                    }
+                    if !mapped {
+                        continue;
+                    }
+                    t.rows += 1;
+                    if ops.len() >= batch {
+                        self.flush(&mut ops, &mut open).await?;
+                    }
+                }
+                SourceMessage::Truncate { tables } => {
+                    let Some(t) = cur.as_mut() else { continue };
+                    if t.replayed || t.origin {
+                        continue;
+                    }
+                    let idx: Vec<usize> = tables
+                        .iter()
+                        .flat_map(|n| self.mapping.indexes_of(n).iter().copied())
+                        .filter(|i| t.commit_lsn >= self.table_floor[*i])
+                        .collect();
+                    if !idx.is_empty() {
+                        ops.push(Op::Truncate { tables: idx });
+                        t.rows += 1;
+                    }
+                }
+                SourceMessage::Commit { end_lsn, commit_ts, .. } => {
+                    let Some(t) = cur.take() else { continue };
+                    if t.replayed {
+                        continue;
+                    }
+                    if t.origin {
+                        self.metrics.txns_skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let applied = !t.origin;
+                    if pending.is_none() && ops.is_empty() && !open && !applied {
+                        // Nothing of ours in flight: the slot may pass this skipped transaction.
+                        self.stream.confirm(end_lsn);
+                        self.metrics.note_commit(end_lsn, commit_ts, 0, 0);
+                        continue;
+                    }
+                    if pending.is_none() {
+                        started = Instant::now();
+                    }
+                    let p = pending.get_or_insert(CommitInfo { lsn: end_lsn, commit_ts, txns: 0, rows: 0 });
+                    p.lsn = end_lsn;
+                    if applied {
+                        // only our own transactions' times stamp the rows (last writer wins)
+                        p.commit_ts = commit_ts;
+                        p.txns += 1;
+                        p.rows += t.rows;
+                    }
+                    if !self.stream.pending() || ops.len() >= batch || started.elapsed() >= self.options.max_batch_age {
+                        let info = pending.take().expect("set above");
+                        self.flush(&mut ops, &mut open).await?;
+                        let stats = self.sink.commit(&info).await?;
+                        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
+                        open = false;
+                        self.stream.confirm(info.lsn);
+                        self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
+                    }
+                }
+                SourceMessage::Idle => {}
+            }
+        }
+    }
+
+    async fn flush(&mut self, ops: &mut Vec<Op>, open: &mut bool) -> Result<(), PipelineError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(ops, Vec::with_capacity(self.options.batch_rows.clamp(1, 65536)));
+        let stats = self.sink.write(batch).await?;
+        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
+        *open = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::memory_sink::MemorySink;
+    use crate::apply::sink::WriteStats;
+    use crate::apply::testing::mapping;
+    use crate::model::{Cell, ChangeKind, RelationInfo, Row, RowChange};
+    use crate::source::ScriptedStream;
+
+    fn tx(lsn: u64, origin: Option<&str>, changes: Vec<ChangeKind>) -> Vec<SourceMessage> {
+        let ts = Utc::now();
+        let mut v = vec![SourceMessage::Begin { xid: 1, final_lsn: Lsn(lsn), commit_ts: ts }];
+        if let Some(name) = origin {
+            v.push(SourceMessage::Origin { name: name.into() });
+        }
+        for c in changes {
+            v.push(SourceMessage::Change(RowChange { table: "public.items".into(), kind: c }));
+        }
+        v.push(SourceMessage::Commit { commit_lsn: Lsn(lsn), end_lsn: Lsn(lsn + 1), commit_ts: ts });
+        v
+    }
+
+    fn r(id: &str, body: Option<&str>, n: &str) -> Row {
+        let b = match body {
+            Some(s) => Cell::Text(s.into()),
+            None => Cell::Unchanged,
+        };
+        Row::from_pairs([("id", Cell::Text(id.into())), ("body", b), ("n", Cell::Text(n.into()))])
+    }
+
+    /// Runs a pipeline over a [`MemorySink`] we can read back afterwards.
+    struct Shared(Arc<tokio::sync::Mutex<MemorySink>>);
+    impl Sink for Shared {
+        async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+            self.0.lock().await.write(ops).await
+        }
+        async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
+            self.0.lock().await.commit(info).await
+        }
+    }
+
+    async fn run(msgs: Vec<SourceMessage>, checkpoint: Lsn) -> (MemorySink, Result<(), PipelineError>, Lsn) {
+        let m = mapping();
+        let stream = ScriptedStream::new(msgs);
+        let confirmed = Arc::clone(&stream.confirmed);
+        let shared = Arc::new(tokio::sync::Mutex::new(MemorySink::new(Arc::clone(&m))));
+        let p = Pipeline {
+            stream,
+            sink: Shared(Arc::clone(&shared)),
+            mapping: Arc::clone(&m),
+            options: PipelineOptions {
+                name: "t".into(),
+                batch_rows: 2,
+                max_batch_age: Duration::from_secs(1),
+                skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]),
+            },
+            checkpoint,
+            table_floor: vec![Lsn(0)],
+            metrics: Arc::new(Metrics::default()),
+        };
+        let res = p.run().await;
+        let sink = shared.lock().await.clone();
+        let c = *confirmed.lock().unwrap();
+        (sink, res, c)
+    }
+
+    fn ended(r: &Result<(), PipelineError>) -> bool {
+        matches!(r, Err(PipelineError::Source(SourceError::Ended)))
+    }
+
+    #[tokio::test]
+    async fn applies_in_order_with_toast_key_change_and_delete() {
+        let mut msgs = tx(
+            100,
+            None,
+            vec![
+                ChangeKind::Insert { new: r("1", Some("big"), "0") },
+                ChangeKind::Insert { new: r("2", Some("b2"), "0") },
+                ChangeKind::Update { old: None, new: r("1", None, "1") },
+            ],
+        );
+        msgs.extend(tx(
+            200,
+            None,
+            vec![
+                ChangeKind::Update {
+                    old: Some(Row::from_pairs([("id", Cell::Text("2".into()))])),
+                    new: r("3", Some("b3"), "5"),
+                },
+                ChangeKind::Insert { new: r("4", Some("x"), "0") },
+                ChangeKind::Delete { old: Row::from_pairs([("id", Cell::Text("4".into()))]) },
+            ],
+        ));
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(ended(&res), "{res:?}");
+        let t = &sink.committed[0];
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[&vec!["1".to_string()]], vec![Some("1".into()), Some("big".into()), Some("1".into())]);
+        assert_eq!(t[&vec!["3".to_string()]][1], Some("b3".into()));
+        assert_eq!(sink.checkpoint.unwrap().lsn, Lsn(201));
+        assert_eq!(confirmed, Lsn(201));
+    }
+
+    #[tokio::test]
+    async fn skips_replayed_and_origin_transactions() {
+        let mut msgs = tx(100, None, vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
+        msgs.extend(tx(200, Some("cdc_sync_x"), vec![ChangeKind::Insert { new: r("2", Some("a"), "0") }]));
+        msgs.extend(tx(300, None, vec![ChangeKind::Insert { new: r("3", Some("a"), "0") }]));
+        let (sink, res, confirmed) = run(msgs, Lsn(150)).await;
+        assert!(ended(&res));
+        let keys: Vec<_> = sink.committed[0].keys().cloned().collect();
+        assert_eq!(keys, vec![vec!["3".to_string()]]);
+        assert_eq!(sink.checkpoint.unwrap().txns, 1);
+        assert_eq!(confirmed, Lsn(301));
+    }
+
+    #[tokio::test]
+    async fn applies_transactions_of_origins_outside_the_skip_set() {
+        // another pipeline's applier wrote these into our source: real changes for us
+        let mut msgs = tx(100, Some("cdc_sync_other_rev"), vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
+        msgs.extend(tx(200, Some("cdc_sync_x"), vec![ChangeKind::Insert { new: r("2", Some("a"), "0") }]));
+        msgs.extend(tx(300, Some("pg_16384"), vec![ChangeKind::Insert { new: r("3", Some("a"), "0") }]));
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(ended(&res));
+        let keys: Vec<_> = sink.committed[0].keys().cloned().collect();
+        assert_eq!(keys, vec![vec!["1".to_string()], vec!["3".to_string()]]);
+        assert_eq!(sink.checkpoint.unwrap().txns, 2);
+        assert_eq!(confirmed, Lsn(301));
+    }
+
+    #[tokio::test]
+    async fn dropped_mapped_column_stops() {
+        let mut msgs = vec![SourceMessage::Relation(RelationInfo {
+            table: "public.items".into(),
+            columns: vec!["id".into(), "n".into(), "added".into()],
+        })];
+        msgs.extend(tx(100, None, vec![]));
+        let (_, res, _) = run(msgs, Lsn(0)).await;
+        let e = res.unwrap_err();
+        assert!(e.is_fatal());
+        assert!(e.to_string().contains("mapped column body of public.items"), "{e}");
+    }
+}
