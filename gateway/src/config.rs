@@ -78,6 +78,11 @@ pub struct RawGateway {
     pub shadow_files: Option<Spanned<i64>>,
     /// Nice value (0–19) of the shadow worker threads (default 10): the proxy wins the CPU.
     pub shadow_nice: Option<Spanned<i64>>,
+    /// Name of the environment variable holding the dry-run secret shared with the extracted
+    /// services (sent on mirrored writes; required by `writes = "dry-run"`). Never logged.
+    pub shadow_secret_env: Option<Spanned<String>>,
+    /// File holding the dry-run secret (e.g. a mounted Kubernetes Secret); reread on reload.
+    pub shadow_secret_file: Option<Spanned<String>>,
 }
 
 /// `[defaults]`.
@@ -386,11 +391,35 @@ pub fn load_str_with(
     previous: Option<&RouteTable>,
     resolve: Resolve<'_>,
 ) -> Result<RouteTable, ConfigError> {
+    load(file, src, previous, resolve, Secrets::Read)
+}
+
+/// Validates and compiles `src` without touching the machine it runs on: host names are not
+/// resolved (they become `0.0.0.0:PORT`) and secrets are not read (only whether one is
+/// configured counts). For checking a file meant for another environment.
+pub fn load_str_offline(file: &str, src: &str) -> Result<RouteTable, ConfigError> {
+    load(file, src, None, &|_: &str, port: u16| Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))]), Secrets::Skip)
+}
+
+/// Whether compiling reads the secrets the file names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Read,
+    Skip,
+}
+
+fn load(
+    file: &str,
+    src: &str,
+    previous: Option<&RouteTable>,
+    resolve: Resolve<'_>,
+    secrets: Secrets,
+) -> Result<RouteTable, ConfigError> {
     let (raw, structural) = parse_raw(file, src);
     let Some(raw) = raw else {
         return Err(structural.expect("a failed parse records an issue"));
     };
-    match (compile(file, src, raw, previous, resolve), structural) {
+    match (compile(file, src, raw, previous, resolve, secrets), structural) {
         (Ok(table), None) => Ok(table),
         (Ok(_), Some(err)) => Err(err),
         (Err(err), None) => Err(err),
@@ -573,6 +602,7 @@ fn compile(
     raw: RawConfig,
     previous: Option<&RouteTable>,
     resolve: Resolve<'_>,
+    secrets: Secrets,
 ) -> Result<RouteTable, ConfigError> {
     let mut issues = Issues::new(file, src);
 
@@ -600,7 +630,9 @@ fn compile(
         resolve_interval: dur(&mut issues, &g.resolve_interval, Duration::from_secs(30))
             .max(Duration::from_millis(100)),
         shadow: shadow_settings(&mut issues, g),
+        dry_run_header: dry_run_header(&mut issues, g, secrets),
     };
+    let dry_run_secret = g.shadow_secret_env.is_some() || g.shadow_secret_file.is_some();
 
     // --- upstreams
     let prev_endpoints: HashMap<(String, SocketAddr), Arc<Endpoint>> = previous
@@ -916,6 +948,19 @@ fn compile(
         headers.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
 
         let shadow = shadow_policy(&mut issues, &name, r, stage, to);
+        if let Some(w) = r.shadow.as_ref().and_then(|t| t.get_ref().writes.as_ref()) {
+            if w.get_ref() == "dry-run" && !dry_run_secret {
+                issues.at(
+                    w,
+                    "writes = \"dry-run\" needs the dry-run secret shared with the extracted services",
+                    Some(
+                        "set [gateway] shadow_secret_env = \"STRANGLER_SHADOW_SECRET\" (or shadow_secret_file) and \
+                         give the services the same value; without it they commit mirrored writes"
+                            .into(),
+                    ),
+                );
+            }
+        }
 
         spans.push(r.matcher.span().start);
         routes.push(Route::new(
@@ -984,6 +1029,41 @@ fn int_in(
         Some(s) => {
             issues.at(s, format!("{what} {} is outside {}–{}", s.get_ref(), range.start(), range.end()), None);
             default
+        }
+    }
+}
+
+/// Reads the dry-run secret `[gateway]` names and turns it into the header value mirrored writes
+/// carry (marked sensitive, so `Debug` never shows it).
+fn dry_run_header(issues: &mut Issues<'_>, g: &RawGateway, secrets: Secrets) -> Option<http::HeaderValue> {
+    let (env, file) = (g.shadow_secret_env.as_ref(), g.shadow_secret_file.as_ref());
+    if let (Some(_), Some(f)) = (env, file) {
+        issues.at(f, "set only one of shadow_secret_env and shadow_secret_file", None);
+        return None;
+    }
+    let at = env.or(file)?;
+    if secrets == Secrets::Skip {
+        return None;
+    }
+    let loaded = strangler_wire::SharedSecret::load(
+        env.map(|e| e.get_ref().as_str()),
+        file.map(|f| std::path::Path::new(f.get_ref().as_str())),
+    );
+    match loaded {
+        Ok(Some(secret)) => {
+            let mut v = http::HeaderValue::from_str(&strangler_wire::DryRun::header_value(&secret))
+                .expect("a validated secret is a valid header value");
+            v.set_sensitive(true);
+            Some(v)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            issues.at(
+                at,
+                format!("cannot read the dry-run secret: {e}"),
+                Some("the gateway and the extracted services must be given the same secret".into()),
+            );
+            None
         }
     }
 }
@@ -1134,7 +1214,7 @@ pub fn compare_rules(
     file: &str,
     src: &str,
 ) -> Result<std::collections::BTreeMap<String, crate::shadow::compare::CompareRules>, ConfigError> {
-    load_str(file, src, None)?;
+    load_str_offline(file, src)?;
     let (raw, err) = parse_raw(file, src);
     let raw = match (raw, err) {
         (Some(raw), None) => raw,
@@ -1344,11 +1424,23 @@ to = "catalog"
 stage = "shadow"
 "#;
 
+    /// SHADOW with a dry-run secret configured (a `[gateway]` table at the end, so the line
+    /// numbers of SHADOW stay).
+    fn shadow_src() -> String {
+        static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let file = FILE.get_or_init(|| {
+            let f = std::env::temp_dir().join(format!("strangler-config-test-{}.secret", std::process::id()));
+            std::fs::write(&f, "config-test-secret-0123456789").unwrap();
+            f
+        });
+        format!("{SHADOW}\n[gateway]\nshadow_secret_file = \"{}\"\n", file.display())
+    }
+
     #[test]
     fn shadow_tables_compile() {
         use crate::shadow::compare::ArrayOrder;
         use crate::shadow::policy::Writes;
-        let t = load_str("r.toml", SHADOW, None).unwrap();
+        let t = load_str_offline("r.toml", &shadow_src()).unwrap();
         let p = t.routes[0].shadow.as_ref().unwrap();
         assert_eq!(p.spec.sample, 0.5);
         assert_eq!(p.spec.rules.headers, ["content-type"]);
@@ -1364,7 +1456,7 @@ stage = "shadow"
 
     #[test]
     fn shadow_errors_have_places_and_hints() {
-        let src = SHADOW
+        let src = shadow_src()
             .replace("sample = 0.5", "sample = 1.5")
             .replace("\"/generated_at\"", "\"generated_at\"")
             .replace("\"multiset\"", "\"bag\"")
@@ -1382,15 +1474,16 @@ stage = "shadow"
         assert!(e[4].contains("unknown field `learn_nosie`"), "{e:?}");
         // a table on a legacy route, on_canary on a shadow route, a canary table without on_canary
         // a table on a legacy route is accepted and kept for contract checks, but mirrors nothing
-        let src = SHADOW.replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"legacy\"\n\n[routes.shadow]");
+        let src =
+            shadow_src().replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"legacy\"\n\n[routes.shadow]");
         let t = load_str("r.toml", &src, None).unwrap();
         assert!(t.routes[0].shadow.is_none(), "inactive at stage legacy");
         let rules = compare_rules("r.toml", &src).unwrap();
         assert_eq!(rules.len(), 1);
         assert!(rules.values().next().unwrap().ignore.iter().any(|p| p.as_str() == "/generated_at"));
-        let src = SHADOW.replace("sample = 0.5", "sample = 0.5\non_canary = true");
+        let src = shadow_src().replace("sample = 0.5", "sample = 0.5\non_canary = true");
         assert!(errors(&src)[0].contains("on_canary only applies"));
-        let src = SHADOW
+        let src = shadow_src()
             .replace("stage = \"shadow\"\n\n[routes.shadow]", "stage = \"canary\"\nweight = 5\n\n[routes.shadow]");
         assert!(
             load_str("r.toml", &src, None).unwrap().routes[0].shadow.is_none(),
@@ -1399,6 +1492,35 @@ stage = "shadow"
         let ok = src.replace("sample = 0.5", "sample = 0.5\non_canary = true");
         let t = load_str("r.toml", &ok, None).unwrap();
         assert!(t.routes[0].shadow.as_ref().unwrap().spec.on_canary);
+    }
+
+    #[test]
+    fn dry_run_writes_need_the_shared_secret() {
+        // SHADOW mirrors writes as dry runs: without a secret the services would commit them
+        let e = errors(SHADOW);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.toml:24:10: error: writes = \"dry-run\" needs the dry-run secret"), "{e:?}");
+        assert!(e[0].contains("shadow_secret_env"), "{e:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "a-shared-secret-0123456789\n").unwrap();
+        let with_file = format!("[gateway]\nshadow_secret_file = \"{}\"\n{SHADOW}", file.display());
+        let t = load_str("r.toml", &with_file, None).unwrap();
+        let v = t.settings.dry_run_header.as_ref().unwrap();
+        assert_eq!(v.to_str().unwrap(), "1; secret=a-shared-secret-0123456789");
+        assert!(v.is_sensitive() && !format!("{:?}", t.settings).contains("a-shared-secret"));
+
+        // unreadable or unset: an error at the key, and `check --no-resolve` does not read it
+        let unset = format!("[gateway]\nshadow_secret_env = \"STRANGLER_CONFIG_TEST_UNSET\"\n{SHADOW}");
+        let e = errors(&unset);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.toml:2:21: error: cannot read the dry-run secret: environment variable"), "{e:?}");
+        assert!(load_str_offline("r.toml", &unset).unwrap().settings.dry_run_header.is_none());
+        std::fs::write(&file, "short").unwrap();
+        assert!(errors(&with_file)[0].contains("16–512 characters"));
+        let both = format!("[gateway]\nshadow_secret_env = \"X\"\nshadow_secret_file = \"/x\"\n{SHADOW}");
+        assert!(errors(&both)[0].contains("only one of"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use strangler_gateway::admin::{self, AdminState};
-use strangler_gateway::config::load_str_with;
+use strangler_gateway::config::{load_str_offline, load_str_with};
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
 use strangler_gateway::telemetry;
@@ -37,8 +37,9 @@ enum Command {
         /// Print the effective table as JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Do not resolve endpoint host names (check a file meant for another network, e.g. a
-        /// Kubernetes ConfigMap naming in-cluster Services); they are shown as 0.0.0.0:PORT.
+        /// Do not resolve endpoint host names nor read secrets (check a file meant for another
+        /// environment, e.g. a Kubernetes ConfigMap naming in-cluster Services and Secrets);
+        /// names are shown as 0.0.0.0:PORT.
         #[arg(long)]
         no_resolve: bool,
     },
@@ -128,10 +129,12 @@ fn check(file: &PathBuf, json: bool, no_resolve: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let unresolved = |_: &str, port: u16| Ok(vec![std::net::SocketAddr::from(([0, 0, 0, 0], port))]);
-    let resolve: strangler_gateway::config::Resolve<'_> =
-        if no_resolve { &unresolved } else { &strangler_gateway::config::system_resolve };
-    match load_str_with(&display, &src, None, resolve) {
+    let loaded = if no_resolve {
+        load_str_offline(&display, &src)
+    } else {
+        load_str_with(&display, &src, None, &strangler_gateway::config::system_resolve)
+    };
+    match loaded {
         Ok(table) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&table.to_json()).unwrap_or_default());

@@ -103,6 +103,22 @@ fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// Whether the client sent any header in the gateway's `x-strangler-*` namespace.
+#[inline]
+fn has_internal_headers(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|k| strangler_wire::headers::is_internal(k.as_str()))
+}
+
+/// Removes every `x-strangler-*` header a client sent, and counts them.
+fn strip_internal_headers(req: &mut RequestHeader) {
+    let names: Vec<http::HeaderName> =
+        req.headers.keys().filter(|k| strangler_wire::headers::is_internal(k.as_str())).cloned().collect();
+    for n in &names {
+        req.remove_header(n);
+    }
+    metrics().internal_headers_stripped.inc_by(names.len() as u64);
+}
+
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
@@ -316,6 +332,11 @@ impl ProxyHttp for GatewayProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let table = self.store.current();
         ctx.started = Instant::now();
+        // The gateway owns x-strangler-*: nothing a client sends in that namespace reaches
+        // routing, shadowing or an upstream.
+        if has_internal_headers(&session.req_header().headers) {
+            strip_internal_headers(session.req_header_mut());
+        }
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if !v.is_empty() && v.len() <= 200 => Some(v.clone()),

@@ -29,6 +29,9 @@ pub struct GatewaySettings {
     pub resolve_interval: Duration,
     /// Shadow runtime and persistence (`shadow_*` keys; restart only).
     pub shadow: crate::shadow::ShadowSettings,
+    /// The `x-strangler-shadow` value mirrored requests carry (with the shared secret), when a
+    /// secret is configured. Marked sensitive.
+    pub dry_run_header: Option<HeaderValue>,
 }
 
 /// Where a route sends its traffic.

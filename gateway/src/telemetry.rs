@@ -36,6 +36,9 @@ pub struct Metrics {
     pub spans_exported: IntCounter,
     /// `strangler_gateway_otlp_spans_dropped_total` (queue full or export failed)
     pub spans_dropped: IntCounter,
+    /// `strangler_gateway_client_internal_headers_stripped_total`: `x-strangler-*` headers
+    /// clients sent (the gateway owns that namespace and removes them).
+    pub internal_headers_stripped: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -92,8 +95,14 @@ pub fn metrics() -> &'static Metrics {
             "Request spans dropped (export queue full or export failed)",
         )
         .expect("metric");
+        let internal_headers_stripped = IntCounter::new(
+            "strangler_gateway_client_internal_headers_stripped_total",
+            "x-strangler-* headers sent by clients and removed by the gateway",
+        )
+        .expect("metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(internal_headers_stripped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(retries.clone()),
@@ -118,6 +127,7 @@ pub fn metrics() -> &'static Metrics {
             ejections,
             spans_exported,
             spans_dropped,
+            internal_headers_stripped,
         }
     })
 }

@@ -7,11 +7,21 @@ fn check(src: &str) -> (i32, String, String) {
 }
 
 fn check_with(src: &str, flags: &[&str]) -> (i32, String, String) {
+    check_env(src, flags, &[("STRANGLER_SHADOW_SECRET", "cli-test-secret-0123456789")])
+}
+
+fn check_env(src: &str, flags: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, src).unwrap();
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_strangler-gateway")).arg("check").args(flags).arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strangler-gateway"))
+        .arg("check")
+        .args(flags)
+        .arg(&path)
+        .env_remove("STRANGLER_SHADOW_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -27,6 +37,19 @@ fn check_prints_the_table_for_the_repo_plan() {
     for want in ["products", "/api/products/**", "categories", "/api/inventory/{sku}", "orders", "default -> legacy"] {
         assert!(out.contains(want), "{want} missing:\n{out}");
     }
+}
+
+#[test]
+fn check_names_an_unset_dry_run_secret_and_no_resolve_does_not_read_it() {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../routes.toml")).unwrap();
+    let (code, _, err) = check_env(&src, &[], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("error: cannot read the dry-run secret: environment variable STRANGLER_SHADOW_SECRET is unset"),
+        "{err}"
+    );
+    let (code, _, err) = check_env(&src, &["--no-resolve"], &[]);
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -340,6 +340,50 @@ X-Forwarded-For: 203.0.113.9\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736
     assert_eq!(legacy.hits(), hits);
 }
 
+/// The gateway owns `x-strangler-*`: whatever a client sends in that namespace (in any case, on
+/// any stage, also when it imitates the dry-run header) never reaches an upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_internal_headers_are_stripped_on_every_stage() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let mut body = upstreams(legacy.addr, svc.addr);
+    for (name, stage) in [("l", "legacy"), ("s", "shadow"), ("c", "canary"), ("e", "extracted")] {
+        let weight = if stage == "canary" { "weight = 50\n" } else { "" };
+        body.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\nmatch = {{ path = \"/{name}/**\" }}\nto = \"svc\"\nstage = \"{stage}\"\n{weight}\n"
+        ));
+    }
+    let gw = Gateway::start(&body);
+    let forged = [
+        ("x-strangler-shadow", "1"),
+        ("X-Strangler-Shadow-Secret", "guess"),
+        ("x-strangler-consumer", "admin"),
+        ("x-other", "kept"),
+    ];
+    let mut sides = std::collections::BTreeSet::new();
+    for prefix in ["l", "s", "c", "e"] {
+        for i in 0..6 {
+            for method in [reqwest::Method::GET, reqwest::Method::POST] {
+                let mut rb = gw.client.request(method.clone(), gw.url(&format!("/{prefix}/{i}")));
+                for (k, v) in forged {
+                    rb = rb.header(k, v);
+                }
+                let r = rb.body("{}").send().await.unwrap();
+                assert_eq!(r.status(), 200, "{method} /{prefix}/{i}");
+                let v: serde_json::Value = r.json().await.unwrap();
+                let h = v["headers"].as_object().unwrap();
+                let leaked: Vec<&String> = h.keys().filter(|k| k.starts_with("x-strangler-")).collect();
+                assert!(leaked.is_empty(), "{method} /{prefix}/{i} reached {} with {leaked:?}", v["upstream"]);
+                assert_eq!(h["x-other"], "kept");
+                sides.insert(v["upstream"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(sides.len(), 2, "both upstreams were exercised: {sides:?}");
+    let m = gw.metrics().await;
+    // 4 stages x 6 x 2 methods, 3 forged headers each
+    assert!(m.contains("strangler_gateway_client_internal_headers_stripped_total 144"), "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_requires_token_except_health() {
     let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);

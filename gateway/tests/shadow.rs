@@ -116,9 +116,12 @@ fn n(v: &Value, route: &str, ptr: &str) -> u64 {
 async fn compares_reports_and_survives_a_restart() {
     let (legacy, svc) = (server(Role::Legacy).await, server(Role::Shadow).await);
     let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("dry-run.secret");
+    std::fs::write(&secret_file, "test-dry-run-secret-0123456789\n").unwrap();
     let cfg = format!(
-        "shadow_dir = \"{}\"\n\n{}{}{}{}{}{}{}{}",
+        "shadow_dir = \"{}\"\nshadow_secret_file = \"{}\"\n\n{}{}{}{}{}{}{}{}",
         dir.path().display(),
+        secret_file.display(),
         upstreams(legacy.addr, svc.addr),
         route("ident", "/ident", ""),
         route("reorder", "/reorder", ""),
@@ -193,7 +196,7 @@ async fn compares_reports_and_survives_a_restart() {
     assert_eq!(s["request"]["uri"], "/price");
     assert!(s["legacy"]["body"].as_str().unwrap().contains("\"price\":10"));
     let text = detail.to_string();
-    for secret in ["s3cret", "c00kie", "legacy-secret"] {
+    for secret in ["s3cret", "c00kie", "legacy-secret", "test-dry-run-secret"] {
         assert!(!text.contains(secret), "{secret} leaked into the report");
     }
     // legacy-only nondeterminism is learnt as noise, not reported as a mismatch
@@ -208,7 +211,8 @@ async fn compares_reports_and_survives_a_restart() {
     assert_eq!(dry.len(), 2);
     for d in &dry {
         assert_eq!(d.method, "POST");
-        assert_eq!(d.headers.get("x-strangler-shadow").map(|h| h.to_str().unwrap()), Some("1"));
+        let v = d.headers.get("x-strangler-shadow").map(|h| h.to_str().unwrap());
+        assert_eq!(v, Some("1; secret=test-dry-run-secret-0123456789"), "the dry run carries the shared secret");
         assert_eq!(&d.body[..], b"{\"qty\":2}");
     }
     assert!(legacy.seen("/dryrun").iter().all(|d| !d.headers.contains_key("x-strangler-shadow")));

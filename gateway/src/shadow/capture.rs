@@ -198,6 +198,7 @@ pub fn finish(
         shadow_upstream: table.upstreams[hook.upstream].clone(),
         legacy_upstream: table.upstreams[table.legacy].clone(),
         request_id: request_id.cloned(),
+        dry_run_header: table.settings.dry_run_header.clone(),
         policy: policy.clone(),
     };
     if lane.try_send(job).is_err() {

@@ -38,6 +38,8 @@ pub(crate) struct Job {
     pub shadow_upstream: Arc<Upstream>,
     pub legacy_upstream: Arc<Upstream>,
     pub request_id: Option<HeaderValue>,
+    /// `x-strangler-shadow` with the shared secret (None: no secret configured, no header).
+    pub dry_run_header: Option<HeaderValue>,
 }
 
 /// A route's bounded queue into the workers. Dropping it (with the config snapshot) lets the
@@ -261,8 +263,8 @@ impl Shadower {
         if let Some(id) = &job.request_id {
             headers.insert(HeaderName::from_static("x-request-id"), id.clone());
         }
-        if shadow {
-            headers.insert(HeaderName::from_static(SHADOW_HEADER), HeaderValue::from_static("1"));
+        if let Some(v) = job.dry_run_header.as_ref().filter(|_| shadow) {
+            headers.insert(HeaderName::from_static(SHADOW_HEADER), v.clone());
         }
         let mut rb = self.client.request(job.req.method.clone(), url).headers(headers);
         if !body.is_empty() || job.req.headers.contains_key(http::header::CONTENT_LENGTH) {
@@ -341,8 +343,9 @@ impl Shadower {
     }
 }
 
-/// The header mirrored requests carry; extracted services run such requests as a dry run.
-pub const SHADOW_HEADER: &str = "x-strangler-shadow";
+/// The header mirrored requests carry; extracted services run such requests as a dry run when
+/// it carries the secret they share with the gateway.
+pub use strangler_wire::SHADOW_HEADER;
 const REDACTED: &str = "[redacted]";
 
 /// Not copied to mirrored requests: hop-by-hop, framing (the client sets them) and our marker.
