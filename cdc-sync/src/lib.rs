@@ -14,6 +14,7 @@ pub mod connect;
 pub mod lock;
 pub mod mapping;
 pub mod model;
+pub mod plan;
 pub mod runner;
 pub mod source;
 pub mod status;

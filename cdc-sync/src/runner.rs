@@ -12,11 +12,12 @@ use tokio_postgres::Client;
 use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
 use crate::catalog;
 use crate::checkpoint::{CheckpointStore, PgCheckpointStore, TableSnapshot};
-use crate::config::{SkipOrigins, SyncConfig};
+use crate::config::SyncConfig;
 use crate::connect::connect;
 use crate::lock::{self, Attempt, InstanceLock};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
+use crate::plan::{DirectionPlan, Plan};
 use crate::source::snapshot::{copy_tables, SnapshotJob};
 use crate::source::{self, PgChangeStream};
 use crate::status::{self, Metrics, Registry};
@@ -116,22 +117,23 @@ pub async fn run_verify(cfg: &SyncConfig, chunk_rows: i64) -> anyhow::Result<Ver
 pub async fn run_drop(cfg: &SyncConfig, purge: bool) -> anyhow::Result<()> {
     let src = connect(&cfg.source.conn).await.context("connecting to source")?;
     let tgt = connect(&cfg.target.conn).await.context("connecting to target")?;
-    let r = &cfg.replication;
-    if source::drop_slot(&src, &r.slot).await? {
-        println!("dropped slot {} on source", r.slot);
+    let plan = Plan::new(cfg);
+    let (f, r) = (&plan.forward, &plan.reverse);
+    if source::drop_slot(&src, &f.slot).await? {
+        println!("dropped slot {} on source", f.slot);
     }
-    source::drop_publication(&src, &r.publication).await?;
-    source::drop_origin(&tgt, &cfg.forward_origin()).await?;
-    if source::drop_slot(&tgt, &r.reverse_slot).await? {
-        println!("dropped slot {} on target", r.reverse_slot);
+    source::drop_publication(&src, &f.publication).await?;
+    source::drop_origin(&tgt, &f.origin).await?;
+    if source::drop_slot(&tgt, &r.slot).await? {
+        println!("dropped slot {} on target", r.slot);
     }
-    source::drop_publication(&tgt, &r.reverse_publication).await?;
-    source::drop_origin(&src, &cfg.reverse_origin()).await?;
+    source::drop_publication(&tgt, &r.publication).await?;
+    source::drop_origin(&src, &r.origin).await?;
     for c in [&src, &tgt] {
         if purge {
             c.batch_execute("DROP SCHEMA IF EXISTS cdc_sync CASCADE").await?;
         } else if c.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_sync'", &[]).await?.is_some() {
-            for p in [cfg.name.clone(), format!("{}_rev", cfg.name)] {
+            for p in [&f.pipeline, &r.pipeline] {
                 c.execute("DELETE FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&p]).await?;
                 c.execute("DELETE FROM cdc_sync.snapshot_table WHERE pipeline = $1", &[&p]).await?;
             }
@@ -151,16 +153,17 @@ pub async fn run_status(cfg: &SyncConfig) -> anyhow::Result<serde_json::Value> {
             serde_json::json!({"slot": name, "active": s.active, "confirmed_flush": s.confirmed_flush.map(|l| l.to_string()), "retained_wal_bytes": s.retained_bytes})
         }))
     };
+    let plan = Plan::new(cfg);
     let mut out = serde_json::json!({
-        "forward_slot": slot(src, cfg.replication.slot.clone()).await?,
-        "reverse_slot": slot(tgt, cfg.replication.reverse_slot.clone()).await?,
+        "forward_slot": slot(src, plan.forward.slot.clone()).await?,
+        "reverse_slot": slot(tgt, plan.reverse.slot.clone()).await?,
     });
     let mut tstore = PgCheckpointStore { client: connect(&cfg.target.conn).await? };
     if tstore.client.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_sync'", &[]).await?.is_some() {
-        let cp = tstore.load(&cfg.name).await?;
+        let cp = tstore.load(&plan.forward.pipeline).await?;
         out["forward_checkpoint"] =
             serde_json::json!(cp.map(|c| serde_json::json!({"lsn": c.lsn.to_string(), "txns": c.txns})));
-        let tables = tstore.tables(&cfg.name).await?;
+        let tables = tstore.tables(&plan.forward.pipeline).await?;
         out["snapshot"] = serde_json::json!(tables
             .iter()
             .map(|(t, s)| (t.clone(), serde_json::json!({"state": s.state, "rows": s.rows})))
@@ -173,38 +176,40 @@ pub async fn run_status(cfg: &SyncConfig) -> anyhow::Result<serde_json::Value> {
 /// checkpoint to stream from and each table's snapshot floor.
 async fn prepare_forward(
     cfg: &SyncConfig,
+    plan: &DirectionPlan,
     mapping: &Arc<Mapping>,
     src: &Client,
     store: &mut PgCheckpointStore,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Lsn, Vec<Lsn>)> {
     let r = &cfg.replication;
+    let name = &plan.pipeline;
     store.prepare().await?;
-    source::ensure_publication(src, &r.publication, &mapping.from_table_names()).await?;
-    let mut cp = store.load(&cfg.name).await?;
-    let slot = source::slot_info(src, &r.slot).await?;
-    let mut states: HashMap<String, TableSnapshot> = store.tables(&cfg.name).await?;
+    source::ensure_publication(src, &plan.publication, &mapping.from_table_names()).await?;
+    let mut cp = store.load(name).await?;
+    let slot = source::slot_info(src, &plan.slot).await?;
+    let mut states: HashMap<String, TableSnapshot> = store.tables(name).await?;
     let mut exported = None;
     match (&slot, &cp) {
         (None, _) => {
             if cp.is_some() {
-                tracing::warn!(slot = %r.slot, "slot is gone but a checkpoint exists: changes since then are lost at the source; doing a full re-snapshot");
+                tracing::warn!(slot = %plan.slot, "slot is gone but a checkpoint exists: changes since then are lost at the source; doing a full re-snapshot");
             }
-            store.reset(&cfg.name).await?;
+            store.reset(name).await?;
             states.clear();
-            let (conn, slot_name) = (cfg.source.conn.clone(), r.slot.clone());
+            let (conn, slot_name) = (plan.from_conn.clone(), plan.slot.clone());
             let e =
                 tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, false)).await??;
-            tracing::info!(slot = %r.slot, consistent_point = %e.consistent_point, "created slot with exported snapshot");
-            store.init(&cfg.name, e.consistent_point).await?;
-            cp = store.load(&cfg.name).await?;
+            tracing::info!(slot = %plan.slot, consistent_point = %e.consistent_point, "created slot with exported snapshot");
+            store.init(name, e.consistent_point).await?;
+            cp = store.load(name).await?;
             exported = Some(e);
         }
         (Some(_), None) => bail!(
             "slot {} exists on the source but the target has no checkpoint for pipeline {}; \
              if it is a leftover, run `cdc-sync drop` and start again",
-            r.slot,
-            cfg.name
+            plan.slot,
+            name
         ),
         (Some(_), Some(_)) => {}
     }
@@ -219,16 +224,16 @@ async fn prepare_forward(
             None => {
                 // Resume: a temporary slot gives a fresh snapshot; the stream skips these tables'
                 // changes committed before its consistent point.
-                let (conn, slot_name) = (cfg.source.conn.clone(), format!("{}_snap_{}", r.slot, std::process::id()));
+                let (conn, slot_name) = (plan.from_conn.clone(), format!("{}_snap_{}", plan.slot, std::process::id()));
                 tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, true)).await??
             }
         };
         let job = SnapshotJob {
-            pipeline: cfg.name.clone(),
+            pipeline: name.clone(),
             mapping: Arc::clone(mapping),
             tables: todo,
-            source: cfg.source.conn.clone(),
-            target: cfg.target.conn.clone(),
+            source: plan.from_conn.clone(),
+            target: plan.to_conn.clone(),
             snapshot: e.snapshot.clone(),
             lsn: e.consistent_point,
             workers: r.snapshot_workers,
@@ -237,7 +242,7 @@ async fn prepare_forward(
         };
         copy_tables(job, store).await?;
         drop(e);
-        states = store.tables(&cfg.name).await?;
+        states = store.tables(name).await?;
     }
     let floors = mapping
         .tables
@@ -249,76 +254,70 @@ async fn prepare_forward(
 
 /// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.
 async fn prepare_reverse(
-    cfg: &SyncConfig,
+    plan: &DirectionPlan,
     mapping: &Arc<Mapping>,
     tgt: &Client,
     store: &mut PgCheckpointStore,
 ) -> anyhow::Result<Lsn> {
-    let r = &cfg.replication;
-    let name = format!("{}_rev", cfg.name);
+    let name = &plan.pipeline;
     store.prepare().await?;
-    source::ensure_publication(tgt, &r.reverse_publication, &mapping.from_table_names()).await?;
-    let cp = store.load(&name).await?;
-    match (source::slot_info(tgt, &r.reverse_slot).await?, cp) {
+    source::ensure_publication(tgt, &plan.publication, &mapping.from_table_names()).await?;
+    let cp = store.load(name).await?;
+    match (source::slot_info(tgt, &plan.slot).await?, cp) {
         (None, _) => {
-            store.reset(&name).await?;
-            let lsn = source::create_slot(tgt, &r.reverse_slot).await?;
-            tracing::info!(slot = %r.reverse_slot, %lsn, "created reverse slot on the target");
-            store.init(&name, lsn).await?;
+            store.reset(name).await?;
+            let lsn = source::create_slot(tgt, &plan.slot).await?;
+            tracing::info!(slot = %plan.slot, %lsn, "created reverse slot on the target");
+            store.init(name, lsn).await?;
             Ok(lsn)
         }
-        (Some(_), None) => bail!(
-            "reverse slot {} exists but the source has no checkpoint for {name}; run `cdc-sync drop`",
-            r.reverse_slot
-        ),
+        (Some(_), None) => {
+            bail!("reverse slot {} exists but the source has no checkpoint for {name}; run `cdc-sync drop`", plan.slot)
+        }
         (Some(_), Some(c)) => Ok(c.lsn),
     }
 }
 
 /// One direction's streaming loop: reconnects and resumes from the checkpoint on retryable
 /// errors, returns on fatal ones.
-#[allow(clippy::too_many_arguments)]
 async fn stream_loop(
-    label: &'static str,
-    pipeline: String,
-    from_conn: String,
-    to_conn: String,
-    slot: String,
-    publication: String,
-    origin: Option<String>,
-    skip_origins: SkipOrigins,
+    plan: DirectionPlan,
     mapping: Arc<Mapping>,
     floors: Vec<Lsn>,
-    batch_rows: usize,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
+    let label = plan.label;
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let mut store =
-                PgCheckpointStore { client: connect(&to_conn).await.map_err(|e| PipelineError::Sink(e.into()))? };
+            let mut store = PgCheckpointStore {
+                client: connect(&plan.to_conn).await.map_err(|e| PipelineError::Sink(e.into()))?,
+            };
             let cp = store
-                .load(&pipeline)
+                .load(&plan.pipeline)
                 .await
                 .map_err(|e| PipelineError::Sink(e.into()))?
                 .map(|c| c.lsn)
                 .unwrap_or_default();
-            let sink = PgSink::connect(&to_conn, Arc::clone(&mapping), &pipeline, origin.as_deref()).await?;
-            let stream = PgChangeStream::start(&from_conn, &slot, &publication, Some(cp).filter(|l| l.0 > 0)).await?;
+            let sink =
+                PgSink::connect(&plan.to_conn, Arc::clone(&mapping), &plan.pipeline, plan.applied_origin()).await?;
+            let stream =
+                PgChangeStream::start(&plan.from_conn, &plan.slot, &plan.publication, Some(cp).filter(|l| l.0 > 0))
+                    .await?;
             metrics.applied_lsn.fetch_max(cp.0, Relaxed);
             metrics.ready.store(true, Relaxed);
             metrics.set_state("streaming");
-            *metrics.skip_origins.lock().expect("not poisoned") = skip_origins.to_vec();
-            tracing::info!(direction = label, checkpoint = %cp, skip_origins = ?skip_origins.to_vec(), "streaming");
+            *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
+            tracing::info!(direction = label, checkpoint = %cp, skip_origins = ?plan.skip_origins.to_vec(), "streaming");
             Pipeline {
                 stream,
                 sink,
                 mapping: Arc::clone(&mapping),
                 options: PipelineOptions {
-                    name: pipeline.clone(),
-                    batch_rows,
+                    name: plan.pipeline.clone(),
+                    batch_rows: plan.batch_rows,
                     max_batch_age: Duration::from_millis(500),
-                    skip_origins: skip_origins.clone(),
+                    skip_origins: plan.skip_origins.clone(),
                 },
                 checkpoint: cp,
                 table_floor: floors.clone(),
@@ -345,7 +344,10 @@ async fn stream_loop(
     }
 }
 
-async fn monitor(conn: String, slot: String, warn_mb: u64, metrics: Arc<Metrics>) {
+/// Polls the read side once a second: its WAL position (lag), the WAL the slot retains (with a
+/// warning over the threshold), and the recent apply rate.
+async fn monitor(plan: DirectionPlan, metrics: Arc<Metrics>) {
+    let (conn, slot, warn_mb) = (plan.from_conn, plan.slot, plan.retained_wal_warn_mb);
     let mut client: Option<Client> = None;
     let mut last_rows = metrics.rows_applied.load(Relaxed);
     let mut last_t = std::time::Instant::now();
@@ -403,11 +405,12 @@ pub struct AnotherInstanceActive {
 /// the loss of the lock's connection. The status port is served when configured
 /// (`status_override` wins), also on standby.
 pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool) -> anyhow::Result<()> {
+    let plan = Plan::new(&cfg);
     let fwd_metrics = Arc::new(Metrics::default());
     fwd_metrics.set_state("starting");
     let rev_metrics = Arc::new(Metrics::default());
     let mut reg: Registry = vec![("forward".into(), Arc::clone(&fwd_metrics))];
-    if cfg.has_reverse() {
+    if plan.bidirectional {
         rev_metrics.set_state("waiting for snapshot");
         reg.push(("reverse".into(), Arc::clone(&rev_metrics)));
     }
@@ -417,11 +420,12 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
         tracing::info!(addr = %l.local_addr()?, "status port");
         tokio::spawn(status::serve(l, reg.clone()));
     }
-    let key = lock::lock_key(&cfg.replication.slot);
+    let slot = &plan.forward.slot;
+    let key = lock::lock_key(slot);
     let mut instance = if no_wait {
-        match InstanceLock::try_acquire(&cfg.source.conn, &cfg.name, &cfg.replication.slot)
+        match InstanceLock::try_acquire(&plan.forward.from_conn, &cfg.name, slot)
             .await
-            .with_context(|| format!("taking the instance lock on the source ({})", cfg.source.origin))?
+            .with_context(|| format!("taking the instance lock on the {}", plan.forward.from_label))?
         {
             Attempt::Acquired(l) => l,
             Attempt::Held(holder) => {
@@ -429,7 +433,7 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
             }
         }
     } else {
-        InstanceLock::acquire_waiting(&cfg.source.conn, &cfg.name, &cfg.replication.slot, Duration::from_millis(500), |h| {
+        InstanceLock::acquire_waiting(&plan.forward.from_conn, &cfg.name, slot, Duration::from_millis(500), |h| {
             for (_, m) in &reg {
                 m.standby.store(true, Relaxed);
                 m.set_state(format!("standby: instance lock held by {h}"));
@@ -442,12 +446,12 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
         m.standby.store(false, Relaxed);
         m.set_state("starting");
     }
-    if cfg.has_reverse() {
+    if plan.bidirectional {
         rev_metrics.set_state("waiting for snapshot");
     }
     tracing::info!(pipeline = %cfg.name, lock = %key, "took the instance lock on the source: active");
     tokio::select! {
-        r = run_active(&cfg, &fwd_metrics, &rev_metrics) => r,
+        r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => r,
         _ = instance.lost() => {
             for (_, m) in &reg {
                 m.ready.store(false, Relaxed);
@@ -458,59 +462,30 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
     }
 }
 
-async fn run_active(cfg: &SyncConfig, fwd_metrics: &Arc<Metrics>, rev_metrics: &Arc<Metrics>) -> anyhow::Result<()> {
-    let cfg = cfg.clone();
-    let src =
-        connect(&cfg.source.conn).await.with_context(|| format!("connecting to source ({})", cfg.source.origin))?;
-    let tgt =
-        connect(&cfg.target.conn).await.with_context(|| format!("connecting to target ({})", cfg.target.origin))?;
-    let fwd = Arc::new(resolved_mapping(&cfg, Way::Forward, &src, &tgt, false).await?);
-    let mut tstore = PgCheckpointStore { client: connect(&cfg.target.conn).await? };
-    let (_, floors) = prepare_forward(&cfg, &fwd, &src, &mut tstore, fwd_metrics).await?;
-    let r = cfg.replication.clone();
-    let bidi = cfg.has_reverse();
+async fn run_active(
+    cfg: &SyncConfig,
+    plan: &Plan,
+    fwd_metrics: &Arc<Metrics>,
+    rev_metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let (fwd_plan, rev_plan) = (plan.forward.clone(), plan.reverse.clone());
+    let src = connect(&fwd_plan.from_conn).await.with_context(|| format!("connecting to {}", fwd_plan.from_label))?;
+    let tgt = connect(&fwd_plan.to_conn).await.with_context(|| format!("connecting to {}", fwd_plan.to_label))?;
+    let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
+    let mut tstore = PgCheckpointStore { client: connect(&fwd_plan.to_conn).await? };
+    let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(
-        monitor(cfg.source.conn.clone(), r.slot.clone(), r.retained_wal_warn_mb, Arc::clone(fwd_metrics)).map_unit(),
-    );
+    tasks.spawn(monitor(fwd_plan.clone(), Arc::clone(fwd_metrics)).map_unit());
     if !fwd.tables.is_empty() {
-        tasks.spawn(stream_loop(
-            "forward",
-            cfg.name.clone(),
-            cfg.source.conn.clone(),
-            cfg.target.conn.clone(),
-            r.slot.clone(),
-            r.publication.clone(),
-            bidi.then(|| cfg.forward_origin()),
-            cfg.forward_skip(),
-            Arc::clone(&fwd),
-            floors,
-            r.batch_rows,
-            Arc::clone(fwd_metrics),
-        ));
+        tasks.spawn(stream_loop(fwd_plan, Arc::clone(&fwd), floors, Arc::clone(fwd_metrics)));
     }
-    if bidi {
-        let rev = Arc::new(resolved_mapping(&cfg, Way::Reverse, &tgt, &src, false).await?);
-        let mut sstore = PgCheckpointStore { client: connect(&cfg.source.conn).await? };
-        prepare_reverse(&cfg, &rev, &tgt, &mut sstore).await?;
-        tasks.spawn(
-            monitor(cfg.target.conn.clone(), r.reverse_slot.clone(), r.retained_wal_warn_mb, Arc::clone(rev_metrics))
-                .map_unit(),
-        );
-        tasks.spawn(stream_loop(
-            "reverse",
-            format!("{}_rev", cfg.name),
-            cfg.target.conn.clone(),
-            cfg.source.conn.clone(),
-            r.reverse_slot.clone(),
-            r.reverse_publication.clone(),
-            Some(cfg.reverse_origin()),
-            cfg.reverse_skip(),
-            Arc::clone(&rev),
-            vec![Lsn(0); rev.tables.len()],
-            r.batch_rows,
-            Arc::clone(rev_metrics),
-        ));
+    if plan.bidirectional {
+        let rev = Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?);
+        let mut sstore = PgCheckpointStore { client: connect(&rev_plan.to_conn).await? };
+        prepare_reverse(&rev_plan, &rev, &tgt, &mut sstore).await?;
+        tasks.spawn(monitor(rev_plan.clone(), Arc::clone(rev_metrics)).map_unit());
+        let floors = vec![Lsn(0); rev.tables.len()];
+        tasks.spawn(stream_loop(rev_plan, Arc::clone(&rev), floors, Arc::clone(rev_metrics)));
     }
     while let Some(res) = tasks.join_next().await {
         res??;
