@@ -1,10 +1,9 @@
-//! The admin port: health (open), metrics and config management (bearer token). Runs on its own
-//! single-threaded tokio runtime so it never competes with the proxy's hot path. Also hosts the
-//! SIGHUP handler and the active health checker.
+//! The admin port: health (open), metrics, config management and shadow reports (bearer token).
+//! Runs on its own single-threaded tokio runtime so it never competes with the proxy's hot path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -12,15 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::metrics::metrics;
 use crate::reload::ConfigStore;
-use crate::telemetry::metrics;
+use crate::shadow::ShadowService;
 
 /// Shared state of the admin handlers.
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<ConfigStore>,
+    /// Shadow reports.
+    pub shadow: Arc<ShadowService>,
     /// Required bearer token; `None` leaves the protected endpoints open (a warning is logged).
     pub token: Option<Arc<str>>,
 }
@@ -126,7 +127,7 @@ async fn shadow_reports(State(s): State<AdminState>, headers: HeaderMap) -> Resp
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    Json(crate::shadow::reports_json(&s.store.current(), None)).into_response()
+    Json(s.shadow.reports_json(&s.store.current(), None)).into_response()
 }
 
 async fn shadow_report(
@@ -137,7 +138,7 @@ async fn shadow_report(
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    match crate::shadow::reports_json(&s.store.current(), Some(&route)) {
+    match s.shadow.reports_json(&s.store.current(), Some(&route)) {
         Some(v) => Json(v).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -147,8 +148,8 @@ async fn shadow_report(
     }
 }
 
-/// Starts the admin thread: binds `addr` now (so a bad address fails at startup), then serves,
-/// handles SIGHUP and runs active health checks until the process exits.
+/// Starts the admin thread: binds `addr` now (so a bad address fails at startup), then serves
+/// until the process exits.
 pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -162,13 +163,6 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
             }
         };
         rt.block_on(async move {
-            let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.into()));
-                    return;
-                }
-            };
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -176,15 +170,6 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
                     return;
                 }
             };
-            let store = state.store.clone();
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    let s = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.reload("sighup")).await;
-                }
-            });
-            tokio::spawn(health_checks(state.store.clone()));
-            tokio::spawn(resolve_names(state.store.clone()));
             let _ = ready_tx.send(Ok(()));
             if let Err(e) = axum::serve(listener, app(state)).await {
                 tracing::error!("admin server stopped: {e}");
@@ -192,58 +177,4 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
         });
     })?;
     ready_rx.recv().unwrap_or_else(|_| Err(anyhow::anyhow!("admin thread died")))
-}
-
-/// Resolves endpoint host names again every `[gateway] resolve_interval`.
-async fn resolve_names(store: Arc<ConfigStore>) {
-    loop {
-        let every = store.current().settings.resolve_interval;
-        tokio::time::sleep(every).await;
-        let s = store.clone();
-        let _ = tokio::task::spawn_blocking(move || s.refresh_names(&crate::config::system_resolve)).await;
-    }
-}
-
-/// Probes every endpoint of upstreams with a `health_check`, each at its interval.
-async fn health_checks(store: Arc<ConfigStore>) {
-    let mut last: std::collections::HashMap<(String, SocketAddr), Instant> = Default::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        let table = store.current();
-        for u in &table.upstreams {
-            let Some(hc) = &u.health else { continue };
-            for ep in &u.endpoints {
-                let key = (u.name.clone(), ep.addr);
-                if last.get(&key).is_some_and(|t| t.elapsed() < hc.interval) {
-                    continue;
-                }
-                last.insert(key, Instant::now());
-                let (ep, hc, name) = (ep.clone(), hc.clone(), u.name.clone());
-                tokio::spawn(async move {
-                    let ok = probe(ep.addr, &hc.path, hc.timeout).await;
-                    let was = ep.healthy.swap(ok, std::sync::atomic::Ordering::Relaxed);
-                    if was != ok {
-                        tracing::warn!(upstream = %name, endpoint = %ep.addr, healthy = ok, "health check state changed");
-                    }
-                });
-            }
-        }
-    }
-}
-
-async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: strangler-gateway-health\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = [0u8; 32];
-        let n = s.read(&mut buf).await?;
-        let head = std::str::from_utf8(&buf[..n]).unwrap_or("");
-        let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        Ok::<bool, std::io::Error>((200..400).contains(&code))
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Ok(true)))
 }

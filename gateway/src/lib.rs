@@ -1,12 +1,21 @@
 //! strangler-gateway: a Pingora proxy in front of a legacy monolith, driven by a hot-reloaded
 //! `routes.toml`. See the crate README for the file format and the admin API.
 
+//!
+//! Modules, in the order a request meets them: [`proxy`] (the Pingora callbacks) asks the
+//! serving [`table`] (held by [`reload`], compiled by [`config`]) which [`router`] route takes
+//! the request and which [`stage::Side`] answers; [`shadow`] mirrors and compares; [`metrics`]
+//! and [`telemetry`] observe; [`admin`] and [`background`] run beside the proxy.
+
 pub mod admin;
+pub mod background;
 pub mod columns;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod shadow;
+pub mod stage;
 pub mod table;
 pub mod telemetry;

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use strangler_gateway::admin::{self, AdminState};
+use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
+use strangler_gateway::shadow::ShadowService;
 use strangler_gateway::telemetry;
 
 /// mimalloc: the request path allocates a few dozen small objects (Pingora's header maps, futures,
@@ -165,10 +167,13 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     let table = store.current();
     let settings = table.settings.clone();
     drop(table);
-    if let Err(e) = strangler_gateway::shadow::Shadower::start(&settings.shadow) {
-        eprintln!("cannot start shadow traffic (shadow_dir {:?}): {e}", settings.shadow.dir);
-        return ExitCode::from(1);
-    }
+    let shadow = match ShadowService::start(&settings.shadow) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start shadow traffic (shadow_dir {:?}): {e}", settings.shadow.dir);
+            return ExitCode::from(1);
+        }
+    };
     if let Some(url) = telemetry::otlp_traces_url(settings.otlp_endpoint.as_deref(), |k| std::env::var(k).ok()) {
         match telemetry::start_otlp_export(&url) {
             Ok(()) => tracing::info!("exporting request spans over OTLP/HTTP to {url}"),
@@ -179,7 +184,11 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     if token.is_none() {
         tracing::warn!("no admin token configured: /metrics and /admin/* are open on {}", settings.admin_listen);
     }
-    let admin_state = AdminState { store: store.clone(), token };
+    if let Err(e) = background::spawn(store.clone()) {
+        eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
+        return ExitCode::from(1);
+    }
+    let admin_state = AdminState { store: store.clone(), shadow: shadow.clone(), token };
     if upgrade {
         // the old process still holds the admin port until it has drained: take it when free
         let addr = settings.admin_listen;
@@ -218,7 +227,7 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy { store: store.clone() },
+        GatewayProxy { store: store.clone(), shadow },
         "strangler-gateway",
     );
     service.add_tcp(&settings.listen.to_string());

@@ -13,22 +13,14 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::metrics::metrics;
 use crate::reload::ConfigStore;
-use crate::table::{Endpoint, RouteTable, Side};
-use crate::telemetry::{metrics, new_request_id_value, span_sink, SpanRecord, TraceContext};
-
-/// Shadow traffic for this request: set in `request_filter` (by `crate::shadow::start`) when the
-/// route mirrors and the request is in the sample. `request_body_filter` and
-/// `response_body_filter` feed `capture`; `logging` hands it to the route's background queue.
-#[derive(Debug, Clone)]
-pub struct ShadowHook {
-    /// Index of the route in the snapshot the request started with.
-    pub route: usize,
-    /// Index of the extracted upstream to mirror to.
-    pub upstream: usize,
-    /// Request and primary response as captured so far.
-    pub capture: Box<crate::shadow::Capture>,
-}
+use crate::shadow::capture::{self, ShadowHook};
+use crate::shadow::ShadowService;
+use crate::stage::Side;
+use crate::table::{Endpoint, RouteTable};
+use crate::telemetry::{new_request_id_value, span_sink, SpanRecord, TraceContext};
+use strangler_wire::ErrorBody;
 
 /// Per-request state.
 pub struct RequestCtx {
@@ -47,13 +39,15 @@ pub struct RequestCtx {
     retry_granted: bool,
     pub request_id: Option<HeaderValue>,
     pub trace: Option<TraceContext>,
-    /// See [`ShadowHook`].
+    /// Set when this request is mirrored (see [`ShadowHook`]).
     pub shadow: Option<ShadowHook>,
 }
 
 /// The gateway's proxy logic.
 pub struct GatewayProxy {
     pub store: Arc<ConfigStore>,
+    /// Mirrors, compares and reports (queues and reports by route name).
+    pub shadow: Arc<ShadowService>,
 }
 
 const HOP_BY_HOP: [&str; 7] =
@@ -193,7 +187,7 @@ fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<(u16
 /// Writes a JSON error response. Never includes internal detail.
 async fn respond_json(session: &mut Session, status: u16, code: &str, message: &str, request_id: Option<&HeaderValue>) {
     let rid = request_id.and_then(|v| v.to_str().ok()).unwrap_or("");
-    let body = serde_json::json!({"error": {"code": code, "message": message, "request_id": rid}}).to_string();
+    let body = ErrorBody::new(code, message).with_request_id(rid).to_json();
     let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else { return };
     let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
     let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
@@ -355,8 +349,10 @@ impl ProxyHttp for GatewayProxy {
             Some(i) => {
                 let route = &table.routes[i];
                 ctx.side = route.pick_side(&req.headers);
-                if let Some(policy) = &route.shadow {
-                    ctx.shadow = crate::shadow::start(policy, i, route.to, ctx.side, req);
+                if route.shadow.is_some() {
+                    if let Some(rs) = self.shadow.route(&table, i) {
+                        ctx.shadow = capture::start(rs, route.to, ctx.side, req);
+                    }
                 }
                 route.note_request();
                 route.timeout
@@ -614,7 +610,7 @@ impl ProxyHttp for GatewayProxy {
             );
         }
         if let Some(hook) = ctx.shadow.take() {
-            crate::shadow::finish(hook, session, e.is_some(), ctx.started, table, ctx.request_id.as_ref());
+            capture::finish(hook, session, e.is_some(), ctx.started, table, ctx.request_id.as_ref());
         }
     }
 

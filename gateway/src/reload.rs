@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::config::{load_str, load_str_with, parse_endpoint, ConfigError, ConfigIssue, EndpointSpec, Resolve};
+use crate::metrics::metrics;
 use crate::table::{version_hash, RouteTable};
-use crate::telemetry::metrics;
 
 /// The last failed reload, as shown on `GET /admin/config-errors`.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -2,9 +2,23 @@
 //! header filters among the few routes that share one pattern. Cost depends on the path, not on
 //! the number of routes. Pure code, no I/O.
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::table::Route;
+/// A header equality filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+/// What the router needs to know of a route: its pattern, methods and header filters.
+pub trait RouteKey {
+    fn pattern(&self) -> &PathPattern;
+    /// `None`: any method.
+    fn methods(&self) -> Option<&[Method]>;
+    /// All must match (sorted by name).
+    fn headers(&self) -> &[HeaderMatch];
+}
 
 /// A parsed path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +107,7 @@ pub struct Router {
     groups: Vec<Vec<usize>>,
 }
 
-fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
+fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
         _ => true,
@@ -104,18 +118,18 @@ impl Router {
     /// Builds the trie. Routes sharing a pattern are tried with more header filters first,
     /// then in file order; two of them with overlapping methods and equal header filters are
     /// ambiguous.
-    pub fn build(routes: &[Route]) -> Result<Self, Vec<RouterBuildError>> {
+    pub fn build<R: RouteKey>(routes: &[R]) -> Result<Self, Vec<RouterBuildError>> {
         let mut errors = Vec::new();
         let mut by_pattern: std::collections::HashMap<&str, usize> = Default::default();
         let mut groups: Vec<Vec<usize>> = Vec::new();
         for (i, r) in routes.iter().enumerate() {
-            let g = *by_pattern.entry(r.pattern.canonical.as_str()).or_insert_with(|| {
+            let g = *by_pattern.entry(r.pattern().canonical.as_str()).or_insert_with(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
             });
             for &other in &groups[g] {
                 let o = &routes[other];
-                if methods_overlap(&o.methods, &r.methods) && o.headers == r.headers {
+                if methods_overlap(o.methods(), r.methods()) && o.headers() == r.headers() {
                     errors.push(RouterBuildError::Ambiguous { route: i, other });
                 }
             }
@@ -123,8 +137,8 @@ impl Router {
         }
         let mut trie = matchit::Router::new();
         for (g, members) in groups.iter_mut().enumerate() {
-            members.sort_by_key(|&i| (std::cmp::Reverse(routes[i].headers.len()), i));
-            for p in &routes[members[0]].pattern.trie_paths {
+            members.sort_by_key(|&i| (std::cmp::Reverse(routes[i].headers().len()), i));
+            for p in &routes[members[0]].pattern().trie_paths {
                 if let Err(e) = trie.insert(p.clone(), g) {
                     errors.push(RouterBuildError::Conflict { route: members[0], message: e.to_string() });
                 }
@@ -139,12 +153,12 @@ impl Router {
 
     /// The index of the route taking this request, if any.
     #[inline]
-    pub fn find(&self, routes: &[Route], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+    pub fn find<R: RouteKey>(&self, routes: &[R], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
         let m = self.trie.at(path).ok()?;
         self.groups[*m.value].iter().copied().find(|&i| {
             let r = &routes[i];
-            r.methods.as_ref().is_none_or(|ms| ms.contains(method))
-                && r.headers.iter().all(|h| headers.get(&h.name) == Some(&h.value))
+            r.methods().is_none_or(|ms| ms.contains(method))
+                && r.headers().iter().all(|h| headers.get(&h.name) == Some(&h.value))
         })
     }
 }

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::router::{PathPattern, Router};
-use crate::telemetry::RouteMetrics;
+use crate::metrics::RouteMetrics;
+use crate::router::{HeaderMatch, PathPattern, RouteKey, Router};
+use crate::shadow::policy::{ShadowSettings, ShadowSpec};
+use crate::stage::{Side, Stage};
 
 /// Process-level settings from `[gateway]`.
 #[derive(Debug, Clone)]
@@ -28,41 +30,10 @@ pub struct GatewaySettings {
     /// How often endpoint host names are resolved again.
     pub resolve_interval: Duration,
     /// Shadow runtime and persistence (`shadow_*` keys; restart only).
-    pub shadow: crate::shadow::ShadowSettings,
+    pub shadow: ShadowSettings,
     /// The `x-strangler-shadow` value mirrored requests carry (with the shared secret), when a
     /// secret is configured. Marked sensitive.
     pub dry_run_header: Option<HeaderValue>,
-}
-
-/// Where a route sends its traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Legacy answers everything.
-    Legacy,
-    /// Legacy answers; the request is mirrored to the extracted upstream (see `crate::shadow`).
-    Shadow,
-    /// A weighted split between legacy and extracted.
-    Canary,
-    /// The extracted upstream answers everything.
-    Extracted,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Legacy => "legacy",
-            Stage::Shadow => "shadow",
-            Stage::Canary => "canary",
-            Stage::Extracted => "extracted",
-        }
-    }
-}
-
-/// Which side answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Legacy,
-    Extracted,
 }
 
 /// Where the sticky key comes from.
@@ -94,13 +65,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A header equality filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderMatch {
-    pub name: HeaderName,
-    pub value: HeaderValue,
-}
-
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
@@ -115,14 +79,35 @@ pub struct Route {
     pub fallback_legacy: bool,
     pub timeout: Duration,
     pub retry: RetryPolicy,
-    /// Mirroring: set for stage `shadow`, and for `canary` with `shadow.on_canary = true`.
-    pub shadow: Option<Arc<crate::shadow::ShadowPolicy>>,
+    /// Shadow rules, when mirroring is active: stage `shadow`, or `canary` with
+    /// `shadow.on_canary = true`. The queues and reports live in the proxy's shadow service.
+    pub shadow: Option<Arc<ShadowSpec>>,
+    /// Metric handles, resolved once per route.
+    pub metrics: RouteMetrics,
+    /// What the request path counts for the canary split and the retry budget.
+    pub counters: RouteCounters,
+}
+
+impl RouteKey for Route {
+    fn pattern(&self) -> &PathPattern {
+        &self.pattern
+    }
+    fn methods(&self) -> Option<&[Method]> {
+        self.methods.as_deref()
+    }
+    fn headers(&self) -> &[HeaderMatch] {
+        &self.headers
+    }
+}
+
+/// Counters a route's requests update (atomics, reset by a reload).
+#[derive(Debug, Default)]
+pub struct RouteCounters {
     /// Non-sticky canary sequence number.
-    counter: AtomicU64,
+    canary: AtomicU64,
     /// Requests and retries seen, for the retry budget.
     budget_requests: AtomicU64,
     budget_retries: AtomicU64,
-    pub metrics: RouteMetrics,
 }
 
 /// 2^64 / golden ratio: successive multiples are a low-discrepancy (Weyl) sequence.
@@ -159,39 +144,6 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 }
 
 impl Route {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        name: String,
-        pattern: PathPattern,
-        methods: Option<Vec<Method>>,
-        headers: Vec<HeaderMatch>,
-        stage: Stage,
-        to: Option<usize>,
-        canary: CanaryPolicy,
-        fallback_legacy: bool,
-        timeout: Duration,
-        retry: RetryPolicy,
-    ) -> Self {
-        let metrics = RouteMetrics::new(&name);
-        Self {
-            name,
-            pattern,
-            methods,
-            headers,
-            stage,
-            to,
-            canary,
-            fallback_legacy,
-            timeout,
-            retry,
-            shadow: None,
-            counter: AtomicU64::new(0),
-            budget_requests: AtomicU64::new(0),
-            budget_retries: AtomicU64::new(0),
-            metrics,
-        }
-    }
-
     /// Which side takes this request.
     ///
     /// Canary: with a sticky key present, the key's bucket decides (bucket < weight), so raising
@@ -218,7 +170,7 @@ impl Route {
                 let bucket = match key {
                     Some(k) if !k.is_empty() => sticky_bucket(k),
                     _ => {
-                        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                        let n = self.counters.canary.fetch_add(1, Ordering::Relaxed);
                         let x = n.wrapping_add(1).wrapping_mul(GOLDEN);
                         ((u128::from(x) * 10_000) >> 64) as u32
                     }
@@ -236,19 +188,19 @@ impl Route {
     #[inline]
     pub fn note_request(&self) {
         if self.retry.attempts > 0 || self.fallback_legacy {
-            self.budget_requests.fetch_add(1, Ordering::Relaxed);
+            self.counters.budget_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Takes one retry from the budget: at most 10 + ratio × requests retries per snapshot.
     pub fn take_retry(&self) -> bool {
-        let req = self.budget_requests.load(Ordering::Relaxed) as f64;
+        let req = self.counters.budget_requests.load(Ordering::Relaxed) as f64;
         let allowed = 10.0 + self.retry.budget_ratio * req;
-        let used = self.budget_retries.fetch_add(1, Ordering::Relaxed);
+        let used = self.counters.budget_retries.fetch_add(1, Ordering::Relaxed);
         if (used as f64) < allowed {
             true
         } else {
-            self.budget_retries.fetch_sub(1, Ordering::Relaxed);
+            self.counters.budget_retries.fetch_sub(1, Ordering::Relaxed);
             false
         }
     }
@@ -358,34 +310,11 @@ pub struct Upstream {
     pub idle_timeout: Duration,
     pub health: Option<HealthCheck>,
     pub eject: EjectPolicy,
-    rr: AtomicUsize,
+    /// Round-robin cursor (starts anywhere; `Default` is 0).
+    pub next: AtomicUsize,
 }
 
 impl Upstream {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        name: String,
-        endpoints: Vec<Arc<Endpoint>>,
-        balance: Balance,
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        idle_timeout: Duration,
-        health: Option<HealthCheck>,
-        eject: EjectPolicy,
-    ) -> Self {
-        Self {
-            name,
-            endpoints,
-            balance,
-            connect_timeout,
-            read_timeout,
-            idle_timeout,
-            health,
-            eject,
-            rr: AtomicUsize::new(0),
-        }
-    }
-
     /// Picks an endpoint among the available ones; when none is available, any (fail open).
     #[inline]
     pub fn select(&self) -> Option<&Arc<Endpoint>> {
@@ -393,7 +322,7 @@ impl Upstream {
         if n <= 1 {
             return self.endpoints.first();
         }
-        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
         match self.balance {
             Balance::RoundRobin => (0..n)
                 .map(|i| &self.endpoints[(start + i) % n])

@@ -1,202 +1,14 @@
-//! Metrics (Prometheus), logging setup and trace-context helpers.
-//!
-//! Per-route metric handles are resolved once when a [`crate::table::RouteTable`] is compiled,
-//! so the request path only does atomic increments (no label lookups, no allocation).
+//! Logging setup, request ids and W3C trace context, and the OTLP export of one span per
+//! request.
 
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use strangler_wire::traceparent::put_hex;
+use strangler_wire::TraceParent;
 
-use crate::table::Side;
-
-/// Every metric the gateway exports.
-pub struct Metrics {
-    pub registry: Registry,
-    /// `strangler_gateway_requests_total{route,side,class}`
-    pub requests: IntCounterVec,
-    /// `strangler_gateway_request_duration_seconds{route,side}`
-    pub latency: HistogramVec,
-    /// `strangler_gateway_upstream_errors_total{upstream,kind}`
-    pub upstream_errors: IntCounterVec,
-    /// `strangler_gateway_retries_total{route,kind}` (kind = retry | fallback)
-    pub retries: IntCounterVec,
-    /// `strangler_gateway_config_reloads_total{result,trigger}`
-    pub reloads: IntCounterVec,
-    /// `strangler_gateway_config_last_reload_failed` 1 when the last reload attempt failed
-    pub last_reload_failed: IntGauge,
-    /// `strangler_gateway_config_info{version}` 1 for the version being served
-    pub config_info: IntGaugeVec,
-    /// `strangler_gateway_endpoint_ejections_total{upstream}`
-    pub ejections: IntCounterVec,
-    /// `strangler_gateway_otlp_spans_exported_total`
-    pub spans_exported: IntCounter,
-    /// `strangler_gateway_otlp_spans_dropped_total` (queue full or export failed)
-    pub spans_dropped: IntCounter,
-    /// `strangler_gateway_client_internal_headers_stripped_total`: `x-strangler-*` headers
-    /// clients sent (the gateway owns that namespace and removes them).
-    pub internal_headers_stripped: IntCounter,
-}
-
-/// The process-wide metrics.
-pub fn metrics() -> &'static Metrics {
-    static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(|| {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("strangler_gateway_requests_total", "Requests answered, by route, side and status class"),
-            &["route", "side", "class"],
-        )
-        .expect("metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new("strangler_gateway_request_duration_seconds", "Time from request to end of response")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            &["route", "side"],
-        )
-        .expect("metric");
-        let upstream_errors = IntCounterVec::new(
-            Opts::new("strangler_gateway_upstream_errors_total", "Upstream failures (connect, timeout, 5xx, other)"),
-            &["upstream", "kind"],
-        )
-        .expect("metric");
-        let retries = IntCounterVec::new(
-            Opts::new("strangler_gateway_retries_total", "Retries and legacy fallbacks, by route"),
-            &["route", "kind"],
-        )
-        .expect("metric");
-        let reloads = IntCounterVec::new(
-            Opts::new("strangler_gateway_config_reloads_total", "Config reload attempts by result and trigger"),
-            &["result", "trigger"],
-        )
-        .expect("metric");
-        let last_reload_failed = IntGauge::new(
-            "strangler_gateway_config_last_reload_failed",
-            "1 when the last config reload failed and an older config is serving",
-        )
-        .expect("metric");
-        let config_info = IntGaugeVec::new(
-            Opts::new("strangler_gateway_config_info", "The config version being served (value 1)"),
-            &["version"],
-        )
-        .expect("metric");
-        let ejections = IntCounterVec::new(
-            Opts::new("strangler_gateway_endpoint_ejections_total", "Endpoints ejected by passive health checks"),
-            &["upstream"],
-        )
-        .expect("metric");
-        let spans_exported =
-            IntCounter::new("strangler_gateway_otlp_spans_exported_total", "Request spans exported over OTLP")
-                .expect("metric");
-        let spans_dropped = IntCounter::new(
-            "strangler_gateway_otlp_spans_dropped_total",
-            "Request spans dropped (export queue full or export failed)",
-        )
-        .expect("metric");
-        let internal_headers_stripped = IntCounter::new(
-            "strangler_gateway_client_internal_headers_stripped_total",
-            "x-strangler-* headers sent by clients and removed by the gateway",
-        )
-        .expect("metric");
-        for c in [
-            Box::new(internal_headers_stripped.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(requests.clone()),
-            Box::new(latency.clone()),
-            Box::new(upstream_errors.clone()),
-            Box::new(retries.clone()),
-            Box::new(reloads.clone()),
-            Box::new(last_reload_failed.clone()),
-            Box::new(config_info.clone()),
-            Box::new(ejections.clone()),
-            Box::new(spans_exported.clone()),
-            Box::new(spans_dropped.clone()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
-        Metrics {
-            registry,
-            requests,
-            latency,
-            upstream_errors,
-            retries,
-            reloads,
-            last_reload_failed,
-            config_info,
-            ejections,
-            spans_exported,
-            spans_dropped,
-            internal_headers_stripped,
-        }
-    })
-}
-
-impl Metrics {
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
-        String::from_utf8(buf).unwrap_or_default()
-    }
-
-    /// Marks `version` as the one serving.
-    pub fn set_version(&self, version: &str) {
-        self.config_info.reset();
-        self.config_info.with_label_values(&[version]).set(1);
-    }
-}
-
-/// Pre-resolved handles for one side of one route.
-#[derive(Clone)]
-pub struct SideMetrics {
-    /// Index = status / 100 (0 = no response).
-    classes: [IntCounter; 6],
-    latency: Histogram,
-}
-
-/// Pre-resolved handles for one route.
-#[derive(Clone)]
-pub struct RouteMetrics {
-    legacy: SideMetrics,
-    extracted: SideMetrics,
-}
-
-impl std::fmt::Debug for RouteMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RouteMetrics")
-    }
-}
-
-const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
-
-impl SideMetrics {
-    fn new(route: &str, side: &str) -> Self {
-        let m = metrics();
-        Self {
-            classes: CLASSES.map(|c| m.requests.with_label_values(&[route, side, c])),
-            latency: m.latency.with_label_values(&[route, side]),
-        }
-    }
-}
-
-impl RouteMetrics {
-    pub fn new(route: &str) -> Self {
-        Self { legacy: SideMetrics::new(route, "legacy"), extracted: SideMetrics::new(route, "extracted") }
-    }
-
-    /// Records one finished request.
-    #[inline]
-    pub fn observe(&self, side: Side, status: u16, seconds: f64) {
-        let s = match side {
-            Side::Legacy => &self.legacy,
-            Side::Extracted => &self.extracted,
-        };
-        let class = usize::from(status / 100).min(5);
-        s.classes[class].inc();
-        s.latency.observe(seconds);
-    }
-}
+use crate::metrics::metrics;
+use crate::stage::Side;
 
 /// Sets up `tracing` (and routes the `log` records Pingora emits into it). `RUST_LOG` wins.
 pub fn init_logging() {
@@ -245,23 +57,17 @@ fn rand_nonzero_u64() -> u64 {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Writes `v` as `out.len()` lowercase hex digits (the low `4 * out.len()` bits).
-#[inline]
-fn put_hex(out: &mut [u8], mut v: u128) {
-    for b in out.iter_mut().rev() {
-        *b = HEX[(v & 0xf) as usize];
-        v >>= 4;
-    }
-}
-
 impl TraceContext {
     /// Continues an incoming `traceparent` (new span id, incoming span as parent) or starts a
     /// new trace when it is absent or malformed.
     pub fn continue_or_start(incoming: Option<&[u8]>) -> Self {
-        if let Some(tp) = incoming.and_then(parse_traceparent) {
-            return Self { trace_id: tp.0, span_id: rand_nonzero_u64(), parent_id: Some(tp.1), flags: tp.2 };
+        if let Some(tp) = incoming.and_then(TraceParent::parse) {
+            return Self {
+                trace_id: tp.trace_id,
+                span_id: rand_nonzero_u64(),
+                parent_id: Some(tp.parent_id),
+                flags: tp.flags,
+            };
         }
         let mut trace_id = (u128::from(fast_u64()) << 64) | u128::from(fast_u64());
         if trace_id == 0 {
@@ -281,35 +87,8 @@ impl TraceContext {
     }
 
     fn header_bytes(&self) -> [u8; 55] {
-        let mut b = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        put_hex(&mut b[3..35], self.trace_id);
-        put_hex(&mut b[36..52], u128::from(self.span_id));
-        put_hex(&mut b[53..55], u128::from(self.flags));
-        b
+        TraceParent { trace_id: self.trace_id, parent_id: self.span_id, flags: self.flags }.to_bytes()
     }
-}
-
-/// Parses a version-00 `traceparent` into (trace id, parent id, flags).
-pub fn parse_traceparent(v: &[u8]) -> Option<(u128, u64, u8)> {
-    let s = std::str::from_utf8(v).ok()?.trim();
-    let mut parts = s.split('-');
-    let (ver, tid, pid, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if ver.len() != 2 || ver == "ff" || tid.len() != 32 || pid.len() != 16 || flags.len() != 2 {
-        return None;
-    }
-    if ver == "00" && parts.next().is_some() {
-        return None;
-    }
-    let lower_hex = |x: &str| x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !lower_hex(ver) || !lower_hex(tid) || !lower_hex(pid) || !lower_hex(flags) {
-        return None;
-    }
-    let t = u128::from_str_radix(tid, 16).ok()?;
-    let p = u64::from_str_radix(pid, 16).ok()?;
-    if t == 0 || p == 0 {
-        return None;
-    }
-    Some((t, p, u8::from_str_radix(flags, 16).ok()?))
 }
 
 /// A new request id: 32 lowercase hex digits.
@@ -536,7 +315,10 @@ mod tests {
         assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && v.ends_with("-01"), "{v}");
         assert_eq!(v, format!("00-{:032x}-{:016x}-01", t.trace_id, t.span_id));
         assert_eq!(t.to_header().to_str().unwrap(), v);
-        assert_eq!(parse_traceparent(v.as_bytes()), Some((t.trace_id, t.span_id, 1)));
+        assert_eq!(
+            TraceParent::parse(v.as_bytes()),
+            Some(TraceParent { trace_id: t.trace_id, parent_id: t.span_id, flags: 1 })
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
-use crate::telemetry::metrics;
+use crate::metrics::metrics;
 
 struct ShadowMetrics {
     mirrored: IntCounterVec,

@@ -1,19 +1,21 @@
-//! A route's compiled `[routes.shadow]` table.
+//! The shadow rules: a route's compiled `[routes.shadow]` table ([`ShadowSpec`]) and the
+//! `[gateway]` settings of the shadow runtime ([`ShadowSettings`]). Pure data; the queues,
+//! samplers and reports that run them belong to [`super::service::ShadowService`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use http::Method;
+
 use super::compare::CompareRules;
-use super::report::{registry, RouteReport};
-use super::worker::Lane;
 
 /// What happens to requests with methods that may write (anything but GET, HEAD, OPTIONS, TRACE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writes {
     /// Not mirrored (default); counted as skipped (`writes`).
     Skip,
-    /// Mirrored with `x-strangler-shadow: 1`; the extracted service rolls its transaction back.
+    /// Mirrored with `x-strangler-shadow` and the shared secret; the extracted service rolls its
+    /// transaction back.
     DryRun,
 }
 
@@ -25,33 +27,6 @@ pub enum Oversize {
     /// Not compared (status and headers still are); counted.
     Skip,
 }
-
-/// Shadow settings of one route, compiled from `[routes.shadow]` (or the defaults for a route at
-/// stage `shadow` without the table).
-pub struct ShadowPolicy {
-    /// The route's name (reports are kept by name, so they survive reloads and restarts).
-    pub route: String,
-    /// The route's settings, normalised (`sample` within 0.0–1.0, `queue` and `concurrency` ≥ 1).
-    pub spec: ShadowSpec,
-    sample_threshold: u64,
-    sample_counter: AtomicU64,
-    /// The route's report (shared by every snapshot that has this route name).
-    pub report: Arc<RouteReport>,
-    /// Created on first use (needs the shadow runtime); dropped with the snapshot.
-    pub(crate) lane: OnceLock<Option<Lane>>,
-}
-
-impl std::fmt::Debug for ShadowPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShadowPolicy")
-            .field("route", &self.route)
-            .field("sample", &self.spec.sample)
-            .finish_non_exhaustive()
-    }
-}
-
-/// 2^64 / golden ratio: successive multiples are a low-discrepancy (Weyl) sequence.
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The defaults of a `[routes.shadow]` table.
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
@@ -107,54 +82,40 @@ impl Default for ShadowSpec {
     }
 }
 
-impl ShadowPolicy {
-    /// Compiles a spec for route `route`, attaching the route's (process-wide) report.
-    pub fn new(route: &str, mut spec: ShadowSpec) -> Self {
-        let report = registry().report(route);
-        report.set_sample_capacity(spec.samples);
-        spec.sample = spec.sample.clamp(0.0, 1.0);
-        spec.queue = spec.queue.max(1);
-        spec.concurrency = spec.concurrency.max(1);
-        Self {
-            route: route.to_string(),
-            sample_threshold: (spec.sample * 18_446_744_073_709_551_616.0) as u64,
-            sample_counter: AtomicU64::new(0),
-            spec,
-            report,
-            lane: OnceLock::new(),
-        }
-    }
-
-    /// Whether this request is in the sample (a Weyl sequence: the share is exact in aggregate).
-    #[inline]
-    pub fn sampled(&self) -> bool {
-        if self.spec.sample >= 1.0 {
-            return true;
-        }
-        if self.spec.sample <= 0.0 {
-            return false;
-        }
-        let n = self.sample_counter.fetch_add(1, Ordering::Relaxed);
-        n.wrapping_add(1).wrapping_mul(GOLDEN) < self.sample_threshold
-    }
-
-    pub(crate) fn lane(self: &Arc<Self>) -> Option<&Lane> {
-        self.lane
-            .get_or_init(|| super::worker::Shadower::get().map(|s| s.lane(self.spec.queue, self.spec.concurrency)))
-            .as_ref()
+impl ShadowSpec {
+    /// The spec with its values in range (`sample` within 0.0–1.0, `queue` and `concurrency` ≥ 1).
+    pub fn normalised(mut self) -> Self {
+        self.sample = self.sample.clamp(0.0, 1.0);
+        self.queue = self.queue.max(1);
+        self.concurrency = self.concurrency.max(1);
+        self
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Methods that never write: mirrored always, and replayed to legacy for noise learning.
+pub fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
 
-    #[test]
-    fn sampling_share_is_exact_in_aggregate() {
-        for s in [0.0, 0.1, 0.5, 0.9, 1.0] {
-            let p = ShadowPolicy::new("sampling-test", ShadowSpec { sample: s, ..Default::default() });
-            let n = (0..10_000).filter(|_| p.sampled()).count();
-            assert!((n as f64 / 100.0 - s * 100.0).abs() < 0.2, "sample {s}: {n}");
-        }
+/// `[gateway]` settings of the shadow runtime (apply at restart).
+#[derive(Debug, Clone)]
+pub struct ShadowSettings {
+    /// Where samples (rotating JSONL) and report snapshots are kept; nothing is persisted when
+    /// absent.
+    pub dir: Option<PathBuf>,
+    /// Worker threads of the shadow runtime.
+    pub threads: usize,
+    /// Size at which `samples.jsonl` is rotated.
+    pub file_bytes: u64,
+    /// Sample files kept (the current one included).
+    pub files: usize,
+    /// Nice value of the shadow threads (0–19): under CPU contention the proxy's threads win and
+    /// mirrors queue up and are dropped instead.
+    pub nice: i32,
+}
+
+impl Default for ShadowSettings {
+    fn default() -> Self {
+        Self { dir: None, threads: 1, file_bytes: 8 * 1024 * 1024, files: 4, nice: 10 }
     }
 }

@@ -1,10 +1,11 @@
 //! Per-route shadow reports: counters, latency of each side, top differing fields, learnt noise
-//! and a bounded ring of sample mismatches. Kept by route name in a process-wide registry, so a
-//! report survives reloads; [`super::store`] persists it so it survives restarts too.
+//! and a bounded ring of sample mismatches. Kept by route name in the shadow service's
+//! [`Reports`], so a report survives reloads; [`super::store`] persists it so it survives restarts
+//! too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -352,18 +353,13 @@ impl RouteReport {
     }
 }
 
-/// Every route's report, by name.
-pub struct Registry {
+/// Every route's report, by name (owned by the shadow service).
+#[derive(Default)]
+pub struct Reports {
     reports: Mutex<BTreeMap<String, Arc<RouteReport>>>,
 }
 
-/// The process-wide report registry.
-pub fn registry() -> &'static Registry {
-    static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(|| Registry { reports: Mutex::new(BTreeMap::new()) })
-}
-
-impl Registry {
+impl Reports {
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<RouteReport>>> {
         self.reports.lock().unwrap_or_else(|p| p.into_inner())
     }

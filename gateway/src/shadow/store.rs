@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::report::{registry, Snapshot};
+use std::sync::Arc;
+
+use super::report::{Reports, Snapshot};
 
 const SNAPSHOT: &str = "report.json";
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -35,7 +37,7 @@ fn samples_path(dir: &Path, i: usize) -> PathBuf {
 }
 
 /// Starts the store thread.
-pub fn spawn(dir: PathBuf, file_bytes: u64, files: usize) -> std::io::Result<StoreHandle> {
+pub fn spawn(dir: PathBuf, file_bytes: u64, files: usize, reports: Arc<Reports>) -> std::io::Result<StoreHandle> {
     let (tx, rx) = sync_channel::<Value>(4096);
     std::thread::Builder::new().name("shadow-store".into()).spawn(move || {
         let mut last = String::new();
@@ -49,12 +51,12 @@ pub fn spawn(dir: PathBuf, file_bytes: u64, files: usize) -> std::io::Result<Sto
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    let _ = write_snapshot(&dir, &mut last);
+                    let _ = write_snapshot(&dir, &reports, &mut last);
                     return;
                 }
             }
             if Instant::now() >= next {
-                if let Err(e) = write_snapshot(&dir, &mut last) {
+                if let Err(e) = write_snapshot(&dir, &reports, &mut last) {
                     tracing::warn!("cannot write shadow report snapshot to {}: {e}", dir.display());
                 }
                 next = Instant::now() + SNAPSHOT_EVERY;
@@ -89,8 +91,8 @@ fn rotate(dir: &Path, files: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_snapshot(dir: &Path, last: &mut String) -> std::io::Result<()> {
-    let routes: serde_json::Map<String, Value> = registry()
+fn write_snapshot(dir: &Path, reports: &Reports, last: &mut String) -> std::io::Result<()> {
+    let routes: serde_json::Map<String, Value> = reports
         .all()
         .iter()
         .map(|r| (r.name.clone(), serde_json::to_value(r.snapshot()).unwrap_or(Value::Null)))
@@ -106,14 +108,14 @@ fn write_snapshot(dir: &Path, last: &mut String) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads `report.json` and the sample files back into the registry (oldest samples first).
-pub fn restore(dir: &Path, files: usize) -> std::io::Result<()> {
+/// Reads `report.json` and the sample files back into `reports` (oldest samples first).
+pub fn restore(dir: &Path, files: usize, reports: &Reports) -> std::io::Result<()> {
     match std::fs::read_to_string(dir.join(SNAPSHOT)) {
         Ok(text) => {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             for (name, snap) in v["routes"].as_object().into_iter().flatten() {
                 match serde_json::from_value::<Snapshot>(snap.clone()) {
-                    Ok(s) => registry().report(name).restore(&s),
+                    Ok(s) => reports.report(name).restore(&s),
                     Err(e) => tracing::warn!("ignoring saved shadow report of route {name}: {e}"),
                 }
             }
@@ -127,7 +129,7 @@ pub fn restore(dir: &Path, files: usize) -> std::io::Result<()> {
             // a torn last line (crash mid-write) is skipped
             if let Ok(v) = serde_json::from_str::<Value>(line) {
                 if let Some(route) = v["route"].as_str() {
-                    registry().report(route).push_sample(v.clone());
+                    reports.report(route).push_sample(v.clone());
                 }
             }
         }

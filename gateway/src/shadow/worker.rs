@@ -2,100 +2,42 @@
 //! proxy's), one bounded queue per route with bounded concurrency, a pooled HTTP/1.1 client that
 //! sends the mirror (and the noise replay), the comparison and the report update.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::{RequestHeader, ResponseHeader};
+use http::{HeaderMap, HeaderName};
+use pingora::http::ResponseHeader;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use super::capture::{is_safe, request_body, BodyCapture, CapturedBody};
+use super::body::{request_body, BodyCapture, CapturedBody};
 use super::compare::{compare, Captured, Difference, NoiseModel};
-use super::policy::ShadowPolicy;
-use super::report::Count;
+use super::lane::{Job, Lane, LaneQueue};
+use super::policy::{is_safe, ShadowSettings};
+use super::report::{Count, Reports, RouteReport};
 use super::store::StoreHandle;
-use super::ShadowSettings;
 use crate::table::Upstream;
-
-/// Everything the worker needs about one request (built in `logging`).
-pub(crate) struct Job {
-    pub policy: Arc<ShadowPolicy>,
-    pub req: Box<RequestHeader>,
-    pub request_chunks: Vec<Bytes>,
-    /// The request body was larger than `max_body`.
-    pub request_over: bool,
-    /// The whole request body was read from the client.
-    pub request_complete: bool,
-    pub body_read: usize,
-    /// The response header sent to the client (None: nothing was sent).
-    pub primary: Option<Box<ResponseHeader>>,
-    /// The proxy reported an error for the primary request.
-    pub primary_failed: bool,
-    pub primary_ms: f64,
-    pub response: BodyCapture,
-    pub shadow_upstream: Arc<Upstream>,
-    pub legacy_upstream: Arc<Upstream>,
-    pub request_id: Option<HeaderValue>,
-    /// `x-strangler-shadow` with the shared secret (None: no secret configured, no header).
-    pub dry_run_header: Option<HeaderValue>,
-}
-
-/// A route's bounded queue into the workers. Dropping it (with the config snapshot) lets the
-/// dispatcher finish what is queued and stop.
-///
-/// The proxy side only pushes under an uncontended mutex; the dispatcher polls (1–10 ms) instead
-/// of being woken, so enqueuing never costs the proxy thread a wake-up syscall.
-pub(crate) struct Lane {
-    queue: Arc<LaneQueue>,
-}
-
-struct LaneQueue {
-    jobs: std::sync::Mutex<std::collections::VecDeque<Job>>,
-    capacity: usize,
-}
-
-impl LaneQueue {
-    fn pop(&self) -> Option<Job> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
-    }
-}
-
-impl Lane {
-    /// Never blocks: a full queue is an error (the caller counts a drop).
-    #[inline]
-    pub fn try_send(&self, job: Job) -> Result<(), ()> {
-        let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() >= self.queue.capacity {
-            return Err(());
-        }
-        q.push_back(job);
-        Ok(())
-    }
-}
 
 const POLL_MIN: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(10);
 
-/// The shadow runtime, its HTTP client and the sample store.
+/// The shadow runtime: its own threads, its HTTP client and the sample store.
 pub struct Shadower {
     runtime: tokio::runtime::Runtime,
     client: reqwest::Client,
     store: Option<StoreHandle>,
 }
 
-static SHADOWER: OnceLock<Arc<Shadower>> = OnceLock::new();
-
 impl Shadower {
-    /// Starts the shadow runtime (once per process): restores persisted reports from
-    /// `settings.dir`, then starts the workers and the store. Call after the first config load.
-    pub fn start(settings: &ShadowSettings) -> anyhow::Result<()> {
+    /// Starts the shadow runtime: restores persisted reports from `settings.dir` into `reports`,
+    /// then starts the workers and the store.
+    pub fn start(settings: &ShadowSettings, reports: &Arc<Reports>) -> anyhow::Result<Self> {
         let store = match &settings.dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                super::store::restore(dir, settings.files)?;
-                Some(super::store::spawn(dir.clone(), settings.file_bytes, settings.files)?)
+                super::store::restore(dir, settings.files, reports)?;
+                Some(super::store::spawn(dir.clone(), settings.file_bytes, settings.files, reports.clone())?)
             }
             None => None,
         };
@@ -119,18 +61,12 @@ impl Shadower {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .build()?;
-        let _ = SHADOWER.set(Arc::new(Shadower { runtime, client, store }));
-        Ok(())
-    }
-
-    /// The running shadower (None before `start`, e.g. in `check` and unit tests).
-    pub fn get() -> Option<&'static Arc<Shadower>> {
-        SHADOWER.get()
+        Ok(Shadower { runtime, client, store })
     }
 
     /// A new queue of `queue` jobs served by at most `concurrency` tasks at once.
     pub(crate) fn lane(self: &Arc<Self>, queue: usize, concurrency: usize) -> Lane {
-        let q = Arc::new(LaneQueue { jobs: std::sync::Mutex::new(std::collections::VecDeque::new()), capacity: queue });
+        let q = Arc::new(LaneQueue::new(queue, concurrency));
         let me = self.clone();
         let theirs = q.clone();
         self.runtime.spawn(async move {
@@ -163,7 +99,7 @@ impl Shadower {
     }
 
     async fn process(&self, job: Job) {
-        let p = job.policy.clone();
+        let p = job.route.clone();
         let report = &p.report;
         let Some(primary) = job.primary.as_deref().filter(|_| !job.primary_failed) else {
             report.count(Count::ErrorsLegacy);
@@ -233,14 +169,7 @@ impl Shadower {
         if pbody.truncated || shadow.body.truncated {
             report.count(Count::BodyOversize);
         }
-        let (real, noisy) = report.split_noise(cmp.differences);
-        let mut fields: Vec<String> = real.iter().map(Difference::field).collect();
-        fields.sort();
-        fields.dedup();
-        let mut noise_fields: Vec<String> = noisy.iter().map(Difference::field).collect();
-        noise_fields.sort();
-        fields.dedup();
-        report.record_comparison(&fields, &noise_fields);
+        let (real, noisy) = record_outcome(report, cmp.differences);
         if !real.is_empty() {
             let sample = self.sample(&job, &body, primary, &pbody, &shadow, real, noisy);
             if let Some(store) = &self.store {
@@ -270,7 +199,7 @@ impl Shadower {
         if !body.is_empty() || job.req.headers.contains_key(http::header::CONTENT_LENGTH) {
             rb = rb.body(body);
         }
-        let (max, oversize) = (job.policy.spec.max_body, job.policy.spec.oversize);
+        let (max, oversize) = (job.route.spec.max_body, job.route.spec.oversize);
         let started = Instant::now();
         let attempt = async {
             let mut resp = rb.send().await?;
@@ -282,8 +211,8 @@ impl Shadower {
             }
             Ok::<_, reqwest::Error>((status, headers, cap.finish()))
         };
-        match tokio::time::timeout(job.policy.spec.timeout, attempt).await {
-            Err(_) => Err(format!("no complete answer within {:?}", job.policy.spec.timeout)),
+        match tokio::time::timeout(job.route.spec.timeout, attempt).await {
+            Err(_) => Err(format!("no complete answer within {:?}", job.route.spec.timeout)),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok((status, headers, body))) => {
                 Ok(Answer { status, headers, body, ms: started.elapsed().as_secs_f64() * 1000.0 })
@@ -302,7 +231,7 @@ impl Shadower {
         real: Vec<Difference>,
         noisy: Vec<Difference>,
     ) -> Value {
-        let redact = &job.policy.spec.redact_headers;
+        let redact = &job.route.spec.redact_headers;
         let pheaders = header_pairs(&primary.headers);
         let rheaders = header_pairs(&job.req.headers);
         let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
@@ -313,7 +242,7 @@ impl Shadower {
             d => d,
         };
         json!({
-            "route": job.policy.route,
+            "route": job.route.route,
             "at_unix_ms": at,
             "request_id": job.request_id.as_ref().and_then(|v| v.to_str().ok()),
             "request": {
@@ -345,7 +274,7 @@ impl Shadower {
 
 /// The header mirrored requests carry; extracted services run such requests as a dry run when
 /// it carries the secret they share with the gateway.
-pub use strangler_wire::SHADOW_HEADER;
+use strangler_wire::SHADOW_HEADER;
 const REDACTED: &str = "[redacted]";
 
 /// Not copied to mirrored requests: hop-by-hop, framing (the client sets them) and our marker.
@@ -362,6 +291,21 @@ const SKIP_HEADERS: [&str; 11] = [
     "content-length",
     SHADOW_HEADER,
 ];
+
+/// Splits a comparison's differences into real mismatches and learnt noise and records the
+/// outcome: each differing field (and each noise field) counts once per comparison.
+fn record_outcome(report: &RouteReport, differences: Vec<Difference>) -> (Vec<Difference>, Vec<Difference>) {
+    let (real, noisy) = report.split_noise(differences);
+    report.record_comparison(&distinct_fields(&real), &distinct_fields(&noisy));
+    (real, noisy)
+}
+
+fn distinct_fields(diffs: &[Difference]) -> Vec<String> {
+    let mut fields: Vec<String> = diffs.iter().map(Difference::field).collect();
+    fields.sort();
+    fields.dedup();
+    fields
+}
 
 struct Answer {
     status: u16,
@@ -398,5 +342,40 @@ fn body_json(b: &[u8], truncated: bool) -> Value {
     match std::str::from_utf8(b) {
         Ok(s) => Value::String(s.to_string()),
         Err(_) => Value::String(format!("(not UTF-8) {}", String::from_utf8_lossy(b))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn json_diff(pointer: &str, pattern: &str) -> Difference {
+        Difference::Json {
+            pointer: pointer.into(),
+            pattern: pattern.into(),
+            legacy: Some(json!(1)),
+            shadow: Some(json!(2)),
+        }
+    }
+
+    /// Two differences under one field count once per comparison, real or learnt noise alike.
+    #[test]
+    fn each_field_counts_once_per_comparison() {
+        let reports = Reports::default();
+        let report = reports.report("orders");
+        report.learn_noise(["/items/*/nonce".to_string()]);
+        let diffs = vec![
+            json_diff("/items/0/nonce", "/items/*/nonce"),
+            json_diff("/items/1/nonce", "/items/*/nonce"),
+            json_diff("/lines/0/price", "/lines/*/price"),
+            json_diff("/lines/1/price", "/lines/*/price"),
+        ];
+        let (real, noisy) = record_outcome(&report, diffs);
+        assert_eq!((real.len(), noisy.len()), (2, 2));
+        let v = report.to_json(false);
+        assert_eq!(v["top_fields"], json!([{"field": "/lines/*/price", "count": 1}]), "{v:#}");
+        assert_eq!(v["noise_fields"], json!([{"field": "/items/*/nonce", "suppressed": 1}]), "{v:#}");
+        assert_eq!((v["compared"].as_u64(), v["mismatched"].as_u64()), (Some(1), Some(1)));
     }
 }

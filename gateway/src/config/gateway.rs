@@ -1,0 +1,88 @@
+//! The `[gateway]` section: listen addresses, the admin token, limits and timeouts, the shadow
+//! runtime's settings and the dry-run secret.
+
+use std::time::Duration;
+
+use super::diagnostics::Issues;
+use super::raw::RawGateway;
+use super::values::{addr, dur, int_in};
+use super::Secrets;
+use crate::shadow::ShadowSettings;
+use crate::table::GatewaySettings;
+
+/// Compiles `[gateway]` (every key optional).
+pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: Secrets) -> GatewaySettings {
+    let admin_token = match (&g.admin_token, &g.admin_token_env) {
+        (Some(t), _) if !t.is_empty() => Some(t.clone()),
+        (_, Some(var)) => std::env::var(var).ok().filter(|t| !t.is_empty()),
+        _ => None,
+    };
+    GatewaySettings {
+        listen: addr(issues, &g.listen, "127.0.0.1:8080"),
+        admin_listen: addr(issues, &g.admin_listen, "127.0.0.1:9901"),
+        admin_token,
+        admin_token_env: g.admin_token_env.clone(),
+        max_header_bytes: g.max_header_bytes.unwrap_or(16 * 1024),
+        max_body_buffer_bytes: g.max_body_buffer_bytes.unwrap_or(64 * 1024),
+        request_timeout: dur(issues, &g.request_timeout, Duration::from_secs(30)),
+        threads: g.threads.unwrap_or(1).max(1),
+        shutdown_grace: dur(issues, &g.shutdown_grace, Duration::ZERO),
+        shutdown_timeout: dur(issues, &g.shutdown_timeout, Duration::from_secs(10)),
+        otlp_endpoint: g.otlp_endpoint.clone(),
+        resolve_interval: dur(issues, &g.resolve_interval, Duration::from_secs(30)).max(Duration::from_millis(100)),
+        shadow: shadow_settings(issues, g),
+        dry_run_header: dry_run_header(issues, g, secrets),
+    }
+}
+
+/// Whether `[gateway]` names a dry-run secret (read or not).
+pub(super) fn has_dry_run_secret(g: &RawGateway) -> bool {
+    g.shadow_secret_env.is_some() || g.shadow_secret_file.is_some()
+}
+
+/// Reads the dry-run secret `[gateway]` names and turns it into the header value mirrored writes
+/// carry (marked sensitive, so `Debug` never shows it).
+fn dry_run_header(issues: &mut Issues<'_>, g: &RawGateway, secrets: Secrets) -> Option<http::HeaderValue> {
+    let (env, file) = (g.shadow_secret_env.as_ref(), g.shadow_secret_file.as_ref());
+    if let (Some(_), Some(f)) = (env, file) {
+        issues.at(f, "set only one of shadow_secret_env and shadow_secret_file", None);
+        return None;
+    }
+    let at = env.or(file)?;
+    if secrets == Secrets::Skip {
+        return None;
+    }
+    let loaded = strangler_wire::SharedSecret::load(
+        env.map(|e| e.get_ref().as_str()),
+        file.map(|f| std::path::Path::new(f.get_ref().as_str())),
+    );
+    match loaded {
+        Ok(Some(secret)) => {
+            let mut v = http::HeaderValue::from_str(&strangler_wire::DryRun::header_value(&secret))
+                .expect("a validated secret is a valid header value");
+            v.set_sensitive(true);
+            Some(v)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            issues.at(
+                at,
+                format!("cannot read the dry-run secret: {e}"),
+                Some("the gateway and the extracted services must be given the same secret".into()),
+            );
+            None
+        }
+    }
+}
+
+fn shadow_settings(issues: &mut Issues<'_>, g: &RawGateway) -> ShadowSettings {
+    let d = ShadowSettings::default();
+    ShadowSettings {
+        dir: g.shadow_dir.as_ref().filter(|s| !s.is_empty()).map(std::path::PathBuf::from),
+        threads: int_in(issues, &g.shadow_threads, "shadow_threads", 1..=64, d.threads as i64) as usize,
+        file_bytes: int_in(issues, &g.shadow_file_bytes, "shadow_file_bytes", 4096..=(1 << 40), d.file_bytes as i64)
+            as u64,
+        files: int_in(issues, &g.shadow_files, "shadow_files", 1..=1000, d.files as i64) as usize,
+        nice: int_in(issues, &g.shadow_nice, "shadow_nice", 0..=19, i64::from(d.nice)) as i32,
+    }
+}

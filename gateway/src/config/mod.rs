@@ -1,0 +1,140 @@
+//! `routes.toml`: its model, its validation and its compilation into an immutable [`RouteTable`].
+//!
+//! Loading is pure (no I/O besides what the caller read, the resolver and the secret file it
+//! names): [`load_str`] parses, validates and compiles in one step and reports *every* problem it
+//! finds, each with a place (`file:line:col`) and a hint, instead of stopping at the first one.
+//!
+//! - [`raw`]: the serde model, exactly what the file may contain.
+//! - [`diagnostics`]: issues with places, and the first pass that reports every unknown key.
+//! - [`values`]: durations, addresses, endpoints and bounded integers.
+//! - one module per section, in the order [`compile`] runs them: [`gateway`], [`upstreams`]
+//!   (with `[defaults]`), [`routes`] (with the router), [`shadow`] (a route's `[routes.shadow]`).
+
+mod diagnostics;
+mod gateway;
+pub mod raw;
+mod routes;
+mod shadow;
+mod upstreams;
+mod values;
+
+use std::collections::BTreeMap;
+
+pub use diagnostics::{line_col, ConfigError, ConfigIssue};
+pub use routes::KNOWN_METHODS;
+pub use values::{parse_duration, parse_endpoint, system_resolve, EndpointSpec, Resolve};
+
+use crate::shadow::compare::CompareRules;
+use crate::stage::Stage;
+use crate::table::RouteTable;
+use diagnostics::{parse_raw, Issues};
+use raw::RawConfig;
+
+/// Parses, validates and compiles `src` (named `file` in messages) into a [`RouteTable`].
+///
+/// Returns every problem found. Endpoint health state is carried over from `previous` (same
+/// upstream name and address) so a reload does not forget which endpoints are ejected.
+pub fn load_str(file: &str, src: &str, previous: Option<&RouteTable>) -> Result<RouteTable, ConfigError> {
+    load_str_with(file, src, previous, &system_resolve)
+}
+
+/// [`load_str`] with the resolver for endpoint host names given (tests, re-resolution).
+///
+/// A name that does not resolve is an error, unless `previous` has addresses for the same
+/// upstream and name: then those are kept (and a warning logged), so a DNS hiccup during a
+/// reload neither fails it nor empties the upstream.
+pub fn load_str_with(
+    file: &str,
+    src: &str,
+    previous: Option<&RouteTable>,
+    resolve: Resolve<'_>,
+) -> Result<RouteTable, ConfigError> {
+    load(file, src, previous, resolve, Secrets::Read)
+}
+
+/// Validates and compiles `src` without touching the machine it runs on: host names are not
+/// resolved (they become `0.0.0.0:PORT`) and secrets are not read (only whether one is
+/// configured counts). For checking a file meant for another environment.
+pub fn load_str_offline(file: &str, src: &str) -> Result<RouteTable, ConfigError> {
+    load(file, src, None, &values::unresolved, Secrets::Skip)
+}
+
+/// Whether compiling reads the secrets the file names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Read,
+    Skip,
+}
+
+fn load(
+    file: &str,
+    src: &str,
+    previous: Option<&RouteTable>,
+    resolve: Resolve<'_>,
+    secrets: Secrets,
+) -> Result<RouteTable, ConfigError> {
+    let (raw, structural) = parse_raw(file, src);
+    let Some(raw) = raw else {
+        return Err(structural.expect("a failed parse records an issue"));
+    };
+    match (compile(file, src, raw, previous, resolve, secrets), structural) {
+        (Ok(table), None) => Ok(table),
+        (Ok(_), Some(err)) => Err(err),
+        (Err(err), None) => Err(err),
+        (Err(mut err), Some(s)) => {
+            err.issues.extend(s.issues);
+            err.issues.sort_by_key(|i| (i.line, i.column));
+            Err(err)
+        }
+    }
+}
+
+/// Runs every section's validation and, when nothing was wrong, assembles the table.
+fn compile(
+    file: &str,
+    src: &str,
+    raw: RawConfig,
+    previous: Option<&RouteTable>,
+    resolve: Resolve<'_>,
+    secrets: Secrets,
+) -> Result<RouteTable, ConfigError> {
+    let mut issues = Issues::new(file, src);
+    let settings = gateway::compile_gateway(&mut issues, &raw.gateway, secrets);
+    let upstreams = upstreams::compile_upstreams(&mut issues, &raw.upstreams, previous, resolve);
+    let legacy = upstreams::default_upstream(&mut issues, &raw.defaults, &upstreams);
+    let dry_run_secret = gateway::has_dry_run_secret(&raw.gateway);
+    let (routes, router) = routes::compile_routes(&mut issues, &raw.routes, &settings, &upstreams, dry_run_secret);
+    if let Some(err) = issues.into_error() {
+        return Err(err);
+    }
+    let router = router.expect("no issues means the router was built");
+    Ok(RouteTable::new(settings, upstreams.list, legacy, routes, router, src))
+}
+
+/// The comparison rules of every route that has a `[routes.shadow]` table, at any stage, by
+/// route name. Contract checks use this so they judge "the same answer" exactly as shadowing
+/// will. Errors are the same as [`load_str`]'s.
+pub fn compare_rules(file: &str, src: &str) -> Result<BTreeMap<String, CompareRules>, ConfigError> {
+    load_str_offline(file, src)?;
+    let (raw, err) = parse_raw(file, src);
+    let raw = match (raw, err) {
+        (Some(raw), None) => raw,
+        (_, Some(e)) => return Err(e),
+        (None, None) => return Ok(Default::default()),
+    };
+    let mut issues = Issues::new(file, src);
+    let mut out = BTreeMap::new();
+    for r in &raw.routes {
+        let stage = Stage::parse(r.stage.get_ref()).unwrap_or(Stage::Legacy);
+        if let Some(spec) = shadow::shadow_spec(&mut issues, r, stage) {
+            out.insert(r.name.get_ref().clone(), spec.rules);
+        }
+    }
+    match issues.into_error() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests;

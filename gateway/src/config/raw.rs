@@ -1,0 +1,239 @@
+//! The raw `routes.toml` model: exactly what the file may contain, as serde reads it. Every
+//! struct denies unknown fields and keeps the spans of the values that validation may blame.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole `routes.toml` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Process-level settings: listen addresses, admin token, limits.
+    #[serde(default)]
+    pub gateway: RawGateway,
+    /// Where unmatched requests go.
+    pub defaults: RawDefaults,
+    /// Named upstreams (the legacy monolith and each extracted service).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    /// Routes, most specific pattern wins; see the README for the precedence rules.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[gateway]`: process-level settings. Address changes take effect only at restart.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Proxy listen address, e.g. "127.0.0.1:8080" (default "127.0.0.1:8080").
+    pub listen: Option<Spanned<String>>,
+    /// Admin listen address (health, metrics, reload), e.g. "127.0.0.1:9901".
+    pub admin_listen: Option<Spanned<String>>,
+    /// Bearer token for the protected admin endpoints (prefer `admin_token_env`).
+    pub admin_token: Option<String>,
+    /// Name of the environment variable holding the admin token.
+    pub admin_token_env: Option<String>,
+    /// Largest accepted request head (request line + headers) in bytes; larger answers 431.
+    pub max_header_bytes: Option<usize>,
+    /// Largest request body kept for retries/fallback; larger bodies stream and are not retried.
+    pub max_body_buffer_bytes: Option<usize>,
+    /// Whole-request deadline for routes without their own `timeout` (default "30s").
+    pub request_timeout: Option<Spanned<String>>,
+    /// Worker threads of the proxy service (default 1).
+    pub threads: Option<usize>,
+    /// After SIGTERM, keep serving this long before draining (default "0s").
+    pub shutdown_grace: Option<Spanned<String>>,
+    /// After the grace period, wait at most this long for in-flight requests (default "10s").
+    pub shutdown_timeout: Option<Spanned<String>>,
+    /// OTLP/HTTP endpoint for request spans; tracing export is off when absent.
+    pub otlp_endpoint: Option<String>,
+    /// How often endpoint host names are resolved again (default "30s").
+    pub resolve_interval: Option<Spanned<String>>,
+    /// Directory for shadow samples (rotating JSONL) and report snapshots; off when absent.
+    pub shadow_dir: Option<String>,
+    /// Worker threads of the shadow runtime (default 1).
+    pub shadow_threads: Option<Spanned<i64>>,
+    /// Size in bytes at which the samples file is rotated (default 8 MiB).
+    pub shadow_file_bytes: Option<Spanned<i64>>,
+    /// Sample files kept, the current one included (default 4).
+    pub shadow_files: Option<Spanned<i64>>,
+    /// Nice value (0–19) of the shadow worker threads (default 10): the proxy wins the CPU.
+    pub shadow_nice: Option<Spanned<i64>>,
+    /// Name of the environment variable holding the dry-run secret shared with the extracted
+    /// services (sent on mirrored writes; required by `writes = "dry-run"`). Never logged.
+    pub shadow_secret_env: Option<Spanned<String>>,
+    /// File holding the dry-run secret (e.g. a mounted Kubernetes Secret); reread on reload.
+    pub shadow_secret_file: Option<Spanned<String>>,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// The legacy upstream: unmatched requests and the legacy side of every route go here.
+    pub upstream: Spanned<String>,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// One or more "ip:port" or "host:port" endpoints. A host name is resolved when the file is
+    /// loaded (every address it resolves to becomes an endpoint) and again every
+    /// `[gateway] resolve_interval`, so a Kubernetes Service whose IP changes is followed.
+    pub endpoints: Vec<Spanned<String>>,
+    /// "round_robin" (default) or "least_conn".
+    pub balance: Option<Spanned<String>>,
+    /// TCP connect timeout per attempt (default "1s").
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Idle time allowed between two reads from the upstream (default "30s").
+    pub read_timeout: Option<Spanned<String>>,
+    /// How long an idle keep-alive connection to this upstream is kept (default "60s").
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Active health check; endpoints failing it get no traffic.
+    pub health_check: Option<RawHealthCheck>,
+    /// Passive ejection after consecutive failures.
+    pub eject: Option<RawEject>,
+}
+
+/// `[upstreams.NAME.health_check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// HTTP path probed with GET; 2xx/3xx is healthy.
+    pub path: Spanned<String>,
+    /// Time between probes (default "5s").
+    pub interval: Option<Spanned<String>>,
+    /// Probe timeout (default "1s").
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// `[upstreams.NAME.eject]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEject {
+    /// Consecutive connect failures or 5xx answers before an endpoint is ejected (default 5).
+    pub consecutive_failures: Option<u32>,
+    /// How long an ejected endpoint gets no traffic (default "10s").
+    pub duration: Option<Spanned<String>>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique name, used in metrics and the admin API.
+    pub name: Spanned<String>,
+    /// What requests this route takes.
+    #[serde(rename = "match")]
+    pub matcher: Spanned<RawMatch>,
+    /// The extracted upstream (required for every stage but `legacy`).
+    pub to: Option<Spanned<String>>,
+    /// "legacy" | "shadow" | "canary" | "extracted".
+    pub stage: Spanned<String>,
+    /// Canary: percentage 0–100 of requests sent to the extracted upstream.
+    pub weight: Option<Spanned<i64>>,
+    /// Canary: "header:NAME" or "cookie:NAME"; the same key always lands on the same side.
+    pub sticky: Option<Spanned<String>>,
+    /// "legacy": retry an idempotent request on legacy when extracted fails to connect or 5xx.
+    pub fallback: Option<Spanned<String>>,
+    /// Whole-request deadline, e.g. "2s"; past it the client gets 504.
+    pub timeout: Option<Spanned<String>>,
+    /// Retry policy (idempotent methods only).
+    pub retry: Option<RawRetry>,
+    /// Shadow traffic settings (stage "shadow", or "canary" with `on_canary = true`).
+    pub shadow: Option<Spanned<RawShadow>>,
+}
+
+/// A number written as an integer or a float.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum RawNumber {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawNumber {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            RawNumber::Int(i) => i as f64,
+            RawNumber::Float(f) => f,
+        }
+    }
+}
+
+/// `[routes.shadow]`: mirror the request to `to`, compare the answers, report.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    /// Share of eligible requests mirrored, 0.0–1.0 (default 1.0).
+    pub sample: Option<Spanned<RawNumber>>,
+    /// What to compare (default: status and body, no headers).
+    pub compare: Option<RawShadowCompare>,
+    /// Body paths not compared: JSON pointers, `*` = one level, `**` = any depth.
+    pub ignore: Option<Vec<Spanned<String>>>,
+    /// Numbers equal within this absolute difference (default 0).
+    pub numeric_tolerance: Option<Spanned<RawNumber>>,
+    /// "ordered" (default) or "multiset".
+    pub array_order: Option<Spanned<String>>,
+    /// Bodies kept up to this many bytes (default 262144).
+    pub max_body: Option<Spanned<i64>>,
+    /// Larger response bodies: "hash" (compare length + CRC-32, default) or "skip".
+    pub oversize: Option<Spanned<String>>,
+    /// "skip" (default: writes are not mirrored) or "dry-run" (mirrored with x-strangler-shadow: 1).
+    pub writes: Option<Spanned<String>>,
+    /// Replay safe requests to legacy a second time; differing fields are learnt as noise.
+    pub learn_noise: Option<bool>,
+    /// Headers whose values samples never show (default authorization, cookie, set-cookie).
+    pub redact_headers: Option<Vec<Spanned<String>>>,
+    /// On a canary route: mirror the requests legacy served.
+    pub on_canary: Option<Spanned<bool>>,
+    /// Deadline of one mirrored request (default "10s").
+    pub timeout: Option<Spanned<String>>,
+    /// Mirrors waiting for a worker; more are dropped and counted (default 1024).
+    pub queue: Option<Spanned<i64>>,
+    /// Mirrors in flight at once (default 32).
+    pub concurrency: Option<Spanned<i64>>,
+    /// Sample mismatches kept for the report (default 20).
+    pub samples: Option<Spanned<i64>>,
+}
+
+/// `compare = { ... }` of a shadow table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadowCompare {
+    /// Compare status codes (default true).
+    pub status: Option<bool>,
+    /// Response headers to compare (default none).
+    pub headers: Option<Vec<Spanned<String>>>,
+    /// Compare bodies (default true).
+    pub body: Option<bool>,
+}
+
+/// `match = { ... }` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Path pattern: "/api/orders/{id}", exact "/api/categories", prefix "/api/products/**".
+    pub path: Spanned<String>,
+    /// Allowed methods (any when absent).
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Header equality filters (all must match, header names are case-insensitive).
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// `retry = { ... }` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Extra attempts after the first (0–5).
+    pub attempts: Spanned<i64>,
+    /// Also retry when the upstream answers 502/503/504 (default false: only connect errors and
+    /// connections lost before a response).
+    #[serde(default)]
+    pub on_5xx: bool,
+    /// Retries allowed as a fraction of this route's requests, on top of 10 (default 0.2).
+    pub budget: Option<Spanned<f64>>,
+}

@@ -1,0 +1,197 @@
+//! Metrics (Prometheus): every metric the gateway exports, in one registry served on the admin
+//! port. Per-route metric handles are resolved once when a [`crate::table::RouteTable`] is
+//! compiled, so the request path only does atomic increments (no label lookups, no allocation).
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::stage::Side;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    pub registry: Registry,
+    /// `strangler_gateway_requests_total{route,side,class}`
+    pub requests: IntCounterVec,
+    /// `strangler_gateway_request_duration_seconds{route,side}`
+    pub latency: HistogramVec,
+    /// `strangler_gateway_upstream_errors_total{upstream,kind}`
+    pub upstream_errors: IntCounterVec,
+    /// `strangler_gateway_retries_total{route,kind}` (kind = retry | fallback)
+    pub retries: IntCounterVec,
+    /// `strangler_gateway_config_reloads_total{result,trigger}`
+    pub reloads: IntCounterVec,
+    /// `strangler_gateway_config_last_reload_failed` 1 when the last reload attempt failed
+    pub last_reload_failed: IntGauge,
+    /// `strangler_gateway_config_info{version}` 1 for the version being served
+    pub config_info: IntGaugeVec,
+    /// `strangler_gateway_endpoint_ejections_total{upstream}`
+    pub ejections: IntCounterVec,
+    /// `strangler_gateway_otlp_spans_exported_total`
+    pub spans_exported: IntCounter,
+    /// `strangler_gateway_otlp_spans_dropped_total` (queue full or export failed)
+    pub spans_dropped: IntCounter,
+    /// `strangler_gateway_client_internal_headers_stripped_total`: `x-strangler-*` headers
+    /// clients sent (the gateway owns that namespace and removes them).
+    pub internal_headers_stripped: IntCounter,
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("strangler_gateway_requests_total", "Requests answered, by route, side and status class"),
+            &["route", "side", "class"],
+        )
+        .expect("metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("strangler_gateway_request_duration_seconds", "Time from request to end of response")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["route", "side"],
+        )
+        .expect("metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("strangler_gateway_upstream_errors_total", "Upstream failures (connect, timeout, 5xx, other)"),
+            &["upstream", "kind"],
+        )
+        .expect("metric");
+        let retries = IntCounterVec::new(
+            Opts::new("strangler_gateway_retries_total", "Retries and legacy fallbacks, by route"),
+            &["route", "kind"],
+        )
+        .expect("metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("strangler_gateway_config_reloads_total", "Config reload attempts by result and trigger"),
+            &["result", "trigger"],
+        )
+        .expect("metric");
+        let last_reload_failed = IntGauge::new(
+            "strangler_gateway_config_last_reload_failed",
+            "1 when the last config reload failed and an older config is serving",
+        )
+        .expect("metric");
+        let config_info = IntGaugeVec::new(
+            Opts::new("strangler_gateway_config_info", "The config version being served (value 1)"),
+            &["version"],
+        )
+        .expect("metric");
+        let ejections = IntCounterVec::new(
+            Opts::new("strangler_gateway_endpoint_ejections_total", "Endpoints ejected by passive health checks"),
+            &["upstream"],
+        )
+        .expect("metric");
+        let spans_exported =
+            IntCounter::new("strangler_gateway_otlp_spans_exported_total", "Request spans exported over OTLP")
+                .expect("metric");
+        let spans_dropped = IntCounter::new(
+            "strangler_gateway_otlp_spans_dropped_total",
+            "Request spans dropped (export queue full or export failed)",
+        )
+        .expect("metric");
+        let internal_headers_stripped = IntCounter::new(
+            "strangler_gateway_client_internal_headers_stripped_total",
+            "x-strangler-* headers sent by clients and removed by the gateway",
+        )
+        .expect("metric");
+        for c in [
+            Box::new(internal_headers_stripped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
+            Box::new(latency.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(retries.clone()),
+            Box::new(reloads.clone()),
+            Box::new(last_reload_failed.clone()),
+            Box::new(config_info.clone()),
+            Box::new(ejections.clone()),
+            Box::new(spans_exported.clone()),
+            Box::new(spans_dropped.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            retries,
+            reloads,
+            last_reload_failed,
+            config_info,
+            ejections,
+            spans_exported,
+            spans_dropped,
+            internal_headers_stripped,
+        }
+    })
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Marks `version` as the one serving.
+    pub fn set_version(&self, version: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[version]).set(1);
+    }
+}
+
+/// Pre-resolved handles for one side of one route.
+#[derive(Clone)]
+pub struct SideMetrics {
+    /// Index = status / 100 (0 = no response).
+    classes: [IntCounter; 6],
+    latency: Histogram,
+}
+
+/// Pre-resolved handles for one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    legacy: SideMetrics,
+    extracted: SideMetrics,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteMetrics")
+    }
+}
+
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl SideMetrics {
+    fn new(route: &str, side: &str) -> Self {
+        let m = metrics();
+        Self {
+            classes: CLASSES.map(|c| m.requests.with_label_values(&[route, side, c])),
+            latency: m.latency.with_label_values(&[route, side]),
+        }
+    }
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        Self { legacy: SideMetrics::new(route, "legacy"), extracted: SideMetrics::new(route, "extracted") }
+    }
+
+    /// Records one finished request.
+    #[inline]
+    pub fn observe(&self, side: Side, status: u16, seconds: f64) {
+        let s = match side {
+            Side::Legacy => &self.legacy,
+            Side::Extracted => &self.extracted,
+        };
+        let class = usize::from(status / 100).min(5);
+        s.classes[class].inc();
+        s.latency.observe(seconds);
+    }
+}
