@@ -16,6 +16,8 @@ for dir in . "${TMPDIR:-/tmp}"; do
     fi
 done
 
+echo "==> module imports run one way (no module imports one that imports it back)"
+scripts/module-cycles.py gateway/src cdc-sync/src extracted/kit/src
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (warnings are errors)"
