@@ -24,21 +24,28 @@ struct Answer {
     body: Vec<u8>,
 }
 
-async fn call(http: &Client, method: Method, url: &str, body: Option<&Value>, shadow: bool) -> Answer {
+/// `dry_run`: the `x-strangler-shadow` value (with the stack's secret) that makes it a dry run.
+async fn call(http: &Client, method: Method, url: &str, body: Option<&Value>, dry_run: Option<&str>) -> Answer {
     let mut r = http.request(method, url);
     if let Some(b) = body {
         r = r.json(b);
     }
-    if shadow {
-        r = r.header("x-strangler-shadow", "1");
+    if let Some(v) = dry_run {
+        r = r.header("x-strangler-shadow", v);
     }
     let resp = r.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
     Answer { status: resp.status().as_u16(), body: resp.bytes().await.unwrap().to_vec() }
 }
 
+/// The HTTP client, and the `x-strangler-shadow` value with the stack's secret.
+struct Caller {
+    http: Client,
+    dry_run: String,
+}
+
 /// Sends `path` to both sides and returns the differences found (empty = contract holds).
 async fn differences(
-    http: &Client,
+    caller: &Caller,
     legacy: &str,
     extracted: &str,
     method: Method,
@@ -47,9 +54,9 @@ async fn differences(
     rules: &CompareRules,
 ) -> Vec<String> {
     // The extracted side runs first as a dry run (rolled back), so both see the same state.
-    let shadow = method != Method::GET;
-    let e = call(http, method.clone(), &format!("{extracted}{path}"), body, shadow).await;
-    let l = call(http, method.clone(), &format!("{legacy}{path}"), body, false).await;
+    let shadow = (method != Method::GET).then_some(caller.dry_run.as_str());
+    let e = call(&caller.http, method.clone(), &format!("{extracted}{path}"), body, shadow).await;
+    let l = call(&caller.http, method.clone(), &format!("{legacy}{path}"), body, None).await;
     let c = compare(
         rules,
         &Captured { status: l.status, headers: &[], body: &l.body, truncated: false, digest: None },
@@ -71,6 +78,7 @@ async fn extracted_services_answer_like_legacy() {
         tokio::task::spawn_blocking(move || Stack::start(opts)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     let http = Client::new();
     let (legacy, catalog, orders) = (stack.legacy_url(), stack.catalog_url(), stack.orders_url());
+    let caller = Caller { http: http.clone(), dry_run: stack.dry_run_header() };
     let mut diffs = Vec::new();
 
     // --- catalog: every read endpoint, with the data cdc-sync snapshotted -------------------
@@ -121,7 +129,7 @@ async fn extracted_services_answer_like_legacy() {
         } else {
             "products"
         };
-        diffs.extend(differences(&http, &legacy, &catalog, Method::GET, p, None, &rules(route)).await);
+        diffs.extend(differences(&caller, &legacy, &catalog, Method::GET, p, None, &rules(route)).await);
     }
     let catalog_checked = paths.len();
 
@@ -134,7 +142,7 @@ async fn extracted_services_answer_like_legacy() {
     );
     for p in &paths {
         let route = if p.starts_with("/api/customers") { "customer-orders" } else { "order-read" };
-        diffs.extend(differences(&http, &legacy, &orders, Method::GET, p, None, &rules(route)).await);
+        diffs.extend(differences(&caller, &legacy, &orders, Method::GET, p, None, &rules(route)).await);
     }
 
     // --- orders: writes (extracted side as a dry run, then legacy for real) -----------------
@@ -150,10 +158,10 @@ async fn extracted_services_answer_like_legacy() {
         json!({"customer_id": "three"}),
     ];
     for b in &bad_bodies {
-        diffs.extend(differences(&http, &legacy, &orders, Method::POST, "/api/orders", Some(b), &write).await);
+        diffs.extend(differences(&caller, &legacy, &orders, Method::POST, "/api/orders", Some(b), &write).await);
     }
     let orders_before = stack.services_pg.psql("orders", "SELECT count(*) FROM orders").unwrap();
-    diffs.extend(differences(&http, &legacy, &orders, Method::POST, "/api/orders", Some(&good), &write).await);
+    diffs.extend(differences(&caller, &legacy, &orders, Method::POST, "/api/orders", Some(&good), &write).await);
 
     // The legacy order (a real write) reaches the orders service through cdc-sync; its lookup
     // must then be identical on both sides, ids and timestamps included.
@@ -172,7 +180,7 @@ async fn extracted_services_answer_like_legacy() {
     assert_ne!(orders_before, "0");
     diffs.extend(
         differences(
-            &http,
+            &caller,
             &legacy,
             &orders,
             Method::GET,

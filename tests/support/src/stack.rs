@@ -84,6 +84,10 @@ pub struct StackOptions {
     pub seed_args: Vec<String>,
     /// Bearer token of the gateway's admin API.
     pub admin_token: String,
+    /// The dry-run secret shared by the gateway and the extracted services, given to all three as
+    /// `STRANGLER_SHADOW_SECRET` (routes.toml: `shadow_secret_env`). [`random_secret`] by default:
+    /// every stack has its own.
+    pub shadow_secret: String,
     /// Start cdc-sync and the extracted services (otherwise only legacy [+ gateway]).
     pub services: bool,
     /// Start the gateway.
@@ -102,11 +106,26 @@ impl StackOptions {
             ports: Ports::free(),
             seed_args: ["--products", "300", "--customers", "60", "--orders", "400"].map(String::from).to_vec(),
             admin_token: "test-admin-token".into(),
+            shadow_secret: random_secret(),
             services: true,
             gateway: true,
             verbose: false,
         }
     }
+}
+
+/// The environment variable the gateway (routes.toml `shadow_secret_env`) and the extracted
+/// services (strangler-kit) read the dry-run secret from.
+pub const SHADOW_SECRET_ENV: &str = "STRANGLER_SHADOW_SECRET";
+
+/// A fresh dry-run secret: 32 hex digits (128 bits) from the kernel's random source.
+pub fn random_secret() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .unwrap_or_else(|e| panic!("reading /dev/urandom: {e}"));
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Telemetry settings for the processes that emit request traces: the gateway and the extracted
@@ -229,6 +248,8 @@ impl Stack {
                 let listen = addr(port).to_string();
                 let mut cmd = Command::new(stack.bin(svc)?);
                 cmd.args(["--listen", &listen, "--database-url", db]);
+                // the stack's secret, not one a file inherited from our environment would override
+                cmd.env(SHADOW_SECRET_ENV, &o.shadow_secret).env_remove("STRANGLER_SHADOW_SECRET_FILE");
                 obs.apply(&mut cmd);
                 stack.spawn(svc, &mut cmd, port, "/health/ready")?;
             }
@@ -242,6 +263,7 @@ impl Stack {
             cmd.arg("--upgrade-sock").arg(o.run_dir.join("gateway-upgrade.sock"));
             cmd.arg("--pid-file").arg(o.run_dir.join("gateway.pid"));
             cmd.env("STRANGLER_ADMIN_TOKEN", &o.admin_token);
+            cmd.env(SHADOW_SECRET_ENV, &o.shadow_secret);
             obs.apply(&mut cmd);
             stack.spawn("strangler-gateway", &mut cmd, o.ports.admin, "/health/ready")?;
             wait_for_http(addr(o.ports.gateway), "/health/live", Duration::from_secs(30))
@@ -255,6 +277,12 @@ impl Stack {
         cmd.env("LEGACY_DATABASE_URL", self.legacy_pg.connection_string("legacy"))
             .env("CATALOG_DATABASE_URL", self.services_pg.connection_string("catalog"))
             .env("ORDERS_DATABASE_URL", self.services_pg.connection_string("orders"));
+    }
+
+    /// The value of `x-strangler-shadow` that makes this stack's services run a request as a dry
+    /// run (what the gateway sends on mirrored writes).
+    pub fn dry_run_header(&self) -> String {
+        format!("1; secret={}", self.opts.shadow_secret)
     }
 
     /// The live routes.toml the gateway watches (edit it to move traffic).

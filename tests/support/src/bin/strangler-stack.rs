@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strangler_support::stack::repo_dir;
+use strangler_support::stack::{random_secret, repo_dir, SHADOW_SECRET_ENV};
 use strangler_support::{Ports, Stack, StackOptions};
 
 const HELP: &str = "\
@@ -27,7 +27,10 @@ USAGE: strangler-stack [OPTIONS]
   --orders N
 
 The gateway reads <run-dir>/routes.toml (a copy of the repository's routes.toml): edit it to move
-traffic; it is reloaded on save. Ctrl-C stops every process and deletes the clusters.";
+traffic; it is reloaded on save. Ctrl-C stops every process and deletes the clusters.
+
+The gateway and the services share a dry-run secret ($STRANGLER_SHADOW_SECRET, or a random one
+per run), written to <run-dir>/shadow-secret (mode 0600).";
 
 fn parse_args() -> Result<StackOptions, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -38,6 +41,7 @@ fn parse_args() -> Result<StackOptions, String> {
         ports: Ports::DEMO,
         seed_args: Vec::new(),
         admin_token: std::env::var("STRANGLER_ADMIN_TOKEN").unwrap_or_else(|_| "dev-admin-token".into()),
+        shadow_secret: std::env::var(SHADOW_SECRET_ENV).ok().filter(|s| !s.is_empty()).unwrap_or_else(random_secret),
         services: true,
         gateway: true,
         verbose: true,
@@ -84,6 +88,20 @@ fn main() {
     }
 }
 
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    writeln!(f, "{text}").map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
 fn run(mut opts: StackOptions) -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {
@@ -93,6 +111,8 @@ fn run(mut opts: StackOptions) -> Result<(), String> {
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| format!("creating {}: {e}", opts.run_dir.display()))?;
     opts.run_dir = std::fs::canonicalize(&opts.run_dir).map_err(|e| e.to_string())?;
     let token = opts.admin_token.clone();
+    let secret_file = opts.run_dir.join("shadow-secret");
+    write_private(&secret_file, &opts.shadow_secret)?;
     let mut stack = Stack::start(opts)?;
     let run = stack.opts.run_dir.clone();
 
@@ -117,6 +137,12 @@ fn run(mut opts: StackOptions) -> Result<(), String> {
         stack.services_pg.url("catalog")
     );
     println!("  logs            {}/logs/", run.display());
+    if stack.opts.services {
+        println!(
+            "  dry-run secret  {} (x-strangler-shadow: 1; secret=<it> makes a service roll back)",
+            secret_file.display()
+        );
+    }
     println!();
     if stack.opts.gateway {
         println!("Try this:");
