@@ -12,7 +12,8 @@
 //! and then: zero failed client requests across every step, `cdc-sync verify` equal for both
 //! pipelines, and every order created through the extracted service readable through legacy.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,71 +22,7 @@ use reqwest::Client;
 use serde_json::{json, Value};
 use strangler_support::{Stack, StackOptions};
 
-/// Sets a route's stage (and canary weight) in the live routes.toml, keeping everything else.
-fn set_stage(routes: &Path, route: &str, stage: &str, weight: Option<u8>) {
-    let text = std::fs::read_to_string(routes).unwrap();
-    let start =
-        text.find(&format!("name = \"{route}\"\n")).unwrap_or_else(|| panic!("route {route} not in routes.toml"));
-    let end = text[start..].find("[[routes]]").map(|i| start + i).unwrap_or(text.len());
-    let block: Vec<String> = text[start..end]
-        .lines()
-        .filter(|l| !l.starts_with("weight ="))
-        .flat_map(|l| {
-            if l.starts_with("stage =") {
-                let mut v = vec![format!("stage = \"{stage}\"")];
-                if let Some(w) = weight {
-                    v.push(format!("weight = {w}"));
-                }
-                v
-            } else {
-                vec![l.to_string()]
-            }
-        })
-        .collect();
-    let sep = if end < text.len() { "\n\n" } else { "\n" };
-    let new = format!("{}{}{sep}{}", &text[..start], block.join("\n").trim_end(), &text[end..]);
-    // Write-and-rename, as editors and ConfigMap updates do.
-    let tmp = routes.with_extension("toml.tmp");
-    std::fs::write(&tmp, new).unwrap();
-    std::fs::rename(&tmp, routes).unwrap();
-}
-
-struct Admin {
-    http: Client,
-    url: String,
-    token: String,
-}
-
-impl Admin {
-    async fn get(&self, path: &str) -> Value {
-        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    /// Waits until the gateway serves `route` at `stage` (the reload went through).
-    async fn wait_stage(&self, route: &str, stage: &str, weight: Option<u8>) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self.get("/admin/routes").await;
-            let r = v["routes"].as_array().unwrap().iter().find(|r| r["name"] == route).cloned().unwrap_or_default();
-            let weight_ok = weight.is_none_or(|w| r["weight"].as_u64() == Some(u64::from(w)));
-            if r["stage"] == stage && weight_ok {
-                return;
-            }
-            let errors = self.get("/admin/config-errors").await;
-            assert!(
-                Instant::now() < deadline,
-                "route {route} never reached stage {stage}: {r}; config errors: {errors}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn shadow(&self, route: &str) -> Value {
-        self.get(&format!("/admin/shadow/{route}")).await
-    }
-}
+use common::{set_stage, Admin};
 
 /// Requests sent through the gateway by the background client, and every failure.
 #[derive(Default)]

@@ -4,47 +4,17 @@
 //! child, and the catalog's `db.transaction` span under that — with the trace id in the logs of
 //! both the gateway and the catalog service.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::Client;
-use serde_json::Value;
 use strangler_support::otlp::{hex, OtlpReceiver, ReceivedSpan, Span};
 use strangler_support::stack::Observability;
 use strangler_support::{Stack, StackOptions};
 
-/// Sets a route's stage in the live routes.toml (write-and-rename), keeping everything else.
-fn set_stage(routes: &Path, route: &str, stage: &str) {
-    let text = std::fs::read_to_string(routes).unwrap();
-    let start =
-        text.find(&format!("name = \"{route}\"\n")).unwrap_or_else(|| panic!("route {route} not in routes.toml"));
-    let end = text[start..].find("[[routes]]").map(|i| start + i).unwrap_or(text.len());
-    let block: Vec<String> = text[start..end]
-        .lines()
-        .filter(|l| !l.starts_with("weight ="))
-        .map(|l| if l.starts_with("stage =") { format!("stage = \"{stage}\"") } else { l.to_string() })
-        .collect();
-    let sep = if end < text.len() { "\n\n" } else { "\n" };
-    let new = format!("{}{}{sep}{}", &text[..start], block.join("\n").trim_end(), &text[end..]);
-    let tmp = routes.with_extension("toml.tmp");
-    std::fs::write(&tmp, new).unwrap();
-    std::fs::rename(&tmp, routes).unwrap();
-}
-
-/// Waits until the gateway serves `route` at `stage` (the reload went through).
-async fn wait_stage(http: &Client, admin: &str, token: &str, route: &str, stage: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v: Value =
-            http.get(format!("{admin}/admin/routes")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-        let r = v["routes"].as_array().unwrap().iter().find(|r| r["name"] == route).cloned().unwrap_or_default();
-        if r["stage"] == stage {
-            return;
-        }
-        assert!(Instant::now() < deadline, "route {route} never reached stage {stage}: {r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{set_stage, Admin};
 
 /// The spans of `trace_id` once the gateway's span, a catalog `request` span and a catalog
 /// `db.transaction` span have all arrived (or whatever arrived by the deadline).
@@ -93,8 +63,9 @@ async fn one_request_is_one_trace_from_gateway_to_service_to_db() {
         .unwrap()
         .unwrap_or_else(|e| panic!("{e}"));
     let http = Client::new();
-    set_stage(stack.routes_path(), "products", "extracted");
-    wait_stage(&http, &stack.admin_url(), &token, "products", "extracted").await;
+    set_stage(stack.routes_path(), "products", "extracted", None);
+    let admin = Admin { http: http.clone(), url: stack.admin_url(), token: token.clone() };
+    admin.wait_stage("products", "extracted", None).await;
 
     // one client request, continuing a trace the client started
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
