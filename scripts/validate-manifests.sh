@@ -189,6 +189,8 @@ sys.exit(1 if bad or not found else 0)
 PYEOF
 then pass "embedded-toml (syntax)"; else fail "embedded-toml (syntax)"; fi
 if [[ -n ${STRANGLER_GATEWAY_BIN:-} ]]; then
+    # --no-resolve also reads no secrets: the admin token and the dry-run secret the file names
+    # (admin_token_env, shadow_secret_env) need not be set here, only named.
     rc=0
     "$STRANGLER_GATEWAY_BIN" check --no-resolve "$WORK/toml/strangler-routes/routes.toml" >"$WORK/gw-check.out" 2>&1 || rc=$?
     sed 's/^/  /' "$WORK/gw-check.out"
