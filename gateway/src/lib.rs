@@ -5,7 +5,8 @@
 //! Modules, in the order a request meets them: [`proxy`] (the Pingora callbacks) asks the
 //! serving [`table`] (held by [`reload`], compiled by [`config`]) which [`router`] route takes
 //! the request and which [`stage::Side`] answers; [`shadow`] mirrors and compares; [`metrics`]
-//! and [`telemetry`] observe; [`admin`] and [`background`] run beside the proxy.
+//! and [`telemetry`] observe; [`tls`] picks certificates for the HTTPS listener; [`admin`] and
+//! [`background`] run beside the proxy.
 
 pub mod admin;
 pub mod background;
@@ -19,3 +20,4 @@ pub mod shadow;
 pub mod stage;
 pub mod table;
 pub mod telemetry;
+pub mod tls;

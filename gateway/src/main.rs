@@ -14,6 +14,7 @@ use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
 use strangler_gateway::shadow::ShadowService;
 use strangler_gateway::telemetry;
+use strangler_gateway::tls::SniResolver;
 
 /// mimalloc: the request path allocates a few dozen small objects (Pingora's header maps, futures,
 /// buffers); glibc malloc spent about a fifth of the gateway's user-space instructions on them.
@@ -231,7 +232,30 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
         "strangler-gateway",
     );
     service.add_tcp(&settings.listen.to_string());
+    if settings.h2c {
+        if let Some(app) = service.app_logic_mut() {
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+    }
+    if let Some(tls) = &settings.tls {
+        // The resolver reads the serving table at each handshake: certificates reload with it.
+        let mut tls_settings = match pingora::listeners::tls::TlsSettings::intermediate("", "") {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("cannot set up TLS on {}: {e}", tls.listen);
+                return ExitCode::from(1);
+            }
+        };
+        tls_settings.set_cert_resolver(Arc::new(SniResolver::new(store.clone())));
+        if tls.http2 {
+            tls_settings.enable_h2();
+        }
+        service.add_tls_with_settings(&tls.listen.to_string(), None, tls_settings);
+    }
     server.add_service(service);
-    tracing::info!(listen = %settings.listen, admin = %settings.admin_listen, version = %store.current().version, "gateway starting");
+    let https = settings.tls.as_ref().map(|t| t.listen.to_string()).unwrap_or_else(|| "-".into());
+    tracing::info!(listen = %settings.listen, https = %https, admin = %settings.admin_listen, version = %store.current().version, "gateway starting");
     server.run_forever()
 }

@@ -39,6 +39,8 @@ pub struct RequestCtx {
     retry_granted: bool,
     pub request_id: Option<HeaderValue>,
     pub trace: Option<TraceContext>,
+    /// The client connection is TLS.
+    pub tls: bool,
     /// Set when this request is mirrored (see [`ShadowHook`]).
     pub shadow: Option<ShadowHook>,
 }
@@ -201,6 +203,34 @@ async fn respond_json(session: &mut Session, status: u16, code: &str, message: &
     }
 }
 
+/// `https://` + the request's host (its port replaced by the HTTPS listener's, dropped when 443)
+/// + the request target.
+fn https_location(req: &RequestHeader, https_port: u16) -> String {
+    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri.host()).unwrap_or("localhost");
+    // strip a port (but not the colons of a bracketed IPv6 literal)
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if https_port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{https_port}{target}")
+    }
+}
+
+/// Answers 308 (method and body kept) to `location`.
+async fn redirect(session: &mut Session, location: &str, request_id: Option<&HeaderValue>) {
+    let Ok(mut resp) = ResponseHeader::build(308, Some(4)) else { return };
+    let _ = resp.insert_header(header::LOCATION, location);
+    let _ = resp.insert_header(header::CONTENT_LENGTH, "0");
+    if let Some(v) = request_id {
+        let _ = resp.insert_header("x-request-id", v.clone());
+    }
+    let _ = session.write_response_header(Box::new(resp), true).await;
+}
+
 fn error_kind(e: &Error) -> &'static str {
     match e.etype() {
         ErrorType::ConnectTimedout
@@ -319,6 +349,7 @@ impl ProxyHttp for GatewayProxy {
             retry_granted: false,
             request_id: None,
             trace: None,
+            tls: false,
             shadow: None,
         }
     }
@@ -342,6 +373,14 @@ impl ProxyHttp for GatewayProxy {
             table.default_metrics.observe(Side::Legacy, status, 0.0);
             return Ok(true);
         }
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if let Some(tls) = table.settings.tls.as_ref().filter(|t| t.redirect_http && !ctx.tls) {
+            let location = https_location(session.req_header(), tls.listen.port());
+            redirect(session, &location, ctx.request_id.as_ref()).await;
+            table.default_metrics.observe(Side::Legacy, 308, 0.0);
+            return Ok(true);
+        }
+        let req = session.req_header();
         let path = std::str::from_utf8(req.raw_path()).unwrap_or("/");
         let path = path.split('?').next().unwrap_or(path);
         ctx.route = table.find(path, &req.method, &req.headers);
@@ -412,7 +451,8 @@ impl ProxyHttp for GatewayProxy {
             req.insert_header("x-forwarded-for", xff)?;
         }
         if !req.headers.contains_key("x-forwarded-proto") {
-            req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+            let proto = if ctx.tls { "https" } else { "http" };
+            req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         }
         if !req.headers.contains_key("x-forwarded-host") {
             if let Some(h) = req.headers.get(header::HOST).cloned() {

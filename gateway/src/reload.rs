@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{load_str, load_str_with, parse_endpoint, ConfigError, ConfigIssue, EndpointSpec, Resolve};
+use crate::config::{
+    files_fingerprint, load_str, load_str_with, parse_endpoint, ConfigError, ConfigIssue, EndpointSpec, Resolve,
+};
 use crate::metrics::metrics;
 use crate::table::{version_hash, RouteTable};
 
@@ -209,16 +211,32 @@ impl ConfigStore {
         }
     }
 
+    /// Whether a certificate or key file of the serving `[gateway.tls]` changed on disk.
+    pub fn tls_files_changed(&self) -> bool {
+        let table = self.current.load();
+        table.settings.tls.as_ref().is_some_and(|t| files_fingerprint(&t.files) != t.fingerprint)
+    }
+
+    /// Directories to watch: the config file's, and those of the serving certificates and keys.
+    fn watched_dirs(&self) -> HashSet<PathBuf> {
+        let parent = |p: &Path| {
+            p.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        };
+        let mut dirs: HashSet<PathBuf> = HashSet::from([parent(&self.path)]);
+        if let Some(tls) = &self.current.load().settings.tls {
+            dirs.extend(tls.files.iter().map(|f| parent(f)));
+        }
+        dirs
+    }
+
     /// Watches the file's directory (so editors' rename-writes and ConfigMap symlink swaps are
-    /// seen) and reloads after `debounce` of quiet, when the content actually changed.
+    /// seen) and the directories of the TLS certificates and keys (a rotated Kubernetes Secret),
+    /// and reloads after `debounce` of quiet, when the content actually changed.
     pub fn watch(self: &Arc<Self>, debounce: Duration) -> notify::Result<()> {
         use notify::{RecursiveMode, Watcher};
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev {
@@ -227,17 +245,28 @@ impl ConfigStore {
                 }
             }
         })?;
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let mut watching = HashSet::new();
+        for dir in self.watched_dirs() {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+            watching.insert(dir);
+        }
         let store = Arc::clone(self);
         std::thread::Builder::new()
             .name("config-watch".into())
             .spawn(move || {
-                let _watcher = watcher; // keep it alive as long as the thread
                 while rx.recv().is_ok() {
                     // debounce: wait for a quiet period
                     while rx.recv_timeout(debounce).is_ok() {}
                     if store.file_changed() {
                         let _ = store.reload("file");
+                    } else if store.tls_files_changed() {
+                        let _ = store.reload("tls");
+                    }
+                    // a reload may name certificates in directories not watched yet
+                    for dir in store.watched_dirs() {
+                        if !watching.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+                            watching.insert(dir);
+                        }
                     }
                 }
             })

@@ -34,6 +34,33 @@ pub struct GatewaySettings {
     /// The `x-strangler-shadow` value mirrored requests carry (with the shared secret), when a
     /// secret is configured. Marked sensitive.
     pub dry_run_header: Option<HeaderValue>,
+    /// Accept cleartext HTTP/2 with prior knowledge on `listen`.
+    pub h2c: bool,
+    /// The HTTPS listener, when configured.
+    pub tls: Option<TlsListener>,
+}
+
+/// `[gateway.tls]`, with its certificates loaded and checked.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    /// In file order; the first is used when no certificate matches the client's SNI. Empty
+    /// only in offline checks (files not read).
+    pub certificates: Vec<Certificate>,
+    /// Every certificate and key file, and a checksum of their contents when loaded.
+    pub files: Vec<std::path::PathBuf>,
+    pub fingerprint: u32,
+    /// Offer h2 by ALPN.
+    pub http2: bool,
+    /// Plain-HTTP requests get a redirect to HTTPS.
+    pub redirect_http: bool,
+}
+
+/// A loaded certificate chain and key.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub cert_file: std::path::PathBuf,
+    pub key: Arc<rustls::sign::CertifiedKey>,
 }
 
 /// Where the sticky key comes from.

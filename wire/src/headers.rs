@@ -38,7 +38,8 @@ pub fn is_internal(name: &str) -> bool {
 
 /// The secret the gateway and the services share to authenticate dry-run requests.
 ///
-/// Its `Debug` and `Display` never show the value, so it cannot end up in a log by accident.
+/// Its `Debug` never shows the value (and it has no `Display`), so it cannot end up in a log by
+/// accident.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedSecret(String);
 

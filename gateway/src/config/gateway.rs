@@ -32,6 +32,8 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         resolve_interval: dur(issues, &g.resolve_interval, Duration::from_secs(30)).max(Duration::from_millis(100)),
         shadow: shadow_settings(issues, g),
         dry_run_header: dry_run_header(issues, g, secrets),
+        h2c: g.h2c.unwrap_or(false),
+        tls: g.tls.as_ref().and_then(|t| super::tls::compile_tls(issues, t, secrets)),
     }
 }
 

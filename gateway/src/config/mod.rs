@@ -8,13 +8,15 @@
 //! - [`diagnostics`]: issues with places, and the first pass that reports every unknown key.
 //! - [`values`]: durations, addresses, endpoints and bounded integers.
 //! - one module per section, in the order [`compile`] runs them: [`gateway`], [`upstreams`]
-//!   (with `[defaults]`), [`routes`] (with the router), [`shadow`] (a route's `[routes.shadow]`).
+//!   (with `[defaults]`), [`routes`] (with the router), [`shadow`] (a route's `[routes.shadow]`),
+//!   [`tls`] (`[gateway.tls]`: the HTTPS listener and its certificates).
 
 mod diagnostics;
 mod gateway;
 pub mod raw;
 mod routes;
 mod shadow;
+mod tls;
 mod upstreams;
 mod values;
 
@@ -22,6 +24,7 @@ use std::collections::BTreeMap;
 
 pub use diagnostics::{line_col, ConfigError, ConfigIssue};
 pub use routes::KNOWN_METHODS;
+pub use tls::{files_fingerprint, load_certificate};
 pub use values::{parse_duration, parse_endpoint, system_resolve, EndpointSpec, Resolve};
 
 use crate::shadow::compare::CompareRules;

@@ -66,6 +66,35 @@ pub struct RawGateway {
     pub shadow_secret_env: Option<Spanned<String>>,
     /// File holding the dry-run secret (e.g. a mounted Kubernetes Secret); reread on reload.
     pub shadow_secret_file: Option<Spanned<String>>,
+    /// Accept cleartext HTTP/2 with prior knowledge (h2c) on `listen` (default false).
+    pub h2c: Option<bool>,
+    /// The HTTPS listener.
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `[gateway.tls]`: terminate TLS 1.2/1.3 for clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// HTTPS listen address, e.g. "0.0.0.0:8443" (restart to change).
+    pub listen: Spanned<String>,
+    /// Certificate/key pairs; the one whose names match the client's SNI is used, the first one
+    /// when none does. Files are reloaded when they change.
+    pub certificates: Vec<Spanned<RawCertificate>>,
+    /// Offer HTTP/2 by ALPN (default true).
+    pub http2: Option<bool>,
+    /// Answer plain-HTTP requests on `listen` with a redirect to HTTPS (default false).
+    pub redirect_http: Option<bool>,
+}
+
+/// One `{ cert = "...", key = "..." }` of `[gateway.tls] certificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
 }
 
 /// `[defaults]`.
