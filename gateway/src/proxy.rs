@@ -41,6 +41,9 @@ pub struct RequestCtx {
     pub trace: Option<TraceContext>,
     /// The client connection is TLS.
     pub tls: bool,
+    /// Largest request body for this request's route, and the bytes of it seen so far.
+    pub body_limit: u64,
+    pub body_seen: u64,
     /// Set when this request is mirrored (see [`ShadowHook`]).
     pub shadow: Option<ShadowHook>,
 }
@@ -113,6 +116,14 @@ fn strip_internal_headers(req: &mut RequestHeader) {
         req.remove_header(n);
     }
     metrics().internal_headers_stripped.inc_by(names.len() as u64);
+}
+
+/// The error a request body over its route's `max_body_bytes` ends the request with.
+const BODY_TOO_LARGE: &str = "body_too_large";
+
+/// The request's declared Content-Length (validated earlier: digits only, all values equal).
+fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -350,6 +361,8 @@ impl ProxyHttp for GatewayProxy {
             request_id: None,
             trace: None,
             tls: false,
+            body_limit: u64::MAX,
+            body_seen: 0,
             shadow: None,
         }
     }
@@ -384,6 +397,16 @@ impl ProxyHttp for GatewayProxy {
         let path = std::str::from_utf8(req.raw_path()).unwrap_or("/");
         let path = path.split('?').next().unwrap_or(path);
         ctx.route = table.find(path, &req.method, &req.headers);
+        ctx.body_limit = ctx.route.map_or(table.settings.max_body_bytes, |i| table.routes[i].max_body_bytes);
+        if declared_length(req).is_some_and(|n| n > ctx.body_limit) {
+            let rid = ctx.request_id.clone();
+            let msg = "the request body is larger than this route accepts";
+            respond_json(session, 413, "payload_too_large", msg, rid.as_ref()).await;
+            let m = ctx.route.map_or(&table.default_metrics, |i| &table.routes[i].metrics);
+            m.observe(Side::Legacy, 413, 0.0);
+            return Ok(true);
+        }
+        let req = session.req_header();
         let timeout = match ctx.route {
             Some(i) => {
                 let route = &table.routes[i];
@@ -580,6 +603,9 @@ impl ProxyHttp for GatewayProxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let (status, code, msg) = match (e.esource(), e.etype()) {
+            (_, ErrorType::Custom(BODY_TOO_LARGE)) => {
+                (413, "payload_too_large", "the request body is larger than this route accepts")
+            }
             (_, ErrorType::HTTPStatus(s)) if *s >= 500 => (502, "bad_gateway", "the upstream service failed"),
             (_, ErrorType::HTTPStatus(s)) => (*s, "bad_request", "the request was rejected"),
             (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => {
@@ -668,6 +694,13 @@ impl ProxyHttp for GatewayProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_seen += b.len() as u64;
+            if ctx.body_seen > ctx.body_limit {
+                // a chunked body that grew past the limit: abort the upstream request
+                return Err(Error::explain(ErrorType::Custom(BODY_TOO_LARGE), "request body over max_body_bytes"));
+            }
+        }
         if let Some(hook) = ctx.shadow.as_mut() {
             hook.capture.request_chunk(body);
         }

@@ -21,7 +21,8 @@ pub struct GatewaySettings {
     pub admin_token: Option<String>,
     pub admin_token_env: Option<String>,
     pub max_header_bytes: usize,
-    pub max_body_buffer_bytes: usize,
+    /// Largest request body (bytes; `u64::MAX`: no limit).
+    pub max_body_bytes: u64,
     pub request_timeout: Duration,
     pub threads: usize,
     pub shutdown_grace: Duration,
@@ -105,6 +106,8 @@ pub struct Route {
     pub canary: CanaryPolicy,
     pub fallback_legacy: bool,
     pub timeout: Duration,
+    /// Largest request body (bytes; `u64::MAX`: no limit).
+    pub max_body_bytes: u64,
     pub retry: RetryPolicy,
     /// Shadow rules, when mirroring is active: stage `shadow`, or `canary` with
     /// `shadow.on_canary = true`. The queues and reports live in the proxy's shadow service.

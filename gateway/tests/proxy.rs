@@ -340,6 +340,40 @@ X-Forwarded-For: 203.0.113.9\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736
     assert_eq!(legacy.hits(), hits);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_over_the_limit_get_413() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let body = format!(
+        "max_body_bytes = 1000\n\n{}[[routes]]\nname = \"small\"\nmatch = {{ path = \"/small\" }}\nstage = \"legacy\"\nmax_body_bytes = 100\n",
+        upstreams(legacy.addr, svc.addr)
+    );
+    let gw = Gateway::start(&body);
+    let post = |path: &str, n: usize| gw.client.post(gw.url(path)).body(vec![b'x'; n]).send();
+    // declared lengths: the route's limit, then the gateway's
+    let r = post("/small", 100).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let hits = legacy.hits();
+    let r = post("/small", 101).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    assert_eq!(legacy.hits(), hits, "a declared oversize body never reaches the upstream");
+    assert_eq!(post("/other", 1000).await.unwrap().status(), 200);
+    assert_eq!(post("/other", 1001).await.unwrap().status(), 413);
+    // a chunked body that grows past the limit is cut off
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![b'y'; 50])).collect();
+    let r = gw
+        .client
+        .post(gw.url("/small"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let m = gw.metrics().await;
+    assert!(m.contains("strangler_gateway_requests_total{class=\"4xx\",route=\"small\",side=\"legacy\"}"), "{m}");
+}
+
 /// The gateway owns `x-strangler-*`: whatever a client sends in that namespace (in any case, on
 /// any stage, also when it imitates the dry-run header) never reaches an upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         admin_token,
         admin_token_env: g.admin_token_env.clone(),
         max_header_bytes: g.max_header_bytes.unwrap_or(16 * 1024),
-        max_body_buffer_bytes: g.max_body_buffer_bytes.unwrap_or(64 * 1024),
+        max_body_bytes: body_limit(issues, &g.max_body_bytes, DEFAULT_MAX_BODY_BYTES),
         request_timeout: dur(issues, &g.request_timeout, Duration::from_secs(30)),
         threads: g.threads.unwrap_or(1).max(1),
         shutdown_grace: dur(issues, &g.shutdown_grace, Duration::ZERO),
@@ -34,6 +34,18 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         dry_run_header: dry_run_header(issues, g, secrets),
         h2c: g.h2c.unwrap_or(false),
         tls: g.tls.as_ref().and_then(|t| super::tls::compile_tls(issues, t, secrets)),
+    }
+}
+
+/// Default `[gateway] max_body_bytes`: 16 MiB.
+pub(super) const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
+
+/// A `max_body_bytes` value: bytes, 0 meaning no limit (`u64::MAX`).
+pub(super) fn body_limit(issues: &mut Issues<'_>, v: &Option<toml::Spanned<i64>>, default: u64) -> u64 {
+    match int_in(issues, v, "max_body_bytes", 0..=(1 << 50), -1) {
+        -1 => default,
+        0 => u64::MAX,
+        n => n as u64,
     }
 }
 

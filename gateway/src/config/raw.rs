@@ -37,8 +37,10 @@ pub struct RawGateway {
     pub admin_token_env: Option<String>,
     /// Largest accepted request head (request line + headers) in bytes; larger answers 431.
     pub max_header_bytes: Option<usize>,
-    /// Largest request body kept for retries/fallback; larger bodies stream and are not retried.
-    pub max_body_buffer_bytes: Option<usize>,
+    /// Largest request body accepted, in bytes (default 16 MiB; 0 = no limit). A declared
+    /// Content-Length over it gets 413 before any upstream is contacted; a chunked body that
+    /// grows past it is cut off (413 when nothing was answered yet). Routes may set their own.
+    pub max_body_bytes: Option<Spanned<i64>>,
     /// Whole-request deadline for routes without their own `timeout` (default "30s").
     pub request_timeout: Option<Spanned<String>>,
     /// Worker threads of the proxy service (default 1).
@@ -170,6 +172,8 @@ pub struct RawRoute {
     pub fallback: Option<Spanned<String>>,
     /// Whole-request deadline, e.g. "2s"; past it the client gets 504.
     pub timeout: Option<Spanned<String>>,
+    /// Largest request body for this route, in bytes (default `[gateway] max_body_bytes`).
+    pub max_body_bytes: Option<Spanned<i64>>,
     /// Retry policy (idempotent methods only).
     pub retry: Option<RawRetry>,
     /// Shadow traffic settings (stage "shadow", or "canary" with `on_canary = true`).

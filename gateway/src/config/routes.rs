@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::diagnostics::Issues;
+use super::gateway::body_limit;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::shadow::{check_dry_run_secret, shadow_rules};
 use super::upstreams::Upstreams;
@@ -38,6 +39,7 @@ pub(super) fn compile_routes(
         let canary = CanaryPolicy { weight_bp: weight_bp(issues, r, stage), sticky: sticky(issues, r, stage) };
         let fallback_legacy = fallback_legacy(issues, r, to);
         let timeout = dur(issues, &r.timeout, settings.request_timeout);
+        let max_body_bytes = body_limit(issues, &r.max_body_bytes, settings.max_body_bytes);
         let retry = r.retry.as_ref().map(|rr| retry(issues, rr)).unwrap_or_default();
         let m = r.matcher.get_ref();
         let shadow = shadow_rules(issues, r, stage, to);
@@ -55,6 +57,7 @@ pub(super) fn compile_routes(
             canary,
             fallback_legacy,
             timeout,
+            max_body_bytes,
             retry,
             shadow,
         });
