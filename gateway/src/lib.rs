@@ -8,6 +8,7 @@
 //! and [`telemetry`] observe; [`tls`] picks certificates for the HTTPS listener; [`admin`] and
 //! [`background`] run beside the proxy.
 
+pub mod access_log;
 pub mod admin;
 pub mod background;
 pub mod columns;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod router;
+pub mod sampler;
 pub mod shadow;
 pub mod stage;
 pub mod table;

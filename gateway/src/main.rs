@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use strangler_gateway::access_log::AccessLog;
 use strangler_gateway::admin::{self, AdminState};
 use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
@@ -185,6 +186,13 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     if token.is_none() {
         tracing::warn!("no admin token configured: /metrics and /admin/* are open on {}", settings.admin_listen);
     }
+    let access_log = match settings.access_log.as_ref().map(|a| AccessLog::start(&a.path)).transpose() {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("cannot open the access log: {e}");
+            return ExitCode::from(1);
+        }
+    };
     if let Err(e) = background::spawn(store.clone()) {
         eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
         return ExitCode::from(1);
@@ -228,7 +236,7 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy { store: store.clone(), shadow },
+        GatewayProxy { store: store.clone(), shadow, access_log },
         "strangler-gateway",
     );
     service.add_tcp(&settings.listen.to_string());

@@ -37,6 +37,8 @@ pub struct Metrics {
     /// `strangler_gateway_client_internal_headers_stripped_total`: `x-strangler-*` headers
     /// clients sent (the gateway owns that namespace and removes them).
     pub internal_headers_stripped: IntCounter,
+    /// `strangler_gateway_access_log_dropped_total`: lines dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -98,8 +100,14 @@ pub fn metrics() -> &'static Metrics {
             "x-strangler-* headers sent by clients and removed by the gateway",
         )
         .expect("metric");
+        let access_log_dropped = IntCounter::new(
+            "strangler_gateway_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind",
+        )
+        .expect("metric");
         for c in [
-            Box::new(internal_headers_stripped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(internal_headers_stripped.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(upstream_errors.clone()),
@@ -126,6 +134,7 @@ pub fn metrics() -> &'static Metrics {
             spans_exported,
             spans_dropped,
             internal_headers_stripped,
+            access_log_dropped,
         }
     })
 }

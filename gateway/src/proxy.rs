@@ -13,12 +13,13 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access_log::{self, AccessLog};
 use crate::metrics::metrics;
 use crate::reload::ConfigStore;
 use crate::shadow::capture::{self, ShadowHook};
 use crate::shadow::ShadowService;
 use crate::stage::Side;
-use crate::table::{Endpoint, RouteTable};
+use crate::table::{AccessLogFormat, Endpoint, RouteTable};
 use crate::telemetry::{new_request_id_value, span_sink, SpanRecord, TraceContext};
 use strangler_wire::ErrorBody;
 
@@ -41,6 +42,8 @@ pub struct RequestCtx {
     pub trace: Option<TraceContext>,
     /// The client connection is TLS.
     pub tls: bool,
+    /// When the upstream's response head arrived (for the access log).
+    pub upstream_header_at: Option<Instant>,
     /// Largest request body for this request's route, and the bytes of it seen so far.
     pub body_limit: u64,
     pub body_seen: u64,
@@ -53,6 +56,8 @@ pub struct GatewayProxy {
     pub store: Arc<ConfigStore>,
     /// Mirrors, compares and reports (queues and reports by route name).
     pub shadow: Arc<ShadowService>,
+    /// One line per request, when `[gateway.access_log]` was configured at start.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 const HOP_BY_HOP: [&str; 7] =
@@ -116,6 +121,47 @@ fn strip_internal_headers(req: &mut RequestHeader) {
         req.remove_header(n);
     }
     metrics().internal_headers_stripped.inc_by(names.len() as u64);
+}
+
+/// The access log line of a finished request.
+fn access_entry(
+    session: &Session,
+    ctx: &RequestCtx,
+    table: &RouteTable,
+    status: u16,
+    elapsed: Duration,
+    peer: Option<std::net::SocketAddr>,
+    e: Option<&Error>,
+) -> access_log::Entry {
+    let req = session.req_header();
+    let header = |name: header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let route = ctx.route.map(|i| &table.routes[i]);
+    access_log::Entry {
+        time: access_log::rfc3339_now(),
+        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        method: req.method.to_string(),
+        target: String::from_utf8_lossy(req.raw_path()).into_owned(),
+        protocol: match req.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            _ => "HTTP/1.1",
+        },
+        host: header(header::HOST),
+        status,
+        bytes_received: session.as_ref().body_bytes_read(),
+        bytes_sent: session.as_ref().body_bytes_sent(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        upstream_header_ms: ctx.upstream_header_at.map(|t| (t - ctx.started).as_secs_f64() * 1000.0),
+        route: route.map(|r| r.name.clone()),
+        stage: route.map(|r| r.stage.as_str()),
+        side: ctx.side.as_str(),
+        upstream: peer,
+        request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string),
+        trace_id: ctx.trace.map(|t| format!("{:032x}", t.trace_id)),
+        user_agent: header(header::USER_AGENT),
+        referer: header(header::REFERER),
+        error: e.map(error_kind),
+    }
 }
 
 /// The error a request body over its route's `max_body_bytes` ends the request with.
@@ -361,6 +407,7 @@ impl ProxyHttp for GatewayProxy {
             request_id: None,
             trace: None,
             tls: false,
+            upstream_header_at: None,
             body_limit: u64::MAX,
             body_seen: 0,
             shadow: None,
@@ -370,6 +417,8 @@ impl ProxyHttp for GatewayProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let table = self.store.current();
         ctx.started = Instant::now();
+        // set first: `logging` (metrics, access log) also covers requests answered here
+        ctx.table = Some(table.clone());
         // The gateway owns x-strangler-*: nothing a client sends in that namespace reaches
         // routing, shadowing or an upstream.
         if has_internal_headers(&session.req_header().headers) {
@@ -383,14 +432,12 @@ impl ProxyHttp for GatewayProxy {
         if let Some((status, code, msg)) = validate_request(req, table.settings.max_header_bytes) {
             let rid = ctx.request_id.clone();
             respond_json(session, status, code, msg, rid.as_ref()).await;
-            table.default_metrics.observe(Side::Legacy, status, 0.0);
             return Ok(true);
         }
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(tls) = table.settings.tls.as_ref().filter(|t| t.redirect_http && !ctx.tls) {
             let location = https_location(session.req_header(), tls.listen.port());
             redirect(session, &location, ctx.request_id.as_ref()).await;
-            table.default_metrics.observe(Side::Legacy, 308, 0.0);
             return Ok(true);
         }
         let req = session.req_header();
@@ -402,8 +449,6 @@ impl ProxyHttp for GatewayProxy {
             let rid = ctx.request_id.clone();
             let msg = "the request body is larger than this route accepts";
             respond_json(session, 413, "payload_too_large", msg, rid.as_ref()).await;
-            let m = ctx.route.map_or(&table.default_metrics, |i| &table.routes[i].metrics);
-            m.observe(Side::Legacy, 413, 0.0);
             return Ok(true);
         }
         let req = session.req_header();
@@ -423,7 +468,6 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.deadline = ctx.started + timeout;
         ctx.trace = Some(TraceContext::continue_or_start(req.headers.get("traceparent").map(|v| v.as_bytes())));
-        ctx.table = Some(table);
         Ok(false)
     }
 
@@ -498,6 +542,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = resp.status.as_u16();
+        ctx.upstream_header_at = Some(Instant::now());
         if status >= 500 {
             self.note_upstream_failure(ctx, "5xx");
             if self.grant_retry(session, ctx, Failure::Status(status)) {
@@ -659,6 +704,13 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(e) = e {
             tracing::debug!(request_id = ?ctx.request_id, kind = error_kind(e), "request failed: {e}");
+        }
+        if let Some(log) = &self.access_log {
+            let settings = table.settings.access_log.as_ref();
+            if log.wants(settings) {
+                let format = settings.map_or(AccessLogFormat::Json, |s| s.format);
+                log.log(&access_entry(session, ctx, table, status, elapsed, peer, e), format);
+            }
         }
         // One line per request at debug only (an info line per request costs real throughput);
         // carries the W3C trace id so gateway and service logs join on it.

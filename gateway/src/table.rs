@@ -39,6 +39,27 @@ pub struct GatewaySettings {
     pub h2c: bool,
     /// The HTTPS listener, when configured.
     pub tls: Option<TlsListener>,
+    /// The access log, when configured.
+    pub access_log: Option<AccessLogSettings>,
+}
+
+/// `[gateway.access_log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogSettings {
+    /// File, or "-" for stdout (restart to change).
+    pub path: String,
+    pub format: AccessLogFormat,
+    /// Share of requests logged.
+    pub sample: f64,
+}
+
+/// How an access log line looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// NCSA combined, then `route= side= upstream= request_id= trace_id= duration_ms=`.
+    Combined,
 }
 
 /// `[gateway.tls]`, with its certificates loaded and checked.

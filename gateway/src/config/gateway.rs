@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use super::diagnostics::Issues;
-use super::raw::RawGateway;
+use super::raw::{RawAccessLog, RawGateway};
 use super::values::{addr, dur, int_in};
 use super::Secrets;
 use crate::shadow::ShadowSettings;
-use crate::table::GatewaySettings;
+use crate::table::{AccessLogFormat, AccessLogSettings, GatewaySettings};
 
 /// Compiles `[gateway]` (every key optional).
 pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: Secrets) -> GatewaySettings {
@@ -34,7 +34,40 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         dry_run_header: dry_run_header(issues, g, secrets),
         h2c: g.h2c.unwrap_or(false),
         tls: g.tls.as_ref().and_then(|t| super::tls::compile_tls(issues, t, secrets)),
+        access_log: g.access_log.as_ref().map(|a| access_log(issues, a)),
     }
+}
+
+/// `[gateway.access_log]`.
+fn access_log(issues: &mut Issues<'_>, a: &RawAccessLog) -> AccessLogSettings {
+    let format = match a.format.as_ref() {
+        None => AccessLogFormat::Json,
+        Some(f) => match f.get_ref().as_str() {
+            "json" => AccessLogFormat::Json,
+            "combined" => AccessLogFormat::Combined,
+            other => {
+                issues.at(
+                    f,
+                    format!("unknown access log format {other:?}"),
+                    Some("use \"json\" or \"combined\"".into()),
+                );
+                AccessLogFormat::Json
+            }
+        },
+    };
+    let sample = match &a.sample {
+        None => 1.0,
+        Some(s) if (0.0..=1.0).contains(&s.get_ref().as_f64()) => s.get_ref().as_f64(),
+        Some(s) => {
+            issues.at(
+                s,
+                format!("sample {} is outside 0.0–1.0", s.get_ref().as_f64()),
+                Some("sample is the share of requests logged, e.g. 0.1 for 10%".into()),
+            );
+            1.0
+        }
+    };
+    AccessLogSettings { path: a.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "-".into()), format, sample }
 }
 
 /// Default `[gateway] max_body_bytes`: 16 MiB.

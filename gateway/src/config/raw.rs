@@ -72,6 +72,20 @@ pub struct RawGateway {
     pub h2c: Option<bool>,
     /// The HTTPS listener.
     pub tls: Option<Spanned<RawTls>>,
+    /// One line per request; off when absent.
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// `[gateway.access_log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// File appended to, or "-" for stdout (default "-"; restart to change).
+    pub path: Option<String>,
+    /// "json" (default) or "combined" (NCSA combined plus route, side, upstream and ids).
+    pub format: Option<Spanned<String>>,
+    /// Share of requests logged, 0.0–1.0 (default 1.0; 0 turns it off).
+    pub sample: Option<Spanned<RawNumber>>,
 }
 
 /// `[gateway.tls]`: terminate TLS 1.2/1.3 for clients.

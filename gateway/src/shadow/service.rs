@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
-use super::lane::{Lane, RouteShadow, Sampler};
+use super::lane::{Lane, RouteShadow};
 use super::policy::ShadowSettings;
 use super::report::{Reports, RouteReport};
 use super::worker::Shadower;
+use crate::sampler::Sampler;
 use crate::table::RouteTable;
 
 /// The shadow rules of one route table bound to queues and reports.
