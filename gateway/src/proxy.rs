@@ -493,7 +493,22 @@ impl ProxyHttp for GatewayProxy {
             return Err(Error::new_up(ErrorType::ConnectNoRoute));
         };
         ep.inflight.fetch_add(1, Ordering::Relaxed);
-        let mut peer = HttpPeer::new(ep.addr, false, String::new());
+        let mut peer = match &upstream.tls {
+            None => HttpPeer::new(ep.addr, false, String::new()),
+            Some(tls) => {
+                // SNI: the configured name, else the endpoint's host name
+                let host = ep.host.as_deref().and_then(|h| h.rsplit_once(':')).map(|(h, _)| h);
+                let sni = tls.sni.as_deref().or(host).unwrap_or_default().to_string();
+                let mut p = HttpPeer::new(ep.addr, true, sni);
+                p.options.verify_cert = tls.verify;
+                p.options.verify_hostname = tls.verify;
+                p.options.ca = tls.ca.clone();
+                p.client_cert_key = tls.client.clone();
+                p
+            }
+        };
+        let (max, min) = upstream.protocol.versions();
+        peer.options.set_http_version(max, min);
         ctx.endpoint = Some(Arc::clone(ep));
         let o = &mut peer.options;
         o.connection_timeout = Some(upstream.connect_timeout.min(remaining));

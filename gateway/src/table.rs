@@ -363,6 +363,56 @@ pub struct Upstream {
     pub eject: EjectPolicy,
     /// Round-robin cursor (starts anywhere; `Default` is 0).
     pub next: AtomicUsize,
+    /// HTTP version(s) spoken to this upstream.
+    pub protocol: UpstreamProtocol,
+    /// TLS to this upstream, when configured.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// The HTTP version(s) the gateway speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 only.
+    #[default]
+    Http1,
+    /// HTTP/2 only (ALPN over TLS, prior knowledge in cleartext).
+    H2,
+    /// Over TLS: h2 or http/1.1, as the upstream chooses by ALPN.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// Pingora's (max, min) HTTP version.
+    pub fn versions(self) -> (u8, u8) {
+        match self {
+            UpstreamProtocol::Http1 => (1, 1),
+            UpstreamProtocol::H2 => (2, 2),
+            UpstreamProtocol::Auto => (2, 1),
+        }
+    }
+}
+
+/// TLS settings of an upstream, with the files already loaded.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// SNI and the name verified (None: the endpoint's host name).
+    pub sni: Option<String>,
+    /// Trusted CAs (None: the system's roots).
+    pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    /// Client certificate and key for mTLS.
+    pub client: Option<Arc<pingora::utils::tls::CertKey>>,
+    pub verify: bool,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("client_cert", &self.client.is_some())
+            .field("verify", &self.verify)
+            .finish()
+    }
 }
 
 impl Upstream {

@@ -210,3 +210,42 @@ async fn plain_http_redirects_to_https_when_asked() {
     assert_eq!(r.headers()["location"], format!("https://shop.test:{https}/api/orders?x=1").as_str());
     assert_eq!(legacy.hits(), 0, "a redirected request reaches no upstream");
 }
+
+/// TLS to an upstream: a second gateway (with the HTTPS listener) is the upstream of the first.
+/// With the right CA and name the request passes (also over h2 by ALPN); with another CA or a
+/// wrong name the certificate is refused and the client gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_upstreams_is_verified_against_the_given_ca() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let certs_dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs_dir.path());
+    let leaf = ca.leaf("inner", &["inner.test"], "inner");
+    let inner_https = free_port();
+    let _inner =
+        Gateway::start(&format!("{}{}", tls_config(inner_https, &[leaf], ""), upstreams(legacy.addr, svc.addr)));
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_ca = Ca::new(other_dir.path());
+
+    let outer = |tls: &str, protocol: &str| {
+        format!(
+            "[defaults]\nupstream = \"inner\"\n\n[upstreams.inner]\nendpoints = [\"127.0.0.1:{inner_https}\"]\nprotocol = \"{protocol}\"\ntls = {{ {tls} }}\n\n[upstreams.unused]\nendpoints = [\"127.0.0.1:1\"]\n"
+        )
+    };
+    let good = format!("sni = \"inner.test\", ca_file = \"{}\"", ca.ca_file().display());
+    for protocol in ["http1", "h2", "auto"] {
+        let gw = Gateway::start(&outer(&good, protocol));
+        let (status, v) = gw.get("/through", &[]).await;
+        assert_eq!(status, 200, "{protocol}: {v}\n{}", gw.log());
+        assert_eq!(v["upstream"], "legacy", "{protocol}");
+    }
+    for (what, tls) in [
+        ("another CA", format!("sni = \"inner.test\", ca_file = \"{}\"", other_ca.ca_file().display())),
+        ("a wrong name", format!("sni = \"wrong.test\", ca_file = \"{}\"", ca.ca_file().display())),
+        ("the system roots", "sni = \"inner.test\"".to_string()),
+    ] {
+        let gw = Gateway::start(&outer(&tls, "http1"));
+        let (status, _) = gw.get("/through", &[]).await;
+        assert_eq!(status, 502, "{what} must not be trusted");
+    }
+    assert_eq!(legacy.hits(), 3, "only the verified connections reached the inner gateway's upstream");
+}

@@ -103,7 +103,7 @@ fn compile(
 ) -> Result<RouteTable, ConfigError> {
     let mut issues = Issues::new(file, src);
     let settings = gateway::compile_gateway(&mut issues, &raw.gateway, secrets);
-    let upstreams = upstreams::compile_upstreams(&mut issues, &raw.upstreams, previous, resolve);
+    let upstreams = upstreams::compile_upstreams(&mut issues, &raw.upstreams, previous, resolve, secrets);
     let legacy = upstreams::default_upstream(&mut issues, &raw.defaults, &upstreams);
     let dry_run_secret = gateway::has_dry_run_secret(&raw.gateway);
     let (routes, router) = routes::compile_routes(&mut issues, &raw.routes, &settings, &upstreams, dry_run_secret);

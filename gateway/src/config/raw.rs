@@ -141,6 +141,28 @@ pub struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     /// Passive ejection after consecutive failures.
     pub eject: Option<RawEject>,
+    /// "http1" (default); "h2": HTTP/2 only (by ALPN over TLS, with prior knowledge in
+    /// cleartext: what gRPC services speak); "auto": over TLS, offer h2 and http/1.1 by ALPN.
+    pub protocol: Option<Spanned<String>>,
+    /// Connect with TLS (`tls = {}` for the defaults).
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `tls = { ... }` of an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// Name sent as SNI and checked against the certificate (default: the endpoint's host name;
+    /// required for IP-literal endpoints).
+    pub sni: Option<Spanned<String>>,
+    /// PEM file of the CAs to trust (default: the system's roots).
+    pub ca_file: Option<Spanned<String>>,
+    /// PEM client certificate chain, for mTLS (with `client_key`).
+    pub client_cert: Option<Spanned<String>>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<Spanned<String>>,
+    /// Verify the certificate and its name (default true).
+    pub verify: Option<bool>,
 }
 
 /// `[upstreams.NAME.health_check]`.

@@ -341,3 +341,21 @@ fn localhost_resolves_with_the_system_resolver() {
     let t = load_str("r.toml", &src, None).unwrap();
     assert!(t.upstreams[1].endpoints.iter().all(|e| e.addr.ip().is_loopback() && e.addr.port() == 8091));
 }
+
+#[test]
+fn upstream_tls_and_protocol_are_checked() {
+    let base = "[defaults]\nupstream = \"legacy\"\n\n[upstreams.legacy]\nendpoints = [\"127.0.0.1:8081\"]\n";
+    let e = errors(&format!("{base}tls = {{}}\nprotocol = \"h3\"\n"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("r.toml:6:7: error: TLS to an IP address needs `sni`"), "{e:?}");
+    assert!(e[1].contains("unknown protocol \"h3\""), "{e:?}");
+    let e = errors(&format!("{base}protocol = \"auto\"\n"));
+    assert!(e[0].contains("protocol \"auto\" needs TLS"), "{e:?}");
+    let e = errors(&format!("{base}tls = {{ sni = \"legacy.internal\", ca_file = \"/nonexistent/ca.pem\" }}\n"));
+    assert!(e[0].contains("cannot read certificates from /nonexistent/ca.pem"), "{e:?}");
+    // offline checks read no files
+    load_str_offline("r.toml", &format!("{base}tls = {{ sni = \"l\", ca_file = \"/nonexistent/ca.pem\" }}\n")).unwrap();
+    let t = load_str("r.toml", &format!("{base}tls = {{ verify = false }}\nprotocol = \"auto\"\n"), None).unwrap();
+    assert_eq!(t.upstreams[0].protocol, crate::table::UpstreamProtocol::Auto);
+    assert!(!t.upstreams[0].tls.as_ref().unwrap().verify);
+}

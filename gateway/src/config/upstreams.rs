@@ -10,9 +10,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diagnostics::Issues;
-use super::raw::{RawDefaults, RawUpstream};
+use super::raw::{RawDefaults, RawUpstream, RawUpstreamTls};
 use super::values::{dur, parse_endpoint, EndpointSpec, Resolve};
-use crate::table::{Balance, EjectPolicy, Endpoint, HealthCheck, RouteTable, Upstream};
+use super::Secrets;
+use crate::table::{Balance, EjectPolicy, Endpoint, HealthCheck, RouteTable, Upstream, UpstreamProtocol, UpstreamTls};
 
 /// The compiled upstreams and their index by name.
 pub(super) struct Upstreams {
@@ -45,6 +46,7 @@ pub(super) fn compile_upstreams(
     raw: &BTreeMap<String, Spanned<RawUpstream>>,
     previous: Option<&RouteTable>,
     resolve: Resolve<'_>,
+    secrets: Secrets,
 ) -> Upstreams {
     let prev_endpoints: HashMap<(String, SocketAddr), Arc<Endpoint>> = previous
         .map(|p| {
@@ -72,6 +74,8 @@ pub(super) fn compile_upstreams(
             health: health_check(issues, uv),
             eject: eject(issues, uv),
             next: Default::default(),
+            protocol: protocol(issues, uv),
+            tls: uv.tls.as_ref().and_then(|t| upstream_tls(issues, t, &uv.endpoints, secrets)),
         };
         out.index.insert(name.clone(), out.list.len());
         out.list.push(Arc::new(upstream));
@@ -189,4 +193,96 @@ fn eject(issues: &mut Issues<'_>, uv: &RawUpstream) -> EjectPolicy {
         },
         None => EjectPolicy::default(),
     }
+}
+
+/// `protocol = "http1" | "h2" | "auto"`.
+fn protocol(issues: &mut Issues<'_>, uv: &RawUpstream) -> UpstreamProtocol {
+    let Some(p) = uv.protocol.as_ref() else { return UpstreamProtocol::Http1 };
+    match p.get_ref().as_str() {
+        "http1" => UpstreamProtocol::Http1,
+        "h2" => UpstreamProtocol::H2,
+        "auto" if uv.tls.is_some() => UpstreamProtocol::Auto,
+        "auto" => {
+            issues.at(
+                p,
+                "protocol \"auto\" needs TLS (ALPN chooses the version)",
+                Some("add tls = {} or use \"h2\" (prior knowledge) or \"http1\"".into()),
+            );
+            UpstreamProtocol::Http1
+        }
+        other => {
+            issues.at(p, format!("unknown protocol {other:?}"), Some("use \"http1\", \"h2\" or \"auto\"".into()));
+            UpstreamProtocol::Http1
+        }
+    }
+}
+
+/// `tls = { sni, ca_file, client_cert, client_key, verify }`: the files are read and checked now.
+fn upstream_tls(
+    issues: &mut Issues<'_>,
+    t: &Spanned<RawUpstreamTls>,
+    endpoints: &[Spanned<String>],
+    secrets: Secrets,
+) -> Option<UpstreamTls> {
+    use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let raw = t.get_ref();
+    let verify = raw.verify.unwrap_or(true);
+    let sni = raw.sni.as_ref().map(|s| s.get_ref().clone());
+    let ip_endpoint = endpoints.iter().any(|e| matches!(parse_endpoint(e.get_ref()), Ok(EndpointSpec::Addr(_))));
+    if verify && sni.is_none() && ip_endpoint {
+        issues.at(
+            t,
+            "TLS to an IP address needs `sni`: the name the upstream's certificate is checked against",
+            Some("add sni = \"orders.internal\" (or verify = false, which trusts any certificate)".into()),
+        );
+    }
+    if secrets == Secrets::Skip {
+        // offline checks read no key material
+        return Some(UpstreamTls { sni, ca: None, client: None, verify });
+    }
+    let read_chain = |issues: &mut Issues<'_>, f: &Spanned<String>| -> Option<Vec<Vec<u8>>> {
+        let chain: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_file_iter(f.get_ref()).and_then(|it| it.collect::<Result<_, _>>());
+        match chain {
+            Ok(c) if !c.is_empty() => Some(c.into_iter().map(|c| c.to_vec()).collect()),
+            Ok(_) => {
+                issues.at(f, format!("no certificate in {}", f.get_ref()), None);
+                None
+            }
+            Err(e) => {
+                issues.at(f, format!("cannot read certificates from {}: {e}", f.get_ref()), None);
+                None
+            }
+        }
+    };
+    let ca = raw.ca_file.as_ref().and_then(|f| read_chain(issues, f)).map(|ders| {
+        let certs: Vec<WrappedX509> = ders.into_iter().map(|d| WrappedX509::new(d, parse_x509)).collect();
+        Arc::<[WrappedX509]>::from(certs.into_boxed_slice())
+    });
+    let client = match (&raw.client_cert, &raw.client_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            let chain = read_chain(issues, c);
+            let key = match PrivateKeyDer::from_pem_file(k.get_ref()) {
+                Ok(key) => Some(key.secret_der().to_vec()),
+                Err(e) => {
+                    issues.at(k, format!("cannot read private key {}: {e}", k.get_ref()), None);
+                    None
+                }
+            };
+            chain.zip(key).map(|(chain, key)| Arc::new(CertKey::new(chain, key)))
+        }
+        (Some(c), None) => {
+            issues.at(c, "client_cert needs client_key", None);
+            None
+        }
+        (None, Some(k)) => {
+            issues.at(k, "client_key needs client_cert", None);
+            None
+        }
+    };
+    Some(UpstreamTls { sni, ca, client, verify })
 }
