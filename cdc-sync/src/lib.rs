@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod config;
 pub mod connect;
+pub mod error;
 pub mod lock;
 pub mod mapping;
 pub mod model;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
-use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
+use crate::apply::{PgSink, Pipeline, PipelineOptions};
 use crate::catalog;
-use crate::checkpoint::{CheckpointStore, PgCheckpointStore, TableSnapshot};
+use crate::checkpoint::{CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
 use crate::config::SyncConfig;
 use crate::connect::connect;
 use crate::lock::{self, Attempt, InstanceLock};
@@ -129,13 +129,12 @@ pub async fn run_drop(cfg: &SyncConfig, purge: bool) -> anyhow::Result<()> {
     }
     source::drop_publication(&tgt, &r.publication).await?;
     source::drop_origin(&src, &r.origin).await?;
-    for c in [&src, &tgt] {
+    for mut store in [PgCheckpointStore { client: src }, PgCheckpointStore { client: tgt }] {
         if purge {
-            c.batch_execute("DROP SCHEMA IF EXISTS cdc_sync CASCADE").await?;
-        } else if c.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_sync'", &[]).await?.is_some() {
+            store.purge().await?;
+        } else if store.is_prepared().await? {
             for p in [&f.pipeline, &r.pipeline] {
-                c.execute("DELETE FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&p]).await?;
-                c.execute("DELETE FROM cdc_sync.snapshot_table WHERE pipeline = $1", &[&p]).await?;
+                store.reset(p).await?;
             }
         }
     }
@@ -158,15 +157,15 @@ pub async fn run_status(cfg: &SyncConfig) -> anyhow::Result<serde_json::Value> {
         "forward_slot": slot(src, plan.forward.slot.clone()).await?,
         "reverse_slot": slot(tgt, plan.reverse.slot.clone()).await?,
     });
-    let mut tstore = PgCheckpointStore { client: connect(&cfg.target.conn).await? };
-    if tstore.client.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'cdc_sync'", &[]).await?.is_some() {
+    let mut tstore = PgCheckpointStore::connect(&plan.forward.to_conn).await?;
+    if tstore.is_prepared().await? {
         let cp = tstore.load(&plan.forward.pipeline).await?;
         out["forward_checkpoint"] =
             serde_json::json!(cp.map(|c| serde_json::json!({"lsn": c.lsn.to_string(), "txns": c.txns})));
         let tables = tstore.tables(&plan.forward.pipeline).await?;
         out["snapshot"] = serde_json::json!(tables
             .iter()
-            .map(|(t, s)| (t.clone(), serde_json::json!({"state": s.state, "rows": s.rows})))
+            .map(|(t, s)| (t.clone(), serde_json::json!({"state": s.state.as_str(), "rows": s.rows})))
             .collect::<serde_json::Map<_, _>>());
     }
     Ok(out)
@@ -215,7 +214,7 @@ async fn prepare_forward(
     }
     let cp = cp.expect("set above").lsn;
     let todo: Vec<usize> = (0..mapping.tables.len())
-        .filter(|i| states.get(&mapping.tables[*i].to_table).map(|s| s.state != "done").unwrap_or(true))
+        .filter(|i| states.get(&mapping.tables[*i].to_table).map(|s| s.state != SnapshotState::Done).unwrap_or(true))
         .collect();
     if !todo.is_empty() {
         metrics.set_state("snapshot");
@@ -290,15 +289,8 @@ async fn stream_loop(
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let mut store = PgCheckpointStore {
-                client: connect(&plan.to_conn).await.map_err(|e| PipelineError::Sink(e.into()))?,
-            };
-            let cp = store
-                .load(&plan.pipeline)
-                .await
-                .map_err(|e| PipelineError::Sink(e.into()))?
-                .map(|c| c.lsn)
-                .unwrap_or_default();
+            let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
+            let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
             let sink =
                 PgSink::connect(&plan.to_conn, Arc::clone(&mapping), &plan.pipeline, plan.applied_origin()).await?;
             let stream =
@@ -472,7 +464,7 @@ async fn run_active(
     let src = connect(&fwd_plan.from_conn).await.with_context(|| format!("connecting to {}", fwd_plan.from_label))?;
     let tgt = connect(&fwd_plan.to_conn).await.with_context(|| format!("connecting to {}", fwd_plan.to_label))?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
-    let mut tstore = PgCheckpointStore { client: connect(&fwd_plan.to_conn).await? };
+    let mut tstore = PgCheckpointStore::connect(&fwd_plan.to_conn).await?;
     let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(monitor(fwd_plan.clone(), Arc::clone(fwd_metrics)).map_unit());
@@ -481,7 +473,7 @@ async fn run_active(
     }
     if plan.bidirectional {
         let rev = Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?);
-        let mut sstore = PgCheckpointStore { client: connect(&rev_plan.to_conn).await? };
+        let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
         prepare_reverse(&rev_plan, &rev, &tgt, &mut sstore).await?;
         tasks.spawn(monitor(rev_plan.clone(), Arc::clone(rev_metrics)).map_unit());
         let floors = vec![Lsn(0); rev.tables.len()];

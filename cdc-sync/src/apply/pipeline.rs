@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::apply::sink::{CommitInfo, Sink, SinkError};
+use crate::checkpoint::CheckpointError;
 use crate::config::SkipOrigins;
 use crate::mapping::{MapError, Mapping, Op};
 use crate::model::{Lsn, SourceMessage};
@@ -25,6 +26,9 @@ pub enum PipelineError {
     /// The mapping cannot be applied (schema drift): fatal, needs a human.
     #[error(transparent)]
     Map(#[from] MapError),
+    /// Reading the checkpoint failed (retryable).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 impl PipelineError {

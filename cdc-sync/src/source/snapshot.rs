@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{CheckpointStore, TableSnapshot};
+use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
 use crate::connect::connect;
 use crate::mapping::{DirectedTable, Mapping, OutputValue};
 use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
@@ -25,6 +25,9 @@ pub enum SnapshotError {
     /// SQL on either side.
     #[error("snapshot: {0}")]
     Sql(#[from] tokio_postgres::Error),
+    /// Recording a table's state failed.
+    #[error("snapshot: {0}")]
+    Checkpoint(#[from] CheckpointError),
     /// A worker died.
     #[error("snapshot worker: {0}")]
     Worker(String),
@@ -100,7 +103,7 @@ pub async fn copy_tables<C: CheckpointStore>(
             .set_table(
                 &job.pipeline,
                 &t.to_table,
-                &TableSnapshot { state: "copying".into(), snapshot_lsn: Some(job.lsn), rows: 0 },
+                &TableSnapshot { state: SnapshotState::Copying, snapshot_lsn: Some(job.lsn), rows: 0 },
             )
             .await?;
         target.batch_execute(&format!("TRUNCATE {}", quote_qualified(&t.to_table))).await?;
@@ -175,7 +178,7 @@ pub async fn copy_tables<C: CheckpointStore>(
                 .set_table(
                     &job.pipeline,
                     &t.to_table,
-                    &TableSnapshot { state: "done".into(), snapshot_lsn: Some(job.lsn), rows: rows as i64 },
+                    &TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(job.lsn), rows: rows as i64 },
                 )
                 .await?;
             done_tables += 1;
