@@ -42,6 +42,8 @@ pub struct RequestCtx {
     pub trace: Option<TraceContext>,
     /// The client connection is TLS.
     pub tls: bool,
+    /// The request had both Content-Length and Transfer-Encoding (seen in `early_request_filter`).
+    pub smuggling: bool,
     /// When the upstream's response head arrived (for the access log).
     pub upstream_header_at: Option<Instant>,
     /// Largest request body for this request's route, and the bytes of it seen so far.
@@ -225,9 +227,24 @@ fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<(u16
     if size > max_header_bytes {
         return Some((431, "request_header_fields_too_large", "request headers are too large"));
     }
+    // nginx accepts only uppercase methods; a backend that upper-cases would read another one
+    if !req.method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
+        return Some((400, "bad_request", "invalid method"));
+    }
     let hosts = req.headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
         return Some((400, "bad_request", "exactly one Host header is required"));
+    }
+    if req.headers.get(header::HOST).is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Some((400, "bad_request", "invalid Host header"));
+    }
+    let tes: Vec<&HeaderValue> = req.headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if tes.len() > 1 {
+        return Some((400, "bad_request", "several Transfer-Encoding headers"));
+    }
+    if tes.first().is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+        // nginx: only a single "chunked" coding is understood; anything else is 501
+        return Some((501, "not_implemented", "only Transfer-Encoding: chunked is supported"));
     }
     let cls: Vec<&HeaderValue> = req.headers.get_all(header::CONTENT_LENGTH).iter().collect();
     if !cls.is_empty() {
@@ -241,6 +258,36 @@ fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<(u16
         }
     }
     None
+}
+
+/// A Host value: a host name, IPv4 or bracketed IPv6 literal, optionally `:port` (RFC 3986
+/// reg-name characters; no spaces, slashes, `@` or controls).
+fn valid_host(h: &[u8]) -> bool {
+    !h.is_empty()
+        && h.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
+                )
+        })
 }
 
 /// Writes a JSON error response. Never includes internal detail.
@@ -407,11 +454,34 @@ impl ProxyHttp for GatewayProxy {
             request_id: None,
             trace: None,
             tls: false,
+            smuggling: false,
             upstream_header_at: None,
             body_limit: u64::MAX,
             body_seen: 0,
             shadow: None,
         }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        // RFC 9112 9.3.2: answer pipelined requests in order (Pingora closes after the first
+        // one otherwise, dropping the rest).
+        session.as_mut().set_pipelining_enabled(true);
+        // Pingora drops Content-Length when Transfer-Encoding is present and turns keep-alive
+        // off for that request; an HTTP/1.1 request with Transfer-Encoding whose keep-alive is
+        // off without the client asking for it had both. nginx refuses those: so do we.
+        let req = session.req_header();
+        if req.version == http::Version::HTTP_11
+            && req.headers.contains_key(header::TRANSFER_ENCODING)
+            && session.as_ref().get_keepalive().is_none()
+            && !req
+                .headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")))
+        {
+            ctx.smuggling = true;
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -429,7 +499,11 @@ impl ProxyHttp for GatewayProxy {
             Some(v) if !v.is_empty() && v.len() <= 200 => Some(v.clone()),
             _ => Some(new_request_id_value()),
         };
-        if let Some((status, code, msg)) = validate_request(req, table.settings.max_header_bytes) {
+        let invalid = match ctx.smuggling {
+            true => Some((400, "bad_request", "both Content-Length and Transfer-Encoding")),
+            false => validate_request(req, table.settings.max_header_bytes),
+        };
+        if let Some((status, code, msg)) = invalid {
             let rid = ctx.request_id.clone();
             respond_json(session, status, code, msg, rid.as_ref()).await;
             return Ok(true);
