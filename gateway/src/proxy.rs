@@ -44,6 +44,12 @@ pub struct RequestCtx {
     pub tls: bool,
     /// The request had both Content-Length and Transfer-Encoding (seen in `early_request_filter`).
     pub smuggling: bool,
+    /// The request may open a long-lived stream (WebSocket upgrade, or it accepts
+    /// `text/event-stream`), and the silence it may keep.
+    pub stream_idle: Option<Duration>,
+    /// The response is such a stream (101, or `text/event-stream`): the request deadline no
+    /// longer applies, only the idle timeout.
+    pub streaming: bool,
     /// When the upstream's response head arrived (for the access log).
     pub upstream_header_at: Option<Instant>,
     /// Largest request body for this request's route, and the bytes of it seen so far.
@@ -176,6 +182,13 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
 
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// The client asks for server-sent events.
+fn accepts_event_stream(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::ACCEPT)
+        .is_some_and(|v| v.as_bytes().windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")))
 }
 
 fn is_websocket_upgrade(req: &RequestHeader) -> bool {
@@ -455,6 +468,8 @@ impl ProxyHttp for GatewayProxy {
             trace: None,
             tls: false,
             smuggling: false,
+            stream_idle: None,
+            streaming: false,
             upstream_header_at: None,
             body_limit: u64::MAX,
             body_seen: 0,
@@ -542,6 +557,13 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.deadline = ctx.started + timeout;
         ctx.trace = Some(TraceContext::continue_or_start(req.headers.get("traceparent").map(|v| v.as_bytes())));
+        if is_websocket_upgrade(req) || accepts_event_stream(req) {
+            let idle = ctx.route.map_or(table.settings.stream_idle_timeout, |i| table.routes[i].stream_idle_timeout);
+            ctx.stream_idle = Some(idle);
+            // a silent client must not be cut off by the default 60 s read timeout either
+            session.set_read_timeout(Some(idle));
+            session.set_write_timeout(Some(idle));
+        }
         Ok(false)
     }
 
@@ -586,8 +608,11 @@ impl ProxyHttp for GatewayProxy {
         ctx.endpoint = Some(Arc::clone(ep));
         let o = &mut peer.options;
         o.connection_timeout = Some(upstream.connect_timeout.min(remaining));
-        o.read_timeout = Some(upstream.read_timeout.min(remaining));
-        o.write_timeout = Some(upstream.read_timeout.min(remaining));
+        // a stream may stay silent up to its idle timeout; the head is still held to the
+        // deadline by `upstream_response_filter` (a late head is refused there)
+        let read = ctx.stream_idle.unwrap_or_else(|| upstream.read_timeout.min(remaining));
+        o.read_timeout = Some(read);
+        o.write_timeout = Some(read);
         o.idle_timeout = Some(upstream.idle_timeout);
         Ok(Box::new(peer))
     }
@@ -631,7 +656,16 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = resp.status.as_u16();
-        ctx.upstream_header_at = Some(Instant::now());
+        let now = Instant::now();
+        ctx.upstream_header_at = Some(now);
+        if ctx.stream_idle.is_some() {
+            let event_stream =
+                resp.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            ctx.streaming = status == 101 || event_stream;
+            if now > ctx.deadline {
+                return Err(Error::new_up(ErrorType::ReadTimedout));
+            }
+        }
         if status >= 500 {
             self.note_upstream_failure(ctx, "5xx");
             if self.grant_retry(session, ctx, Failure::Status(status)) {
@@ -669,8 +703,9 @@ impl ProxyHttp for GatewayProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        // the per-read timeout cannot express a whole-request deadline for slow bodies
-        if Instant::now() > ctx.deadline {
+        // the per-read timeout cannot express a whole-request deadline for slow bodies; a
+        // WebSocket or event stream is held only to its idle timeout once its head arrived
+        if !ctx.streaming && Instant::now() > ctx.deadline {
             return Err(Error::new_up(ErrorType::ReadTimedout));
         }
         Ok(None)

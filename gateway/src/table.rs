@@ -24,6 +24,8 @@ pub struct GatewaySettings {
     /// Largest request body (bytes; `u64::MAX`: no limit).
     pub max_body_bytes: u64,
     pub request_timeout: Duration,
+    /// Silence allowed on WebSocket/SSE streams (routes may set their own).
+    pub stream_idle_timeout: Duration,
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub shutdown_timeout: Duration,
@@ -127,6 +129,8 @@ pub struct Route {
     pub canary: CanaryPolicy,
     pub fallback_legacy: bool,
     pub timeout: Duration,
+    /// Silence allowed on a WebSocket/SSE stream; `timeout` covers only the time to its head.
+    pub stream_idle_timeout: Duration,
     /// Largest request body (bytes; `u64::MAX`: no limit).
     pub max_body_bytes: u64,
     pub retry: RetryPolicy,

@@ -25,6 +25,7 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         max_header_bytes: g.max_header_bytes.unwrap_or(16 * 1024),
         max_body_bytes: body_limit(issues, &g.max_body_bytes, DEFAULT_MAX_BODY_BYTES),
         request_timeout: dur(issues, &g.request_timeout, Duration::from_secs(30)),
+        stream_idle_timeout: dur(issues, &g.stream_idle_timeout, Duration::from_secs(60)),
         threads: g.threads.unwrap_or(1).max(1),
         shutdown_grace: dur(issues, &g.shutdown_grace, Duration::ZERO),
         shutdown_timeout: dur(issues, &g.shutdown_timeout, Duration::from_secs(10)),

@@ -43,6 +43,9 @@ pub struct RawGateway {
     pub max_body_bytes: Option<Spanned<i64>>,
     /// Whole-request deadline for routes without their own `timeout` (default "30s").
     pub request_timeout: Option<Spanned<String>>,
+    /// WebSocket and server-sent-event streams: silence (in either direction) allowed before the
+    /// stream is ended, for routes without their own (default "60s").
+    pub stream_idle_timeout: Option<Spanned<String>>,
     /// Worker threads of the proxy service (default 1).
     pub threads: Option<usize>,
     /// After SIGTERM, keep serving this long before draining (default "0s").
@@ -208,6 +211,9 @@ pub struct RawRoute {
     pub fallback: Option<Spanned<String>>,
     /// Whole-request deadline, e.g. "2s"; past it the client gets 504.
     pub timeout: Option<Spanned<String>>,
+    /// WebSocket/SSE streams of this route: silence allowed before they are ended (default
+    /// `[gateway] stream_idle_timeout`). `timeout` then covers only the time to the response head.
+    pub stream_idle_timeout: Option<Spanned<String>>,
     /// Largest request body for this route, in bytes (default `[gateway] max_body_bytes`).
     pub max_body_bytes: Option<Spanned<i64>>,
     /// Retry policy (idempotent methods only).

@@ -40,6 +40,7 @@ pub(super) fn compile_routes(
         let fallback_legacy = fallback_legacy(issues, r, to);
         let timeout = dur(issues, &r.timeout, settings.request_timeout);
         let max_body_bytes = body_limit(issues, &r.max_body_bytes, settings.max_body_bytes);
+        let stream_idle_timeout = dur(issues, &r.stream_idle_timeout, settings.stream_idle_timeout);
         let retry = r.retry.as_ref().map(|rr| retry(issues, rr)).unwrap_or_default();
         let m = r.matcher.get_ref();
         let shadow = shadow_rules(issues, r, stage, to);
@@ -57,6 +58,7 @@ pub(super) fn compile_routes(
             canary,
             fallback_legacy,
             timeout,
+            stream_idle_timeout,
             max_body_bytes,
             retry,
             shadow,
