@@ -71,9 +71,8 @@ async fn health_checks(store: Arc<ConfigStore>) {
                 let (ep, hc, name) = (ep.clone(), hc.clone(), u.name.clone());
                 tokio::spawn(async move {
                     let ok = probe(ep.addr, &hc.path, hc.timeout).await;
-                    let was = ep.healthy.swap(ok, std::sync::atomic::Ordering::Relaxed);
-                    if was != ok {
-                        tracing::warn!(upstream = %name, endpoint = %ep.addr, healthy = ok, "health check state changed");
+                    if let Some(now) = ep.record_probe(ok, &hc) {
+                        tracing::warn!(upstream = %name, endpoint = %ep.addr, healthy = now, "health check state changed");
                     }
                 });
             }

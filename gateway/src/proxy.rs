@@ -172,6 +172,9 @@ fn access_entry(
     }
 }
 
+/// The error a request to an upstream at its `max_pending` ends with (503).
+const UPSTREAM_OVERLOADED: &str = "upstream_overloaded";
+
 /// The error a request body over its route's `max_body_bytes` ends the request with.
 const BODY_TOO_LARGE: &str = "body_too_large";
 
@@ -584,8 +587,14 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.upstream = idx;
         let upstream = &table.upstreams[idx];
+        // a retry goes to another endpoint of the upstream when there is one
+        let previous = ctx.endpoint.as_ref().map(|e| e.addr);
         Self::release_endpoint(ctx);
-        let Some(ep) = upstream.select() else {
+        if upstream.pending() >= upstream.max_pending {
+            metrics().upstream_errors.with_label_values(&[upstream.name.as_str(), "overloaded"]).inc();
+            return Err(Error::explain(ErrorType::Custom(UPSTREAM_OVERLOADED), "max_pending reached"));
+        }
+        let Some(ep) = upstream.select_avoiding(previous) else {
             return Err(Error::new_up(ErrorType::ConnectNoRoute));
         };
         ep.inflight.fetch_add(1, Ordering::Relaxed);
@@ -772,6 +781,9 @@ impl ProxyHttp for GatewayProxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let (status, code, msg) = match (e.esource(), e.etype()) {
+            (_, ErrorType::Custom(UPSTREAM_OVERLOADED)) => {
+                (503, "upstream_overloaded", "the upstream service has too many requests in flight")
+            }
             (_, ErrorType::Custom(BODY_TOO_LARGE)) => {
                 (413, "payload_too_large", "the request body is larger than this route accepts")
             }

@@ -267,6 +267,10 @@ pub struct HealthCheck {
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Consecutive failed probes before an endpoint leaves the rotation.
+    pub unhealthy_threshold: u32,
+    /// Consecutive good probes before it comes back.
+    pub healthy_threshold: u32,
 }
 
 /// Passive ejection settings.
@@ -304,6 +308,9 @@ pub struct Endpoint {
     pub healthy: AtomicBool,
     consecutive_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
+    /// Consecutive probes with the same result, and that result (active health checks).
+    probe_streak: AtomicU32,
+    probe_last_ok: AtomicBool,
     /// Requests in flight (least-conn).
     pub inflight: AtomicUsize,
 }
@@ -321,6 +328,8 @@ impl Endpoint {
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            probe_streak: AtomicU32::new(0),
+            probe_last_ok: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
         }
     }
@@ -333,6 +342,30 @@ impl Endpoint {
 
     pub fn ejected(&self) -> bool {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms()
+    }
+
+    /// An active health probe's result. The endpoint leaves the rotation after
+    /// `unhealthy_threshold` failed probes in a row and comes back after `healthy_threshold`
+    /// good ones, so one lost probe does not flip it. Returns the new state when it changed.
+    /// (One prober per endpoint: the background task.)
+    pub fn record_probe(&self, ok: bool, hc: &HealthCheck) -> Option<bool> {
+        let streak = if self.probe_last_ok.swap(ok, Ordering::Relaxed) == ok {
+            self.probe_streak.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.probe_streak.store(1, Ordering::Relaxed);
+            1
+        };
+        let healthy = self.healthy.load(Ordering::Relaxed);
+        let flip = match (healthy, ok) {
+            (true, false) => streak >= hc.unhealthy_threshold,
+            (false, true) => streak >= hc.healthy_threshold,
+            _ => false,
+        };
+        if flip {
+            self.healthy.store(ok, Ordering::Relaxed);
+            return Some(ok);
+        }
+        None
     }
 
     /// Passive health: a connect failure or 5xx.
@@ -369,6 +402,8 @@ pub struct Upstream {
     pub next: AtomicUsize,
     /// HTTP version(s) spoken to this upstream.
     pub protocol: UpstreamProtocol,
+    /// Requests in flight to this upstream at once; more get 503.
+    pub max_pending: usize,
     /// TLS to this upstream, when configured.
     pub tls: Option<UpstreamTls>,
 }
@@ -420,25 +455,39 @@ impl std::fmt::Debug for UpstreamTls {
 }
 
 impl Upstream {
+    /// Requests in flight to this upstream's endpoints.
+    pub fn pending(&self) -> usize {
+        self.endpoints.iter().map(|e| e.inflight.load(Ordering::Relaxed)).sum()
+    }
+
     /// Picks an endpoint among the available ones; when none is available, any (fail open).
     #[inline]
     pub fn select(&self) -> Option<&Arc<Endpoint>> {
+        self.select_avoiding(None)
+    }
+
+    /// [`Self::select`], skipping `avoid` (the endpoint a retry follows) while another endpoint
+    /// is available: a retry goes to the next endpoint, as nginx's `proxy_next_upstream` does.
+    #[inline]
+    pub fn select_avoiding(&self, avoid: Option<SocketAddr>) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         if n <= 1 {
             return self.endpoints.first();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        match self.balance {
-            Balance::RoundRobin => (0..n)
-                .map(|i| &self.endpoints[(start + i) % n])
-                .find(|e| e.available())
-                .or_else(|| self.endpoints.get(start % n)),
-            Balance::LeastConn => (0..n)
-                .map(|i| &self.endpoints[(start + i) % n])
-                .filter(|e| e.available())
-                .min_by_key(|e| e.inflight.load(Ordering::Relaxed))
-                .or_else(|| self.endpoints.get(start % n)),
-        }
+        let candidates = (0..n).map(|i| &self.endpoints[(start + i) % n]).filter(|e| e.available());
+        let pick = |avoiding: bool| {
+            let mut c = candidates.clone().filter(|e| !avoiding || Some(e.addr) != avoid);
+            match self.balance {
+                Balance::RoundRobin => c.next(),
+                Balance::LeastConn => c.min_by_key(|e| e.inflight.load(Ordering::Relaxed)),
+            }
+        };
+        pick(avoid.is_some())
+            .or_else(|| pick(false))
+            // nothing available: fail open, still away from the one that just failed
+            .or_else(|| (0..n).map(|i| &self.endpoints[(start + i) % n]).find(|e| Some(e.addr) != avoid))
+            .or_else(|| self.endpoints.get(start % n))
     }
 }
 
@@ -635,5 +684,35 @@ mod tests {
         h.append(http::header::COOKIE, "a=1; uid=abc; b=2".parse().unwrap());
         assert_eq!(cookie_value(&h, "uid"), Some(&b"abc"[..]));
         assert_eq!(cookie_value(&h, "u"), None);
+    }
+
+    #[test]
+    fn one_failed_probe_does_not_flip_an_endpoint() {
+        let hc = HealthCheck {
+            path: "/h".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        };
+        let ep = Endpoint::new("127.0.0.1:1".parse().unwrap());
+        // (probe result, state change expected)
+        let script = [
+            (false, None),
+            (true, None),
+            (false, None),
+            (false, None),
+            (false, Some(false)),
+            (false, None),
+            (true, None),
+            (false, None),
+            (true, None),
+            (true, Some(true)),
+            (true, None),
+        ];
+        for (i, (ok, want)) in script.into_iter().enumerate() {
+            assert_eq!(ep.record_probe(ok, &hc), want, "probe {i}");
+        }
+        assert!(ep.available());
     }
 }

@@ -149,6 +149,9 @@ pub struct RawUpstream {
     pub protocol: Option<Spanned<String>>,
     /// Connect with TLS (`tls = {}` for the defaults).
     pub tls: Option<Spanned<RawUpstreamTls>>,
+    /// Requests in flight to this upstream at once; more get 503 at once (default 1000), so a
+    /// stalled service cannot tie up the gateway.
+    pub max_pending: Option<Spanned<i64>>,
 }
 
 /// `tls = { ... }` of an upstream.
@@ -178,6 +181,10 @@ pub struct RawHealthCheck {
     pub interval: Option<Spanned<String>>,
     /// Probe timeout (default "1s").
     pub timeout: Option<Spanned<String>>,
+    /// Consecutive failed probes before an endpoint is taken out of rotation (default 3).
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    /// Consecutive good probes before it is put back (default 2).
+    pub healthy_threshold: Option<Spanned<i64>>,
 }
 
 /// `[upstreams.NAME.eject]`.

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::diagnostics::Issues;
 use super::raw::{RawDefaults, RawUpstream, RawUpstreamTls};
-use super::values::{dur, parse_endpoint, EndpointSpec, Resolve};
+use super::values::{dur, int_in, parse_endpoint, EndpointSpec, Resolve};
 use super::Secrets;
 use crate::table::{Balance, EjectPolicy, Endpoint, HealthCheck, RouteTable, Upstream, UpstreamProtocol, UpstreamTls};
 
@@ -75,6 +75,7 @@ pub(super) fn compile_upstreams(
             eject: eject(issues, uv),
             next: Default::default(),
             protocol: protocol(issues, uv),
+            max_pending: int_in(issues, &uv.max_pending, "max_pending", 1..=1_000_000, 1000) as usize,
             tls: uv.tls.as_ref().and_then(|t| upstream_tls(issues, t, &uv.endpoints, secrets)),
         };
         out.index.insert(name.clone(), out.list.len());
@@ -182,6 +183,8 @@ fn health_check(issues: &mut Issues<'_>, uv: &RawUpstream) -> Option<HealthCheck
         path: h.path.get_ref().clone(),
         interval: dur(issues, &h.interval, Duration::from_secs(5)),
         timeout: dur(issues, &h.timeout, Duration::from_secs(1)),
+        unhealthy_threshold: int_in(issues, &h.unhealthy_threshold, "unhealthy_threshold", 1..=100, 3) as u32,
+        healthy_threshold: int_in(issues, &h.healthy_threshold, "healthy_threshold", 1..=100, 2) as u32,
     })
 }
 
