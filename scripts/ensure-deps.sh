@@ -21,6 +21,9 @@ if [ "${1:-}" = "--perf" ]; then
     command -v nginx >/dev/null 2>&1 || need+=(nginx)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
     command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    # gateway-bench.sh's HTTPS rows: h2load for HTTP/2, openssl for the self-signed certificate
+    command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+    command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then

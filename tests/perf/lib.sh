@@ -71,3 +71,42 @@ wrk_run() {
 
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b>0 ? a/b : 0) }'; }
+
+# ensure_tools TOOL...: runs scripts/ensure-deps.sh --perf when any TOOL is missing (it installs
+# them as root), then insists they are there.
+ensure_tools() {
+  local t
+  for t in "$@"; do
+    if ! command -v "$t" >/dev/null; then
+      "$(dirname "${BASH_SOURCE[0]}")/../../scripts/ensure-deps.sh" --perf >&2
+      break
+    fi
+  done
+  require "$@"
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# h2load_run URL: h2load over TLS with ALPN h2 (-t1 -c$CONNS -m$H2_STREAMS -D$DURATION, killed
+# if it overruns by 30 s); sets RUN_RPS RUN_P50 RUN_P99 (from its per-request log) RUN_REQS and
+# RUN_TLS (protocol, cipher, key exchange, ALPN). Exits if it did not speak h2 or any request
+# failed or got a non-2xx answer.
+h2load_run() {
+  local out log=$WORK/h2load-requests.log
+  out=$(timeout -k 5 $((DURATION + 30)) h2load -t1 -c"$CONNS" -m"${H2_STREAMS:-10}" -D"$DURATION" \
+          --log-file="$log" "$1" 2>&1) || { echo "h2load failed against $1:"; echo "$out"; exit 1; }
+  if ! grep -q '^Application protocol: h2$' <<<"$out"; then
+    echo "$1 did not negotiate h2:"; echo "$out"; exit 1
+  fi
+  RUN_REQS=$(awk '/^requests:/ {print $8}' <<<"$out")
+  local bad ok
+  bad=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
+  ok=$(awk '/^status codes:/ {print $3}' <<<"$out")
+  if [[ $bad != 0 || $ok != "$RUN_REQS" || $RUN_REQS == 0 ]]; then
+    echo "failed or non-2xx requests against $1:"; echo "$out"; exit 1
+  fi
+  RUN_RPS=$(awk '/^finished in/ {print $4}' <<<"$out")
+  read -r RUN_P50 RUN_P99 < <(cut -f3 "$log" | sort -n | awk '{v[NR]=$1}
+    END{ i=int(NR*0.5); if (i<1) i=1; j=int(NR*0.99); if (j<1) j=1; printf "%.3f %.3f\n", v[i]/1000, v[j]/1000 }')
+  RUN_TLS=$(awk -F': ' '/^(TLS Protocol|Cipher|Server Temp Key|Application protocol):/ {printf "%s%s", sep, $2; sep=", "}' <<<"$out")
+}
