@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -487,6 +488,16 @@ impl ProxyHttp for GatewayProxy {
         // Pingora drops Content-Length when Transfer-Encoding is present and turns keep-alive
         // off for that request; an HTTP/1.1 request with Transfer-Encoding whose keep-alive is
         // off without the client asking for it had both. nginx refuses those: so do we.
+        // The compression module reads Accept-Encoding right after this callback, and only when
+        // enabled: enable it when some route compresses; `response_filter` then sets the
+        // route's level (0 for the others).
+        let table = self.store.current();
+        if table.any_compression {
+            if let Some(m) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() {
+                m.adjust_level(1);
+            }
+        }
+        ctx.table = Some(table);
         let req = session.req_header();
         if req.version == http::Version::HTTP_11
             && req.headers.contains_key(header::TRANSFER_ENCODING)
@@ -503,10 +514,17 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let table = self.store.current();
+        // set in `early_request_filter`: `logging` (metrics, access log) also covers requests
+        // answered here
+        let table = match &ctx.table {
+            Some(t) => t.clone(),
+            None => {
+                let t = self.store.current();
+                ctx.table = Some(t.clone());
+                t
+            }
+        };
         ctx.started = Instant::now();
-        // set first: `logging` (metrics, access log) also covers requests answered here
-        ctx.table = Some(table.clone());
         // The gateway owns x-strangler-*: nothing a client sends in that namespace reaches
         // routing, shadowing or an upstream.
         if has_internal_headers(&session.req_header().headers) {
@@ -722,12 +740,35 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
+        }
+        // Pingora's compression module (every proxy service has it, level 0 = off) compresses by the
+        // client's Accept-Encoding when the route asks for it and the body is large enough.
+        if ctx.table.as_ref().is_some_and(|t| t.any_compression) {
+            let compression = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].compression);
+            let level = match compression {
+                Some(c) if !ctx.streaming => {
+                    let small = resp
+                        .headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .is_some_and(|n| n < c.min_bytes);
+                    if small {
+                        0
+                    } else {
+                        c.level
+                    }
+                }
+                _ => 0,
+            };
+            if let Some(m) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() {
+                m.adjust_level(level);
+            }
         }
         Ok(())
     }

@@ -131,6 +131,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Silence allowed on a WebSocket/SSE stream; `timeout` covers only the time to its head.
     pub stream_idle_timeout: Duration,
+    /// Response compression, when on.
+    pub compression: Option<Compression>,
     /// Largest request body (bytes; `u64::MAX`: no limit).
     pub max_body_bytes: u64,
     pub retry: RetryPolicy,
@@ -153,6 +155,15 @@ impl RouteKey for Route {
     fn headers(&self) -> &[HeaderMatch] {
         &self.headers
     }
+}
+
+/// `[routes.compression]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    /// 1–9 (gzip and zstd use it as is; Pingora caps brotli's).
+    pub level: u32,
+    /// Responses with a declared length below this are not compressed.
+    pub min_bytes: u64,
 }
 
 /// Counters a route's requests update (atomics, reset by a reload).
@@ -503,6 +514,8 @@ pub struct RouteTable {
     pub router: Router,
     /// Metrics for requests no route took.
     pub default_metrics: RouteMetrics,
+    /// Some route compresses responses.
+    pub any_compression: bool,
     /// Hex hash of the source text.
     pub version: String,
     pub loaded_at: SystemTime,
@@ -531,6 +544,7 @@ impl RouteTable {
             settings,
             upstreams,
             legacy,
+            any_compression: routes.iter().any(|r| r.compression.is_some()),
             routes,
             router,
             default_metrics: RouteMetrics::new("_default"),

@@ -227,6 +227,18 @@ pub struct RawRoute {
     pub retry: Option<RawRetry>,
     /// Shadow traffic settings (stage "shadow", or "canary" with `on_canary = true`).
     pub shadow: Option<Spanned<RawShadow>>,
+    /// Compress responses for clients that accept it (gzip, brotli or zstd); off when absent.
+    pub compression: Option<RawCompression>,
+}
+
+/// `[routes.compression]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    /// Compression level, 1–9 (default 5).
+    pub level: Option<Spanned<i64>>,
+    /// Responses with a declared length below this are sent as they are (default 1024).
+    pub min_bytes: Option<Spanned<i64>>,
 }
 
 /// A number written as an integer or a float.

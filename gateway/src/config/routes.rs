@@ -8,11 +8,11 @@ use super::gateway::body_limit;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::shadow::{check_dry_run_secret, shadow_rules};
 use super::upstreams::Upstreams;
-use super::values::dur;
+use super::values::{dur, int_in};
 use crate::metrics::RouteMetrics;
 use crate::router::{HeaderMatch, PathPattern, Router, RouterBuildError};
 use crate::stage::Stage;
-use crate::table::{CanaryPolicy, GatewaySettings, RetryPolicy, Route, RouteCounters, StickyKey};
+use crate::table::{CanaryPolicy, Compression, GatewaySettings, RetryPolicy, Route, RouteCounters, StickyKey};
 
 /// Methods a route may name.
 pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -41,6 +41,10 @@ pub(super) fn compile_routes(
         let timeout = dur(issues, &r.timeout, settings.request_timeout);
         let max_body_bytes = body_limit(issues, &r.max_body_bytes, settings.max_body_bytes);
         let stream_idle_timeout = dur(issues, &r.stream_idle_timeout, settings.stream_idle_timeout);
+        let compression = r.compression.as_ref().map(|c| Compression {
+            level: int_in(issues, &c.level, "level", 1..=9, 5) as u32,
+            min_bytes: int_in(issues, &c.min_bytes, "min_bytes", 0..=(1 << 40), 1024) as u64,
+        });
         let retry = r.retry.as_ref().map(|rr| retry(issues, rr)).unwrap_or_default();
         let m = r.matcher.get_ref();
         let shadow = shadow_rules(issues, r, stage, to);
@@ -59,6 +63,7 @@ pub(super) fn compile_routes(
             fallback_legacy,
             timeout,
             stream_idle_timeout,
+            compression,
             max_body_bytes,
             retry,
             shadow,
