@@ -347,3 +347,29 @@ async fn a_full_queue_drops_and_counts() {
     assert!(dropped >= 15, "{v:#}");
     assert!(gw.metrics().await.contains(&format!("strangler_shadow_dropped_total{{route=\"queue\"}} {dropped}")));
 }
+
+/// An HTTP/2 client (h2c prior knowledge, curl) is shadowed like an HTTP/1.1 one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_are_shadowed_like_http1() {
+    let (legacy, svc) = (server(Role::Legacy).await, server(Role::Shadow).await);
+    let cfg = format!(
+        "h2c = true\n\n{}{}{}",
+        upstreams(legacy.addr, svc.addr),
+        route("ident", "/ident", ""),
+        route("price", "/price", "")
+    );
+    let gw = Gateway::start(&cfg);
+    for path in ["/ident", "/price"] {
+        let out = tokio::task::block_in_place(|| {
+            std::process::Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", "--http2-prior-knowledge"])
+                .arg(gw.url(path))
+                .output()
+                .unwrap()
+        });
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2", "{path}");
+    }
+    let v = wait_report(&gw, "both compared", |v| n(v, "ident", "/compared") == 1 && n(v, "price", "/compared") == 1).await;
+    assert_eq!((n(&v, "ident", "/matched"), n(&v, "price", "/mismatched")), (1, 1), "{v:#}");
+    assert_eq!(svc.seen("/ident").len(), 1);
+}
