@@ -10,6 +10,7 @@ pub mod otlp;
 pub mod pg;
 pub mod process;
 pub mod stack;
+pub mod tls;
 
 pub use pg::{PgCluster, PgClusterBuilder, PgError};
 pub use process::{free_port, pid_alive, signal_pid, wait_for_http, wait_for_tcp, ChildGuard, Signal};

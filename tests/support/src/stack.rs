@@ -92,6 +92,9 @@ pub struct StackOptions {
     pub services: bool,
     /// Start the gateway.
     pub gateway: bool,
+    /// Also serve HTTPS (and h2) on this port, with a certificate for `localhost` and 127.0.0.1
+    /// made at start by a throwaway CA (`<run-dir>/tls/ca.pem`). Off in tests.
+    pub https: Option<u16>,
     /// Print progress to stderr.
     pub verbose: bool,
 }
@@ -109,6 +112,7 @@ impl StackOptions {
             shadow_secret: random_secret(),
             services: true,
             gateway: true,
+            https: None,
             verbose: false,
         }
     }
@@ -258,6 +262,17 @@ impl Stack {
         if o.gateway {
             say("gateway");
             let routes = stack.rewrite_config("routes.toml", "routes.toml")?;
+            if let Some(port) = o.https {
+                let tls = crate::tls::self_signed(&o.run_dir.join("tls"))?;
+                let mut text = std::fs::read_to_string(&routes).map_err(|e| e.to_string())?;
+                text.push_str(&format!(
+                    "\n# added by the local stack: HTTPS with a throwaway CA ({})\n[gateway.tls]\nlisten = \"127.0.0.1:{port}\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+                    tls.ca.display(),
+                    tls.cert.display(),
+                    tls.key.display()
+                ));
+                std::fs::write(&routes, text).map_err(|e| e.to_string())?;
+            }
             let mut cmd = Command::new(stack.bin("strangler-gateway")?);
             cmd.arg("run").arg("--config").arg(&routes);
             cmd.arg("--upgrade-sock").arg(o.run_dir.join("gateway-upgrade.sock"));
@@ -295,6 +310,10 @@ impl Stack {
         self.opts.run_dir.join(format!("sync-{name}.toml"))
     }
 
+    /// The HTTPS address, when the stack serves HTTPS.
+    pub fn gateway_https_url(&self) -> Option<String> {
+        self.opts.https.map(|p| format!("https://localhost:{p}"))
+    }
     pub fn gateway_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.opts.ports.gateway)
     }

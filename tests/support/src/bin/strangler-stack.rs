@@ -22,6 +22,8 @@ USAGE: strangler-stack [OPTIONS]
   --bin-dir DIR     where the binaries are (default: this binary's directory)
   --run-dir DIR     logs, live configs and the Postgres clusters go here (default: ./.stack)
   --legacy-only     start only Postgres and the legacy monolith
+  --no-https        do not serve HTTPS on 8443 (by default a throwaway CA signs a certificate
+                    for localhost, written to <run-dir>/tls/)
   --products N      seed size (defaults: the monolith's own: 10k products, 2k customers,
   --customers N       20k orders)
   --orders N
@@ -44,6 +46,7 @@ fn parse_args() -> Result<StackOptions, String> {
         shadow_secret: std::env::var(SHADOW_SECRET_ENV).ok().filter(|s| !s.is_empty()).unwrap_or_else(random_secret),
         services: true,
         gateway: true,
+        https: Some(8443),
         verbose: true,
     };
     if !o.repo_dir.join("routes.toml").is_file() {
@@ -58,6 +61,7 @@ fn parse_args() -> Result<StackOptions, String> {
                 std::process::exit(0);
             }
             "--bin-dir" => o.bin_dir = value()?.into(),
+            "--no-https" => o.https = None,
             "--run-dir" => o.run_dir = value()?.into(),
             "--legacy-only" => {
                 o.services = false;
@@ -120,6 +124,12 @@ fn run(mut opts: StackOptions) -> Result<(), String> {
     println!("strangler local stack is up");
     if stack.opts.gateway {
         println!("  gateway         {}        <- clients talk to this", stack.gateway_url());
+        if let Some(https) = stack.gateway_https_url() {
+            println!(
+                "  gateway HTTPS   {https}       (HTTP/2 too; curl --cacert {}/tls/ca.pem)",
+                stack.opts.run_dir.display()
+            );
+        }
         println!("  gateway admin   {}        (token: {token})", stack.admin_url());
     }
     println!("  legacy monolith {}", stack.legacy_url());
