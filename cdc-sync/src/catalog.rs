@@ -2,7 +2,8 @@
 
 use tokio_postgres::Client;
 
-use crate::mapping::{DirectedTable, Mapping};
+use crate::config::SyncConfig;
+use crate::mapping::{DirectedTable, Mapping, Way};
 
 /// A table's live columns.
 #[derive(Debug, Clone)]
@@ -72,6 +73,38 @@ pub struct CatalogProblem {
     pub line: usize,
     /// What is wrong.
     pub message: String,
+}
+
+/// Resolving a mapping against the live catalogs failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A catalog query failed.
+    #[error(transparent)]
+    Sql(#[from] tokio_postgres::Error),
+    /// The mapping does not fit the tables (one `sync.toml:<line>: <message>` line each).
+    #[error("{}", .0.iter().map(|p| format!("sync.toml:{}: {}", p.line, p.message)).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<CatalogProblem>),
+}
+
+/// A mapping compiled for `way` with types resolved against the live catalogs (`all`: every
+/// table, whatever its direction, as `verify` compares them).
+pub async fn resolved_mapping(
+    cfg: &SyncConfig,
+    way: Way,
+    from: &Client,
+    to: &Client,
+    all: bool,
+) -> Result<Mapping, CatalogError> {
+    let mut m = if all {
+        Mapping::from_tables(cfg.tables.iter().map(|t| DirectedTable::compile(t, way)).collect())
+    } else {
+        Mapping::compile(cfg, way)
+    };
+    let problems = resolve(&mut m, from, to).await?;
+    if !problems.is_empty() {
+        return Err(CatalogError::Problems(problems));
+    }
+    Ok(Mapping::from_tables(m.tables))
 }
 
 /// Resolve expression dependencies and column types of every table in `mapping` against the

@@ -108,6 +108,22 @@ pub struct ServerError {
 }
 
 impl ServerError {
+    /// What an error says: from the first tokio-postgres error in its chain, else its
+    /// innermost cause, with a `[XXXXX]` SQLSTATE prefix if there is one.
+    pub fn of(e: &(dyn std::error::Error + 'static)) -> ServerError {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let mut innermost = e;
+        while let Some(c) = cur {
+            if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
+                return ServerError::of_pg(pg);
+            }
+            innermost = c;
+            cur = c.source();
+        }
+        let message = innermost.to_string();
+        ServerError { sqlstate: bracketed_sqlstate(&message).map(str::to_string), message, detail: None }
+    }
+
     /// What a tokio-postgres error says.
     pub fn of_pg(e: &tokio_postgres::Error) -> ServerError {
         match e.as_db_error() {

@@ -1,14 +1,18 @@
 //! cdc-sync: logical-replication CDC that keeps the legacy monolith's database and an extracted
 //! service's database in step, forward, backward or both ways, and proves they agree.
 //!
-//! Modules mirror the design: [`config`] (sync.toml), [`source`] (publication, slot, snapshot,
-//! the [`source::ChangeStream`]), [`mapping`] (column mapping, pure), [`apply`] (the engine and
-//! the [`apply::Sink`]s), [`checkpoint`] (progress in the target), [`verify`], [`status`].
+//! Modules mirror the design, in the order a change flows: [`config`] (sync.toml), [`plan`] (what
+//! each direction reads, writes and names), [`source`] (publication, slot, snapshot, the
+//! [`source::ChangeStream`]), [`mapping`] (column mapping, pure), [`apply`] (the engine and the
+//! [`apply::Sink`]s), [`checkpoint`] (progress in the target); around them [`runner`] (`run`),
+//! [`retry`] and [`error`] (what happens after an error), [`status`], [`verify`], [`lock`],
+//! [`commands`] (the one-shot commands), [`catalog`], [`connect`], [`model`].
 #![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod catalog;
 pub mod checkpoint;
+pub mod commands;
 pub mod config;
 pub mod connect;
 pub mod error;
@@ -16,6 +20,7 @@ pub mod lock;
 pub mod mapping;
 pub mod model;
 pub mod plan;
+pub mod retry;
 pub mod runner;
 pub mod source;
 pub mod status;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cdc_sync::runner::RunError;
 use clap::{Parser, Subcommand};
 
 /// Logical-replication CDC between the legacy database and an extracted service's database.
@@ -13,8 +14,10 @@ use clap::{Parser, Subcommand};
 /// (target) with per-table column mapping. Reverse/both: the service's writes stream back,
 /// loop-free (replication origins) with last-writer-wins on conflicts.
 ///
-/// Exit codes: 0 ok/equal, 1 failure or (verify) differences, 2 bad configuration or error
-/// before starting, 3 (`run --no-wait`) another instance of the pipeline is active.
+/// Exit codes: 0 ok/equal, 1 failure or (verify) differences — for `run`: a direction stopped on
+/// an error that needs a human (data or schema, or a transient error that kept repeating) —,
+/// 2 bad configuration or error before starting, 3 (`run --no-wait`) another instance of the
+/// pipeline is active.
 #[derive(Parser, Debug)]
 #[command(name = "cdc-sync", version)]
 struct Cli {
@@ -46,6 +49,10 @@ enum Cmd {
         /// Exit (code 3) instead of waiting on standby when another instance is active.
         #[arg(long)]
         no_wait: bool,
+        /// When a direction stops on an error, keep serving the status port this many seconds
+        /// (so /status shows the table, key, LSN, SQLSTATE and message) before exiting with code 1.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        linger_after_stop: f64,
     },
     /// Compare source and target (counts + chunked hashes over the mapped columns). Exit 0 when
     /// equal, 1 when different (differing keys are printed), 2 on error.
@@ -82,6 +89,11 @@ fn load(path: &std::path::Path) -> Result<cdc_sync::config::SyncConfig, ExitCode
     })
 }
 
+/// An error and its causes on one line, as `anyhow` prints them.
+fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::new(e))
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
 }
@@ -104,7 +116,7 @@ fn main() -> ExitCode {
                 println!("{}: ok ({} tables)", file.display(), cfg.tables.len());
                 return ExitCode::SUCCESS;
             }
-            match runtime().block_on(cdc_sync::runner::check_connect(&cfg)) {
+            match runtime().block_on(cdc_sync::commands::check_connect(&cfg)) {
                 Ok(problems) if problems.is_empty() => {
                     println!(
                         "{}: ok ({} tables, checked against the live databases)",
@@ -120,24 +132,29 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", chain(e));
                     ExitCode::from(2)
                 }
             }
         }
-        Cmd::Run { config, status, no_wait } => {
+        Cmd::Run { config, status, no_wait, linger_after_stop } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().block_on(cdc_sync::runner::run(cfg, status, no_wait)) {
+            let opts = cdc_sync::runner::RunOptions {
+                status_listen: status,
+                no_wait,
+                linger_after_stop: std::time::Duration::try_from_secs_f64(linger_after_stop).unwrap_or_default(),
+            };
+            match runtime().block_on(cdc_sync::runner::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.is::<cdc_sync::runner::AnotherInstanceActive>() => {
+                Err(RunError::AnotherInstance(e)) => {
                     eprintln!("error: {e}");
                     ExitCode::from(3)
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", chain(e));
                     ExitCode::from(1)
                 }
             }
@@ -147,7 +164,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().block_on(cdc_sync::runner::run_verify(&cfg, chunk_rows)) {
+            match runtime().block_on(cdc_sync::commands::run_verify(&cfg, chunk_rows)) {
                 Ok(report) => {
                     print!("{report}");
                     if report.equal() {
@@ -157,7 +174,7 @@ fn main() -> ExitCode {
                     }
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", chain(e));
                     ExitCode::from(2)
                 }
             }
@@ -167,10 +184,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().block_on(cdc_sync::runner::run_drop(&cfg, purge)) {
+            match runtime().block_on(cdc_sync::commands::run_drop(&cfg, purge)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", chain(e));
                     ExitCode::from(1)
                 }
             }
@@ -180,13 +197,13 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().block_on(cdc_sync::runner::run_status(&cfg)) {
+            match runtime().block_on(cdc_sync::commands::run_status(&cfg)) {
                 Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", chain(e));
                     ExitCode::from(1)
                 }
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::config::{ColumnSpec, SyncConfig, TableConfig};
-use crate::model::{Cell, ChangeKind, Row, RowChange};
+use crate::model::{Cell, ChangeKind, Lsn, Row, RowChange};
 
 /// Which pipeline a mapping is compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,6 +98,15 @@ pub enum MapError {
         /// The key column.
         column: String,
     },
+}
+
+impl MapError {
+    /// The read-side table.
+    pub fn table(&self) -> &str {
+        match self {
+            MapError::MissingColumn { table, .. } | MapError::NoKey { table, .. } => table,
+        }
+    }
 }
 
 /// Identifier-like tokens of an SQL expression outside of string literals and quoted
@@ -291,8 +300,9 @@ impl DirectedTable {
             .collect()
     }
 
-    /// Translate one change of this table. `table` is this mapping's index, stored in the op.
-    pub fn map_change(&self, table: usize, change: &RowChange, ts: DateTime<Utc>) -> Result<Op, MapError> {
+    /// Translate one change of this table. `table` is this mapping's index, stored in the op;
+    /// `lsn` and `ts` are the commit LSN and time of the source transaction.
+    pub fn map_change(&self, table: usize, change: &RowChange, lsn: Lsn, ts: DateTime<Utc>) -> Result<Op, MapError> {
         match &change.kind {
             ChangeKind::Insert { new } => {
                 let cells = self.cells(new);
@@ -303,7 +313,7 @@ impl DirectedTable {
                         line: self.line,
                     });
                 }
-                Ok(Op::Upsert { table, row: cells, ts })
+                Ok(Op::Upsert { table, row: cells, lsn, ts })
             }
             ChangeKind::Update { old, new } => {
                 let new_key = self.key_of(new, "update")?;
@@ -313,12 +323,12 @@ impl DirectedTable {
                 };
                 let cells = self.cells(new);
                 if old_key == new_key && cells.iter().all(|c| *c != Cell::Unchanged) {
-                    Ok(Op::Upsert { table, row: cells, ts })
+                    Ok(Op::Upsert { table, row: cells, lsn, ts })
                 } else {
-                    Ok(Op::Update { table, match_key: old_key, row: cells, ts })
+                    Ok(Op::Update { table, match_key: old_key, row: cells, lsn, ts })
                 }
             }
-            ChangeKind::Delete { old } => Ok(Op::Delete { table, key: self.key_of(old, "delete")?, ts }),
+            ChangeKind::Delete { old } => Ok(Op::Delete { table, key: self.key_of(old, "delete")?, lsn, ts }),
         }
     }
 
@@ -345,6 +355,8 @@ pub enum Op {
         table: usize,
         /// One cell per input, none `Unchanged`.
         row: Vec<Cell>,
+        /// Commit LSN of the source transaction (names it in errors).
+        lsn: Lsn,
         /// Source commit time (for last-writer-wins).
         ts: DateTime<Utc>,
     },
@@ -357,6 +369,8 @@ pub enum Op {
         match_key: Vec<Arc<str>>,
         /// One cell per input; `Unchanged` ones are not written.
         row: Vec<Cell>,
+        /// Commit LSN of the source transaction.
+        lsn: Lsn,
         /// Source commit time.
         ts: DateTime<Utc>,
     },
@@ -366,6 +380,8 @@ pub enum Op {
         table: usize,
         /// Key values.
         key: Vec<Arc<str>>,
+        /// Commit LSN of the source transaction.
+        lsn: Lsn,
         /// Source commit time.
         ts: DateTime<Utc>,
     },
@@ -373,10 +389,19 @@ pub enum Op {
     Truncate {
         /// Mapping indexes.
         tables: Vec<usize>,
+        /// Commit LSN of the source transaction.
+        lsn: Lsn,
     },
 }
 
 impl Op {
+    /// Commit LSN of the source transaction the op comes from.
+    pub fn lsn(&self) -> Lsn {
+        match self {
+            Op::Upsert { lsn, .. } | Op::Update { lsn, .. } | Op::Delete { lsn, .. } | Op::Truncate { lsn, .. } => *lsn,
+        }
+    }
+
     /// The mapping index (None for truncate).
     pub fn table(&self) -> Option<usize> {
         match self {
@@ -513,11 +538,11 @@ src = { constant = "'legacy'" }
         let full = Row::from_pairs([("id", t("1")), ("name", t("a")), ("price", t("2.5"))]);
         let ch =
             RowChange { table: "public.products".into(), kind: ChangeKind::Update { old: None, new: full.clone() } };
-        assert!(matches!(d.map_change(0, &ch, ts).unwrap(), Op::Upsert { .. }));
+        assert!(matches!(d.map_change(0, &ch, Lsn(1), ts).unwrap(), Op::Upsert { .. }));
         // unchanged TOAST name: partial update that does not touch title
         let partial = Row::from_pairs([("id", t("1")), ("name", Cell::Unchanged), ("price", t("3"))]);
         let ch = RowChange { table: "public.products".into(), kind: ChangeKind::Update { old: None, new: partial } };
-        let op = d.map_change(0, &ch, ts).unwrap();
+        let op = d.map_change(0, &ch, Lsn(1), ts).unwrap();
         let Op::Update { match_key, row, .. } = op else { panic!() };
         assert_eq!(match_key, vec![Arc::<str>::from("1")]);
         let present: Vec<bool> = row.iter().map(|c| *c != Cell::Unchanged).collect();
@@ -527,7 +552,7 @@ src = { constant = "'legacy'" }
         let old = Row::from_pairs([("id", t("1"))]);
         let new = Row::from_pairs([("id", t("9")), ("name", t("a")), ("price", t("2.5"))]);
         let ch = RowChange { table: "x".into(), kind: ChangeKind::Update { old: Some(old), new } };
-        let Op::Update { match_key, .. } = d.map_change(0, &ch, ts).unwrap() else { panic!() };
+        let Op::Update { match_key, .. } = d.map_change(0, &ch, Lsn(1), ts).unwrap() else { panic!() };
         assert_eq!(match_key, vec![Arc::<str>::from("1")]);
     }
 

@@ -1,174 +1,157 @@
-//! Wiring for the CLI: `run` (snapshot if needed, then stream both ways), `check --connect`,
-//! `verify`, `drop`, `status`.
+//! `cdc-sync run`: take the single-instance lock, prepare each direction (publication, slot,
+//! snapshot of unfinished tables), then stream until an error that needs a human. Each
+//! direction resumes from its checkpoint after transient errors (capped, jittered exponential
+//! backoff; [`crate::retry`]) and stops on data and schema errors or on a transient error that
+//! keeps repeating; `/status` and the log then name the table, key, commit LSN, SQLSTATE and
+//! message, and `run` returns an error (the process exits non-zero).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use rand::SeedableRng;
 use tokio_postgres::Client;
 
-use crate::apply::{PgSink, Pipeline, PipelineOptions};
-use crate::catalog;
-use crate::checkpoint::{CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
+use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
+use crate::catalog::{resolved_mapping, CatalogError};
+use crate::checkpoint::{CheckpointError, CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
 use crate::config::SyncConfig;
 use crate::connect::connect;
-use crate::lock::{self, Attempt, InstanceLock};
+use crate::lock::{self, Attempt, Holder, InstanceLock};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
-use crate::source::snapshot::{copy_tables, SnapshotJob};
-use crate::source::{self, PgChangeStream};
-use crate::status::{self, Metrics, Registry};
-use crate::verify::{verify, VerifyReport};
+use crate::retry::{Failure, Next, Retrier, RetryPolicy, StopReason};
+use crate::source::snapshot::{copy_tables, SnapshotError, SnapshotJob};
+use crate::source::{self, PgChangeStream, SourceError};
+use crate::status::{self, ErrorReport, Metrics, Registry};
 
-/// A mapping compiled for `way` with types resolved against the live catalogs.
-pub async fn resolved_mapping(
-    cfg: &SyncConfig,
-    way: Way,
-    from: &Client,
-    to: &Client,
-    all: bool,
-) -> anyhow::Result<Mapping> {
-    let mut m = if all {
-        Mapping::from_tables(cfg.tables.iter().map(|t| crate::mapping::DirectedTable::compile(t, way)).collect())
-    } else {
-        Mapping::compile(cfg, way)
-    };
-    let problems = catalog::resolve(&mut m, from, to).await?;
-    if !problems.is_empty() {
-        let text: Vec<String> = problems.iter().map(|p| format!("sync.toml:{}: {}", p.line, p.message)).collect();
-        bail!("{}", text.join("\n"));
-    }
-    Ok(Mapping::from_tables(m.tables))
+/// How `run` runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Status HTTP listen address; overrides `[status] listen`.
+    pub status_listen: Option<String>,
+    /// Return [`RunError::AnotherInstance`] instead of waiting on standby.
+    pub no_wait: bool,
+    /// After a direction stops on an error, keep serving the status port this long (so
+    /// `/status` shows why) before returning.
+    pub linger_after_stop: Duration,
 }
 
-/// `check --connect`: every problem found against the live catalogs (empty = fine).
-pub async fn check_connect(cfg: &SyncConfig) -> anyhow::Result<Vec<String>> {
-    let src =
-        connect(&cfg.source.conn).await.with_context(|| format!("connecting to source ({})", cfg.source.origin))?;
-    let tgt =
-        connect(&cfg.target.conn).await.with_context(|| format!("connecting to target ({})", cfg.target.origin))?;
-    let mut out = vec![];
-    let wal: String = src.query_one("SHOW wal_level", &[]).await?.get(0);
-    if wal != "logical" {
-        out.push(format!("source: wal_level is {wal}, needs logical"));
-    }
-    let mut m = Mapping::from_tables(
-        cfg.tables.iter().map(|t| crate::mapping::DirectedTable::compile(t, Way::Forward)).collect(),
-    );
-    for p in catalog::resolve(&mut m, &src, &tgt).await? {
-        out.push(format!("line {}: {}", p.line, p.message));
-    }
-    if cfg.has_reverse() {
-        let wal: String = tgt.query_one("SHOW wal_level", &[]).await?.get(0);
-        if wal != "logical" {
-            out.push(format!("target: wal_level is {wal}, needs logical for the reverse direction"));
-        }
-        let mut r = Mapping::compile(cfg, Way::Reverse);
-        for p in catalog::resolve(&mut r, &tgt, &src).await? {
-            out.push(format!("line {} (reverse): {}", p.line, p.message));
-        }
-        let ts: String = tgt.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
-        let ts2: String = src.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
-        if ts != "on" || ts2 != "on" {
-            out.push("track_commit_timestamp must be on at both sides for last-writer-wins".into());
-        }
-    }
-    // expressions: let PostgreSQL parse them
-    for t in &m.tables {
-        for (o, out_col) in t.outputs.iter().enumerate() {
-            if matches!(out_col.value, crate::mapping::OutputValue::Input(_)) || t.output_types.len() <= o {
-                continue;
-            }
-            let sql = format!(
-                "EXPLAIN SELECT {}::{} FROM {}",
-                crate::source::snapshot::source_value(t, o),
-                t.output_types[o],
-                crate::model::quote_qualified(&t.from_table)
-            );
-            if let Err(e) = src.batch_execute(&sql).await {
-                out.push(format!(
-                    "line {}: column {}: expression does not work on the source: {}",
-                    t.line,
-                    out_col.column,
-                    db_msg(&e)
-                ));
-            }
-        }
-    }
-    Ok(out)
+/// `run --no-wait` found another instance of the pipeline active.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another cdc-sync instance of pipeline {pipeline} is active: the instance lock on the source \
+     (advisory lock on {key:?}) is held by {holder}; not waiting because of --no-wait"
+)]
+pub struct AnotherInstanceActive {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Lock key text.
+    pub key: String,
+    /// Who holds it.
+    pub holder: Holder,
 }
 
-fn db_msg(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+/// A streaming direction stopped: an error that needs a human, or a transient one that kept
+/// repeating. The source is the last error; [`report`](Self::report) is what `/status` shows.
+#[derive(Debug, thiserror::Error)]
+#[error("{direction} pipeline stopped{}", match .reason {
+    StopReason::Fatal => String::new(),
+    StopReason::Repeated(n) => format!(" after {n} failed attempts in a row"),
+})]
+pub struct DirectionStopped {
+    /// `forward` or `reverse`.
+    pub direction: &'static str,
+    /// Why it stopped rather than retried.
+    pub reason: StopReason,
+    /// What `/status` shows.
+    pub report: ErrorReport,
+    /// The error.
+    #[source]
+    pub source: PipelineError,
 }
 
-/// `verify`: compare all mapped tables.
-pub async fn run_verify(cfg: &SyncConfig, chunk_rows: i64) -> anyhow::Result<VerifyReport> {
-    let src = connect(&cfg.source.conn).await.context("connecting to source")?;
-    let tgt = connect(&cfg.target.conn).await.context("connecting to target")?;
-    let m = resolved_mapping(cfg, Way::Forward, &src, &tgt, true).await?;
-    Ok(verify(&m, &src, &tgt, chunk_rows).await?)
+/// Why `run` ended.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A database could not be reached.
+    #[error("connecting to {what}")]
+    Connect {
+        /// Which side, and where its URL came from.
+        what: String,
+        /// The failure.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The status port could not be bound.
+    #[error("binding status port {listen}")]
+    Bind {
+        /// The address.
+        listen: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The instance lock could not be tried.
+    #[error("taking the instance lock on the {what}")]
+    Lock {
+        /// The source, and where its URL came from.
+        what: String,
+        /// The failure.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// `--no-wait` and another instance holds the lock.
+    #[error(transparent)]
+    AnotherInstance(#[from] AnotherInstanceActive),
+    /// The connection holding the instance lock is gone: another instance may take over.
+    #[error(
+        "lost the source connection holding the instance lock; stopping so that another instance can take over safely"
+    )]
+    LostLock,
+    /// The forward slot exists but its checkpoint does not.
+    #[error(
+        "slot {slot} exists on the source but the target has no checkpoint for pipeline {pipeline}; \
+         if it is a leftover, run `cdc-sync drop` and start again"
+    )]
+    SlotWithoutCheckpoint {
+        /// The slot.
+        slot: String,
+        /// The pipeline.
+        pipeline: String,
+    },
+    /// The reverse slot exists but its checkpoint does not.
+    #[error("reverse slot {slot} exists but the source has no checkpoint for {pipeline}; run `cdc-sync drop`")]
+    ReverseSlotWithoutCheckpoint {
+        /// The slot.
+        slot: String,
+        /// The pipeline.
+        pipeline: String,
+    },
+    /// The mapping does not fit the live catalogs.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Publication or slot setup failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The state schema could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The initial copy failed (unfinished tables are copied again at the next start).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A streaming direction stopped.
+    #[error(transparent)]
+    Stopped(#[from] Box<DirectionStopped>),
+    /// A task panicked or was cancelled.
+    #[error("a task of the pipeline failed")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-/// `drop`: remove slots, publications and origins (and with `purge`, the state schema).
-pub async fn run_drop(cfg: &SyncConfig, purge: bool) -> anyhow::Result<()> {
-    let src = connect(&cfg.source.conn).await.context("connecting to source")?;
-    let tgt = connect(&cfg.target.conn).await.context("connecting to target")?;
-    let plan = Plan::new(cfg);
-    let (f, r) = (&plan.forward, &plan.reverse);
-    if source::drop_slot(&src, &f.slot).await? {
-        println!("dropped slot {} on source", f.slot);
-    }
-    source::drop_publication(&src, &f.publication).await?;
-    source::drop_origin(&tgt, &f.origin).await?;
-    if source::drop_slot(&tgt, &r.slot).await? {
-        println!("dropped slot {} on target", r.slot);
-    }
-    source::drop_publication(&tgt, &r.publication).await?;
-    source::drop_origin(&src, &r.origin).await?;
-    for mut store in [PgCheckpointStore { client: src }, PgCheckpointStore { client: tgt }] {
-        if purge {
-            store.purge().await?;
-        } else if store.is_prepared().await? {
-            for p in [&f.pipeline, &r.pipeline] {
-                store.reset(p).await?;
-            }
-        }
-    }
-    println!("dropped publications, origins and checkpoints of pipeline {}", cfg.name);
-    Ok(())
-}
-
-/// `status`: slots, checkpoints and snapshot state, from the databases.
-pub async fn run_status(cfg: &SyncConfig) -> anyhow::Result<serde_json::Value> {
-    let src = connect(&cfg.source.conn).await.context("connecting to source")?;
-    let tgt = connect(&cfg.target.conn).await.context("connecting to target")?;
-    let slot = |c: Client, name: String| async move {
-        let s = source::slot_info(&c, &name).await?;
-        Ok::<_, anyhow::Error>(s.map(|s| {
-            serde_json::json!({"slot": name, "active": s.active, "confirmed_flush": s.confirmed_flush.map(|l| l.to_string()), "retained_wal_bytes": s.retained_bytes})
-        }))
-    };
-    let plan = Plan::new(cfg);
-    let mut out = serde_json::json!({
-        "forward_slot": slot(src, plan.forward.slot.clone()).await?,
-        "reverse_slot": slot(tgt, plan.reverse.slot.clone()).await?,
-    });
-    let mut tstore = PgCheckpointStore::connect(&plan.forward.to_conn).await?;
-    if tstore.is_prepared().await? {
-        let cp = tstore.load(&plan.forward.pipeline).await?;
-        out["forward_checkpoint"] =
-            serde_json::json!(cp.map(|c| serde_json::json!({"lsn": c.lsn.to_string(), "txns": c.txns})));
-        let tables = tstore.tables(&plan.forward.pipeline).await?;
-        out["snapshot"] = serde_json::json!(tables
-            .iter()
-            .map(|(t, s)| (t.clone(), serde_json::json!({"state": s.state.as_str(), "rows": s.rows})))
-            .collect::<serde_json::Map<_, _>>());
-    }
-    Ok(out)
+async fn connect_to(conn: &str, what: &str) -> Result<Client, RunError> {
+    connect(conn).await.map_err(|source| RunError::Connect { what: what.to_string(), source })
 }
 
 /// Prepare the forward direction: publication, slot, snapshot of unfinished tables. Returns the
@@ -180,7 +163,7 @@ async fn prepare_forward(
     src: &Client,
     store: &mut PgCheckpointStore,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Lsn, Vec<Lsn>)> {
+) -> Result<(Lsn, Vec<Lsn>), RunError> {
     let r = &cfg.replication;
     let name = &plan.pipeline;
     store.prepare().await?;
@@ -204,12 +187,9 @@ async fn prepare_forward(
             cp = store.load(name).await?;
             exported = Some(e);
         }
-        (Some(_), None) => bail!(
-            "slot {} exists on the source but the target has no checkpoint for pipeline {}; \
-             if it is a leftover, run `cdc-sync drop` and start again",
-            plan.slot,
-            name
-        ),
+        (Some(_), None) => {
+            return Err(RunError::SlotWithoutCheckpoint { slot: plan.slot.clone(), pipeline: name.clone() })
+        }
         (Some(_), Some(_)) => {}
     }
     let cp = cp.expect("set above").lsn;
@@ -257,7 +237,7 @@ async fn prepare_reverse(
     mapping: &Arc<Mapping>,
     tgt: &Client,
     store: &mut PgCheckpointStore,
-) -> anyhow::Result<Lsn> {
+) -> Result<Lsn, RunError> {
     let name = &plan.pipeline;
     store.prepare().await?;
     source::ensure_publication(tgt, &plan.publication, &mapping.from_table_names()).await?;
@@ -271,68 +251,113 @@ async fn prepare_reverse(
             Ok(lsn)
         }
         (Some(_), None) => {
-            bail!("reverse slot {} exists but the source has no checkpoint for {name}; run `cdc-sync drop`", plan.slot)
+            Err(RunError::ReverseSlotWithoutCheckpoint { slot: plan.slot.clone(), pipeline: name.clone() })
         }
         (Some(_), Some(c)) => Ok(c.lsn),
     }
 }
 
-/// One direction's streaming loop: reconnects and resumes from the checkpoint on retryable
-/// errors, returns on fatal ones.
+/// One attempt: connect the sink and the stream, resume from the checkpoint, apply until an
+/// error.
+async fn attempt(
+    plan: &DirectionPlan,
+    mapping: &Arc<Mapping>,
+    floors: &[Lsn],
+    metrics: &Arc<Metrics>,
+    isolate_through: Option<Lsn>,
+) -> Result<(), PipelineError> {
+    let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
+    let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
+    let sink = PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin()).await?;
+    let stream =
+        PgChangeStream::start(&plan.from_conn, &plan.slot, &plan.publication, Some(cp).filter(|l| l.0 > 0)).await?;
+    metrics.applied_lsn.fetch_max(cp.0, Relaxed);
+    metrics.ready.store(true, Relaxed);
+    metrics.set_state("streaming");
+    match isolate_through {
+        Some(l) => tracing::info!(direction = plan.label, checkpoint = %cp, through = %l,
+            "streaming; applying source transactions up to the failed batch one change at a time to name the failing row"),
+        None => {
+            tracing::info!(direction = plan.label, checkpoint = %cp, skip_origins = ?plan.skip_origins.to_vec(), "streaming")
+        }
+    }
+    Pipeline {
+        stream,
+        sink,
+        mapping: Arc::clone(mapping),
+        options: PipelineOptions {
+            name: plan.pipeline.clone(),
+            batch_rows: plan.batch_rows,
+            max_batch_age: Duration::from_millis(500),
+            skip_origins: plan.skip_origins.clone(),
+            isolate_through,
+        },
+        checkpoint: cp,
+        table_floor: floors.to_vec(),
+        metrics: Arc::clone(metrics),
+    }
+    .run()
+    .await
+}
+
+fn or_dash(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+/// One direction's streaming loop: after an error, resumes from the checkpoint as the
+/// [`Retrier`] decides (backoff, or pinning the failing row), or stops with the report.
 async fn stream_loop(
     plan: DirectionPlan,
     mapping: Arc<Mapping>,
     floors: Vec<Lsn>,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<()> {
+) -> Result<(), DirectionStopped> {
     let label = plan.label;
-    let mut backoff = Duration::from_millis(200);
+    let mut retrier = Retrier::new(RetryPolicy::default());
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
     loop {
-        let attempt = async {
-            let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
-            let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
-            let sink =
-                PgSink::connect(&plan.to_conn, Arc::clone(&mapping), &plan.pipeline, plan.applied_origin()).await?;
-            let stream =
-                PgChangeStream::start(&plan.from_conn, &plan.slot, &plan.publication, Some(cp).filter(|l| l.0 > 0))
-                    .await?;
-            metrics.applied_lsn.fetch_max(cp.0, Relaxed);
-            metrics.ready.store(true, Relaxed);
-            metrics.set_state("streaming");
-            *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
-            tracing::info!(direction = label, checkpoint = %cp, skip_origins = ?plan.skip_origins.to_vec(), "streaming");
-            Pipeline {
-                stream,
-                sink,
-                mapping: Arc::clone(&mapping),
-                options: PipelineOptions {
-                    name: plan.pipeline.clone(),
-                    batch_rows: plan.batch_rows,
-                    max_batch_age: Duration::from_millis(500),
-                    skip_origins: plan.skip_origins.clone(),
-                },
-                checkpoint: cp,
-                table_floor: floors.clone(),
-                metrics: Arc::clone(&metrics),
-            }
-            .run()
-            .await
-        }
-        .await;
-        let e = match attempt {
+        let applied_before = metrics.applied_lsn.load(Relaxed);
+        let started = Instant::now();
+        let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through()).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         metrics.ready.store(false, Relaxed);
-        if e.is_fatal() {
-            metrics.set_state(format!("stopped: {e}"));
-            tracing::error!(direction = label, error = %e, "pipeline stopped");
-            return Err(anyhow::Error::new(e).context(format!("{label} pipeline stopped")));
+        let change = e.change();
+        let failure = Failure {
+            kind: e.kind(),
+            pinned: change.is_some_and(|c| c.pinned()),
+            up_to: change.and_then(|c| c.up_to),
+            progressed: metrics.applied_lsn.load(Relaxed) > applied_before
+                || started.elapsed() >= retrier.policy().healthy_after,
+        };
+        let next = retrier.next(failure, &mut rng);
+        let report = e.report(retrier.failures());
+        match next {
+            Next::Retry { delay } => {
+                tracing::warn!(direction = label, kind = %report.kind, sqlstate = or_dash(&report.sqlstate),
+                    table = or_dash(&report.table), key = or_dash(&report.key), commit_lsn = or_dash(&report.lsn),
+                    attempt = report.attempts, retry_in_ms = delay.as_millis() as u64, error = %report.error,
+                    "retrying: resuming from the checkpoint");
+                metrics.note_retry(report);
+                tokio::time::sleep(delay).await;
+            }
+            Next::Isolate { through } => {
+                tracing::warn!(direction = label, kind = %report.kind, sqlstate = or_dash(&report.sqlstate),
+                    table = or_dash(&report.table), through = %through, error = %report.error,
+                    "a batch failed on the target; re-applying it one change at a time to name the failing row");
+                metrics.note_retry(report);
+            }
+            Next::Stop(reason) => {
+                tracing::error!(direction = label, kind = %report.kind, table = or_dash(&report.table),
+                    key = or_dash(&report.key), commit_lsn = or_dash(&report.lsn), sqlstate = or_dash(&report.sqlstate),
+                    message = %report.message, detail = or_dash(&report.detail), attempts = report.attempts,
+                    "pipeline stopped: {}", report.error);
+                metrics.note_stop(report.clone());
+                return Err(DirectionStopped { direction: label, reason, report, source: e });
+            }
         }
-        metrics.set_state(format!("retrying: {e}"));
-        tracing::warn!(direction = label, error = %e, "pipeline error, resuming from checkpoint");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -377,26 +402,11 @@ async fn monitor(plan: DirectionPlan, metrics: Arc<Metrics>) {
     }
 }
 
-/// `run --no-wait` found another instance of the pipeline active.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "another cdc-sync instance of pipeline {pipeline} is active: the instance lock on the source \
-     (advisory lock on {key:?}) is held by {holder}; not waiting because of --no-wait"
-)]
-pub struct AnotherInstanceActive {
-    /// Pipeline name.
-    pub pipeline: String,
-    /// Lock key text.
-    pub key: String,
-    /// Who holds it.
-    pub holder: crate::lock::Holder,
-}
-
 /// `run`: take the single-instance lock on the source (waiting on standby unless `no_wait`),
-/// snapshot if needed, then stream (both directions when configured) until a fatal error or
-/// the loss of the lock's connection. The status port is served when configured
-/// (`status_override` wins), also on standby.
-pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool) -> anyhow::Result<()> {
+/// snapshot if needed, then stream (both directions when configured) until a direction stops or
+/// the connection holding the lock is lost. The status port is served when configured
+/// (`status_listen` wins), also on standby, and for `linger_after_stop` after a stop.
+pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
     let plan = Plan::new(&cfg);
     let fwd_metrics = Arc::new(Metrics::default());
     fwd_metrics.set_state("starting");
@@ -406,18 +416,20 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
         rev_metrics.set_state("waiting for snapshot");
         reg.push(("reverse".into(), Arc::clone(&rev_metrics)));
     }
-    if let Some(listen) = status_override.or(cfg.status_listen.clone()) {
-        let l =
-            tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding status port {listen}"))?;
-        tracing::info!(addr = %l.local_addr()?, "status port");
+    let mut serving = false;
+    if let Some(listen) = opts.status_listen.clone().or(cfg.status_listen.clone()) {
+        let bind = |source| RunError::Bind { listen: listen.clone(), source };
+        let l = tokio::net::TcpListener::bind(&listen).await.map_err(bind)?;
+        tracing::info!(addr = %l.local_addr().map_err(bind)?, "status port");
         tokio::spawn(status::serve(l, reg.clone()));
+        serving = true;
     }
     let slot = &plan.forward.slot;
     let key = lock::lock_key(slot);
-    let mut instance = if no_wait {
+    let mut instance = if opts.no_wait {
         match InstanceLock::try_acquire(&plan.forward.from_conn, &cfg.name, slot)
             .await
-            .with_context(|| format!("taking the instance lock on the {}", plan.forward.from_label))?
+            .map_err(|source| RunError::Lock { what: plan.forward.from_label.clone(), source })?
         {
             Attempt::Acquired(l) => l,
             Attempt::Held(holder) => {
@@ -442,16 +454,30 @@ pub async fn run(cfg: SyncConfig, status_override: Option<String>, no_wait: bool
         rev_metrics.set_state("waiting for snapshot");
     }
     tracing::info!(pipeline = %cfg.name, lock = %key, "took the instance lock on the source: active");
-    tokio::select! {
+    let result = tokio::select! {
         r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => r,
         _ = instance.lost() => {
             for (_, m) in &reg {
                 m.ready.store(false, Relaxed);
                 m.set_state("stopped: lost the instance lock");
             }
-            bail!("lost the source connection holding the instance lock; stopping so that another instance can take over safely")
+            return Err(RunError::LostLock);
+        }
+    };
+    if let Err(RunError::Stopped(stopped)) = &result {
+        for (_, m) in &reg {
+            m.ready.store(false, Relaxed);
+            if !m.stopped.load(Relaxed) {
+                m.set_state(format!("stopped: the {} direction stopped", stopped.direction));
+            }
+        }
+        if serving && !opts.linger_after_stop.is_zero() {
+            tracing::info!(seconds = opts.linger_after_stop.as_secs_f64(), "keeping the status port up before exiting");
+            // the lock's connection is ours until we exit; nothing streams any more
+            tokio::time::sleep(opts.linger_after_stop).await;
         }
     }
+    result
 }
 
 async fn run_active(
@@ -459,39 +485,38 @@ async fn run_active(
     plan: &Plan,
     fwd_metrics: &Arc<Metrics>,
     rev_metrics: &Arc<Metrics>,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let (fwd_plan, rev_plan) = (plan.forward.clone(), plan.reverse.clone());
-    let src = connect(&fwd_plan.from_conn).await.with_context(|| format!("connecting to {}", fwd_plan.from_label))?;
-    let tgt = connect(&fwd_plan.to_conn).await.with_context(|| format!("connecting to {}", fwd_plan.to_label))?;
+    let src = connect_to(&fwd_plan.from_conn, &fwd_plan.from_label).await?;
+    let tgt = connect_to(&fwd_plan.to_conn, &fwd_plan.to_label).await?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
     let mut tstore = PgCheckpointStore::connect(&fwd_plan.to_conn).await?;
     let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics).await?;
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(monitor(fwd_plan.clone(), Arc::clone(fwd_metrics)).map_unit());
+    let mut tasks: tokio::task::JoinSet<Result<(), RunError>> = tokio::task::JoinSet::new();
+    let (p, m) = (fwd_plan.clone(), Arc::clone(fwd_metrics));
+    tasks.spawn(async move {
+        monitor(p, m).await;
+        Ok(())
+    });
     if !fwd.tables.is_empty() {
-        tasks.spawn(stream_loop(fwd_plan, Arc::clone(&fwd), floors, Arc::clone(fwd_metrics)));
+        let (m, f) = (Arc::clone(fwd_metrics), Arc::clone(&fwd));
+        tasks.spawn(async move { Ok(stream_loop(fwd_plan, f, floors, m).await.map_err(Box::new)?) });
     }
     if plan.bidirectional {
         let rev = Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?);
         let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
         prepare_reverse(&rev_plan, &rev, &tgt, &mut sstore).await?;
-        tasks.spawn(monitor(rev_plan.clone(), Arc::clone(rev_metrics)).map_unit());
+        let (p, m) = (rev_plan.clone(), Arc::clone(rev_metrics));
+        tasks.spawn(async move {
+            monitor(p, m).await;
+            Ok(())
+        });
         let floors = vec![Lsn(0); rev.tables.len()];
-        tasks.spawn(stream_loop(rev_plan, Arc::clone(&rev), floors, Arc::clone(rev_metrics)));
+        let m = Arc::clone(rev_metrics);
+        tasks.spawn(async move { Ok(stream_loop(rev_plan, rev, floors, m).await.map_err(Box::new)?) });
     }
     while let Some(res) = tasks.join_next().await {
         res??;
     }
     Ok(())
-}
-
-trait MapUnit {
-    fn map_unit(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
-}
-
-impl<F: std::future::Future<Output = ()> + Send> MapUnit for F {
-    async fn map_unit(self) -> anyhow::Result<()> {
-        self.await;
-        Ok(())
-    }
 }

@@ -9,30 +9,86 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pg_walstream::{
-    CancellationToken, EventType, LogicalReplicationStream, PgReplicationConnection, ReplicationStreamConfig,
-    RetryConfig, RowData, SharedLsnFeedback, StreamingMode,
+    CancellationToken, EventType, LogicalReplicationStream, PgReplicationConnection, ReplicationError,
+    ReplicationStreamConfig, RetryConfig, RowData, SharedLsnFeedback, StreamingMode,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use crate::connect::{connect, replication_conninfo};
+use crate::error::{bracketed_sqlstate, pg_kind, ErrorKind};
 use crate::model::{
     quote_ident, quote_literal, quote_qualified, Cell, ChangeKind, Lsn, RelationInfo, Row, RowChange, SourceMessage,
 };
 
-/// Errors of the source side.
+/// Errors of the source side. [`SourceError::kind`] says whether to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// The replication connection or decoder failed (usually retryable: reconnect and resume
-    /// from the checkpoint).
-    #[error("replication stream: {0}")]
-    Stream(String),
+    /// The replication connection or the decoder failed.
+    #[error("replication stream")]
+    Stream(#[source] ReplicationError),
+    /// A replication command failed.
+    #[error("replication command `{command}`")]
+    Command {
+        /// The command.
+        command: String,
+        /// The failure.
+        #[source]
+        source: ReplicationError,
+    },
+    /// The server's answer to a replication command lacked what we asked for.
+    #[error("{command} returned no {missing}")]
+    Incomplete {
+        /// The command.
+        command: &'static str,
+        /// What was missing.
+        missing: &'static str,
+    },
     /// Plain SQL on the source failed.
-    #[error("source SQL: {0}")]
+    #[error("source SQL")]
     Sql(#[from] tokio_postgres::Error),
+    /// A slot stayed in use by another backend longer than we wait.
+    #[error("replication slot {slot} is still in use by backend pid {pid} after {waited:?}")]
+    SlotBusy {
+        /// The slot.
+        slot: String,
+        /// The backend holding it.
+        pid: i32,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A slot to drop is in use.
+    #[error("slot {slot} is in use by a running cdc-sync (or another consumer); stop it first")]
+    SlotInUse {
+        /// The slot.
+        slot: String,
+    },
     /// The stream ended (server closed it).
     #[error("replication stream ended")]
     Ended,
+}
+
+impl SourceError {
+    /// Retry or stop: by the SQLSTATE the server sent (pg_walstream reports it as a `[XXXXX]`
+    /// prefix), else by whether the replication crate calls the failure transient.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SourceError::Stream(e) | SourceError::Command { source: e, .. } => replication_kind(e),
+            SourceError::Sql(e) => pg_kind(e),
+            SourceError::Ended => ErrorKind::Connection,
+            SourceError::Incomplete { .. } | SourceError::SlotBusy { .. } | SourceError::SlotInUse { .. } => {
+                ErrorKind::Other
+            }
+        }
+    }
+}
+
+fn replication_kind(e: &ReplicationError) -> ErrorKind {
+    match bracketed_sqlstate(&e.to_string()) {
+        Some(code) => ErrorKind::from_sqlstate(code),
+        None if e.is_transient() => ErrorKind::Connection,
+        None => ErrorKind::Other,
+    }
 }
 
 /// An ordered stream of logical changes from one slot.
@@ -116,10 +172,9 @@ impl PgChangeStream {
             .with_connection_timeout(Duration::from_secs(10))
             .with_health_check_interval(Duration::from_secs(30))
             .with_retry_config(RetryConfig::default());
-        let mut stream = LogicalReplicationStream::new(&replication_conninfo(conn), config)
-            .await
-            .map_err(|e| SourceError::Stream(e.to_string()))?;
-        stream.start(start.map(|l| l.0)).await.map_err(|e| SourceError::Stream(e.to_string()))?;
+        let mut stream =
+            LogicalReplicationStream::new(&replication_conninfo(conn), config).await.map_err(SourceError::Stream)?;
+        stream.start(start.map(|l| l.0)).await.map_err(SourceError::Stream)?;
         let feedback = Arc::clone(&stream.shared_lsn_feedback);
         if let Some(l) = start {
             feedback.update_flushed_lsn(l.0);
@@ -134,7 +189,7 @@ impl PgChangeStream {
                     Ok(ev) => ev,
                     Err(e) => {
                         if !token.is_cancelled() {
-                            let _ = tx.send(Err(SourceError::Stream(e.to_string()))).await;
+                            let _ = tx.send(Err(SourceError::Stream(e))).await;
                         }
                         break;
                     }
@@ -165,9 +220,7 @@ async fn wait_slot_released(conn: &str, slot: &str, within: Duration) -> Result<
         match holder {
             None => return Ok(()),
             Some(pid) if std::time::Instant::now() >= deadline => {
-                return Err(SourceError::Stream(format!(
-                    "replication slot {slot} is still in use by backend pid {pid} after {within:?}"
-                )))
+                return Err(SourceError::SlotBusy { slot: slot.to_string(), pid, waited: within })
             }
             Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -315,22 +368,21 @@ pub struct ExportedSlot {
 /// connection (used to re-snapshot single tables). Blocking libpq underneath: run it from
 /// `spawn_blocking` or accept a short block.
 pub fn create_slot_exporting(conn: &str, slot: &str, temporary: bool) -> Result<ExportedSlot, SourceError> {
-    let mut c = PgReplicationConnection::connect(&replication_conninfo(conn))
-        .map_err(|e| SourceError::Stream(e.to_string()))?;
+    let mut c = PgReplicationConnection::connect(&replication_conninfo(conn)).map_err(SourceError::Stream)?;
     let sql = format!(
         "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput EXPORT_SNAPSHOT",
         quote_ident(slot),
         if temporary { " TEMPORARY" } else { "" }
     );
-    let r = c.exec(&sql).map_err(|e| SourceError::Stream(format!("{sql}: {e}")))?;
+    let r = c.exec(&sql).map_err(|source| SourceError::Command { command: sql.clone(), source })?;
     let consistent_point = r
         .get_value(0, 1)
         .and_then(|s| Lsn::parse(&s))
-        .ok_or_else(|| SourceError::Stream("CREATE_REPLICATION_SLOT returned no consistent point".into()))?;
+        .ok_or(SourceError::Incomplete { command: "CREATE_REPLICATION_SLOT", missing: "consistent point" })?;
     let snapshot = r
         .get_value(0, 2)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| SourceError::Stream("CREATE_REPLICATION_SLOT exported no snapshot".into()))?;
+        .ok_or(SourceError::Incomplete { command: "CREATE_REPLICATION_SLOT", missing: "exported snapshot" })?;
     Ok(ExportedSlot { _conn: c, snapshot, consistent_point })
 }
 
@@ -338,16 +390,15 @@ pub fn create_slot_exporting(conn: &str, slot: &str, temporary: bool) -> Result<
 pub async fn create_slot(client: &Client, slot: &str) -> Result<Lsn, SourceError> {
     let row =
         client.query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await?;
-    Lsn::parse(&row.get::<_, String>(0)).ok_or_else(|| SourceError::Stream("bad lsn".into()))
+    Lsn::parse(&row.get::<_, String>(0))
+        .ok_or(SourceError::Incomplete { command: "pg_create_logical_replication_slot", missing: "LSN" })
 }
 
 /// Drop a slot if it exists and is not in use. Returns whether it was dropped.
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<bool, SourceError> {
     match slot_info(client, slot).await? {
         None => Ok(false),
-        Some(s) if s.active => Err(SourceError::Stream(format!(
-            "slot {slot} is in use by a running cdc-sync (or another consumer); stop it first"
-        ))),
+        Some(s) if s.active => Err(SourceError::SlotInUse { slot: slot.to_string() }),
         Some(_) => {
             client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await?;
             Ok(true)

@@ -11,11 +11,47 @@ use tokio::net::TcpListener;
 
 use crate::model::Lsn;
 
+/// An error as `/status` shows it: what kind, which change (table, key, source commit LSN), and
+/// what the server said (SQLSTATE, message, detail).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorReport {
+    /// `connection`, `shutdown`, `conflict`, `resources`, `data`, `schema` or `other`.
+    pub kind: String,
+    /// Would it be retried?
+    pub retryable: bool,
+    /// Written-side table, when the error is tied to one.
+    pub table: Option<String>,
+    /// The row's key, `(v1,v2)`, when known.
+    pub key: Option<String>,
+    /// Commit LSN of the source transaction, when known.
+    pub lsn: Option<String>,
+    /// SQLSTATE, when the server sent one.
+    pub sqlstate: Option<String>,
+    /// The server's message (or the error's own text).
+    pub message: String,
+    /// The server's DETAIL line.
+    pub detail: Option<String>,
+    /// The whole error chain, one line.
+    pub error: String,
+    /// Consecutive failed attempts so far.
+    pub attempts: u32,
+    /// When it happened (RFC 3339).
+    pub at: String,
+}
+
 /// Counters of one pipeline direction. Cheap to update from the hot path.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// `starting`, `snapshot`, `streaming`, `stopped: <why>`.
+    /// `starting`, `snapshot`, `streaming`, `retrying: <why>`, `stopped: <why>`.
     pub state: Mutex<String>,
+    /// The error that stopped this direction (`None` while it runs).
+    pub error: Mutex<Option<ErrorReport>>,
+    /// The last error that was retried.
+    pub last_retry: Mutex<Option<ErrorReport>>,
+    /// Errors retried (resumed from the checkpoint).
+    pub retries: AtomicU64,
+    /// Stopped for good (an error that needs a human, or one that kept repeating).
+    pub stopped: AtomicBool,
     /// Streaming (snapshot finished, stream started).
     pub ready: AtomicBool,
     /// Waiting on standby for the single-instance lock.
@@ -68,6 +104,22 @@ impl Metrics {
         *self.state.lock().expect("not poisoned") = s.into();
     }
 
+    /// Record an error that is being retried.
+    pub fn note_retry(&self, report: ErrorReport) {
+        self.ready.store(false, Relaxed);
+        self.retries.fetch_add(1, Relaxed);
+        self.set_state(format!("retrying: {}", report.error));
+        *self.last_retry.lock().expect("not poisoned") = Some(report);
+    }
+
+    /// Record the error that stopped this direction.
+    pub fn note_stop(&self, report: ErrorReport) {
+        self.ready.store(false, Relaxed);
+        self.stopped.store(true, Relaxed);
+        self.set_state(format!("stopped: {}", report.error));
+        *self.error.lock().expect("not poisoned") = Some(report);
+    }
+
     /// Lag in bytes (source WAL position minus applied position; 0 when unknown).
     pub fn lag_bytes(&self) -> u64 {
         let (src, app) = (self.source_lsn.load(Relaxed), self.applied_lsn.load(Relaxed));
@@ -112,6 +164,10 @@ impl Metrics {
         json!({
             "state": *self.state.lock().expect("not poisoned"),
             "ready": self.ready.load(Relaxed),
+            "stopped": self.stopped.load(Relaxed),
+            "error": *self.error.lock().expect("not poisoned"),
+            "retries": self.retries.load(Relaxed),
+            "last_retry": *self.last_retry.lock().expect("not poisoned"),
             "rows_applied": self.rows_applied.load(Relaxed),
             "txns_applied": self.txns_applied.load(Relaxed),
             "txns_skipped_origin": self.txns_skipped.load(Relaxed),
@@ -201,6 +257,12 @@ pub fn prometheus(reg: &Registry) -> String {
         m.snapshot_tables_done.load(Relaxed).to_string()
     });
     metric("cdc_sync_ready", "1 when streaming", "gauge", &|m| (m.ready.load(Relaxed) as u8).to_string());
+    metric("cdc_sync_retries_total", "Errors retried by resuming from the checkpoint", "counter", &|m| {
+        m.retries.load(Relaxed).to_string()
+    });
+    metric("cdc_sync_stopped", "1 when stopped on an error that needs a human", "gauge", &|m| {
+        (m.stopped.load(Relaxed) as u8).to_string()
+    });
     metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| {
         (m.standby.load(Relaxed) as u8).to_string()
     });

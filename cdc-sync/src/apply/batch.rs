@@ -35,7 +35,7 @@ fn shape_of(op: &Op, key_len: usize) -> Shape {
             Shape::Update { present, with_key }
         }
         Op::Delete { .. } => Shape::Delete,
-        Op::Truncate { tables } => Shape::Truncate(tables.clone()),
+        Op::Truncate { tables, .. } => Shape::Truncate(tables.clone()),
     }
 }
 
@@ -137,7 +137,7 @@ pub(crate) fn coalesce(mapping: &Mapping, ops: Vec<Op>, regroup: &Regroup) -> Ve
     let mut latest: HashMap<(usize, Vec<Arc<str>>), usize> = HashMap::new();
     for op in ops {
         let table = match &op {
-            Op::Truncate { tables } => {
+            Op::Truncate { tables, .. } => {
                 latest.retain(|(t, _), _| !tables.contains(t));
                 out.push(Some(op));
                 continue;
@@ -189,7 +189,7 @@ pub(crate) fn coalesce(mapping: &Mapping, ops: Vec<Op>, regroup: &Regroup) -> Ve
             (Some(i), Merge::UpsertFromUpdate) => {
                 out[i] = None;
                 match op {
-                    Op::Update { table, row, ts, .. } => Op::Upsert { table, row, ts },
+                    Op::Update { table, row, lsn, ts, .. } => Op::Upsert { table, row, lsn, ts },
                     other => other,
                 }
             }
@@ -275,13 +275,13 @@ mod tests {
     #[test]
     fn runs_split_on_repeated_key_and_shape() {
         let m = mapping();
-        let ts = Utc::now();
+        let (lsn, ts) = (Lsn(1), Utc::now());
         let row = |id: &str| vec![Cell::Text(id.into()), Cell::Text("b".into()), Cell::Text("1".into())];
         let ops = vec![
-            Op::Upsert { table: 0, row: row("1"), ts },
-            Op::Upsert { table: 0, row: row("2"), ts },
-            Op::Upsert { table: 0, row: row("1"), ts },
-            Op::Delete { table: 0, key: vec!["2".into()], ts },
+            Op::Upsert { table: 0, row: row("1"), lsn, ts },
+            Op::Upsert { table: 0, row: row("2"), lsn, ts },
+            Op::Upsert { table: 0, row: row("1"), lsn, ts },
+            Op::Delete { table: 0, key: vec!["2".into()], lsn, ts },
         ];
         let rs = runs(&m, &ops, &Regroup::default());
         assert_eq!(rs.iter().map(|r| r.ops.len()).collect::<Vec<_>>(), vec![2, 1, 1]);
@@ -308,7 +308,7 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let ts = Utc::now();
+        let (lsn, ts) = (Lsn(1), Utc::now());
         for round in 0..20 {
             let mut live: Vec<HashSet<u64>> = vec![HashSet::new(), HashSet::new()];
             let mut ops = Vec::new();
@@ -319,13 +319,13 @@ mod tests {
                 let row = |id: u64, body: Cell| vec![cell(id.to_string()), body, cell(format!("{round}-{i}"))];
                 let choice = rnd(100);
                 if choice == 0 {
-                    ops.push(Op::Truncate { tables: vec![table] });
+                    ops.push(Op::Truncate { tables: vec![table], lsn });
                     live[table].clear();
                 } else if !live[table].contains(&k) {
-                    ops.push(Op::Upsert { table, row: row(k, cell(format!("b{i}"))), ts });
+                    ops.push(Op::Upsert { table, row: row(k, cell(format!("b{i}"))), lsn, ts });
                     live[table].insert(k);
                 } else if choice < 20 {
-                    ops.push(Op::Delete { table, key: vec![k.to_string().into()], ts });
+                    ops.push(Op::Delete { table, key: vec![k.to_string().into()], lsn, ts });
                     live[table].remove(&k);
                 } else if choice < 30 {
                     let to = rnd(30);
@@ -334,6 +334,7 @@ mod tests {
                             table,
                             match_key: vec![k.to_string().into()],
                             row: row(to, Cell::Unchanged),
+                            lsn,
                             ts,
                         });
                         live[table].remove(&k);
@@ -341,7 +342,7 @@ mod tests {
                     }
                 } else {
                     let body = if choice < 60 { Cell::Unchanged } else { cell(format!("u{i}")) };
-                    ops.push(Op::Update { table, match_key: vec![k.to_string().into()], row: row(k, body), ts });
+                    ops.push(Op::Update { table, match_key: vec![k.to_string().into()], row: row(k, body), lsn, ts });
                 }
             }
             let regroup = Regroup { cross_table: true, commutes: vec![true, round % 2 == 0] };
@@ -377,7 +378,7 @@ mod tests {
                 let row = |t: u64| {
                     vec![Cell::Text(i.to_string().into()), Cell::Text("b".into()), Cell::Text(t.to_string().into())]
                 };
-                [Op::Upsert { table: 0, row: row(0), ts }, Op::Upsert { table: 1, row: row(1), ts }]
+                [Op::Upsert { table: 0, row: row(0), lsn, ts }, Op::Upsert { table: 1, row: row(1), lsn, ts }]
             })
             .collect();
         let regroup = Regroup { cross_table: true, commutes: vec![true, true] };

@@ -64,7 +64,7 @@ impl Sink for MemorySink {
                     let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
                     stats.rows += self.working[*table].remove(&key).is_some() as u64;
                 }
-                Op::Truncate { tables } => {
+                Op::Truncate { tables, .. } => {
                     for t in tables {
                         self.working[*t].clear();
                     }

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::apply::batch::{coalesce, op_keys, runs, Regroup, Run, Shape};
-use crate::apply::sink::{CommitInfo, Sink, SinkError, WriteStats};
+use crate::apply::sink::{ChangeRef, CommitInfo, Sink, SinkError, WriteStats};
 use crate::checkpoint::ADVANCE_SQL;
 use crate::connect::connect;
+use crate::error::chain;
 use crate::mapping::{Mapping, Op, OutputValue};
 use crate::model::{quote_ident, quote_qualified};
 
@@ -22,7 +24,6 @@ struct PgWriter {
     client: Client,
     mapping: Arc<Mapping>,
     pipeline: String,
-    origin: Option<String>,
     in_txn: bool,
     stmts: HashMap<(usize, Shape, bool), Statement>,
     advance: Statement,
@@ -222,18 +223,47 @@ pub async fn setup_origin(client: &Client, origin: &str) -> Result<(), SinkError
              (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
             &[&origin],
         )
-        .await?;
+        .await
+        .map_err(SinkError::sql("creating the replication origin"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match client.execute("SELECT pg_replication_origin_session_setup($1)", &[&origin]).await {
             Ok(_) => return Ok(()),
-            Err(e) if Instant::now() < deadline && e.to_string().contains("already active") => {
-                // the backend of a killed predecessor has not noticed yet
+            // "replication origin ... is already active for PID ...": the backend of a killed
+            // predecessor has not noticed yet
+            Err(e) if Instant::now() < deadline && e.code() == Some(&SqlState::OBJECT_IN_USE) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(SinkError::sql("setting up the replication origin")(e)),
         }
     }
+}
+
+/// `(v1,v2)`: the key of the row an op writes (the old key of an update).
+fn key_text(op: &Op, key_len: usize) -> String {
+    let key = op_keys(op, key_len).into_iter().next().unwrap_or_default();
+    format!("({})", key.iter().map(|k| k.as_ref()).collect::<Vec<_>>().join(","))
+}
+
+/// Which change(s) a run writes, for errors.
+fn change_ref(mapping: &Mapping, run: &Run<'_>) -> ChangeRef {
+    let up_to = run.ops.iter().map(|o| o.lsn()).max();
+    let lsn = up_to.filter(|l| run.ops.iter().all(|o| o.lsn() == *l));
+    let (table, key) = match &run.shape {
+        Shape::Truncate(tables) => {
+            let names: Vec<&str> = tables.iter().map(|t| mapping.tables[*t].to_table.as_str()).collect();
+            (names.join(", "), None)
+        }
+        _ => {
+            let t = &mapping.tables[run.table];
+            let key = match run.ops.as_slice() {
+                [op] => Some(key_text(op, t.key_len)),
+                _ => None,
+            };
+            (t.to_table.clone(), key)
+        }
+    };
+    ChangeRef { table: Some(table), key, lsn, up_to, changes: run.ops.len() }
 }
 
 impl PgWriter {
@@ -243,13 +273,14 @@ impl PgWriter {
         pipeline: &str,
         origin: Option<&str>,
     ) -> Result<PgWriter, SinkError> {
-        let client = connect(conn).await?;
+        let setup = SinkError::sql;
+        let client = connect(conn).await.map_err(setup("connecting"))?;
         // Like native logical replication: user triggers and FK triggers do not fire for
         // replicated rows (needs superuser; best effort).
         let replica = match client.batch_execute("SET session_replication_role = replica").await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot SET session_replication_role = replica; triggers will fire on applied rows");
+                tracing::warn!(error = %chain(&e), "cannot SET session_replication_role = replica; triggers will fire on applied rows");
                 false
             }
         };
@@ -260,30 +291,41 @@ impl PgWriter {
                     "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass AND (indisunique OR indisexclusion)",
                     &[&quote_qualified(&t.to_table)],
                 )
-                .await?
+                .await
+                .map_err(|source| SinkError::Sql {
+                    doing: "reading the indexes",
+                    at: ChangeRef { table: Some(t.to_table.clone()), ..ChangeRef::default() },
+                    source,
+                })?
                 .get(0);
             commutes.push(replica && n <= 1);
         }
         let regroup = Regroup { cross_table: replica, commutes };
-        client.batch_execute("SET synchronous_commit = off").await?;
         // Every apply statement is a key lookup driven by unnest() arrays: the generic plan
         // (nested loop over the key index) is right for any batch size, while custom plans would
         // be re-planned per execution and, seeing thousands of array elements, may pick a hash
         // join over a sequential scan of the whole table.
-        client.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
+        client
+            .batch_execute("SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan")
+            .await
+            .map_err(setup("setting up the session"))?;
         if let Some(o) = origin {
             setup_origin(&client, o).await?;
         }
-        let advance = client.prepare(ADVANCE_SQL).await?;
+        let advance = client.prepare(ADVANCE_SQL).await.map_err(setup("preparing the checkpoint statement"))?;
         let origin_xact = match origin {
-            Some(_) => Some(client.prepare("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)").await?),
+            Some(_) => Some(
+                client
+                    .prepare("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)")
+                    .await
+                    .map_err(setup("preparing the origin statement"))?,
+            ),
             None => None,
         };
         Ok(PgWriter {
             client,
             mapping,
             pipeline: pipeline.to_string(),
-            origin: origin.map(str::to_string),
             in_txn: false,
             stmts: HashMap::new(),
             advance,
@@ -292,84 +334,90 @@ impl PgWriter {
         })
     }
 
-    async fn statement(&mut self, table: usize, shape: &Shape) -> Result<Statement, SinkError> {
-        let m = &self.mapping.tables[table];
-        let key = (table, shape.clone(), m.lww);
+    /// The (cached) prepared statement of a run.
+    async fn statement(&mut self, run: &Run<'_>) -> Result<Statement, tokio_postgres::Error> {
+        let lww = run.table != usize::MAX && self.mapping.tables[run.table].lww;
+        let key = (run.table, run.shape.clone(), lww);
         if let Some(s) = self.stmts.get(&key) {
             return Ok(s.clone());
         }
-        let sql = build_sql(m, shape, m.lww);
-        let st = self.client.prepare(&sql).await.map_err(|e| SinkError::Other(format!("preparing `{sql}`: {e}")))?;
+        let sql = match &run.shape {
+            // Prepared like everything else: an unprepared statement would need an extra round
+            // trip and so overtake the statements pipelined before it.
+            Shape::Truncate(tables) => {
+                let list: Vec<String> =
+                    tables.iter().map(|t| quote_qualified(&self.mapping.tables[*t].to_table)).collect();
+                format!("TRUNCATE {}", list.join(", "))
+            }
+            shape => build_sql(&self.mapping.tables[run.table], shape, lww),
+        };
+        let st = self.client.prepare(&sql).await?;
         self.stmts.insert(key, st.clone());
         Ok(st)
     }
-}
 
-impl PgWriter {
-    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+    /// Roll the open transaction back after `source` failed and say what failed.
+    async fn abort(&mut self, doing: &'static str, at: ChangeRef, source: tokio_postgres::Error) -> SinkError {
+        self.in_txn = false;
+        let _ = self.client.batch_execute("ROLLBACK").await;
+        SinkError::Sql { doing, at, source }
+    }
+
+    async fn begin(&mut self) -> Result<(), SinkError> {
         if !self.in_txn {
-            self.client.batch_execute("BEGIN").await?;
+            self.client.batch_execute("BEGIN").await.map_err(SinkError::sql("beginning a transaction"))?;
             self.in_txn = true;
         }
+        Ok(())
+    }
+
+    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+        self.begin().await?;
         let mapping = Arc::clone(&self.mapping);
         let ops = coalesce(&mapping, ops, &self.regroup);
         let runs = runs(&mapping, &ops, &self.regroup);
         // Prepare (cached) statements first, then send everything pipelined.
-        let mut work: Vec<(Option<Statement>, String, Params<'_>, usize, bool)> = Vec::with_capacity(runs.len());
+        let mut work: Vec<(Statement, Params<'_>)> = Vec::with_capacity(runs.len());
         for r in &runs {
-            if let Shape::Truncate(tables) = &r.shape {
-                // Prepared like everything else: an unprepared statement would need an extra
-                // round trip and so overtake the statements pipelined before it.
-                let key = (usize::MAX, r.shape.clone(), false);
-                let st = match self.stmts.get(&key) {
-                    Some(st) => st.clone(),
-                    None => {
-                        let list: Vec<String> =
-                            tables.iter().map(|t| quote_qualified(&mapping.tables[*t].to_table)).collect();
-                        let st = self.client.prepare(&format!("TRUNCATE {}", list.join(", "))).await?;
-                        self.stmts.insert(key, st.clone());
-                        st
-                    }
-                };
-                work.push((Some(st), String::new(), Vec::new(), 0, false));
-                continue;
-            }
-            let m = &mapping.tables[r.table];
-            let st = self.statement(r.table, &r.shape).await?;
-            let counts = m.lww && r.shape == Shape::Upsert;
-            work.push((Some(st), String::new(), params_for(m, r, m.lww), r.ops.len(), counts));
+            let st = match self.statement(r).await {
+                Ok(st) => st,
+                Err(source) => return Err(self.abort("preparing", change_ref(&mapping, r), source).await),
+            };
+            let params = match &r.shape {
+                Shape::Truncate(_) => Vec::new(),
+                _ => {
+                    let m = &mapping.tables[r.table];
+                    params_for(m, r, m.lww)
+                }
+            };
+            work.push((st, params));
         }
         let client = &self.client;
-        let futs = work.iter().map(|(st, sql, params, _, _)| async move {
-            match st {
-                Some(st) => {
-                    let refs: Vec<&(dyn ToSql + Sync)> =
-                        params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-                    client.execute(st, &refs).await
-                }
-                None => client.execute(sql.as_str(), &[]).await,
-            }
+        let futs = work.iter().map(|(st, params)| async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+            client.execute(st, &refs).await
         });
-        let results = match futures::future::try_join_all(futs).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.in_txn = false;
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                return Err(e.into());
+        // In order: the statements after a failed one only report the aborted transaction.
+        let mut results = Vec::with_capacity(runs.len());
+        for r in futures::future::join_all(futs).await {
+            match r {
+                Ok(n) => results.push(n),
+                Err(source) => {
+                    let at = change_ref(&mapping, &runs[results.len()]);
+                    return Err(self.abort("writing", at, source).await);
+                }
             }
-        };
+        }
         let mut stats = WriteStats::default();
-        for ((n, (_, _, _, len, counts)), r) in results.iter().zip(&work).zip(&runs) {
+        for (n, r) in results.iter().zip(&runs) {
             stats.rows += *n;
-            if *counts && (*len as u64) > *n {
-                stats.conflicts += *len as u64 - *n;
-                let keys: Vec<String> = r
-                    .ops
-                    .iter()
-                    .take(5)
-                    .map(|op| format!("{:?}", op_keys(op, mapping.tables[r.table].key_len)[0]))
-                    .collect();
-                tracing::warn!(table = %mapping.tables[r.table].to_table, source_commit_ts = %r.ts, lost = *len as u64 - *n,
+            let len = r.ops.len() as u64;
+            let counts = r.table != usize::MAX && mapping.tables[r.table].lww && r.shape == Shape::Upsert;
+            if counts && len > *n {
+                stats.conflicts += len - *n;
+                let keys: Vec<String> =
+                    r.ops.iter().take(5).map(|op| key_text(op, mapping.tables[r.table].key_len)).collect();
+                tracing::warn!(table = %mapping.tables[r.table].to_table, source_commit_ts = %r.ts, lost = len - *n,
                     candidate_keys = %keys.join(" "), "last-writer-wins conflict: target rows are newer than these incoming changes");
             }
         }
@@ -377,10 +425,7 @@ impl PgWriter {
     }
 
     async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
-        if !self.in_txn {
-            self.client.batch_execute("BEGIN").await?;
-            self.in_txn = true;
-        }
+        self.begin().await?;
         let lsn = info.lsn.to_string();
         let r = async {
             if let Some(st) = &self.origin_xact {
@@ -392,12 +437,16 @@ impl PgWriter {
             self.client.batch_execute("COMMIT").await
         }
         .await;
-        self.in_txn = false;
-        if r.is_err() {
-            let _ = self.client.batch_execute("ROLLBACK").await;
+        match r {
+            Ok(()) => {
+                self.in_txn = false;
+                Ok(())
+            }
+            Err(source) => {
+                let at = ChangeRef { up_to: Some(info.lsn), ..ChangeRef::default() };
+                Err(self.abort("committing", at, source).await)
+            }
         }
-        let _ = &self.origin;
-        r.map_err(Into::into)
     }
 }
 
@@ -429,11 +478,11 @@ impl PgSink {
         let fail = Arc::clone(&failed);
         tokio::spawn(async move {
             let mut stats = WriteStats::default();
-            let mut error: Option<SinkError> = None;
+            let mut aborted = false;
             while let Some(job) = rx.recv().await {
                 match job {
                     WriterJob::Write(ops) => {
-                        if error.is_some() {
+                        if aborted {
                             continue;
                         }
                         match writer.write(ops).await {
@@ -442,28 +491,25 @@ impl PgSink {
                                 stats.conflicts += s.conflicts;
                             }
                             Err(e) => {
-                                *fail.lock().expect("not poisoned") = Some(SinkError::Other(format!("{e}")));
-                                error = Some(e);
+                                *fail.lock().expect("not poisoned") = Some(e);
+                                aborted = true;
                             }
                         }
                     }
                     WriterJob::Commit(info, reply) => {
-                        let r = match error.take() {
-                            Some(e) => Err(e),
-                            None => writer.commit(&info).await.map(|()| std::mem::take(&mut stats)),
+                        let r = if aborted {
+                            Err(fail.lock().expect("not poisoned").take().unwrap_or(SinkError::Aborted))
+                        } else {
+                            writer.commit(&info).await.map(|()| std::mem::take(&mut stats))
                         };
                         stats = WriteStats::default();
-                        fail.lock().expect("not poisoned").take();
+                        aborted = false;
                         let _ = reply.send(r);
                     }
                 }
             }
         });
         Ok(PgSink { jobs, failed })
-    }
-
-    fn gone() -> SinkError {
-        SinkError::Other("target writer task ended".into())
     }
 }
 
@@ -472,14 +518,14 @@ impl Sink for PgSink {
         if let Some(e) = self.failed.lock().expect("not poisoned").take() {
             return Err(e);
         }
-        self.jobs.send(WriterJob::Write(ops)).await.map_err(|_| PgSink::gone())?;
+        self.jobs.send(WriterJob::Write(ops)).await.map_err(|_| SinkError::WriterGone)?;
         Ok(WriteStats::default())
     }
 
     async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs.send(WriterJob::Commit(*info, tx)).await.map_err(|_| PgSink::gone())?;
-        rx.await.map_err(|_| PgSink::gone())?
+        self.jobs.send(WriterJob::Commit(*info, tx)).await.map_err(|_| SinkError::WriterGone)?;
+        rx.await.map_err(|_| SinkError::WriterGone)?
     }
 }
 

@@ -6,35 +6,79 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::apply::sink::{CommitInfo, Sink, SinkError};
+use crate::apply::sink::{ChangeRef, CommitInfo, Sink, SinkError};
 use crate::checkpoint::CheckpointError;
 use crate::config::SkipOrigins;
+use crate::error::{chain, ErrorKind, ServerError};
 use crate::mapping::{MapError, Mapping, Op};
 use crate::model::{Lsn, SourceMessage};
 use crate::source::{ChangeStream, SourceError};
-use crate::status::Metrics;
+use crate::status::{ErrorReport, Metrics};
 
-/// Why a pipeline stopped.
+/// Why a pipeline attempt ended. [`PipelineError::kind`] decides whether to resume from the
+/// checkpoint or stop.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// Source side failed (retryable: resume from the checkpoint).
+    /// The source side failed.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// Target side failed (retryable unless the same error repeats).
+    /// The target side failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// The mapping cannot be applied (schema drift): fatal, needs a human.
+    /// The mapping cannot be applied (schema drift): needs a human.
     #[error(transparent)]
     Map(#[from] MapError),
-    /// Reading the checkpoint failed (retryable).
+    /// Reading the checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
 }
 
 impl PipelineError {
+    /// The kind, from the side that failed.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PipelineError::Source(e) => e.kind(),
+            PipelineError::Sink(e) => e.kind(),
+            PipelineError::Map(_) => ErrorKind::Schema,
+            PipelineError::Checkpoint(e) => e.kind(),
+        }
+    }
+
     /// Should the pipeline stop for good rather than reconnect and resume?
     pub fn is_fatal(&self) -> bool {
-        matches!(self, PipelineError::Map(_))
+        !self.kind().is_transient()
+    }
+
+    /// The target change the error is about, if it is tied to one.
+    pub fn change(&self) -> Option<&ChangeRef> {
+        match self {
+            PipelineError::Sink(e) => e.change(),
+            _ => None,
+        }
+    }
+
+    /// What `/status` and the log show about it.
+    pub fn report(&self, attempts: u32) -> ErrorReport {
+        let server = ServerError::of(self);
+        let at = self.change();
+        let kind = self.kind();
+        let table = match self {
+            PipelineError::Map(m) => Some(m.table().to_string()),
+            _ => at.and_then(|c| c.table.clone()),
+        };
+        ErrorReport {
+            kind: kind.as_str().to_string(),
+            retryable: kind.is_transient(),
+            table,
+            key: at.and_then(|c| c.key.clone()),
+            lsn: at.and_then(|c| c.lsn).map(|l| l.to_string()),
+            sqlstate: server.sqlstate,
+            message: server.message,
+            detail: server.detail,
+            error: chain(self),
+            attempts,
+            at: Utc::now().to_rfc3339(),
+        }
     }
 }
 
@@ -49,6 +93,10 @@ pub struct PipelineOptions {
     pub max_batch_age: Duration,
     /// Skip transactions tagged with these replication origins (loop prevention).
     pub skip_origins: SkipOrigins,
+    /// Apply source transactions whose commit LSN is at or below this one change per write and
+    /// one transaction per commit, so that a failing change is named exactly (the runner sets
+    /// it after a batch failed without naming its row).
+    pub isolate_through: Option<Lsn>,
 }
 
 /// The apply engine: reads a [`ChangeStream`], maps, writes to a [`Sink`], commits with the
@@ -89,6 +137,8 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
         let mut cur: Option<Txn> = None;
         let mut pending: Option<CommitInfo> = None;
         let mut started = Instant::now();
+        let isolate_through = self.options.isolate_through;
+        let isolating = |commit_lsn: Lsn| isolate_through.is_some_and(|l| commit_lsn <= l);
         loop {
             let msg = self.stream.next().await?;
             match msg {
@@ -122,14 +172,14 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         if t.commit_lsn < self.table_floor[i] {
                             continue;
                         }
-                        ops.push(self.mapping.tables[i].map_change(i, &c, t.ts)?);
+                        ops.push(self.mapping.tables[i].map_change(i, &c, t.commit_lsn, t.ts)?);
                         mapped = true;
                     }
                     if !mapped {
                         continue;
                     }
                     t.rows += 1;
-                    if ops.len() >= batch {
+                    if ops.len() >= batch || isolating(t.commit_lsn) {
                         self.flush(&mut ops, &mut open).await?;
                     }
                 }
@@ -144,8 +194,11 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         .filter(|i| t.commit_lsn >= self.table_floor[*i])
                         .collect();
                     if !idx.is_empty() {
-                        ops.push(Op::Truncate { tables: idx });
+                        ops.push(Op::Truncate { tables: idx, lsn: t.commit_lsn });
                         t.rows += 1;
+                        if isolating(t.commit_lsn) {
+                            self.flush(&mut ops, &mut open).await?;
+                        }
                     }
                 }
                 SourceMessage::Commit { end_lsn, commit_ts, .. } => {
@@ -174,7 +227,11 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         p.txns += 1;
                         p.rows += t.rows;
                     }
-                    if !self.stream.pending() || ops.len() >= batch || started.elapsed() >= self.options.max_batch_age {
+                    if isolating(t.commit_lsn)
+                        || !self.stream.pending()
+                        || ops.len() >= batch
+                        || started.elapsed() >= self.options.max_batch_age
+                    {
                         let info = pending.take().expect("set above");
                         self.flush(&mut ops, &mut open).await?;
                         let stats = self.sink.commit(&info).await?;
@@ -256,6 +313,7 @@ mod tests {
                 batch_rows: 2,
                 max_batch_age: Duration::from_secs(1),
                 skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]),
+                isolate_through: None,
             },
             checkpoint,
             table_floor: vec![Lsn(0)],
@@ -342,5 +400,73 @@ mod tests {
         let e = res.unwrap_err();
         assert!(e.is_fatal());
         assert!(e.to_string().contains("mapped column body of public.items"), "{e}");
+        let r = e.report(1);
+        assert_eq!((r.kind.as_str(), r.retryable, r.table.as_deref()), ("schema", false, Some("public.items")));
+        assert_eq!((&r.sqlstate, &r.key, &r.lsn), (&None, &None, &None));
+        assert!(r.message.contains("mapped column body of public.items"), "{r:?}");
+    }
+
+    /// One sink call: a write of this many ops, or a commit at this LSN.
+    type Call = (usize, Option<Lsn>);
+
+    /// Records the size of every write and every commit's LSN.
+    #[derive(Default)]
+    struct Recording {
+        log: Arc<std::sync::Mutex<Vec<Call>>>,
+    }
+    impl Sink for Recording {
+        async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+            self.log.lock().unwrap().push((ops.len(), None));
+            Ok(WriteStats::default())
+        }
+        async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
+            self.log.lock().unwrap().push((0, Some(info.lsn)));
+            Ok(WriteStats::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn isolating_writes_one_change_and_commits_one_transaction_at_a_time() {
+        let three = |base: u64| {
+            (0..3).map(|i| ChangeKind::Insert { new: r(&(base + i).to_string(), Some("b"), "0") }).collect::<Vec<_>>()
+        };
+        let mut msgs = tx(100, None, three(10));
+        msgs.extend(tx(200, None, three(20)));
+        msgs.extend(tx(300, None, three(30)));
+        msgs.extend(tx(400, None, three(40)));
+        let sink = Recording::default();
+        let log = Arc::clone(&sink.log);
+        let p = Pipeline {
+            stream: ScriptedStream::new(msgs),
+            sink,
+            mapping: mapping(),
+            options: PipelineOptions {
+                name: "t".into(),
+                batch_rows: 5000,
+                max_batch_age: Duration::from_secs(60),
+                skip_origins: SkipOrigins::default(),
+                isolate_through: Some(Lsn(200)),
+            },
+            checkpoint: Lsn(0),
+            table_floor: vec![Lsn(0)],
+            metrics: Arc::new(Metrics::default()),
+        };
+        assert!(matches!(p.run().await, Err(PipelineError::Source(SourceError::Ended))));
+        let got = log.lock().unwrap().clone();
+        // through LSN 200: one change per write, a commit per transaction; then batched as usual
+        // (the stream has more pending, so 300 and 400 share one target transaction)
+        let want = vec![
+            (1, None),
+            (1, None),
+            (1, None),
+            (0, Some(Lsn(101))),
+            (1, None),
+            (1, None),
+            (1, None),
+            (0, Some(Lsn(201))),
+            (6, None),
+            (0, Some(Lsn(401))),
+        ];
+        assert_eq!(got, want);
     }
 }

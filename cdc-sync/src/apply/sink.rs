@@ -1,21 +1,103 @@
 //! The sink contract: where mapped changes are written, and what a commit records.
 
+use std::fmt;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::Op;
 use crate::model::Lsn;
 
-/// Errors of the written side.
+/// Which change a target error is about, as far as the sink could tell: the table always
+/// (unless the error is not tied to a statement), the row's key and the source commit LSN when
+/// the failing statement carried exactly one change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeRef {
+    /// Written-side table(s).
+    pub table: Option<String>,
+    /// The row's key, as `(v1,v2)` text, when one change failed.
+    pub key: Option<String>,
+    /// Commit LSN of the source transaction the failing change belongs to, when known.
+    pub lsn: Option<Lsn>,
+    /// The highest source commit LSN among the changes of the failing statement or
+    /// transaction: re-applying up to here one change at a time pins the row.
+    pub up_to: Option<Lsn>,
+    /// How many changes the failing statement carried (0: not tied to a statement).
+    pub changes: usize,
+}
+
+impl ChangeRef {
+    /// Is the failing change known (the statement carried exactly one)?
+    pub fn pinned(&self) -> bool {
+        self.changes == 1 && self.lsn.is_some()
+    }
+}
+
+impl fmt::Display for ChangeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(t) = &self.table {
+            parts.push(format!("table {t}"));
+        }
+        if let Some(k) = &self.key {
+            parts.push(format!("key {k}"));
+        }
+        if let Some(l) = &self.lsn {
+            parts.push(format!("commit LSN {l}"));
+        } else if let Some(l) = &self.up_to {
+            parts.push(format!("source commits up to LSN {l}"));
+        }
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the written side. [`SinkError::kind`] says whether to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// SQL failed (connection loss is retryable; constraint errors usually are not).
-    #[error("target SQL: {0}")]
-    Sql(#[from] tokio_postgres::Error),
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
+    /// A statement on the target failed.
+    #[error("target: {doing}{at}")]
+    Sql {
+        /// What the sink was doing (`connecting`, `writing`, `committing`, ...).
+        doing: &'static str,
+        /// The change it was writing, as far as known.
+        at: ChangeRef,
+        /// The failure.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// An earlier write of this transaction failed and its error was already returned.
+    #[error("target transaction aborted by an earlier error")]
+    Aborted,
+    /// The writer task is gone.
+    #[error("target writer task ended")]
+    WriterGone,
+}
+
+impl SinkError {
+    /// A failure not tied to a particular change.
+    pub fn sql(doing: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+        move |source| SinkError::Sql { doing, at: ChangeRef::default(), source }
+    }
+
+    /// Retry or stop, by SQLSTATE.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SinkError::Sql { source, .. } => pg_kind(source),
+            SinkError::Aborted | SinkError::WriterGone => ErrorKind::Other,
+        }
+    }
+
+    /// The change the error is about, if it is tied to one.
+    pub fn change(&self) -> Option<&ChangeRef> {
+        match self {
+            SinkError::Sql { at, .. } => Some(at),
+            _ => None,
+        }
+    }
 }
 
 /// What a batch of writes did.

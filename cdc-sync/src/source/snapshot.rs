@@ -23,14 +23,22 @@ use crate::status::Metrics;
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// SQL on either side.
-    #[error("snapshot: {0}")]
+    #[error("snapshot")]
     Sql(#[from] tokio_postgres::Error),
     /// Recording a table's state failed.
-    #[error("snapshot: {0}")]
+    #[error("snapshot")]
     Checkpoint(#[from] CheckpointError),
-    /// A worker died.
-    #[error("snapshot worker: {0}")]
-    Worker(String),
+    /// A worker panicked.
+    #[error("snapshot worker")]
+    Worker(#[from] tokio::task::JoinError),
+    /// The workers ended before every table was copied.
+    #[error("snapshot incomplete: {done} of {total} tables copied")]
+    Incomplete {
+        /// Tables finished.
+        done: usize,
+        /// Tables to copy.
+        total: usize,
+    },
 }
 
 /// What to copy and how.
@@ -200,10 +208,10 @@ pub async fn copy_tables<C: CheckpointStore>(
         }
     }
     for h in handles {
-        h.await.map_err(|e| SnapshotError::Worker(e.to_string()))?;
+        h.await?;
     }
     if done_tables != job.tables.len() {
-        return Err(SnapshotError::Worker("snapshot incomplete".into()));
+        return Err(SnapshotError::Incomplete { done: done_tables, total: job.tables.len() });
     }
     job.metrics.snapshot_finished_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
     let rows: u64 = copied.values().sum();

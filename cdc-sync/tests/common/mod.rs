@@ -234,3 +234,66 @@ id = "id"
 counter = "counter"
 v = "v"
 "#;
+
+/// Wait for the process to exit (bounded); its exit status.
+pub fn wait_exit(run: &mut Running, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = run.child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            panic!("still running after {within:?}:\n{}", run.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Poll `/status` until `done` holds for it (bounded); that document.
+pub fn wait_status(run: &Running, within: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    loop {
+        if let Some(s) = try_status(run.status) {
+            if done(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        if Instant::now() >= deadline {
+            panic!("status not reached within {within:?}; last {last:?}\nlog:\n{}", run.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Restart a cluster in place (`pg_ctl restart -m fast`, same port and data): its sessions end
+/// with SQLSTATE 57P01, and connections are refused until it is back. Run as the cluster's
+/// unprivileged owner when we are root, like the harness does.
+pub fn restart_cluster(c: &strangler_support::PgCluster) {
+    use std::os::unix::fs::MetadataExt;
+    let pg_ctl = c.bin_dir().join("pg_ctl");
+    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let mut cmd = if root {
+        let user = std::env::var("STRANGLER_PG_USER").unwrap_or_else(|_| "postgres".into());
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", &user, "--"]).arg(pg_ctl);
+        cmd
+    } else {
+        Command::new(pg_ctl)
+    };
+    cmd.arg("-D").arg(c.data_dir()).arg("-l").arg(c.log_file()).args(["-m", "fast", "-w", "-t", "60", "restart"]);
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl restart: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Parse a `X/Y` LSN.
+pub fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.trim().split_once('/').unwrap_or_else(|| panic!("not an LSN: {s:?}"));
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
