@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::metrics::metrics;
 use crate::reload::ConfigStore;
+use crate::rollout::controller::{Action, Controller};
 use crate::shadow::ShadowService;
 
 /// Shared state of the admin handlers.
@@ -22,6 +23,8 @@ pub struct AdminState {
     pub store: Arc<ConfigStore>,
     /// Shadow reports.
     pub shadow: Arc<ShadowService>,
+    /// Rollouts: status, history, operators' actions.
+    pub rollouts: Option<Arc<Controller>>,
     /// Required bearer token; `None` leaves the protected endpoints open (a warning is logged).
     pub token: Option<Arc<str>>,
 }
@@ -37,6 +40,10 @@ pub fn app(state: AdminState) -> Router {
         .route("/admin/config-errors", get(config_errors))
         .route("/admin/shadow", get(shadow_reports))
         .route("/admin/shadow/{route}", get(shadow_report))
+        .route("/admin/rollouts", get(rollouts))
+        .route("/admin/rollouts/{route}", get(rollout))
+        .route("/admin/rollouts/{route}/{action}", post(rollout_action))
+        .route("/admin/history", get(history))
         .with_state(state)
 }
 
@@ -146,6 +153,89 @@ async fn shadow_report(
         )
             .into_response(),
     }
+}
+
+fn not_found(message: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(strangler_wire::ErrorBody::new("not_found", message).to_value())).into_response()
+}
+
+fn no_rollouts() -> Response {
+    not_found("rollouts are not running in this gateway".into())
+}
+
+async fn rollouts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match &s.rollouts {
+        Some(c) => Json(c.status(None)).into_response(),
+        None => no_rollouts(),
+    }
+}
+
+async fn rollout(
+    State(s): State<AdminState>,
+    axum::extract::Path(route): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match s.rollouts.as_ref().map(|c| c.status(Some(&route))) {
+        None => no_rollouts(),
+        Some(serde_json::Value::Null) => not_found(format!("route {route:?} has no rollout")),
+        Some(v) => Json(v).into_response(),
+    }
+}
+
+async fn rollout_action(
+    State(s): State<AdminState>,
+    axum::extract::Path((route, action)): axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let Some(c) = s.rollouts.clone() else { return no_rollouts() };
+    let Some(action) = Action::parse(&action) else {
+        let msg = format!("unknown action {action:?}: use pause, resume, promote or abort");
+        return (StatusCode::BAD_REQUEST, Json(strangler_wire::ErrorBody::new("bad_request", msg).to_value()))
+            .into_response();
+    };
+    // one admin token, so one name for whoever holds it
+    let who = headers
+        .get("x-operator")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map_or_else(|| "admin".to_string(), |name| format!("admin ({name})"));
+    match tokio::task::spawn_blocking(move || c.act(&route, action, &who)).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::CONFLICT, Json(strangler_wire::ErrorBody::new("conflict", e.to_string()).to_value()))
+                .into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    route: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let Some(c) = s.rollouts.clone() else { return no_rollouts() };
+    let limit = q.limit.unwrap_or(200).min(10_000);
+    let events = tokio::task::spawn_blocking(move || c.history(q.route.as_deref(), limit)).await.unwrap_or_default();
+    Json(json!({ "events": events })).into_response()
 }
 
 /// Starts the admin thread: binds `addr` now (so a bad address fails at startup), then serves

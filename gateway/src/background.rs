@@ -1,6 +1,6 @@
 //! Background work beside the proxy, on its own thread and single-threaded runtime, started
-//! from `main`: reload on SIGHUP, active health checks of upstream endpoints, and periodic
-//! re-resolution of endpoint host names. None of it runs on the proxy's threads.
+//! from `main`: reload on SIGHUP, active health checks of upstream endpoints, periodic
+//! re-resolution of endpoint host names, and the rollout controller. None of it runs on the proxy's threads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,10 +10,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::system_resolve;
 use crate::reload::ConfigStore;
+use crate::rollout::controller::Controller;
 
 /// Starts the background thread; returns once its signal handler is installed (so a SIGHUP
 /// right after startup is not lost).
-pub fn spawn(store: Arc<ConfigStore>) -> anyhow::Result<()> {
+pub fn spawn(store: Arc<ConfigStore>, rollouts: Option<Arc<Controller>>) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     std::thread::Builder::new().name("background".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -32,6 +33,9 @@ pub fn spawn(store: Arc<ConfigStore>) -> anyhow::Result<()> {
                 }
             };
             tokio::spawn(health_checks(store.clone()));
+            if let Some(c) = rollouts {
+                tokio::spawn(c.run());
+            }
             tokio::spawn(resolve_names(store.clone()));
             let _ = ready_tx.send(Ok(()));
             while hup.recv().await.is_some() {

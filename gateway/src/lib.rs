@@ -16,6 +16,7 @@ pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
 pub mod router;
 pub mod sampler;
 pub mod shadow;

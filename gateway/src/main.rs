@@ -13,6 +13,8 @@ use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
+use strangler_gateway::rollout::controller::Controller;
+use strangler_gateway::rollout::store::{FileStore, MemoryStore, RolloutStore};
 use strangler_gateway::shadow::ShadowService;
 use strangler_gateway::telemetry;
 use strangler_gateway::tls::SniResolver;
@@ -157,7 +159,44 @@ fn check(file: &PathBuf, json: bool, no_resolve: bool) -> ExitCode {
     }
 }
 
-fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, no_watch: bool) -> ExitCode {
+/// The rollout controller, with its state from the file store (routes then serve where their
+/// rollouts stood before a restart). Without a writable state directory it keeps state in memory
+/// and says so.
+fn start_rollouts(
+    config: &std::path::Path,
+    settings: &strangler_gateway::table::GatewaySettings,
+    store: &Arc<ConfigStore>,
+    shadow: &Arc<ShadowService>,
+) -> Arc<Controller> {
+    let dir = settings.rollout_state_dir.clone().unwrap_or_else(|| {
+        config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).join(".strangler")
+    });
+    let state: Box<dyn RolloutStore> = match FileStore::open(&dir) {
+        Ok(s) => Box::new(s),
+        Err(e) => {
+            tracing::error!(
+                "rollout state cannot be kept in {} ({e}); keeping it in memory (lost at restart)",
+                dir.display()
+            );
+            Box::new(MemoryStore::default())
+        }
+    };
+    let overlay = Controller::load_overlay(&*state);
+    if !overlay.is_empty() {
+        if let Err(e) = store.set_overlay(overlay) {
+            tracing::error!("cannot apply the saved rollout positions:\n{e}");
+        }
+    }
+    Controller::new(store.clone(), shadow.clone(), state)
+}
+
+fn run(
+    config: PathBuf,
+    upgrade: bool,
+    upgrade_sock: String,
+    pid_file: String,
+    no_watch: bool,
+) -> ExitCode {
     telemetry::init_logging();
     let store = match ConfigStore::open(&config) {
         Ok(s) => s,
@@ -193,11 +232,12 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = background::spawn(store.clone()) {
+    let rollouts = start_rollouts(&config, &settings, &store, &shadow);
+    if let Err(e) = background::spawn(store.clone(), Some(rollouts.clone())) {
         eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
         return ExitCode::from(1);
     }
-    let admin_state = AdminState { store: store.clone(), shadow: shadow.clone(), token };
+    let admin_state = AdminState { store: store.clone(), shadow: shadow.clone(), rollouts: Some(rollouts), token };
     if upgrade {
         // the old process still holds the admin port until it has drained: take it when free
         let addr = settings.admin_listen;

@@ -187,7 +187,68 @@ impl SideMetrics {
     }
 }
 
+/// What one side of one route has counted so far (for windows: subtract two snapshots).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SideSnapshot {
+    /// Requests answered (any status, or none).
+    pub requests: u64,
+    /// Of which 5xx (and requests that got no response at all).
+    pub failed: u64,
+    /// Latency histogram: (upper bound in seconds, cumulative count), the +Inf bucket last.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl SideSnapshot {
+    /// `self - earlier`, bucket by bucket.
+    pub fn since(&self, earlier: &SideSnapshot) -> SideSnapshot {
+        SideSnapshot {
+            requests: self.requests.saturating_sub(earlier.requests),
+            failed: self.failed.saturating_sub(earlier.failed),
+            buckets: self
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, (le, n))| (*le, n.saturating_sub(earlier.buckets.get(i).map_or(0, |b| b.1))))
+                .collect(),
+        }
+    }
+
+    /// Share of requests that failed (None without requests).
+    pub fn failure_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.failed as f64 / self.requests as f64)
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (None without requests).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.buckets.last()?.1;
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil() as u64;
+        self.buckets.iter().find(|(_, n)| *n >= rank.max(1)).map(|(le, _)| *le)
+    }
+}
+
+impl SideMetrics {
+    fn snapshot(&self) -> SideSnapshot {
+        use prometheus::core::Metric;
+        let c = |i: usize| self.classes[i].get();
+        let requests = (0..6).map(c).sum();
+        let h = self.latency.metric();
+        let hist = h.get_histogram();
+        let mut buckets: Vec<(f64, u64)> =
+            hist.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
+        buckets.push((f64::INFINITY, hist.get_sample_count()));
+        SideSnapshot { requests, failed: c(5) + c(0), buckets }
+    }
+}
+
 impl RouteMetrics {
+    /// (legacy, extracted) counts so far.
+    pub fn snapshot(&self) -> (SideSnapshot, SideSnapshot) {
+        (self.legacy.snapshot(), self.extracted.snapshot())
+    }
+
     pub fn new(route: &str) -> Self {
         Self { legacy: SideMetrics::new(route, "legacy"), extracted: SideMetrics::new(route, "extracted") }
     }

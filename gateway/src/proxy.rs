@@ -386,6 +386,13 @@ impl GatewayProxy {
         let route = &table.routes[ri];
         let m = metrics();
         if ctx.side == Side::Extracted && route.fallback_legacy && !ctx.fell_back {
+            // the extracted attempt failed: count it on its side (rollout gates judge the
+            // extracted service by it), though legacy will answer the client
+            let status = match failure {
+                Failure::Status(s) => s,
+                Failure::Transport => 502,
+            };
+            route.metrics.observe(Side::Extracted, status, ctx.started.elapsed().as_secs_f64());
             ctx.fell_back = true;
             ctx.side = Side::Legacy;
             m.retries.with_label_values(&[route.name.as_str(), "fallback"]).inc();

@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::config::{
-    files_fingerprint, load_str, load_str_with, parse_endpoint, ConfigError, ConfigIssue, EndpointSpec, Resolve,
+    files_fingerprint, load_with_overlay, parse_endpoint, system_resolve, ConfigError, ConfigIssue, EndpointSpec,
+    Resolve,
 };
 use crate::metrics::metrics;
+use crate::rollout::state::Overlay;
 use crate::table::{version_hash, RouteTable};
 
 /// The last failed reload, as shown on `GET /admin/config-errors`.
@@ -37,7 +39,14 @@ pub struct ConfigStore {
     source: Mutex<String>,
     /// Endpoint host names whose last re-resolution failed (logged once per failure streak).
     unresolved: Mutex<HashSet<(String, u16)>>,
+    /// Where rolling-out routes stand (see `crate::rollout`): every compile applies it.
+    overlay: Mutex<Overlay>,
+    /// Called after a reload swapped in a new table: (old, new, trigger).
+    on_reload: Mutex<Option<ReloadHook>>,
 }
+
+/// See [`ConfigStore::on_reload`].
+pub type ReloadHook = Box<dyn Fn(&RouteTable, &RouteTable, &str) + Send + Sync>;
 
 fn read(path: &Path, display: &str) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -54,10 +63,15 @@ fn read(path: &Path, display: &str) -> Result<String, ConfigError> {
 impl ConfigStore {
     /// Loads the file for the first time; the caller exits with code 2 on error.
     pub fn open(path: impl Into<PathBuf>) -> Result<Arc<Self>, ConfigError> {
+        Self::open_with(path, Overlay::new())
+    }
+
+    /// [`Self::open`] with the rollout positions the routes serve at.
+    pub fn open_with(path: impl Into<PathBuf>, overlay: Overlay) -> Result<Arc<Self>, ConfigError> {
         let path = path.into();
         let display = path.display().to_string();
         let src = read(&path, &display)?;
-        let table = load_str(&display, &src, None)?;
+        let table = load_with_overlay(&display, &src, None, &system_resolve, &overlay)?;
         metrics().set_version(&table.version);
         Ok(Arc::new(Self {
             path,
@@ -67,7 +81,33 @@ impl ConfigStore {
             reload_lock: Mutex::new(()),
             source: Mutex::new(src),
             unresolved: Mutex::new(HashSet::new()),
+            overlay: Mutex::new(overlay),
+            on_reload: Mutex::new(None),
         }))
+    }
+
+    /// Calls `hook` after each reload that swapped in a new table (the rollout controller records
+    /// what a reload changed in its audit trail).
+    pub fn on_reload(&self, hook: ReloadHook) {
+        *self.on_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    fn overlay(&self) -> Overlay {
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Recompiles the serving source with new rollout positions and swaps it in. The source was
+    /// valid a moment ago, so this fails only if something outside it changed (a secret or a
+    /// certificate file); then the serving table stays and the error is returned.
+    pub fn set_overlay(&self, overlay: Overlay) -> Result<(), ConfigError> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let src = self.source.lock().map(|s| s.clone()).unwrap_or_default();
+        let old = self.current.load_full();
+        let table = load_with_overlay(&self.display, &src, Some(&old), &system_resolve, &overlay)?;
+        *self.overlay.lock().unwrap_or_else(|p| p.into_inner()) = overlay;
+        metrics().set_version(&table.version);
+        self.current.store(Arc::new(table));
+        Ok(())
     }
 
     /// The serving snapshot. Requests keep the `Arc` they started with.
@@ -97,9 +137,10 @@ impl ConfigStore {
     pub fn reload(&self, trigger: &str) -> Result<String, ConfigError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let m = metrics();
+        let overlay = self.overlay();
         let result = read(&self.path, &self.display).and_then(|src| {
             let old = self.current.load();
-            load_str(&self.display, &src, Some(&old)).map(|t| (t, src))
+            load_with_overlay(&self.display, &src, Some(&old), &system_resolve, &overlay).map(|t| (t, src))
         });
         match result {
             Ok((table, src)) => {
@@ -114,7 +155,11 @@ impl ConfigStore {
                 }
                 let version = table.version.clone();
                 m.set_version(&version);
-                self.current.store(Arc::new(table));
+                let table = Arc::new(table);
+                let old = self.current.swap(table.clone());
+                if let Some(hook) = self.on_reload.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    hook(&old, &table, trigger);
+                }
                 m.reloads.with_label_values(&["ok", trigger]).inc();
                 m.last_reload_failed.set(0);
                 if let Ok(mut e) = self.last_error.lock() {
@@ -199,7 +244,7 @@ impl ConfigStore {
         let cached = |h: &str, p: u16| -> std::io::Result<Vec<SocketAddr>> {
             fresh.get(&(h.to_string(), p)).cloned().ok_or_else(|| std::io::Error::other("did not resolve"))
         };
-        match load_str_with(&self.display, &src, Some(&cur), &cached) {
+        match load_with_overlay(&self.display, &src, Some(&cur), &cached, &self.overlay()) {
             Ok(table) => {
                 self.current.store(Arc::new(table));
                 true

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::metrics::RouteMetrics;
+use crate::rollout::plan::{Placement, RolloutPlan};
 use crate::router::{HeaderMatch, PathPattern, RouteKey, Router};
 use crate::shadow::policy::{ShadowSettings, ShadowSpec};
 use crate::stage::{Side, Stage};
@@ -43,6 +44,8 @@ pub struct GatewaySettings {
     pub tls: Option<TlsListener>,
     /// The access log, when configured.
     pub access_log: Option<AccessLogSettings>,
+    /// Where rollout state and history are kept (None: beside routes.toml).
+    pub rollout_state_dir: Option<std::path::PathBuf>,
 }
 
 /// `[gateway.access_log]`.
@@ -139,6 +142,11 @@ pub struct Route {
     /// Shadow rules, when mirroring is active: stage `shadow`, or `canary` with
     /// `shadow.on_canary = true`. The queues and reports live in the proxy's shadow service.
     pub shadow: Option<Arc<ShadowSpec>>,
+    /// The stage and weight routes.toml gives: where the route serves without a rollout, and
+    /// how far its rollout may go with one (`stage` and `canary` are where it serves now).
+    pub plan: Placement,
+    /// The route's progressive rollout, if it has one.
+    pub rollout: Option<Arc<RolloutPlan>>,
     /// Metric handles, resolved once per route.
     pub metrics: RouteMetrics,
     /// What the request path counts for the canary split and the retry budget.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::diagnostics::Issues;
 use super::raw::{RawAccessLog, RawGateway};
+use super::values::Secrets;
 use super::values::{addr, dur, int_in};
-use super::Secrets;
 use crate::shadow::ShadowSettings;
 use crate::table::{AccessLogFormat, AccessLogSettings, GatewaySettings};
 
@@ -36,6 +36,7 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         h2c: g.h2c.unwrap_or(false),
         tls: g.tls.as_ref().and_then(|t| super::tls::compile_tls(issues, t, secrets)),
         access_log: g.access_log.as_ref().map(|a| access_log(issues, a)),
+        rollout_state_dir: g.rollout_state_dir.as_ref().filter(|d| !d.is_empty()).map(std::path::PathBuf::from),
     }
 }
 

@@ -9,11 +9,13 @@
 //! - [`values`]: durations, addresses, endpoints and bounded integers.
 //! - one module per section, in the order [`compile`] runs them: [`gateway`], [`upstreams`]
 //!   (with `[defaults]`), [`routes`] (with the router), [`shadow`] (a route's `[routes.shadow]`),
-//!   [`tls`] (`[gateway.tls]`: the HTTPS listener and its certificates).
+//!   [`tls`] (`[gateway.tls]`: the HTTPS listener and its certificates), [`rollout`] (a route's
+//!   `[routes.rollout]`).
 
 mod diagnostics;
 mod gateway;
 pub mod raw;
+mod rollout;
 mod routes;
 mod shadow;
 mod tls;
@@ -27,11 +29,13 @@ pub use routes::KNOWN_METHODS;
 pub use tls::{files_fingerprint, load_certificate};
 pub use values::{parse_duration, parse_endpoint, system_resolve, EndpointSpec, Resolve};
 
+use crate::rollout::state::Overlay;
 use crate::shadow::compare::CompareRules;
 use crate::stage::Stage;
 use crate::table::RouteTable;
 use diagnostics::{parse_raw, Issues};
 use raw::RawConfig;
+use values::Secrets;
 
 /// Parses, validates and compiles `src` (named `file` in messages) into a [`RouteTable`].
 ///
@@ -52,21 +56,26 @@ pub fn load_str_with(
     previous: Option<&RouteTable>,
     resolve: Resolve<'_>,
 ) -> Result<RouteTable, ConfigError> {
-    load(file, src, previous, resolve, Secrets::Read)
+    load(file, src, previous, resolve, Secrets::Read, &Overlay::new())
+}
+
+/// [`load_str_with`] with the rollout state applied: each route with a `[routes.rollout]`
+/// serves at the placement `overlay` gives it (capped by its own stage and weight).
+pub fn load_with_overlay(
+    file: &str,
+    src: &str,
+    previous: Option<&RouteTable>,
+    resolve: Resolve<'_>,
+    overlay: &Overlay,
+) -> Result<RouteTable, ConfigError> {
+    load(file, src, previous, resolve, Secrets::Read, overlay)
 }
 
 /// Validates and compiles `src` without touching the machine it runs on: host names are not
 /// resolved (they become `0.0.0.0:PORT`) and secrets are not read (only whether one is
 /// configured counts). For checking a file meant for another environment.
 pub fn load_str_offline(file: &str, src: &str) -> Result<RouteTable, ConfigError> {
-    load(file, src, None, &values::unresolved, Secrets::Skip)
-}
-
-/// Whether compiling reads the secrets the file names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Secrets {
-    Read,
-    Skip,
+    load(file, src, None, &values::unresolved, Secrets::Skip, &Overlay::new())
 }
 
 fn load(
@@ -75,12 +84,13 @@ fn load(
     previous: Option<&RouteTable>,
     resolve: Resolve<'_>,
     secrets: Secrets,
+    overlay: &Overlay,
 ) -> Result<RouteTable, ConfigError> {
     let (raw, structural) = parse_raw(file, src);
     let Some(raw) = raw else {
         return Err(structural.expect("a failed parse records an issue"));
     };
-    match (compile(file, src, raw, previous, resolve, secrets), structural) {
+    match (compile(file, src, raw, previous, resolve, secrets, overlay), structural) {
         (Ok(table), None) => Ok(table),
         (Ok(_), Some(err)) => Err(err),
         (Err(err), None) => Err(err),
@@ -100,13 +110,15 @@ fn compile(
     previous: Option<&RouteTable>,
     resolve: Resolve<'_>,
     secrets: Secrets,
+    overlay: &Overlay,
 ) -> Result<RouteTable, ConfigError> {
     let mut issues = Issues::new(file, src);
     let settings = gateway::compile_gateway(&mut issues, &raw.gateway, secrets);
     let upstreams = upstreams::compile_upstreams(&mut issues, &raw.upstreams, previous, resolve, secrets);
     let legacy = upstreams::default_upstream(&mut issues, &raw.defaults, &upstreams);
     let dry_run_secret = gateway::has_dry_run_secret(&raw.gateway);
-    let (routes, router) = routes::compile_routes(&mut issues, &raw.routes, &settings, &upstreams, dry_run_secret);
+    let (routes, router) =
+        routes::compile_routes(&mut issues, &raw.routes, &settings, &upstreams, dry_run_secret, previous, overlay);
     if let Some(err) = issues.into_error() {
         return Err(err);
     }

@@ -77,6 +77,9 @@ pub struct RawGateway {
     pub tls: Option<Spanned<RawTls>>,
     /// One line per request; off when absent.
     pub access_log: Option<RawAccessLog>,
+    /// Where rollout state and history are kept (default: `.strangler/` beside routes.toml;
+    /// restart to change).
+    pub rollout_state_dir: Option<String>,
 }
 
 /// `[gateway.access_log]`.
@@ -229,6 +232,89 @@ pub struct RawRoute {
     pub shadow: Option<Spanned<RawShadow>>,
     /// Compress responses for clients that accept it (gzip, brotli or zstd); off when absent.
     pub compression: Option<RawCompression>,
+    /// A progressive rollout: steps the route moves through on evidence; the route's own
+    /// `stage`/`weight` then cap how far it may go.
+    pub rollout: Option<Spanned<RawRollout>>,
+}
+
+/// `[routes.rollout]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// In order of exposure, e.g. `[{ stage = "shadow", duration = "30m" }, { stage = "canary",
+    /// weight = 5, duration = "15m" }, { stage = "extracted" }]`.
+    pub steps: Vec<Spanned<RawStep>>,
+    /// Time between two analyses (default "30s").
+    pub interval: Option<Spanned<String>>,
+    /// Consecutive failed analyses before the route rolls back and pauses (default 3).
+    pub failure_limit: Option<Spanned<i64>>,
+    /// The evidence a step needs; every gate is optional.
+    pub gates: Option<RawGates>,
+}
+
+/// One step of a rollout.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// "shadow" | "canary" | "extracted".
+    pub stage: Spanned<String>,
+    /// Canary steps: percent to the extracted upstream.
+    pub weight: Option<Spanned<i64>>,
+    /// How long the step runs before promotion (every step but the last).
+    pub duration: Option<Spanned<String>>,
+}
+
+/// `[routes.rollout.gates]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGates {
+    /// `{ min = 0.99, min_comparisons = 100 }`: shadow match rate.
+    pub match_rate: Option<Spanned<RawMatchRateGate>>,
+    /// `{ max_delta = 0.01, min_requests = 100 }`: extracted 5xx rate vs legacy's.
+    pub error_rate: Option<Spanned<RawErrorRateGate>>,
+    /// `{ max_ratio = 1.5, min_requests = 100 }`: extracted p99 vs legacy's.
+    pub latency: Option<Spanned<RawLatencyGate>>,
+    /// `{ status = ["http://127.0.0.1:9903/status"], max = "10s" }`: cdc-sync lag.
+    pub cdc_lag: Option<Spanned<RawCdcLagGate>>,
+    /// `{ url = "http://127.0.0.1:9090", query = "...", min = 0.0, max = 0.05 }`.
+    pub prometheus: Option<Spanned<RawPrometheusGate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatchRateGate {
+    pub min: Spanned<RawNumber>,
+    pub min_comparisons: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorRateGate {
+    pub max_delta: Spanned<RawNumber>,
+    pub min_requests: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatencyGate {
+    pub max_ratio: Spanned<RawNumber>,
+    pub min_requests: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCdcLagGate {
+    pub status: Vec<Spanned<String>>,
+    pub max: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrometheusGate {
+    pub url: Spanned<String>,
+    pub query: Spanned<String>,
+    pub min: Option<Spanned<RawNumber>>,
+    pub max: Option<Spanned<RawNumber>>,
 }
 
 /// `[routes.compression]`.

@@ -6,13 +6,18 @@ use std::collections::HashMap;
 use super::diagnostics::Issues;
 use super::gateway::body_limit;
 use super::raw::{RawMatch, RawRetry, RawRoute};
+use super::rollout::rollout_plan;
 use super::shadow::{check_dry_run_secret, shadow_rules};
 use super::upstreams::Upstreams;
 use super::values::{dur, int_in};
 use crate::metrics::RouteMetrics;
+use crate::rollout::plan::Placement;
+use crate::rollout::state::Overlay;
 use crate::router::{HeaderMatch, PathPattern, Router, RouterBuildError};
 use crate::stage::Stage;
-use crate::table::{CanaryPolicy, Compression, GatewaySettings, RetryPolicy, Route, RouteCounters, StickyKey};
+use crate::table::{
+    CanaryPolicy, Compression, GatewaySettings, RetryPolicy, Route, RouteCounters, RouteTable, StickyKey,
+};
 
 /// Methods a route may name.
 pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -27,6 +32,8 @@ pub(super) fn compile_routes(
     settings: &GatewaySettings,
     upstreams: &Upstreams,
     dry_run_secret: bool,
+    previous: Option<&RouteTable>,
+    overlay: &Overlay,
 ) -> (Vec<Route>, Option<Router>) {
     let mut routes: Vec<Route> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -34,9 +41,24 @@ pub(super) fn compile_routes(
     for r in raw {
         let name = r.name.get_ref().clone();
         check_name(issues, r, &mut names);
-        let stage = stage(issues, r);
-        let to = target(issues, r, stage, upstreams);
-        let canary = CanaryPolicy { weight_bp: weight_bp(issues, r, stage), sticky: sticky(issues, r, stage) };
+        let plan_stage = stage(issues, r);
+        let to = target(issues, r, plan_stage, upstreams);
+        let plan = Placement { stage: plan_stage, weight_bp: weight_bp(issues, r, plan_stage) };
+        let rollout = rollout_plan(issues, r, to);
+        // With a rollout, the file's stage and weight cap what the rollout may reach; where it
+        // stands now is state (the overlay), else what the route was served with.
+        let served = match &rollout {
+            None => plan,
+            Some(_) => overlay
+                .get(&name)
+                .copied()
+                .or_else(|| served_before(previous, &name))
+                .unwrap_or(Placement::LEGACY)
+                .narrowed_by(plan),
+        };
+        let stage = served.stage;
+        let validate_as = if rollout.is_some() { Stage::Canary } else { plan_stage };
+        let canary = CanaryPolicy { weight_bp: served.weight_bp, sticky: sticky(issues, r, validate_as) };
         let fallback_legacy = fallback_legacy(issues, r, to);
         let timeout = dur(issues, &r.timeout, settings.request_timeout);
         let max_body_bytes = body_limit(issues, &r.max_body_bytes, settings.max_body_bytes);
@@ -47,7 +69,7 @@ pub(super) fn compile_routes(
         });
         let retry = r.retry.as_ref().map(|rr| retry(issues, rr)).unwrap_or_default();
         let m = r.matcher.get_ref();
-        let shadow = shadow_rules(issues, r, stage, to);
+        let shadow = shadow_rules(issues, r, stage, validate_as, to);
         check_dry_run_secret(issues, r, dry_run_secret);
         spans.push(r.matcher.span().start);
         routes.push(Route {
@@ -67,10 +89,18 @@ pub(super) fn compile_routes(
             max_body_bytes,
             retry,
             shadow,
+            plan,
+            rollout,
         });
     }
     let router = router(issues, &routes, &spans);
     (routes, router)
+}
+
+/// Where route `name` was served in the previous table.
+fn served_before(previous: Option<&RouteTable>, name: &str) -> Option<Placement> {
+    let r = previous?.routes.iter().find(|r| r.name == name)?;
+    Some(Placement { stage: r.stage, weight_bp: r.canary.weight_bp })
 }
 
 fn check_name(issues: &mut Issues<'_>, r: &RawRoute, names: &mut HashMap<String, usize>) {

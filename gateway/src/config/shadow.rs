@@ -13,13 +13,16 @@ use crate::stage::Stage;
 
 /// The shadow rules the route runs with: its table (or the defaults at stage `shadow`) when
 /// mirroring is active at this stage and there is an upstream to mirror to.
+/// `stage` is where the route serves now; `validate_as` the stage its keys are checked against
+/// (`canary` for a route with a rollout, whose steps may include canary).
 pub(super) fn shadow_rules(
     issues: &mut Issues<'_>,
     r: &RawRoute,
     stage: Stage,
+    validate_as: Stage,
     to: Option<usize>,
 ) -> Option<Arc<ShadowSpec>> {
-    let spec = shadow_spec(issues, r, stage).unwrap_or_default();
+    let spec = shadow_spec(issues, r, validate_as).unwrap_or_default();
     let active = match stage {
         Stage::Shadow => true,
         Stage::Canary => spec.on_canary,

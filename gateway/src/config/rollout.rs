@@ -1,0 +1,192 @@
+//! The `[routes.rollout]` table: steps in order of exposure, the analysis interval, the failure
+//! limit and the gates, each checked with its place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::diagnostics::Issues;
+use super::raw::{RawGates, RawNumber, RawRollout, RawRoute};
+use super::values::{dur, int_in};
+use crate::rollout::plan::{
+    CdcLagGate, ErrorRateGate, Gates, LatencyGate, MatchRateGate, Placement, PrometheusGate, RolloutPlan, Step,
+};
+use crate::stage::Stage;
+
+/// Compiles a route's `[routes.rollout]`; `None` when it has none.
+pub(super) fn rollout_plan(issues: &mut Issues<'_>, r: &RawRoute, to: Option<usize>) -> Option<Arc<RolloutPlan>> {
+    let raw = r.rollout.as_ref()?;
+    let t: &RawRollout = raw.get_ref();
+    if to.is_none() && r.to.is_none() {
+        issues.at(raw, "a rollout needs `to` (the extracted upstream)", Some("add to = \"<upstream name>\"".into()));
+    }
+    if t.steps.is_empty() {
+        issues.at(
+            raw,
+            "a rollout needs at least one step",
+            Some("e.g. steps = [{ stage = \"shadow\", duration = \"30m\" }, { stage = \"extracted\" }]".into()),
+        );
+    }
+    let mut steps = Vec::new();
+    let mut previous = Placement::LEGACY;
+    for (i, s) in t.steps.iter().enumerate() {
+        let raw_step = s.get_ref();
+        let last = i + 1 == t.steps.len();
+        let stage = match Stage::parse(raw_step.stage.get_ref()) {
+            Some(Stage::Legacy) => {
+                issues.at(
+                    &raw_step.stage,
+                    "a rollout step cannot be \"legacy\"",
+                    Some("legacy is where a rollout starts and where it rolls back to".into()),
+                );
+                continue;
+            }
+            Some(st) => st,
+            None => {
+                issues.at(
+                    &raw_step.stage,
+                    format!("unknown stage {:?}", raw_step.stage.get_ref()),
+                    Some("use one of: shadow, canary, extracted".into()),
+                );
+                continue;
+            }
+        };
+        let weight_bp = match (&raw_step.weight, stage) {
+            (Some(w), Stage::Canary) if (0..=100).contains(w.get_ref()) => (*w.get_ref() as u32) * 100,
+            (Some(w), Stage::Canary) => {
+                issues.at(w, format!("weight {} is outside 0–100", w.get_ref()), None);
+                0
+            }
+            (Some(w), _) => {
+                issues.at(w, "weight only applies to canary steps", Some("remove it".into()));
+                0
+            }
+            (None, Stage::Canary) => {
+                issues.at(&raw_step.stage, "a canary step needs a weight", Some("add weight = 10 (percent)".into()));
+                0
+            }
+            (None, _) => 0,
+        };
+        let duration = match &raw_step.duration {
+            Some(_) => Some(dur(issues, &raw_step.duration, Duration::from_secs(60))),
+            None if last => None,
+            None => {
+                issues.at(s, "every step but the last needs a duration", Some("add duration = \"15m\"".into()));
+                None
+            }
+        };
+        let placement = Placement { stage, weight_bp };
+        if placement.rank() <= previous.rank() {
+            issues.at(
+                s,
+                format!(
+                    "step {} ({}) is not further than the step before it ({})",
+                    i + 1,
+                    placement.label(),
+                    previous.label()
+                ),
+                Some("order steps by exposure: shadow, canary with rising weights, extracted".into()),
+            );
+        }
+        previous = placement;
+        steps.push(Step { stage, weight_bp, duration });
+    }
+    let interval = dur(issues, &t.interval, Duration::from_secs(30)).max(Duration::from_millis(100));
+    let failure_limit = int_in(issues, &t.failure_limit, "failure_limit", 1..=100, 3) as u32;
+    let gates = t.gates.as_ref().map(|g| gates(issues, g)).unwrap_or_default();
+    Some(Arc::new(RolloutPlan { steps, interval, failure_limit, gates }))
+}
+
+fn fraction(issues: &mut Issues<'_>, v: &Spanned<RawNumber>, what: &str) -> f64 {
+    let x = v.get_ref().as_f64();
+    if (0.0..=1.0).contains(&x) {
+        x
+    } else {
+        issues.at(v, format!("{what} {x} is outside 0.0–1.0"), None);
+        0.0
+    }
+}
+
+fn positive(issues: &mut Issues<'_>, v: &Spanned<RawNumber>, what: &str) -> f64 {
+    let x = v.get_ref().as_f64();
+    if x > 0.0 && x.is_finite() {
+        x
+    } else {
+        issues.at(v, format!("{what} {x} must be a number > 0"), None);
+        1.0
+    }
+}
+
+fn gates(issues: &mut Issues<'_>, g: &RawGates) -> Gates {
+    let count = |issues: &mut Issues<'_>, v: &Option<Spanned<i64>>, what: &str| {
+        int_in(issues, v, what, 1..=100_000_000, 100) as u64
+    };
+    Gates {
+        match_rate: g.match_rate.as_ref().map(|m| {
+            let m = m.get_ref();
+            MatchRateGate {
+                min: fraction(issues, &m.min, "min"),
+                min_comparisons: count(issues, &m.min_comparisons, "min_comparisons"),
+            }
+        }),
+        error_rate: g.error_rate.as_ref().map(|e| {
+            let e = e.get_ref();
+            ErrorRateGate {
+                max_delta: fraction(issues, &e.max_delta, "max_delta"),
+                min_requests: count(issues, &e.min_requests, "min_requests"),
+            }
+        }),
+        latency: g.latency.as_ref().map(|l| {
+            let l = l.get_ref();
+            LatencyGate {
+                max_ratio: positive(issues, &l.max_ratio, "max_ratio"),
+                min_requests: count(issues, &l.min_requests, "min_requests"),
+            }
+        }),
+        cdc_lag: g.cdc_lag.as_ref().map(|c| {
+            let raw = c.get_ref();
+            let mut status = Vec::new();
+            for u in &raw.status {
+                if u.get_ref().starts_with("http://") {
+                    status.push(u.get_ref().clone());
+                } else {
+                    issues.at(
+                        u,
+                        format!("{:?} is not an http:// URL", u.get_ref()),
+                        Some("a cdc-sync status endpoint, e.g. \"http://127.0.0.1:9903/status\"".into()),
+                    );
+                }
+            }
+            if raw.status.is_empty() {
+                issues.at(c, "cdc_lag needs at least one status URL", None);
+            }
+            CdcLagGate { status, max: dur(issues, &Some(raw.max.clone()), Duration::from_secs(10)) }
+        }),
+        prometheus: g.prometheus.as_ref().map(|p| {
+            let raw = p.get_ref();
+            if !raw.url.get_ref().starts_with("http://") {
+                issues.at(&raw.url, format!("{:?} is not an http:// URL", raw.url.get_ref()), None);
+            }
+            if raw.query.get_ref().trim().is_empty() {
+                issues.at(&raw.query, "the query is empty", None);
+            }
+            let (min, max) =
+                (raw.min.as_ref().map(|v| v.get_ref().as_f64()), raw.max.as_ref().map(|v| v.get_ref().as_f64()));
+            if min.is_none() && max.is_none() {
+                issues.at(p, "a prometheus gate needs min, max or both", None);
+            }
+            if let (Some(a), Some(b)) = (min, max) {
+                if a > b {
+                    issues.at(p, format!("min {a} is above max {b}"), None);
+                }
+            }
+            PrometheusGate {
+                url: raw.url.get_ref().trim_end_matches('/').to_string(),
+                query: raw.query.get_ref().clone(),
+                min,
+                max,
+            }
+        }),
+    }
+}

@@ -1,0 +1,527 @@
+//! The rollout controller: every tick it looks at each route with a `[routes.rollout]`,
+//! analyses the gates once per `interval` over the window since its last conclusive analysis,
+//! promotes a step that ran its duration with passing evidence, rolls back (and pauses) after
+//! `failure_limit` failed analyses in a row, and applies operators' actions. Each change is saved
+//! to the store, recorded in the audit trail, and applied by recompiling the route table with the
+//! new [`Overlay`] (the request path never sees the controller: it serves the table).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::gates::{analyse, Applicable, Measure};
+use super::plan::{Placement, RolloutPlan};
+use super::state::{now_ms, overlay, Check, GateResult, HistoryEvent, Overlay, RolloutState, States, Verdict};
+use super::store::RolloutStore;
+use crate::reload::ConfigStore;
+use crate::shadow::report::Count;
+use crate::shadow::ShadowService;
+use crate::stage::Stage;
+use crate::table::{Route, RouteTable};
+
+/// An operator's action on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Stop automatic promotion and rollback where it stands.
+    Pause,
+    /// Continue (failed-check count cleared).
+    Resume,
+    /// Skip the rest of the current step.
+    Promote,
+    /// Roll back to legacy now, and pause.
+    Abort,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "pause" => Some(Action::Pause),
+            "resume" => Some(Action::Resume),
+            "promote" => Some(Action::Promote),
+            "abort" => Some(Action::Abort),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Promote => "promote",
+            Action::Abort => "abort",
+        }
+    }
+}
+
+/// Why an action was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ActionError {
+    #[error("route {0:?} has no rollout")]
+    NoRollout(String),
+    #[error("route {0:?} is at its last step")]
+    AtLastStep(String),
+}
+
+/// The measurement window of one route: counters at its start, and when it was last analysed.
+struct Window {
+    start: Measure,
+    analysed: Instant,
+}
+
+struct Inner {
+    states: States,
+    windows: HashMap<String, Window>,
+}
+
+/// Runs the rollouts of the serving route table.
+pub struct Controller {
+    config: Arc<ConfigStore>,
+    shadow: Arc<ShadowService>,
+    store: Box<dyn RolloutStore>,
+    inner: Mutex<Inner>,
+    client: reqwest::Client,
+}
+
+/// An analysis to run outside the lock.
+struct Job {
+    route: String,
+    plan: Arc<RolloutPlan>,
+    applicable: Applicable,
+    window: Measure,
+    now: Measure,
+}
+
+impl Controller {
+    /// A controller over `config`, with the state `store` holds (which the caller already used
+    /// to open `config`, see [`Controller::load_overlay`]).
+    pub fn new(config: Arc<ConfigStore>, shadow: Arc<ShadowService>, store: Box<dyn RolloutStore>) -> Arc<Self> {
+        let states = store.load().unwrap_or_else(|e| {
+            tracing::error!("cannot read the rollout state ({e}); starting from what the routes serve");
+            States::new()
+        });
+        let client = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        let me = Arc::new(Controller {
+            config,
+            shadow,
+            store,
+            inner: Mutex::new(Inner { states, windows: HashMap::new() }),
+            client,
+        });
+        let weak = Arc::downgrade(&me);
+        me.config.on_reload(Box::new(move |old, new, trigger| {
+            if let Some(c) = weak.upgrade() {
+                c.record_reload(old, new, trigger);
+            }
+        }));
+        me
+    }
+
+    /// The overlay saved in `store` (to open the config with, so a restart serves where the
+    /// rollouts stood).
+    pub fn load_overlay(store: &dyn RolloutStore) -> Overlay {
+        store.load().map(|s| overlay(&s)).unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs forever: a tick every 200 ms.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.tick().await;
+        }
+    }
+
+    fn measure(&self, route: &Route) -> Measure {
+        let (legacy, extracted) = route.metrics.snapshot();
+        let (compared, matched) =
+            self.shadow.report(&route.name).map_or((0, 0), |r| (r.get(Count::Compared), r.get(Count::Matched)));
+        Measure { legacy, extracted, compared, matched }
+    }
+
+    /// One pass over every rolling-out route.
+    pub async fn tick(&self) {
+        let table = self.config.current();
+        let mut events = Vec::new();
+        let mut jobs = Vec::new();
+        {
+            let mut inner = self.lock();
+            let Inner { states, windows } = &mut *inner;
+            // a route whose rollout was removed (or the route itself) keeps no state
+            let gone: Vec<String> = states
+                .keys()
+                .filter(|n| !table.routes.iter().any(|r| &r.name == *n && r.rollout.is_some()))
+                .cloned()
+                .collect();
+            for name in gone {
+                states.remove(&name);
+                windows.remove(&name);
+            }
+            for route in table.routes.iter().filter(|r| r.rollout.is_some()) {
+                let plan = route.rollout.clone().expect("filtered");
+                let now = self.measure(route);
+                let served = Placement { stage: route.stage, weight_bp: route.canary.weight_bp };
+                let st = states.entry(route.name.clone()).or_insert_with(|| {
+                    let position = (0..=plan.last_position()).find(|p| plan.placement(*p) == served).unwrap_or(0);
+                    events.push(event(
+                        &route.name,
+                        "start",
+                        served,
+                        plan.placement(position),
+                        "controller",
+                        "rollout found in routes.toml",
+                        vec![],
+                    ));
+                    new_state(&plan, position)
+                });
+                if st.steps != plan.steps_fingerprint() {
+                    if let Some(e) = reconcile(&route.name, st, &plan) {
+                        events.push(e);
+                        windows.remove(&route.name);
+                    }
+                }
+                let w = windows
+                    .entry(route.name.clone())
+                    .or_insert_with(|| Window { start: now.clone(), analysed: Instant::now() });
+                if st.paused || w.analysed.elapsed() < plan.interval {
+                    continue;
+                }
+                w.analysed = Instant::now();
+                let placement = plan.placement(st.position).narrowed_by(route.plan);
+                let applicable = Applicable {
+                    shadowing: route.shadow.is_some(),
+                    both_sides: placement.stage == Stage::Canary
+                        && placement.weight_bp > 0
+                        && placement.weight_bp < 10_000,
+                };
+                jobs.push(Job { route: route.name.clone(), plan, applicable, window: now.since(&w.start), now });
+            }
+        }
+        // the analyses may fetch (CDC, Prometheus): no lock held
+        let mut results = Vec::new();
+        for job in jobs {
+            let (verdict, gates) = analyse(&job.plan.gates, job.applicable, &job.window, &self.client).await;
+            results.push((job, verdict, gates));
+        }
+        let mut changed = !events.is_empty();
+        {
+            let mut inner = self.lock();
+            let Inner { states, windows } = &mut *inner;
+            for (job, verdict, gates) in results {
+                let (Some(st), Some(w)) = (states.get_mut(&job.route), windows.get_mut(&job.route)) else { continue };
+                if st.paused {
+                    continue; // paused by an operator meanwhile
+                }
+                let at = now_ms();
+                st.last_check = Some(Check { at_unix_ms: at, verdict, gates: gates.clone() });
+                changed = true;
+                match verdict {
+                    // not enough data: the window keeps growing
+                    Verdict::Inconclusive => {}
+                    Verdict::Pass => {
+                        st.failures = 0;
+                        let due = match job.position_duration(st.position) {
+                            Some(d) => at.saturating_sub(st.since_unix_ms) >= d.as_millis() as u64,
+                            None => st.position == 0,
+                        };
+                        w.start = job.now;
+                        if due && st.position < job.plan.last_position() {
+                            let from = job.plan.placement(st.position);
+                            move_to(st, &job.plan, st.position + 1);
+                            let why = format!("step passed its gates for its whole duration ({})", summary(&gates));
+                            events.push(event(
+                                &job.route,
+                                "promote",
+                                from,
+                                job.plan.placement(st.position),
+                                "controller",
+                                &why,
+                                gates,
+                            ));
+                        }
+                    }
+                    Verdict::Fail => {
+                        w.start = job.now;
+                        st.failures += 1;
+                        if st.failures >= job.plan.failure_limit {
+                            let from = job.plan.placement(st.position);
+                            let back = st.position.saturating_sub(1);
+                            move_to(st, &job.plan, back);
+                            let failing: Vec<&str> =
+                                gates.iter().filter(|g| g.verdict == Verdict::Fail).map(|g| g.gate.as_str()).collect();
+                            let why = format!(
+                                "{} failed {} analyses in a row: {}",
+                                failing.join(", "),
+                                job.plan.failure_limit,
+                                summary(&gates)
+                            );
+                            st.paused = true;
+                            st.paused_reason = Some(format!("rolled back: {why}"));
+                            events.push(event(
+                                &job.route,
+                                "rollback",
+                                from,
+                                job.plan.placement(back),
+                                "controller",
+                                &why,
+                                gates,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if changed {
+            self.commit(events);
+        }
+    }
+
+    /// Saves the state, records `events`, and recompiles the table when placements changed.
+    fn commit(&self, events: Vec<HistoryEvent>) {
+        let (states, target) = {
+            let inner = self.lock();
+            (inner.states.clone(), overlay(&inner.states))
+        };
+        if let Err(e) = self.store.save(&states) {
+            tracing::error!("cannot save the rollout state: {e}");
+        }
+        for e in &events {
+            tracing::info!(route = %e.route, kind = %e.kind, from = %e.from, to = %e.to, who = %e.who, "rollout: {}", e.why);
+            if let Err(err) = self.store.append(e) {
+                tracing::error!("cannot record the rollout history: {err}");
+            }
+        }
+        let serving: Overlay = self
+            .config
+            .current()
+            .routes
+            .iter()
+            .filter(|r| r.rollout.is_some())
+            .map(|r| (r.name.clone(), Placement { stage: r.stage, weight_bp: r.canary.weight_bp }))
+            .collect();
+        let wanted: Overlay = target
+            .iter()
+            .filter_map(|(n, p)| {
+                let r = self.config.current().routes.iter().find(|r| &r.name == n).map(|r| r.plan)?;
+                Some((n.clone(), p.narrowed_by(r)))
+            })
+            .collect();
+        if wanted != serving {
+            if let Err(e) = self.config.set_overlay(target) {
+                tracing::error!("cannot apply the rollout positions; the serving table stays:\n{e}");
+            }
+        }
+    }
+
+    /// Applies an operator's action now.
+    pub fn act(&self, route: &str, action: Action, who: &str) -> Result<Value, ActionError> {
+        let table = self.config.current();
+        let plan = table
+            .routes
+            .iter()
+            .find(|r| r.name == route)
+            .and_then(|r| r.rollout.clone())
+            .ok_or_else(|| ActionError::NoRollout(route.to_string()))?;
+        let event = {
+            let mut inner = self.lock();
+            let Inner { states, windows } = &mut *inner;
+            let st = states.entry(route.to_string()).or_insert_with(|| new_state(&plan, 0));
+            let from = plan.placement(st.position);
+            match action {
+                Action::Pause => {
+                    st.paused = true;
+                    st.paused_reason = Some(format!("paused by {who}"));
+                }
+                Action::Resume => {
+                    st.paused = false;
+                    st.paused_reason = None;
+                    st.failures = 0;
+                    windows.remove(route);
+                }
+                Action::Promote => {
+                    if st.position >= plan.last_position() {
+                        return Err(ActionError::AtLastStep(route.to_string()));
+                    }
+                    let next = st.position + 1;
+                    move_to(st, &plan, next);
+                    windows.remove(route);
+                }
+                Action::Abort => {
+                    move_to(st, &plan, 0);
+                    st.paused = true;
+                    st.paused_reason = Some(format!("aborted by {who}"));
+                    windows.remove(route);
+                }
+            }
+            event(
+                route,
+                action.as_str(),
+                from,
+                plan.placement(st.position),
+                who,
+                &format!("{} by {who}", action.as_str()),
+                vec![],
+            )
+        };
+        self.commit(vec![event]);
+        Ok(self.status(Some(route)))
+    }
+
+    /// Every rollout (or one route's) as JSON, for the admin API.
+    pub fn status(&self, route: Option<&str>) -> Value {
+        let table = self.config.current();
+        let inner = self.lock();
+        let one = |r: &Route| -> Option<Value> {
+            let plan = r.rollout.as_ref()?;
+            let st = inner.states.get(&r.name);
+            let position = st.map_or(0, |s| s.position);
+            let next = (position < plan.last_position()).then(|| plan.placement(position + 1).label());
+            let remaining = st.and_then(|s| {
+                let d = plan.steps.get(position.checked_sub(1)?)?.duration?;
+                Some((d.as_millis() as u64).saturating_sub(now_ms().saturating_sub(s.since_unix_ms)))
+            });
+            Some(json!({
+                "route": r.name,
+                "position": position,
+                "steps": plan.steps.len(),
+                "step": plan.placement(position).label(),
+                "serving": Placement { stage: r.stage, weight_bp: r.canary.weight_bp }.label(),
+                "plan": r.plan.label(),
+                "next": next,
+                "step_remaining_ms": remaining,
+                "since_unix_ms": st.map(|s| s.since_unix_ms),
+                "paused": st.is_some_and(|s| s.paused),
+                "paused_reason": st.and_then(|s| s.paused_reason.clone()),
+                "failures": st.map_or(0, |s| s.failures),
+                "failure_limit": plan.failure_limit,
+                "interval_ms": plan.interval.as_millis() as u64,
+                "last_check": st.and_then(|s| s.last_check.clone()),
+            }))
+        };
+        match route {
+            Some(name) => table.routes.iter().find(|r| r.name == name).and_then(one).unwrap_or(Value::Null),
+            None => json!({"rollouts": table.routes.iter().filter_map(one).collect::<Vec<_>>()}),
+        }
+    }
+
+    /// The audit trail (oldest first).
+    pub fn history(&self, route: Option<&str>, limit: usize) -> Vec<HistoryEvent> {
+        self.store.history(route, limit).unwrap_or_else(|e| {
+            tracing::error!("cannot read the rollout history: {e}");
+            Vec::new()
+        })
+    }
+
+    /// Records what a reload changed in each route's effective stage or weight.
+    fn record_reload(&self, old: &RouteTable, new: &RouteTable, trigger: &str) {
+        for (before, after) in diff(old, new) {
+            let e = HistoryEvent {
+                at_unix_ms: now_ms(),
+                route: after.0.clone(),
+                kind: "reload".into(),
+                from: before.map_or("(absent)".into(), |p| p.label()),
+                to: after.1.label(),
+                who: format!("reload:{trigger}"),
+                why: "routes.toml changed".into(),
+                gates: vec![],
+            };
+            if let Err(err) = self.store.append(&e) {
+                tracing::error!("cannot record the rollout history: {err}");
+            }
+        }
+    }
+}
+
+impl Job {
+    fn position_duration(&self, position: usize) -> Option<Duration> {
+        self.plan.steps.get(position.checked_sub(1)?)?.duration
+    }
+}
+
+/// What changed between two tables, per route: (placement before, (name, placement after)).
+pub fn diff(old: &RouteTable, new: &RouteTable) -> Vec<(Option<Placement>, (String, Placement))> {
+    let place = |r: &Route| Placement { stage: r.stage, weight_bp: r.canary.weight_bp };
+    new.routes
+        .iter()
+        .filter_map(|r| {
+            let before = old.routes.iter().find(|o| o.name == r.name).map(place);
+            (before != Some(place(r))).then(|| (before, (r.name.clone(), place(r))))
+        })
+        .collect()
+}
+
+fn new_state(plan: &RolloutPlan, position: usize) -> RolloutState {
+    RolloutState {
+        position,
+        since_unix_ms: now_ms(),
+        paused: false,
+        paused_reason: None,
+        failures: 0,
+        last_check: None,
+        steps: plan.steps_fingerprint(),
+        placement: plan.placement(position).into(),
+    }
+}
+
+fn move_to(st: &mut RolloutState, plan: &RolloutPlan, position: usize) {
+    st.position = position;
+    st.since_unix_ms = now_ms();
+    st.failures = 0;
+    st.placement = plan.placement(position).into();
+}
+
+/// The plan's steps changed: keep the position where the same placement still exists (same
+/// step, time kept), otherwise restart at the furthest step not beyond where the route was.
+fn reconcile(route: &str, st: &mut RolloutState, plan: &RolloutPlan) -> Option<HistoryEvent> {
+    let at: Placement = st.placement.into();
+    st.steps = plan.steps_fingerprint();
+    if let Some(p) = (0..=plan.last_position()).find(|p| plan.placement(*p) == at) {
+        st.position = p;
+        return None;
+    }
+    let p = (0..=plan.last_position()).filter(|p| plan.placement(*p).rank() <= at.rank()).max().unwrap_or(0);
+    move_to(st, plan, p);
+    Some(event(
+        route,
+        "plan_changed",
+        at,
+        plan.placement(p),
+        "controller",
+        "the rollout's steps changed: step restarted",
+        vec![],
+    ))
+}
+
+fn event(
+    route: &str,
+    kind: &str,
+    from: Placement,
+    to: Placement,
+    who: &str,
+    why: &str,
+    gates: Vec<GateResult>,
+) -> HistoryEvent {
+    HistoryEvent {
+        at_unix_ms: now_ms(),
+        route: route.to_string(),
+        kind: kind.to_string(),
+        from: from.label(),
+        to: to.label(),
+        who: who.to_string(),
+        why: why.to_string(),
+        gates,
+    }
+}
+
+fn summary(gates: &[GateResult]) -> String {
+    if gates.is_empty() {
+        return "no gates".into();
+    }
+    gates.iter().map(|g| format!("{}: {}", g.gate, g.detail)).collect::<Vec<_>>().join("; ")
+}

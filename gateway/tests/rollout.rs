@@ -1,0 +1,241 @@
+//! Progressive rollouts against the real binary, with two upstreams under client load: a route
+//! moves legacy → shadow → canary → extracted on its own with zero failed requests; a canary
+//! that turns bad is rolled back and paused within `interval × failure_limit` plus an interval,
+//! with the failing gate in the history; operators pause, resume, promote and abort through the
+//! token-protected admin API; a restart serves where the rollout stood.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use common::{Gateway, TOKEN};
+use serde_json::{json, Value};
+
+#[derive(Clone)]
+struct Up {
+    name: &'static str,
+    broken: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn answer(State(u): State<Up>) -> axum::response::Response {
+    u.hits.fetch_add(1, Ordering::SeqCst);
+    if u.broken.load(Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":{\"code\":\"boom\",\"message\":\"broken\"}}")
+            .into_response();
+    }
+    // both sides answer the same body: shadow comparisons match
+    ([("content-type", "application/json"), ("x-side", u.name)], "{\"id\":1,\"name\":\"widget\"}").into_response()
+}
+
+async fn upstream(name: &'static str) -> (SocketAddr, Up) {
+    let up = Up { name, broken: Arc::default(), hits: Arc::default() };
+    let app = axum::Router::new().fallback(answer).with_state(up.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, up)
+}
+
+fn config(legacy: SocketAddr, svc: SocketAddr, steps: &str, failure_limit: u32, state_dir: &std::path::Path) -> String {
+    format!(
+        "rollout_state_dir = \"{}\"\n\n[defaults]\nupstream = \"legacy\"\n\n\
+         [upstreams.legacy]\nendpoints = [\"{legacy}\"]\n\n[upstreams.svc]\nendpoints = [\"{svc}\"]\n\n\
+         [[routes]]\nname = \"items\"\nmatch = {{ path = \"/items/**\" }}\nto = \"svc\"\nstage = \"extracted\"\nfallback = \"legacy\"\n\n\
+         [routes.shadow]\non_canary = true\n\n\
+         [routes.rollout]\ninterval = \"200ms\"\nfailure_limit = {failure_limit}\nsteps = [{steps}]\n\n\
+         [routes.rollout.gates]\nmatch_rate = {{ min = 0.95, min_comparisons = 5 }}\nerror_rate = {{ max_delta = 0.05, min_requests = 5 }}\n",
+        state_dir.display()
+    )
+}
+
+/// Client load: GETs until `stop`; returns (requests, failures).
+fn load(gw: &Gateway, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let (client, url) = (gw.client.clone(), gw.url("/items/1"));
+    tokio::spawn(async move {
+        let (mut n, mut failed) = (0, Vec::new());
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => {}
+                Ok(r) => failed.push(r.status().to_string()),
+                Err(e) => failed.push(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        (n, failed)
+    })
+}
+
+async fn status(gw: &Gateway) -> Value {
+    gw.admin_get("/admin/rollouts/items").await
+}
+
+async fn wait_step(gw: &Gateway, step: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(gw).await;
+        if s["step"] == step {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never reached {step:?}: {s:#}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn history(gw: &Gateway) -> Vec<Value> {
+    gw.admin_get("/admin/history?route=items").await["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_promotes_itself_to_extracted_with_zero_failed_requests() {
+    let ((legacy, _), (svc, svc_up)) = (upstream("legacy").await, upstream("svc").await);
+    let state = tempfile::tempdir().unwrap();
+    let steps = "{ stage = \"shadow\", duration = \"1s\" }, { stage = \"canary\", weight = 50, duration = \"1s\" }, { stage = \"extracted\" }";
+    let gw = Gateway::start(&config(legacy, svc, steps, 2, state.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = load(&gw, stop.clone());
+    let s = wait_step(&gw, "extracted", Duration::from_secs(30)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (n, failed) = client.await.unwrap();
+    assert!(failed.is_empty(), "{} of {n} failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert_eq!(
+        (s["position"].as_u64(), s["serving"].as_str(), s["paused"].as_bool()),
+        (Some(3), Some("extracted"), Some(false))
+    );
+    assert!(svc_up.hits.load(Ordering::SeqCst) > 0);
+
+    // the history shows every step, with the gate values that let it through
+    let h = history(&gw).await;
+    let kinds: Vec<(&str, &str, &str)> = h
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["from"].as_str().unwrap(), e["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("start", "legacy", "legacy"),
+            ("promote", "legacy", "shadow"),
+            ("promote", "shadow", "canary 50%"),
+            ("promote", "canary 50%", "extracted")
+        ],
+        "{h:#?}"
+    );
+    let to_canary = &h[2]["gates"];
+    assert!(
+        to_canary.as_array().unwrap().iter().any(|g| g["gate"] == "match_rate" && g["verdict"] == "pass"),
+        "{to_canary:#}"
+    );
+    let to_extracted = &h[3]["gates"];
+    assert!(
+        to_extracted.as_array().unwrap().iter().any(|g| g["gate"] == "error_rate" && g["verdict"] == "pass"),
+        "{to_extracted:#}"
+    );
+
+    // routes.toml is never rewritten; a restart serves where the rollout stood
+    let file = std::fs::read_to_string(&gw.path).unwrap();
+    assert!(file.contains("stage = \"extracted\"") && !file.contains("position"));
+    let cfg = std::fs::read_to_string(&gw.path).unwrap();
+    drop(gw);
+    let body = cfg.split_once("\n\n").map(|(_, rest)| rest).unwrap().to_string();
+    let gw = Gateway::start(&body);
+    let s = status(&gw).await;
+    assert_eq!(s["serving"], "extracted", "{s:#}");
+    let (code, _) = gw.get("/items/1", &[]).await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_canary_rolls_back_and_pauses_and_operators_steer() {
+    let ((legacy, _), (svc, svc_up)) = (upstream("legacy").await, upstream("svc").await);
+    let state = tempfile::tempdir().unwrap();
+    let steps = "{ stage = \"shadow\", duration = \"300ms\" }, { stage = \"canary\", weight = 50, duration = \"1h\" }, { stage = \"extracted\" }";
+    let gw = Gateway::start(&config(legacy, svc, steps, 2, state.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = load(&gw, stop.clone());
+    wait_step(&gw, "canary 50%", Duration::from_secs(20)).await;
+
+    // the extracted service turns bad: back to shadow within interval x failure_limit + interval
+    svc_up.broken.store(true, Ordering::SeqCst);
+    let broke = Instant::now();
+    let s = wait_step(&gw, "shadow", Duration::from_secs(10)).await;
+    let took = broke.elapsed();
+    assert!(took < Duration::from_millis(200 * 2 + 200 + 1500), "rolled back after {took:?}");
+    assert_eq!(s["paused"], true, "{s:#}");
+    assert!(s["paused_reason"].as_str().unwrap().contains("error_rate"), "{s:#}");
+    let h = history(&gw).await;
+    let rollback = h.iter().find(|e| e["kind"] == "rollback").expect("a rollback event");
+    assert_eq!((rollback["from"].as_str(), rollback["to"].as_str()), (Some("canary 50%"), Some("shadow")));
+    assert!(
+        rollback["gates"].as_array().unwrap().iter().any(|g| g["gate"] == "error_rate" && g["verdict"] == "fail"),
+        "{rollback:#}"
+    );
+    // paused: it stays on shadow although the evidence is fine again
+    svc_up.broken.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(status(&gw).await["step"], "shadow");
+    stop.store(true, Ordering::SeqCst);
+    let (n, failed) = client.await.unwrap();
+    assert!(failed.is_empty(), "fallback to legacy hid the bad canary from clients: {} of {n} failed", failed.len());
+
+    // operators: actions need the token; promote skips the step; abort returns to legacy
+    let url = gw.admin_url("/admin/rollouts/items/resume");
+    assert_eq!(gw.client.post(&url).send().await.unwrap().status(), 401);
+    let act = |action: &'static str| {
+        let (c, u) = (gw.client.clone(), gw.admin_url(&format!("/admin/rollouts/items/{action}")));
+        async move {
+            let r = c.post(u).bearer_auth(TOKEN).header("x-operator", "alice").send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (code, v) = act("promote").await;
+    assert_eq!((code, v["step"].as_str(), v["paused"].as_bool()), (200, Some("canary 50%"), Some(true)), "{v:#}");
+    let (code, v) = act("abort").await;
+    assert_eq!((code, v["step"].as_str()), (200, Some("legacy")), "{v:#}");
+    let (code, v) = act("resume").await;
+    assert_eq!((code, v["paused"].as_bool()), (200, Some(false)));
+    // resumed from legacy: the next passing analysis starts the first step again
+    wait_step(&gw, "shadow", Duration::from_secs(5)).await;
+    let (code, _) = act("jump").await;
+    assert_eq!(code, 400);
+    let h = history(&gw).await;
+    let ops: Vec<(&str, &str)> = h
+        .iter()
+        .filter(|e| e["who"].as_str().unwrap().starts_with("admin"))
+        .map(|e| (e["kind"].as_str().unwrap(), e["who"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ops, [("promote", "admin (alice)"), ("abort", "admin (alice)"), ("resume", "admin (alice)")]);
+    assert_eq!(gw.admin_get("/admin/rollouts/nope").await["error"]["code"], json!("not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_rollout_mistakes_with_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    let src = "[defaults]\nupstream = \"legacy\"\n[upstreams.legacy]\nendpoints = [\"127.0.0.1:1\"]\n[upstreams.svc]\nendpoints = [\"127.0.0.1:2\"]\n\
+               [[routes]]\nname = \"r\"\nmatch = { path = \"/r\" }\nto = \"svc\"\nstage = \"extracted\"\n\
+               [routes.rollout]\nsteps = [{ stage = \"canary\", weight = 50, duration = \"1m\" }, { stage = \"canary\", weight = 10 }, { stage = \"legacy\" }, { stage = \"shadow\" }]\n\
+               [routes.rollout.gates]\nmatch_rate = { min = 1.5 }\ncdc_lag = { status = [\"127.0.0.1:9903\"], max = \"5x\" }\n";
+    std::fs::write(&path, src).unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_strangler-gateway")).arg("check").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "routes.toml:13:62: error: every step but the last needs a duration",
+        "every step but the last needs a duration",
+        "is not further than the step before it",
+        "a rollout step cannot be \"legacy\"",
+        "min 1.5 is outside 0.0–1.0",
+        "is not an http:// URL",
+        "bad duration \"5x\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
