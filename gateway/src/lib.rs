@@ -10,6 +10,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_client;
 pub mod background;
 pub mod columns;
 pub mod config;

@@ -13,6 +13,7 @@ use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
+use strangler_gateway::rollout::cli as rollout_cli;
 use strangler_gateway::rollout::controller::Controller;
 use strangler_gateway::rollout::store::{FileStore, MemoryStore, RolloutStore};
 use strangler_gateway::shadow::ShadowService;
@@ -69,10 +70,84 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// Progressive rollouts of a running gateway: status, and operators' actions.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The audit trail of a running gateway: every change of a route's stage or weight, who made
+    /// it and why, with the gate values.
+    History {
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Newest events shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print the JSON from the admin API.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// What reloading FILE would change in a running gateway, route by route (stage and weight
+    /// as they would be served, running rollouts applied). Exits 0 when nothing would change, 1
+    /// when something would, 2 when the file is invalid or the gateway cannot be asked.
+    Diff {
+        /// The routes.toml to compare with what is serving.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Shadow traffic reports.
     Shadow {
         #[command(subcommand)]
         command: ShadowCommand,
+    },
+}
+
+/// Where the running gateway's admin API is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Base URL of the gateway's admin port.
+    #[arg(long, default_value = "http://127.0.0.1:9901", global = true)]
+    admin: String,
+    /// Admin bearer token.
+    #[arg(long, env = "STRANGLER_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Where each rollout stands (or one route's): step, time left, last analysis per gate.
+    Status {
+        #[arg(long)]
+        route: Option<String>,
+        /// Print the JSON from the admin API.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop automatic promotion and rollback where the route stands.
+    Pause {
+        #[arg(long)]
+        route: String,
+    },
+    /// Continue a paused rollout.
+    Resume {
+        #[arg(long)]
+        route: String,
+    },
+    /// Skip the rest of the current step.
+    Promote {
+        #[arg(long)]
+        route: String,
+    },
+    /// Send the route back to legacy now, and pause it.
+    Abort {
+        #[arg(long)]
+        route: String,
     },
 }
 
@@ -103,8 +178,69 @@ fn main() -> ExitCode {
         Command::Run { config, upgrade, upgrade_sock, pid_file, no_watch } => {
             run(config, upgrade, upgrade_sock, pid_file, no_watch)
         }
+        Command::Rollout { command, admin } => rollout(command, &admin),
+        Command::History { route, limit, json, admin } => {
+            let token = admin.token.as_deref();
+            print_or_fail(
+                rollout_cli::history(&admin.admin, token, route.as_deref(), limit),
+                json,
+                rollout_cli::render_history,
+            )
+        }
+        Command::Diff { file, admin } => match rollout_cli::diff(&admin.admin, admin.token.as_deref(), &file) {
+            Ok(lines) if lines.is_empty() => {
+                println!("{}: no change to what is serving", file.display());
+                ExitCode::SUCCESS
+            }
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Shadow { command: ShadowCommand::Report { admin, token, json, route } } => {
             shadow_report(&admin, token.as_deref(), json, route.as_deref())
+        }
+    }
+}
+
+fn rollout(command: RolloutCommand, admin: &AdminArgs) -> ExitCode {
+    let (base, token) = (admin.admin.as_str(), admin.token.as_deref());
+    let (route, action) = match command {
+        RolloutCommand::Status { route, json } => {
+            return print_or_fail(rollout_cli::status(base, token, route.as_deref()), json, rollout_cli::render_status)
+        }
+        RolloutCommand::Pause { route } => (route, "pause"),
+        RolloutCommand::Resume { route } => (route, "resume"),
+        RolloutCommand::Promote { route } => (route, "promote"),
+        RolloutCommand::Abort { route } => (route, "abort"),
+    };
+    print_or_fail(rollout_cli::act(base, token, &route, action), false, rollout_cli::render_status)
+}
+
+/// Prints `result` as JSON or through `render`; exit 1 with the error otherwise.
+fn print_or_fail(
+    result: anyhow::Result<serde_json::Value>,
+    json: bool,
+    render: fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    match result {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", render(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -239,3 +239,63 @@ async fn check_reports_rollout_mistakes_with_places() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+fn cli(gw: &Gateway, args: &[&str]) -> (i32, String, String) {
+    let admin = gw.admin_url("");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler-gateway"))
+        .args(args)
+        .args(["--admin", &admin, "--token", TOKEN])
+        .env("USER", "bob")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_steers_and_diffs() {
+    let ((legacy, _), (svc, _)) = (upstream("legacy").await, upstream("svc").await);
+    let state = tempfile::tempdir().unwrap();
+    let steps = "{ stage = \"shadow\", duration = \"1h\" }, { stage = \"extracted\" }";
+    let cfg = config(legacy, svc, steps, 2, state.path());
+    let gw = Gateway::start(&cfg);
+    wait_step(&gw, "shadow", Duration::from_secs(10)).await;
+    tokio::task::block_in_place(|| {
+        let (code, out, err) = cli(&gw, &["rollout", "status"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.starts_with("items: step 1/2 shadow (serving shadow, cap extracted)") && out.contains("next extracted"),
+            "{out}"
+        );
+        let (code, out, err) = cli(&gw, &["rollout", "pause", "--route", "items"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("PAUSED (paused by admin (bob))"), "{out}");
+        let (code, _, err) = cli(&gw, &["rollout", "promote", "--route", "nope"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("route \"nope\" has no rollout"), "{err}");
+        let (code, out, _) = cli(&gw, &["history", "--route", "items"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("items        pause    shadow -> shadow  by admin (bob)"), "{out}");
+
+        // diff: the file as it is changes nothing; capping the rollout at legacy would
+        let (code, out, err) = cli(&gw, &["diff", gw.path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        let capped = gw.dir.path().join("capped.toml");
+        std::fs::write(
+            &capped,
+            std::fs::read_to_string(&gw.path)
+                .unwrap()
+                .replace("stage = \"extracted\"\nfallback", "stage = \"legacy\"\nfallback"),
+        )
+        .unwrap();
+        let (code, out, err) = cli(&gw, &["diff", capped.to_str().unwrap()]);
+        assert_eq!((code, out.trim()), (1, "route items: shadow -> legacy"), "{err}");
+        std::fs::write(&capped, "[defaults]\nupstream = \"nope\"\n").unwrap();
+        let (code, _, err) = cli(&gw, &["diff", capped.to_str().unwrap()]);
+        assert_eq!(code, 2);
+        assert!(err.contains("unknown upstream \"nope\""), "{err}");
+    });
+}

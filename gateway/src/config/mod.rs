@@ -75,7 +75,12 @@ pub fn load_with_overlay(
 /// resolved (they become `0.0.0.0:PORT`) and secrets are not read (only whether one is
 /// configured counts). For checking a file meant for another environment.
 pub fn load_str_offline(file: &str, src: &str) -> Result<RouteTable, ConfigError> {
-    load(file, src, None, &values::unresolved, Secrets::Skip, &Overlay::new())
+    load_offline_with_overlay(file, src, &Overlay::new())
+}
+
+/// [`load_str_offline`] with rollout positions applied (what `diff` compares).
+pub fn load_offline_with_overlay(file: &str, src: &str, overlay: &Overlay) -> Result<RouteTable, ConfigError> {
+    load(file, src, None, &values::unresolved, Secrets::Skip, overlay)
 }
 
 fn load(

@@ -391,6 +391,8 @@ impl Controller {
                 "position": position,
                 "steps": plan.steps.len(),
                 "step": plan.placement(position).label(),
+                "step_stage": plan.placement(position).stage.as_str(),
+                "step_weight": plan.placement(position).weight_bp as f64 / 100.0,
                 "serving": Placement { stage: r.stage, weight_bp: r.canary.weight_bp }.label(),
                 "plan": r.plan.label(),
                 "next": next,

@@ -11,6 +11,7 @@
 //! routes.toml stays the declared plan and is never rewritten: the effective stage of a route is
 //! its plan narrowed by its rollout's position.
 
+pub mod cli;
 pub mod controller;
 pub mod gates;
 pub mod plan;
