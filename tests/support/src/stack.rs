@@ -345,6 +345,17 @@ impl Stack {
         }
     }
 
+    /// Stops component `name` at once (SIGKILL), as a crash would; false when there is none.
+    pub fn kill(&mut self, name: &str) -> bool {
+        match self.children.iter_mut().find(|c| c.name() == name) {
+            Some(c) => {
+                c.kill_now();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Returns the name of a component that exited on its own, if any.
     pub fn exited(&mut self) -> Option<String> {
         self.children.iter_mut().find_map(|c| matches!(c.try_wait(), Ok(Some(_))).then(|| c.name().to_string()))
