@@ -17,6 +17,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BIN:-}" ]
     need+=(postgresql-15)
 fi
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
+# the rollout Prometheus gate's test (gateway/tests/rollout.rs) runs a real Prometheus
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ "${1:-}" = "--perf" ]; then
     command -v nginx >/dev/null 2>&1 || need+=(nginx)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)

@@ -299,3 +299,82 @@ async fn the_cli_shows_steers_and_diffs() {
         assert!(err.contains("unknown upstream \"nope\""), "{err}");
     });
 }
+
+/// A real Prometheus (Debian's `prometheus`) on a private port, scraping the gateway.
+struct Prometheus {
+    _child: strangler_support::ChildGuard,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn prometheus(scrape_admin: u16) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let port = strangler_support::free_port();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\nscrape_configs:\n  - job_name: gateway\n    \
+             authorization:\n      credentials: {TOKEN}\n    static_configs:\n      - targets: ['127.0.0.1:{scrape_admin}']\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus is installed (scripts/ensure-deps.sh installs it)");
+    let child = strangler_support::ChildGuard::new("prometheus", child);
+    strangler_support::wait_for_http(SocketAddr::from(([127, 0, 0, 1], port)), "/-/ready", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("prometheus not ready: {e}"));
+    Prometheus { _child: child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_gate_asks_a_real_prometheus() {
+    let ((legacy, _), (svc, _)) = (upstream("legacy").await, upstream("svc").await);
+    let state = tempfile::tempdir().unwrap();
+    // parked on shadow first (a 1 h step), while Prometheus starts scraping the gateway
+    let base = |shadow_for: &str| {
+        config(
+            legacy,
+            svc,
+            &format!("{{ stage = \"shadow\", duration = \"{shadow_for}\" }}, {{ stage = \"extracted\" }}"),
+            50, // failed analyses tolerated while Prometheus has no data yet (10 s)
+            state.path(),
+        )
+    };
+    let gw = Gateway::start(&base("1h"));
+    wait_step(&gw, "shadow", Duration::from_secs(10)).await;
+    let prom = prometheus(gw.admin);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = load(&gw, stop.clone());
+    // the gate: Prometheus must have seen (scraped from the gateway) traffic on the route; the
+    // step edit keeps the route on shadow (same step), whose 300 ms are long over
+    let with_gate = |query: &str, range: &str| {
+        format!("{}prometheus = {{ url = \"{}\", query = '{query}', {range} }}\n", base("300ms"), prom.url)
+    };
+    let old = gw.version().await;
+    gw.write_config(&with_gate("sum(strangler_gateway_requests_total{route=\"items\"})", "min = 5"));
+    gw.wait_version_change(&old).await;
+    let s = wait_step(&gw, "extracted", Duration::from_secs(30)).await;
+    stop.store(true, Ordering::SeqCst);
+    client.await.unwrap();
+    let promoted = history(&gw).await.into_iter().filter(|e| e["kind"] == "promote").collect::<Vec<_>>();
+    let gate = promoted.last().unwrap()["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "prometheus").cloned().unwrap();
+    assert_eq!(gate["verdict"], "pass", "{gate:#}");
+    assert!(gate["value"].as_f64().unwrap() >= 5.0, "{gate:#} {s:#}");
+
+    // a query whose value is out of range fails: rolled back and paused, the gate named
+    let old = gw.version().await;
+    gw.write_config(&with_gate("vector(7)", "max = 1"));
+    gw.wait_version_change(&old).await;
+    let s = wait_step(&gw, "shadow", Duration::from_secs(20)).await;
+    assert_eq!(s["paused"], true);
+    let rollback = history(&gw).await.into_iter().find(|e| e["kind"] == "rollback").unwrap();
+    assert!(rollback["why"].as_str().unwrap().contains("prometheus"), "{rollback:#}");
+    assert!(rollback["gates"].to_string().contains("vector(7) = 7"), "{rollback:#}");
+}
