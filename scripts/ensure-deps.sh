@@ -19,6 +19,9 @@ fi
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
 # the rollout Prometheus gate's test (gateway/tests/rollout.rs) runs a real Prometheus
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# the dashboard's browser tests (gateway/tests/ui.rs): headless Chromium driven over WebDriver
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ "${1:-}" = "--perf" ]; then
     command -v nginx >/dev/null 2>&1 || need+=(nginx)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)

@@ -27,10 +27,13 @@ pub struct AdminState {
     pub rollouts: Option<Arc<Controller>>,
     /// Required bearer token; `None` leaves the protected endpoints open (a warning is logged).
     pub token: Option<Arc<str>>,
+    /// The dashboard at `/ui` (its JSON behind the same token).
+    pub ui: crate::ui::Dashboard,
 }
 
 /// The admin routes, usable without a socket in tests.
 pub fn app(state: AdminState) -> Router {
+    let ui = crate::ui::router(state.ui.clone());
     Router::new()
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
@@ -45,6 +48,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/admin/rollouts/{route}/{action}", post(rollout_action))
         .route("/admin/history", get(history))
         .with_state(state)
+        .merge(ui)
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
@@ -261,6 +265,7 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<()> {
                 }
             };
             let _ = ready_tx.send(Ok(()));
+            state.ui.start();
             if let Err(e) = axum::serve(listener, app(state)).await {
                 tracing::error!("admin server stopped: {e}");
             }

@@ -25,3 +25,4 @@ pub mod stage;
 pub mod table;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;

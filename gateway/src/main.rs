@@ -19,6 +19,7 @@ use strangler_gateway::rollout::store::{FileStore, MemoryStore, RolloutStore};
 use strangler_gateway::shadow::ShadowService;
 use strangler_gateway::telemetry;
 use strangler_gateway::tls::SniResolver;
+use strangler_gateway::ui::{Dashboard, SyncSource};
 
 /// mimalloc: the request path allocates a few dozen small objects (Pingora's header maps, futures,
 /// buffers); glibc malloc spent about a fifth of the gateway's user-space instructions on them.
@@ -69,6 +70,10 @@ enum Command {
         /// Do not watch the config file (SIGHUP and the admin API still reload).
         #[arg(long)]
         no_watch: bool,
+        /// A cdc-sync status endpoint shown in the dashboard's Data sync view, `[NAME=]URL`
+        /// (e.g. `catalog=http://127.0.0.1:9902/status`). Repeat it for each pipeline.
+        #[arg(long = "sync-status", value_name = "[NAME=]URL", value_parser = SyncSource::parse)]
+        sync_status: Vec<SyncSource>,
     },
     /// Progressive rollouts of a running gateway: status, and operators' actions.
     Rollout {
@@ -175,8 +180,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file, json, no_resolve } => check(&file, json, no_resolve),
-        Command::Run { config, upgrade, upgrade_sock, pid_file, no_watch } => {
-            run(config, upgrade, upgrade_sock, pid_file, no_watch)
+        Command::Run { config, upgrade, upgrade_sock, pid_file, no_watch, sync_status } => {
+            run(config, upgrade, upgrade_sock, pid_file, no_watch, sync_status)
         }
         Command::Rollout { command, admin } => rollout(command, &admin),
         Command::History { route, limit, json, admin } => {
@@ -332,6 +337,7 @@ fn run(
     upgrade_sock: String,
     pid_file: String,
     no_watch: bool,
+    sync_status: Vec<SyncSource>,
 ) -> ExitCode {
     telemetry::init_logging();
     let store = match ConfigStore::open(&config) {
@@ -373,7 +379,8 @@ fn run(
         eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
         return ExitCode::from(1);
     }
-    let admin_state = AdminState { store: store.clone(), shadow: shadow.clone(), rollouts: Some(rollouts), token };
+    let ui = Dashboard::new(store.clone(), shadow.clone(), token.clone(), sync_status);
+    let admin_state = AdminState { store: store.clone(), shadow: shadow.clone(), rollouts: Some(rollouts), token, ui };
     if upgrade {
         // the old process still holds the admin port until it has drained: take it when free
         let addr = settings.admin_listen;

@@ -131,6 +131,7 @@ fn run(mut opts: StackOptions) -> Result<(), String> {
             );
         }
         println!("  gateway admin   {}        (token: {token})", stack.admin_url());
+        println!("  dashboard       {}/ui     (routes, shadow diffs, data sync, config)", stack.admin_url());
     }
     println!("  legacy monolith {}", stack.legacy_url());
     if stack.opts.services {

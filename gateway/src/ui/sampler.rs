@@ -1,0 +1,244 @@
+//! The dashboard's sampler: every [`TICK`], on the admin runtime, it reads the counters the
+//! gateway already keeps — the Prometheus request counters and latency histograms of each route
+//! and side, and the shadow reports' comparison counts — and keeps the difference from the last
+//! tick in each route's bounded rings ([`super::series`]). The proxy's request path does no work
+//! for it: reading a counter is an atomic load.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use prometheus::core::Metric;
+use serde_json::{json, Value};
+
+use super::series::{chart, HourRing, Point, ShadowDelta, SideDelta, StageSeries, BUCKETS};
+use crate::metrics::metrics;
+use crate::shadow::report::Count;
+use crate::shadow::ShadowService;
+use crate::table::RouteTable;
+
+/// How often the sampler reads the counters.
+pub const TICK: Duration = Duration::from_secs(2);
+/// What the hour ring keeps.
+pub const HOUR_MS: u64 = 3_600_000;
+/// The routes list's window.
+pub const MINUTE_MS: u64 = 60_000;
+/// Points kept for "since the stage began" (their width doubles when full).
+const STAGE_POINTS: usize = 240;
+/// Points a chart is merged into.
+const CHART_POINTS: usize = 120;
+const SIDES: [&str; 2] = ["legacy", "extracted"];
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The counters of a route at one instant (cumulative since the process started).
+#[derive(Debug, Clone, Copy, Default)]
+struct Reading {
+    sides: [SideDelta; 2],
+    shadow: ShadowDelta,
+}
+
+fn read(route: &str, shadow: &ShadowService) -> Reading {
+    let m = metrics();
+    let mut r = Reading::default();
+    for (i, side) in SIDES.iter().enumerate() {
+        let s = &mut r.sides[i];
+        for class in CLASSES {
+            let n = m.requests.with_label_values(&[route, side, class]).get();
+            s.requests += n;
+            if class == "5xx" {
+                s.errors_5xx = n;
+            }
+        }
+        let h = m.latency.with_label_values(&[route, side]);
+        let proto = h.metric();
+        let buckets = proto.get_histogram().get_bucket();
+        if buckets.len() == BUCKETS - 1 {
+            for (b, bucket) in s.buckets.iter_mut().zip(buckets) {
+                *b = bucket.cumulative_count();
+            }
+        }
+        s.buckets[BUCKETS - 1] = h.get_sample_count();
+    }
+    if let Some(report) = shadow.report(route) {
+        r.shadow = ShadowDelta { compared: report.get(Count::Compared), matched: report.get(Count::Matched) };
+    }
+    r
+}
+
+/// What the sampler keeps of one route.
+#[derive(Debug)]
+struct RouteHistory {
+    last: Option<(u64, Reading)>,
+    hour: HourRing,
+    stage: &'static str,
+    /// When the current stage was first seen (Unix ms).
+    stage_since_ms: u64,
+    /// `false` when the stage was already in place when the sampler started: it began earlier.
+    stage_since_known: bool,
+    since_stage: StageSeries,
+}
+
+/// Every route's recent history, by name. Routes that leave routes.toml are forgotten.
+#[derive(Debug, Default)]
+pub struct TrafficHistory {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ticked: bool,
+    routes: HashMap<String, RouteHistory>,
+}
+
+impl TrafficHistory {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads every route of `table` and records what changed since the last tick.
+    pub fn tick(&self, table: &RouteTable, shadow: &ShadowService, now: u64) {
+        let readings: Vec<(&str, &'static str, Reading)> =
+            table.routes.iter().map(|r| (r.name.as_str(), r.stage.as_str(), read(&r.name, shadow))).collect();
+        let mut state = self.state();
+        let first_tick = !std::mem::replace(&mut state.ticked, true);
+        let routes = &mut state.routes;
+        routes.retain(|name, _| table.routes.iter().any(|r| &r.name == name));
+        for (name, stage, reading) in readings {
+            let h = routes.entry(name.to_string()).or_insert_with(|| RouteHistory {
+                last: None,
+                hour: HourRing::default(),
+                stage,
+                stage_since_ms: now,
+                // a route added by a reload starts its stage now; one present at start did not
+                stage_since_known: !first_tick,
+                since_stage: StageSeries::new(STAGE_POINTS),
+            });
+            if h.stage != stage {
+                h.stage = stage;
+                h.stage_since_ms = now;
+                h.stage_since_known = true;
+                h.since_stage = StageSeries::new(STAGE_POINTS);
+            }
+            if let Some((then, before)) = h.last {
+                let p = Point {
+                    start_ms: then,
+                    end_ms: now,
+                    sides: [reading.sides[0].since(&before.sides[0]), reading.sides[1].since(&before.sides[1])],
+                    shadow: reading.shadow.since(&before.shadow),
+                };
+                h.hour.push(p, HOUR_MS);
+                h.since_stage.push(p);
+            }
+            h.last = Some((now, reading));
+        }
+    }
+
+    /// The last minute of `route`, for the routes list: per side requests/s, 5xx rate and p99;
+    /// the share extracted answered; the shadow match rate; when the stage began.
+    pub fn summary(&self, route: &str, now: u64) -> Value {
+        let state = self.state();
+        let Some(h) = state.routes.get(route) else {
+            return json!({"window_s": 0.0, "legacy": SideDelta::default().summary(0.0),
+                "extracted": SideDelta::default().summary(0.0), "extracted_share": null,
+                "match_rate": null, "compared": 0, "stage_since_ms": null, "stage_since_known": false});
+        };
+        let w = h.hour.window(now, MINUTE_MS);
+        let secs = w.seconds();
+        let total = w.sides[0].requests + w.sides[1].requests;
+        json!({
+            "window_s": secs,
+            "legacy": w.sides[0].summary(secs),
+            "extracted": w.sides[1].summary(secs),
+            "extracted_share": (total > 0).then(|| (w.sides[1].requests as f64 / total as f64 * 10_000.0).round() / 10_000.0),
+            "match_rate": w.shadow.match_rate(),
+            "compared": w.shadow.compared,
+            "stage_since_ms": h.stage_since_ms,
+            "stage_since_known": h.stage_since_known,
+        })
+    }
+
+    /// `route`'s charts: the last hour, and since its stage began.
+    pub fn charts(&self, route: &str) -> Value {
+        let state = self.state();
+        let Some(h) = state.routes.get(route) else {
+            return json!({"tick_ms": TICK.as_millis() as u64, "hour": chart(&[], CHART_POINTS),
+                "since_stage": chart(&[], CHART_POINTS)});
+        };
+        json!({
+            "tick_ms": TICK.as_millis() as u64,
+            "hour": chart(&h.hour.points(), CHART_POINTS),
+            "since_stage": chart(h.since_stage.points(), CHART_POINTS),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::series::LATENCY_BOUNDS;
+    use super::*;
+    use crate::config::load_str_offline;
+    use crate::stage::Side;
+
+    const ROUTES: &str = r#"
+[defaults]
+upstream = "legacy"
+[upstreams.legacy]
+endpoints = ["127.0.0.1:1"]
+[upstreams.svc]
+endpoints = ["127.0.0.1:2"]
+[[routes]]
+name = "ui-sampler-unit"
+match = { path = "/u" }
+to = "svc"
+stage = "canary"
+weight = 50
+"#;
+
+    #[test]
+    fn the_latency_bounds_are_the_gateways() {
+        let h = metrics().latency.with_label_values(&["ui-bounds", "legacy"]);
+        let proto = h.metric();
+        let bounds: Vec<f64> = proto.get_histogram().get_bucket().iter().map(|b| b.upper_bound()).collect();
+        assert_eq!(bounds, LATENCY_BOUNDS[..BUCKETS - 1].to_vec());
+    }
+
+    #[test]
+    fn ticks_record_what_changed_and_stage_changes() {
+        let table = load_str_offline("r.toml", ROUTES).unwrap();
+        let shadow = ShadowService::disabled();
+        let hist = TrafficHistory::default();
+        hist.tick(&table, &shadow, 1_000);
+        let route = &table.routes[0];
+        for i in 0..10 {
+            let side = if i % 2 == 0 { Side::Legacy } else { Side::Extracted };
+            route.metrics.observe(side, if i == 9 { 503 } else { 200 }, 0.003);
+        }
+        hist.tick(&table, &shadow, 3_000);
+        let s = hist.summary("ui-sampler-unit", 3_000);
+        assert_eq!(s["window_s"], 2.0);
+        assert_eq!(s["legacy"]["requests"], 5);
+        assert_eq!(s["extracted"]["error_rate"], 0.2);
+        assert_eq!(s["extracted_share"], 0.5);
+        assert_eq!(s["legacy"]["rps"], 2.5);
+        let p99 = s["legacy"]["p99_ms"].as_f64().unwrap();
+        assert!((2.5..=5.0).contains(&p99), "{p99}");
+        assert_eq!(s["stage_since_known"], false, "present at start");
+        // the stage moves: a new series starts
+        let moved = load_str_offline("r.toml", &ROUTES.replace("\"canary\"\nweight = 50", "\"extracted\"")).unwrap();
+        hist.tick(&moved, &shadow, 5_000);
+        let s = hist.summary("ui-sampler-unit", 5_000);
+        assert_eq!((s["stage_since_ms"].as_u64(), &s["stage_since_known"]), (Some(5_000), &json!(true)));
+        let c = hist.charts("ui-sampler-unit");
+        assert_eq!(c["hour"]["t"], json!([3_000, 5_000]));
+        assert_eq!(c["since_stage"]["t"], json!([5_000]));
+        // a route that leaves the file is forgotten
+        let empty = load_str_offline("r.toml", ROUTES.split("[[routes]]").next().unwrap()).unwrap();
+        hist.tick(&empty, &shadow, 7_000);
+        assert_eq!(hist.summary("ui-sampler-unit", 7_000)["window_s"], 0.0);
+    }
+}
