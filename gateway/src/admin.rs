@@ -200,6 +200,13 @@ async fn rollout_action(
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
+    // The token is a header, never a cookie, so another site cannot send it; refusing requests
+    // a browser marks as cross-site is a second guard.
+    if headers.get("sec-fetch-site").is_some_and(|v| v != "same-origin" && v != "none") {
+        let msg = "cross-site requests cannot act on rollouts";
+        return (StatusCode::FORBIDDEN, Json(strangler_wire::ErrorBody::new("forbidden", msg).to_value()))
+            .into_response();
+    }
     let Some(c) = s.rollouts.clone() else { return no_rollouts() };
     let Some(action) = Action::parse(&action) else {
         let msg = format!("unknown action {action:?}: use pause, resume, promote or abort");

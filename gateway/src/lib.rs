@@ -5,8 +5,8 @@
 //! Modules, in the order a request meets them: [`proxy`] (the Pingora callbacks) asks the
 //! serving [`table`] (held by [`reload`], compiled by [`config`]) which [`router`] route takes
 //! the request and which [`stage::Side`] answers; [`shadow`] mirrors and compares; [`metrics`]
-//! and [`telemetry`] observe; [`tls`] picks certificates for the HTTPS listener; [`admin`] and
-//! [`background`] run beside the proxy.
+//! and [`telemetry`] observe; [`tls`] picks certificates for the HTTPS listener; [`admin`] (with
+//! the [`ui`] dashboard), [`rollout`] and [`background`] run beside the proxy.
 
 pub mod access_log;
 pub mod admin;

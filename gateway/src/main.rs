@@ -379,7 +379,7 @@ fn run(
         eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
         return ExitCode::from(1);
     }
-    let ui = Dashboard::new(store.clone(), shadow.clone(), token.clone(), sync_status);
+    let ui = Dashboard::new(store.clone(), shadow.clone(), token.clone(), sync_status, Some(rollouts.clone()));
     let admin_state = AdminState { store: store.clone(), shadow: shadow.clone(), rollouts: Some(rollouts), token, ui };
     if upgrade {
         // the old process still holds the admin port until it has drained: take it when free

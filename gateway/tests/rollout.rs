@@ -187,6 +187,8 @@ async fn a_bad_canary_rolls_back_and_pauses_and_operators_steer() {
     // operators: actions need the token; promote skips the step; abort returns to legacy
     let url = gw.admin_url("/admin/rollouts/items/resume");
     assert_eq!(gw.client.post(&url).send().await.unwrap().status(), 401);
+    let cross = gw.client.post(&url).bearer_auth(TOKEN).header("sec-fetch-site", "cross-site").send().await.unwrap();
+    assert_eq!(cross.status(), 403, "a browser's cross-site request is refused even with the token");
     let act = |action: &'static str| {
         let (c, u) = (gw.client.clone(), gw.admin_url(&format!("/admin/rollouts/items/{action}")));
         async move {
@@ -364,7 +366,13 @@ async fn the_prometheus_gate_asks_a_real_prometheus() {
     stop.store(true, Ordering::SeqCst);
     client.await.unwrap();
     let promoted = history(&gw).await.into_iter().filter(|e| e["kind"] == "promote").collect::<Vec<_>>();
-    let gate = promoted.last().unwrap()["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "prometheus").cloned().unwrap();
+    let gate = promoted.last().unwrap()["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "prometheus")
+        .cloned()
+        .unwrap();
     assert_eq!(gate["verdict"], "pass", "{gate:#}");
     assert!(gate["value"].as_f64().unwrap() >= 5.0, "{gate:#} {s:#}");
 

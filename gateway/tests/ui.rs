@@ -432,8 +432,9 @@ async fn the_routes_view_follows_routes_toml_without_a_reload() {
     )
     .await;
     b.wait_js("the shadow match rate", "return document.querySelector('tr[data-route=\"products\"] .rate')").await;
-    let rollout = b.js("return document.querySelectorAll('#routes-table [data-placeholder=rollout]').length").await;
-    assert_eq!(rollout, json!(5), "each route has the rollout step placeholder");
+    let rollout =
+        b.js("return [...document.querySelectorAll('#routes-table [data-rollout]')].map(e => e.dataset.rollout)").await;
+    assert_eq!(rollout, json!(["none", "none", "none", "none", "none"]), "no route has a rollout here");
 
     // filter and sort
     b.js("const f = document.getElementById('route-filter'); f.value = 'canary'; \
@@ -468,9 +469,15 @@ async fn the_routes_view_follows_routes_toml_without_a_reload() {
     assert_eq!(b.js("return document.getElementById('config-version').textContent").await, json!(after));
     assert_eq!(b.js("return window.__sameDocument").await, json!("still here"), "the page was reloaded");
 
-    // History: the placeholder the rollout controller fills
+    // History: the audit trail; the reload above moved accounts to canary 10%
     b.c().find(Locator::Css("nav a[data-view=history]")).await.unwrap().click().await.unwrap();
-    b.wait_js("the History placeholder", "return document.querySelector('[data-placeholder=history]')").await;
+    let moved = b
+        .wait_js(
+            "the reload in the history",
+            "const r = document.querySelector('#history-table tr[data-route=accounts][data-kind=reload]'); return r && r.innerText",
+        )
+        .await;
+    assert!(moved.as_str().unwrap().contains("canary 10%"), "{moved}");
 
     // Data sync: one source answering, one not
     b.c().find(Locator::Css("nav a[data-view=sync]")).await.unwrap().click().await.unwrap();
@@ -581,10 +588,11 @@ async fn a_shadow_mismatch_shows_as_a_highlighted_diff() {
                })"#)
         .await;
     assert_eq!(parsed, json!(["12345678901234567890", "2.50", "x\"y", "refused"]));
-    // the fields that differ most, and the actions placeholder
+    // the fields that differ most; no rollout, so no actions
     b.wait_js("the top fields", "return document.querySelector('tr[data-field=\"/price\"]')").await;
-    let actions = b.js("return [...document.querySelectorAll('[data-placeholder=actions] button[disabled]')].map(b => b.dataset.action)").await;
-    assert_eq!(actions, json!(["pause", "resume", "promote", "abort"]));
+    let rollout = b.js("return document.getElementById('actions').innerText").await;
+    assert!(rollout.as_str().unwrap().contains("No [routes.rollout]"), "{rollout}");
+    assert_eq!(b.js("return document.querySelectorAll('#actions button').length").await, json!(0));
 
     // charts with their text alternatives, once the sampler has a few points
     b.wait_js(
@@ -659,4 +667,52 @@ async fn the_dashboard_json_needs_the_admin_token() {
     assert_eq!(routes["routes"][1]["stage"], "canary");
     assert_eq!(routes["routes"][1]["weight"], 30);
     assert_eq!(routes["routes"][0]["rollout"], Value::Null, "the rollout step is not wired yet");
+}
+
+/// A route with a rollout: the routes view and the route's page show its step; an action without
+/// the token is refused, and with it (the page's button) it takes effect and lands in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_actions_need_the_token_and_take_effect() {
+    let (legacy, svc) = (upstream(Role::Legacy).await, upstream(Role::Extracted).await);
+    let state = tempfile::tempdir().unwrap();
+    let accounts = "stage = \"extracted\"\n[routes.rollout]\ninterval = \"200ms\"\n\
+                    steps = [{ stage = \"shadow\", duration = \"1h\" }, { stage = \"extracted\" }]\n";
+    let cfg = format!("rollout_state_dir = \"{}\"\n\n{}", state.path().display(), config(legacy, svc, accounts));
+    let gw = Gateway::start(&cfg);
+    let b = Browser::start().await;
+    b.sign_in(&gw).await;
+    b.wait_js(
+        "the rollout step in the routes view",
+        "const e = document.querySelector('tr[data-route=accounts] [data-rollout]'); return e && e.dataset.rollout === 'shadow'",
+    )
+    .await;
+    b.go("#/route/accounts").await;
+    b.wait_js(
+        "the rollout section",
+        "const e = document.getElementById('rollout-step'); return e && e.dataset.step === 'shadow'",
+    )
+    .await;
+
+    // without the token: refused (the same request the button makes, minus the header)
+    let refused = gw.client.post(gw.admin_url("/admin/rollouts/accounts/pause")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(gw.admin_get("/admin/rollouts/accounts").await["paused"], json!(false));
+
+    // with it: the page's Pause button
+    b.c().find(Locator::Css("#actions button[data-action=pause]")).await.unwrap().click().await.unwrap();
+    b.wait_js(
+        "the pause to show",
+        "const e = document.getElementById('rollout-step'); return e && e.dataset.paused === 'true'",
+    )
+    .await;
+    let s = gw.admin_get("/admin/rollouts/accounts").await;
+    assert_eq!((s["paused"].as_bool(), s["paused_reason"].as_str()), (Some(true), Some("paused by admin (dashboard)")));
+    b.go("#/history").await;
+    b.wait_js(
+        "the pause in the history",
+        "return document.querySelector('#history-table tr[data-route=accounts][data-kind=pause]')",
+    )
+    .await;
+    b.assert_no_errors().await;
+    b.close().await;
 }

@@ -50,6 +50,25 @@ export async function api(path) {
   return r.json();
 }
 
+/** POST to an admin endpoint with the tab's token (rollout actions); JSON back, or an Error. */
+export async function apiPost(path) {
+  const headers = { accept: 'application/json', 'x-operator': 'dashboard' };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.authorization = 'Bearer ' + token;
+  const r = await fetch(path, { method: 'POST', headers, cache: 'no-store', credentials: 'omit' });
+  if (r.status === 401) throw new AuthError('the admin token was refused');
+  let j = null;
+  try {
+    j = await r.json();
+  } catch (_) { /* not JSON */ }
+  if (!r.ok) {
+    const e = new Error((j && j.error && j.error.message) || 'HTTP ' + r.status);
+    e.status = r.status;
+    throw e;
+  }
+  return j;
+}
+
 const none = '—';
 
 export const fmt = {

@@ -3,7 +3,7 @@
 // mismatches side by side. Sections are redrawn only when their data changed, so an open sample
 // or data table stays open across refreshes.
 
-import { h, fmt, stageBadge, keyed } from './lib.js';
+import { h, fmt, stageBadge, keyed, apiPost } from './lib.js';
 import { lineChart, splitBar } from './charts.js';
 import { sampleView, sampleKey } from './diff.js';
 
@@ -50,14 +50,43 @@ function statsSection(r) {
       : tile('Shadow', 'not shadowed', 'set stage = "shadow" (or on_canary) to compare answers'));
 }
 
-function actionsSection() {
-  // placeholder: the rollout controller wires the step, its next gate and these actions
-  return h('section', { class: 'card placeholder', id: 'actions', 'data-placeholder': 'actions', 'aria-labelledby': 'actions-title' },
-    h('h2', { id: 'actions-title' }, 'Rollout'),
-    h('p', {}, 'The rollout step, its next gate and the actions below arrive with the rollout controller.'),
+// The rollout: where it stands, its last analysis per gate, and the operator's actions (POST with
+// the tab's token; a bearer header, never a cookie, so another site cannot forge them).
+function rolloutBody(name, ro, message) {
+  if (!ro) {
+    return [h('p', { class: 'muted' }, 'No [routes.rollout]: this route serves what its stage in routes.toml says.')];
+  }
+  const check = ro.last_check || {};
+  const left = ro.step_remaining_ms !== null && ro.step_remaining_ms !== undefined
+    ? ` · ${fmt.duration(ro.step_remaining_ms / 1000)} left in the step` : '';
+  return [
+    h('p', { id: 'rollout-step', 'data-step': ro.step, 'data-paused': String(ro.paused) },
+      h('strong', {}, ro.step), ` (step ${ro.position} of ${ro.steps}, cap ${ro.plan})`,
+      ro.next ? ` · next: ${ro.next}` : ' · last step', left),
+    ro.paused ? h('p', { class: 'warn', id: 'rollout-paused' }, 'Paused: ' + (ro.paused_reason || '')) : null,
+    h('p', { class: 'muted' }, `Last analysis: ${check.verdict || 'not yet'} · ${ro.failures} of ${ro.failure_limit} failed in a row`),
+    (check.gates || []).length ? h('ul', { class: 'gates' }, check.gates.map((g) => h('li', {
+      class: g.verdict === 'fail' ? 'bad' : g.verdict === 'pass' ? 'good' : 'warn', 'data-gate': g.gate,
+    }, `${g.gate}: ${g.verdict} — ${g.detail}`))) : null,
     h('div', { class: 'actions' }, ['Pause', 'Resume', 'Promote', 'Abort'].map((a) => h('button', {
-      type: 'button', disabled: true, 'data-action': a.toLowerCase(), title: 'not wired yet',
-    }, a))));
+      type: 'button', 'data-action': a.toLowerCase(),
+      onclick: async (ev) => {
+        const b = ev.currentTarget;
+        b.disabled = true;
+        try {
+          const r = await apiPost(`/admin/rollouts/${encodeURIComponent(name)}/${a.toLowerCase()}`);
+          message.textContent = `${a}: done, now ${r.step}${r.paused ? ' (paused)' : ''}.`;
+          message.className = 'good';
+        } catch (e) {
+          message.textContent = `${a} refused: ${e.message}`;
+          message.className = 'bad';
+        } finally {
+          b.disabled = false;
+          window.dispatchEvent(new Event('strangler:refresh'));
+        }
+      },
+    }, a))),
+  ];
 }
 
 function fieldsSection(report) {
@@ -110,8 +139,12 @@ export function routeView(name) {
   const newer = h('button', { type: 'button', class: 'newer', id: 'newer-samples', hidden: true,
     onclick: () => renderSamples(latest, true) });
 
+  const rolloutInner = h('div');
+  const rolloutMessage = h('p', { id: 'rollout-message', role: 'status' });
+  const rollout = h('section', { class: 'card', id: 'actions', 'aria-labelledby': 'actions-title' },
+    h('h2', { id: 'actions-title' }, 'Rollout'), rolloutInner, rolloutMessage);
   const root = h('section', { class: 'view view-route', 'aria-labelledby': 'route-title', 'data-route': name },
-    head, stats, actionsSection(),
+    head, stats, rollout,
     h('h2', { class: 'section-title' }, 'Over time'), charts,
     fields,
     h('section', { class: 'card', 'aria-labelledby': 'samples-title' },
@@ -184,6 +217,7 @@ export function routeView(name) {
       keyed(head, { r: { ...r, minute: undefined, shadow: undefined }, since: r.minute && r.minute.stage_since_ms, min: Math.floor(d.now_ms / 60000) },
         () => headSection(r, d.now_ms));
       keyed(stats, { m: r.minute, s: r.shadow }, () => statsSection(r));
+      keyed(rolloutInner, r.rollout, () => rolloutBody(name, r.rollout, rolloutMessage));
       drawCharts(d);
       keyed(fields, d.shadow && { t: d.shadow.top_fields, n: d.shadow.noise_fields, m: d.shadow.mismatched },
         () => (d.shadow ? fieldsSection(d.shadow) : []));

@@ -67,10 +67,11 @@ function columns(now) {
     { key: 'match', label: 'Shadow match', num: true, sort: (r) => r.shadow && r.shadow.match_rate, cell: matchCell },
     {
       key: 'rollout', label: 'Rollout step', sort: null,
-      // placeholder: filled in when the rollout controller is wired (route JSON field `rollout`)
       cell: (r) => (r.rollout
-        ? String(r.rollout.step || '')
-        : h('span', { class: 'placeholder muted', 'data-placeholder': 'rollout', title: 'arrives with the rollout controller' }, '—')),
+        ? h('span', { 'data-rollout': r.rollout.step, class: r.rollout.paused ? 'warn' : '' },
+          `${r.rollout.step} (${r.rollout.position}/${r.rollout.steps})`,
+          r.rollout.paused ? h('div', { class: 'sub' }, 'paused') : r.rollout.next ? h('div', { class: 'sub' }, 'next: ' + r.rollout.next) : null)
+        : h('span', { class: 'muted', 'data-rollout': 'none', title: 'no [routes.rollout]: the stage is what routes.toml says' }, '—')),
     },
   ];
 }
@@ -294,11 +295,33 @@ export function configView() {
 }
 
 export function historyView() {
-  // placeholder: the rollout controller's audit trail goes here
-  const root = h('section', { class: 'view', 'aria-labelledby': 'history-title', 'data-placeholder': 'history' },
+  // the rollout controller's audit trail: every change of a route's stage or weight
+  const body = h('div', { class: 'card' }, h('p', { class: 'muted' }, 'Loading…'));
+  const root = h('section', { class: 'view', 'aria-labelledby': 'history-title', 'data-view-name': 'history' },
     h('div', { class: 'view-head' }, h('h1', { id: 'history-title' }, 'History')),
-    h('div', { class: 'card placeholder' },
-      h('p', {}, 'The audit trail of stage changes (who, why, and the gate values at each step) arrives with the rollout controller.'),
-      h('p', { class: 'muted' }, 'Until then routes.toml\u2019s own history is the record, and each route\u2019s page shows when its current stage began.')));
-  return { title: 'History', root, endpoint: null, update() {} };
+    h('p', { class: 'muted' }, 'Every change of a route’s effective stage or weight: who, why, and the gate values behind it. Newest first.'),
+    body);
+  return {
+    title: 'History',
+    root,
+    endpoint: '/admin/history?limit=200',
+    update(d) {
+      const events = (d.events || []).slice().reverse();
+      keyed(body, events.length && events[0].at_unix_ms + ':' + events.length, () => (events.length
+        ? h('div', { class: 'table-wrap' }, h('table', { id: 'history-table' },
+          h('caption', { class: 'sr-only' }, 'Rollout history, newest first'),
+          h('thead', {}, h('tr', {}, ['When', 'Route', 'What', 'From → to', 'Who', 'Why'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('tbody', {}, events.map((e) => h('tr', { 'data-kind': e.kind, 'data-route': e.route },
+            h('td', { 'data-label': 'When' }, new Date(e.at_unix_ms).toLocaleString()),
+            h('th', { scope: 'row', 'data-label': 'Route' }, h('a', { href: '#/route/' + encodeURIComponent(e.route) }, e.route)),
+            h('td', { 'data-label': 'What', class: e.kind === 'rollback' ? 'bad' : '' }, e.kind),
+            h('td', { 'data-label': 'From → to' }, `${e.from} → ${e.to}`),
+            h('td', { 'data-label': 'Who' }, e.who),
+            h('td', { 'data-label': 'Why' }, e.why,
+              (e.gates || []).length ? h('details', {}, h('summary', {}, 'gate values'),
+                h('ul', {}, e.gates.map((g) => h('li', { class: g.verdict === 'fail' ? 'bad' : g.verdict === 'pass' ? 'good' : 'warn' },
+                  `${g.gate}: ${g.verdict} — ${g.detail}`)))) : null))))))
+        : h('p', { class: 'muted' }, 'No change recorded yet (routes with a [routes.rollout] record every step here, and reloads record what they changed).')));
+    },
+  };
 }

@@ -211,8 +211,9 @@ impl Controller {
         }
         let mut changed = !events.is_empty();
         {
-            let mut inner = self.lock();
-            let Inner { states, windows } = &mut *inner;
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let Inner { states, windows } = inner;
             for (job, verdict, gates) in results {
                 let (Some(st), Some(w)) = (states.get_mut(&job.route), windows.get_mut(&job.route)) else { continue };
                 if st.paused {
@@ -276,30 +277,34 @@ impl Controller {
                     }
                 }
             }
-        }
-        if changed {
-            self.commit(events);
+            if changed {
+                self.persist(inner, &events);
+                self.apply(inner);
+            }
         }
     }
 
-    /// Saves the state, records `events`, and recompiles the table when placements changed.
-    fn commit(&self, events: Vec<HistoryEvent>) {
-        let (states, target) = {
-            let inner = self.lock();
-            (inner.states.clone(), overlay(&inner.states))
-        };
-        if let Err(e) = self.store.save(&states) {
+    /// Saves the state and records `events`, under the lock that changed them (so `status` never
+    /// shows a move the history does not have yet).
+    fn persist(&self, inner: &Inner, events: &[HistoryEvent]) {
+        if let Err(e) = self.store.save(&inner.states) {
             tracing::error!("cannot save the rollout state: {e}");
         }
-        for e in &events {
+        for e in events {
             tracing::info!(route = %e.route, kind = %e.kind, from = %e.from, to = %e.to, who = %e.who, "rollout: {}", e.why);
             if let Err(err) = self.store.append(e) {
                 tracing::error!("cannot record the rollout history: {err}");
             }
         }
-        let serving: Overlay = self
-            .config
-            .current()
+    }
+
+    /// Recompiles the table when the rollouts' placements differ from what it serves. Called
+    /// under the controller's lock, so `status` never shows a step the table does not serve yet
+    /// (a reload never takes that lock: no deadlock).
+    fn apply(&self, inner: &Inner) {
+        let target = overlay(&inner.states);
+        let table = self.config.current();
+        let serving: Overlay = table
             .routes
             .iter()
             .filter(|r| r.rollout.is_some())
@@ -308,7 +313,7 @@ impl Controller {
         let wanted: Overlay = target
             .iter()
             .filter_map(|(n, p)| {
-                let r = self.config.current().routes.iter().find(|r| &r.name == n).map(|r| r.plan)?;
+                let r = table.routes.iter().find(|r| &r.name == n).map(|r| r.plan)?;
                 Some((n.clone(), p.narrowed_by(r)))
             })
             .collect();
@@ -328,9 +333,10 @@ impl Controller {
             .find(|r| r.name == route)
             .and_then(|r| r.rollout.clone())
             .ok_or_else(|| ActionError::NoRollout(route.to_string()))?;
-        let event = {
-            let mut inner = self.lock();
-            let Inner { states, windows } = &mut *inner;
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let Inner { states, windows } = inner;
             let st = states.entry(route.to_string()).or_insert_with(|| new_state(&plan, 0));
             let from = plan.placement(st.position);
             match action {
@@ -359,7 +365,7 @@ impl Controller {
                     windows.remove(route);
                 }
             }
-            event(
+            let e = event(
                 route,
                 action.as_str(),
                 from,
@@ -367,9 +373,10 @@ impl Controller {
                 who,
                 &format!("{} by {who}", action.as_str()),
                 vec![],
-            )
-        };
-        self.commit(vec![event]);
+            );
+            self.persist(inner, &[e]);
+            self.apply(inner);
+        }
         Ok(self.status(Some(route)))
     }
 

@@ -30,6 +30,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::reload::ConfigStore;
+use crate::rollout::controller::Controller;
 use crate::shadow::report::Count;
 use crate::shadow::ShadowService;
 use crate::table::RouteTable;
@@ -50,6 +51,8 @@ struct Inner {
     history: TrafficHistory,
     sync: SyncPoller,
     started: AtomicBool,
+    /// The rollout controller: each route's step, next step and last analysis.
+    rollouts: Option<Arc<Controller>>,
 }
 
 impl Dashboard {
@@ -60,6 +63,7 @@ impl Dashboard {
         shadow: Arc<ShadowService>,
         token: Option<Arc<str>>,
         sync: Vec<SyncSource>,
+        rollouts: Option<Arc<Controller>>,
     ) -> Self {
         let inner = Inner {
             store,
@@ -68,6 +72,7 @@ impl Dashboard {
             history: TrafficHistory::default(),
             sync: SyncPoller::new(sync),
             started: AtomicBool::new(false),
+            rollouts,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -163,7 +168,7 @@ fn route_row(d: &Inner, table: &RouteTable, config: &Value, i: usize, now: u64) 
         None if r.shadow.is_some() => json!({"active": true, "compared": 0, "mismatched": 0, "match_rate": null}),
         None => Value::Null,
     };
-    row["rollout"] = Value::Null;
+    row["rollout"] = d.rollouts.as_ref().map_or(Value::Null, |c| c.status(Some(&r.name)));
     row
 }
 

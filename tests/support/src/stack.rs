@@ -277,6 +277,12 @@ impl Stack {
             cmd.arg("run").arg("--config").arg(&routes);
             cmd.arg("--upgrade-sock").arg(o.run_dir.join("gateway-upgrade.sock"));
             cmd.arg("--pid-file").arg(o.run_dir.join("gateway.pid"));
+            if o.services {
+                // the dashboard's Data sync view
+                for (name, port) in [("catalog", o.ports.cdc_catalog), ("orders", o.ports.cdc_orders)] {
+                    cmd.arg("--sync-status").arg(format!("{name}=http://127.0.0.1:{port}/status"));
+                }
+            }
             cmd.env("STRANGLER_ADMIN_TOKEN", &o.admin_token);
             cmd.env(SHADOW_SECRET_ENV, &o.shadow_secret);
             obs.apply(&mut cmd);
