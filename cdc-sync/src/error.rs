@@ -107,15 +107,35 @@ pub struct ServerError {
     pub detail: Option<String>,
 }
 
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.sqlstate {
+            Some(code) => write!(f, "[{code}] {}", self.message)?,
+            None => f.write_str(&self.message)?,
+        }
+        match &self.detail {
+            Some(d) => write!(f, " ({d})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A `ServerError` is also the error itself where the server's answer is all there is (the
+/// replication connection's ErrorResponse).
+impl std::error::Error for ServerError {}
+
 impl ServerError {
-    /// What an error says: from the first tokio-postgres error in its chain, else its
-    /// innermost cause, with a `[XXXXX]` SQLSTATE prefix if there is one.
+    /// What an error says: from the first tokio-postgres error or server answer in its chain,
+    /// else its innermost cause, with a `[XXXXX]` SQLSTATE prefix if there is one.
     pub fn of(e: &(dyn std::error::Error + 'static)) -> ServerError {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
         let mut innermost = e;
         while let Some(c) = cur {
             if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
                 return ServerError::of_pg(pg);
+            }
+            if let Some(s) = c.downcast_ref::<ServerError>() {
+                return s.clone();
             }
             innermost = c;
             cur = c.source();

@@ -2,16 +2,15 @@
 //! the initial snapshot ([`snapshot`]).
 
 pub mod snapshot;
+pub mod walsender;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pg_walstream::{
-    CancellationToken, EventType, LogicalReplicationStream, PgReplicationConnection, ReplicationError,
-    ReplicationStreamConfig, RetryConfig, RowData, SharedLsnFeedback, StreamingMode,
-};
+use pg_walstream::{CancellationToken, EventType, PgOutputDecoder, PgReplicationConnection, ReplicationError, RowData};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
@@ -20,13 +19,20 @@ use crate::error::{bracketed_sqlstate, pg_kind, ErrorKind};
 use crate::model::{
     quote_ident, quote_literal, quote_qualified, Cell, ChangeKind, Lsn, RelationInfo, Row, RowChange, SourceMessage,
 };
+use walsender::{Frame, StandbyStatus, WalSenderConnection, WalSenderError};
 
 /// Errors of the source side. [`SourceError::kind`] says whether to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// The replication connection or the decoder failed.
-    #[error("replication stream")]
+    /// A replication connection (slot creation with an exported snapshot) failed.
+    #[error("replication connection")]
     Stream(#[source] ReplicationError),
+    /// The streaming session failed.
+    #[error("replication stream")]
+    WalSender(#[from] WalSenderError),
+    /// A pgoutput message did not decode.
+    #[error("decoding a pgoutput message")]
+    Decode(#[source] ReplicationError),
     /// A replication command failed.
     #[error("replication command `{command}`")]
     Command {
@@ -74,6 +80,8 @@ impl SourceError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             SourceError::Stream(e) | SourceError::Command { source: e, .. } => replication_kind(e),
+            SourceError::WalSender(e) => e.kind(),
+            SourceError::Decode(_) => ErrorKind::Other,
             SourceError::Sql(e) => pg_kind(e),
             SourceError::Ended => ErrorKind::Connection,
             SourceError::Incomplete { .. } | SourceError::SlotBusy { .. } | SourceError::SlotInUse { .. } => {
@@ -144,14 +152,14 @@ impl ChangeStream for ScriptedStream {
     }
 }
 
-/// The [`ChangeStream`] over a real slot, decoded by `pg_walstream` (pgoutput protocol v1,
-/// text format). A reader task owns the replication connection, decodes, answers keepalives
-/// and feeds a bounded channel, so decoding overlaps applying and memory stays bounded.
+/// The [`ChangeStream`] over a real slot: a [`WalSenderConnection`] carries the pgoutput
+/// messages (protocol v1, text format) and `pg_walstream` decodes them. A reader task owns the
+/// connection, decodes, answers keepalives, reports progress, and feeds a bounded channel, so
+/// decoding overlaps applying and memory stays bounded.
 pub struct PgChangeStream {
     rx: mpsc::Receiver<Result<SourceMessage, SourceError>>,
-    feedback: Arc<SharedLsnFeedback>,
+    confirmed: Arc<AtomicU64>,
     cancel: CancellationToken,
-    buffered: Option<Result<SourceMessage, SourceError>>,
 }
 
 impl Drop for PgChangeStream {
@@ -160,49 +168,158 @@ impl Drop for PgChangeStream {
     }
 }
 
+/// How the reader keeps the session alive and notices a dead one.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Send a status update at least this often (progress, and so the walsender's
+    /// `wal_sender_timeout` never fires while we are busy applying).
+    pub status_every: Duration,
+    /// After this long without any message while we are waiting for one, ask the server for a
+    /// reply (a status update with `reply_requested`).
+    pub ping_after: Duration,
+    /// After this long without any message while waiting, give up on the connection
+    /// ([`WalSenderError::Silent`]); the runner reconnects and resumes from the checkpoint.
+    pub silent_limit: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            status_every: Duration::from_secs(10),
+            ping_after: Duration::from_secs(10),
+            silent_limit: Duration::from_secs(30),
+        }
+    }
+}
+
 impl PgChangeStream {
     /// Start streaming `slot` (which must exist) for `publication` from `start` (the last
     /// applied commit's end LSN; `None` = the slot's confirmed position).
     pub async fn start(conn: &str, slot: &str, publication: &str, start: Option<Lsn>) -> Result<Self, SourceError> {
+        PgChangeStream::start_with(conn, slot, publication, start, Liveness::default()).await
+    }
+
+    /// [`start`](Self::start) with explicit keepalive timings.
+    pub async fn start_with(
+        conn: &str,
+        slot: &str,
+        publication: &str,
+        start: Option<Lsn>,
+        liveness: Liveness,
+    ) -> Result<Self, SourceError> {
         wait_slot_released(conn, slot, Duration::from_secs(60)).await?;
-        let config = ReplicationStreamConfig::builder(slot, publication)
-            .with_protocol_version(1)
-            .with_streaming_mode(StreamingMode::Off)
-            .with_feedback_interval(Duration::from_secs(1))
-            .with_connection_timeout(Duration::from_secs(10))
-            .with_health_check_interval(Duration::from_secs(30))
-            .with_retry_config(RetryConfig::default());
-        let mut stream =
-            LogicalReplicationStream::new(&replication_conninfo(conn), config).await.map_err(SourceError::Stream)?;
-        stream.start(start.map(|l| l.0)).await.map_err(SourceError::Stream)?;
-        let feedback = Arc::clone(&stream.shared_lsn_feedback);
-        if let Some(l) = start {
-            feedback.update_flushed_lsn(l.0);
-        }
+        let mut ws = WalSenderConnection::connect(conn, "cdc-sync").await?;
+        let options = [("proto_version", "1".to_string()), ("publication_names", quote_ident(publication))];
+        let start = start.unwrap_or_default();
+        ws.start_logical(slot, start, &options).await?;
+        let confirmed = Arc::new(AtomicU64::new(start.0));
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::channel(8192);
-        let token = cancel.clone();
-        tokio::spawn(async move {
-            let mut events = stream.into_stream(token.clone());
-            loop {
-                let ev = match events.next_event().await {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        if !token.is_cancelled() {
-                            let _ = tx.send(Err(SourceError::Stream(e))).await;
-                        }
-                        break;
+        let reader = Reader { ws, tx, confirmed: Arc::clone(&confirmed), received: start, liveness };
+        tokio::spawn(reader.run(cancel.clone()));
+        Ok(PgChangeStream { rx, confirmed, cancel })
+    }
+}
+
+/// The reader task: frames in, decoded messages out, status updates back.
+struct Reader {
+    ws: WalSenderConnection,
+    tx: mpsc::Sender<Result<SourceMessage, SourceError>>,
+    confirmed: Arc<AtomicU64>,
+    received: Lsn,
+    liveness: Liveness,
+}
+
+impl Reader {
+    async fn run(mut self, cancel: CancellationToken) {
+        let result = self.stream(&cancel).await;
+        // final progress, then leave; the socket closes when `self` is dropped
+        let _ = self.status(false).await;
+        self.ws.terminate().await;
+        if let Err(e) = result {
+            if !cancel.is_cancelled() {
+                let _ = self.tx.send(Err(e)).await;
+            }
+        }
+    }
+
+    /// Report progress: the slot may advance to what the consumer confirmed (committed
+    /// downstream). `ping` asks the server to answer at once.
+    async fn status(&mut self, ping: bool) -> Result<(), WalSenderError> {
+        let flushed = Lsn(self.confirmed.load(Relaxed));
+        let s = StandbyStatus { received: self.received, flushed, applied: flushed, reply_requested: ping };
+        self.ws.send_status(s).await
+    }
+
+    async fn stream(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
+        let mut decoder = PgOutputDecoder::with_protocol_version(1);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = Instant::now();
+        let (mut last_status, mut last_flushed) = (Instant::now(), Lsn(0));
+        // a message the channel had no room for: we stop reading until it fits
+        let mut pending: Option<SourceMessage> = None;
+        loop {
+            enum Step {
+                Frame(Result<Frame, WalSenderError>),
+                Tick,
+            }
+            let step = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                permit = self.tx.reserve(), if pending.is_some() => match permit {
+                    Ok(p) => {
+                        p.send(Ok(pending.take().expect("checked")));
+                        heard = Instant::now(); // we were not listening meanwhile
+                        continue;
                     }
-                };
-                if let Some(msg) = convert(ev.event_type) {
-                    if tx.send(Ok(msg)).await.is_err() {
-                        break;
+                    Err(_) => return Ok(()), // the consumer is gone
+                },
+                frame = self.ws.next_frame(), if pending.is_none() => Step::Frame(frame),
+                _ = tick.tick() => Step::Tick,
+            };
+            match step {
+                Step::Frame(frame) => {
+                    heard = Instant::now();
+                    match frame? {
+                        Frame::Data { wal_start, wal_end, body } => {
+                            self.received = self.received.max(wal_end);
+                            let event = decoder
+                                .decode_message(body, pg_walstream::Lsn::new(wal_start.0))
+                                .map_err(SourceError::Decode)?;
+                            if let Some(msg) = event.and_then(|e| convert(e.event_type)) {
+                                match self.tx.try_send(Ok(msg)) {
+                                    Ok(()) => {}
+                                    Err(mpsc::error::TrySendError::Full(Ok(m))) => pending = Some(m),
+                                    Err(_) => return Ok(()),
+                                }
+                            }
+                        }
+                        Frame::Keepalive { wal_end, reply_requested } => {
+                            self.received = self.received.max(wal_end);
+                            if reply_requested {
+                                self.status(false).await?;
+                                last_status = Instant::now();
+                            }
+                        }
+                    }
+                }
+                Step::Tick => {
+                    // While waiting for the server (not while the consumer holds us back):
+                    // silence is first answered with a ping, then ends the connection.
+                    let silent = if pending.is_none() { heard.elapsed() } else { Duration::ZERO };
+                    if silent >= self.liveness.silent_limit {
+                        return Err(WalSenderError::Silent(silent).into());
+                    }
+                    let ping = silent >= self.liveness.ping_after;
+                    let flushed = Lsn(self.confirmed.load(Relaxed));
+                    if ping || flushed != last_flushed || last_status.elapsed() >= self.liveness.status_every {
+                        self.status(ping).await?;
+                        (last_status, last_flushed) = (Instant::now(), flushed);
                     }
                 }
             }
-            let _ = events.shutdown().await;
-        });
-        Ok(PgChangeStream { rx, feedback, cancel, buffered: None })
+        }
     }
 }
 
@@ -229,17 +346,13 @@ async fn wait_slot_released(conn: &str, slot: &str, within: Duration) -> Result<
 
 impl ChangeStream for PgChangeStream {
     async fn next(&mut self) -> Result<SourceMessage, SourceError> {
-        if let Some(m) = self.buffered.take() {
-            return m;
-        }
         self.rx.recv().await.unwrap_or(Err(SourceError::Ended))
     }
     fn pending(&self) -> bool {
-        self.buffered.is_some() || !self.rx.is_empty()
+        !self.rx.is_empty()
     }
     fn confirm(&self, lsn: Lsn) {
-        self.feedback.update_flushed_lsn(lsn.0);
-        self.feedback.update_applied_lsn(lsn.0);
+        self.confirmed.fetch_max(lsn.0, Relaxed);
     }
 }
 

@@ -1,0 +1,628 @@
+//! The client side of a walsender session, on plain tokio sockets: startup and authentication,
+//! `START_REPLICATION ... LOGICAL`, CopyData frames in (XLogData, keepalives), standby status
+//! updates out. pg_walstream decodes the pgoutput messages the frames carry
+//! ([`pg_walstream::PgOutputDecoder`]); its own libpq-based reader is not used for streaming.
+//!
+//! Why not: pg_walstream 0.9.0 waits on the libpq socket with an edge-triggered tokio `AsyncFd`
+//! and, after one `PQconsumeInput`, clears the socket's readiness whenever no complete message is
+//! buffered yet. But `PQconsumeInput` is not a drain: it reads at most libpq's free input buffer
+//! (16 KB at first), and stops after one `recv` while it holds 32 KB or less. When a message
+//! larger than that (a 128 KB TOAST value) was already waiting in full, the first read only
+//! taught libpq its length, the readiness was cleared with the rest still on the socket, and
+//! nothing ever raised it again: the unread bytes had filled the TCP receive window, so the
+//! server could send nothing more (not even its keepalive or, at `wal_sender_timeout`, its
+//! goodbye). Seen as `Recv-Q 111616` on the replication socket of a stalled run with every
+//! runtime thread parked. Here a read is tokio's `read_buf`, whose readiness is cleared only when
+//! the kernel says `WouldBlock`, so bytes on the socket are always read.
+//!
+//! TLS is not spoken (like every other cdc-sync session, which connects with `NoTls`):
+//! `sslmode=require` is refused, `prefer` connects in plain text.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_postgres::config::{Host, SslMode};
+
+use crate::error::{ErrorKind, ServerError};
+use crate::model::{quote_ident, quote_literal, Lsn};
+
+/// Failures of the walsender session. [`WalSenderError::kind`] says whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum WalSenderError {
+    /// The connection string does not parse.
+    #[error("connection string")]
+    Config(#[source] tokio_postgres::Error),
+    /// Something this client does not speak (TLS, an authentication method).
+    #[error("{0}")]
+    Unsupported(String),
+    /// No host accepted the connection.
+    #[error("connecting to {target}")]
+    Connect {
+        /// The last host tried.
+        target: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or writing the socket failed.
+    #[error("replication connection")]
+    Io(#[from] io::Error),
+    /// The server closed the connection.
+    #[error("the server closed the replication connection")]
+    Closed,
+    /// The server ended the COPY stream.
+    #[error("the server ended the replication stream")]
+    StreamEnded,
+    /// The server reported an error.
+    #[error("the walsender reported an error")]
+    Server(#[source] ServerError),
+    /// A message we did not expect, or a malformed one.
+    #[error("replication protocol: {0}")]
+    Protocol(String),
+    /// Nothing arrived although we asked the server for a reply: the connection is dead or
+    /// stuck. Reconnecting (from the checkpoint) is the cure.
+    #[error("nothing received from the walsender for {0:?} although a reply was requested")]
+    Silent(Duration),
+}
+
+impl WalSenderError {
+    /// Retry or stop: by the server's SQLSTATE, else a connection failure (retried).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WalSenderError::Server(e) => {
+                e.sqlstate.as_deref().map(ErrorKind::from_sqlstate).unwrap_or(ErrorKind::Other)
+            }
+            WalSenderError::Connect { .. }
+            | WalSenderError::Io(_)
+            | WalSenderError::Closed
+            | WalSenderError::StreamEnded
+            | WalSenderError::Silent(_) => ErrorKind::Connection,
+            WalSenderError::Config(_) | WalSenderError::Unsupported(_) | WalSenderError::Protocol(_) => {
+                ErrorKind::Other
+            }
+        }
+    }
+}
+
+/// One CopyData frame of the replication stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// XLogData: one output-plugin message.
+    Data {
+        /// WAL position of the message.
+        wal_start: Lsn,
+        /// The server's WAL end when it sent the message.
+        wal_end: Lsn,
+        /// The pgoutput message.
+        body: Bytes,
+    },
+    /// Primary keepalive.
+    Keepalive {
+        /// The server's send position.
+        wal_end: Lsn,
+        /// The server wants a status update now.
+        reply_requested: bool,
+    },
+}
+
+/// A standby status update: what we received, and what is durably applied downstream (the slot
+/// may advance to `flushed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbyStatus {
+    /// Last WAL position received.
+    pub received: Lsn,
+    /// Durably applied downstream (`confirmed_flush` follows it). `0` = nothing yet.
+    pub flushed: Lsn,
+    /// Applied downstream.
+    pub applied: Lsn,
+    /// Ask the server to answer with a keepalive at once (a ping).
+    pub reply_requested: bool,
+}
+
+/// A TCP or Unix-domain socket.
+#[derive(Debug)]
+pub enum Socket {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix-domain socket.
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Who we are to the server.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    /// Role.
+    pub user: String,
+    /// Its password, when the connection string has one.
+    pub password: Option<Vec<u8>>,
+    /// Database (logical replication is per database).
+    pub database: String,
+    /// `application_name` (shows in `pg_stat_replication`).
+    pub application_name: String,
+    /// Extra `options` (command-line options for the backend).
+    pub options: Option<String>,
+}
+
+/// A walsender session (`replication=database`).
+pub struct WalSenderConnection<S = Socket> {
+    io: S,
+    inbuf: BytesMut,
+    out: BytesMut,
+}
+
+/// How long a connection attempt may take when the connection string does not say.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl WalSenderConnection<Socket> {
+    /// Connect to the server a libpq-style connection string (key=value or URL) names, as a
+    /// logical replication session, and authenticate (trust, password, md5, SCRAM-SHA-256).
+    pub async fn connect(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
+        let cfg: tokio_postgres::Config = conn.parse().map_err(WalSenderError::Config)?;
+        if !matches!(cfg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+            return Err(WalSenderError::Unsupported(
+                "the replication connection does not speak TLS (sslmode=require): use sslmode=prefer or disable, \
+                 or a TLS tunnel"
+                    .into(),
+            ));
+        }
+        let user = match cfg.get_user() {
+            Some(u) => u.to_string(),
+            None => std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .map_err(|_| WalSenderError::Unsupported("the connection string names no user".into()))?,
+        };
+        let startup = Startup {
+            database: cfg.get_dbname().unwrap_or(&user).to_string(),
+            password: cfg.get_password().map(<[u8]>::to_vec),
+            user,
+            application_name: cfg.get_application_name().unwrap_or(application_name).to_string(),
+            options: cfg.get_options().map(str::to_string),
+        };
+        let io = open_socket(&cfg).await?;
+        WalSenderConnection::handshake(io, &startup).await
+    }
+}
+
+/// Connect to the first host of `cfg` that accepts (hosts in order, each with its port).
+async fn open_socket(cfg: &tokio_postgres::Config) -> Result<Socket, WalSenderError> {
+    let timeout = cfg.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+    let ports = cfg.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let mut targets: Vec<(String, Host)> = Vec::new();
+    if cfg.get_hostaddrs().is_empty() {
+        for (i, h) in cfg.get_hosts().iter().enumerate() {
+            let t = match h {
+                Host::Tcp(name) => format!("{name}:{}", port(i)),
+                Host::Unix(dir) => dir.join(format!(".s.PGSQL.{}", port(i))).display().to_string(),
+            };
+            targets.push((t, h.clone()));
+        }
+    } else {
+        for (i, a) in cfg.get_hostaddrs().iter().enumerate() {
+            targets.push((std::net::SocketAddr::new(*a, port(i)).to_string(), Host::Tcp(a.to_string())));
+        }
+    }
+    if targets.is_empty() {
+        return Err(WalSenderError::Unsupported("the connection string names no host".into()));
+    }
+    let mut last = None;
+    for (target, host) in targets {
+        let attempt = async {
+            match host {
+                Host::Tcp(_) => {
+                    let s = TcpStream::connect(&target).await?;
+                    s.set_nodelay(true)?;
+                    Ok(Socket::Tcp(s))
+                }
+                Host::Unix(_) => UnixStream::connect(Path::new(&target)).await.map(Socket::Unix),
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = Some((target, e)),
+            Err(_) => last = Some((target, io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
+        }
+    }
+    let (target, source) = last.expect("at least one target");
+    Err(WalSenderError::Connect { target, source })
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
+    /// Start up and authenticate on an open socket; returns once the server is ready for a
+    /// command.
+    pub async fn handshake(io: S, startup: &Startup) -> Result<Self, WalSenderError> {
+        let mut c = WalSenderConnection { io, inbuf: BytesMut::with_capacity(64 * 1024), out: BytesMut::new() };
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", &startup.user),
+            ("database", &startup.database),
+            ("replication", "database"),
+            ("application_name", &startup.application_name),
+            ("client_encoding", "UTF8"),
+        ];
+        if let Some(o) = &startup.options {
+            params.push(("options", o));
+        }
+        frontend::startup_message(params, &mut c.out)?;
+        c.send().await?;
+        let mut scram: Option<sasl::ScramSha256> = None;
+        let password = || {
+            startup.password.as_deref().ok_or_else(|| {
+                WalSenderError::Unsupported("the server asks for a password; put one in the connection string".into())
+            })
+        };
+        loop {
+            let (tag, mut body) = c.message().await?;
+            match tag {
+                b'R' if body.len() < 4 => return Err(WalSenderError::Protocol("short authentication request".into())),
+                b'R' => match body.get_i32() {
+                    0 => {} // AuthenticationOk
+                    3 => {
+                        frontend::password_message(password()?, &mut c.out)?;
+                        c.send().await?;
+                    }
+                    5 if body.len() < 4 => return Err(WalSenderError::Protocol("md5 request without salt".into())),
+                    5 => {
+                        let mut salt = [0u8; 4];
+                        body.copy_to_slice(&mut salt);
+                        let hash = md5_hash(startup.user.as_bytes(), password()?, salt);
+                        frontend::password_message(hash.as_bytes(), &mut c.out)?;
+                        c.send().await?;
+                    }
+                    10 => {
+                        let mechanisms = body.split(|b| *b == 0).filter(|m| !m.is_empty()).collect::<Vec<_>>();
+                        if !mechanisms.contains(&sasl::SCRAM_SHA_256.as_bytes()) {
+                            return Err(WalSenderError::Unsupported(format!(
+                                "SASL mechanisms {:?} (only {} without channel binding is spoken)",
+                                mechanisms.iter().map(|m| String::from_utf8_lossy(m)).collect::<Vec<_>>(),
+                                sasl::SCRAM_SHA_256
+                            )));
+                        }
+                        let s = sasl::ScramSha256::new(password()?, sasl::ChannelBinding::unsupported());
+                        frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut c.out)?;
+                        c.send().await?;
+                        scram = Some(s);
+                    }
+                    11 => {
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| WalSenderError::Protocol("SASLContinue before SASL".into()))?;
+                        s.update(&body)?;
+                        frontend::sasl_response(s.message(), &mut c.out)?;
+                        c.send().await?;
+                    }
+                    12 => {
+                        let s =
+                            scram.as_mut().ok_or_else(|| WalSenderError::Protocol("SASLFinal before SASL".into()))?;
+                        s.finish(&body)?;
+                    }
+                    other => {
+                        return Err(WalSenderError::Unsupported(format!(
+                            "authentication request {other} (trust, password, md5 and SCRAM-SHA-256 are spoken)"
+                        )))
+                    }
+                },
+                b'E' => return Err(WalSenderError::Server(server_error(&body))),
+                b'Z' => return Ok(c),
+                // ParameterStatus, BackendKeyData, NoticeResponse, NegotiateProtocolVersion
+                b'S' | b'K' | b'N' | b'v' => {}
+                other => {
+                    return Err(WalSenderError::Protocol(format!("unexpected message {:?} at startup", other as char)))
+                }
+            }
+        }
+    }
+
+    /// `START_REPLICATION SLOT slot LOGICAL start (options)`; returns once the server streams.
+    /// `start` 0 resumes from the slot's confirmed position.
+    pub async fn start_logical(
+        &mut self,
+        slot: &str,
+        start: Lsn,
+        options: &[(&str, String)],
+    ) -> Result<(), WalSenderError> {
+        let opts = options.iter().map(|(k, v)| format!("{} {}", quote_ident(k), quote_literal(v))).collect::<Vec<_>>();
+        let sql = format!("START_REPLICATION SLOT {} LOGICAL {start} ({})", quote_ident(slot), opts.join(", "));
+        frontend::query(&sql, &mut self.out)?;
+        self.send().await?;
+        let mut error = None;
+        loop {
+            let (tag, body) = self.message().await?;
+            match tag {
+                b'W' => return Ok(()),
+                b'E' => error = Some(server_error(&body)),
+                b'Z' => {
+                    return Err(error.map(WalSenderError::Server).unwrap_or_else(|| {
+                        WalSenderError::Protocol("START_REPLICATION ended without streaming".into())
+                    }))
+                }
+                b'N' | b'S' => {}
+                other => {
+                    return Err(WalSenderError::Protocol(format!(
+                        "unexpected message {:?} after START_REPLICATION",
+                        other as char
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The next XLogData or keepalive frame. Cancel safe: bytes read stay buffered for the next
+    /// call.
+    pub async fn next_frame(&mut self) -> Result<Frame, WalSenderError> {
+        loop {
+            let (tag, mut body) = self.message().await?;
+            match tag {
+                b'd' if body.first() == Some(&b'w') && body.len() >= 25 => {
+                    body.advance(1);
+                    let wal_start = Lsn(body.get_u64());
+                    let wal_end = Lsn(body.get_u64());
+                    body.advance(8); // send time
+                    return Ok(Frame::Data { wal_start, wal_end, body });
+                }
+                b'd' if body.first() == Some(&b'k') && body.len() >= 18 => {
+                    body.advance(1);
+                    let wal_end = Lsn(body.get_u64());
+                    body.advance(8);
+                    return Ok(Frame::Keepalive { wal_end, reply_requested: body.get_u8() == 1 });
+                }
+                b'd' => {
+                    return Err(WalSenderError::Protocol(format!("unknown or short CopyData ({} bytes)", body.len())))
+                }
+                b'E' => return Err(WalSenderError::Server(server_error(&body))),
+                b'c' | b'C' | b'Z' => return Err(WalSenderError::StreamEnded),
+                b'N' | b'S' => {}
+                other => {
+                    return Err(WalSenderError::Protocol(format!(
+                        "unexpected message {:?} while streaming",
+                        other as char
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Send a standby status update.
+    pub async fn send_status(&mut self, s: StandbyStatus) -> Result<(), WalSenderError> {
+        let mut msg = BytesMut::with_capacity(34);
+        msg.put_u8(b'r');
+        msg.put_u64(s.received.0);
+        msg.put_u64(s.flushed.0);
+        msg.put_u64(s.applied.0);
+        msg.put_i64(pg_now_micros());
+        msg.put_u8(u8::from(s.reply_requested));
+        frontend::CopyData::new(&msg[..])?.write(&mut self.out);
+        self.send().await
+    }
+
+    /// Tell the server we are leaving (best effort; the socket closes when this is dropped).
+    pub async fn terminate(&mut self) {
+        frontend::terminate(&mut self.out);
+        let _ = self.send().await;
+    }
+
+    async fn send(&mut self) -> Result<(), WalSenderError> {
+        self.io.write_all(&self.out).await?;
+        self.out.clear();
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// The next backend message (type byte, body). Reads only while no whole message is
+    /// buffered, and then until the kernel has no more bytes for us or the message is whole.
+    async fn message(&mut self) -> Result<(u8, Bytes), WalSenderError> {
+        loop {
+            if self.inbuf.len() >= 5 {
+                let len = u32::from_be_bytes([self.inbuf[1], self.inbuf[2], self.inbuf[3], self.inbuf[4]]) as usize;
+                if len < 4 {
+                    return Err(WalSenderError::Protocol(format!("message length {len}")));
+                }
+                if self.inbuf.len() > len {
+                    let mut m = self.inbuf.split_to(1 + len).freeze();
+                    let tag = m[0];
+                    m.advance(5);
+                    return Ok((tag, m));
+                }
+                self.inbuf.reserve(1 + len - self.inbuf.len());
+            }
+            if self.inbuf.capacity() - self.inbuf.len() < 8192 {
+                self.inbuf.reserve(64 * 1024);
+            }
+            if self.io.read_buf(&mut self.inbuf).await? == 0 {
+                return Err(WalSenderError::Closed);
+            }
+        }
+    }
+}
+
+/// Microseconds since 2000-01-01 (PostgreSQL's epoch).
+fn pg_now_micros() -> i64 {
+    const PG_EPOCH_UNIX_SECS: u64 = 946_684_800;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    now.as_micros() as i64 - (PG_EPOCH_UNIX_SECS as i64) * 1_000_000
+}
+
+/// The fields of an ErrorResponse: SQLSTATE (`C`), message (`M`), detail (`D`).
+fn server_error(body: &[u8]) -> ServerError {
+    let mut e = ServerError::default();
+    for field in body.split(|b| *b == 0) {
+        let Some((&code, value)) = field.split_first() else { continue };
+        let value = String::from_utf8_lossy(value).into_owned();
+        match code {
+            b'C' => e.sqlstate = Some(value),
+            b'M' => e.message = value,
+            b'D' => e.detail = Some(value),
+            _ => {}
+        }
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, DuplexStream};
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn xlog(start: u64, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![b'w'];
+        b.extend_from_slice(&start.to_be_bytes());
+        b.extend_from_slice(&(start + 1).to_be_bytes());
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(payload);
+        msg(b'd', &b)
+    }
+
+    fn keepalive(end: u64, reply: bool) -> Vec<u8> {
+        let mut b = vec![b'k'];
+        b.extend_from_slice(&end.to_be_bytes());
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.push(u8::from(reply));
+        msg(b'd', &b)
+    }
+
+    fn startup() -> Startup {
+        Startup {
+            user: "u".into(),
+            password: Some(b"pw".to_vec()),
+            database: "db".into(),
+            application_name: "t".into(),
+            options: None,
+        }
+    }
+
+    /// A server script: bytes to send, in chunks as given (split anywhere).
+    async fn serve(mut server: DuplexStream, chunks: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut got = vec![0u8; 4096];
+        let n = server.read(&mut got).await.unwrap(); // startup message
+        got.truncate(n);
+        for c in chunks {
+            server.write_all(&c).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_and_large_ones_are_read_whole() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = msg(b'R', &0i32.to_be_bytes());
+        wire.extend(msg(b'S', b"server_version\x0015\x00"));
+        wire.extend(msg(b'Z', b"I"));
+        wire.extend(msg(b'W', &[0, 0, 0]));
+        wire.extend(xlog(100, b"B-small"));
+        wire.extend(xlog(200, &big));
+        wire.extend(keepalive(300, true));
+        wire.extend(xlog(400, b"C-small"));
+        // cut into uneven pieces, one of them inside a length word
+        let cuts = [3usize, 17, 40, 41, 4000, 70_000, 70_003, 250_000];
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in cuts.into_iter().chain([wire.len()]) {
+            chunks.push(wire[prev..c].to_vec());
+            prev = c;
+        }
+        let (client, server) = duplex(8192); // small pipe: the big frame arrives in many reads
+        let srv = tokio::spawn(serve(server, chunks));
+        let mut c = WalSenderConnection::handshake(client, &startup()).await.unwrap();
+        c.start_logical("s", Lsn(0), &[("proto_version", "1".into())]).await.unwrap();
+        let f1 = c.next_frame().await.unwrap();
+        assert_eq!(f1, Frame::Data { wal_start: Lsn(100), wal_end: Lsn(101), body: Bytes::from_static(b"B-small") });
+        match c.next_frame().await.unwrap() {
+            Frame::Data { wal_start, body, .. } => assert_eq!((wal_start, &body[..]), (Lsn(200), &big[..])),
+            f => panic!("{f:?}"),
+        }
+        assert_eq!(c.next_frame().await.unwrap(), Frame::Keepalive { wal_end: Lsn(300), reply_requested: true });
+        assert!(matches!(c.next_frame().await.unwrap(), Frame::Data { wal_start: Lsn(400), .. }));
+        let sent = srv.await.unwrap();
+        assert!(sent.windows(11).any(|w| w == b"replication"), "startup names replication=database");
+    }
+
+    #[tokio::test]
+    async fn server_errors_keep_their_sqlstate() {
+        let mut wire = msg(b'R', &0i32.to_be_bytes());
+        wire.extend(msg(b'Z', b"I"));
+        wire.extend(msg(b'E', b"SERROR\0C42704\0Mreplication slot \"s\" does not exist\0\0"));
+        wire.extend(msg(b'Z', b"I"));
+        let (client, server) = duplex(1024);
+        tokio::spawn(serve(server, vec![wire]));
+        let mut c = WalSenderConnection::handshake(client, &startup()).await.unwrap();
+        let e = c.start_logical("s", Lsn(0), &[]).await.unwrap_err();
+        match &e {
+            WalSenderError::Server(s) => {
+                assert_eq!(s.sqlstate.as_deref(), Some("42704"));
+                assert_eq!(s.message, "replication slot \"s\" does not exist");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(e.kind(), ErrorKind::Schema);
+        assert_eq!(WalSenderError::Closed.kind(), ErrorKind::Connection);
+    }
+
+    #[tokio::test]
+    async fn status_update_layout() {
+        let (client, mut server) = duplex(1024);
+        let mut c = WalSenderConnection { io: client, inbuf: BytesMut::new(), out: BytesMut::new() };
+        c.send_status(StandbyStatus { received: Lsn(3), flushed: Lsn(2), applied: Lsn(1), reply_requested: true })
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 64];
+        let n = server.read(&mut got).await.unwrap();
+        assert_eq!(n, 1 + 4 + 34);
+        assert_eq!(&got[..6], &[b'd', 0, 0, 0, 38, b'r']);
+        assert_eq!(&got[6..30], &[&3u64.to_be_bytes()[..], &2u64.to_be_bytes(), &1u64.to_be_bytes()].concat()[..]);
+        assert_eq!(got[38], 1);
+    }
+}
