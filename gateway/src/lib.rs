@@ -10,12 +10,15 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admission;
+pub mod auth;
 pub mod background;
 pub mod columns;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod respond;
 pub mod router;
 pub mod sampler;
 pub mod shadow;
@@ -23,3 +26,4 @@ pub mod stage;
 pub mod table;
 pub mod telemetry;
 pub mod tls;
+pub mod validate;

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub internal_headers_stripped: IntCounter,
     /// `strangler_gateway_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// `strangler_gateway_auth_denied_total{route,reason}`: 401s and 403s the gateway answered.
+    pub auth_denied: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -105,8 +107,17 @@ pub fn metrics() -> &'static Metrics {
             "Access log lines dropped because the writer fell behind",
         )
         .expect("metric");
+        let auth_denied = IntCounterVec::new(
+            Opts::new(
+                "strangler_gateway_auth_denied_total",
+                "Requests refused for missing, bad or unauthorized credentials",
+            ),
+            &["route", "reason"],
+        )
+        .expect("metric");
         for c in [
             Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_denied.clone()),
             Box::new(internal_headers_stripped.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
@@ -135,6 +146,7 @@ pub fn metrics() -> &'static Metrics {
             spans_dropped,
             internal_headers_stripped,
             access_log_dropped,
+            auth_denied,
         }
     })
 }

@@ -15,14 +15,16 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, AccessLog};
+use crate::admission;
 use crate::metrics::metrics;
 use crate::reload::ConfigStore;
+use crate::respond::{https_location, redirect, reply, respond_json};
 use crate::shadow::capture::{self, ShadowHook};
 use crate::shadow::ShadowService;
 use crate::stage::Side;
 use crate::table::{AccessLogFormat, Endpoint, RouteTable};
 use crate::telemetry::{new_request_id_value, span_sink, SpanRecord, TraceContext};
-use strangler_wire::ErrorBody;
+use crate::validate::validate_request;
 
 /// Per-request state.
 pub struct RequestCtx {
@@ -58,6 +60,8 @@ pub struct RequestCtx {
     pub body_seen: u64,
     /// Set when this request is mirrored (see [`ShadowHook`]).
     pub shadow: Option<ShadowHook>,
+    /// The consumer the request authenticated as (index into the table's consumers).
+    pub consumer: Option<usize>,
 }
 
 /// The gateway's proxy logic.
@@ -199,159 +203,6 @@ fn is_websocket_upgrade(req: &RequestHeader) -> bool {
     req.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Problems with the request itself, found before any upstream sees it.
-fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<(u16, &'static str, &'static str)> {
-    let raw = req.raw_path();
-    // origin-form only (or `*` for OPTIONS)
-    let origin_form = raw.first() == Some(&b'/');
-    if !(origin_form || (raw == b"*" && req.method == Method::OPTIONS)) {
-        return Some((400, "bad_request", "request target must be an absolute path"));
-    }
-    if raw.iter().any(|b| *b <= 0x20 || *b == 0x7f || *b == b'#' || *b >= 0x80) {
-        return Some((400, "bad_request", "invalid character in request target"));
-    }
-    let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
-    for seg in path.split(|b| *b == b'/') {
-        let mut dots = 0;
-        let mut i = 0;
-        let mut other = false;
-        while i < seg.len() {
-            if seg[i] == b'.' {
-                dots += 1;
-                i += 1;
-            } else if seg.len() >= i + 3 && seg[i] == b'%' && seg[i + 1] == b'2' && (seg[i + 2] | 0x20) == b'e' {
-                dots += 1;
-                i += 3;
-            } else {
-                other = true;
-                break;
-            }
-        }
-        if !other && (dots == 1 || dots == 2) {
-            return Some((400, "bad_request", "dot segments are not allowed in the path"));
-        }
-        if seg.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'f') {
-            return Some((400, "bad_request", "encoded slash in the path"));
-        }
-    }
-    let mut size = req.method.as_str().len() + raw.len() + 12;
-    for (k, v) in req.headers.iter() {
-        size += k.as_str().len() + v.len() + 4;
-        if v.as_bytes().iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
-            return Some((400, "bad_request", "invalid character in a header value"));
-        }
-    }
-    if size > max_header_bytes {
-        return Some((431, "request_header_fields_too_large", "request headers are too large"));
-    }
-    // nginx accepts only uppercase methods; a backend that upper-cases would read another one
-    if !req.method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-        return Some((400, "bad_request", "invalid method"));
-    }
-    let hosts = req.headers.get_all(header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
-        return Some((400, "bad_request", "exactly one Host header is required"));
-    }
-    if req.headers.get(header::HOST).is_some_and(|h| !valid_host(h.as_bytes())) {
-        return Some((400, "bad_request", "invalid Host header"));
-    }
-    let tes: Vec<&HeaderValue> = req.headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if tes.len() > 1 {
-        return Some((400, "bad_request", "several Transfer-Encoding headers"));
-    }
-    if tes.first().is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")) {
-        // nginx: only a single "chunked" coding is understood; anything else is 501
-        return Some((501, "not_implemented", "only Transfer-Encoding: chunked is supported"));
-    }
-    let cls: Vec<&HeaderValue> = req.headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if !cls.is_empty() {
-        if req.headers.contains_key(header::TRANSFER_ENCODING) {
-            return Some((400, "bad_request", "both Content-Length and Transfer-Encoding"));
-        }
-        if cls.iter().any(|v| v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit))
-            || cls.windows(2).any(|w| w[0] != w[1])
-        {
-            return Some((400, "bad_request", "invalid Content-Length"));
-        }
-    }
-    None
-}
-
-/// A Host value: a host name, IPv4 or bracketed IPv6 literal, optionally `:port` (RFC 3986
-/// reg-name characters; no spaces, slashes, `@` or controls).
-fn valid_host(h: &[u8]) -> bool {
-    !h.is_empty()
-        && h.iter().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'['
-                        | b']'
-                )
-        })
-}
-
-/// Writes a JSON error response. Never includes internal detail.
-async fn respond_json(session: &mut Session, status: u16, code: &str, message: &str, request_id: Option<&HeaderValue>) {
-    let rid = request_id.and_then(|v| v.to_str().ok()).unwrap_or("");
-    let body = ErrorBody::new(code, message).with_request_id(rid).to_json();
-    let Ok(mut resp) = ResponseHeader::build(status, Some(5)) else { return };
-    let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
-    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
-    let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-    if let Some(v) = request_id {
-        let _ = resp.insert_header("x-request-id", v.clone());
-    }
-    session.set_keepalive(None);
-    if session.write_response_header(Box::new(resp), false).await.is_ok() {
-        let _ = session.write_response_body(Some(Bytes::from(body)), true).await;
-    }
-}
-
-/// `https://` + the request's host (its port replaced by the HTTPS listener's, dropped when 443)
-/// + the request target.
-fn https_location(req: &RequestHeader, https_port: u16) -> String {
-    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri.host()).unwrap_or("localhost");
-    // strip a port (but not the colons of a bracketed IPv6 literal)
-    let name = match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
-    };
-    let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if https_port == 443 {
-        format!("https://{name}{target}")
-    } else {
-        format!("https://{name}:{https_port}{target}")
-    }
-}
-
-/// Answers 308 (method and body kept) to `location`.
-async fn redirect(session: &mut Session, location: &str, request_id: Option<&HeaderValue>) {
-    let Ok(mut resp) = ResponseHeader::build(308, Some(4)) else { return };
-    let _ = resp.insert_header(header::LOCATION, location);
-    let _ = resp.insert_header(header::CONTENT_LENGTH, "0");
-    if let Some(v) = request_id {
-        let _ = resp.insert_header("x-request-id", v.clone());
-    }
-    let _ = session.write_response_header(Box::new(resp), true).await;
-}
-
 fn error_kind(e: &Error) -> &'static str {
     match e.etype() {
         ErrorType::ConnectTimedout
@@ -478,6 +329,7 @@ impl ProxyHttp for GatewayProxy {
             body_limit: u64::MAX,
             body_seen: 0,
             shadow: None,
+            consumer: None,
         }
     }
 
@@ -560,6 +412,16 @@ impl ProxyHttp for GatewayProxy {
             let msg = "the request body is larger than this route accepts";
             respond_json(session, 413, "payload_too_large", msg, rid.as_ref()).await;
             return Ok(true);
+        }
+        if let Some(route) = ctx.route.map(|i| &table.routes[i]) {
+            match admission::admit(&table, route, session.req_header_mut()) {
+                Ok(a) => ctx.consumer = a.consumer,
+                Err(r) => {
+                    let rid = ctx.request_id.clone();
+                    reply(session, &r, rid.as_ref()).await;
+                    return Ok(true);
+                }
+            }
         }
         let req = session.req_header();
         let timeout = match ctx.route {
@@ -954,14 +816,6 @@ impl ProxyHttp for GatewayProxy {
 mod tests {
     use super::*;
 
-    fn req(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build(method, target.as_bytes(), None).unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
-        r
-    }
-
     #[test]
     fn forwarded_for_appends_the_client_ip() {
         let v4: std::net::IpAddr = "10.0.200.7".parse().unwrap();
@@ -970,33 +824,5 @@ mod tests {
         assert_eq!(forwarded_for(Some(b""), "0.9.99.255".parse().unwrap()), "0.9.99.255");
         assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
         assert_eq!(forwarded_for(None, v6), "2001:db8::1");
-    }
-
-    #[test]
-    fn request_validation_table() {
-        let host = [("host", "x")];
-        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<u16>);
-        let cases: &[Case] = &[
-            ("GET", "/ok?x=1", &host, None),
-            ("GET", "/a/../b", &host, Some(400)),
-            ("GET", "/a/%2e%2E/b", &host, Some(400)),
-            ("GET", "/a/./b", &host, Some(400)),
-            ("GET", "/a/...b/c", &host, None),
-            ("GET", "/a%2fb", &host, Some(400)),
-            ("GET", "/ok", &[], Some(400)),
-            ("GET", "/ok", &[("host", "a"), ("host", "b")], Some(400)),
-            ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("transfer-encoding", "chunked")], Some(400)),
-            ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "4")], Some(400)),
-            ("POST", "/ok", &[("host", "a"), ("content-length", "-1")], Some(400)),
-        ];
-        for (m, t, h, want) in cases {
-            let got = validate_request(&req(m, t, h), 16 * 1024).map(|v| v.0);
-            assert_eq!(got, *want, "{m} {t} {h:?}");
-        }
-        let big = "x".repeat(20_000);
-        assert_eq!(
-            validate_request(&req("GET", "/", &[("host", "a"), ("x-big", &big)]), 16 * 1024).map(|v| v.0),
-            Some(431)
-        );
     }
 }

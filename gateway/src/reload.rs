@@ -217,6 +217,12 @@ impl ConfigStore {
         table.settings.tls.as_ref().is_some_and(|t| files_fingerprint(&t.files) != t.fingerprint)
     }
 
+    /// Whether an API key file or the JWKS file of the serving config changed on disk.
+    pub fn auth_files_changed(&self) -> bool {
+        let table = self.current.load();
+        !table.auth.files.is_empty() && files_fingerprint(&table.auth.files) != table.auth.fingerprint
+    }
+
     /// Directories to watch: the config file's, and those of the serving certificates and keys.
     fn watched_dirs(&self) -> HashSet<PathBuf> {
         let parent = |p: &Path| {
@@ -226,9 +232,11 @@ impl ConfigStore {
                 .unwrap_or_else(|| PathBuf::from("."))
         };
         let mut dirs: HashSet<PathBuf> = HashSet::from([parent(&self.path)]);
-        if let Some(tls) = &self.current.load().settings.tls {
+        let table = self.current.load();
+        if let Some(tls) = &table.settings.tls {
             dirs.extend(tls.files.iter().map(|f| parent(f)));
         }
+        dirs.extend(table.auth.files.iter().map(|f| parent(f)));
         dirs
     }
 
@@ -261,6 +269,8 @@ impl ConfigStore {
                         let _ = store.reload("file");
                     } else if store.tls_files_changed() {
                         let _ = store.reload("tls");
+                    } else if store.auth_files_changed() {
+                        let _ = store.reload("keys");
                     }
                     // a reload may name certificates in directories not watched yet
                     for dir in store.watched_dirs() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use crate::auth::{AuthConfig, RouteAuth};
 use crate::metrics::RouteMetrics;
 use crate::router::{HeaderMatch, PathPattern, RouteKey, Router};
 use crate::shadow::policy::{ShadowSettings, ShadowSpec};
@@ -139,6 +140,8 @@ pub struct Route {
     /// Shadow rules, when mirroring is active: stage `shadow`, or `canary` with
     /// `shadow.on_canary = true`. The queues and reports live in the proxy's shadow service.
     pub shadow: Option<Arc<ShadowSpec>>,
+    /// Authentication rules (`auth`, `consumers`, `claims`); `None`: open (`auth = "none"`).
+    pub auth: Option<Box<RouteAuth>>,
     /// Metric handles, resolved once per route.
     pub metrics: RouteMetrics,
     /// What the request path counts for the canary split and the retry budget.
@@ -516,6 +519,8 @@ pub struct RouteTable {
     pub default_metrics: RouteMetrics,
     /// Some route compresses responses.
     pub any_compression: bool,
+    /// Consumers, API keys and JWT keys (`[consumers]`, `[auth]`).
+    pub auth: AuthConfig,
     /// Hex hash of the source text.
     pub version: String,
     pub loaded_at: SystemTime,
@@ -545,6 +550,7 @@ impl RouteTable {
             upstreams,
             legacy,
             any_compression: routes.iter().any(|r| r.compression.is_some()),
+            auth: AuthConfig::default(),
             routes,
             router,
             default_metrics: RouteMetrics::new("_default"),

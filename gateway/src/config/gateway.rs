@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::diagnostics::Issues;
 use super::raw::{RawAccessLog, RawGateway};
+use super::values::Secrets;
 use super::values::{addr, dur, int_in};
-use super::Secrets;
 use crate::shadow::ShadowSettings;
 use crate::table::{AccessLogFormat, AccessLogSettings, GatewaySettings};
 

@@ -11,6 +11,7 @@
 //!   (with `[defaults]`), [`routes`] (with the router), [`shadow`] (a route's `[routes.shadow]`),
 //!   [`tls`] (`[gateway.tls]`: the HTTPS listener and its certificates).
 
+mod consumers;
 mod diagnostics;
 mod gateway;
 pub mod raw;
@@ -22,6 +23,7 @@ mod values;
 
 use std::collections::BTreeMap;
 
+pub use consumers::jwks_keys;
 pub use diagnostics::{line_col, ConfigError, ConfigIssue};
 pub use routes::KNOWN_METHODS;
 pub use tls::{files_fingerprint, load_certificate};
@@ -32,6 +34,7 @@ use crate::stage::Stage;
 use crate::table::RouteTable;
 use diagnostics::{parse_raw, Issues};
 use raw::RawConfig;
+use values::Secrets;
 
 /// Parses, validates and compiles `src` (named `file` in messages) into a [`RouteTable`].
 ///
@@ -60,13 +63,6 @@ pub fn load_str_with(
 /// configured counts). For checking a file meant for another environment.
 pub fn load_str_offline(file: &str, src: &str) -> Result<RouteTable, ConfigError> {
     load(file, src, None, &values::unresolved, Secrets::Skip)
-}
-
-/// Whether compiling reads the secrets the file names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Secrets {
-    Read,
-    Skip,
 }
 
 fn load(
@@ -106,12 +102,16 @@ fn compile(
     let upstreams = upstreams::compile_upstreams(&mut issues, &raw.upstreams, previous, resolve, secrets);
     let legacy = upstreams::default_upstream(&mut issues, &raw.defaults, &upstreams);
     let dry_run_secret = gateway::has_dry_run_secret(&raw.gateway);
-    let (routes, router) = routes::compile_routes(&mut issues, &raw.routes, &settings, &upstreams, dry_run_secret);
+    let auth = consumers::compile_auth(&mut issues, &raw.consumers, raw.auth.as_ref(), secrets);
+    let (routes, router) =
+        routes::compile_routes(&mut issues, &raw.routes, &settings, &upstreams, dry_run_secret, &auth);
     if let Some(err) = issues.into_error() {
         return Err(err);
     }
     let router = router.expect("no issues means the router was built");
-    Ok(RouteTable::new(settings, upstreams.list, legacy, routes, router, src))
+    let mut table = RouteTable::new(settings, upstreams.list, legacy, routes, router, src);
+    table.auth = auth;
+    Ok(table)
 }
 
 /// The comparison rules of every route that has a `[routes.shadow]` table, at any stage, by
@@ -141,3 +141,6 @@ pub fn compare_rules(file: &str, src: &str) -> Result<BTreeMap<String, CompareRu
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod client_tests;

@@ -21,6 +21,88 @@ pub struct RawConfig {
     /// Routes, most specific pattern wins; see the README for the precedence rules.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Who calls the API: API keys and JWT subjects by consumer name.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, Spanned<RawConsumer>>,
+    /// How credentials are presented and checked.
+    pub auth: Option<RawAuth>,
+}
+
+/// `[consumers.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// Free text, shown by `check` and the admin API.
+    pub description: Option<String>,
+    /// API keys, never the key itself: `{ sha256 = "<64 hex digits>" }`, `{ env = "VAR" }` or
+    /// `{ file = "/path" }` (the key is read and only its digest kept). Two at once to rotate.
+    pub api_keys: Option<Vec<Spanned<RawApiKey>>>,
+    /// Values of `[auth.jwt] consumer_claim` (default `sub`) that identify this consumer.
+    pub jwt_subjects: Option<Vec<Spanned<String>>>,
+}
+
+/// One API key of a consumer: exactly one of the three keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// SHA-256 of the key, as 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    pub sha256: Option<Spanned<String>>,
+    /// Environment variable holding the key.
+    pub env: Option<Spanned<String>>,
+    /// File holding the key (surrounding whitespace trimmed); reloaded when it changes.
+    pub file: Option<Spanned<String>>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub api_key: Option<RawApiKeyAuth>,
+    pub jwt: Option<Spanned<RawJwtAuth>>,
+}
+
+/// `[auth.api_key]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeyAuth {
+    /// Request header carrying the key (default "x-api-key").
+    pub header: Option<Spanned<String>>,
+}
+
+/// `[auth.jwt]`: bearer tokens in `Authorization`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtAuth {
+    /// Accepted algorithms: "HS256", "RS256", "ES256" (required).
+    pub algorithms: Vec<Spanned<String>>,
+    /// JWKS file with the verification keys (`oct` keys for HS256); reloaded when it changes.
+    pub jwks_file: Spanned<String>,
+    /// Accepted `iss` values (the claim is then required).
+    pub issuer: Option<Vec<Spanned<String>>>,
+    /// Accepted `aud` values (the claim is then required).
+    pub audience: Option<Vec<Spanned<String>>>,
+    /// Clock skew allowed on `exp` and `nbf` (default "30s").
+    pub leeway: Option<Spanned<String>>,
+    /// Claim naming the consumer (default "sub"), matched against `jwt_subjects`.
+    pub consumer_claim: Option<Spanned<String>>,
+    /// Claims forwarded upstream as `x-strangler-claim-<name>`.
+    pub forward_claims: Option<Vec<Spanned<String>>>,
+}
+
+/// `auth = "jwt"` or `auth = ["api-key", "jwt"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAuthMethods {
+    One(String),
+    Any(Vec<String>),
+}
+
+/// `claims = { scope = "orders:read", role = ["admin", "ops"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawClaimValues {
+    One(String),
+    Any(Vec<String>),
 }
 
 /// `[gateway]`: process-level settings. Address changes take effect only at restart.
@@ -229,6 +311,14 @@ pub struct RawRoute {
     pub shadow: Option<Spanned<RawShadow>>,
     /// Compress responses for clients that accept it (gzip, brotli or zstd); off when absent.
     pub compression: Option<RawCompression>,
+    /// "none" (default), "api-key", "jwt", or a list of those accepted (any one suffices).
+    pub auth: Option<Spanned<RawAuthMethods>>,
+    /// Consumers allowed (others get 403); any authenticated caller when absent.
+    pub consumers: Option<Vec<Spanned<String>>>,
+    /// JWT claims required, each with the values accepted.
+    pub claims: Option<Spanned<BTreeMap<String, RawClaimValues>>>,
+    /// Send the credential (Authorization / the API key header) upstream too (default false).
+    pub forward_credentials: Option<bool>,
 }
 
 /// `[routes.compression]`.

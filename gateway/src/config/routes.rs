@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 
+use super::consumers::route_auth;
 use super::diagnostics::Issues;
 use super::gateway::body_limit;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::shadow::{check_dry_run_secret, shadow_rules};
 use super::upstreams::Upstreams;
 use super::values::{dur, int_in};
+use crate::auth::AuthConfig;
 use crate::metrics::RouteMetrics;
 use crate::router::{HeaderMatch, PathPattern, Router, RouterBuildError};
 use crate::stage::Stage;
@@ -27,7 +29,9 @@ pub(super) fn compile_routes(
     settings: &GatewaySettings,
     upstreams: &Upstreams,
     dry_run_secret: bool,
+    auth: &AuthConfig,
 ) -> (Vec<Route>, Option<Router>) {
+    let consumer_names: Vec<&str> = auth.consumers.iter().map(|c| c.name.as_str()).collect();
     let mut routes: Vec<Route> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut spans: Vec<usize> = Vec::new();
@@ -49,6 +53,7 @@ pub(super) fn compile_routes(
         let m = r.matcher.get_ref();
         let shadow = shadow_rules(issues, r, stage, to);
         check_dry_run_secret(issues, r, dry_run_secret);
+        let route_auth = route_auth(issues, r, auth, &consumer_names);
         spans.push(r.matcher.span().start);
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
@@ -67,6 +72,7 @@ pub(super) fn compile_routes(
             max_body_bytes,
             retry,
             shadow,
+            auth: route_auth,
         });
     }
     let router = router(issues, &routes, &spans);

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::diagnostics::Issues;
 use super::raw::RawTls;
 use super::values::addr;
-use super::Secrets;
+use super::values::Secrets;
 use crate::table::{Certificate, TlsListener};
 
 /// Compiles `[gateway.tls]`. With [`Secrets::Skip`] (offline checks) the files are not read.

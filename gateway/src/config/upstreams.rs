@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::diagnostics::Issues;
 use super::raw::{RawDefaults, RawUpstream, RawUpstreamTls};
+use super::values::Secrets;
 use super::values::{dur, int_in, parse_endpoint, EndpointSpec, Resolve};
-use super::Secrets;
 use crate::table::{Balance, EjectPolicy, Endpoint, HealthCheck, RouteTable, Upstream, UpstreamProtocol, UpstreamTls};
 
 /// The compiled upstreams and their index by name.

@@ -9,6 +9,13 @@ use toml::Spanned;
 
 use super::diagnostics::Issues;
 
+/// Whether compiling reads the secrets and key files the file names (offline checks do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Secrets {
+    Read,
+    Skip,
+}
+
 /// Resolves `host` (a name, not an IP literal) and `port` into addresses.
 pub type Resolve<'a> = &'a dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
 

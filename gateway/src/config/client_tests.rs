@@ -1,0 +1,145 @@
+//! Config tests of the client-facing sections: consumers and `[auth]`, and the routes' `auth`,
+//! `consumers` and `claims`.
+
+use super::*;
+
+const BASE: &str = r#"
+[defaults]
+upstream = "legacy"
+
+[upstreams.legacy]
+endpoints = ["127.0.0.1:8081"]
+"#;
+
+fn errors(src: &str) -> Vec<String> {
+    load_str("r.toml", src, None).unwrap_err().issues.iter().map(|i| i.to_string()).collect()
+}
+
+fn jwks_file(dir: &tempfile::TempDir) -> String {
+    let p = dir.path().join("jwks.json");
+    std::fs::write(&p, r#"{"keys":[{"kty":"oct","kid":"k1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQ"}]}"#).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn consumers_and_auth_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, "from-a-file\n").unwrap();
+    let src = format!(
+        r#"{BASE}
+[auth.api_key]
+header = "x-key"
+
+[auth.jwt]
+algorithms = ["HS256"]
+jwks_file = "{jwks}"
+audience = ["shop"]
+
+[consumers.app]
+description = "the mobile app"
+api_keys = [{{ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" }}, {{ file = "{key}" }}]
+jwt_subjects = ["app-1"]
+
+[[routes]]
+name = "r"
+match = {{ path = "/r" }}
+stage = "legacy"
+auth = ["api-key", "jwt"]
+consumers = ["app"]
+claims = {{ scope = ["a", "b"] }}
+"#,
+        jwks = jwks_file(&dir),
+        key = key.display()
+    );
+    let t = load_str("r.toml", &src, None).unwrap();
+    assert_eq!(t.auth.consumers[0].name, "app");
+    assert_eq!(t.auth.api_keys.len(), 2);
+    assert_eq!(t.auth.api_keys.find(b"test"), Some(0));
+    assert_eq!(t.auth.api_keys.find(b"from-a-file"), Some(0));
+    assert_eq!(t.auth.api_keys.header.as_str(), "x-key");
+    assert_eq!(t.auth.jwt.as_ref().unwrap().keys.len(), 1);
+    assert_eq!(t.auth.files.len(), 2, "the key file and the JWKS are watched");
+    let a = t.routes[0].auth.as_ref().unwrap();
+    assert!(a.methods.api_key && a.methods.jwt);
+    assert_eq!(a.consumers.as_deref(), Some(&[0][..]));
+    assert_eq!(a.claims, vec![("scope".to_string(), vec!["a".to_string(), "b".to_string()])]);
+    // auth = "none" is no rule at all
+    let open = src.replace(
+        "auth = [\"api-key\", \"jwt\"]\nconsumers = [\"app\"]\nclaims = { scope = [\"a\", \"b\"] }",
+        "auth = \"none\"",
+    );
+    assert!(load_str("r.toml", &open, None).unwrap().routes[0].auth.is_none());
+}
+
+#[test]
+fn auth_mistakes_are_all_reported_with_places() {
+    let src = format!(
+        r#"{BASE}
+[auth.jwt]
+algorithms = ["HS256", "PS512"]
+jwks_file = "/nonexistent/jwks.json"
+
+[consumers.app]
+api_keys = [{{ sha256 = "abc" }}, {{ env = "X", file = "/y" }}, {{ env = "STRANGLER_TEST_UNSET_VAR" }}]
+
+[[routes]]
+name = "r"
+match = {{ path = "/r" }}
+stage = "legacy"
+auth = "api-key"
+consumers = ["app", "ghost"]
+claims = {{ scope = "x" }}
+
+[[routes]]
+name = "s"
+match = {{ path = "/s" }}
+stage = "legacy"
+auth = "basic"
+"#
+    );
+    let e = errors(&src);
+    let want = [
+        "r.toml:9:24: error: unknown JWT algorithm \"PS512\"",
+        "r.toml:10:13: error: cannot read JWKS file /nonexistent/jwks.json",
+        "r.toml:13:24: error: sha256 must be 64 hex digits",
+        "r.toml:13:33: error: an API key needs exactly one of sha256, env, file",
+        "r.toml:13:69: error: environment variable STRANGLER_TEST_UNSET_VAR is unset or empty",
+        "r.toml:20:21: error: unknown consumer \"ghost\"",
+        "r.toml:21:10: error: claims need auth = \"jwt\"",
+        "r.toml:27:8: error: unknown auth method \"basic\"",
+    ];
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(want) {
+        assert!(got.starts_with(want), "{got}\n  wanted {want}");
+    }
+    assert!(e[0].contains("hint: use one of: HS256, RS256, ES256"), "{e:?}");
+    assert!(e[5].contains("known consumers: app"), "{e:?}");
+    // offline checks read neither the JWKS nor the environment
+    let offline = src.replace(", \"PS512\"", "").replace("{ sha256 = \"abc\" }, { env = \"X\", file = \"/y\" }, ", "");
+    let offline = offline
+        .replace("consumers = [\"app\", \"ghost\"]\nclaims = { scope = \"x\" }", "")
+        .replace("\"basic\"", "\"jwt\"");
+    load_str_offline("r.toml", &offline).unwrap();
+}
+
+#[test]
+fn jwt_routes_need_an_auth_jwt_section() {
+    let src =
+        format!("{BASE}\n[[routes]]\nname = \"r\"\nmatch = {{ path = \"/r\" }}\nstage = \"legacy\"\nauth = \"jwt\"\n");
+    let e = errors(&src);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("r.toml:12:8: error: auth \"jwt\" needs an [auth.jwt] section"), "{e:?}");
+    let src = src.replace("auth = \"jwt\"", "consumers = [\"x\"]");
+    assert!(errors(&src)[0].contains("`consumers` needs `auth` on the route"));
+}
+
+#[test]
+fn jwks_documents() {
+    use jsonwebtoken::Algorithm;
+    let hs = r#"{"keys":[{"kty":"oct","kid":"a","k":"c2VjcmV0"},{"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"}]}"#;
+    assert_eq!(jwks_keys(hs, &[Algorithm::HS256]).unwrap().len(), 1);
+    assert!(jwks_keys(hs, &[Algorithm::RS256]).unwrap_err().contains("no key usable"));
+    assert!(jwks_keys("{}", &[Algorithm::HS256]).unwrap_err().contains("no \"keys\""));
+    assert!(jwks_keys("nope", &[Algorithm::HS256]).unwrap_err().contains("not JSON"));
+}
