@@ -17,6 +17,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BIN:-}" ]
     need+=(postgresql-15)
 fi
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
+# the gateway's shared rate limit tests start their own redis-server on a free port
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${1:-}" = "--perf" ]; then
     command -v nginx >/dev/null 2>&1 || need+=(nginx)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)

@@ -11,6 +11,7 @@ use strangler_gateway::access_log::AccessLog;
 use strangler_gateway::admin::{self, AdminState};
 use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
+use strangler_gateway::limits::LimitService;
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
 use strangler_gateway::shadow::ShadowService;
@@ -193,6 +194,13 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
             return ExitCode::from(1);
         }
     };
+    let limits = match LimitService::start(settings.redis.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot start the rate limiter: {e}");
+            return ExitCode::from(1);
+        }
+    };
     if let Err(e) = background::spawn(store.clone()) {
         eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
         return ExitCode::from(1);
@@ -236,7 +244,7 @@ fn run(config: PathBuf, upgrade: bool, upgrade_sock: String, pid_file: String, n
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy { store: store.clone(), shadow, access_log },
+        GatewayProxy { store: store.clone(), shadow, access_log, limits },
         "strangler-gateway",
     );
     service.add_tcp(&settings.listen.to_string());

@@ -41,6 +41,11 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// `strangler_gateway_auth_denied_total{route,reason}`: 401s and 403s the gateway answered.
     pub auth_denied: IntCounterVec,
+    /// `strangler_gateway_rate_limited_total{route,consumer}`: 429s (consumer `-` when none).
+    pub rate_limited: IntCounterVec,
+    /// `strangler_gateway_rate_limit_fail_open_total`: requests let through because Redis did
+    /// not answer within the budget.
+    pub rate_limit_fail_open: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -115,8 +120,20 @@ pub fn metrics() -> &'static Metrics {
             &["route", "reason"],
         )
         .expect("metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new("strangler_gateway_rate_limited_total", "Requests refused with 429 by a rate limit"),
+            &["route", "consumer"],
+        )
+        .expect("metric");
+        let rate_limit_fail_open = IntCounter::new(
+            "strangler_gateway_rate_limit_fail_open_total",
+            "Requests let through because Redis (shared rate limits) did not answer in time",
+        )
+        .expect("metric");
         for c in [
             Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limited.clone()),
+            Box::new(rate_limit_fail_open.clone()),
             Box::new(auth_denied.clone()),
             Box::new(internal_headers_stripped.clone()),
             Box::new(requests.clone()),
@@ -147,6 +164,8 @@ pub fn metrics() -> &'static Metrics {
             internal_headers_stripped,
             access_log_dropped,
             auth_denied,
+            rate_limited,
+            rate_limit_fail_open,
         }
     })
 }

@@ -16,6 +16,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, AccessLog};
 use crate::admission;
+use crate::limits::LimitService;
 use crate::metrics::metrics;
 use crate::reload::ConfigStore;
 use crate::respond::{https_location, redirect, reply, respond_json};
@@ -71,6 +72,8 @@ pub struct GatewayProxy {
     pub shadow: Arc<ShadowService>,
     /// One line per request, when `[gateway.access_log]` was configured at start.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Rate limit buckets (local, and the Redis connection when configured at start).
+    pub limits: Arc<LimitService>,
 }
 
 const HOP_BY_HOP: [&str; 7] =
@@ -413,8 +416,9 @@ impl ProxyHttp for GatewayProxy {
             respond_json(session, 413, "payload_too_large", msg, rid.as_ref()).await;
             return Ok(true);
         }
-        if let Some(route) = ctx.route.map(|i| &table.routes[i]) {
-            match admission::admit(&table, route, session.req_header_mut()) {
+        if let Some(i) = ctx.route.filter(|&i| table.routes[i].admits()) {
+            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            match admission::admit(&table, i, session.req_header_mut(), peer, &self.limits).await {
                 Ok(a) => ctx.consumer = a.consumer,
                 Err(r) => {
                     let rid = ctx.request_id.clone();

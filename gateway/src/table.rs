@@ -9,6 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::auth::{AuthConfig, RouteAuth};
+use crate::client_ip::Cidr;
+use crate::limits::redis::RedisSettings;
+use crate::limits::rules::RateLimit;
 use crate::metrics::RouteMetrics;
 use crate::router::{HeaderMatch, PathPattern, RouteKey, Router};
 use crate::shadow::policy::{ShadowSettings, ShadowSpec};
@@ -44,6 +47,10 @@ pub struct GatewaySettings {
     pub tls: Option<TlsListener>,
     /// The access log, when configured.
     pub access_log: Option<AccessLogSettings>,
+    /// Proxies whose X-Forwarded-For is believed for the client IP.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Redis for shared rate limits (read at start).
+    pub redis: Option<RedisSettings>,
 }
 
 /// `[gateway.access_log]`.
@@ -142,6 +149,8 @@ pub struct Route {
     pub shadow: Option<Arc<ShadowSpec>>,
     /// Authentication rules (`auth`, `consumers`, `claims`); `None`: open (`auth = "none"`).
     pub auth: Option<Box<RouteAuth>>,
+    /// Rate limits (`[[routes.rate_limit]]`); `None`: unlimited.
+    pub limits: Option<Box<[RateLimit]>>,
     /// Metric handles, resolved once per route.
     pub metrics: RouteMetrics,
     /// What the request path counts for the canary split and the retry budget.
@@ -251,6 +260,12 @@ impl Route {
                 }
             }
         }
+    }
+
+    /// Whether admission has anything to check (credentials or rate limits).
+    #[inline]
+    pub fn admits(&self) -> bool {
+        self.auth.is_some() || self.limits.is_some()
     }
 
     /// Counts a request for the retry budget.

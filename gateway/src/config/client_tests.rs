@@ -143,3 +143,48 @@ fn jwks_documents() {
     assert!(jwks_keys("{}", &[Algorithm::HS256]).unwrap_err().contains("no \"keys\""));
     assert!(jwks_keys("nope", &[Algorithm::HS256]).unwrap_err().contains("not JSON"));
 }
+
+#[test]
+fn rate_limit_mistakes_are_all_reported_with_places() {
+    let src = format!(
+        r#"[gateway]
+trusted_proxies = ["10.0.0.0/8", "10.0.0.0/33"]
+{BASE}
+[[routes]]
+name = "r"
+match = {{ path = "/r" }}
+stage = "legacy"
+rate_limit = [
+  {{ by = "consumer", rps = 10 }},
+  {{ by = "user", rps = 10, rpm = 600 }},
+  {{ rps = 0, shared = true }},
+]
+"#
+    );
+    let e = errors(&src);
+    let want = [
+        "r.toml:2:34: error: \"10.0.0.0/33\" is not an address or CIDR network",
+        "r.toml:15:10: error: a limit by consumer needs `auth` on the route",
+        "r.toml:16:3: error: a rate limit needs exactly one of rps and rpm",
+        "r.toml:16:10: error: unknown rate limit key \"user\"",
+        "r.toml:17:11: error: rps 0 is outside 1–1000000",
+        "r.toml:17:23: error: shared = true needs [gateway.redis]",
+    ];
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(want) {
+        assert!(got.starts_with(want), "{got}\n  wanted {want}\n{e:#?}");
+    }
+}
+
+#[test]
+fn rate_limits_compile() {
+    let src = format!(
+        "[gateway.redis]\nurl = \"redis://127.0.0.1:6390\"\nbudget = \"2ms\"\n{BASE}\n[[routes]]\nname = \"r\"\nmatch = {{ path = \"/r\" }}\nstage = \"legacy\"\nrate_limit = [{{ by = [\"ip\"], rpm = 600, burst = 50, shared = true }}]\n"
+    );
+    let t = load_str("r.toml", &src, None).unwrap();
+    let l = &t.routes[0].limits.as_ref().unwrap()[0];
+    assert!(l.by_ip && !l.by_consumer && l.shared);
+    assert_eq!((l.rate, l.burst, l.window.as_secs()), (600, 50, 60));
+    assert_eq!(l.policy, "\"ip\";q=600;w=60");
+    assert_eq!(t.settings.redis.as_ref().unwrap().budget, std::time::Duration::from_millis(2));
+}

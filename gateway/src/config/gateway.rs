@@ -36,6 +36,8 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         h2c: g.h2c.unwrap_or(false),
         tls: g.tls.as_ref().and_then(|t| super::tls::compile_tls(issues, t, secrets)),
         access_log: g.access_log.as_ref().map(|a| access_log(issues, a)),
+        trusted_proxies: super::limits::trusted_proxies(issues, g),
+        redis: super::limits::redis(issues, g),
     }
 }
 

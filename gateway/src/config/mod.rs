@@ -14,6 +14,7 @@
 mod consumers;
 mod diagnostics;
 mod gateway;
+mod limits;
 pub mod raw;
 mod routes;
 mod shadow;

@@ -159,6 +159,40 @@ pub struct RawGateway {
     pub tls: Option<Spanned<RawTls>>,
     /// One line per request; off when absent.
     pub access_log: Option<RawAccessLog>,
+    /// Proxies whose `X-Forwarded-For` is believed for the client IP (rate limits per IP):
+    /// addresses or CIDR networks, e.g. ["10.0.0.0/8"]. None by default.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// Redis for rate limits shared by several gateways (`shared = true`); restart to change.
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+/// `[gateway.redis]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// "redis://host:port[/db]".
+    pub url: Spanned<String>,
+    /// The longest a request waits for Redis; past it the request is let through (default "5ms").
+    pub budget: Option<Spanned<String>>,
+    /// Prefix of the keys (default "strangler:rl").
+    pub key_prefix: Option<String>,
+}
+
+/// One `[[routes.rate_limit]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// What is counted separately: "route" (default: one bucket for the route), "consumer",
+    /// "ip", or a list (e.g. ["consumer", "ip"]).
+    pub by: Option<Spanned<RawAuthMethods>>,
+    /// Requests per second (or `rpm`).
+    pub rps: Option<Spanned<i64>>,
+    /// Requests per minute (or `rps`).
+    pub rpm: Option<Spanned<i64>>,
+    /// Requests allowed at once (default: the rate).
+    pub burst: Option<Spanned<i64>>,
+    /// Count in `[gateway.redis]`, shared by every gateway using it (default false: local).
+    pub shared: Option<Spanned<bool>>,
 }
 
 /// `[gateway.access_log]`.
@@ -319,6 +353,8 @@ pub struct RawRoute {
     pub claims: Option<Spanned<BTreeMap<String, RawClaimValues>>>,
     /// Send the credential (Authorization / the API key header) upstream too (default false).
     pub forward_credentials: Option<bool>,
+    /// Rate limits; every one must let a request through.
+    pub rate_limit: Option<Vec<Spanned<RawRateLimit>>>,
 }
 
 /// `[routes.compression]`.

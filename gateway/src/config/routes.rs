@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::consumers::route_auth;
 use super::diagnostics::Issues;
 use super::gateway::body_limit;
+use super::limits::route_limits;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::shadow::{check_dry_run_secret, shadow_rules};
 use super::upstreams::Upstreams;
@@ -54,6 +55,7 @@ pub(super) fn compile_routes(
         let shadow = shadow_rules(issues, r, stage, to);
         check_dry_run_secret(issues, r, dry_run_secret);
         let route_auth = route_auth(issues, r, auth, &consumer_names);
+        let limits = route_limits(issues, r, settings.redis.is_some());
         spans.push(r.matcher.span().start);
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
@@ -73,6 +75,7 @@ pub(super) fn compile_routes(
             retry,
             shadow,
             auth: route_auth,
+            limits,
         });
     }
     let router = router(issues, &routes, &spans);
