@@ -16,6 +16,8 @@ pub mod background;
 pub mod client_ip;
 pub mod columns;
 pub mod config;
+pub mod cors;
+pub mod forwarding;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

@@ -16,10 +16,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, AccessLog};
 use crate::admission;
+use crate::cors;
+use crate::forwarding::{self, forwarded_for, has_hop_by_hop, is_websocket_upgrade};
 use crate::limits::LimitService;
 use crate::metrics::metrics;
 use crate::reload::ConfigStore;
-use crate::respond::{https_location, redirect, reply, respond_json};
+use crate::respond::{https_location, redirect, reply, respond_json, Reply};
 use crate::shadow::capture::{self, ShadowHook};
 use crate::shadow::ShadowService;
 use crate::stage::Side;
@@ -63,6 +65,8 @@ pub struct RequestCtx {
     pub shadow: Option<ShadowHook>,
     /// The consumer the request authenticated as (index into the table's consumers).
     pub consumer: Option<usize>,
+    /// `Access-Control-Allow-Origin` for an allowed cross-origin request on a CORS route.
+    pub cors_origin: Option<HeaderValue>,
 }
 
 /// The gateway's proxy logic.
@@ -74,53 +78,6 @@ pub struct GatewayProxy {
     pub access_log: Option<Arc<AccessLog>>,
     /// Rate limit buckets (local, and the Redis connection when configured at start).
     pub limits: Arc<LimitService>,
-}
-
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"];
-
-/// Whether any hop-by-hop header (or one a `Connection` header could name) is present: one pass
-/// over the names, so the common request with none skips the removals entirely.
-fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
-    headers.keys().any(|k| {
-        *k == header::CONNECTION
-            || *k == header::UPGRADE
-            || *k == header::TE
-            || *k == header::TRAILER
-            || *k == header::PROXY_AUTHENTICATE
-            || *k == header::PROXY_AUTHORIZATION
-            || k.as_str() == "keep-alive"
-            || k.as_str() == "proxy-connection"
-    })
-}
-
-/// `X-Forwarded-For` with `ip` appended, built without `fmt` (IPv4 digits written directly).
-fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
-    let prev = prev.filter(|p| !p.is_empty());
-    let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 45);
-    if let Some(p) = prev {
-        v.extend_from_slice(p);
-        v.extend_from_slice(b", ");
-    }
-    match ip {
-        std::net::IpAddr::V4(a) => {
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    v.push(b'.');
-                }
-                if o >= 100 {
-                    v.push(b'0' + o / 100);
-                }
-                if o >= 10 {
-                    v.push(b'0' + (o / 10) % 10);
-                }
-                v.push(b'0' + o % 10);
-            }
-        }
-        std::net::IpAddr::V6(a) => v.extend_from_slice(a.to_string().as_bytes()),
-    }
-    // the previous value was a valid header value and we only appended ASCII
-    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Whether the client sent any header in the gateway's `x-strangler-*` namespace.
@@ -202,10 +159,6 @@ fn accepts_event_stream(req: &RequestHeader) -> bool {
         .is_some_and(|v| v.as_bytes().windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")))
 }
 
-fn is_websocket_upgrade(req: &RequestHeader) -> bool {
-    req.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
 fn error_kind(e: &Error) -> &'static str {
     match e.etype() {
         ErrorType::ConnectTimedout
@@ -270,34 +223,6 @@ impl GatewayProxy {
         }
     }
 
-    /// Strips hop-by-hop headers, and those the `Connection` header names; keeps the upgrade
-    /// handshake of a WebSocket request.
-    fn strip_hop_by_hop(req: &mut RequestHeader) {
-        let websocket = is_websocket_upgrade(req);
-        // headers named in Connection are hop-by-hop too
-        let named: Vec<String> = req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
-            .collect();
-        for n in named {
-            req.remove_header(n.as_str());
-        }
-        for h in HOP_BY_HOP {
-            if websocket && h == "connection" {
-                continue;
-            }
-            req.remove_header(h);
-        }
-        if !websocket {
-            req.remove_header("upgrade");
-        }
-    }
-
     fn release_endpoint(ctx: &mut RequestCtx) {
         if let Some(ep) = ctx.endpoint.take() {
             ep.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -333,6 +258,7 @@ impl ProxyHttp for GatewayProxy {
             body_seen: 0,
             shadow: None,
             consumer: None,
+            cors_origin: None,
         }
     }
 
@@ -409,6 +335,26 @@ impl ProxyHttp for GatewayProxy {
         let path = std::str::from_utf8(req.raw_path()).unwrap_or("/");
         let path = path.split('?').next().unwrap_or(path);
         ctx.route = table.find(path, &req.method, &req.headers);
+        if let Some(asked) = cors::preflight_method(&req.method, &req.headers) {
+            // a preflight is the gateway's to answer, for the route the real request would take
+            let route = ctx.route.filter(|&i| table.routes[i].cors.is_some());
+            let route = route
+                .or_else(|| table.find(path, &asked, &req.headers))
+                .or_else(|| table.find(path, &Method::GET, &req.headers));
+            if let Some(policy) = route.and_then(|i| table.routes[i].cors.as_deref()) {
+                ctx.route = route;
+                let r = match policy.preflight(&asked, &req.headers) {
+                    Some(headers) => Reply { headers, ..Reply::new(204, "", "") },
+                    None => Reply::new(403, "cors_rejected", "this cross-origin request is not allowed"),
+                };
+                let rid = ctx.request_id.clone();
+                reply(session, &r, rid.as_ref()).await;
+                return Ok(true);
+            }
+        }
+        if let Some(policy) = ctx.route.and_then(|i| table.routes[i].cors.as_deref()) {
+            ctx.cors_origin = policy.allow_origin(req.headers.get(header::ORIGIN));
+        }
         ctx.body_limit = ctx.route.map_or(table.settings.max_body_bytes, |i| table.routes[i].max_body_bytes);
         if declared_length(req).is_some_and(|n| n > ctx.body_limit) {
             let rid = ctx.request_id.clone();
@@ -420,7 +366,11 @@ impl ProxyHttp for GatewayProxy {
             let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
             match admission::admit(&table, i, session.req_header_mut(), peer, &self.limits).await {
                 Ok(a) => ctx.consumer = a.consumer,
-                Err(r) => {
+                Err(mut r) => {
+                    // a browser must be able to read why (401, 403, 429)
+                    if let (Some(o), Some(p)) = (&ctx.cors_origin, table.routes[i].cors.as_deref()) {
+                        r.headers.extend(p.response_headers(o));
+                    }
                     let rid = ctx.request_id.clone();
                     reply(session, &r, rid.as_ref()).await;
                     return Ok(true);
@@ -517,7 +467,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if has_hop_by_hop(&req.headers) {
-            Self::strip_hop_by_hop(req);
+            forwarding::strip_hop_by_hop(req);
         }
         // forwarding headers
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
@@ -612,6 +562,17 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
+        }
+        if let Some(origin) = &ctx.cors_origin {
+            if let Some(p) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].cors.as_deref()) {
+                for (k, v) in p.response_headers(origin) {
+                    if k == header::VARY {
+                        resp.append_header(k, v)?;
+                    } else {
+                        resp.insert_header(k, v)?;
+                    }
+                }
+            }
         }
         // Pingora's compression module (every proxy service has it, level 0 = off) compresses by the
         // client's Accept-Encoding when the route asks for it and the body is large enough.
@@ -813,20 +774,5 @@ impl ProxyHttp for GatewayProxy {
             hook.capture.response_chunk(body);
         }
         Ok(None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_appends_the_client_ip() {
-        let v4: std::net::IpAddr = "10.0.200.7".parse().unwrap();
-        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(forwarded_for(None, v4), "10.0.200.7");
-        assert_eq!(forwarded_for(Some(b""), "0.9.99.255".parse().unwrap()), "0.9.99.255");
-        assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
-        assert_eq!(forwarded_for(None, v6), "2001:db8::1");
     }
 }

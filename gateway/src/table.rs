@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::auth::{AuthConfig, RouteAuth};
 use crate::client_ip::Cidr;
+use crate::cors::CorsPolicy;
 use crate::limits::redis::RedisSettings;
 use crate::limits::rules::RateLimit;
 use crate::metrics::RouteMetrics;
@@ -151,6 +152,8 @@ pub struct Route {
     pub auth: Option<Box<RouteAuth>>,
     /// Rate limits (`[[routes.rate_limit]]`); `None`: unlimited.
     pub limits: Option<Box<[RateLimit]>>,
+    /// CORS (`[routes.cors]`).
+    pub cors: Option<Box<CorsPolicy>>,
     /// Metric handles, resolved once per route.
     pub metrics: RouteMetrics,
     /// What the request path counts for the canary split and the retry budget.

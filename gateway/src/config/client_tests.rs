@@ -188,3 +188,21 @@ fn rate_limits_compile() {
     assert_eq!(l.policy, "\"ip\";q=600;w=60");
     assert_eq!(t.settings.redis.as_ref().unwrap().budget, std::time::Duration::from_millis(2));
 }
+
+#[test]
+fn cors_mistakes_are_reported_with_places() {
+    let src = format!(
+        "{BASE}\n[[routes]]\nname = \"r\"\nmatch = {{ path = \"/r\" }}\nstage = \"legacy\"\n[routes.cors]\nallow_origins = [\"*\", \"shop.test\"]\nallow_methods = [\"GET\", \"FETCH\"]\nallow_credentials = true\nmax_age = \"10\"\n"
+    );
+    let e = errors(&src);
+    let want = [
+        "r.toml:12:1: error: allow_origins = [\"*\"] cannot be used with allow_credentials = true",
+        "r.toml:13:23: error: \"shop.test\" is not an origin",
+        "r.toml:14:25: error: unknown method \"FETCH\"",
+        "r.toml:16:11: error: duration \"10\" has no unit",
+    ];
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(want) {
+        assert!(got.starts_with(want), "{got}\n  wanted {want}\n{e:#?}");
+    }
+}

@@ -19,6 +19,7 @@ pub mod raw;
 mod routes;
 mod shadow;
 mod tls;
+mod transforms;
 mod upstreams;
 mod values;
 
@@ -26,8 +27,8 @@ use std::collections::BTreeMap;
 
 pub use consumers::jwks_keys;
 pub use diagnostics::{line_col, ConfigError, ConfigIssue};
-pub use routes::KNOWN_METHODS;
 pub use tls::{files_fingerprint, load_certificate};
+pub use values::KNOWN_METHODS;
 pub use values::{parse_duration, parse_endpoint, system_resolve, EndpointSpec, Resolve};
 
 use crate::shadow::compare::CompareRules;

@@ -355,6 +355,26 @@ pub struct RawRoute {
     pub forward_credentials: Option<bool>,
     /// Rate limits; every one must let a request through.
     pub rate_limit: Option<Vec<Spanned<RawRateLimit>>>,
+    /// CORS: preflights answered by the gateway, headers added for allowed origins.
+    pub cors: Option<Spanned<RawCors>>,
+}
+
+/// `[routes.cors]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Allowed origins ("https://shop.example.com"), or ["*"] for any (not with credentials).
+    pub allow_origins: Vec<Spanned<String>>,
+    /// Allowed methods (default: the route's `methods`, else GET, HEAD, POST).
+    pub allow_methods: Option<Vec<Spanned<String>>>,
+    /// Request headers allowed (default: whatever the preflight asks for).
+    pub allow_headers: Option<Vec<Spanned<String>>>,
+    /// Response headers the browser may read.
+    pub expose_headers: Option<Vec<Spanned<String>>>,
+    /// Allow cookies and credentials (default false).
+    pub allow_credentials: Option<bool>,
+    /// How long a browser may cache a preflight answer, e.g. "10m".
+    pub max_age: Option<Spanned<String>>,
 }
 
 /// `[routes.compression]`.

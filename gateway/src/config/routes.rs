@@ -9,16 +9,14 @@ use super::gateway::body_limit;
 use super::limits::route_limits;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::shadow::{check_dry_run_secret, shadow_rules};
+use super::transforms::cors;
 use super::upstreams::Upstreams;
-use super::values::{dur, int_in};
+use super::values::{dur, int_in, KNOWN_METHODS};
 use crate::auth::AuthConfig;
 use crate::metrics::RouteMetrics;
 use crate::router::{HeaderMatch, PathPattern, Router, RouterBuildError};
 use crate::stage::Stage;
 use crate::table::{CanaryPolicy, Compression, GatewaySettings, RetryPolicy, Route, RouteCounters, StickyKey};
-
-/// Methods a route may name.
-pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 const STAGES: &str = "legacy, shadow, canary, extracted";
 
@@ -56,13 +54,15 @@ pub(super) fn compile_routes(
         check_dry_run_secret(issues, r, dry_run_secret);
         let route_auth = route_auth(issues, r, auth, &consumer_names);
         let limits = route_limits(issues, r, settings.redis.is_some());
+        let methods = methods(issues, m);
+        let cors = cors(issues, r, methods.as_deref());
         spans.push(r.matcher.span().start);
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
             counters: RouteCounters::default(),
             name,
             pattern: pattern(issues, m),
-            methods: methods(issues, m),
+            methods,
             headers: header_filters(issues, r, m),
             stage,
             to,
@@ -76,6 +76,7 @@ pub(super) fn compile_routes(
             shadow,
             auth: route_auth,
             limits,
+            cors,
         });
     }
     let router = router(issues, &routes, &spans);
