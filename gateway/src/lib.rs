@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod respond;
+pub mod rewrite;
 pub mod router;
 pub mod sampler;
 pub mod shadow;

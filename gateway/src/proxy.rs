@@ -489,6 +489,11 @@ impl ProxyHttp for GatewayProxy {
         if let Some(t) = &ctx.trace {
             req.insert_header("traceparent", t.to_header())?;
         }
+        if let Some(rw) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].rewrite.as_deref()) {
+            if let Some(side) = rw.side(ctx.side) {
+                side.apply_request(req);
+            }
+        }
         Ok(())
     }
 
@@ -562,6 +567,11 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
+        }
+        if let Some(rw) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].rewrite.as_deref()) {
+            if let Some(side) = rw.side(ctx.side) {
+                side.apply_response(resp);
+            }
         }
         if let Some(origin) = &ctx.cors_origin {
             if let Some(p) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].cors.as_deref()) {
@@ -732,7 +742,7 @@ impl ProxyHttp for GatewayProxy {
             );
         }
         if let Some(hook) = ctx.shadow.take() {
-            capture::finish(hook, session, e.is_some(), ctx.started, table, ctx.request_id.as_ref());
+            capture::finish(hook, session, e.is_some(), ctx.started, table, ctx.route, ctx.request_id.as_ref());
         }
     }
 

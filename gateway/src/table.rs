@@ -14,6 +14,7 @@ use crate::cors::CorsPolicy;
 use crate::limits::redis::RedisSettings;
 use crate::limits::rules::RateLimit;
 use crate::metrics::RouteMetrics;
+use crate::rewrite::Rewrites;
 use crate::router::{HeaderMatch, PathPattern, RouteKey, Router};
 use crate::shadow::policy::{ShadowSettings, ShadowSpec};
 use crate::stage::{Side, Stage};
@@ -154,6 +155,8 @@ pub struct Route {
     pub limits: Option<Box<[RateLimit]>>,
     /// CORS (`[routes.cors]`).
     pub cors: Option<Box<CorsPolicy>>,
+    /// Path and header rewrites per side (`[routes.rewrite]`).
+    pub rewrite: Option<Box<Rewrites>>,
     /// Metric handles, resolved once per route.
     pub metrics: RouteMetrics,
     /// What the request path counts for the canary split and the retry budget.

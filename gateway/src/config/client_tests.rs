@@ -206,3 +206,20 @@ fn cors_mistakes_are_reported_with_places() {
         assert!(got.starts_with(want), "{got}\n  wanted {want}\n{e:#?}");
     }
 }
+
+#[test]
+fn rewrite_mistakes_are_reported_with_places() {
+    let src = format!(
+        "{BASE}\n[[routes]]\nname = \"r\"\nmatch = {{ path = \"/api/v1/products/{{id}}\" }}\nstage = \"legacy\"\n[routes.rewrite.legacy]\npath = \"/products/{{sku}}\"\nrequest_headers = {{ set = {{ \"x-strangler-consumer\" = \"admin\" }} }}\n[routes.rewrite.extracted]\npath = \"/p/{{id}}\"\nstrip_prefix = \"/api\"\n"
+    );
+    let e = errors(&src);
+    let want = [
+        "r.toml:13:8: error: the route's pattern \"/api/v1/products/{id}\" has no parameter {sku}",
+        "r.toml:14:54: error: \"x-strangler-consumer\": x-strangler-* headers are the gateway's",
+        "r.toml:16:8: error: path cannot be combined with strip_prefix or add_prefix",
+    ];
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(want) {
+        assert!(got.starts_with(want), "{got}\n  wanted {want}\n{e:#?}");
+    }
+}

@@ -357,6 +357,46 @@ pub struct RawRoute {
     pub rate_limit: Option<Vec<Spanned<RawRateLimit>>>,
     /// CORS: preflights answered by the gateway, headers added for allowed origins.
     pub cors: Option<Spanned<RawCors>>,
+    /// Path and header rewrites per side.
+    pub rewrite: Option<RawRewrites>,
+}
+
+/// `[routes.rewrite]`: one table per side.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrites {
+    /// Requests to (and answers from) the legacy upstream.
+    pub legacy: Option<RawSideRewrite>,
+    /// Requests to (and answers from) the extracted upstream, the shadow mirror included.
+    pub extracted: Option<RawSideRewrite>,
+}
+
+/// `[routes.rewrite.legacy]` / `[routes.rewrite.extracted]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSideRewrite {
+    /// New path from the match's parameters, e.g. "/products/{id}" (`{**}`: what `/**` matched).
+    pub path: Option<Spanned<String>>,
+    /// Removed from the front of the path when present.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Put in front of the path (after `strip_prefix`).
+    pub add_prefix: Option<Spanned<String>>,
+    /// Headers of the request sent to this side.
+    pub request_headers: Option<RawHeaderOps>,
+    /// Headers of this side's answer.
+    pub response_headers: Option<RawHeaderOps>,
+}
+
+/// `{ set = {..}, add = {..}, remove = [..] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderOps {
+    /// Replace (or create) these headers.
+    pub set: Option<BTreeMap<String, Spanned<String>>>,
+    /// Append these values.
+    pub add: Option<BTreeMap<String, Spanned<String>>>,
+    /// Remove these headers.
+    pub remove: Option<Vec<Spanned<String>>>,
 }
 
 /// `[routes.cors]`.

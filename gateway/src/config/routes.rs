@@ -9,7 +9,7 @@ use super::gateway::body_limit;
 use super::limits::route_limits;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::shadow::{check_dry_run_secret, shadow_rules};
-use super::transforms::cors;
+use super::transforms::{cors, rewrites};
 use super::upstreams::Upstreams;
 use super::values::{dur, int_in, KNOWN_METHODS};
 use crate::auth::AuthConfig;
@@ -56,6 +56,7 @@ pub(super) fn compile_routes(
         let limits = route_limits(issues, r, settings.redis.is_some());
         let methods = methods(issues, m);
         let cors = cors(issues, r, methods.as_deref());
+        let rewrite = rewrites(issues, r);
         spans.push(r.matcher.span().start);
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
@@ -77,6 +78,7 @@ pub(super) fn compile_routes(
             auth: route_auth,
             limits,
             cors,
+            rewrite,
         });
     }
     let router = router(issues, &routes, &spans);

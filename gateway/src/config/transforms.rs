@@ -1,12 +1,83 @@
-//! What a route changes about the traffic it takes: `[routes.cors]`.
+//! What a route changes about the traffic it takes: `[routes.cors]` and `[routes.rewrite]`.
 
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::diagnostics::Issues;
-use super::raw::{RawCors, RawRoute};
+use super::raw::{RawCors, RawHeaderOps, RawRoute, RawSideRewrite};
 use super::values::{dur, KNOWN_METHODS};
 use crate::cors::CorsPolicy;
+use crate::rewrite::{compile_template, HeaderOps, PathRewrite, Rewrites, SideRewrite};
+
+/// `[routes.rewrite]`.
+pub(super) fn rewrites(issues: &mut Issues<'_>, r: &RawRoute) -> Option<Box<Rewrites>> {
+    let raw = r.rewrite.as_ref()?;
+    let pattern = r.matcher.get_ref().path.get_ref();
+    let side =
+        |issues: &mut Issues<'_>, s: &Option<RawSideRewrite>| s.as_ref().map(|s| side_rewrite(issues, s, pattern));
+    Some(Box::new(Rewrites { legacy: side(issues, &raw.legacy), extracted: side(issues, &raw.extracted) }))
+}
+
+fn side_rewrite(issues: &mut Issues<'_>, s: &RawSideRewrite, pattern: &str) -> SideRewrite {
+    let prefix = |issues: &mut Issues<'_>, v: &Option<Spanned<String>>| {
+        let v = v.as_ref()?;
+        let ok = v.get_ref().starts_with('/') && v.get_ref().parse::<http::Uri>().is_ok() && !v.get_ref().contains('?');
+        if !ok {
+            issues.at(v, format!("{:?} is not a path prefix", v.get_ref()), Some("e.g. \"/api/v1\"".into()));
+        }
+        ok.then(|| v.get_ref().clone())
+    };
+    let path = match (&s.path, &s.strip_prefix, &s.add_prefix) {
+        (Some(t), None, None) => match compile_template(t.get_ref(), pattern) {
+            Ok(parts) => Some(PathRewrite::Template(parts)),
+            Err(e) => {
+                issues.at(t, e, Some("use the route's {parameters}, e.g. \"/products/{id}\"".into()));
+                None
+            }
+        },
+        (Some(t), _, _) => {
+            issues.at(t, "path cannot be combined with strip_prefix or add_prefix", None);
+            None
+        }
+        (None, None, None) => None,
+        (None, strip, add) => Some(PathRewrite::Prefix { strip: prefix(issues, strip), add: prefix(issues, add) }),
+    };
+    SideRewrite {
+        path,
+        request_headers: header_ops(issues, &s.request_headers),
+        response_headers: header_ops(issues, &s.response_headers),
+    }
+}
+
+/// `{ set, add, remove }`; the gateway's own `x-strangler-*` headers cannot be touched.
+fn header_ops(issues: &mut Issues<'_>, raw: &Option<RawHeaderOps>) -> HeaderOps {
+    let mut out = HeaderOps::default();
+    let Some(raw) = raw else { return out };
+    let name = |issues: &mut Issues<'_>, n: &str, at: usize| match HeaderName::from_bytes(n.trim().as_bytes()) {
+        Ok(h) if strangler_wire::headers::is_internal(h.as_str()) => {
+            issues.push(at, format!("{n:?}: x-strangler-* headers are the gateway's"), Some("use another name".into()));
+            None
+        }
+        Ok(h) => Some(h),
+        Err(_) => {
+            issues.push(at, format!("{n:?} is not a header name"), None);
+            None
+        }
+    };
+    for (map, list) in [(&raw.set, &mut out.set), (&raw.add, &mut out.add)] {
+        for (k, v) in map.iter().flatten() {
+            let n = name(issues, k, v.span().start);
+            match HeaderValue::from_str(v.get_ref()) {
+                Ok(val) => list.extend(n.map(|n| (n, val))),
+                Err(_) => issues.at(v, format!("{:?} is not a header value", v.get_ref()), None),
+            }
+        }
+    }
+    for r in raw.remove.iter().flatten() {
+        out.remove.extend(name(issues, r.get_ref(), r.span().start));
+    }
+    out
+}
 
 /// `[routes.cors]`.
 pub(super) fn cors(issues: &mut Issues<'_>, r: &RawRoute, route_methods: Option<&[Method]>) -> Option<Box<CorsPolicy>> {
