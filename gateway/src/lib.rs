@@ -29,6 +29,7 @@ pub mod sampler;
 pub mod shadow;
 pub mod stage;
 pub mod table;
+pub mod table_view;
 pub mod telemetry;
 pub mod tls;
 pub mod validate;

@@ -46,6 +46,8 @@ pub struct Metrics {
     /// `strangler_gateway_rate_limit_fail_open_total`: requests let through because Redis did
     /// not answer within the budget.
     pub rate_limit_fail_open: IntCounter,
+    /// `strangler_gateway_route_info{route,owner,stage}` 1 for every route being served.
+    pub route_info: IntGaugeVec,
 }
 
 /// The process-wide metrics.
@@ -130,8 +132,14 @@ pub fn metrics() -> &'static Metrics {
             "Requests let through because Redis (shared rate limits) did not answer in time",
         )
         .expect("metric");
+        let route_info = IntGaugeVec::new(
+            Opts::new("strangler_gateway_route_info", "The routes being served, with their owner and stage (value 1)"),
+            &["route", "owner", "stage"],
+        )
+        .expect("metric");
         for c in [
             Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(route_info.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_fail_open.clone()),
             Box::new(auth_denied.clone()),
@@ -166,6 +174,7 @@ pub fn metrics() -> &'static Metrics {
             auth_denied,
             rate_limited,
             rate_limit_fail_open,
+            route_info,
         }
     })
 }
@@ -176,6 +185,14 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Lists the routes being served: (name, owner or `-`, stage).
+    pub fn set_routes<'a>(&self, routes: impl Iterator<Item = (&'a str, &'a str, &'a str)>) {
+        self.route_info.reset();
+        for (route, owner, stage) in routes {
+            self.route_info.with_label_values(&[route, owner, stage]).set(1);
+        }
     }
 
     /// Marks `version` as the one serving.

@@ -334,13 +334,14 @@ impl ProxyHttp for GatewayProxy {
         let req = session.req_header();
         let path = std::str::from_utf8(req.raw_path()).unwrap_or("/");
         let path = path.split('?').next().unwrap_or(path);
-        ctx.route = table.find(path, &req.method, &req.headers);
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri.host());
+        ctx.route = table.find(host, path, &req.method, &req.headers);
         if let Some(asked) = cors::preflight_method(&req.method, &req.headers) {
             // a preflight is the gateway's to answer, for the route the real request would take
             let route = ctx.route.filter(|&i| table.routes[i].cors.is_some());
             let route = route
-                .or_else(|| table.find(path, &asked, &req.headers))
-                .or_else(|| table.find(path, &Method::GET, &req.headers));
+                .or_else(|| table.find(host, path, &asked, &req.headers))
+                .or_else(|| table.find(host, path, &Method::GET, &req.headers));
             if let Some(policy) = route.and_then(|i| table.routes[i].cors.as_deref()) {
                 ctx.route = route;
                 let r = match policy.preflight(&asked, &req.headers) {

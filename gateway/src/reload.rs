@@ -51,6 +51,13 @@ fn read(path: &Path, display: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// `strangler_gateway_route_info` for the routes of `table`.
+fn set_route_info(table: &RouteTable) {
+    metrics().set_routes(
+        table.routes.iter().map(|r| (r.name.as_str(), r.owner.as_deref().unwrap_or("-"), r.stage.as_str())),
+    );
+}
+
 impl ConfigStore {
     /// Loads the file for the first time; the caller exits with code 2 on error.
     pub fn open(path: impl Into<PathBuf>) -> Result<Arc<Self>, ConfigError> {
@@ -59,6 +66,7 @@ impl ConfigStore {
         let src = read(&path, &display)?;
         let table = load_str(&display, &src, None)?;
         metrics().set_version(&table.version);
+        set_route_info(&table);
         Ok(Arc::new(Self {
             path,
             display,
@@ -114,6 +122,7 @@ impl ConfigStore {
                 }
                 let version = table.version.clone();
                 m.set_version(&version);
+                set_route_info(&table);
                 self.current.store(Arc::new(table));
                 m.reloads.with_label_values(&["ok", trigger]).inc();
                 m.last_reload_failed.set(0);

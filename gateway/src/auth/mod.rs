@@ -45,6 +45,13 @@ pub struct Methods {
     pub jwt: bool,
 }
 
+impl Methods {
+    /// `api-key`, `jwt`: the methods accepted, by name.
+    pub fn names(self) -> Vec<&'static str> {
+        [self.api_key.then_some("api-key"), self.jwt.then_some("jwt")].into_iter().flatten().collect()
+    }
+}
+
 /// A route's authentication rules. Routes with `auth = "none"` (the default) have none.
 #[derive(Debug, Clone, Default)]
 pub struct RouteAuth {

@@ -223,3 +223,13 @@ fn rewrite_mistakes_are_reported_with_places() {
         assert!(got.starts_with(want), "{got}\n  wanted {want}\n{e:#?}");
     }
 }
+
+#[test]
+fn bad_hosts_are_reported_with_places() {
+    let src = format!(
+        "{BASE}\n[[routes]]\nname = \"r\"\nmatch = {{ host = \"a.*.example.com\", path = \"/r\" }}\nstage = \"legacy\"\nowner = \"team-a\"\n"
+    );
+    let e = errors(&src);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("r.toml:10:18: error: \"a.*.example.com\" is not a host name or *.suffix"), "{e:?}");
+}

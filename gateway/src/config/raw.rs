@@ -359,6 +359,12 @@ pub struct RawRoute {
     pub cors: Option<Spanned<RawCors>>,
     /// Path and header rewrites per side.
     pub rewrite: Option<RawRewrites>,
+    /// The team or person owning the route (shown by `check`, the admin API, a metric label).
+    pub owner: Option<Spanned<String>>,
+    /// Free text shown by `check` and the admin API.
+    pub description: Option<String>,
+    /// Free-form `key = "value"` pairs shown by `check` and the admin API.
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// `[routes.rewrite]`: one table per side.
@@ -496,6 +502,8 @@ pub struct RawShadowCompare {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
+    /// Host: "api.example.com" or "*.example.com" (any name under it); any host when absent.
+    pub host: Option<Spanned<String>>,
     /// Path pattern: "/api/orders/{id}", exact "/api/categories", prefix "/api/products/**".
     pub path: Spanned<String>,
     /// Allowed methods (any when absent).

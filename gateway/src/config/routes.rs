@@ -14,7 +14,7 @@ use super::upstreams::Upstreams;
 use super::values::{dur, int_in, KNOWN_METHODS};
 use crate::auth::AuthConfig;
 use crate::metrics::RouteMetrics;
-use crate::router::{HeaderMatch, PathPattern, Router, RouterBuildError};
+use crate::router::{HeaderMatch, HostMatch, PathPattern, Router, RouterBuildError};
 use crate::stage::Stage;
 use crate::table::{CanaryPolicy, Compression, GatewaySettings, RetryPolicy, Route, RouteCounters, StickyKey};
 
@@ -62,6 +62,7 @@ pub(super) fn compile_routes(
             metrics: RouteMetrics::new(&name),
             counters: RouteCounters::default(),
             name,
+            host: host(issues, m),
             pattern: pattern(issues, m),
             methods,
             headers: header_filters(issues, r, m),
@@ -79,6 +80,9 @@ pub(super) fn compile_routes(
             limits,
             cors,
             rewrite,
+            owner: r.owner.as_ref().map(|o| o.get_ref().clone()),
+            description: r.description.clone(),
+            labels: r.labels.clone().unwrap_or_default(),
         });
     }
     let router = router(issues, &routes, &spans);
@@ -228,6 +232,18 @@ fn pattern(issues: &mut Issues<'_>, m: &RawMatch) -> PathPattern {
     }
 }
 
+/// `match.host` (any when absent).
+fn host(issues: &mut Issues<'_>, m: &RawMatch) -> Option<HostMatch> {
+    let h = m.host.as_ref()?;
+    match HostMatch::parse(h.get_ref()) {
+        Ok(hm) => Some(hm),
+        Err(e) => {
+            issues.at(h, e, Some("e.g. \"api.example.com\" or \"*.example.com\" (one leading wildcard)".into()));
+            None
+        }
+    }
+}
+
 /// `match.methods` (any when absent).
 fn methods(issues: &mut Issues<'_>, m: &RawMatch) -> Option<Vec<http::Method>> {
     let ms = m.methods.as_ref()?;
@@ -272,7 +288,7 @@ fn router(issues: &mut Issues<'_>, routes: &[Route], spans: &[usize]) -> Option<
                 issues.push(
                     spans[route],
                     format!(
-                        "route {:?} overlaps route {:?} ambiguously (same path pattern, overlapping methods, same header filters)",
+                        "route {:?} overlaps route {:?} ambiguously (same host, same path pattern, overlapping methods, same header filters)",
                         routes[route].name, routes[other].name
                     ),
                     Some(format!(
