@@ -502,14 +502,14 @@ pub struct RawShadowCompare {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
-    /// Host: "api.example.com" or "*.example.com" (any name under it); any host when absent.
-    pub host: Option<Spanned<String>>,
     /// Path pattern: "/api/orders/{id}", exact "/api/categories", prefix "/api/products/**".
     pub path: Spanned<String>,
     /// Allowed methods (any when absent).
     pub methods: Option<Vec<Spanned<String>>>,
     /// Header equality filters (all must match, header names are case-insensitive).
     pub headers: Option<BTreeMap<String, String>>,
+    /// Host: "api.example.com" or "*.example.com" (any name under it); any host when absent.
+    pub host: Option<Spanned<String>>,
 }
 
 /// `retry = { ... }` of a route.
