@@ -334,7 +334,10 @@ impl ProxyHttp for GatewayProxy {
         let req = session.req_header();
         let path = std::str::from_utf8(req.raw_path()).unwrap_or("/");
         let path = path.split('?').next().unwrap_or(path);
-        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri.host());
+        let host = match table.router.has_hosts() {
+            true => req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri.host()),
+            false => None,
+        };
         ctx.route = table.find(host, path, &req.method, &req.headers);
         if let Some(asked) = cors::preflight_method(&req.method, &req.headers) {
             // a preflight is the gateway's to answer, for the route the real request would take

@@ -176,6 +176,12 @@ fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
 }
 
 impl Router {
+    /// Whether some route names a host (else the request's host is never looked at).
+    #[inline]
+    pub fn has_hosts(&self) -> bool {
+        !(self.exact.is_empty() && self.suffix.is_empty())
+    }
+
     /// Builds a path matcher per host key. Routes sharing a host key and a pattern are tried
     /// with more header filters first, then in file order; two of them with overlapping methods
     /// and equal header filters are ambiguous.
@@ -214,7 +220,7 @@ impl Router {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<usize> {
-        if !(self.exact.is_empty() && self.suffix.is_empty()) {
+        if self.has_hosts() {
             if let Some(h) = host.map(host_name) {
                 if let Some(i) = self.exact.get(h.as_ref()).and_then(|r| r.find(routes, path, method, headers)) {
                     return Some(i);

@@ -286,3 +286,55 @@ async fn api_keys_rotate_and_the_mirror_carries_the_same_identity() {
     assert_eq!(call(gw, "/mirrored/2", &[]).await.0, 401);
     assert!(f.legacy.seen("/mirrored/2").is_empty() && f.svc.seen("/mirrored/2").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_jwks_file_is_reloaded_and_a_broken_one_keeps_the_last_keys() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let key = |kid: &str, secret: &[u8]| json!({"kty": "oct", "kid": kid, "k": b64url(secret)});
+    std::fs::write(&jwks, json!({"keys": [key("old", b"old secret")]}).to_string()).unwrap();
+    let cfg = format!(
+        "{}\n[auth.jwt]\nalgorithms = [\"HS256\"]\njwks_file = \"{}\"\n\n[[routes]]\nname = \"jwt\"\nmatch = {{ path = \"/jwt\" }}\nstage = \"legacy\"\nauth = \"jwt\"\n",
+        upstreams(legacy.addr, svc.addr),
+        jwks.display()
+    );
+    let gw = Gateway::start(&cfg);
+    let mut c = claims("x");
+    c.as_object_mut().unwrap().remove("aud");
+    let token = |kid: &str, secret: &[u8]| {
+        format!("Bearer {}", sign(Algorithm::HS256, kid, &EncodingKey::from_secret(secret), &c))
+    };
+    let status = |t: String| {
+        let gw = &gw;
+        async move { call(gw, "/jwt", &[("authorization", &t)]).await.0 }
+    };
+    assert_eq!(status(token("old", b"old secret")).await, 200);
+    assert_eq!(status(token("new", b"new secret")).await, 401);
+
+    // wait for the reload the key file triggers (routes.toml is unchanged: same version)
+    let reloads = |n: u32| format!("strangler_gateway_config_reloads_total{{result=\"ok\",trigger=\"keys\"}} {n}");
+    let wait_for = |what: String| {
+        let gw = &gw;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !gw.metrics().await.contains(&what) {
+                assert!(std::time::Instant::now() < deadline, "never saw {what}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let tmp = dir.path().join(".jwks.tmp");
+    std::fs::write(&tmp, json!({"keys": [key("old", b"old secret"), key("new", b"new secret")]}).to_string()).unwrap();
+    std::fs::rename(&tmp, &jwks).unwrap();
+    wait_for(reloads(1)).await;
+    assert_eq!(status(token("new", b"new secret")).await, 200);
+
+    // a JWKS that cannot be parsed is refused; the last good keys keep serving
+    std::fs::write(&tmp, "{ not json").unwrap();
+    std::fs::rename(&tmp, &jwks).unwrap();
+    wait_for("strangler_gateway_config_reloads_total{result=\"error\",trigger=\"keys\"} 1".into()).await;
+    assert_eq!(status(token("new", b"new secret")).await, 200);
+    let errors = gw.admin_get("/admin/config-errors").await;
+    assert!(errors.to_string().contains("JWKS file"), "{errors}");
+}
