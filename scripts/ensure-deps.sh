@@ -22,6 +22,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # the dashboard's browser tests (gateway/tests/ui.rs): headless Chromium driven over WebDriver
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# the gateway's shared rate limit tests start their own redis-server on a free port
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${1:-}" = "--perf" ]; then
     command -v nginx >/dev/null 2>&1 || need+=(nginx)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)

@@ -11,6 +11,7 @@ use strangler_gateway::access_log::AccessLog;
 use strangler_gateway::admin::{self, AdminState};
 use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
+use strangler_gateway::limits::LimitService;
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
 use strangler_gateway::rollout::cli as rollout_cli;
@@ -374,6 +375,13 @@ fn run(
             return ExitCode::from(1);
         }
     };
+    let limits = match LimitService::start(settings.redis.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot start the rate limiter: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let rollouts = start_rollouts(&config, &settings, &store, &shadow);
     if let Err(e) = background::spawn(store.clone(), Some(rollouts.clone())) {
         eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
@@ -419,7 +427,7 @@ fn run(
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy { store: store.clone(), shadow, access_log },
+        GatewayProxy { store: store.clone(), shadow, access_log, limits },
         "strangler-gateway",
     );
     service.add_tcp(&settings.listen.to_string());

@@ -39,6 +39,15 @@ pub struct Metrics {
     pub internal_headers_stripped: IntCounter,
     /// `strangler_gateway_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// `strangler_gateway_auth_denied_total{route,reason}`: 401s and 403s the gateway answered.
+    pub auth_denied: IntCounterVec,
+    /// `strangler_gateway_rate_limited_total{route,consumer}`: 429s (consumer `-` when none).
+    pub rate_limited: IntCounterVec,
+    /// `strangler_gateway_rate_limit_fail_open_total`: requests let through because Redis did
+    /// not answer within the budget.
+    pub rate_limit_fail_open: IntCounter,
+    /// `strangler_gateway_route_info{route,owner,stage}` 1 for every route being served.
+    pub route_info: IntGaugeVec,
 }
 
 /// The process-wide metrics.
@@ -105,8 +114,35 @@ pub fn metrics() -> &'static Metrics {
             "Access log lines dropped because the writer fell behind",
         )
         .expect("metric");
+        let auth_denied = IntCounterVec::new(
+            Opts::new(
+                "strangler_gateway_auth_denied_total",
+                "Requests refused for missing, bad or unauthorized credentials",
+            ),
+            &["route", "reason"],
+        )
+        .expect("metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new("strangler_gateway_rate_limited_total", "Requests refused with 429 by a rate limit"),
+            &["route", "consumer"],
+        )
+        .expect("metric");
+        let rate_limit_fail_open = IntCounter::new(
+            "strangler_gateway_rate_limit_fail_open_total",
+            "Requests let through because Redis (shared rate limits) did not answer in time",
+        )
+        .expect("metric");
+        let route_info = IntGaugeVec::new(
+            Opts::new("strangler_gateway_route_info", "The routes being served, with their owner and stage (value 1)"),
+            &["route", "owner", "stage"],
+        )
+        .expect("metric");
         for c in [
             Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(route_info.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(rate_limit_fail_open.clone()),
+            Box::new(auth_denied.clone()),
             Box::new(internal_headers_stripped.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
@@ -135,6 +171,10 @@ pub fn metrics() -> &'static Metrics {
             spans_dropped,
             internal_headers_stripped,
             access_log_dropped,
+            auth_denied,
+            rate_limited,
+            rate_limit_fail_open,
+            route_info,
         }
     })
 }
@@ -145,6 +185,14 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Lists the routes being served: (name, owner or `-`, stage).
+    pub fn set_routes<'a>(&self, routes: impl Iterator<Item = (&'a str, &'a str, &'a str)>) {
+        self.route_info.reset();
+        for (route, owner, stage) in routes {
+            self.route_info.with_label_values(&[route, owner, stage]).set(1);
+        }
     }
 
     /// Marks `version` as the one serving.

@@ -60,6 +60,13 @@ fn read(path: &Path, display: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// `strangler_gateway_route_info` for the routes of `table`.
+fn set_route_info(table: &RouteTable) {
+    metrics().set_routes(
+        table.routes.iter().map(|r| (r.name.as_str(), r.owner.as_deref().unwrap_or("-"), r.stage.as_str())),
+    );
+}
+
 impl ConfigStore {
     /// Loads the file for the first time; the caller exits with code 2 on error.
     pub fn open(path: impl Into<PathBuf>) -> Result<Arc<Self>, ConfigError> {
@@ -73,6 +80,7 @@ impl ConfigStore {
         let src = read(&path, &display)?;
         let table = load_with_overlay(&display, &src, None, &system_resolve, &overlay)?;
         metrics().set_version(&table.version);
+        set_route_info(&table);
         Ok(Arc::new(Self {
             path,
             display,
@@ -155,6 +163,7 @@ impl ConfigStore {
                 }
                 let version = table.version.clone();
                 m.set_version(&version);
+                set_route_info(&table);
                 let table = Arc::new(table);
                 let old = self.current.swap(table.clone());
                 if let Some(hook) = self.on_reload.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -262,6 +271,12 @@ impl ConfigStore {
         table.settings.tls.as_ref().is_some_and(|t| files_fingerprint(&t.files) != t.fingerprint)
     }
 
+    /// Whether an API key file or the JWKS file of the serving config changed on disk.
+    pub fn auth_files_changed(&self) -> bool {
+        let table = self.current.load();
+        !table.auth.files.is_empty() && files_fingerprint(&table.auth.files) != table.auth.fingerprint
+    }
+
     /// Directories to watch: the config file's, and those of the serving certificates and keys.
     fn watched_dirs(&self) -> HashSet<PathBuf> {
         let parent = |p: &Path| {
@@ -271,9 +286,11 @@ impl ConfigStore {
                 .unwrap_or_else(|| PathBuf::from("."))
         };
         let mut dirs: HashSet<PathBuf> = HashSet::from([parent(&self.path)]);
-        if let Some(tls) = &self.current.load().settings.tls {
+        let table = self.current.load();
+        if let Some(tls) = &table.settings.tls {
             dirs.extend(tls.files.iter().map(|f| parent(f)));
         }
+        dirs.extend(table.auth.files.iter().map(|f| parent(f)));
         dirs
     }
 
@@ -306,6 +323,8 @@ impl ConfigStore {
                         let _ = store.reload("file");
                     } else if store.tls_files_changed() {
                         let _ = store.reload("tls");
+                    } else if store.auth_files_changed() {
+                        let _ = store.reload("keys");
                     }
                     // a reload may name certificates in directories not watched yet
                     for dir in store.watched_dirs() {

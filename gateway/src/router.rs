@@ -11,8 +11,44 @@ pub struct HeaderMatch {
     pub value: HeaderValue,
 }
 
-/// What the router needs to know of a route: its pattern, methods and header filters.
+/// `match.host`: an exact name, or `*.example.com` (any name ending in `.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lowercase, without a port.
+    Exact(String),
+    /// The suffix with its leading dot (`.example.com`), lowercase.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Parses `api.example.com` or `*.example.com`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if name.is_empty() || !name.split('.').all(label_ok) {
+            return Err(format!("{s:?} is not a host name or *.suffix"));
+        }
+        Ok(if wild { HostMatch::Suffix(format!(".{name}")) } else { HostMatch::Exact(name.to_string()) })
+    }
+
+    pub fn source(&self) -> String {
+        match self {
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Suffix(s) => format!("*{s}"),
+        }
+    }
+}
+
+/// What the router needs to know of a route: its host, pattern, methods and header filters.
 pub trait RouteKey {
+    /// `None`: any host.
+    fn host(&self) -> Option<&HostMatch>;
     fn pattern(&self) -> &PathPattern;
     /// `None`: any method.
     fn methods(&self) -> Option<&[Method]>;
@@ -99,12 +135,37 @@ pub enum RouterBuildError {
     Conflict { route: usize, message: String },
 }
 
-/// Compiled matcher over a route list.
+/// Compiled matcher over a route list: a path matcher per exact host, per wildcard suffix, and
+/// one for routes without a host. A request tries its exact host, then its suffixes from the
+/// longest, then the routes for any host: a lookup per label of the request's host, whatever
+/// the number of hosts configured.
 #[derive(Debug)]
 pub struct Router {
+    any: PathRouter,
+    exact: std::collections::HashMap<String, PathRouter>,
+    suffix: std::collections::HashMap<String, PathRouter>,
+}
+
+/// The path matcher over the routes of one host key.
+#[derive(Debug)]
+struct PathRouter {
     trie: matchit::Router<usize>,
     /// Route indices per distinct pattern, in the order they are tried.
     groups: Vec<Vec<usize>>,
+}
+
+/// The host of a request, lowercase and without its port.
+fn host_name(h: &str) -> std::borrow::Cow<'_, str> {
+    let name = match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') => &h[..i],
+        _ => h,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
@@ -115,14 +176,75 @@ fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
 }
 
 impl Router {
-    /// Builds the trie. Routes sharing a pattern are tried with more header filters first,
-    /// then in file order; two of them with overlapping methods and equal header filters are
-    /// ambiguous.
+    /// Whether some route names a host (else the request's host is never looked at).
+    #[inline]
+    pub fn has_hosts(&self) -> bool {
+        !(self.exact.is_empty() && self.suffix.is_empty())
+    }
+
+    /// Builds a path matcher per host key. Routes sharing a host key and a pattern are tried
+    /// with more header filters first, then in file order; two of them with overlapping methods
+    /// and equal header filters are ambiguous.
     pub fn build<R: RouteKey>(routes: &[R]) -> Result<Self, Vec<RouterBuildError>> {
         let mut errors = Vec::new();
+        let mut any = Vec::new();
+        let mut exact: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        let mut suffix: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, r) in routes.iter().enumerate() {
+            match r.host() {
+                None => any.push(i),
+                Some(HostMatch::Exact(h)) => exact.entry(h.clone()).or_default().push(i),
+                Some(HostMatch::Suffix(s)) => suffix.entry(s.clone()).or_default().push(i),
+            }
+        }
+        let mut build = |members: &[usize]| PathRouter::build(routes, members, &mut errors);
+        let router = Router {
+            any: build(&any),
+            exact: exact.into_iter().map(|(h, m)| (h, build(&m))).collect(),
+            suffix: suffix.into_iter().map(|(h, m)| (h, build(&m))).collect(),
+        };
+        if errors.is_empty() {
+            Ok(router)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The index of the route taking this request (`host`: the Host header or the authority).
+    #[inline]
+    pub fn find<R: RouteKey>(
+        &self,
+        routes: &[R],
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<usize> {
+        if self.has_hosts() {
+            if let Some(h) = host.map(host_name) {
+                if let Some(i) = self.exact.get(h.as_ref()).and_then(|r| r.find(routes, path, method, headers)) {
+                    return Some(i);
+                }
+                if !self.suffix.is_empty() {
+                    let found = h.match_indices('.').find_map(|(dot, _)| {
+                        self.suffix.get(&h[dot..]).and_then(|r| r.find(routes, path, method, headers))
+                    });
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+            }
+        }
+        self.any.find(routes, path, method, headers)
+    }
+}
+
+impl PathRouter {
+    fn build<R: RouteKey>(routes: &[R], members: &[usize], errors: &mut Vec<RouterBuildError>) -> Self {
         let mut by_pattern: std::collections::HashMap<&str, usize> = Default::default();
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        for (i, r) in routes.iter().enumerate() {
+        for &i in members {
+            let r = &routes[i];
             let g = *by_pattern.entry(r.pattern().canonical.as_str()).or_insert_with(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
@@ -144,16 +266,11 @@ impl Router {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(Self { trie, groups })
-        } else {
-            Err(errors)
-        }
+        Self { trie, groups }
     }
 
-    /// The index of the route taking this request, if any.
     #[inline]
-    pub fn find<R: RouteKey>(&self, routes: &[R], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+    fn find<R: RouteKey>(&self, routes: &[R], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
         let m = self.trie.at(path).ok()?;
         self.groups[*m.value].iter().copied().find(|&i| {
             let r = &routes[i];
@@ -250,9 +367,59 @@ stage = "legacy"
                 h.insert(*k, v.parse().unwrap());
             }
             let m = http::Method::from_bytes(method.as_bytes()).unwrap();
-            let got = t.router.find(&t.routes, path, &m, &h).map(|i| t.routes[i].name.as_str());
+            let got = t.router.find(&t.routes, None, path, &m, &h).map(|i| t.routes[i].name.as_str());
             assert_eq!(got, *want, "{method} {path} {headers:?}");
         }
+    }
+
+    #[test]
+    fn hosts_are_matched_exactly_then_by_suffix_then_any() {
+        let src = r#"
+[defaults]
+upstream = "legacy"
+[upstreams.legacy]
+endpoints = ["127.0.0.1:1"]
+[[routes]]
+name = "api-orders"
+match = { host = "api.example.com", path = "/orders" }
+stage = "legacy"
+[[routes]]
+name = "shops"
+match = { host = "*.shop.example.com", path = "/orders" }
+stage = "legacy"
+[[routes]]
+name = "deep-shop"
+match = { host = "*.eu.shop.example.com", path = "/orders" }
+stage = "legacy"
+[[routes]]
+name = "any"
+match = { path = "/**" }
+stage = "legacy"
+"#;
+        let t = load_str("t.toml", src, None).unwrap();
+        let cases: &[(Option<&str>, &str, Option<&str>)] = &[
+            (Some("api.example.com"), "/orders", Some("api-orders")),
+            (Some("API.Example.com:8080"), "/orders", Some("api-orders")),
+            (Some("api.example.com."), "/orders", Some("api-orders")),
+            (Some("api.example.com"), "/other", Some("any")),
+            (Some("a.shop.example.com"), "/orders", Some("shops")),
+            (Some("a.b.shop.example.com"), "/orders", Some("shops")),
+            (Some("a.eu.shop.example.com"), "/orders", Some("deep-shop")),
+            (Some("shop.example.com"), "/orders", Some("any")),
+            (Some("evil-api.example.com"), "/orders", Some("any")),
+            (None, "/orders", Some("any")),
+        ];
+        let h = http::HeaderMap::new();
+        for (host, path, want) in cases {
+            let got = t.router.find(&t.routes, *host, path, &http::Method::GET, &h).map(|i| t.routes[i].name.as_str());
+            assert_eq!(got, *want, "{host:?} {path}");
+        }
+        assert!(super::HostMatch::parse("a.*.example.com").is_err());
+        assert!(super::HostMatch::parse("*").is_err());
+        // the same host and pattern twice is ambiguous; different hosts are not
+        let dup = src.replace("*.eu.shop.example.com", "api.example.com");
+        let e = load_str("t.toml", &dup, None).unwrap_err().to_string();
+        assert!(e.contains("overlaps route \"api-orders\" ambiguously"), "{e}");
     }
 
     #[test]
@@ -276,7 +443,7 @@ stage = "legacy"
         }
         let t = load_str("t.toml", &s, None).unwrap();
         let h = http::HeaderMap::new();
-        let i = t.router.find(&t.routes, "/gen/999/items/5", &http::Method::GET, &h).unwrap();
+        let i = t.router.find(&t.routes, None, "/gen/999/items/5", &http::Method::GET, &h).unwrap();
         assert_eq!(t.routes[i].name, "r999");
     }
 }

@@ -8,9 +8,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use crate::auth::{AuthConfig, RouteAuth};
+use crate::client_ip::Cidr;
+use crate::cors::CorsPolicy;
+use crate::limits::redis::RedisSettings;
+use crate::limits::rules::RateLimit;
 use crate::metrics::RouteMetrics;
+use crate::rewrite::Rewrites;
 use crate::rollout::plan::{Placement, RolloutPlan};
-use crate::router::{HeaderMatch, PathPattern, RouteKey, Router};
+use crate::router::{HeaderMatch, HostMatch, PathPattern, RouteKey, Router};
 use crate::shadow::policy::{ShadowSettings, ShadowSpec};
 use crate::stage::{Side, Stage};
 
@@ -46,6 +52,10 @@ pub struct GatewaySettings {
     pub access_log: Option<AccessLogSettings>,
     /// Where rollout state and history are kept (None: beside routes.toml).
     pub rollout_state_dir: Option<std::path::PathBuf>,
+    /// Proxies whose X-Forwarded-For is believed for the client IP.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Redis for shared rate limits (read at start).
+    pub redis: Option<RedisSettings>,
 }
 
 /// `[gateway.access_log]`.
@@ -123,6 +133,8 @@ impl Default for RetryPolicy {
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    /// `match.host`; `None`: any host.
+    pub host: Option<HostMatch>,
     pub pattern: PathPattern,
     pub methods: Option<Vec<Method>>,
     pub headers: Vec<HeaderMatch>,
@@ -147,6 +159,18 @@ pub struct Route {
     pub plan: Placement,
     /// The route's progressive rollout, if it has one.
     pub rollout: Option<Arc<RolloutPlan>>,
+    /// Authentication rules (`auth`, `consumers`, `claims`); `None`: open (`auth = "none"`).
+    pub auth: Option<Box<RouteAuth>>,
+    /// Rate limits (`[[routes.rate_limit]]`); `None`: unlimited.
+    pub limits: Option<Box<[RateLimit]>>,
+    /// CORS (`[routes.cors]`).
+    pub cors: Option<Box<CorsPolicy>>,
+    /// Path and header rewrites per side (`[routes.rewrite]`).
+    pub rewrite: Option<Box<Rewrites>>,
+    /// Metadata: who owns the route, what it is, free-form labels.
+    pub owner: Option<String>,
+    pub description: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Metric handles, resolved once per route.
     pub metrics: RouteMetrics,
     /// What the request path counts for the canary split and the retry budget.
@@ -154,6 +178,9 @@ pub struct Route {
 }
 
 impl RouteKey for Route {
+    fn host(&self) -> Option<&HostMatch> {
+        self.host.as_ref()
+    }
     fn pattern(&self) -> &PathPattern {
         &self.pattern
     }
@@ -256,6 +283,12 @@ impl Route {
                 }
             }
         }
+    }
+
+    /// Whether admission has anything to check (credentials or rate limits).
+    #[inline]
+    pub fn admits(&self) -> bool {
+        self.auth.is_some() || self.limits.is_some()
     }
 
     /// Counts a request for the retry budget.
@@ -524,6 +557,8 @@ pub struct RouteTable {
     pub default_metrics: RouteMetrics,
     /// Some route compresses responses.
     pub any_compression: bool,
+    /// Consumers, API keys and JWT keys (`[consumers]`, `[auth]`).
+    pub auth: AuthConfig,
     /// Hex hash of the source text.
     pub version: String,
     pub loaded_at: SystemTime,
@@ -553,6 +588,7 @@ impl RouteTable {
             upstreams,
             legacy,
             any_compression: routes.iter().any(|r| r.compression.is_some()),
+            auth: AuthConfig::default(),
             routes,
             router,
             default_metrics: RouteMetrics::new("_default"),
@@ -561,109 +597,10 @@ impl RouteTable {
         }
     }
 
-    /// The route taking this request, if any.
+    /// The route taking this request, if any (`host`: the Host header or the authority).
     #[inline]
-    pub fn find(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
-        self.router.find(&self.routes, path, method, headers)
-    }
-
-    /// The effective configuration as JSON (admin API, `check`).
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let up_name = |i: usize| self.upstreams[i].name.clone();
-        json!({
-            "version": self.version,
-            "loaded_at_unix": self.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            "listen": self.settings.listen.to_string(),
-            "admin_listen": self.settings.admin_listen.to_string(),
-            "defaults": { "upstream": up_name(self.legacy), "request_timeout_ms": self.settings.request_timeout.as_millis() as u64 },
-            "upstreams": self.upstreams.iter().map(|u| json!({
-                "name": u.name,
-                "balance": match u.balance { Balance::RoundRobin => "round_robin", Balance::LeastConn => "least_conn" },
-                "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
-                "read_timeout_ms": u.read_timeout.as_millis() as u64,
-                "health_check": u.health.as_ref().map(|h| json!({"path": h.path, "interval_ms": h.interval.as_millis() as u64})),
-                "endpoints": u.endpoints.iter().map(|e| json!({
-                    "addr": e.addr.to_string(),
-                    "host": e.host,
-                    "healthy": e.healthy.load(Ordering::Relaxed),
-                    "ejected": e.ejected(),
-                    "inflight": e.inflight.load(Ordering::Relaxed),
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "routes": self.routes.iter().map(|r| json!({
-                "name": r.name,
-                "path": r.pattern.source,
-                "methods": r.methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_string()).collect::<Vec<_>>()),
-                "headers": r.headers.iter().map(|h| (h.name.as_str().to_string(), h.value.to_str().unwrap_or("").to_string())).collect::<std::collections::BTreeMap<_, _>>(),
-                "stage": r.stage.as_str(),
-                "to": r.to.map(up_name),
-                "weight": r.canary.weight_bp / 100,
-                "sticky": r.canary.sticky.as_ref().map(|s| match s { StickyKey::Header(h) => format!("header:{h}"), StickyKey::Cookie(c) => format!("cookie:{c}") }),
-                "fallback": r.fallback_legacy.then_some("legacy"),
-                "timeout_ms": r.timeout.as_millis() as u64,
-                "retry": { "attempts": r.retry.attempts, "on_5xx": r.retry.on_5xx, "budget": r.retry.budget_ratio },
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    /// The effective route table as aligned text (`check`).
-    pub fn to_text(&self) -> String {
-        let mut rows = vec![[
-            "ROUTE".to_string(),
-            "METHODS".into(),
-            "PATH".into(),
-            "STAGE".into(),
-            "TO".into(),
-            "WEIGHT".into(),
-            "STICKY".into(),
-            "FALLBACK".into(),
-            "TIMEOUT".into(),
-            "RETRY".into(),
-        ]];
-        for r in &self.routes {
-            let mut path = r.pattern.source.clone();
-            for h in &r.headers {
-                path.push_str(&format!(" [{}={}]", h.name, h.value.to_str().unwrap_or("?")));
-            }
-            rows.push([
-                r.name.clone(),
-                r.methods
-                    .as_ref()
-                    .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
-                    .unwrap_or_else(|| "*".into()),
-                path,
-                r.stage.as_str().into(),
-                r.to.map(|i| self.upstreams[i].name.clone()).unwrap_or_else(|| "-".into()),
-                if r.stage == Stage::Canary { format!("{}%", r.canary.weight_bp / 100) } else { "-".into() },
-                match &r.canary.sticky {
-                    Some(StickyKey::Header(h)) => format!("header:{h}"),
-                    Some(StickyKey::Cookie(c)) => format!("cookie:{c}"),
-                    None => "-".into(),
-                },
-                if r.fallback_legacy { "legacy".into() } else { "-".into() },
-                humantime::format_duration(r.timeout).to_string(),
-                if r.retry.attempts > 0 {
-                    format!("{}{}", r.retry.attempts, if r.retry.on_5xx { "+5xx" } else { "" })
-                } else {
-                    "-".into()
-                },
-            ]);
-        }
-        let mut out = crate::columns::render(&rows);
-        out.push_str(&format!("default -> {}  (version {})\n", self.upstreams[self.legacy].name, self.version));
-        for u in &self.upstreams {
-            let eps: Vec<String> = u
-                .endpoints
-                .iter()
-                .map(|e| match &e.host {
-                    Some(h) => format!("{h}={}", e.addr),
-                    None => e.addr.to_string(),
-                })
-                .collect();
-            out.push_str(&format!("upstream {} = [{}]\n", u.name, eps.join(", ")));
-        }
-        out
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+        self.router.find(&self.routes, host, path, method, headers)
     }
 }
 

@@ -76,7 +76,7 @@ stage = "legacy"
     assert_eq!(code, 2, "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
     assert_eq!(lines.len(), 5, "{err}");
-    assert!(lines[0].ends_with("routes.toml:8:24: error: unknown field `methds`, expected one of `path`, `methods`, `headers` (hint: remove the key or fix its spelling)"), "{err}");
+    assert!(lines[0].ends_with("routes.toml:8:24: error: unknown field `methds`, expected one of `path`, `methods`, `headers`, `host` (hint: remove the key or fix its spelling)"), "{err}");
     assert!(
         lines[1].contains(
             ":9:6: error: unknown upstream \"catalog\" (hint: declare [upstreams.catalog] or use one of: legacy)"

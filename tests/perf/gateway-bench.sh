@@ -11,6 +11,7 @@
 # ALPN h2 (same connections, H2_STREAMS streams in flight on each); both in the same alternating
 # rounds as the plaintext rows. The last line is machine-readable:
 #   RESULT gateway_vs_nginx_rps=... gateway_vs_haproxy_rps=... gateway_vs_nginx_p99=... gateway_user_us_per_req=... nginx_user_us_per_req=...
+#   ... auth_vs_plain_rps=... (a JWT + local rate limit route over the plain extracted route, same gateway)
 #          gateway_vs_nginx_cpu=... https1_vs_nginx_rps=... https2_vs_nginx_rps=... https1_vs_nginx_cpu=... https2_vs_nginx_cpu=... load1=...
 #   (*_cpu: the gateway's user+kernel CPU time per request over nginx's, plain, HTTPS/1.1 and
 #   HTTPS/2; load1: the 1-minute load average at the end)
@@ -140,6 +141,14 @@ EOF
 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 declare -A PID_OF=([haproxy]=$!)
 
+# --- a JWKS with one HS256 key, and a token signed with it (openssl HMAC) ----------------------
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+JWT_SECRET=bench-secret-for-the-auth-row
+printf '{"keys":[{"kty":"oct","kid":"bench","alg":"HS256","k":"%s"}]}' \
+  "$(printf %s "$JWT_SECRET" | b64url)" > "$WORK/jwks.json"
+JWT_SIGNED="$(printf '{"alg":"HS256","typ":"JWT","kid":"bench"}' | b64url).$(printf '{"sub":"bench","exp":%d}' $(( $(date +%s) + 86400 )) | b64url)"
+JWT="$JWT_SIGNED.$(printf %s "$JWT_SIGNED" | openssl dgst -sha256 -hmac "$JWT_SECRET" -binary | b64url)"
+
 # --- strangler-gateway, one thread, 1,000 routes ----------------------------------------------
 {
   echo "[gateway]"
@@ -160,6 +169,15 @@ declare -A PID_OF=([haproxy]=$!)
   echo "endpoints = [\"127.0.0.1:$UP\"]"
   echo "[upstreams.svc]"
   echo "endpoints = [\"127.0.0.1:$UP\"]"
+  # the gateway-auth row: a JWT (HS256) route with a local per-consumer rate limit set high
+  # enough never to refuse, to measure what authentication and limiting cost per request
+  echo "[auth.jwt]"
+  echo "algorithms = [\"HS256\"]"
+  echo "jwks_file = \"$WORK/jwks.json\""
+  echo "[consumers.bench]"
+  echo "jwt_subjects = [\"bench\"]"
+  printf '[[routes]]\nname = "authed"\nmatch = { path = "/api/authed/items/{id}" }\nto = "svc"\nstage = "extracted"\n'
+  printf 'auth = "jwt"\nrate_limit = [{ by = "consumer", rps = 1000000, burst = 1000000 }]\n'
   for i in $(seq 0 999); do
     case $((i % 4)) in
       0) stage='stage = "legacy"' ;;
@@ -200,7 +218,10 @@ for n in $NAMES; do PROC[$n]=$n; TOOL[$n]=wrk; done
 URL=([nginx]="http://127.0.0.1:$NGX$TARGET" [haproxy]="http://127.0.0.1:$HAP$TARGET"
      [gateway]="http://127.0.0.1:$GW$TARGET" [pingora]="http://127.0.0.1:${MIN:-0}$TARGET"
      [pg-core]="http://127.0.0.1:${CORE:-0}$TARGET")
-CASES=$NAMES
+# the same gateway, a route with JWT auth and a local rate limit
+PROC+=([gateway-auth]=gateway); TOOL+=([gateway-auth]=wrk)
+URL+=([gateway-auth]="http://127.0.0.1:$GW/api/authed/items/9")
+CASES="$NAMES gateway-auth"
 if [[ $TLS == 1 ]]; then
   # wrk offers no ALPN, so *-https1 is HTTP/1.1 over TLS; h2load offers only h2 (checked per run)
   PROC+=([nginx-https1]=nginx [gateway-https1]=gateway [nginx-h2]=nginx [gateway-h2]=gateway)
@@ -213,6 +234,8 @@ REVERSED=$(tr ' ' '\n' <<<"$CASES" | tac | tr '\n' ' ')
 # run_case CASE SECONDS: one load run bounded in time, sets RUN_RPS RUN_P50 RUN_P99 RUN_REQS
 run_case() {
   local DURATION=$2
+  local WRK_HEADER=""
+  [[ $1 == gateway-auth ]] && WRK_HEADER="Authorization: Bearer $JWT"
   if [[ ${TOOL[$1]} == h2load ]]; then h2load_run "${URL[$1]}"; else wrk_run "${URL[$1]}"; fi
 }
 
@@ -266,6 +289,9 @@ echo
 printf 'gateway / nginx   %8s %8s\n' "req/s" "CPU/req"
 printf '  %-15s %8s %8s\n' "HTTP/1.1" "$(ratio "${MR[gateway]}" "${MR[nginx]}")" "$(cpu_ratio gateway nginx)"
 extra=" gateway_vs_nginx_cpu=$(cpu_ratio gateway nginx)"
+printf '  %-15s %8s %8s   (gateway-auth / gateway)\n' "JWT + limit" "$(ratio "${MR[gateway-auth]}" "${MR[gateway]}")" \
+  "$(cpu_ratio gateway-auth gateway)"
+extra+=" auth_vs_plain_rps=$(ratio "${MR[gateway-auth]}" "${MR[gateway]}")"
 if [[ $TLS == 1 ]]; then
   printf '  %-15s %8s %8s\n' "HTTPS/1.1" "$(ratio "${MR[gateway-https1]}" "${MR[nginx-https1]}")" \
     "$(cpu_ratio gateway-https1 nginx-https1)"

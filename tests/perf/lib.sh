@@ -61,7 +61,8 @@ to_ms() { # wrk latency such as 812.00us / 1.20ms / 1.01s -> ms
 # RUN_REQS (requests completed).
 wrk_run() {
   local out
-  out=$(wrk -t"${WRK_THREADS:-1}" -c"$CONNS" -d"${DURATION}s" --latency "$1")
+  # WRK_HEADER: one extra request header ("Name: value"), e.g. a bearer token
+  out=$(wrk -t"${WRK_THREADS:-1}" -c"$CONNS" -d"${DURATION}s" --latency ${WRK_HEADER:+-H "$WRK_HEADER"} "$1")
   if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers from $1:"; echo "$out"; exit 1; fi
   RUN_RPS=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   RUN_P50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")

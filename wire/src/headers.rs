@@ -21,6 +21,17 @@ pub const INTERNAL_PREFIX: &str = "x-strangler-";
 /// Marks a mirrored request as a dry run (its transaction is rolled back by the service).
 pub const SHADOW_HEADER: &str = "x-strangler-shadow";
 
+/// The consumer (`[consumers.NAME]` of routes.toml) the gateway authenticated the request as. Set
+/// by the gateway only; a client's own value never passes (the whole namespace is stripped).
+pub const CONSUMER_HEADER: &str = "x-strangler-consumer";
+
+/// How the gateway authenticated the request: `api-key` or `jwt`.
+pub const AUTH_METHOD_HEADER: &str = "x-strangler-auth";
+
+/// Prefix of the headers carrying the JWT claims a gateway forwards:
+/// `x-strangler-claim-<claim name, lowercase>`; strings as they are, other JSON values as JSON.
+pub const CLAIM_HEADER_PREFIX: &str = "x-strangler-claim-";
+
 /// What precedes the secret in a dry-run header value.
 const DRY_RUN_PREFIX: &str = "1; secret=";
 

@@ -18,5 +18,8 @@ pub mod headers;
 pub mod traceparent;
 
 pub use error_body::ErrorBody;
-pub use headers::{DryRun, SecretError, SharedSecret, INTERNAL_PREFIX, SHADOW_HEADER};
+pub use headers::{
+    DryRun, SecretError, SharedSecret, AUTH_METHOD_HEADER, CLAIM_HEADER_PREFIX, CONSUMER_HEADER, INTERNAL_PREFIX,
+    SHADOW_HEADER,
+};
 pub use traceparent::TraceParent;

@@ -12,21 +12,25 @@
 //!   [`tls`] (`[gateway.tls]`: the HTTPS listener and its certificates), [`rollout`] (a route's
 //!   `[routes.rollout]`).
 
+mod consumers;
 mod diagnostics;
 mod gateway;
+mod limits;
 pub mod raw;
 mod rollout;
 mod routes;
 mod shadow;
 mod tls;
+mod transforms;
 mod upstreams;
 mod values;
 
 use std::collections::BTreeMap;
 
+pub use consumers::jwks_keys;
 pub use diagnostics::{line_col, ConfigError, ConfigIssue};
-pub use routes::KNOWN_METHODS;
 pub use tls::{files_fingerprint, load_certificate};
+pub use values::KNOWN_METHODS;
 pub use values::{parse_duration, parse_endpoint, system_resolve, EndpointSpec, Resolve};
 
 use crate::rollout::state::Overlay;
@@ -122,13 +126,23 @@ fn compile(
     let upstreams = upstreams::compile_upstreams(&mut issues, &raw.upstreams, previous, resolve, secrets);
     let legacy = upstreams::default_upstream(&mut issues, &raw.defaults, &upstreams);
     let dry_run_secret = gateway::has_dry_run_secret(&raw.gateway);
-    let (routes, router) =
-        routes::compile_routes(&mut issues, &raw.routes, &settings, &upstreams, dry_run_secret, previous, overlay);
+    let auth = consumers::compile_auth(&mut issues, &raw.consumers, raw.auth.as_ref(), secrets);
+    let cx = routes::RouteContext {
+        settings: &settings,
+        upstreams: &upstreams,
+        dry_run_secret,
+        auth: &auth,
+        previous,
+        overlay,
+    };
+    let (routes, router) = routes::compile_routes(&mut issues, &raw.routes, &cx);
     if let Some(err) = issues.into_error() {
         return Err(err);
     }
     let router = router.expect("no issues means the router was built");
-    Ok(RouteTable::new(settings, upstreams.list, legacy, routes, router, src))
+    let mut table = RouteTable::new(settings, upstreams.list, legacy, routes, router, src);
+    table.auth = auth;
+    Ok(table)
 }
 
 /// The comparison rules of every route that has a `[routes.shadow]` table, at any stage, by
@@ -158,3 +172,6 @@ pub fn compare_rules(file: &str, src: &str) -> Result<BTreeMap<String, CompareRu
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod client_tests;

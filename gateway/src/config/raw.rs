@@ -21,6 +21,88 @@ pub struct RawConfig {
     /// Routes, most specific pattern wins; see the README for the precedence rules.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Who calls the API: API keys and JWT subjects by consumer name.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, Spanned<RawConsumer>>,
+    /// How credentials are presented and checked.
+    pub auth: Option<RawAuth>,
+}
+
+/// `[consumers.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// Free text, shown by `check` and the admin API.
+    pub description: Option<String>,
+    /// API keys, never the key itself: `{ sha256 = "<64 hex digits>" }`, `{ env = "VAR" }` or
+    /// `{ file = "/path" }` (the key is read and only its digest kept). Two at once to rotate.
+    pub api_keys: Option<Vec<Spanned<RawApiKey>>>,
+    /// Values of `[auth.jwt] consumer_claim` (default `sub`) that identify this consumer.
+    pub jwt_subjects: Option<Vec<Spanned<String>>>,
+}
+
+/// One API key of a consumer: exactly one of the three keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// SHA-256 of the key, as 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    pub sha256: Option<Spanned<String>>,
+    /// Environment variable holding the key.
+    pub env: Option<Spanned<String>>,
+    /// File holding the key (surrounding whitespace trimmed); reloaded when it changes.
+    pub file: Option<Spanned<String>>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub api_key: Option<RawApiKeyAuth>,
+    pub jwt: Option<Spanned<RawJwtAuth>>,
+}
+
+/// `[auth.api_key]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeyAuth {
+    /// Request header carrying the key (default "x-api-key").
+    pub header: Option<Spanned<String>>,
+}
+
+/// `[auth.jwt]`: bearer tokens in `Authorization`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtAuth {
+    /// Accepted algorithms: "HS256", "RS256", "ES256" (required).
+    pub algorithms: Vec<Spanned<String>>,
+    /// JWKS file with the verification keys (`oct` keys for HS256); reloaded when it changes.
+    pub jwks_file: Spanned<String>,
+    /// Accepted `iss` values (the claim is then required).
+    pub issuer: Option<Vec<Spanned<String>>>,
+    /// Accepted `aud` values (the claim is then required).
+    pub audience: Option<Vec<Spanned<String>>>,
+    /// Clock skew allowed on `exp` and `nbf` (default "30s").
+    pub leeway: Option<Spanned<String>>,
+    /// Claim naming the consumer (default "sub"), matched against `jwt_subjects`.
+    pub consumer_claim: Option<Spanned<String>>,
+    /// Claims forwarded upstream as `x-strangler-claim-<name>`.
+    pub forward_claims: Option<Vec<Spanned<String>>>,
+}
+
+/// `auth = "jwt"` or `auth = ["api-key", "jwt"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAuthMethods {
+    One(String),
+    Any(Vec<String>),
+}
+
+/// `claims = { scope = "orders:read", role = ["admin", "ops"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawClaimValues {
+    One(String),
+    Any(Vec<String>),
 }
 
 /// `[gateway]`: process-level settings. Address changes take effect only at restart.
@@ -80,6 +162,40 @@ pub struct RawGateway {
     /// Where rollout state and history are kept (default: `.strangler/` beside routes.toml;
     /// restart to change).
     pub rollout_state_dir: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed for the client IP (rate limits per IP):
+    /// addresses or CIDR networks, e.g. ["10.0.0.0/8"]. None by default.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// Redis for rate limits shared by several gateways (`shared = true`); restart to change.
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+/// `[gateway.redis]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// "redis://host:port[/db]".
+    pub url: Spanned<String>,
+    /// The longest a request waits for Redis; past it the request is let through (default "5ms").
+    pub budget: Option<Spanned<String>>,
+    /// Prefix of the keys (default "strangler:rl").
+    pub key_prefix: Option<String>,
+}
+
+/// One `[[routes.rate_limit]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// What is counted separately: "route" (default: one bucket for the route), "consumer",
+    /// "ip", or a list (e.g. ["consumer", "ip"]).
+    pub by: Option<Spanned<RawAuthMethods>>,
+    /// Requests per second (or `rpm`).
+    pub rps: Option<Spanned<i64>>,
+    /// Requests per minute (or `rps`).
+    pub rpm: Option<Spanned<i64>>,
+    /// Requests allowed at once (default: the rate).
+    pub burst: Option<Spanned<i64>>,
+    /// Count in `[gateway.redis]`, shared by every gateway using it (default false: local).
+    pub shared: Option<Spanned<bool>>,
 }
 
 /// `[gateway.access_log]`.
@@ -235,6 +351,26 @@ pub struct RawRoute {
     /// A progressive rollout: steps the route moves through on evidence; the route's own
     /// `stage`/`weight` then cap how far it may go.
     pub rollout: Option<Spanned<RawRollout>>,
+    /// "none" (default), "api-key", "jwt", or a list of those accepted (any one suffices).
+    pub auth: Option<Spanned<RawAuthMethods>>,
+    /// Consumers allowed (others get 403); any authenticated caller when absent.
+    pub consumers: Option<Vec<Spanned<String>>>,
+    /// JWT claims required, each with the values accepted.
+    pub claims: Option<Spanned<BTreeMap<String, RawClaimValues>>>,
+    /// Send the credential (Authorization / the API key header) upstream too (default false).
+    pub forward_credentials: Option<bool>,
+    /// Rate limits; every one must let a request through.
+    pub rate_limit: Option<Vec<Spanned<RawRateLimit>>>,
+    /// CORS: preflights answered by the gateway, headers added for allowed origins.
+    pub cors: Option<Spanned<RawCors>>,
+    /// Path and header rewrites per side.
+    pub rewrite: Option<RawRewrites>,
+    /// The team or person owning the route (shown by `check`, the admin API, a metric label).
+    pub owner: Option<Spanned<String>>,
+    /// Free text shown by `check` and the admin API.
+    pub description: Option<String>,
+    /// Free-form `key = "value"` pairs shown by `check` and the admin API.
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// `[routes.rollout]`.
@@ -315,6 +451,62 @@ pub struct RawPrometheusGate {
     pub query: Spanned<String>,
     pub min: Option<Spanned<RawNumber>>,
     pub max: Option<Spanned<RawNumber>>,
+}
+
+/// `[routes.rewrite]`: one table per side.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrites {
+    /// Requests to (and answers from) the legacy upstream.
+    pub legacy: Option<RawSideRewrite>,
+    /// Requests to (and answers from) the extracted upstream, the shadow mirror included.
+    pub extracted: Option<RawSideRewrite>,
+}
+
+/// `[routes.rewrite.legacy]` / `[routes.rewrite.extracted]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSideRewrite {
+    /// New path from the match's parameters, e.g. "/products/{id}" (`{**}`: what `/**` matched).
+    pub path: Option<Spanned<String>>,
+    /// Removed from the front of the path when present.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Put in front of the path (after `strip_prefix`).
+    pub add_prefix: Option<Spanned<String>>,
+    /// Headers of the request sent to this side.
+    pub request_headers: Option<RawHeaderOps>,
+    /// Headers of this side's answer.
+    pub response_headers: Option<RawHeaderOps>,
+}
+
+/// `{ set = {..}, add = {..}, remove = [..] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderOps {
+    /// Replace (or create) these headers.
+    pub set: Option<BTreeMap<String, Spanned<String>>>,
+    /// Append these values.
+    pub add: Option<BTreeMap<String, Spanned<String>>>,
+    /// Remove these headers.
+    pub remove: Option<Vec<Spanned<String>>>,
+}
+
+/// `[routes.cors]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Allowed origins ("https://shop.example.com"), or ["*"] for any (not with credentials).
+    pub allow_origins: Vec<Spanned<String>>,
+    /// Allowed methods (default: the route's `methods`, else GET, HEAD, POST).
+    pub allow_methods: Option<Vec<Spanned<String>>>,
+    /// Request headers allowed (default: whatever the preflight asks for).
+    pub allow_headers: Option<Vec<Spanned<String>>>,
+    /// Response headers the browser may read.
+    pub expose_headers: Option<Vec<Spanned<String>>>,
+    /// Allow cookies and credentials (default false).
+    pub allow_credentials: Option<bool>,
+    /// How long a browser may cache a preflight answer, e.g. "10m".
+    pub max_age: Option<Spanned<String>>,
 }
 
 /// `[routes.compression]`.
@@ -402,6 +594,8 @@ pub struct RawMatch {
     pub methods: Option<Vec<Spanned<String>>>,
     /// Header equality filters (all must match, header names are case-insensitive).
     pub headers: Option<BTreeMap<String, String>>,
+    /// Host: "api.example.com" or "*.example.com" (any name under it); any host when absent.
+    pub host: Option<Spanned<String>>,
 }
 
 /// `retry = { ... }` of a route.

@@ -3,38 +3,50 @@
 
 use std::collections::HashMap;
 
+use super::consumers::route_auth;
 use super::diagnostics::Issues;
 use super::gateway::body_limit;
+use super::limits::route_limits;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::rollout::rollout_plan;
 use super::shadow::{check_dry_run_secret, shadow_rules};
+use super::transforms::{cors, rewrites};
 use super::upstreams::Upstreams;
-use super::values::{dur, int_in};
+use super::values::{dur, int_in, KNOWN_METHODS};
+use crate::auth::AuthConfig;
 use crate::metrics::RouteMetrics;
 use crate::rollout::plan::Placement;
 use crate::rollout::state::Overlay;
-use crate::router::{HeaderMatch, PathPattern, Router, RouterBuildError};
+use crate::router::{HeaderMatch, HostMatch, PathPattern, Router, RouterBuildError};
 use crate::stage::Stage;
 use crate::table::{
     CanaryPolicy, Compression, GatewaySettings, RetryPolicy, Route, RouteCounters, RouteTable, StickyKey,
 };
 
-/// Methods a route may name.
-pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-
 const STAGES: &str = "legacy, shadow, canary, extracted";
+
+/// What the routes are compiled against: the other sections, and where rollouts stand.
+pub(super) struct RouteContext<'a> {
+    pub settings: &'a GatewaySettings,
+    pub upstreams: &'a Upstreams,
+    /// `[gateway]` names a dry-run secret.
+    pub dry_run_secret: bool,
+    pub auth: &'a AuthConfig,
+    /// The serving table (where a new rollout starts from).
+    pub previous: Option<&'a RouteTable>,
+    /// Where each rollout stands.
+    pub overlay: &'a Overlay,
+}
 
 /// Compiles every route in file order, and the router over them (`None` when it could not be
 /// built; the reason is reported).
 pub(super) fn compile_routes(
     issues: &mut Issues<'_>,
     raw: &[RawRoute],
-    settings: &GatewaySettings,
-    upstreams: &Upstreams,
-    dry_run_secret: bool,
-    previous: Option<&RouteTable>,
-    overlay: &Overlay,
+    cx: &RouteContext<'_>,
 ) -> (Vec<Route>, Option<Router>) {
+    let RouteContext { settings, upstreams, dry_run_secret, auth, previous, overlay } = *cx;
+    let consumer_names: Vec<&str> = auth.consumers.iter().map(|c| c.name.as_str()).collect();
     let mut routes: Vec<Route> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut spans: Vec<usize> = Vec::new();
@@ -71,13 +83,19 @@ pub(super) fn compile_routes(
         let m = r.matcher.get_ref();
         let shadow = shadow_rules(issues, r, stage, validate_as, to);
         check_dry_run_secret(issues, r, dry_run_secret);
+        let route_auth = route_auth(issues, r, auth, &consumer_names);
+        let limits = route_limits(issues, r, settings.redis.is_some());
+        let methods = methods(issues, m);
+        let cors = cors(issues, r, methods.as_deref());
+        let rewrite = rewrites(issues, r);
         spans.push(r.matcher.span().start);
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
             counters: RouteCounters::default(),
             name,
+            host: host(issues, m),
             pattern: pattern(issues, m),
-            methods: methods(issues, m),
+            methods,
             headers: header_filters(issues, r, m),
             stage,
             to,
@@ -91,6 +109,13 @@ pub(super) fn compile_routes(
             shadow,
             plan,
             rollout,
+            auth: route_auth,
+            limits,
+            cors,
+            rewrite,
+            owner: r.owner.as_ref().map(|o| o.get_ref().clone()),
+            description: r.description.clone(),
+            labels: r.labels.clone().unwrap_or_default(),
         });
     }
     let router = router(issues, &routes, &spans);
@@ -246,6 +271,18 @@ fn pattern(issues: &mut Issues<'_>, m: &RawMatch) -> PathPattern {
     }
 }
 
+/// `match.host` (any when absent).
+fn host(issues: &mut Issues<'_>, m: &RawMatch) -> Option<HostMatch> {
+    let h = m.host.as_ref()?;
+    match HostMatch::parse(h.get_ref()) {
+        Ok(hm) => Some(hm),
+        Err(e) => {
+            issues.at(h, e, Some("e.g. \"api.example.com\" or \"*.example.com\" (one leading wildcard)".into()));
+            None
+        }
+    }
+}
+
 /// `match.methods` (any when absent).
 fn methods(issues: &mut Issues<'_>, m: &RawMatch) -> Option<Vec<http::Method>> {
     let ms = m.methods.as_ref()?;
@@ -290,7 +327,7 @@ fn router(issues: &mut Issues<'_>, routes: &[Route], spans: &[usize]) -> Option<
                 issues.push(
                     spans[route],
                     format!(
-                        "route {:?} overlaps route {:?} ambiguously (same path pattern, overlapping methods, same header filters)",
+                        "route {:?} overlaps route {:?} ambiguously (same host, same path pattern, overlapping methods, same header filters)",
                         routes[route].name, routes[other].name
                     ),
                     Some(format!(

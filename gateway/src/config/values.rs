@@ -9,7 +9,10 @@ use toml::Spanned;
 
 use super::diagnostics::Issues;
 
-/// Whether compiling reads the secrets the file names.
+/// Methods a route may name.
+pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Whether compiling reads the secrets and key files the file names (offline checks do not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Secrets {
     Read,

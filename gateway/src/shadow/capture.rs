@@ -107,13 +107,26 @@ pub fn finish(
     failed: bool,
     started: Instant,
     table: &RouteTable,
+    route_index: Option<usize>,
     request_id: Option<&HeaderValue>,
 ) {
     let Capture { route, request, request_over, response, .. } = *hook.capture;
+    // each side's request as that side's rewrite makes it (the mirror goes to the extracted side)
+    let rewrites = route_index.and_then(|i| table.routes.get(i)).and_then(|r| r.rewrite.as_deref());
+    let rewritten = |side: Side| {
+        rewrites.and_then(|rw| rw.side(side)).map(|rw| {
+            let mut req = Box::new(session.req_header().clone());
+            rw.apply_request(&mut req);
+            req
+        })
+    };
+    let (shadow_req, legacy_req) = (rewritten(Side::Extracted), rewritten(Side::Legacy));
     let body_read = session.as_ref().body_bytes_read();
     let body_done = session.as_mut().is_body_done();
     let job = Job {
         req: Box::new(session.req_header().clone()),
+        shadow_req,
+        legacy_req,
         request_chunks: request,
         request_over: request_over || body_read > route.spec.max_body,
         request_complete: body_done,

@@ -19,6 +19,10 @@ use crate::table::Upstream;
 pub(crate) struct Job {
     pub route: Arc<RouteShadow>,
     pub req: Box<RequestHeader>,
+    /// The mirror as the extracted side's rewrite makes it (None: `req` as it is).
+    pub shadow_req: Option<Box<RequestHeader>>,
+    /// The noise replay to legacy as the legacy side's rewrite makes it (None: `req`).
+    pub legacy_req: Option<Box<RequestHeader>>,
     pub request_chunks: Vec<Bytes>,
     /// The request body was larger than `max_body`.
     pub request_over: bool,

@@ -181,10 +181,11 @@ impl Shadower {
 
     async fn send(&self, job: &Job, upstream: &Upstream, body: Bytes, shadow: bool) -> Result<Answer, String> {
         let ep = upstream.select().ok_or_else(|| format!("upstream {} has no endpoints", upstream.name))?;
-        let pq = job.req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let req = if shadow { job.shadow_req.as_deref() } else { job.legacy_req.as_deref() }.unwrap_or(&job.req);
+        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let url = format!("http://{}{pq}", ep.addr);
-        let mut headers = HeaderMap::with_capacity(job.req.headers.len() + 2);
-        for (k, v) in job.req.headers.iter() {
+        let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
+        for (k, v) in req.headers.iter() {
             if !SKIP_HEADERS.contains(&k.as_str()) {
                 headers.append(k.clone(), v.clone());
             }
@@ -265,6 +266,7 @@ impl Shadower {
                 "body": body_json(&shadow.body.body, shadow.body.truncated),
                 "body_len": shadow.body.len,
                 "latency_ms": (shadow.ms * 1000.0).round() / 1000.0,
+                "uri": job.shadow_req.as_ref().and_then(|r| r.uri.path_and_query()).map(|p| p.as_str()),
             },
             "differences": real.into_iter().map(redact_diff).collect::<Vec<_>>(),
             "noise": noisy.into_iter().map(redact_diff).collect::<Vec<_>>(),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -22,15 +22,29 @@ pub struct Upstream {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Every request received: method, path and query, headers.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// A request an [`Upstream`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub headers: HeaderMap,
 }
 
 struct UpState {
     name: &'static str,
     hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 async fn echo(State(s): State<Arc<UpState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     s.hits.fetch_add(1, Ordering::SeqCst);
+    let target = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    s.seen.lock().unwrap().push(Seen { method: method.to_string(), target, headers: headers.clone() });
     match uri.path() {
         "/slow" => tokio::time::sleep(Duration::from_secs(2)).await,
         "/fail" | "/flaky" => {
@@ -55,18 +69,36 @@ async fn echo(State(s): State<Arc<UpState>>, method: Method, uri: Uri, headers: 
 impl Upstream {
     pub async fn start(name: &'static str) -> Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
-        let state = Arc::new(UpState { name, hits: hits.clone() });
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(UpState { name, hits: hits.clone(), seen: seen.clone() });
         let app = axum::Router::new().fallback(echo).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Upstream { name, addr, hits }
+        Upstream { name, addr, hits, seen }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The requests received whose path (and query) starts with `prefix`.
+    pub fn seen(&self, prefix: &str) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| s.target.starts_with(prefix)).cloned().collect()
+    }
+
+    /// Waits (polling, at most 10 s) until a request to `prefix` arrived; returns the first one.
+    pub async fn wait_seen(&self, prefix: &str) -> Seen {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.seen(prefix).into_iter().next() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{} never received a request to {prefix}", self.name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

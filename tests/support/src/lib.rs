@@ -9,9 +9,11 @@
 pub mod otlp;
 pub mod pg;
 pub mod process;
+pub mod redis;
 pub mod stack;
 pub mod tls;
 
 pub use pg::{PgCluster, PgClusterBuilder, PgError};
 pub use process::{free_port, pid_alive, signal_pid, wait_for_http, wait_for_tcp, ChildGuard, Signal};
+pub use redis::RedisServer;
 pub use stack::{Ports, Stack, StackOptions};
