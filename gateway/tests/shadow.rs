@@ -369,7 +369,8 @@ async fn http2_requests_are_shadowed_like_http1() {
         });
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2", "{path}");
     }
-    let v = wait_report(&gw, "both compared", |v| n(v, "ident", "/compared") == 1 && n(v, "price", "/compared") == 1).await;
+    let v =
+        wait_report(&gw, "both compared", |v| n(v, "ident", "/compared") == 1 && n(v, "price", "/compared") == 1).await;
     assert_eq!((n(&v, "ident", "/matched"), n(&v, "price", "/mismatched")), (1, 1), "{v:#}");
     assert_eq!(svc.seen("/ident").len(), 1);
 }
