@@ -3,6 +3,7 @@
 use tokio_postgres::Client;
 
 use crate::config::SyncConfig;
+use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::{DirectedTable, Mapping, Way};
 
 /// A table's live columns.
@@ -84,6 +85,17 @@ pub enum CatalogError {
     /// The mapping does not fit the tables (one `sync.toml:<line>: <message>` line each).
     #[error("{}", .0.iter().map(|p| format!("sync.toml:{}: {}", p.line, p.message)).collect::<Vec<_>>().join("\n"))]
     Problems(Vec<CatalogProblem>),
+}
+
+impl CatalogError {
+    /// Retry (a catalog query failed, e.g. the server restarted) or stop (the mapping does not
+    /// fit the tables).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::Sql(e) => pg_kind(e),
+            CatalogError::Problems(_) => ErrorKind::Schema,
+        }
+    }
 }
 
 /// A mapping compiled for `way` with types resolved against the live catalogs (`all`: every

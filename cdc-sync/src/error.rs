@@ -52,6 +52,12 @@ impl ErrorKind {
         !matches!(self, ErrorKind::Data | ErrorKind::Schema)
     }
 
+    /// Is a server simply not there (down, restarting, unreachable)? Such errors are retried
+    /// for as long as they last, never escalated to a stop.
+    pub fn is_unavailable(self) -> bool {
+        matches!(self, ErrorKind::Connection | ErrorKind::Shutdown)
+    }
+
     /// Lower-case name, as shown on `/status` and in logs.
     pub fn as_str(self) -> &'static str {
         match self {

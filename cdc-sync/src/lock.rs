@@ -5,12 +5,17 @@
 //! waits on standby and takes over when the holder's session ends — a crash or `kill -9`
 //! closes the socket, the server ends the session and releases the lock. If the connection
 //! holding the lock is lost while we are active, another instance may take over, so the active
-//! instance must stop streaming at once ([`InstanceLock::lost`]).
+//! instance must stop streaming at once ([`InstanceLock::lost`]); it may then try to take the
+//! lock again (and wait on standby if another instance was quicker).
 
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
+
+use crate::retry::RetryPolicy;
 
 /// The lock's key text; the server hashes it into the 64-bit advisory lock key
 /// (`hashtextextended(key, 0)`), so every instance derives the same key from the slot name.
@@ -50,8 +55,35 @@ impl std::fmt::Display for Holder {
 /// A held advisory lock. Dropping it closes the connection, which releases the lock.
 pub struct InstanceLock {
     client: Client,
-    connection: JoinHandle<()>,
+    connection: JoinHandle<Result<(), tokio_postgres::Error>>,
     key: String,
+}
+
+/// Why the lock is no longer ours.
+#[derive(Debug, thiserror::Error)]
+pub enum LockLost {
+    /// The session holding it ended (the source restarted, the connection broke).
+    #[error("the source session holding the instance lock ended")]
+    Closed(#[source] Option<tokio_postgres::Error>),
+    /// The session did not answer a check in time (a half-open connection).
+    #[error("the source session holding the instance lock did not answer within {0:?}")]
+    Unresponsive(Duration),
+}
+
+/// What happens while [`InstanceLock::acquire_waiting`] waits.
+#[derive(Debug)]
+pub enum Waiting<'a> {
+    /// Another instance holds the lock (called when first seen and whenever the holder changes).
+    Standby(&'a Holder),
+    /// The source cannot be reached; the next attempt is in `retry_in`.
+    Unreachable {
+        /// The failure.
+        error: &'a tokio_postgres::Error,
+        /// Consecutive failures so far.
+        attempts: u32,
+        /// Pause before the next attempt.
+        retry_in: Duration,
+    },
 }
 
 impl Drop for InstanceLock {
@@ -72,11 +104,7 @@ impl InstanceLock {
     /// Open the connection that will hold the lock for `slot` on `conn` (the source database).
     pub async fn connect(conn: &str, pipeline: &str, slot: &str) -> Result<InstanceLock, tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "lock connection closed");
-            }
-        });
+        let connection = tokio::spawn(connection);
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let app = format!("cdc-sync {pipeline} ({} pid {})", host.trim(), std::process::id());
         let app: String = app.chars().take(63).collect();
@@ -122,54 +150,69 @@ impl InstanceLock {
         Ok(row.map(|r| Holder { pid: r.get(0), application: r.get(1), client: r.get(2) }).unwrap_or_default())
     }
 
-    /// Take the lock, waiting on standby while another instance holds it. `on_standby` is
-    /// called with the holder whenever it is first seen or changes; retries every `poll`.
-    /// Connection errors are retried too (the source may be restarting).
+    /// Take the lock, waiting on standby while another instance holds it (retried every
+    /// `poll`). While the source cannot be reached, retries after the policy's capped,
+    /// jittered backoff (the source may be restarting). `on_wait` hears about both.
     pub async fn acquire_waiting(
         conn: &str,
         pipeline: &str,
         slot: &str,
         poll: Duration,
-        mut on_standby: impl FnMut(&Holder),
+        backoff: RetryPolicy,
+        mut on_wait: impl FnMut(Waiting<'_>),
     ) -> InstanceLock {
         let mut last: Option<Holder> = None;
         let mut session: Option<InstanceLock> = None;
+        let mut failures = 0u32;
+        let mut rng = StdRng::from_entropy();
         loop {
-            if session.is_none() {
-                match InstanceLock::connect(conn, pipeline, slot).await {
-                    Ok(l) => session = Some(l),
-                    Err(e) => tracing::warn!(error = %e, "cannot reach the source to take the instance lock; retrying"),
-                }
-            }
-            if let Some(l) = &session {
-                match l.try_lock().await {
-                    Ok(None) => return session.take().expect("checked"),
+            let attempt = match session.take() {
+                Some(l) => Ok(l),
+                None => InstanceLock::connect(conn, pipeline, slot).await,
+            };
+            let failed = match attempt {
+                Ok(l) => match l.try_lock().await {
+                    Ok(None) => return l,
                     Ok(Some(h)) => {
+                        failures = 0;
                         if last.as_ref() != Some(&h) {
-                            on_standby(&h);
+                            on_wait(Waiting::Standby(&h));
                             last = Some(h);
                         }
+                        session = Some(l);
+                        None
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "instance lock session failed; reconnecting");
-                        session = None;
-                    }
+                    Err(e) => Some(e),
+                },
+                Err(e) => Some(e),
+            };
+            let pause = match failed {
+                None => poll,
+                Some(error) => {
+                    failures += 1;
+                    last = None;
+                    let retry_in = backoff.delay(failures, &mut rng);
+                    on_wait(Waiting::Unreachable { error: &error, attempts: failures, retry_in });
+                    retry_in
                 }
-            }
-            tokio::time::sleep(poll).await;
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
     /// Resolves when the session holding the lock is gone (the lock is then no longer ours).
     /// Checks the connection every few seconds as well, so a half-open TCP connection is noticed.
-    pub async fn lost(&mut self) {
+    pub async fn lost(&mut self) -> LockLost {
+        const CHECK_EVERY: Duration = Duration::from_secs(5);
+        const ANSWER_WITHIN: Duration = Duration::from_secs(10);
         loop {
             tokio::select! {
-                _ = &mut self.connection => return,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                    let check = tokio::time::timeout(Duration::from_secs(10), self.client.query_one("SELECT 1", &[])).await;
-                    if !matches!(check, Ok(Ok(_))) {
-                        return;
+                ended = &mut self.connection => return LockLost::Closed(ended.ok().and_then(Result::err)),
+                _ = tokio::time::sleep(CHECK_EVERY) => {
+                    match tokio::time::timeout(ANSWER_WITHIN, self.client.query_one("SELECT 1", &[])).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return LockLost::Closed(Some(e)),
+                        Err(_) => return LockLost::Unresponsive(ANSWER_WITHIN),
                     }
                 }
             }

@@ -16,7 +16,8 @@ pub struct RetryPolicy {
     pub first_delay: Duration,
     /// Longest pause between retries.
     pub max_delay: Duration,
-    /// Consecutive failed attempts after which a transient error stops the pipeline too.
+    /// Consecutive failed attempts after which a transient error stops the pipeline too —
+    /// except a server being unavailable (connection, shutdown), which is waited out.
     pub max_attempts: u32,
     /// An attempt that streamed this long counts as healthy: the next error starts a fresh
     /// count, even if nothing was applied (an idle source).
@@ -25,7 +26,8 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     /// 200 ms doubling up to 30 s; escalate at the 20th consecutive failure (about 7 minutes
-    /// of trying); an attempt that streamed a minute or applied anything resets the count.
+    /// of trying) unless the server is unavailable; an attempt that streamed a minute or
+    /// applied anything resets the count.
     fn default() -> Self {
         RetryPolicy {
             first_delay: Duration::from_millis(200),
@@ -134,7 +136,7 @@ impl Retrier {
                 _ => Next::Stop(StopReason::Fatal),
             };
         }
-        if self.failures >= self.policy.max_attempts {
+        if self.failures >= self.policy.max_attempts && !f.kind.is_unavailable() {
             return Next::Stop(StopReason::Repeated(self.failures));
         }
         Next::Retry { delay: self.policy.delay(self.failures, rng) }
@@ -181,6 +183,24 @@ mod tests {
             assert!(matches!(r.next(failure(ErrorKind::Connection), &mut rng), Next::Retry { .. }), "attempt {i}");
         }
         assert_eq!(r.next(failure(ErrorKind::Other), &mut rng), Next::Stop(StopReason::Repeated(20)));
+    }
+
+    #[test]
+    fn an_unavailable_server_is_waited_out_at_the_capped_pause() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let p = RetryPolicy::default();
+        for kind in [ErrorKind::Connection, ErrorKind::Shutdown] {
+            let mut r = Retrier::new(p);
+            for i in 1..=200 {
+                match r.next(failure(kind), &mut rng) {
+                    Next::Retry { delay } => assert!(delay <= p.max_delay, "{kind} attempt {i}: {delay:?}"),
+                    n => panic!("{kind} attempt {i}: {n:?}"),
+                }
+            }
+            assert_eq!(r.failures(), 200);
+            // anything else that keeps failing is still escalated
+            assert_eq!(r.next(failure(ErrorKind::Resources), &mut rng), Next::Stop(StopReason::Repeated(201)));
+        }
     }
 
     #[test]

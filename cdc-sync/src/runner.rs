@@ -4,12 +4,19 @@
 //! backoff; [`crate::retry`]) and stops on data and schema errors or on a transient error that
 //! keeps repeating; `/status` and the log then name the table, key, commit LSN, SQLSTATE and
 //! message, and `run` returns an error (the process exits non-zero).
+//!
+//! Around that, a session loop keeps the process up through database restarts: when the
+//! connection holding the instance lock is lost (the source restarted), streaming stops at once,
+//! the lock is taken again after a backoff (standby if another instance was quicker), and the
+//! pipeline is prepared again and resumes from its checkpoints; a setup step that fails on an
+//! unavailable database (the target restarting while we start) is retried the same way.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio_postgres::Client;
 
@@ -18,7 +25,8 @@ use crate::catalog::{resolved_mapping, CatalogError};
 use crate::checkpoint::{CheckpointError, CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
 use crate::config::SyncConfig;
 use crate::connect::connect;
-use crate::lock::{self, Attempt, Holder, InstanceLock};
+use crate::error::{pg_kind, ErrorKind};
+use crate::lock::{self, Attempt, Holder, InstanceLock, Waiting};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
@@ -94,23 +102,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The instance lock could not be tried.
-    #[error("taking the instance lock on the {what}")]
-    Lock {
-        /// The source, and where its URL came from.
-        what: String,
-        /// The failure.
-        #[source]
-        source: tokio_postgres::Error,
-    },
     /// `--no-wait` and another instance holds the lock.
     #[error(transparent)]
     AnotherInstance(#[from] AnotherInstanceActive),
-    /// The connection holding the instance lock is gone: another instance may take over.
-    #[error(
-        "lost the source connection holding the instance lock; stopping so that another instance can take over safely"
-    )]
-    LostLock,
     /// The forward slot exists but its checkpoint does not.
     #[error(
         "slot {slot} exists on the source but the target has no checkpoint for pipeline {pipeline}; \
@@ -148,6 +142,28 @@ pub enum RunError {
     /// A task panicked or was cancelled.
     #[error("a task of the pipeline failed")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl RunError {
+    /// When the session may be tried again (reconnect, prepare, resume from the checkpoints):
+    /// the kind of a transient failure. `None`: it needs a human (or another instance is active
+    /// and `--no-wait` was asked).
+    pub fn retry_kind(&self) -> Option<ErrorKind> {
+        let kind = match self {
+            RunError::Connect { source, .. } => pg_kind(source),
+            RunError::Catalog(e) => e.kind(),
+            RunError::Source(e) => e.kind(),
+            RunError::Checkpoint(e) => e.kind(),
+            RunError::Snapshot(e) => e.kind(),
+            RunError::Bind { .. }
+            | RunError::AnotherInstance(_)
+            | RunError::SlotWithoutCheckpoint { .. }
+            | RunError::ReverseSlotWithoutCheckpoint { .. }
+            | RunError::Stopped(_)
+            | RunError::Task(_) => return None,
+        };
+        kind.is_transient().then_some(kind)
+    }
 }
 
 async fn connect_to(conn: &str, what: &str) -> Result<Client, RunError> {
@@ -403,9 +419,10 @@ async fn monitor(plan: DirectionPlan, metrics: Arc<Metrics>) {
 }
 
 /// `run`: take the single-instance lock on the source (waiting on standby unless `no_wait`),
-/// snapshot if needed, then stream (both directions when configured) until a direction stops or
-/// the connection holding the lock is lost. The status port is served when configured
-/// (`status_listen` wins), also on standby, and for `linger_after_stop` after a stop.
+/// snapshot if needed, then stream (both directions when configured) until a direction stops.
+/// Database restarts are waited out (see the module docs). The status port is served when
+/// configured (`status_listen` wins), also on standby and while reconnecting, and for
+/// `linger_after_stop` after a stop.
 pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
     let plan = Plan::new(&cfg);
     let fwd_metrics = Arc::new(Metrics::default());
@@ -424,60 +441,150 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(status::serve(l, reg.clone()));
         serving = true;
     }
-    let slot = &plan.forward.slot;
+    let key = lock::lock_key(&plan.forward.slot);
+    let policy = RetryPolicy::default();
+    // failed sessions in a row (lock lost, setup failed); a session that ran a while resets it
+    let mut sessions = Retrier::new(policy);
+    let mut rng = StdRng::from_entropy();
+    'lock: loop {
+        let mut instance = take_lock(&cfg, &plan, &opts, &reg, policy).await?;
+        for (_, m) in &reg {
+            m.standby.store(false, Relaxed);
+            m.set_state("starting");
+        }
+        if plan.bidirectional {
+            rev_metrics.set_state("waiting for snapshot");
+        }
+        tracing::info!(pipeline = %cfg.name, lock = %key, "took the instance lock on the source: active");
+        loop {
+            let started = Instant::now();
+            let applied_before = applied(&reg);
+            let ended = tokio::select! {
+                r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => Ok(r),
+                why = instance.lost() => Err(why),
+            };
+            // Whatever ended, `run_active` is gone: its tasks are aborted, nothing streams.
+            let progressed = started.elapsed() >= policy.healthy_after || applied(&reg) > applied_before;
+            let e = match ended {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(RunError::Stopped(stopped))) => {
+                    linger_after_stop(&reg, &stopped, serving, opts.linger_after_stop).await;
+                    return Err(RunError::Stopped(stopped));
+                }
+                Ok(Err(e)) => e,
+                Err(lost) => {
+                    // another instance may take over from now on: we must not stream until the
+                    // lock is ours again
+                    drop(instance);
+                    let failure = Failure { kind: ErrorKind::Connection, pinned: true, up_to: None, progressed };
+                    let Next::Retry { delay } = sessions.next(failure, &mut rng) else {
+                        unreachable!("an unavailable source is always waited out")
+                    };
+                    let report = ErrorReport::of(ErrorKind::Connection, &lost, sessions.failures());
+                    tracing::warn!(pipeline = %cfg.name, error = %report.error, retry_in_ms = delay.as_millis() as u64,
+                        "lost the instance lock: stopped streaming; taking the lock again (standby if another instance is quicker)");
+                    for (_, m) in &reg {
+                        m.note_reconnecting("lost the instance lock", report.clone(), delay);
+                    }
+                    tokio::time::sleep(delay).await;
+                    continue 'lock;
+                }
+            };
+            let Some(kind) = e.retry_kind() else { return Err(e) };
+            let failure = Failure { kind, pinned: true, up_to: None, progressed };
+            let delay = match sessions.next(failure, &mut rng) {
+                Next::Retry { delay } => delay,
+                Next::Isolate { .. } | Next::Stop(_) => return Err(e),
+            };
+            let report = ErrorReport::of(kind, &e, sessions.failures());
+            tracing::warn!(pipeline = %cfg.name, kind = %kind, error = %report.error, retry_in_ms = delay.as_millis() as u64,
+                "preparing the pipeline failed; trying again");
+            for (_, m) in &reg {
+                m.note_reconnecting("preparing the pipeline failed", report.clone(), delay);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                lost = instance.lost() => {
+                    tracing::warn!(pipeline = %cfg.name, error = %crate::error::chain(&lost), "lost the instance lock while waiting to try again");
+                    continue 'lock;
+                }
+            }
+        }
+    }
+}
+
+/// The sum of every direction's applied position (to tell whether a session made progress).
+fn applied(reg: &Registry) -> u64 {
+    reg.iter().map(|(_, m)| m.applied_lsn.load(Relaxed)).fold(0, u64::wrapping_add)
+}
+
+/// Take the instance lock: wait on standby while another instance holds it (unless `no_wait`:
+/// then [`RunError::AnotherInstance`]), and wait out an unreachable source with capped backoff.
+/// `/status` says which.
+async fn take_lock(
+    cfg: &SyncConfig,
+    plan: &Plan,
+    opts: &RunOptions,
+    reg: &Registry,
+    policy: RetryPolicy,
+) -> Result<InstanceLock, RunError> {
+    let (conn, slot) = (&plan.forward.from_conn, &plan.forward.slot);
     let key = lock::lock_key(slot);
-    let mut instance = if opts.no_wait {
-        match InstanceLock::try_acquire(&plan.forward.from_conn, &cfg.name, slot)
-            .await
-            .map_err(|source| RunError::Lock { what: plan.forward.from_label.clone(), source })?
-        {
-            Attempt::Acquired(l) => l,
-            Attempt::Held(holder) => {
+    let unreachable = |error: &tokio_postgres::Error, attempts: u32, retry_in: Duration| {
+        let kind = pg_kind(error);
+        let report = ErrorReport::of(kind, error, attempts);
+        tracing::warn!(pipeline = %cfg.name, error = %report.error, attempts, retry_in_ms = retry_in.as_millis() as u64,
+            "cannot reach the source to take the instance lock; retrying");
+        for (_, m) in reg {
+            m.note_reconnecting("cannot reach the source to take the instance lock", report.clone(), retry_in);
+        }
+    };
+    if !opts.no_wait {
+        let poll = Duration::from_millis(500);
+        return Ok(InstanceLock::acquire_waiting(conn, &cfg.name, slot, poll, policy, |w| match w {
+            Waiting::Standby(h) => {
+                for (_, m) in reg {
+                    m.ready.store(false, Relaxed);
+                    m.standby.store(true, Relaxed);
+                    m.set_state(format!("standby: instance lock held by {h}"));
+                }
+                tracing::info!(pipeline = %cfg.name, lock = %key, holder = %h, "standby: another instance is active; waiting for the instance lock");
+            }
+            Waiting::Unreachable { error, attempts, retry_in } => unreachable(error, attempts, retry_in),
+        })
+        .await);
+    }
+    let mut rng = StdRng::from_entropy();
+    let mut attempts = 0;
+    loop {
+        match InstanceLock::try_acquire(conn, &cfg.name, slot).await {
+            Ok(Attempt::Acquired(l)) => return Ok(l),
+            Ok(Attempt::Held(holder)) => {
                 return Err(AnotherInstanceActive { pipeline: cfg.name.clone(), key, holder }.into())
             }
-        }
-    } else {
-        InstanceLock::acquire_waiting(&plan.forward.from_conn, &cfg.name, slot, Duration::from_millis(500), |h| {
-            for (_, m) in &reg {
-                m.standby.store(true, Relaxed);
-                m.set_state(format!("standby: instance lock held by {h}"));
-            }
-            tracing::info!(pipeline = %cfg.name, lock = %key, holder = %h, "standby: another instance is active; waiting for the instance lock");
-        })
-        .await
-    };
-    for (_, m) in &reg {
-        m.standby.store(false, Relaxed);
-        m.set_state("starting");
-    }
-    if plan.bidirectional {
-        rev_metrics.set_state("waiting for snapshot");
-    }
-    tracing::info!(pipeline = %cfg.name, lock = %key, "took the instance lock on the source: active");
-    let result = tokio::select! {
-        r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => r,
-        _ = instance.lost() => {
-            for (_, m) in &reg {
-                m.ready.store(false, Relaxed);
-                m.set_state("stopped: lost the instance lock");
-            }
-            return Err(RunError::LostLock);
-        }
-    };
-    if let Err(RunError::Stopped(stopped)) = &result {
-        for (_, m) in &reg {
-            m.ready.store(false, Relaxed);
-            if !m.stopped.load(Relaxed) {
-                m.set_state(format!("stopped: the {} direction stopped", stopped.direction));
+            Err(e) => {
+                attempts += 1;
+                let retry_in = policy.delay(attempts, &mut rng);
+                unreachable(&e, attempts, retry_in);
+                tokio::time::sleep(retry_in).await;
             }
         }
-        if serving && !opts.linger_after_stop.is_zero() {
-            tracing::info!(seconds = opts.linger_after_stop.as_secs_f64(), "keeping the status port up before exiting");
-            // the lock's connection is ours until we exit; nothing streams any more
-            tokio::time::sleep(opts.linger_after_stop).await;
+    }
+}
+
+/// After a direction stopped: every direction shows it, and the status port stays up a while.
+async fn linger_after_stop(reg: &Registry, stopped: &DirectionStopped, serving: bool, linger: Duration) {
+    for (_, m) in reg {
+        m.ready.store(false, Relaxed);
+        if !m.stopped.load(Relaxed) {
+            m.set_state(format!("stopped: the {} direction stopped", stopped.direction));
         }
     }
-    result
+    if serving && !linger.is_zero() {
+        tracing::info!(seconds = linger.as_secs_f64(), "keeping the status port up before exiting");
+        // the lock's connection is ours until we exit; nothing streams any more
+        tokio::time::sleep(linger).await;
+    }
 }
 
 async fn run_active(

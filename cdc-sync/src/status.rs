@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::error::{chain, ErrorKind, ServerError};
 use crate::model::Lsn;
 
 /// An error as `/status` shows it: what kind, which change (table, key, source commit LSN), and
@@ -39,10 +40,30 @@ pub struct ErrorReport {
     pub at: String,
 }
 
+impl ErrorReport {
+    /// The report of an error tied to no particular change (a lost connection, a failed setup
+    /// step): its kind, what the server said, and the whole chain.
+    pub fn of(kind: ErrorKind, e: &(dyn std::error::Error + 'static), attempts: u32) -> ErrorReport {
+        let server = ServerError::of(e);
+        ErrorReport {
+            kind: kind.as_str().to_string(),
+            retryable: kind.is_transient(),
+            sqlstate: server.sqlstate,
+            message: server.message,
+            detail: server.detail,
+            error: chain(e),
+            attempts,
+            at: Utc::now().to_rfc3339(),
+            ..ErrorReport::default()
+        }
+    }
+}
+
 /// Counters of one pipeline direction. Cheap to update from the hot path.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// `starting`, `snapshot`, `streaming`, `retrying: <why>`, `stopped: <why>`.
+    /// `starting`, `snapshot`, `streaming`, `retrying: <why>`, `reconnecting: <why>`,
+    /// `standby: <holder>`, `stopped: <why>`.
     pub state: Mutex<String>,
     /// The error that stopped this direction (`None` while it runs).
     pub error: Mutex<Option<ErrorReport>>,
@@ -109,6 +130,20 @@ impl Metrics {
         self.ready.store(false, Relaxed);
         self.retries.fetch_add(1, Relaxed);
         self.set_state(format!("retrying: {}", report.error));
+        *self.last_retry.lock().expect("not poisoned") = Some(report);
+    }
+
+    /// The whole pipeline lost a database and is reconnecting (`why`: what it is doing about
+    /// it); not ready until it streams again.
+    pub fn note_reconnecting(&self, why: &str, report: ErrorReport, retry_in: std::time::Duration) {
+        self.ready.store(false, Relaxed);
+        self.standby.store(false, Relaxed);
+        self.retries.fetch_add(1, Relaxed);
+        self.set_state(format!(
+            "reconnecting: {why}: {}; next attempt in {:.1} s",
+            report.error,
+            retry_in.as_secs_f64()
+        ));
         *self.last_retry.lock().expect("not poisoned") = Some(report);
     }
 

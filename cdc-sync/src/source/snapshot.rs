@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
 use crate::connect::connect;
+use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::{DirectedTable, Mapping, OutputValue};
 use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
 use crate::status::Metrics;
@@ -39,6 +40,18 @@ pub enum SnapshotError {
         /// Tables to copy.
         total: usize,
     },
+}
+
+impl SnapshotError {
+    /// By the failure underneath; a copy that ended early is retried (unfinished tables are
+    /// copied again).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SnapshotError::Sql(e) => pg_kind(e),
+            SnapshotError::Checkpoint(e) => e.kind(),
+            SnapshotError::Worker(_) | SnapshotError::Incomplete { .. } => ErrorKind::Other,
+        }
+    }
 }
 
 /// What to copy and how.

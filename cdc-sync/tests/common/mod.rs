@@ -267,10 +267,9 @@ pub fn wait_status(run: &Running, within: Duration, done: impl Fn(&serde_json::V
     }
 }
 
-/// Restart a cluster in place (`pg_ctl restart -m fast`, same port and data): its sessions end
-/// with SQLSTATE 57P01, and connections are refused until it is back. Run as the cluster's
-/// unprivileged owner when we are root, like the harness does.
-pub fn restart_cluster(c: &strangler_support::PgCluster) {
+/// Run `pg_ctl -D <data> -l <log> <args>` for a cluster, as its unprivileged owner when we are
+/// root (like the harness does); panics when it fails.
+pub fn pg_ctl(c: &strangler_support::PgCluster, args: &[&str]) {
     use std::os::unix::fs::MetadataExt;
     let pg_ctl = c.bin_dir().join("pg_ctl");
     let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
@@ -282,14 +281,90 @@ pub fn restart_cluster(c: &strangler_support::PgCluster) {
     } else {
         Command::new(pg_ctl)
     };
-    cmd.arg("-D").arg(c.data_dir()).arg("-l").arg(c.log_file()).args(["-m", "fast", "-w", "-t", "60", "restart"]);
+    cmd.arg("-D").arg(c.data_dir()).arg("-l").arg(c.log_file()).args(args);
     let out = cmd.stdin(Stdio::null()).output().unwrap();
     assert!(
         out.status.success(),
-        "pg_ctl restart: {}{}",
+        "pg_ctl {args:?}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Restart a cluster in place (`pg_ctl restart -m fast`, same port and data): its sessions end
+/// with SQLSTATE 57P01, and connections are refused until it is back.
+pub fn restart_cluster(c: &strangler_support::PgCluster) {
+    pg_ctl(c, &["-m", "fast", "-w", "-t", "60", "restart"]);
+}
+
+/// Stop a cluster (`-m fast`); [`start_cluster`] brings it back with the same data and port.
+pub fn stop_cluster(c: &strangler_support::PgCluster) {
+    pg_ctl(c, &["-m", "fast", "-w", "-t", "60", "stop"]);
+}
+
+/// Start a cluster stopped by [`stop_cluster`] (on its port, which the harness passes on the
+/// command line rather than in postgresql.conf).
+pub fn start_cluster(c: &strangler_support::PgCluster) {
+    let port = format!("-p {}", c.port());
+    pg_ctl(c, &["-w", "-t", "60", "-o", &port, "start"]);
+}
+
+/// A writer that keeps writing through restarts of its database: on an error it reconnects
+/// (pausing a little between attempts) and goes on. Whether a transaction caught by a restart
+/// committed is unknown to it, so count committed work on the database itself.
+pub struct ResilientWorkload {
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ResilientWorkload {
+    pub fn start(conn: String, sql: fn(u64, &mut rand::rngs::ThreadRng) -> String) -> ResilientWorkload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(AtomicU64::new(0));
+        let (s, e) = (Arc::clone(&stop), Arc::clone(&errors));
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut rng = rand::thread_rng();
+                let mut i = 0;
+                while !s.load(Ordering::Relaxed) {
+                    let client = match tokio_postgres::connect(&conn, tokio_postgres::NoTls).await {
+                        Ok((client, connection)) => {
+                            tokio::spawn(connection);
+                            client
+                        }
+                        Err(_) => {
+                            e.fetch_add(1, Ordering::Relaxed);
+                            // the server is restarting: a retry pause, not synchronisation
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    while !s.load(Ordering::Relaxed) {
+                        i += 1;
+                        if client.batch_execute(&sql(i, &mut rng)).await.is_err() {
+                            e.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            });
+        });
+        ResilientWorkload { stop, errors, handle: Some(handle) }
+    }
+
+    /// Errors seen so far (connections refused or broken).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Stop writing; the errors it saw.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        self.errors()
+    }
 }
 
 /// Parse a `X/Y` LSN.
