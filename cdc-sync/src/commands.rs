@@ -146,7 +146,7 @@ pub async fn run_status(cfg: &SyncConfig) -> Result<serde_json::Value, CommandEr
     let slot = |c: Client, name: String| async move {
         let s = source::slot_info(&c, &name).await?;
         Ok::<_, CommandError>(s.map(|s| {
-            serde_json::json!({"slot": name, "active": s.active, "confirmed_flush": s.confirmed_flush.map(|l| l.to_string()), "retained_wal_bytes": s.retained_bytes})
+            serde_json::json!({"slot": name, "active": s.active, "confirmed_flush": s.confirmed_flush.map(|l| l.to_string()), "retained_wal_bytes": s.retained_bytes, "wal_status": s.wal_status, "safe_wal_bytes": s.safe_wal_bytes})
         }))
     };
     let plan = Plan::new(cfg);

@@ -69,6 +69,20 @@ impl Direction {
     }
 }
 
+/// What `run` does when the forward slot is lost: invalidated by the server (`wal_status =
+/// 'lost'`, it retained more than `max_slot_wal_keep_size`) or dropped, while a checkpoint says
+/// the target was streaming from it. The changes since the checkpoint are gone from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSlotLost {
+    /// Stop with a status naming the slot, and leave the target as it is (default).
+    #[default]
+    Stop,
+    /// Drop the lost slot, create a new one and copy every table again (each target table is
+    /// truncated before its copy).
+    Resnapshot,
+}
+
 // ---------------------------------------------------------------- raw file model
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +120,7 @@ struct RawReplication {
     snapshot_workers: Option<usize>,
     snapshot_chunk_pages: Option<u32>,
     retained_wal_warn_mb: Option<u64>,
+    on_slot_lost: Option<OnSlotLost>,
     skip_origins: Option<Spanned<Vec<String>>>,
     reverse_skip_origins: Option<Spanned<Vec<String>>>,
 }
@@ -261,6 +276,8 @@ pub struct Replication {
     pub snapshot_chunk_pages: u32,
     /// Warn when a slot retains more WAL than this (MiB, default 1024).
     pub retained_wal_warn_mb: u64,
+    /// What to do when the forward slot is lost (default: stop).
+    pub on_slot_lost: OnSlotLost,
     /// Extra replication origins whose transactions the forward stream (source → target) skips,
     /// besides this pipeline's own reverse origin. `"*"` skips every origin-tagged transaction.
     pub skip_origins: Vec<String>,
@@ -418,6 +435,7 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
         snapshot_workers: r.snapshot_workers.unwrap_or(2).clamp(1, 16),
         snapshot_chunk_pages: r.snapshot_chunk_pages.unwrap_or(2048).max(1),
         retained_wal_warn_mb: r.retained_wal_warn_mb.unwrap_or(1024),
+        on_slot_lost: r.on_slot_lost.unwrap_or_default(),
         skip_origins,
         reverse_skip_origins,
     };
@@ -610,6 +628,16 @@ system = { constant = "'legacy'" }
         assert_eq!(t.direction, Direction::Both);
         assert_eq!(t.columns.len(), 4);
         assert!(t.columns.iter().any(|c| c.target == "system" && c.spec == ColumnSpec::Constant("'legacy'".into())));
+        assert_eq!(c.replication.on_slot_lost, OnSlotLost::Stop);
+    }
+
+    #[test]
+    fn on_slot_lost_is_stop_or_resnapshot() {
+        let with = |v: &str| GOOD.replace("[[table]]", &format!("[replication]\non_slot_lost = {v}\n[[table]]"));
+        let c = parse_with_env("s.toml", &with("\"resnapshot\""), &env).unwrap();
+        assert_eq!(c.replication.on_slot_lost, OnSlotLost::Resnapshot);
+        let e = parse_with_env("s.toml", &with("\"truncate\""), &env).unwrap_err().to_string();
+        assert!(e.contains("s.toml:9:") && e.contains("stop") && e.contains("resnapshot"), "{e}");
     }
 
     #[test]

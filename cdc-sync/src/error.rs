@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// The schema does not fit the mapping: missing table or column, wrong type, privileges
     /// (class `42`), or a mapped column dropped at the source. Stops.
     Schema,
+    /// The replication slot was invalidated by the server or dropped: the changes the stream
+    /// needs are gone from the source. Stops (or, when configured, re-snapshots).
+    Slot,
     /// Anything else. Retried like a transient error, and escalated to a stop when it repeats.
     Other,
 }
@@ -49,7 +52,7 @@ impl ErrorKind {
 
     /// Is it worth trying again (after a pause), resuming from the checkpoint?
     pub fn is_transient(self) -> bool {
-        !matches!(self, ErrorKind::Data | ErrorKind::Schema)
+        !matches!(self, ErrorKind::Data | ErrorKind::Schema | ErrorKind::Slot)
     }
 
     /// Is a server simply not there (down, restarting, unreachable)? Such errors are retried
@@ -67,6 +70,7 @@ impl ErrorKind {
             ErrorKind::Resources => "resources",
             ErrorKind::Data => "data",
             ErrorKind::Schema => "schema",
+            ErrorKind::Slot => "slot",
             ErrorKind::Other => "other",
         }
     }

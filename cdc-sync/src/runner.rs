@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
 use crate::catalog::{resolved_mapping, CatalogError};
 use crate::checkpoint::{CheckpointError, CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
-use crate::config::SyncConfig;
+use crate::config::{OnSlotLost, SyncConfig};
 use crate::connect::connect;
 use crate::error::{pg_kind, ErrorKind};
 use crate::lock::{self, Attempt, Holder, InstanceLock, Waiting};
@@ -33,7 +33,7 @@ use crate::plan::{DirectionPlan, Plan};
 use crate::retry::{Failure, Next, Retrier, RetryPolicy, StopReason};
 use crate::source::snapshot::{copy_tables, SnapshotError, SnapshotJob};
 use crate::source::{self, PgChangeStream, SourceError};
-use crate::status::{self, ErrorReport, Metrics, Registry};
+use crate::status::{self, ErrorReport, Metrics, Registry, SlotWalStatus};
 
 /// How `run` runs.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +81,40 @@ pub struct DirectionStopped {
     pub source: PipelineError,
 }
 
+/// How a slot was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotLoss {
+    /// The server invalidated it (`wal_status = 'lost'`: it retained more than
+    /// `max_slot_wal_keep_size`).
+    Invalidated,
+    /// It no longer exists (dropped).
+    Missing,
+}
+
+/// A slot the pipeline streams from is gone: the changes after its checkpoint are no longer at
+/// the source, so the target cannot be brought up to date by streaming.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "replication slot {slot} of pipeline {pipeline} {}: the changes after checkpoint {checkpoint} are no longer at \
+     the source, so the target (left as it is) cannot catch up by streaming. To copy every table again, set \
+     [replication] on_slot_lost = \"resnapshot\" (forward only; it truncates the target tables) or run \
+     `cdc-sync drop` and start again",
+    match .how {
+        SlotLoss::Invalidated => "was invalidated by the server (wal_status = lost: it retained more WAL than max_slot_wal_keep_size)",
+        SlotLoss::Missing => "no longer exists",
+    }
+)]
+pub struct SlotLost {
+    /// The slot.
+    pub slot: String,
+    /// The pipeline (checkpoint key).
+    pub pipeline: String,
+    /// Invalidated or gone.
+    pub how: SlotLoss,
+    /// The checkpoint the target is at.
+    pub checkpoint: Lsn,
+}
+
 /// Why `run` ended.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -124,6 +158,10 @@ pub enum RunError {
         /// The pipeline.
         pipeline: String,
     },
+    /// A slot the checkpoint streams from is gone or invalidated (and `on_slot_lost` does not
+    /// allow a re-snapshot).
+    #[error(transparent)]
+    SlotLost(SlotLost),
     /// The mapping does not fit the live catalogs.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -145,24 +183,30 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// When the session may be tried again (reconnect, prepare, resume from the checkpoints):
-    /// the kind of a transient failure. `None`: it needs a human (or another instance is active
-    /// and `--no-wait` was asked).
-    pub fn retry_kind(&self) -> Option<ErrorKind> {
-        let kind = match self {
+    /// The kind of the failure (for `/status` and the retry decision).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
             RunError::Connect { source, .. } => pg_kind(source),
             RunError::Catalog(e) => e.kind(),
             RunError::Source(e) => e.kind(),
             RunError::Checkpoint(e) => e.kind(),
             RunError::Snapshot(e) => e.kind(),
-            RunError::Bind { .. }
-            | RunError::AnotherInstance(_)
+            RunError::SlotLost(_)
             | RunError::SlotWithoutCheckpoint { .. }
-            | RunError::ReverseSlotWithoutCheckpoint { .. }
-            | RunError::Stopped(_)
-            | RunError::Task(_) => return None,
-        };
-        kind.is_transient().then_some(kind)
+            | RunError::ReverseSlotWithoutCheckpoint { .. } => ErrorKind::Slot,
+            RunError::Stopped(s) => s.source.kind(),
+            RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Task(_) => ErrorKind::Other,
+        }
+    }
+
+    /// When the session may be tried again (reconnect, prepare, resume from the checkpoints):
+    /// the kind of a transient failure. `None`: it needs a human (or another instance is active
+    /// and `--no-wait` was asked).
+    pub fn retry_kind(&self) -> Option<ErrorKind> {
+        match self {
+            RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Stopped(_) | RunError::Task(_) => None,
+            e => Some(e.kind()).filter(|k| k.is_transient()),
+        }
     }
 }
 
@@ -185,14 +229,29 @@ async fn prepare_forward(
     store.prepare().await?;
     source::ensure_publication(src, &plan.publication, &mapping.from_table_names()).await?;
     let mut cp = store.load(name).await?;
-    let slot = source::slot_info(src, &plan.slot).await?;
+    let mut slot = source::slot_info(src, &plan.slot).await?;
     let mut states: HashMap<String, TableSnapshot> = store.tables(name).await?;
     let mut exported = None;
+    if let Some(cp) = &cp {
+        let lost = match &slot {
+            None => Some(SlotLoss::Missing),
+            Some(s) if s.is_lost() => Some(SlotLoss::Invalidated),
+            Some(_) => None,
+        };
+        if let Some(how) = lost {
+            let lost = SlotLost { slot: plan.slot.clone(), pipeline: name.clone(), how, checkpoint: cp.lsn };
+            if r.on_slot_lost == OnSlotLost::Stop {
+                return Err(RunError::SlotLost(lost));
+            }
+            tracing::warn!(slot = %plan.slot, checkpoint = %cp.lsn, "{lost}; on_slot_lost = \"resnapshot\": creating it again and copying every table again");
+            if slot.is_some() {
+                source::drop_slot(src, &plan.slot).await?;
+            }
+            slot = None;
+        }
+    }
     match (&slot, &cp) {
         (None, _) => {
-            if cp.is_some() {
-                tracing::warn!(slot = %plan.slot, "slot is gone but a checkpoint exists: changes since then are lost at the source; doing a full re-snapshot");
-            }
             store.reset(name).await?;
             states.clear();
             let (conn, slot_name) = (plan.from_conn.clone(), plan.slot.clone());
@@ -258,7 +317,24 @@ async fn prepare_reverse(
     store.prepare().await?;
     source::ensure_publication(tgt, &plan.publication, &mapping.from_table_names()).await?;
     let cp = store.load(name).await?;
-    match (source::slot_info(tgt, &plan.slot).await?, cp) {
+    let slot = source::slot_info(tgt, &plan.slot).await?;
+    if let Some(cp) = &cp {
+        // The reverse direction has no snapshot to fall back on: a lost slot always stops.
+        let how = match &slot {
+            None => Some(SlotLoss::Missing),
+            Some(s) if s.is_lost() => Some(SlotLoss::Invalidated),
+            Some(_) => None,
+        };
+        if let Some(how) = how {
+            return Err(RunError::SlotLost(SlotLost {
+                slot: plan.slot.clone(),
+                pipeline: name.clone(),
+                how,
+                checkpoint: cp.lsn,
+            }));
+        }
+    }
+    match (slot, cp) {
         (None, _) => {
             store.reset(name).await?;
             let lsn = source::create_slot(tgt, &plan.slot).await?;
@@ -348,6 +424,9 @@ async fn stream_loop(
             progressed: metrics.applied_lsn.load(Relaxed) > applied_before
                 || started.elapsed() >= retrier.policy().healthy_after,
         };
+        if matches!(e, PipelineError::Source(SourceError::SlotLost { .. })) {
+            metrics.note_slot_lost(); // the monitor stops with the direction
+        }
         let next = retrier.next(failure, &mut rng);
         let report = e.report(retrier.failures());
         match next {
@@ -377,14 +456,47 @@ async fn stream_loop(
     }
 }
 
+/// How close a slot is to being invalidated by the server, from `wal_status` and `safe_wal_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SlotDanger {
+    /// Fine, or `max_slot_wal_keep_size` is unlimited.
+    None,
+    /// More than 80 % of `max_slot_wal_keep_size` retained.
+    Near,
+    /// Past `max_slot_wal_keep_size`: lost at the next checkpoint unless it catches up.
+    Unreserved,
+    /// Invalidated.
+    Lost,
+}
+
+/// The danger a slot is in (pure; logged by the monitor when it grows).
+pub fn slot_danger(status: SlotWalStatus, retained_bytes: i64, safe_wal_bytes: Option<i64>) -> SlotDanger {
+    match status {
+        SlotWalStatus::Lost => SlotDanger::Lost,
+        SlotWalStatus::Unreserved => SlotDanger::Unreserved,
+        _ => match safe_wal_bytes {
+            // retained / (retained + still safe) is the used share of max_slot_wal_keep_size
+            Some(safe)
+                if retained_bytes > 0 && retained_bytes as f64 >= 0.8 * (retained_bytes + safe.max(0)) as f64 =>
+            {
+                SlotDanger::Near
+            }
+            _ => SlotDanger::None,
+        },
+    }
+}
+
 /// Polls the read side once a second: its WAL position (lag), the WAL the slot retains (with a
-/// warning over the threshold), and the recent apply rate.
+/// warning over the threshold), the slot's `wal_status` and `safe_wal_size` (a warning past 80 %
+/// of `max_slot_wal_keep_size`, an error past it and when the slot is invalidated), and the
+/// recent apply rate.
 async fn monitor(plan: DirectionPlan, metrics: Arc<Metrics>) {
     let (conn, slot, warn_mb) = (plan.from_conn, plan.slot, plan.retained_wal_warn_mb);
     let mut client: Option<Client> = None;
     let mut last_rows = metrics.rows_applied.load(Relaxed);
     let mut last_t = std::time::Instant::now();
     let mut warned = false;
+    let mut last_danger = SlotDanger::None;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rows = metrics.rows_applied.load(Relaxed);
@@ -406,14 +518,36 @@ async fn monitor(plan: DirectionPlan, metrics: Arc<Metrics>) {
                 continue;
             }
         }
-        if let Ok(Some(s)) = source::slot_info(c, &slot).await {
-            metrics.retained_wal_bytes.store(s.retained_bytes, Relaxed);
-            let over = s.retained_bytes as u64 > warn_mb * 1024 * 1024;
-            if over && !warned {
-                tracing::warn!(slot = %slot, retained_mb = s.retained_bytes / 1024 / 1024, threshold_mb = warn_mb,
-                    "slot retains a lot of WAL; if cdc-sync is retired, run `cdc-sync drop` to release it");
+        match source::slot_info(c, &slot).await {
+            Ok(Some(s)) => {
+                let status = SlotWalStatus::parse(s.wal_status.as_deref());
+                metrics.note_slot(status, s.retained_bytes, s.safe_wal_bytes);
+                let over = s.retained_bytes as u64 > warn_mb * 1024 * 1024;
+                if over && !warned {
+                    tracing::warn!(slot = %slot, retained_mb = s.retained_bytes / 1024 / 1024, threshold_mb = warn_mb,
+                        "slot retains a lot of WAL; if cdc-sync is retired, run `cdc-sync drop` to release it");
+                }
+                warned = over;
+                let danger = slot_danger(status, s.retained_bytes, s.safe_wal_bytes);
+                if danger > last_danger {
+                    let (retained_mb, safe_mb) = (s.retained_bytes >> 20, s.safe_wal_bytes.map(|b| b >> 20));
+                    match danger {
+                        SlotDanger::Lost => {
+                            tracing::error!(slot = %slot, "the server invalidated the slot (wal_status = lost): it retained more than max_slot_wal_keep_size; the changes it held are gone")
+                        }
+                        SlotDanger::Unreserved => {
+                            tracing::error!(slot = %slot, retained_mb, "slot is past max_slot_wal_keep_size (wal_status = unreserved): the next checkpoint invalidates it unless it catches up")
+                        }
+                        SlotDanger::Near => {
+                            tracing::warn!(slot = %slot, retained_mb, safe_mb, "slot has used over 80% of max_slot_wal_keep_size; if it keeps falling behind the server will invalidate it")
+                        }
+                        SlotDanger::None => {}
+                    }
+                }
+                last_danger = danger;
             }
-            warned = over;
+            Ok(None) => metrics.note_slot(SlotWalStatus::Unknown, 0, None),
+            Err(_) => client = None,
         }
     }
 }
@@ -467,9 +601,40 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
             let progressed = started.elapsed() >= policy.healthy_after || applied(&reg) > applied_before;
             let e = match ended {
                 Ok(Ok(())) => return Ok(()),
+                Ok(Err(RunError::Stopped(stopped)))
+                    if stopped.direction == "forward"
+                        && stopped.source.kind() == ErrorKind::Slot
+                        && cfg.replication.on_slot_lost == OnSlotLost::Resnapshot =>
+                {
+                    tracing::warn!(pipeline = %cfg.name, error = %stopped.report.error,
+                        "the forward slot was lost while streaming; on_slot_lost = \"resnapshot\": preparing the pipeline again");
+                    for (_, m) in &reg {
+                        m.clear_stop();
+                        m.set_state("starting");
+                    }
+                    continue;
+                }
                 Ok(Err(RunError::Stopped(stopped))) => {
-                    linger_after_stop(&reg, &stopped, serving, opts.linger_after_stop).await;
+                    linger_after_stop(&reg, stopped.direction, serving, opts.linger_after_stop).await;
                     return Err(RunError::Stopped(stopped));
+                }
+                Ok(Err(e)) if e.retry_kind().is_none() => {
+                    // a setup step that needs a human (a lost slot, a mapping that does not fit):
+                    // /status says so until we exit
+                    if let RunError::SlotLost(l) = &e {
+                        for (p, (_, m)) in plan.running().zip(&reg) {
+                            if p.slot == l.slot && l.how == SlotLoss::Invalidated {
+                                m.note_slot_lost();
+                            }
+                        }
+                    }
+                    let report = ErrorReport::of(e.kind(), &e, sessions.failures() + 1);
+                    tracing::error!(pipeline = %cfg.name, kind = %report.kind, error = %report.error, "pipeline stopped");
+                    for (_, m) in &reg {
+                        m.note_stop(report.clone());
+                    }
+                    linger_after_stop(&reg, "setup", serving, opts.linger_after_stop).await;
+                    return Err(e);
                 }
                 Ok(Err(e)) => e,
                 Err(lost) => {
@@ -490,7 +655,7 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
                     continue 'lock;
                 }
             };
-            let Some(kind) = e.retry_kind() else { return Err(e) };
+            let Some(kind) = e.retry_kind() else { unreachable!("handled above") };
             let failure = Failure { kind, pinned: true, up_to: None, progressed };
             let delay = match sessions.next(failure, &mut rng) {
                 Next::Retry { delay } => delay,
@@ -572,12 +737,13 @@ async fn take_lock(
     }
 }
 
-/// After a direction stopped: every direction shows it, and the status port stays up a while.
-async fn linger_after_stop(reg: &Registry, stopped: &DirectionStopped, serving: bool, linger: Duration) {
+/// After a direction (or the setup) stopped: every direction shows it, and the status port stays
+/// up a while.
+async fn linger_after_stop(reg: &Registry, what: &str, serving: bool, linger: Duration) {
     for (_, m) in reg {
         m.ready.store(false, Relaxed);
         if !m.stopped.load(Relaxed) {
-            m.set_state(format!("stopped: the {} direction stopped", stopped.direction));
+            m.set_state(format!("stopped: the {what} direction stopped"));
         }
     }
     if serving && !linger.is_zero() {
@@ -626,4 +792,38 @@ async fn run_active(
         res??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_danger_grows_with_the_share_of_max_slot_wal_keep_size_used() {
+        let mb = 1 << 20;
+        // unlimited max_slot_wal_keep_size: no danger whatever is retained
+        assert_eq!(slot_danger(SlotWalStatus::Extended, 5000 * mb, None), SlotDanger::None);
+        assert_eq!(slot_danger(SlotWalStatus::Reserved, 70 * mb, Some(30 * mb)), SlotDanger::None);
+        assert_eq!(slot_danger(SlotWalStatus::Reserved, 80 * mb, Some(20 * mb)), SlotDanger::Near);
+        assert_eq!(slot_danger(SlotWalStatus::Extended, 95 * mb, Some(0)), SlotDanger::Near);
+        assert_eq!(slot_danger(SlotWalStatus::Unreserved, 120 * mb, Some(-20 * mb)), SlotDanger::Unreserved);
+        assert_eq!(slot_danger(SlotWalStatus::Lost, 0, None), SlotDanger::Lost);
+        assert!(SlotDanger::Near < SlotDanger::Unreserved && SlotDanger::Unreserved < SlotDanger::Lost);
+    }
+
+    #[test]
+    fn setup_failures_retry_only_when_transient() {
+        let lost = RunError::SlotLost(SlotLost {
+            slot: "s".into(),
+            pipeline: "p".into(),
+            how: SlotLoss::Invalidated,
+            checkpoint: Lsn(1),
+        });
+        assert_eq!((lost.kind(), lost.retry_kind()), (ErrorKind::Slot, None));
+        assert!(lost.to_string().contains("on_slot_lost = \"resnapshot\""), "{lost}");
+        let stalled = RunError::Source(SourceError::WalSender(crate::source::walsender::WalSenderError::Closed));
+        assert_eq!(stalled.retry_kind(), Some(ErrorKind::Connection));
+        let missing = RunError::SlotWithoutCheckpoint { slot: "s".into(), pipeline: "p".into() };
+        assert_eq!(missing.retry_kind(), None);
+    }
 }

@@ -69,6 +69,22 @@ pub enum SourceError {
         /// The slot.
         slot: String,
     },
+    /// The slot was invalidated by the server (`wal_status = 'lost'`): it retained more WAL
+    /// than `max_slot_wal_keep_size`, and the changes it held are gone.
+    #[error(
+        "replication slot {slot} was invalidated by the server (wal_status = lost: it retained more WAL than \
+         max_slot_wal_keep_size); the changes since the checkpoint are no longer at the source"
+    )]
+    SlotLost {
+        /// The slot.
+        slot: String,
+    },
+    /// The slot does not exist (any more).
+    #[error("replication slot {slot} does not exist (any more); the changes since the checkpoint are no longer at the source")]
+    SlotMissing {
+        /// The slot.
+        slot: String,
+    },
     /// The stream ended (server closed it).
     #[error("replication stream ended")]
     Ended,
@@ -84,6 +100,7 @@ impl SourceError {
             SourceError::Decode(_) => ErrorKind::Other,
             SourceError::Sql(e) => pg_kind(e),
             SourceError::Ended => ErrorKind::Connection,
+            SourceError::SlotLost { .. } | SourceError::SlotMissing { .. } => ErrorKind::Slot,
             SourceError::Incomplete { .. } | SourceError::SlotBusy { .. } | SourceError::SlotInUse { .. } => {
                 ErrorKind::Other
             }
@@ -207,7 +224,7 @@ impl PgChangeStream {
         start: Option<Lsn>,
         liveness: Liveness,
     ) -> Result<Self, SourceError> {
-        wait_slot_released(conn, slot, Duration::from_secs(60)).await?;
+        wait_slot_usable(conn, slot, Duration::from_secs(60)).await?;
         let mut ws = WalSenderConnection::connect(conn, "cdc-sync").await?;
         let options = [("proto_version", "1".to_string()), ("publication_names", quote_ident(publication))];
         let start = start.unwrap_or_default();
@@ -323,18 +340,24 @@ impl Reader {
     }
 }
 
-/// Waits until no backend holds `slot`. A walsender releases its slot asynchronously after its
-/// client goes away — the connection that created the slot and exported the snapshot, or the
-/// stream of a process that was just killed — and `START_REPLICATION` on a slot that is still
-/// active fails. Starting the stream only once the slot is free removes that race.
-async fn wait_slot_released(conn: &str, slot: &str, within: Duration) -> Result<(), SourceError> {
+/// Waits until no backend holds `slot`, and checks that it can still stream. A walsender
+/// releases its slot asynchronously after its client goes away — the connection that created
+/// the slot and exported the snapshot, or the stream of a process that was just killed — and
+/// `START_REPLICATION` on a slot that is still active fails. Starting the stream only once the
+/// slot is free removes that race. A slot that is gone or invalidated is reported as such
+/// ([`SourceError::SlotMissing`], [`SourceError::SlotLost`]) rather than as a failed command.
+async fn wait_slot_usable(conn: &str, slot: &str, within: Duration) -> Result<(), SourceError> {
     let client = connect(conn).await?;
     let deadline = std::time::Instant::now() + within;
     loop {
-        let row =
-            client.query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?;
-        let holder: Option<i32> = row.and_then(|r| r.get(0));
-        match holder {
+        let row = client
+            .query_opt("SELECT active_pid, wal_status FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await?;
+        let Some(row) = row else { return Err(SourceError::SlotMissing { slot: slot.to_string() }) };
+        if row.get::<_, Option<String>>(1).as_deref() == Some("lost") {
+            return Err(SourceError::SlotLost { slot: slot.to_string() });
+        }
+        match row.get::<_, Option<i32>>(0) {
             None => return Ok(()),
             Some(pid) if std::time::Instant::now() >= deadline => {
                 return Err(SourceError::SlotBusy { slot: slot.to_string(), pid, waited: within })
@@ -446,6 +469,20 @@ pub struct SlotInfo {
     pub confirmed_flush: Option<Lsn>,
     /// WAL bytes retained for it (`pg_current_wal_lsn() - restart_lsn`).
     pub retained_bytes: i64,
+    /// `wal_status`: `reserved` (within `max_wal_size`), `extended` (beyond it, kept for the
+    /// slot), `unreserved` (beyond `max_slot_wal_keep_size`: lost at the next checkpoint unless
+    /// it catches up), `lost` (invalidated).
+    pub wal_status: Option<String>,
+    /// `safe_wal_size`: bytes of WAL that can still be written before the slot is in danger of
+    /// being lost; `None` when `max_slot_wal_keep_size` is unlimited (-1).
+    pub safe_wal_bytes: Option<i64>,
+}
+
+impl SlotInfo {
+    /// Has the server invalidated the slot?
+    pub fn is_lost(&self) -> bool {
+        self.wal_status.as_deref() == Some("lost")
+    }
 }
 
 /// Look a slot up.
@@ -453,7 +490,7 @@ pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>, 
     let row = client
         .query_opt(
             "SELECT active, confirmed_flush_lsn::text, \
-             COALESCE((pg_current_wal_lsn() - restart_lsn)::bigint, 0) \
+             COALESCE((pg_current_wal_lsn() - restart_lsn)::bigint, 0), wal_status, safe_wal_size \
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
@@ -462,6 +499,8 @@ pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>, 
         active: r.get(0),
         confirmed_flush: r.get::<_, Option<String>>(1).and_then(|s| Lsn::parse(&s)),
         retained_bytes: r.get(2),
+        wal_status: r.get(3),
+        safe_wal_bytes: r.get(4),
     }))
 }
 

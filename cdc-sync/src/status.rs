@@ -59,6 +59,56 @@ impl ErrorReport {
     }
 }
 
+/// A slot's `wal_status`, ordered from safe to gone; the number is the
+/// `cdc_sync_slot_wal_status` gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SlotWalStatus {
+    /// Not known yet (no poll, or the slot is missing).
+    Unknown = -1,
+    /// Within `max_wal_size`.
+    Reserved = 0,
+    /// Beyond `max_wal_size`, kept for the slot (within `max_slot_wal_keep_size`).
+    Extended = 1,
+    /// Beyond `max_slot_wal_keep_size`: invalidated at the next checkpoint unless it catches up.
+    Unreserved = 2,
+    /// Invalidated.
+    Lost = 3,
+}
+
+impl SlotWalStatus {
+    /// From `pg_replication_slots.wal_status`.
+    pub fn parse(s: Option<&str>) -> SlotWalStatus {
+        match s {
+            Some("reserved") => SlotWalStatus::Reserved,
+            Some("extended") => SlotWalStatus::Extended,
+            Some("unreserved") => SlotWalStatus::Unreserved,
+            Some("lost") => SlotWalStatus::Lost,
+            _ => SlotWalStatus::Unknown,
+        }
+    }
+
+    fn from_code(c: i64) -> SlotWalStatus {
+        match c {
+            0 => SlotWalStatus::Reserved,
+            1 => SlotWalStatus::Extended,
+            2 => SlotWalStatus::Unreserved,
+            3 => SlotWalStatus::Lost,
+            _ => SlotWalStatus::Unknown,
+        }
+    }
+
+    /// PostgreSQL's word for it (`null` in JSON when unknown).
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            SlotWalStatus::Unknown => None,
+            SlotWalStatus::Reserved => Some("reserved"),
+            SlotWalStatus::Extended => Some("extended"),
+            SlotWalStatus::Unreserved => Some("unreserved"),
+            SlotWalStatus::Lost => Some("lost"),
+        }
+    }
+}
+
 /// Counters of one pipeline direction. Cheap to update from the hot path.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -95,6 +145,11 @@ pub struct Metrics {
     pub source_lsn: AtomicU64,
     /// WAL retained by the slot (bytes, polled).
     pub retained_wal_bytes: AtomicI64,
+    /// The slot's `wal_status` as `SlotWalStatus as i64 + 1` (0: not polled yet); read it with
+    /// [`Metrics::wal_status`].
+    pub slot_wal_status: AtomicI64,
+    /// The slot's `safe_wal_size` in bytes; -1 when unlimited or not known yet (polled).
+    pub safe_wal_bytes: AtomicI64,
     /// Rows/s applied over the last sampling interval (×1000 for precision).
     pub rows_per_s_milli: AtomicU64,
     /// Snapshot rows copied.
@@ -147,12 +202,37 @@ impl Metrics {
         *self.last_retry.lock().expect("not poisoned") = Some(report);
     }
 
+    /// Forget a stop (the pipeline is being prepared again).
+    pub fn clear_stop(&self) {
+        self.stopped.store(false, Relaxed);
+        *self.error.lock().expect("not poisoned") = None;
+    }
+
     /// Record the error that stopped this direction.
     pub fn note_stop(&self, report: ErrorReport) {
         self.ready.store(false, Relaxed);
         self.stopped.store(true, Relaxed);
         self.set_state(format!("stopped: {}", report.error));
         *self.error.lock().expect("not poisoned") = Some(report);
+    }
+
+    /// Record a poll of the slot (`None`: not found).
+    pub fn note_slot(&self, wal_status: SlotWalStatus, retained_bytes: i64, safe_wal_bytes: Option<i64>) {
+        self.retained_wal_bytes.store(retained_bytes, Relaxed);
+        // stored +1 so that the default 0 means "not polled yet"
+        self.slot_wal_status.store(wal_status as i64 + 1, Relaxed);
+        self.safe_wal_bytes.store(safe_wal_bytes.unwrap_or(-1), Relaxed);
+    }
+
+    /// The slot is known to be invalidated (the stream could not start on it).
+    pub fn note_slot_lost(&self) {
+        self.slot_wal_status.store(SlotWalStatus::Lost as i64 + 1, Relaxed);
+        self.safe_wal_bytes.store(-1, Relaxed);
+    }
+
+    /// The slot's `wal_status` at the last poll.
+    pub fn wal_status(&self) -> SlotWalStatus {
+        SlotWalStatus::from_code(self.slot_wal_status.load(Relaxed) - 1)
     }
 
     /// Lag in bytes (source WAL position minus applied position; 0 when unknown).
@@ -214,6 +294,8 @@ impl Metrics {
             "lag_seconds": self.lag_seconds(),
             "rows_per_second": self.rows_per_s_milli.load(Relaxed) as f64 / 1000.0,
             "retained_wal_bytes": self.retained_wal_bytes.load(Relaxed),
+            "wal_status": self.wal_status().as_str(),
+            "safe_wal_bytes": Some(self.safe_wal_bytes.load(Relaxed)).filter(|b| *b >= 0 && self.wal_status() != SlotWalStatus::Unknown),
             "snapshot": {
                 "rows": self.snapshot_rows.load(Relaxed),
                 "rows_estimate": self.snapshot_rows_estimate.load(Relaxed),
@@ -276,6 +358,24 @@ pub fn prometheus(reg: &Registry) -> String {
     metric("cdc_sync_retained_wal_bytes", "WAL retained by the slot", "gauge", &|m| {
         m.retained_wal_bytes.load(Relaxed).to_string()
     });
+    metric(
+        "cdc_sync_slot_wal_status",
+        "The slot's wal_status: 0 reserved, 1 extended, 2 unreserved (lost at the next checkpoint), 3 lost, -1 unknown",
+        "gauge",
+        &|m| (m.wal_status() as i64).to_string(),
+    );
+    metric(
+        "cdc_sync_slot_safe_wal_bytes",
+        "WAL that can still be written before the slot is in danger of being invalidated (-1: unlimited)",
+        "gauge",
+        &|m| {
+            if m.wal_status() == SlotWalStatus::Unknown {
+                "-1".into()
+            } else {
+                m.safe_wal_bytes.load(Relaxed).to_string()
+            }
+        },
+    );
     metric("cdc_sync_snapshot_rows_total", "Snapshot rows copied", "counter", &|m| {
         m.snapshot_rows.load(Relaxed).to_string()
     });
@@ -361,6 +461,17 @@ mod tests {
         let reg: Registry = vec![("forward".into(), Arc::clone(&m))];
         let text = prometheus(&reg);
         assert!(text.contains("cdc_sync_rows_applied_total{direction=\"forward\"} 10"), "{text}");
+        assert!(text.contains("cdc_sync_slot_wal_status{direction=\"forward\"} -1"), "{text}");
+        assert_eq!(status_json(&reg)["pipelines"]["forward"]["wal_status"], serde_json::Value::Null);
+        m.note_slot(SlotWalStatus::parse(Some("unreserved")), 5 << 20, Some(0));
+        let text = prometheus(&reg);
+        assert!(text.contains("cdc_sync_slot_wal_status{direction=\"forward\"} 2"), "{text}");
+        assert!(text.contains("cdc_sync_slot_safe_wal_bytes{direction=\"forward\"} 0"), "{text}");
+        let j = status_json(&reg);
+        assert_eq!(
+            (&j["pipelines"]["forward"]["wal_status"], &j["pipelines"]["forward"]["safe_wal_bytes"]),
+            (&"unreserved".into(), &0.into())
+        );
         assert!(text.contains("cdc_sync_lag_bytes{direction=\"forward\"} 50"), "{text}");
         let j = status_json(&reg);
         assert_eq!(j["pipelines"]["forward"]["txns_applied"], 2);

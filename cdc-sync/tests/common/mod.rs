@@ -23,7 +23,12 @@ pub struct Env {
 impl Env {
     /// Two separate clusters with one database each, schemas applied.
     pub fn new(src_schema: &str, tgt_schema: &str) -> Env {
-        let src = PgCluster::start().expect("source cluster");
+        Env::with_source_conf(src_schema, tgt_schema, &[])
+    }
+
+    /// Like [`Env::new`], with extra `postgresql.conf` lines for the source cluster.
+    pub fn with_source_conf(src_schema: &str, tgt_schema: &str, conf: &[&str]) -> Env {
+        let src = conf.iter().fold(PgCluster::builder(), |b, line| b.conf(*line)).start().expect("source cluster");
         let tgt = PgCluster::start().expect("target cluster");
         let (src_db, src_conn) = src.create_unique_database("src").unwrap();
         let (tgt_db, tgt_conn) = tgt.create_unique_database("tgt").unwrap();
@@ -86,6 +91,11 @@ pub fn start(config: &PathBuf, log_name: &str) -> Running {
 
 /// Spawn `cdc-sync run` without waiting.
 pub fn spawn(config: &PathBuf, log_name: &str) -> Running {
+    spawn_with(config, log_name, &[])
+}
+
+/// [`spawn`] with extra `run` arguments (e.g. `--linger-after-stop 30`).
+pub fn spawn_with(config: &PathBuf, log_name: &str, extra: &[&str]) -> Running {
     let port = free_port();
     let status: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = config.parent().unwrap().join(format!("{log_name}.log"));
@@ -94,6 +104,7 @@ pub fn spawn(config: &PathBuf, log_name: &str) -> Running {
         .args(["run", "--config"])
         .arg(config)
         .args(["--status", &status.to_string()])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(f)
         .spawn()
