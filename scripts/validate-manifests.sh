@@ -272,6 +272,11 @@ then
         sed 's/^/  /' "$WORK/promtool.out"
         if [[ $rc -eq 0 ]]; then
             pass "otel prometheus.yml (promtool)"
+        elif ! grep -v -e 'kubernetes_sd_configs not found' -e 'unmarshal errors' -e '^ *$' \
+                -e 'Checking ' -e 'FAILED: parsing YAML' "$WORK/promtool.out" | grep -q .; then
+            # Debian builds Prometheus without Kubernetes service discovery: its promtool rejects
+            # only the kubernetes_sd_configs sections, which the Python check above already read.
+            pass "otel prometheus.yml (promtool; kubernetes_sd_configs not known to this promtool build)"
         else
             fail "otel prometheus.yml (promtool)"
         fi
