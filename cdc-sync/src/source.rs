@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_walstream::{CancellationToken, EventType, PgOutputDecoder, PgReplicationConnection, ReplicationError, RowData};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
@@ -229,25 +230,33 @@ impl PgChangeStream {
         let options = [("proto_version", "1".to_string()), ("publication_names", quote_ident(publication))];
         let start = start.unwrap_or_default();
         ws.start_logical(slot, start, &options).await?;
+        Ok(PgChangeStream::over(ws, start, liveness))
+    }
+
+    /// The stream over a walsender session already streaming from `start`.
+    fn over<S>(ws: WalSenderConnection<S>, start: Lsn, liveness: Liveness) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let confirmed = Arc::new(AtomicU64::new(start.0));
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::channel(8192);
         let reader = Reader { ws, tx, confirmed: Arc::clone(&confirmed), received: start, liveness };
         tokio::spawn(reader.run(cancel.clone()));
-        Ok(PgChangeStream { rx, confirmed, cancel })
+        PgChangeStream { rx, confirmed, cancel }
     }
 }
 
 /// The reader task: frames in, decoded messages out, status updates back.
-struct Reader {
-    ws: WalSenderConnection,
+struct Reader<S> {
+    ws: WalSenderConnection<S>,
     tx: mpsc::Sender<Result<SourceMessage, SourceError>>,
     confirmed: Arc<AtomicU64>,
     received: Lsn,
     liveness: Liveness,
 }
 
-impl Reader {
+impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
     async fn run(mut self, cancel: CancellationToken) {
         let result = self.stream(&cancel).await;
         // final progress, then leave; the socket closes when `self` is dropped
@@ -270,7 +279,7 @@ impl Reader {
 
     async fn stream(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
         let mut decoder = PgOutputDecoder::with_protocol_version(1);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_secs(1).min(self.liveness.ping_after / 2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard = Instant::now();
         let (mut last_status, mut last_flushed) = (Instant::now(), Lsn(0));
@@ -578,6 +587,91 @@ pub async fn drop_origin(client: &Client, origin: &str) -> Result<(), SourceErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A stream over a scripted walsender that says nothing once streaming; `answer_pings`: it
+    /// answers a status update that requests a reply with a keepalive, as a live server does.
+    /// Returns the stream and how many pings the server saw.
+    async fn silent_server(answer_pings: bool) -> (PgChangeStream, Arc<AtomicU64>) {
+        let (client, mut server) = tokio::io::duplex(4096);
+        let pings = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&pings);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let _ = server.read(&mut buf).await; // startup
+            let mut hello = msg(b'R', &0i32.to_be_bytes());
+            hello.extend(msg(b'Z', b"I"));
+            server.write_all(&hello).await.unwrap();
+            let _ = server.read(&mut buf).await; // START_REPLICATION
+            server.write_all(&msg(b'W', &[0, 0, 0])).await.unwrap();
+            serve_status_updates(server, seen, answer_pings).await;
+        });
+        let startup = walsender::Startup {
+            user: "u".into(),
+            password: None,
+            database: "d".into(),
+            application_name: "t".into(),
+            options: None,
+        };
+        let mut ws = WalSenderConnection::handshake(client, &startup).await.unwrap();
+        ws.start_logical("s", Lsn(0), &[]).await.unwrap();
+        let liveness = Liveness {
+            status_every: Duration::from_secs(60),
+            ping_after: Duration::from_millis(200),
+            silent_limit: Duration::from_millis(600),
+        };
+        (PgChangeStream::over(ws, Lsn(0), liveness), pings)
+    }
+
+    async fn serve_status_updates(mut server: DuplexStream, pings: Arc<AtomicU64>, answer: bool) {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok(n) = server.read(&mut buf).await else { return };
+            if n == 0 {
+                return;
+            }
+            // each status update is one CopyData of 34 bytes: 'd' len 'r' ... reply byte last
+            for m in buf[..n].chunks(39).filter(|m| m.len() == 39 && m[5] == b'r') {
+                if m[38] == 1 {
+                    pings.fetch_add(1, Relaxed);
+                    if answer {
+                        let mut k = vec![b'k'];
+                        k.extend_from_slice(&7u64.to_be_bytes());
+                        k.extend_from_slice(&0i64.to_be_bytes());
+                        k.push(0);
+                        server.write_all(&msg(b'd', &k)).await.unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_walsender_is_pinged_then_given_up() {
+        let (mut stream, pings) = silent_server(false).await;
+        let t0 = std::time::Instant::now();
+        let e =
+            tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("gave up in time").unwrap_err();
+        assert!(matches!(e, SourceError::WalSender(WalSenderError::Silent(_))), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert!(t0.elapsed() >= Duration::from_millis(500), "{:?}", t0.elapsed());
+        assert!(pings.load(Relaxed) >= 1, "asked for a reply before giving up");
+    }
+
+    #[tokio::test]
+    async fn a_walsender_that_answers_pings_is_kept() {
+        let (mut stream, pings) = silent_server(true).await;
+        // no message for the consumer, and no error either, well past the silence limit
+        assert!(tokio::time::timeout(Duration::from_millis(1500), stream.next()).await.is_err());
+        assert!(pings.load(Relaxed) >= 2, "{}", pings.load(Relaxed));
+    }
 
     #[tokio::test]
     async fn scripted_stream_confirms_monotonically() {
