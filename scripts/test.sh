@@ -25,5 +25,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked -- "$@"
 echo "==> deployment artefacts (Kubernetes schemas, OTel, Grafana, systemd)"
-CDC_SYNC_BIN="$PWD/target/debug/cdc-sync" STRANGLER_GATEWAY_BIN="$PWD/target/debug/strangler-gateway" \
+bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+CDC_SYNC_BIN="$bin_dir/cdc-sync" STRANGLER_GATEWAY_BIN="$bin_dir/strangler-gateway" \
     scripts/validate-manifests.sh
