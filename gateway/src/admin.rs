@@ -52,30 +52,18 @@ pub fn app(state: AdminState) -> Router {
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &state.token else { return Ok(()) };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // constant-time comparison
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    // one constant-time check for the admin API and the dashboard's JSON
+    if crate::ui::auth::bearer_ok(state.token.as_deref(), headers) {
+        return Ok(());
     }
-    if diff == 0 {
-        Ok(())
-    } else {
-        Err(Box::new(
-            (
-                StatusCode::UNAUTHORIZED,
-                [("www-authenticate", "Bearer")],
-                Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}})),
-            )
-                .into_response(),
-        ))
-    }
+    Err(Box::new(
+        (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}})),
+        )
+            .into_response(),
+    ))
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
