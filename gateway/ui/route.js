@@ -1,4 +1,4 @@
-// A route's page: its config and last minute, the rollout placeholder (actions), charts over the
+// A route's page: its config and last minute, the rollout (step, gates, actions), charts over the
 // last hour and since its stage began, the fields that differ most, learnt noise, and the sample
 // mismatches side by side. Sections are redrawn only when their data changed, so an open sample
 // or data table stays open across refreshes.

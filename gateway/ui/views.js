@@ -1,4 +1,4 @@
-// The list views: Routes (sortable, filterable), Data sync, Config, and the History placeholder.
+// The list views: Routes (sortable, filterable), Data sync, Config, and History (the audit trail).
 // Each view is {title, root, endpoint, update(data)}; app.js polls `endpoint` and calls update.
 
 import { h, fmt, stageBadge, keyed } from './lib.js';
