@@ -7,12 +7,78 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diagnostics::Issues;
-use super::raw::{RawGates, RawNumber, RawRollout, RawRoute};
-use super::values::{dur, int_in};
+use super::raw::{RawGates, RawGateway, RawNumber, RawRollout, RawRoute};
+use super::values::{dur, int_in, Secrets};
 use crate::rollout::plan::{
     CdcLagGate, ErrorRateGate, Gates, LatencyGate, MatchRateGate, Placement, PrometheusGate, RolloutPlan, Step,
 };
+use crate::rollout::store::StoreSettings;
 use crate::stage::Stage;
+
+/// `[gateway] rollout_store` and `rollout_store_url_env`: where rollout state lives. The
+/// connection string is read from the environment (never from the file) when secrets are read;
+/// an offline `check` only checks the keys.
+pub(super) fn rollout_store(issues: &mut Issues<'_>, g: &RawGateway, secrets: Secrets) -> StoreSettings {
+    let env = g.rollout_store_url_env.as_ref();
+    let Some(kind) = g.rollout_store.as_ref() else {
+        if let Some(e) = env {
+            issues.at(e, "rollout_store_url_env needs rollout_store = \"postgres\"", None);
+        }
+        return StoreSettings::File;
+    };
+    match kind.get_ref().as_str() {
+        "file" => {
+            if let Some(e) = env {
+                issues.at(e, "rollout_store_url_env is for rollout_store = \"postgres\"", None);
+            }
+            StoreSettings::File
+        }
+        "postgres" => {
+            let Some(env) = env else {
+                issues.at(
+                    kind,
+                    "rollout_store = \"postgres\" needs rollout_store_url_env",
+                    Some("name the environment variable holding the connection string, e.g. rollout_store_url_env = \"STRANGLER_ROLLOUT_PG\"".into()),
+                );
+                return StoreSettings::File;
+            };
+            let name = env.get_ref();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                issues.at(env, format!("{name:?} is not an environment variable name"), None);
+                return StoreSettings::File;
+            }
+            if secrets == Secrets::Skip {
+                return StoreSettings::Postgres { url: String::new(), env: name.clone() };
+            }
+            let url = match std::env::var(name) {
+                Ok(u) if !u.trim().is_empty() => u,
+                _ => {
+                    issues.at(
+                        env,
+                        format!(
+                            "environment variable {name} is not set (it holds the rollout store's connection string)"
+                        ),
+                        Some("e.g. host=db.internal dbname=strangler user=gateway password=...".into()),
+                    );
+                    return StoreSettings::File;
+                }
+            };
+            if let Err(e) = crate::rollout::pg_store::parse_url(&url) {
+                issues.at(env, format!("${name}: {e}"), None);
+                return StoreSettings::File;
+            }
+            StoreSettings::Postgres { url, env: name.clone() }
+        }
+        other => {
+            issues.at(
+                kind,
+                format!("unknown rollout store {other:?}"),
+                Some("use \"file\" (one gateway) or \"postgres\" (several replicas)".into()),
+            );
+            StoreSettings::File
+        }
+    }
+}
 
 /// Compiles a route's `[routes.rollout]`; `None` when it has none.
 pub(super) fn rollout_plan(issues: &mut Issues<'_>, r: &RawRoute, to: Option<usize>) -> Option<Arc<RolloutPlan>> {
