@@ -139,7 +139,7 @@ async fn two_replicas_serve_the_same_step_and_the_leader_hands_over_when_killed(
 
     // both at canary 50%, well into the step: kill the leader
     wait_for(&a, "reached canary 50%", Duration::from_secs(30), |s| {
-        s["step"] == "canary 50%" && s["step_remaining_ms"].as_u64().is_some_and(|ms| ms < 1500)
+        s["step"] == "canary 50%" && s["step_remaining_ms"].as_u64().is_some_and(|ms| ms < 1000)
     })
     .await;
     wait_for(&b, "followed to canary 50%", Duration::from_secs(2), |s| s["serving"] == "canary 50%").await;
@@ -200,8 +200,8 @@ async fn two_replicas_serve_the_same_step_and_the_leader_hands_over_when_killed(
     let when =
         |to: &str| h.iter().find(|e| e["to"] == to && e["kind"] == "promote").unwrap()["at_unix_ms"].as_u64().unwrap();
     let third = when("extracted") - when("canary 50%");
-    // a step restarted at the takeover would have taken ≥ 1.5 s + 3 s
-    assert!((3000..4400).contains(&third), "canary 50% lasted {third} ms (takeover after {took:?})");
+    // a step restarted at the takeover would have taken ≥ 2 s + 3 s
+    assert!((3000..4900).contains(&third), "canary 50% lasted {third} ms (takeover after {took:?})");
     // the gates that let shadow through counted the follower's comparisons
     let to_canary = h.iter().find(|e| e["to"] == "canary 25%").unwrap();
     let mr = to_canary["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "match_rate").unwrap();

@@ -256,3 +256,64 @@ fn gates(issues: &mut Issues<'_>, g: &RawGates) -> Gates {
         }),
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use crate::config::{load_str, load_str_offline};
+    use crate::rollout::store::StoreSettings;
+
+    const ROUTES: &str = "[defaults]\nupstream = \"legacy\"\n\n[upstreams.legacy]\nendpoints = [\"127.0.0.1:8081\"]\n";
+
+    fn errors(src: &str) -> Vec<String> {
+        load_str("r.toml", src, None).unwrap_err().issues.iter().map(|i| i.to_string()).collect()
+    }
+
+    #[test]
+    fn the_rollout_store_keys_are_checked_with_places_and_the_url_never_shown() {
+        let file = load_str("r.toml", ROUTES, None).unwrap();
+        assert_eq!(file.settings.rollout_store, StoreSettings::File);
+
+        let src = |keys: &str| format!("[gateway]\n{keys}\n{ROUTES}");
+        let e = errors(&src("rollout_store = \"etcd\""));
+        assert!(e[0].starts_with("r.toml:2:17: error: unknown rollout store \"etcd\""), "{e:?}");
+        let e = errors(&src("rollout_store = \"postgres\""));
+        assert!(
+            e[0].starts_with("r.toml:2:17: error: rollout_store = \"postgres\" needs rollout_store_url_env"),
+            "{e:?}"
+        );
+        let e = errors(&src("rollout_store_url_env = \"X\""));
+        assert!(
+            e[0].starts_with("r.toml:2:25: error: rollout_store_url_env needs rollout_store = \"postgres\""),
+            "{e:?}"
+        );
+        let e = errors(&src("rollout_store = \"postgres\"\nrollout_store_url_env = \"NOT A NAME\""));
+        assert!(e[0].starts_with("r.toml:3:25: error: \"NOT A NAME\" is not an environment variable name"), "{e:?}");
+
+        // unset: an error at the key when run, not for an offline `check`
+        let unset = src("rollout_store = \"postgres\"\nrollout_store_url_env = \"STRANGLER_ROLLOUT_TEST_UNSET\"");
+        let e = errors(&unset);
+        assert!(
+            e[0].starts_with("r.toml:3:25: error: environment variable STRANGLER_ROLLOUT_TEST_UNSET is not set"),
+            "{e:?}"
+        );
+        assert!(load_str_offline("r.toml", &unset).is_ok());
+
+        // set: read, kept out of Debug; a malformed string is an error that does not repeat it
+        std::env::set_var("STRANGLER_ROLLOUT_TEST_URL", "host=db.internal dbname=s password=hunter2");
+        let ok = load_str(
+            "r.toml",
+            &src("rollout_store = \"postgres\"\nrollout_store_url_env = \"STRANGLER_ROLLOUT_TEST_URL\""),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(&ok.settings.rollout_store, StoreSettings::Postgres { url, .. } if url.contains("hunter2")));
+        assert!(!format!("{:?}", ok.settings).contains("hunter2"));
+        std::env::set_var("STRANGLER_ROLLOUT_TEST_BAD", "host=db password='hunter2");
+        let e = errors(&src("rollout_store = \"postgres\"\nrollout_store_url_env = \"STRANGLER_ROLLOUT_TEST_BAD\""));
+        assert!(
+            e[0].starts_with("r.toml:3:25: error: $STRANGLER_ROLLOUT_TEST_BAD: not a PostgreSQL connection string"),
+            "{e:?}"
+        );
+        assert!(!e[0].contains("hunter2"), "{e:?}");
+    }
+}
