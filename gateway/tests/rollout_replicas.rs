@@ -144,6 +144,8 @@ async fn two_replicas_serve_the_same_step_and_the_leader_hands_over_when_killed(
     .await;
     wait_for(&b, "followed to canary 50%", Duration::from_secs(2), |s| s["serving"] == "canary 50%").await;
     let before = status(&b).await;
+    assert!(b.metrics().await.contains("\nstrangler_rollout_leader 0"));
+    assert!(a.metrics().await.contains("\nstrangler_rollout_leader 1"));
     dead.store(true, Ordering::SeqCst);
     a.child.kill_now();
     let killed = Instant::now();
@@ -151,6 +153,7 @@ async fn two_replicas_serve_the_same_step_and_the_leader_hands_over_when_killed(
     // the follower takes over within about one store interval, at the same step
     let s = wait_for(&b, "took over", Duration::from_secs(5), |s| s["leading"] == true).await;
     let took = killed.elapsed();
+    assert!(b.metrics().await.contains("\nstrangler_rollout_leader 1"));
     assert_eq!(
         (s["position"].as_u64(), s["since_unix_ms"].as_u64()),
         (Some(3), before["since_unix_ms"].as_u64()),

@@ -568,7 +568,12 @@ impl Controller {
                 kind: "reload".into(),
                 from: before.map_or("(absent)".into(), |p| p.label()),
                 to: after.1.label(),
-                who: format!("reload:{trigger}"),
+                // with several replicas each records its own reload
+                who: if self.store.shared() {
+                    format!("reload:{trigger}@{}", self.store.replica())
+                } else {
+                    format!("reload:{trigger}")
+                },
                 why: "routes.toml changed".into(),
                 gates: vec![],
             };

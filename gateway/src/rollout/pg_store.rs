@@ -45,6 +45,33 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel the leader notifies on.
 const CHANNEL: &str = "strangler_rollouts";
 
+/// `strangler_rollout_leader` (1 while this replica leads) and
+/// `strangler_rollout_store_errors_total`, in the gateway's registry (served on /metrics).
+struct StoreMetrics {
+    leader: prometheus::IntGauge,
+    errors: prometheus::IntCounter,
+}
+
+fn store_metrics() -> &'static StoreMetrics {
+    static M: std::sync::OnceLock<StoreMetrics> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let leader = prometheus::IntGauge::new(
+            "strangler_rollout_leader",
+            "1 while this replica leads the rollouts of the shared (PostgreSQL) store",
+        )
+        .expect("valid metric");
+        let errors = prometheus::IntCounter::new(
+            "strangler_rollout_store_errors_total",
+            "Failed rounds with the shared rollout store (connect, lead, publish, read)",
+        )
+        .expect("valid metric");
+        let registry = &crate::metrics::metrics().registry;
+        let _ = registry.register(Box::new(leader.clone()));
+        let _ = registry.register(Box::new(errors.clone()));
+        StoreMetrics { leader, errors }
+    })
+}
+
 /// Tables created when missing, under a transaction-level advisory lock so replicas starting
 /// together do not race on `CREATE TABLE IF NOT EXISTS`.
 const SCHEMA: &str = "
@@ -224,6 +251,7 @@ async fn session(shared: &Arc<Shared>) -> Result<tokio::sync::MutexGuard<'_, Opt
             }
         }
         c.store(true, Ordering::SeqCst);
+        store_metrics().leader.set(0);
         if sh.leading.swap(false, Ordering::SeqCst) {
             tracing::warn!("rollout store: this replica no longer leads the rollouts (its session ended)");
         }
@@ -246,6 +274,7 @@ async fn maintain(shared: Arc<Shared>) {
         match round(&shared).await {
             Ok(()) => last_error.clear(),
             Err(e) => {
+                store_metrics().errors.inc();
                 let e = e.to_string();
                 if e != last_error {
                     tracing::error!("rollout store: {e} (retrying every {EVERY:?})");
@@ -297,7 +326,9 @@ async fn round(shared: &Arc<Shared>) -> Result<(), StoreError> {
             .await
             .map_err(db)?;
     }
-    if shared.leading.load(Ordering::SeqCst) {
+    let leading = shared.leading.load(Ordering::SeqCst);
+    store_metrics().leader.set(i64::from(leading));
+    if leading {
         read_others(shared, client).await?;
     }
     Ok(())
