@@ -172,6 +172,7 @@ impl PgStore {
     /// replica's admin address, shown to operators who act on a follower.
     pub fn open(url: &str, replica: String, admin: String) -> Result<PgStore, StoreError> {
         let mut config = parse_url(url).map_err(StoreError::Shared)?;
+        store_metrics().leader.set(0);
         config.application_name("strangler-gateway rollouts");
         config.connect_timeout(Duration::from_secs(3));
         // a session that silently vanished must end, so the lock moves on
