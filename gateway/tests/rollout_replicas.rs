@@ -3,7 +3,8 @@
 //! every step, the leader's gates count the traffic the other replica served, an action on the
 //! follower is refused naming the leader, and killing the leader (SIGKILL) mid-step hands over
 //! cleanly: the survivor continues the step from its stored start, and the history holds every
-//! step exactly once. A second test shows a deposed leader's write is refused (fencing).
+//! step exactly once. A second test shows a deposed leader's write is refused (fencing); a third
+//! that losing the database stops nothing but the rollout.
 
 mod common;
 
@@ -175,10 +176,12 @@ async fn two_replicas_serve_the_same_step_and_the_leader_hands_over_when_killed(
     // both replicas served every step reached before the kill within 1 s of each other
     let seen = seen.lock().unwrap().clone();
     let at = |r: usize, p: &str| seen.iter().find(|(i, q, _)| *i == r && q == p).map(|(_, _, t)| *t);
+    let mut gaps = Vec::new();
     for step in ["shadow", "canary 25%", "canary 50%"] {
         let (Some(t0), Some(t1)) = (at(0, step), at(1, step)) else { panic!("{step} not seen on both: {seen:?}") };
         let gap = if t0 > t1 { t0 - t1 } else { t1 - t0 };
         assert!(gap < Duration::from_secs(1), "{step}: replicas apart by {gap:?}");
+        gaps.push(gap);
     }
 
     // the history: every step exactly once, in order, none skipped or repeated across the
@@ -209,7 +212,7 @@ async fn two_replicas_serve_the_same_step_and_the_leader_hands_over_when_killed(
     let to_canary = h.iter().find(|e| e["to"] == "canary 25%").unwrap();
     let mr = to_canary["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "match_rate").unwrap();
     assert_eq!(mr["verdict"], "pass", "{mr:#}");
-    println!("takeover after {took:?}; {n} requests on the survivor, none failed");
+    println!("takeover after {took:?}; replicas apart by {gaps:?} per step; {n} requests on the survivor, none failed");
 }
 
 fn state(position: usize) -> States {
@@ -299,4 +302,39 @@ fn a_deposed_leader_cannot_write_and_a_follower_waits_for_the_lock() {
     assert!(matches!(follower.commit(&state(4), &[]), Err(StoreError::Deposed)));
     assert_eq!(follower.load().unwrap(), state(3));
     assert_eq!(pg.psql(&db, "SELECT count(*) FROM strangler_rollout_history").unwrap(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_database_stops_the_rollout_not_the_traffic() {
+    let mut pg = PgCluster::start().unwrap();
+    let (_, conn) = pg.create_unique_database("outage").unwrap();
+    let (legacy, svc) = (upstream().await, upstream().await);
+    let gw = Gateway::start_with_env(&config(legacy, svc), &[], &[("ROLLOUT_PG", conn.as_str())]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = load(&gw, stop.clone());
+    wait_for(&gw, "reached canary 25%", Duration::from_secs(30), |s| s["serving"] == "canary 25%").await;
+
+    pg.stop();
+    // the replica stops leading, keeps serving its step, and says why an action cannot be taken
+    let s = wait_for(&gw, "stopped leading", Duration::from_secs(5), |s| s["leading"] == false).await;
+    // (the step may have moved on while the server was stopping)
+    let at = s["serving"].as_str().unwrap().to_string();
+    assert!(at == "canary 25%" || at == "canary 50%", "{s:#}");
+    let r = gw.client.post(gw.admin_url("/admin/rollouts/items/pause")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("is the rollout store reachable"), "{text}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // traffic during the outage, checked below
+    let s = status(&gw).await;
+    assert_eq!((s["serving"].as_str(), s["leading"].as_bool()), (Some(at.as_str()), Some(false)), "{s:#}");
+    let m = gw.metrics().await;
+    assert!(m.contains("\nstrangler_rollout_leader 0"), "{m}");
+    let errors = m
+        .lines()
+        .find_map(|l| l.strip_prefix("strangler_rollout_store_errors_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
+    stop.store(true, Ordering::SeqCst);
+    let (n, failed) = client.await.unwrap();
+    assert!(failed.is_empty(), "{} of {n} requests failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
 }

@@ -204,7 +204,16 @@ impl Controller {
                 inner.loaded = Instant::now();
                 self.apply(&inner);
             }
-            Err(e) => tracing::warn!("cannot read the rollout state from the store: {e}"),
+            Err(e) => {
+                // try again when the store reconnects (the revision moves) or in 5 s, not every
+                // tick: the background thread has other work than waiting for a database
+                tracing::warn!("cannot read the rollout state from the store: {e}");
+                let mut inner = self.lock();
+                inner.leading = false;
+                inner.stale = false;
+                inner.revision = revision;
+                inner.loaded = Instant::now();
+            }
         }
     }
 
@@ -456,14 +465,23 @@ impl Controller {
             .and_then(|r| r.rollout.clone())
             .ok_or_else(|| ActionError::NoRollout(route.to_string()))?;
         if let Leadership::Follower { leader } = self.store.leadership() {
-            return Err(ActionError::NotLeader(leader.unwrap_or_else(|| "another replica (not known yet)".into())));
+            return Err(ActionError::NotLeader(
+                leader.unwrap_or_else(|| "no replica known (is the rollout store reachable?)".into()),
+            ));
+        }
+        if self.store.shared() {
+            // just took the lead, or a write failed: act on what the store holds
+            let fresh = {
+                let inner = self.lock();
+                inner.leading && !inner.stale
+            };
+            if !fresh && !self.take_over() {
+                return Err(ActionError::Store("the stored rollout state cannot be read; retry in a moment".into()));
+            }
         }
         {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            if inner.stale {
-                return Err(ActionError::Store("a previous write failed; retry in a moment".into()));
-            }
             let Inner { states, windows, .. } = inner;
             let st = states.entry(route.to_string()).or_insert_with(|| new_state(&plan, 0));
             let from = plan.placement(st.position);

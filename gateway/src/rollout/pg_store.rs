@@ -253,6 +253,7 @@ async fn session(shared: &Arc<Shared>) -> Result<tokio::sync::MutexGuard<'_, Opt
         }
         c.store(true, Ordering::SeqCst);
         store_metrics().leader.set(0);
+        *lock(&sh.leader) = None;
         if sh.leading.swap(false, Ordering::SeqCst) {
             tracing::warn!("rollout store: this replica no longer leads the rollouts (its session ended)");
         }
