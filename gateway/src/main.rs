@@ -16,7 +16,8 @@ use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
 use strangler_gateway::rollout::cli as rollout_cli;
 use strangler_gateway::rollout::controller::Controller;
-use strangler_gateway::rollout::store::{FileStore, MemoryStore, RolloutStore};
+use strangler_gateway::rollout::pg_store::{self, PgStore};
+use strangler_gateway::rollout::store::{FileStore, MemoryStore, RolloutStore, StoreSettings};
 use strangler_gateway::shadow::ShadowService;
 use strangler_gateway::telemetry;
 use strangler_gateway::tls::SniResolver;
@@ -301,27 +302,33 @@ fn check(file: &PathBuf, json: bool, no_resolve: bool) -> ExitCode {
     }
 }
 
-/// The rollout controller, with its state from the file store (routes then serve where their
-/// rollouts stood before a restart). Without a writable state directory it keeps state in memory
-/// and says so.
+/// The rollout controller, with its state from its store (routes then serve where their
+/// rollouts stood before a restart): a file beside routes.toml, or PostgreSQL shared by several
+/// replicas. Without a writable state directory the file store keeps state in memory and says so.
 fn start_rollouts(
     config: &std::path::Path,
     settings: &strangler_gateway::table::GatewaySettings,
     store: &Arc<ConfigStore>,
     shadow: &Arc<ShadowService>,
-) -> Arc<Controller> {
+) -> anyhow::Result<Arc<Controller>> {
     let dir = settings.rollout_state_dir.clone().unwrap_or_else(|| {
         config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).join(".strangler")
     });
-    let state: Box<dyn RolloutStore> = match FileStore::open(&dir) {
-        Ok(s) => Box::new(s),
-        Err(e) => {
-            tracing::error!(
-                "rollout state cannot be kept in {} ({e}); keeping it in memory (lost at restart)",
-                dir.display()
-            );
-            Box::new(MemoryStore::default())
-        }
+    let state: Box<dyn RolloutStore> = match &settings.rollout_store {
+        StoreSettings::Postgres { url, env } => Box::new(
+            PgStore::open(url, pg_store::replica_id(), settings.admin_listen.to_string())
+                .map_err(|e| anyhow::anyhow!("rollout store (${env}): {e}"))?,
+        ),
+        StoreSettings::File => match FileStore::open(&dir) {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                tracing::error!(
+                    "rollout state cannot be kept in {} ({e}); keeping it in memory (lost at restart)",
+                    dir.display()
+                );
+                Box::new(MemoryStore::default())
+            }
+        },
     };
     let overlay = Controller::load_overlay(&*state);
     if !overlay.is_empty() {
@@ -329,7 +336,7 @@ fn start_rollouts(
             tracing::error!("cannot apply the saved rollout positions:\n{e}");
         }
     }
-    Controller::new(store.clone(), shadow.clone(), state)
+    Ok(Controller::new(store.clone(), shadow.clone(), state))
 }
 
 fn run(
@@ -382,7 +389,13 @@ fn run(
             return ExitCode::from(1);
         }
     };
-    let rollouts = start_rollouts(&config, &settings, &store, &shadow);
+    let rollouts = match start_rollouts(&config, &settings, &store, &shadow) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the rollouts: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
     if let Err(e) = background::spawn(store.clone(), Some(rollouts.clone())) {
         eprintln!("cannot start the background tasks (SIGHUP, health checks, DNS refresh): {e}");
         return ExitCode::from(1);

@@ -52,6 +52,8 @@ pub struct GatewaySettings {
     pub access_log: Option<AccessLogSettings>,
     /// Where rollout state and history are kept (None: beside routes.toml).
     pub rollout_state_dir: Option<std::path::PathBuf>,
+    /// Where rollout state lives: a file (one gateway) or PostgreSQL (several replicas).
+    pub rollout_store: crate::rollout::store::StoreSettings,
     /// Proxies whose X-Forwarded-For is believed for the client IP.
     pub trusted_proxies: Vec<Cidr>,
     /// Redis for shared rate limits (read at start).

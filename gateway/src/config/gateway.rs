@@ -37,6 +37,7 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         tls: g.tls.as_ref().and_then(|t| super::tls::compile_tls(issues, t, secrets)),
         access_log: g.access_log.as_ref().map(|a| access_log(issues, a)),
         rollout_state_dir: g.rollout_state_dir.as_ref().filter(|d| !d.is_empty()).map(std::path::PathBuf::from),
+        rollout_store: super::rollout::rollout_store(issues, g, secrets),
         trusted_proxies: super::limits::trusted_proxies(issues, g),
         redis: super::limits::redis(issues, g),
     }

@@ -162,6 +162,14 @@ pub struct RawGateway {
     /// Where rollout state and history are kept (default: `.strangler/` beside routes.toml;
     /// restart to change).
     pub rollout_state_dir: Option<String>,
+    /// Where rollout state lives: "file" (default; one gateway, in `rollout_state_dir`) or
+    /// "postgres" (several replicas share it: one leads, all serve the same step; restart to
+    /// change).
+    pub rollout_store: Option<Spanned<String>>,
+    /// With `rollout_store = "postgres"`: the environment variable holding the connection string
+    /// (a libpq "host=... dbname=..." string or a postgres:// URL). Never written in this file,
+    /// never logged.
+    pub rollout_store_url_env: Option<Spanned<String>>,
     /// Proxies whose `X-Forwarded-For` is believed for the client IP (rate limits per IP):
     /// addresses or CIDR networks, e.g. ["10.0.0.0/8"]. None by default.
     pub trusted_proxies: Option<Vec<Spanned<String>>>,

@@ -7,12 +7,78 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diagnostics::Issues;
-use super::raw::{RawGates, RawNumber, RawRollout, RawRoute};
-use super::values::{dur, int_in};
+use super::raw::{RawGates, RawGateway, RawNumber, RawRollout, RawRoute};
+use super::values::{dur, int_in, Secrets};
 use crate::rollout::plan::{
     CdcLagGate, ErrorRateGate, Gates, LatencyGate, MatchRateGate, Placement, PrometheusGate, RolloutPlan, Step,
 };
+use crate::rollout::store::StoreSettings;
 use crate::stage::Stage;
+
+/// `[gateway] rollout_store` and `rollout_store_url_env`: where rollout state lives. The
+/// connection string is read from the environment (never from the file) when secrets are read;
+/// an offline `check` only checks the keys.
+pub(super) fn rollout_store(issues: &mut Issues<'_>, g: &RawGateway, secrets: Secrets) -> StoreSettings {
+    let env = g.rollout_store_url_env.as_ref();
+    let Some(kind) = g.rollout_store.as_ref() else {
+        if let Some(e) = env {
+            issues.at(e, "rollout_store_url_env needs rollout_store = \"postgres\"", None);
+        }
+        return StoreSettings::File;
+    };
+    match kind.get_ref().as_str() {
+        "file" => {
+            if let Some(e) = env {
+                issues.at(e, "rollout_store_url_env is for rollout_store = \"postgres\"", None);
+            }
+            StoreSettings::File
+        }
+        "postgres" => {
+            let Some(env) = env else {
+                issues.at(
+                    kind,
+                    "rollout_store = \"postgres\" needs rollout_store_url_env",
+                    Some("name the environment variable holding the connection string, e.g. rollout_store_url_env = \"STRANGLER_ROLLOUT_PG\"".into()),
+                );
+                return StoreSettings::File;
+            };
+            let name = env.get_ref();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                issues.at(env, format!("{name:?} is not an environment variable name"), None);
+                return StoreSettings::File;
+            }
+            if secrets == Secrets::Skip {
+                return StoreSettings::Postgres { url: String::new(), env: name.clone() };
+            }
+            let url = match std::env::var(name) {
+                Ok(u) if !u.trim().is_empty() => u,
+                _ => {
+                    issues.at(
+                        env,
+                        format!(
+                            "environment variable {name} is not set (it holds the rollout store's connection string)"
+                        ),
+                        Some("e.g. host=db.internal dbname=strangler user=gateway password=...".into()),
+                    );
+                    return StoreSettings::File;
+                }
+            };
+            if let Err(e) = crate::rollout::pg_store::parse_url(&url) {
+                issues.at(env, format!("${name}: {e}"), None);
+                return StoreSettings::File;
+            }
+            StoreSettings::Postgres { url, env: name.clone() }
+        }
+        other => {
+            issues.at(
+                kind,
+                format!("unknown rollout store {other:?}"),
+                Some("use \"file\" (one gateway) or \"postgres\" (several replicas)".into()),
+            );
+            StoreSettings::File
+        }
+    }
+}
 
 /// Compiles a route's `[routes.rollout]`; `None` when it has none.
 pub(super) fn rollout_plan(issues: &mut Issues<'_>, r: &RawRoute, to: Option<usize>) -> Option<Arc<RolloutPlan>> {
@@ -188,5 +254,66 @@ fn gates(issues: &mut Issues<'_>, g: &RawGates) -> Gates {
                 max,
             }
         }),
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use crate::config::{load_str, load_str_offline};
+    use crate::rollout::store::StoreSettings;
+
+    const ROUTES: &str = "[defaults]\nupstream = \"legacy\"\n\n[upstreams.legacy]\nendpoints = [\"127.0.0.1:8081\"]\n";
+
+    fn errors(src: &str) -> Vec<String> {
+        load_str("r.toml", src, None).unwrap_err().issues.iter().map(|i| i.to_string()).collect()
+    }
+
+    #[test]
+    fn the_rollout_store_keys_are_checked_with_places_and_the_url_never_shown() {
+        let file = load_str("r.toml", ROUTES, None).unwrap();
+        assert_eq!(file.settings.rollout_store, StoreSettings::File);
+
+        let src = |keys: &str| format!("[gateway]\n{keys}\n{ROUTES}");
+        let e = errors(&src("rollout_store = \"etcd\""));
+        assert!(e[0].starts_with("r.toml:2:17: error: unknown rollout store \"etcd\""), "{e:?}");
+        let e = errors(&src("rollout_store = \"postgres\""));
+        assert!(
+            e[0].starts_with("r.toml:2:17: error: rollout_store = \"postgres\" needs rollout_store_url_env"),
+            "{e:?}"
+        );
+        let e = errors(&src("rollout_store_url_env = \"X\""));
+        assert!(
+            e[0].starts_with("r.toml:2:25: error: rollout_store_url_env needs rollout_store = \"postgres\""),
+            "{e:?}"
+        );
+        let e = errors(&src("rollout_store = \"postgres\"\nrollout_store_url_env = \"NOT A NAME\""));
+        assert!(e[0].starts_with("r.toml:3:25: error: \"NOT A NAME\" is not an environment variable name"), "{e:?}");
+
+        // unset: an error at the key when run, not for an offline `check`
+        let unset = src("rollout_store = \"postgres\"\nrollout_store_url_env = \"STRANGLER_ROLLOUT_TEST_UNSET\"");
+        let e = errors(&unset);
+        assert!(
+            e[0].starts_with("r.toml:3:25: error: environment variable STRANGLER_ROLLOUT_TEST_UNSET is not set"),
+            "{e:?}"
+        );
+        assert!(load_str_offline("r.toml", &unset).is_ok());
+
+        // set: read, kept out of Debug; a malformed string is an error that does not repeat it
+        std::env::set_var("STRANGLER_ROLLOUT_TEST_URL", "host=db.internal dbname=s password=hunter2");
+        let ok = load_str(
+            "r.toml",
+            &src("rollout_store = \"postgres\"\nrollout_store_url_env = \"STRANGLER_ROLLOUT_TEST_URL\""),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(&ok.settings.rollout_store, StoreSettings::Postgres { url, .. } if url.contains("hunter2")));
+        assert!(!format!("{:?}", ok.settings).contains("hunter2"));
+        std::env::set_var("STRANGLER_ROLLOUT_TEST_BAD", "host=db password='hunter2");
+        let e = errors(&src("rollout_store = \"postgres\"\nrollout_store_url_env = \"STRANGLER_ROLLOUT_TEST_BAD\""));
+        assert!(
+            e[0].starts_with("r.toml:3:25: error: $STRANGLER_ROLLOUT_TEST_BAD: not a PostgreSQL connection string"),
+            "{e:?}"
+        );
+        assert!(!e[0].contains("hunter2"), "{e:?}");
     }
 }

@@ -4,6 +4,12 @@
 //! `failure_limit` failed analyses in a row, and applies operators' actions. Each change is saved
 //! to the store, recorded in the audit trail, and applied by recompiling the route table with the
 //! new [`Overlay`] (the request path never sees the controller: it serves the table).
+//!
+//! With a store shared by several replicas, only the replica that leads evaluates and writes;
+//! the others load what the store holds when told of a change and apply it. Every replica
+//! publishes its counters, and the leader's windows sum them (see [`super::replicas`]). A
+//! replica that takes over continues from the stored state (the current step keeps its
+//! `since`), so a handover neither skips nor repeats a step.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,8 +19,9 @@ use serde_json::{json, Value};
 
 use super::gates::{analyse, Applicable, Measure};
 use super::plan::{Placement, RolloutPlan};
+use super::replicas::{self, ReplicaMeasures, RouteMeasures};
 use super::state::{now_ms, overlay, Check, GateResult, HistoryEvent, Overlay, RolloutState, States, Verdict};
-use super::store::RolloutStore;
+use super::store::{Leadership, RolloutStore};
 use crate::reload::ConfigStore;
 use crate::shadow::report::Count;
 use crate::shadow::ShadowService;
@@ -62,18 +69,36 @@ pub enum ActionError {
     NoRollout(String),
     #[error("route {0:?} is at its last step")]
     AtLastStep(String),
+    /// Several replicas share the rollouts and this one follows: act on the leader.
+    #[error("this replica follows; the rollouts are led by {0}: send the action to the leader's admin API")]
+    NotLeader(String),
+    /// The shared store refused or could not be reached: nothing changed.
+    #[error("the rollout state cannot be saved, nothing changed: {0}")]
+    Store(String),
 }
 
-/// The measurement window of one route: counters at its start, and when it was last analysed.
+/// The measurement window of one route: every replica's counters at its start, and when it was
+/// last analysed.
 struct Window {
-    start: Measure,
+    start: ReplicaMeasures,
     analysed: Instant,
 }
 
 struct Inner {
     states: States,
     windows: HashMap<String, Window>,
+    /// Whether this replica led at its last tick (a follower that starts leading loads the state
+    /// the store holds first).
+    leading: bool,
+    /// The store's revision when this replica last loaded its state (followers).
+    revision: u64,
+    loaded: Instant,
+    /// A write to the shared store failed: what memory holds may not be what the store holds.
+    stale: bool,
 }
+
+/// How often a follower re-reads the state even without a notification.
+const FOLLOWER_RELOAD: Duration = Duration::from_secs(5);
 
 /// Runs the rollouts of the serving route table.
 pub struct Controller {
@@ -90,7 +115,7 @@ struct Job {
     plan: Arc<RolloutPlan>,
     applicable: Applicable,
     window: Measure,
-    now: Measure,
+    now: ReplicaMeasures,
 }
 
 impl Controller {
@@ -102,11 +127,19 @@ impl Controller {
             States::new()
         });
         let client = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        let (leading, revision) = (!store.shared(), store.revision());
         let me = Arc::new(Controller {
             config,
             shadow,
             store,
-            inner: Mutex::new(Inner { states, windows: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                leading,
+                revision,
+                loaded: Instant::now(),
+                stale: false,
+                states,
+                windows: HashMap::new(),
+            }),
             client,
         });
         let weak = Arc::downgrade(&me);
@@ -145,14 +178,96 @@ impl Controller {
         Measure { legacy, extracted, compared, matched }
     }
 
+    /// A follower: loads the state when the store says it changed (or every 5 s, in case a
+    /// notification was lost) and applies it.
+    fn follow(&self) {
+        let revision = self.store.revision();
+        {
+            let inner = self.lock();
+            if !inner.leading && !inner.stale && inner.revision == revision && inner.loaded.elapsed() < FOLLOWER_RELOAD
+            {
+                return;
+            }
+        }
+        // no lock held while the store answers
+        match self.store.load() {
+            Ok(states) => {
+                let mut inner = self.lock();
+                if inner.leading {
+                    tracing::warn!("this replica no longer leads the rollouts; following the store");
+                }
+                inner.states = states;
+                inner.windows.clear();
+                inner.leading = false;
+                inner.stale = false;
+                inner.revision = revision;
+                inner.loaded = Instant::now();
+                self.apply(&inner);
+            }
+            Err(e) => {
+                // try again when the store reconnects (the revision moves) or in 5 s, not every
+                // tick: the background thread has other work than waiting for a database
+                tracing::warn!("cannot read the rollout state from the store: {e}");
+                let mut inner = self.lock();
+                inner.leading = false;
+                inner.stale = false;
+                inner.revision = revision;
+                inner.loaded = Instant::now();
+            }
+        }
+    }
+
+    /// This replica just took the lead (or must re-read after a failed write): continue from
+    /// the stored state, with fresh windows. False when the store cannot be read (no lead then).
+    fn take_over(&self) -> bool {
+        let revision = self.store.revision();
+        match self.store.load() {
+            Ok(states) => {
+                let mut inner = self.lock();
+                if !inner.leading {
+                    tracing::info!(replica = %self.store.replica(), "leading the rollouts from the stored state");
+                }
+                inner.states = states;
+                inner.windows.clear();
+                inner.leading = true;
+                inner.stale = false;
+                inner.revision = revision;
+                inner.loaded = Instant::now();
+                self.apply(&inner);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the rollout state to lead from it: {e}");
+                false
+            }
+        }
+    }
+
     /// One pass over every rolling-out route.
     pub async fn tick(&self) {
         let table = self.config.current();
+        // every replica's counters go to the store, for the leader's gates
+        let local: RouteMeasures =
+            table.routes.iter().filter(|r| r.rollout.is_some()).map(|r| (r.name.clone(), self.measure(r))).collect();
+        if self.store.shared() {
+            self.store.publish(local.clone());
+            if let Leadership::Follower { .. } = self.store.leadership() {
+                return self.follow();
+            }
+            let fresh = {
+                let inner = self.lock();
+                inner.leading && !inner.stale
+            };
+            if !fresh && !self.take_over() {
+                return;
+            }
+        }
+        let others = self.store.measures();
         let mut events = Vec::new();
         let mut jobs = Vec::new();
         {
             let mut inner = self.lock();
-            let Inner { states, windows } = &mut *inner;
+            let Inner { states, windows, .. } = &mut *inner;
             // a route whose rollout was removed (or the route itself) keeps no state
             let gone: Vec<String> = states
                 .keys()
@@ -165,7 +280,8 @@ impl Controller {
             }
             for route in table.routes.iter().filter(|r| r.rollout.is_some()) {
                 let plan = route.rollout.clone().expect("filtered");
-                let now = self.measure(route);
+                let mine = local.get(&route.name).cloned().unwrap_or_default();
+                let now = replicas::of_route(&others, self.store.replica(), &route.name, mine);
                 let served = Placement { stage: route.stage, weight_bp: route.canary.weight_bp };
                 let st = states.entry(route.name.clone()).or_insert_with(|| {
                     let position = (0..=plan.last_position()).find(|p| plan.placement(*p) == served).unwrap_or(0);
@@ -200,7 +316,13 @@ impl Controller {
                         && placement.weight_bp > 0
                         && placement.weight_bp < 10_000,
                 };
-                jobs.push(Job { route: route.name.clone(), plan, applicable, window: now.since(&w.start), now });
+                jobs.push(Job {
+                    route: route.name.clone(),
+                    plan,
+                    applicable,
+                    window: replicas::window(&now, &w.start),
+                    now,
+                });
             }
         }
         // the analyses may fetch (CDC, Prometheus): no lock held
@@ -213,7 +335,7 @@ impl Controller {
         {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            let Inner { states, windows } = inner;
+            let Inner { states, windows, .. } = inner;
             for (job, verdict, gates) in results {
                 let (Some(st), Some(w)) = (states.get_mut(&job.route), windows.get_mut(&job.route)) else { continue };
                 if st.paused {
@@ -277,23 +399,32 @@ impl Controller {
                     }
                 }
             }
-            if changed {
-                self.persist(inner, &events);
+            if changed && self.persist(inner, &events).is_ok() {
                 self.apply(inner);
             }
         }
     }
 
-    /// Saves the state and records `events`, under the lock that changed them (so `status` never
-    /// shows a move the history does not have yet).
-    fn persist(&self, inner: &Inner, events: &[HistoryEvent]) {
-        if let Err(e) = self.store.save(&inner.states) {
-            tracing::error!("cannot save the rollout state: {e}");
-        }
-        for e in events {
-            tracing::info!(route = %e.route, kind = %e.kind, from = %e.from, to = %e.to, who = %e.who, "rollout: {}", e.why);
-            if let Err(err) = self.store.append(e) {
-                tracing::error!("cannot record the rollout history: {err}");
+    /// Saves the state and records `events` (one commit), under the lock that changed them (so
+    /// `status` never shows a move the history does not have yet). With a store of its own, a
+    /// failure is logged and memory is kept (and served); with a shared store nothing is applied
+    /// and the next tick re-reads what the store holds, so the replicas never diverge.
+    fn persist(&self, inner: &mut Inner, events: &[HistoryEvent]) -> Result<(), String> {
+        match self.store.commit(&inner.states, events) {
+            Ok(()) => {
+                for e in events {
+                    tracing::info!(route = %e.route, kind = %e.kind, from = %e.from, to = %e.to, who = %e.who, "rollout: {}", e.why);
+                }
+                Ok(())
+            }
+            Err(e) if self.store.shared() => {
+                tracing::error!("cannot save the rollout state ({e}); re-reading what the store holds");
+                inner.stale = true;
+                Err(e.to_string())
+            }
+            Err(e) => {
+                tracing::error!("cannot save the rollout state: {e}");
+                Ok(())
             }
         }
     }
@@ -333,10 +464,25 @@ impl Controller {
             .find(|r| r.name == route)
             .and_then(|r| r.rollout.clone())
             .ok_or_else(|| ActionError::NoRollout(route.to_string()))?;
+        if let Leadership::Follower { leader } = self.store.leadership() {
+            return Err(ActionError::NotLeader(
+                leader.unwrap_or_else(|| "no replica known (is the rollout store reachable?)".into()),
+            ));
+        }
+        if self.store.shared() {
+            // just took the lead, or a write failed: act on what the store holds
+            let fresh = {
+                let inner = self.lock();
+                inner.leading && !inner.stale
+            };
+            if !fresh && !self.take_over() {
+                return Err(ActionError::Store("the stored rollout state cannot be read; retry in a moment".into()));
+            }
+        }
         {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            let Inner { states, windows } = inner;
+            let Inner { states, windows, .. } = inner;
             let st = states.entry(route.to_string()).or_insert_with(|| new_state(&plan, 0));
             let from = plan.placement(st.position);
             match action {
@@ -374,7 +520,7 @@ impl Controller {
                 &format!("{} by {who}", action.as_str()),
                 vec![],
             );
-            self.persist(inner, &[e]);
+            self.persist(inner, &[e]).map_err(ActionError::Store)?;
             self.apply(inner);
         }
         Ok(self.status(Some(route)))
@@ -383,6 +529,8 @@ impl Controller {
     /// Every rollout (or one route's) as JSON, for the admin API.
     pub fn status(&self, route: Option<&str>) -> Value {
         let table = self.config.current();
+        let leading = self.store.leadership() == Leadership::Leader;
+        let replica = self.store.replica();
         let inner = self.lock();
         let one = |r: &Route| -> Option<Value> {
             let plan = r.rollout.as_ref()?;
@@ -411,6 +559,8 @@ impl Controller {
                 "failure_limit": plan.failure_limit,
                 "interval_ms": plan.interval.as_millis() as u64,
                 "last_check": st.and_then(|s| s.last_check.clone()),
+                "replica": replica,
+                "leading": leading,
             }))
         };
         match route {
@@ -436,7 +586,12 @@ impl Controller {
                 kind: "reload".into(),
                 from: before.map_or("(absent)".into(), |p| p.label()),
                 to: after.1.label(),
-                who: format!("reload:{trigger}"),
+                // with several replicas each records its own reload
+                who: if self.store.shared() {
+                    format!("reload:{trigger}@{}", self.store.replica())
+                } else {
+                    format!("reload:{trigger}")
+                },
                 why: "routes.toml changed".into(),
                 gates: vec![],
             };

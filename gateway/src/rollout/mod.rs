@@ -5,6 +5,9 @@
 //! - [`state`]: where each rollout stands, the overlay the table is compiled with, the audit trail
 //!   events.
 //! - [`store`]: where state and history are kept ([`store::RolloutStore`]: a file, or memory).
+//! - [`pg_store`]: the store several replicas share: PostgreSQL, one leader by advisory lock,
+//!   followers told by LISTEN/NOTIFY.
+//! - [`replicas`]: every replica's counters, summed for the leader's gates.
 //! - [`gates`]: measuring a route over a window and judging each gate.
 //! - [`controller`]: the loop that analyses, promotes, rolls back, and applies operators' actions.
 //!
@@ -14,6 +17,8 @@
 pub mod cli;
 pub mod controller;
 pub mod gates;
+pub mod pg_store;
 pub mod plan;
+pub mod replicas;
 pub mod state;
 pub mod store;

@@ -1,15 +1,22 @@
 //! Where rollout state and the audit trail live, behind [`RolloutStore`]: a file beside
-//! routes.toml for one gateway ([`FileStore`]), memory for tests ([`MemoryStore`]).
+//! routes.toml for one gateway ([`FileStore`]), memory for tests ([`MemoryStore`]), PostgreSQL
+//! for several replicas ([`super::pg_store::PgStore`]).
 //!
 //! Contract: `save` replaces the whole state atomically (a crash leaves the old or the new
-//! state, never a mix); `append` adds to the history and never rewrites it; `history` returns
-//! events oldest first. A store error never stops traffic: the controller logs it and keeps the
-//! state it has in memory.
+//! state, never a mix); `commit` does that and appends its events as one step (both or
+//! neither); `append` adds to the history and never rewrites it; `history` returns events
+//! oldest first. A store error never stops traffic: the controller logs it and, with a store of
+//! its own, keeps the state it has in memory; with a shared store it keeps what the store holds.
+//!
+//! A shared store also says who leads: only the leader evaluates and writes state; the others
+//! follow what the store holds (see [`RolloutStore::leadership`]).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::replicas::RouteMeasures;
 use super::state::{HistoryEvent, States};
 
 /// Why the store failed.
@@ -27,6 +34,42 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The shared store cannot be reached (or answered with an error).
+    #[error("rollout store: {0}")]
+    Shared(String),
+    /// This replica no longer leads: another replica took over, the write was refused.
+    #[error("this replica no longer leads the rollouts (another replica took over); nothing was written")]
+    Deposed,
+}
+
+/// Whether this replica decides (evaluates the gates and writes state) or follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    Leader,
+    /// Another replica leads (its id and admin address, when known).
+    Follower {
+        leader: Option<String>,
+    },
+}
+
+/// How `[gateway] rollout_store` says to keep rollout state.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum StoreSettings {
+    /// A file beside routes.toml (or in `rollout_state_dir`): one gateway.
+    #[default]
+    File,
+    /// PostgreSQL, shared by several replicas; the connection string was read from `env`.
+    Postgres { url: String, env: String },
+}
+
+/// Never shows the connection string (it may hold a password).
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSettings::File => f.write_str("File"),
+            StoreSettings::Postgres { env, .. } => write!(f, "Postgres {{ url: <from ${env}> }}"),
+        }
+    }
 }
 
 /// Rollout state and history storage.
@@ -39,6 +82,47 @@ pub trait RolloutStore: Send + Sync {
     fn append(&self, event: &HistoryEvent) -> Result<(), StoreError>;
     /// The newest `limit` events (of `route` when given), oldest first.
     fn history(&self, route: Option<&str>, limit: usize) -> Result<Vec<HistoryEvent>, StoreError>;
+
+    /// Saves `states` and appends `events` as one step: both or neither. A shared store refuses
+    /// ([`StoreError::Deposed`]) when this replica no longer leads, so a deposed leader can never
+    /// overwrite its successor's state.
+    fn commit(&self, states: &States, events: &[HistoryEvent]) -> Result<(), StoreError> {
+        self.save(states)?;
+        events.iter().try_for_each(|e| self.append(e))
+    }
+
+    /// Whether several replicas share this store (then a failed write is not kept in memory:
+    /// the replicas must agree on what the store holds).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Whether this replica leads now. Cheap (no I/O): a shared store keeps it current on its
+    /// own. A store of one gateway always leads.
+    fn leadership(&self) -> Leadership {
+        Leadership::Leader
+    }
+
+    /// A number that changes whenever another replica may have changed the state (a
+    /// notification arrived); followers load the state again when it does. Cheap (no I/O).
+    fn revision(&self) -> u64 {
+        0
+    }
+
+    /// This replica's id (in history events and counters).
+    fn replica(&self) -> &str {
+        "local"
+    }
+
+    /// Publishes this replica's per-route counters for the leader's gates. Cheap: a shared
+    /// store sends them on its own schedule.
+    fn publish(&self, _measures: RouteMeasures) {}
+
+    /// Every other live replica's latest counters (replica id → route → counters); empty for a
+    /// store of one gateway. Cheap: a shared store refreshes them on its own.
+    fn measures(&self) -> BTreeMap<String, RouteMeasures> {
+        BTreeMap::new()
+    }
 }
 
 /// State in `<dir>/rollouts.json`, history in `<dir>/history.jsonl`.
