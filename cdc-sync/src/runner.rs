@@ -360,7 +360,8 @@ async fn attempt(
 ) -> Result<(), PipelineError> {
     let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
     let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
-    let sink = PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin()).await?;
+    let sink =
+        PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin(), plan.way).await?;
     let stream =
         PgChangeStream::start(&plan.from_conn, &plan.slot, &plan.publication, Some(cp).filter(|l| l.0 > 0)).await?;
     metrics.applied_lsn.fetch_max(cp.0, Relaxed);
@@ -383,6 +384,7 @@ async fn attempt(
             max_batch_age: Duration::from_millis(500),
             skip_origins: plan.skip_origins.clone(),
             isolate_through,
+            echo_origin: plan.stamps_origin.then(|| plan.echo_origin.clone()),
         },
         checkpoint: cp,
         table_floor: floors.to_vec(),

@@ -97,6 +97,10 @@ pub struct PipelineOptions {
     /// one transaction per commit, so that a failing change is named exactly (the runner sets
     /// it after a batch failed without naming its row).
     pub isolate_through: Option<Lsn>,
+    /// The opposite direction's origin: its transactions on the read side are echoes of the
+    /// written side's versions, which the sink's conflict detection follows
+    /// ([`Sink::note_echo`]). `None`: not followed.
+    pub echo_origin: Option<String>,
 }
 
 /// The apply engine: reads a [`ChangeStream`], maps, writes to a [`Sink`], commits with the
@@ -125,6 +129,8 @@ struct Txn {
     replayed: bool,
     /// Tagged with an origin in the skip set: not applied.
     origin: bool,
+    /// Tagged with [`PipelineOptions::echo_origin`].
+    echo: bool,
     rows: i64,
 }
 
@@ -148,12 +154,15 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         ts: commit_ts,
                         replayed: final_lsn < self.checkpoint,
                         origin: false,
+                        echo: false,
                         rows: 0,
                     });
                 }
                 SourceMessage::Origin { name } => {
                     if let Some(t) = cur.as_mut() {
                         t.origin = self.options.skip_origins.skips(&name);
+                        t.echo = self.options.echo_origin.as_deref() == Some(name.as_str())
+                            && self.mapping.tables.iter().any(|t| t.lww);
                     }
                 }
                 SourceMessage::Relation(r) => {
@@ -209,8 +218,16 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     if t.origin {
                         self.metrics.txns_skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    let echo = t.origin && t.echo;
+                    if echo {
+                        // the ops before it were made before the echo: write them first
+                        self.flush(&mut ops, &mut open).await?;
+                        self.sink.note_echo(t.ts).await?;
+                    }
                     let applied = !t.origin;
-                    if pending.is_none() && ops.is_empty() && !open && !applied {
+                    // an echo is committed (not just confirmed) so that the horizon it moved is
+                    // persisted with the checkpoint
+                    if pending.is_none() && ops.is_empty() && !open && !applied && !echo {
                         // Nothing of ours in flight: the slot may pass this skipped transaction.
                         self.stream.confirm(end_lsn);
                         self.metrics.note_commit(end_lsn, commit_ts, 0, 0);
@@ -235,7 +252,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         let info = pending.take().expect("set above");
                         self.flush(&mut ops, &mut open).await?;
                         let stats = self.sink.commit(&info).await?;
-                        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
+                        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
                         open = false;
                         self.stream.confirm(info.lsn);
                         self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
@@ -252,7 +269,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
         }
         let batch = std::mem::replace(ops, Vec::with_capacity(self.options.batch_rows.clamp(1, 65536)));
         let stats = self.sink.write(batch).await?;
-        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
         *open = true;
         Ok(())
     }
@@ -314,6 +331,7 @@ mod tests {
                 max_batch_age: Duration::from_secs(1),
                 skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]),
                 isolate_through: None,
+                echo_origin: None,
             },
             checkpoint,
             table_floor: vec![Lsn(0)],
@@ -446,6 +464,7 @@ mod tests {
                 max_batch_age: Duration::from_secs(60),
                 skip_origins: SkipOrigins::default(),
                 isolate_through: Some(Lsn(200)),
+                echo_origin: None,
             },
             checkpoint: Lsn(0),
             table_floor: vec![Lsn(0)],
