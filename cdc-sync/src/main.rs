@@ -14,10 +14,11 @@ use clap::{Parser, Subcommand};
 /// (target) with per-table column mapping. Reverse/both: the service's writes stream back,
 /// loop-free (replication origins) with last-writer-wins on conflicts.
 ///
-/// Exit codes: 0 ok/equal, 1 failure or (verify) differences — for `run`: a direction stopped on
-/// an error that needs a human (data or schema, or a transient error that kept repeating) —,
-/// 2 bad configuration or error before starting, 3 (`run --no-wait`) another instance of the
-/// pipeline is active.
+/// Exit codes: 0 ok/equal; 1 failure or (verify) differences — for `run`: a transient error that
+/// kept repeating, which a restart may get past —; 2 bad configuration or error before starting;
+/// 3 (`run --no-wait`) another instance of the pipeline is active; 4 (`run`) stopped on an error
+/// that a restart would meet again (data, schema, a lost or orphaned slot): fix the cause before
+/// starting it again (the systemd unit does not restart on 2 and 4).
 #[derive(Parser, Debug)]
 #[command(name = "cdc-sync", version)]
 struct Cli {
@@ -50,7 +51,7 @@ enum Cmd {
         #[arg(long)]
         no_wait: bool,
         /// When a direction stops on an error, keep serving the status port this many seconds
-        /// (so /status shows the table, key, LSN, SQLSTATE and message) before exiting with code 1.
+        /// (so /status shows the table, key, LSN, SQLSTATE and message) before exiting (code 4 when the cause needs a human, 1 otherwise).
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         linger_after_stop: f64,
     },
@@ -152,6 +153,10 @@ fn main() -> ExitCode {
                 Err(RunError::AnotherInstance(e)) => {
                     eprintln!("error: {e}");
                     ExitCode::from(3)
+                }
+                Err(e) if e.needs_human() => {
+                    eprintln!("error (needs a human; exit code 4): {}", chain(e));
+                    ExitCode::from(4)
                 }
                 Err(e) => {
                     eprintln!("error: {}", chain(e));
