@@ -75,7 +75,8 @@ enum Cmd {
         #[arg(long)]
         purge: bool,
     },
-    /// Print slots (retained WAL), checkpoints and snapshot state as JSON.
+    /// Print slots (retained WAL), checkpoints, snapshot state and (bidirectional pipelines) the
+    /// conflicts each direction recorded (count by table and winner, the latest ten) as JSON.
     Status {
         /// The sync.toml file.
         #[arg(long, short)]

@@ -178,7 +178,7 @@ fn op_ts(op: &Op) -> Option<DateTime<Utc>> {
 
 fn change_word(op: &Op) -> &'static str {
     match op {
-        Op::Upsert { .. } => "insert",
+        Op::Upsert { .. } => "upsert",
         Op::Update { .. } => "update",
         Op::Delete { .. } => "delete",
         Op::Truncate { .. } => "truncate",
@@ -366,6 +366,47 @@ impl Conflicts {
         // the in-memory horizon may run ahead: the echoes that moved it are replayed anyway
         self.persisted = None;
     }
+}
+
+/// What `cdc-sync status` shows of a pipeline's conflicts on one side: how many, by table and
+/// winner, and the latest few records. `None` when that side has no conflict record table.
+pub async fn summary(
+    client: &Client,
+    pipeline: &str,
+    latest: i64,
+) -> Result<Option<serde_json::Value>, tokio_postgres::Error> {
+    let exists = client.query_one("SELECT to_regclass('cdc_sync.conflicts') IS NOT NULL", &[]).await?.get::<_, bool>(0);
+    if !exists {
+        return Ok(None);
+    }
+    let by = client
+        .query(
+            "SELECT table_name, winner, decision, count(*) FROM cdc_sync.conflicts WHERE pipeline = $1 \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            &[&pipeline],
+        )
+        .await?;
+    let total: i64 = by.iter().map(|r| r.get::<_, i64>(3)).sum();
+    let by: Vec<serde_json::Value> = by
+        .iter()
+        .map(|r| {
+            serde_json::json!({"table": r.get::<_, String>(0), "winner": r.get::<_, String>(1),
+                "decision": r.get::<_, String>(2), "count": r.get::<_, i64>(3)})
+        })
+        .collect();
+    let recent = client
+        .query(
+            "SELECT json_build_object('id', id, 'table', table_name, 'key', key, 'change', change, 'policy', policy, \
+             'winner', winner, 'decision', decision, 'local_version', local_version, 'incoming_version', incoming_version, \
+             'local_commit_ts', local_commit_ts, 'incoming_commit_ts', incoming_commit_ts, 'local_origin', local_origin, \
+             'source_lsn', source_lsn::text, 'recorded_at', recorded_at)::text \
+             FROM cdc_sync.conflicts WHERE pipeline = $1 ORDER BY id DESC LIMIT $2",
+            &[&pipeline, &latest],
+        )
+        .await?;
+    let recent: Vec<serde_json::Value> =
+        recent.iter().filter_map(|r| serde_json::from_str(&r.get::<_, String>(0)).ok()).collect();
+    Ok(Some(serde_json::json!({"total": total, "by_table": by, "latest": recent})))
 }
 
 /// Conflict records of one flush, column by column (for one `unnest` insert).
