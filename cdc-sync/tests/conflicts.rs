@@ -81,6 +81,44 @@ fn reverse_snapshot_carries_rows_only_the_target_had_with_writes_on_both_sides()
     assert!(run.log_text().contains("reverse snapshot"), "{}", run.log_text());
 }
 
+#[test]
+fn a_table_turned_both_later_carries_the_rows_the_service_wrote_meanwhile() {
+    let env = Env::new(
+        &format!("{ACCOUNTS} INSERT INTO accounts SELECT g, g, 'legacy' FROM generate_series(1, 50) g;"),
+        ACCOUNTS,
+    );
+    // forward only at first; the service writes the table anyway: rows of its own, and an edit
+    // of a row it got from legacy
+    let fwd_only = ACCOUNTS_MAP.replace("direction = \"both\"\n", "");
+    let cfg = env.write_config("later", &fwd_only);
+    let mut run = start(&cfg, "later");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    env.s("UPDATE accounts SET note = 'streamed' WHERE id <= 10");
+    wait_sql(&|| env.t("SELECT count(*) FROM accounts WHERE note = 'streamed'"), "10", Duration::from_secs(30));
+    env.t("INSERT INTO accounts SELECT g, g, 'the service''s own' FROM generate_series(1001, 1010) g");
+    run.child.signal(Signal::SIGKILL).unwrap();
+    wait_exit(&mut run, Duration::from_secs(10));
+    // while it is down legacy deletes a row the target still has (from the forward copy): not
+    // the service's own, so it must not come back
+    env.s("DELETE FROM accounts WHERE id = 30");
+
+    // now both ways: the reverse slot is created and the service's own rows are carried over
+    let cfg = env.write_config("later", ACCOUNTS_MAP);
+    let run = start(&cfg, "later-both");
+    assert_eq!(count(env.s("SELECT count(*) FROM accounts WHERE note = 'the service''s own'")), 10);
+    assert_eq!(count(env.s("SELECT count(*) FROM accounts")), 59);
+    // and from now on both sides' writes flow, with no conflict among them
+    env.t("UPDATE accounts SET note = 'service edit' WHERE id IN (1001, 20)");
+    env.s("UPDATE accounts SET note = 'legacy edit' WHERE id IN (1002, 21)");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    assert_eq!(env.s("SELECT note FROM accounts WHERE id = 20"), "service edit");
+    assert_eq!(env.t("SELECT note FROM accounts WHERE id = 1002"), "legacy edit");
+    assert_eq!(count(env.t("SELECT count(*) FROM accounts WHERE id = 30")), 0);
+    assert_eq!(count(env.t("SELECT count(*) FROM cdc_sync.conflicts")), 0);
+    assert_eq!(count(env.s("SELECT count(*) FROM cdc_sync.conflicts")), 0);
+    assert!(run.log_text().contains("reverse snapshot: carried rows that only the target had"), "{}", run.log_text());
+}
+
 const POLICIES: &str = "
 CREATE TABLE acc_lww (id int PRIMARY KEY, note text);
 CREATE TABLE acc_src (id int PRIMARY KEY, note text);
