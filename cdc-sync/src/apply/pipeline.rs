@@ -488,4 +488,70 @@ mod tests {
         ];
         assert_eq!(got, want);
     }
+
+    /// Records what the pipeline asks of its sink, in order.
+    struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+    impl Sink for Recorder {
+        async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+            let lsns: Vec<String> = ops.iter().map(|o| o.lsn().0.to_string()).collect();
+            self.0.lock().unwrap().push(format!("write {}", lsns.join(",")));
+            Ok(WriteStats::default())
+        }
+        async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
+            self.0.lock().unwrap().push(format!("commit {}", info.lsn.0));
+            Ok(WriteStats::default())
+        }
+        async fn note_echo(&mut self, _ts: DateTime<Utc>) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push("echo".into());
+            Ok(())
+        }
+    }
+
+    async fn record(msgs: Vec<SourceMessage>, bidirectional: bool) -> Vec<String> {
+        let mut m = (*mapping()).clone();
+        m.tables[0].lww = bidirectional;
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let p = Pipeline {
+            stream: ScriptedStream::new(msgs),
+            sink: Recorder(Arc::clone(&events)),
+            mapping: Arc::new(m),
+            options: PipelineOptions {
+                name: "t".into(),
+                batch_rows: 100,
+                max_batch_age: Duration::from_secs(60),
+                skip_origins: SkipOrigins::new(["cdc_sync_t_rev".to_string()]),
+                isolate_through: None,
+                echo_origin: Some("cdc_sync_t_rev".into()),
+            },
+            checkpoint: Lsn(0),
+            table_floor: vec![Lsn(0)],
+            metrics: Arc::new(Metrics::default()),
+        };
+        assert!(ended(&p.run().await));
+        let v = events.lock().unwrap().clone();
+        v
+    }
+
+    #[tokio::test]
+    async fn an_echo_reaches_the_sink_after_the_changes_made_before_it_and_is_committed() {
+        let ins = |id: &str| vec![ChangeKind::Insert { new: r(id, Some("b"), "0") }];
+        let mut msgs = tx(100, None, ins("1"));
+        msgs.extend(tx(200, Some("cdc_sync_t_rev"), ins("9")));
+        msgs.extend(tx(300, None, ins("2")));
+        let events = record(msgs, true);
+        let events = events.await;
+        let at = |e: &str| events.iter().position(|x| x == e).unwrap_or_else(|| panic!("no {e:?} in {events:?}"));
+        // the change before the echo is handed over before it, the one after it after
+        assert!(at("write 100") < at("echo") && at("echo") < at("write 300"), "{events:?}");
+        assert!(
+            !events.iter().any(|e| e.contains("200,") || e.ends_with(" 200")),
+            "the echo is not applied: {events:?}"
+        );
+        // an echo alone is committed (so the horizon it moved is persisted), not just confirmed
+        let events = record(tx(200, Some("cdc_sync_t_rev"), ins("9")), true).await;
+        assert_eq!(events, ["echo", "commit 201"]);
+        // without bidirectional tables there is nothing to follow: skipped and confirmed only
+        let events = record(tx(200, Some("cdc_sync_t_rev"), ins("9")), false).await;
+        assert!(events.is_empty(), "{events:?}");
+    }
 }
