@@ -262,7 +262,8 @@ fn a_clock_skew_over_the_bound_is_warned_and_one_within_it_is_not() {
     assert_eq!(c["over_bound"], true, "{s}");
     assert_eq!(c["bound_ms"], 0, "{s}");
     let skew = c["skew_ms"].as_f64().unwrap();
-    assert!(skew != 0.0 && skew.abs() < 1000.0, "{s}");
+    // two servers on one machine: some microseconds apart, far below a second
+    assert!(skew.abs() < 1000.0, "{s}");
     let warnings = s["pipelines"]["reverse"]["warnings"].as_array().unwrap();
     assert!(
         warnings.iter().any(|w| w.as_str().unwrap().contains(&format!("{skew:.3} ms"))
