@@ -11,8 +11,11 @@ use clap::{Parser, Subcommand};
 /// Logical-replication CDC between the legacy database and an extracted service's database.
 ///
 /// Forward: the legacy (source) tables are snapshotted and then streamed into the service
-/// (target) with per-table column mapping. Reverse/both: the service's writes stream back,
-/// loop-free (replication origins) with last-writer-wins on conflicts.
+/// (target) with per-table column mapping. Reverse/both: rows only the service has are carried
+/// to legacy at the start, then the service's writes stream back, loop-free (replication
+/// origins); a conflict (both sides changed a row without seeing each other's change) is decided
+/// by the table's policy (last writer wins by default, or source_wins / target_wins) and recorded
+/// in cdc_sync.conflicts on the written side.
 ///
 /// Exit codes: 0 ok/equal; 1 failure or (verify) differences — for `run`: a transient error that
 /// kept repeating, which a restart may get past —; 2 bad configuration or error before starting;
