@@ -69,7 +69,7 @@ pub async fn check_connect(cfg: &SyncConfig) -> Result<Vec<String>, CommandError
         let ts: String = tgt.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
         let ts2: String = src.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
         if ts != "on" || ts2 != "on" {
-            out.push("track_commit_timestamp must be on at both sides for last-writer-wins".into());
+            out.push("track_commit_timestamp must be on at both sides for bidirectional tables (conflict detection and last-writer-wins)".into());
         }
     }
     // expressions: let PostgreSQL parse them
