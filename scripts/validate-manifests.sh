@@ -13,7 +13,8 @@
 #   embedded-toml   routes.toml / sync.toml inside the ConfigMaps parse as TOML; with
 #                   $STRANGLER_GATEWAY_BIN / $CDC_SYNC_BIN set, also `check` them with the binaries
 #   otel            collector.yaml parses and its pipelines only name defined components;
-#                   prometheus.yml parses
+#                   prometheus.yml parses; cdc-sync-rules.yml passes `promtool check rules` and its
+#                   unit tests (`promtool test rules cdc-sync-rules.test.yml`)
 #   grafana         the dashboard JSON parses; panels have unique ids, every query has an expr and
 #                   every metric it names is exported by one of our binaries
 #   systemd         `systemd-analyze verify` on the units (skipped without systemd-analyze);
@@ -285,6 +286,20 @@ then
     fi
 else
     fail "otel prometheus.yml"
+fi
+
+# ------------------------------------------------------------------------------ alert rules
+section "otel: cdc-sync alert rules (promtool check rules, promtool test rules)"
+if command -v promtool >/dev/null 2>&1; then
+    if (cd "$DEPLOY/otel" && promtool check rules cdc-sync-rules.yml && promtool test rules cdc-sync-rules.test.yml) \
+            >"$WORK/promtool-rules.out" 2>&1; then
+        pass "otel cdc-sync-rules.yml (checked, unit tests pass)"
+    else
+        sed 's/^/  /' "$WORK/promtool-rules.out"
+        fail "otel cdc-sync-rules.yml"
+    fi
+else
+    pass "otel cdc-sync-rules.yml (promtool not installed: not checked)"
 fi
 
 # ------------------------------------------------------------------------------ Grafana

@@ -69,7 +69,7 @@ pub async fn check_connect(cfg: &SyncConfig) -> Result<Vec<String>, CommandError
         let ts: String = tgt.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
         let ts2: String = src.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
         if ts != "on" || ts2 != "on" {
-            out.push("track_commit_timestamp must be on at both sides for last-writer-wins".into());
+            out.push("track_commit_timestamp must be on at both sides for bidirectional tables (conflict detection and last-writer-wins)".into());
         }
     }
     // expressions: let PostgreSQL parse them
@@ -165,5 +165,19 @@ pub async fn run_status(cfg: &SyncConfig) -> Result<serde_json::Value, CommandEr
             .map(|(t, s)| (t.clone(), serde_json::json!({"state": s.state.as_str(), "rows": s.rows})))
             .collect::<serde_json::Map<_, _>>());
     }
+    if plan.bidirectional {
+        out["conflicts"] = conflicts_status(&plan).await?;
+    }
     Ok(out)
+}
+
+/// The conflicts each direction recorded on the side it writes (see [`crate::apply::conflict`]).
+async fn conflicts_status(plan: &Plan) -> Result<serde_json::Value, CommandError> {
+    let mut out = serde_json::Map::new();
+    for d in [&plan.forward, &plan.reverse] {
+        let c = connect_to(&d.to_conn, d.to_label.clone()).await?;
+        let s = crate::apply::conflict::summary(&c, &d.pipeline, 10).await?;
+        out.insert(d.label.to_string(), s.unwrap_or(serde_json::json!({"total": 0})));
+    }
+    Ok(serde_json::Value::Object(out))
 }

@@ -13,6 +13,10 @@ use toml::Spanned;
 
 use crate::model::qualify;
 
+mod both_ways;
+use both_ways::{clock_config, table_conflict, RawClock};
+pub use both_ways::{ClockConfig, ConflictPolicy};
+
 /// A single configuration problem with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -96,6 +100,8 @@ struct RawFile {
     replication: RawReplication,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    clock: Option<Spanned<RawClock>>,
     #[serde(default, rename = "table")]
     tables: Vec<Spanned<RawTable>>,
 }
@@ -139,6 +145,8 @@ struct RawTable {
     key: Spanned<Vec<String>>,
     #[serde(default)]
     direction: Direction,
+    /// Conflict policy (`direction = "both"` only).
+    conflict: Option<Spanned<ConflictPolicy>>,
     columns: Spanned<BTreeMap<String, Spanned<ColumnSpec>>>,
 }
 
@@ -255,6 +263,8 @@ pub struct TableConfig {
     pub columns: Vec<ColumnMap>,
     /// Line of the `[[table]]` entry.
     pub line: usize,
+    /// How conflicts are resolved (meaningful for `direction = "both"`; default last writer wins).
+    pub conflict: ConflictPolicy,
 }
 
 /// Tunables with defaults.
@@ -340,6 +350,8 @@ pub struct SyncConfig {
     pub status_listen: Option<String>,
     /// Mapped tables.
     pub tables: Vec<TableConfig>,
+    /// `[clock]`: the clock-skew watch.
+    pub clock: ClockConfig,
 }
 
 impl SyncConfig {
@@ -556,7 +568,8 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
                 }
             }
         }
-        tables.push(TableConfig { source, target, key, direction: t.direction, columns, line });
+        let conflict = table_conflict(t, &mut push);
+        tables.push(TableConfig { source, target, key, direction: t.direction, columns, line, conflict });
     }
 
     let status_listen = raw.status.listen;
@@ -566,8 +579,13 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
         }
     }
 
+    let clock = clock_config(raw.clock.as_ref(), &mut |span, message| {
+        let (line, col) = line_col(text, span.start);
+        problems.push(Problem { line, col, message });
+    });
+
     if problems.is_empty() {
-        Ok(SyncConfig { name, source, target, replication, status_listen, tables })
+        Ok(SyncConfig { name, source, target, replication, status_listen, tables, clock })
     } else {
         problems.sort_by_key(|p| (p.line, p.col));
         Err(err(problems))

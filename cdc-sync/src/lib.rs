@@ -5,13 +5,15 @@
 //! each direction reads, writes and names), [`source`] (publication, slot, snapshot, the
 //! [`source::ChangeStream`]), [`mapping`] (column mapping, pure), [`apply`] (the engine and the
 //! [`apply::Sink`]s), [`checkpoint`] (progress in the target); around them [`runner`] (`run`),
-//! [`retry`] and [`error`] (what happens after an error), [`status`], [`verify`], [`lock`],
+//! [`retry`] and [`error`] (what happens after an error), [`status`], [`verify`], [`lock`], [`reverse_snapshot`] (the service's rows
+//! carried to legacy when reverse sync starts), [`clock`] (the servers' clock skew), [`slot_watch`] (lag and slot safety),
 //! [`commands`] (the one-shot commands), [`catalog`], [`connect`], [`model`].
 #![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod catalog;
 pub mod checkpoint;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod connect;
@@ -21,7 +23,9 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod retry;
+pub mod reverse_snapshot;
 pub mod runner;
+pub mod slot_watch;
 pub mod source;
 pub mod status;
 pub mod verify;

@@ -11,13 +11,17 @@ use clap::{Parser, Subcommand};
 /// Logical-replication CDC between the legacy database and an extracted service's database.
 ///
 /// Forward: the legacy (source) tables are snapshotted and then streamed into the service
-/// (target) with per-table column mapping. Reverse/both: the service's writes stream back,
-/// loop-free (replication origins) with last-writer-wins on conflicts.
+/// (target) with per-table column mapping. Reverse/both: rows only the service has are carried
+/// to legacy at the start, then the service's writes stream back, loop-free (replication
+/// origins); a conflict (both sides changed a row without seeing each other's change) is decided
+/// by the table's policy (last writer wins by default, or source_wins / target_wins) and recorded
+/// in cdc_sync.conflicts on the written side.
 ///
-/// Exit codes: 0 ok/equal, 1 failure or (verify) differences — for `run`: a direction stopped on
-/// an error that needs a human (data or schema, or a transient error that kept repeating) —,
-/// 2 bad configuration or error before starting, 3 (`run --no-wait`) another instance of the
-/// pipeline is active.
+/// Exit codes: 0 ok/equal; 1 failure or (verify) differences — for `run`: a transient error that
+/// kept repeating, which a restart may get past —; 2 bad configuration or error before starting;
+/// 3 (`run --no-wait`) another instance of the pipeline is active; 4 (`run`) stopped on an error
+/// that a restart would meet again (data, schema, a lost or orphaned slot): fix the cause before
+/// starting it again (the systemd unit does not restart on 2 and 4).
 #[derive(Parser, Debug)]
 #[command(name = "cdc-sync", version)]
 struct Cli {
@@ -50,7 +54,7 @@ enum Cmd {
         #[arg(long)]
         no_wait: bool,
         /// When a direction stops on an error, keep serving the status port this many seconds
-        /// (so /status shows the table, key, LSN, SQLSTATE and message) before exiting with code 1.
+        /// (so /status shows the table, key, LSN, SQLSTATE and message) before exiting (code 4 when the cause needs a human, 1 otherwise).
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         linger_after_stop: f64,
     },
@@ -74,7 +78,8 @@ enum Cmd {
         #[arg(long)]
         purge: bool,
     },
-    /// Print slots (retained WAL), checkpoints and snapshot state as JSON.
+    /// Print slots (retained WAL), checkpoints, snapshot state and (bidirectional pipelines) the
+    /// conflicts each direction recorded (count by table and winner, the latest ten) as JSON.
     Status {
         /// The sync.toml file.
         #[arg(long, short)]
@@ -152,6 +157,10 @@ fn main() -> ExitCode {
                 Err(RunError::AnotherInstance(e)) => {
                     eprintln!("error: {e}");
                     ExitCode::from(3)
+                }
+                Err(e) if e.needs_human() => {
+                    eprintln!("error (needs a human; exit code 4): {}", chain(e));
+                    ExitCode::from(4)
                 }
                 Err(e) => {
                     eprintln!("error: {}", chain(e));

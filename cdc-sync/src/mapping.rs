@@ -65,6 +65,8 @@ pub struct DirectedTable {
     pub output_types: Vec<String>,
     /// Last-writer-wins conflict handling (bidirectional tables).
     pub lww: bool,
+    /// The conflict policy of a bidirectional table (see [`crate::apply::conflict`]).
+    pub conflict: crate::config::ConflictPolicy,
     /// `[[table]]` line in sync.toml.
     pub line: usize,
 }
@@ -242,6 +244,7 @@ impl DirectedTable {
             input_types: vec![],
             output_types: vec![],
             lww: t.direction == crate::config::Direction::Both,
+            conflict: t.conflict,
             line: t.line,
         }
     }

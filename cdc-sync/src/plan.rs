@@ -35,6 +35,9 @@ pub struct DirectionPlan {
     pub stamps_origin: bool,
     /// Origin-tagged transactions this direction's stream skips (loop prevention).
     pub skip_origins: SkipOrigins,
+    /// The opposite direction's origin: its transactions in this stream are echoes of what this
+    /// direction's written side committed (followed by conflict detection).
+    pub echo_origin: String,
     /// Row changes per apply flush.
     pub batch_rows: usize,
     /// Warn when the slot retains more WAL than this (MiB).
@@ -82,6 +85,7 @@ impl Plan {
             stamps_origin: bidirectional,
             // its own echoes: what this pipeline's reverse applier wrote into the source
             skip_origins: SkipOrigins::new(std::iter::once(reverse_origin.clone()).chain(r.skip_origins.clone())),
+            echo_origin: reverse_origin.clone(),
             batch_rows: r.batch_rows,
             retained_wal_warn_mb: r.retained_wal_warn_mb,
         };
@@ -97,7 +101,10 @@ impl Plan {
             publication: r.reverse_publication.clone(),
             origin: reverse_origin,
             stamps_origin: true,
-            skip_origins: SkipOrigins::new(std::iter::once(forward_origin).chain(r.reverse_skip_origins.clone())),
+            skip_origins: SkipOrigins::new(
+                std::iter::once(forward_origin.clone()).chain(r.reverse_skip_origins.clone()),
+            ),
+            echo_origin: forward_origin,
             batch_rows: r.batch_rows,
             retained_wal_warn_mb: r.retained_wal_warn_mb,
         };

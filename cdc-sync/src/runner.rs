@@ -31,9 +31,12 @@ use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
 use crate::retry::{Failure, Next, Retrier, RetryPolicy, StopReason};
+use crate::reverse_snapshot::{self, Carry, ReverseSnapshotError, Stamp};
+use crate::slot_watch::monitor;
+pub use crate::slot_watch::{slot_danger, SlotDanger};
 use crate::source::snapshot::{copy_tables, SnapshotError, SnapshotJob};
 use crate::source::{self, PgChangeStream, SourceError};
-use crate::status::{self, ErrorReport, Metrics, Registry, SlotWalStatus};
+use crate::status::{self, ErrorReport, Metrics, Registry};
 
 /// How `run` runs.
 #[derive(Debug, Clone, Default)]
@@ -171,6 +174,9 @@ pub enum RunError {
     /// The state schema could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Carrying the target-only rows to the source failed.
+    #[error(transparent)]
+    ReverseSnapshot(#[from] ReverseSnapshotError),
     /// The initial copy failed (unfinished tables are copied again at the next start).
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -190,12 +196,25 @@ impl RunError {
             RunError::Catalog(e) => e.kind(),
             RunError::Source(e) => e.kind(),
             RunError::Checkpoint(e) => e.kind(),
+            RunError::ReverseSnapshot(e) => e.kind(),
             RunError::Snapshot(e) => e.kind(),
             RunError::SlotLost(_)
             | RunError::SlotWithoutCheckpoint { .. }
             | RunError::ReverseSlotWithoutCheckpoint { .. } => ErrorKind::Slot,
             RunError::Stopped(s) => s.source.kind(),
             RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Task(_) => ErrorKind::Other,
+        }
+    }
+
+    /// Did `run` stop on an error that a restart would meet again (data, schema, a lost slot, a
+    /// slot without checkpoint), so that a supervisor should not restart it until a human has
+    /// looked (`main` exits with code 4)? A transient error that kept repeating is not one: a
+    /// restart may well get past it.
+    pub fn needs_human(&self) -> bool {
+        match self {
+            RunError::Stopped(s) => s.reason == StopReason::Fatal && !s.source.kind().is_transient(),
+            RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Task(_) => false,
+            e => !e.kind().is_transient(),
         }
     }
 
@@ -306,11 +325,36 @@ async fn prepare_forward(
     Ok((cp, floors))
 }
 
+/// Before the forward direction is prepared: when it will copy for the first time (no slot, no
+/// checkpoint) and some tables flow back, carry the target's rows that legacy lacks to legacy
+/// first, since the forward copy replaces the target tables' contents (see
+/// [`crate::reverse_snapshot`]).
+async fn carry_before_first_copy(
+    plan: &DirectionPlan,
+    reverse: &Arc<Mapping>,
+    src: &Client,
+    store: &mut PgCheckpointStore,
+) -> Result<(), RunError> {
+    store.prepare().await?;
+    if store.load(&plan.pipeline).await?.is_some() || source::slot_info(src, &plan.slot).await?.is_some() {
+        return Ok(());
+    }
+    let carried =
+        reverse_snapshot::carry_target_only_rows(reverse, &plan.to_conn, &plan.from_conn, &Carry::All, None).await?;
+    let rows: u64 = carried.rows.iter().map(|(_, n)| n).sum();
+    tracing::info!(rows, "reverse snapshot: the target's rows that legacy lacked are in legacy before the first copy");
+    Ok(())
+}
+
 /// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.
+/// A new slot comes with the reverse snapshot (the target-only rows carried to legacy) and the
+/// conflict horizons' start.
 async fn prepare_reverse(
     plan: &DirectionPlan,
+    forward: &DirectionPlan,
     mapping: &Arc<Mapping>,
     tgt: &Client,
+    src: &Client,
     store: &mut PgCheckpointStore,
 ) -> Result<Lsn, RunError> {
     let name = &plan.pipeline;
@@ -339,13 +383,28 @@ async fn prepare_reverse(
             store.reset(name).await?;
             let lsn = source::create_slot(tgt, &plan.slot).await?;
             tracing::info!(slot = %plan.slot, %lsn, "created reverse slot on the target");
+            // before the checkpoint: a crash in between stops at the next start (slot without
+            // checkpoint) rather than streaming without the carried rows
+            let carry = Carry::NotFromForward {
+                forward_origin: forward.origin.clone(),
+                forward_pipeline: forward.pipeline.clone(),
+            };
+            let stamp = Stamp { origin: plan.origin.clone(), lsn };
+            let carried =
+                reverse_snapshot::carry_target_only_rows(mapping, &plan.from_conn, &plan.to_conn, &carry, Some(&stamp))
+                    .await?;
+            reverse_snapshot::init_horizons(tgt, src, &forward.pipeline, name, carried.at, false).await?;
             store.init(name, lsn).await?;
             Ok(lsn)
         }
         (Some(_), None) => {
             Err(RunError::ReverseSlotWithoutCheckpoint { slot: plan.slot.clone(), pipeline: name.clone() })
         }
-        (Some(_), Some(c)) => Ok(c.lsn),
+        (Some(_), Some(c)) => {
+            // a pipeline that ran before conflicts were detected has no horizons yet
+            reverse_snapshot::init_horizons(tgt, src, &forward.pipeline, name, None, true).await?;
+            Ok(c.lsn)
+        }
     }
 }
 
@@ -360,7 +419,8 @@ async fn attempt(
 ) -> Result<(), PipelineError> {
     let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
     let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
-    let sink = PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin()).await?;
+    let sink =
+        PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin(), plan.way).await?;
     let stream =
         PgChangeStream::start(&plan.from_conn, &plan.slot, &plan.publication, Some(cp).filter(|l| l.0 > 0)).await?;
     metrics.applied_lsn.fetch_max(cp.0, Relaxed);
@@ -383,6 +443,7 @@ async fn attempt(
             max_batch_age: Duration::from_millis(500),
             skip_origins: plan.skip_origins.clone(),
             isolate_through,
+            echo_origin: plan.stamps_origin.then(|| plan.echo_origin.clone()),
         },
         checkpoint: cp,
         table_floor: floors.to_vec(),
@@ -452,102 +513,6 @@ async fn stream_loop(
                 metrics.note_stop(report.clone());
                 return Err(DirectionStopped { direction: label, reason, report, source: e });
             }
-        }
-    }
-}
-
-/// How close a slot is to being invalidated by the server, from `wal_status` and `safe_wal_size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SlotDanger {
-    /// Fine, or `max_slot_wal_keep_size` is unlimited.
-    None,
-    /// More than 80 % of `max_slot_wal_keep_size` retained.
-    Near,
-    /// Past `max_slot_wal_keep_size`: lost at the next checkpoint unless it catches up.
-    Unreserved,
-    /// Invalidated.
-    Lost,
-}
-
-/// The danger a slot is in (pure; logged by the monitor when it grows).
-pub fn slot_danger(status: SlotWalStatus, retained_bytes: i64, safe_wal_bytes: Option<i64>) -> SlotDanger {
-    match status {
-        SlotWalStatus::Lost => SlotDanger::Lost,
-        SlotWalStatus::Unreserved => SlotDanger::Unreserved,
-        _ => match safe_wal_bytes {
-            // retained / (retained + still safe) is the used share of max_slot_wal_keep_size
-            Some(safe)
-                if retained_bytes > 0 && retained_bytes as f64 >= 0.8 * (retained_bytes + safe.max(0)) as f64 =>
-            {
-                SlotDanger::Near
-            }
-            _ => SlotDanger::None,
-        },
-    }
-}
-
-/// Polls the read side once a second: its WAL position (lag), the WAL the slot retains (with a
-/// warning over the threshold), the slot's `wal_status` and `safe_wal_size` (a warning past 80 %
-/// of `max_slot_wal_keep_size`, an error past it and when the slot is invalidated), and the
-/// recent apply rate.
-async fn monitor(plan: DirectionPlan, metrics: Arc<Metrics>) {
-    let (conn, slot, warn_mb) = (plan.from_conn, plan.slot, plan.retained_wal_warn_mb);
-    let mut client: Option<Client> = None;
-    let mut last_rows = metrics.rows_applied.load(Relaxed);
-    let mut last_t = std::time::Instant::now();
-    let mut warned = false;
-    let mut last_danger = SlotDanger::None;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rows = metrics.rows_applied.load(Relaxed);
-        let dt = last_t.elapsed().as_secs_f64();
-        metrics.rows_per_s_milli.store(((rows - last_rows) as f64 / dt * 1000.0) as u64, Relaxed);
-        (last_rows, last_t) = (rows, std::time::Instant::now());
-        if client.is_none() {
-            client = connect(&conn).await.ok();
-        }
-        let Some(c) = &client else { continue };
-        match c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await {
-            Ok(r) => {
-                if let Some(l) = Lsn::parse(&r.get::<_, String>(0)) {
-                    metrics.source_lsn.store(l.0, Relaxed);
-                }
-            }
-            Err(_) => {
-                client = None;
-                continue;
-            }
-        }
-        match source::slot_info(c, &slot).await {
-            Ok(Some(s)) => {
-                let status = SlotWalStatus::parse(s.wal_status.as_deref());
-                metrics.note_slot(status, s.retained_bytes, s.safe_wal_bytes);
-                let over = s.retained_bytes as u64 > warn_mb * 1024 * 1024;
-                if over && !warned {
-                    tracing::warn!(slot = %slot, retained_mb = s.retained_bytes / 1024 / 1024, threshold_mb = warn_mb,
-                        "slot retains a lot of WAL; if cdc-sync is retired, run `cdc-sync drop` to release it");
-                }
-                warned = over;
-                let danger = slot_danger(status, s.retained_bytes, s.safe_wal_bytes);
-                if danger > last_danger {
-                    let (retained_mb, safe_mb) = (s.retained_bytes >> 20, s.safe_wal_bytes.map(|b| b >> 20));
-                    match danger {
-                        SlotDanger::Lost => {
-                            tracing::error!(slot = %slot, "the server invalidated the slot (wal_status = lost): it retained more than max_slot_wal_keep_size; the changes it held are gone")
-                        }
-                        SlotDanger::Unreserved => {
-                            tracing::error!(slot = %slot, retained_mb, "slot is past max_slot_wal_keep_size (wal_status = unreserved): the next checkpoint invalidates it unless it catches up")
-                        }
-                        SlotDanger::Near => {
-                            tracing::warn!(slot = %slot, retained_mb, safe_mb, "slot has used over 80% of max_slot_wal_keep_size; if it keeps falling behind the server will invalidate it")
-                        }
-                        SlotDanger::None => {}
-                    }
-                }
-                last_danger = danger;
-            }
-            Ok(None) => metrics.note_slot(SlotWalStatus::Unknown, 0, None),
-            Err(_) => client = None,
         }
     }
 }
@@ -763,8 +728,21 @@ async fn run_active(
     let src = connect_to(&fwd_plan.from_conn, &fwd_plan.from_label).await?;
     let tgt = connect_to(&fwd_plan.to_conn, &fwd_plan.to_label).await?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
+    let rev = match plan.bidirectional {
+        true => Some(Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?)),
+        false => None,
+    };
     let mut tstore = PgCheckpointStore::connect(&fwd_plan.to_conn).await?;
+    if let Some(rev) = &rev {
+        carry_before_first_copy(&fwd_plan, rev, &src, &mut tstore).await?;
+    }
     let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics).await?;
+    // Both directions are prepared before either streams: the reverse snapshot and the conflict
+    // horizons must be in place before the first change is applied.
+    if let Some(rev) = &rev {
+        let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
+        prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore).await?;
+    }
     let mut tasks: tokio::task::JoinSet<Result<(), RunError>> = tokio::task::JoinSet::new();
     let (p, m) = (fwd_plan.clone(), Arc::clone(fwd_metrics));
     tasks.spawn(async move {
@@ -775,10 +753,13 @@ async fn run_active(
         let (m, f) = (Arc::clone(fwd_metrics), Arc::clone(&fwd));
         tasks.spawn(async move { Ok(stream_loop(fwd_plan, f, floors, m).await.map_err(Box::new)?) });
     }
-    if plan.bidirectional {
-        let rev = Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?);
-        let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
-        prepare_reverse(&rev_plan, &rev, &tgt, &mut sstore).await?;
+    if let Some(rev) = rev {
+        let watched = vec![Arc::clone(fwd_metrics), Arc::clone(rev_metrics)];
+        let (s, t, clock) = (plan.forward.from_conn.clone(), plan.forward.to_conn.clone(), cfg.clock);
+        tasks.spawn(async move {
+            crate::clock::watch(s, t, clock, watched).await;
+            Ok(())
+        });
         let (p, m) = (rev_plan.clone(), Arc::clone(rev_metrics));
         tasks.spawn(async move {
             monitor(p, m).await;
@@ -797,19 +778,6 @@ async fn run_active(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slot_danger_grows_with_the_share_of_max_slot_wal_keep_size_used() {
-        let mb = 1 << 20;
-        // unlimited max_slot_wal_keep_size: no danger whatever is retained
-        assert_eq!(slot_danger(SlotWalStatus::Extended, 5000 * mb, None), SlotDanger::None);
-        assert_eq!(slot_danger(SlotWalStatus::Reserved, 70 * mb, Some(30 * mb)), SlotDanger::None);
-        assert_eq!(slot_danger(SlotWalStatus::Reserved, 80 * mb, Some(20 * mb)), SlotDanger::Near);
-        assert_eq!(slot_danger(SlotWalStatus::Extended, 95 * mb, Some(0)), SlotDanger::Near);
-        assert_eq!(slot_danger(SlotWalStatus::Unreserved, 120 * mb, Some(-20 * mb)), SlotDanger::Unreserved);
-        assert_eq!(slot_danger(SlotWalStatus::Lost, 0, None), SlotDanger::Lost);
-        assert!(SlotDanger::Near < SlotDanger::Unreserved && SlotDanger::Unreserved < SlotDanger::Lost);
-    }
 
     #[test]
     fn setup_failures_retry_only_when_transient() {

@@ -164,9 +164,52 @@ pub struct Metrics {
     pub snapshot_started_us: AtomicI64,
     /// When it finished (µs since epoch; 0 = not finished).
     pub snapshot_finished_us: AtomicI64,
+    /// Of the conflicts, those where the written side's version stayed (incoming discarded).
+    pub conflicts_kept_local: AtomicU64,
+    /// The last clock comparison of the two servers (`None` before the first).
+    pub clock: Mutex<Option<ClockReading>>,
+}
+
+/// One comparison of the two servers' clocks, as `/status` and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClockReading {
+    /// Target clock minus source clock, in milliseconds (corrected for the round trips).
+    pub skew_ms: f64,
+    /// Half the sum of the two round trips: how far off the estimate may be (ms).
+    pub uncertainty_ms: f64,
+    /// `[clock] max_skew_ms`.
+    pub bound_ms: u64,
+    /// `|skew_ms|` is larger than the bound.
+    pub over_bound: bool,
+    /// When it was measured (RFC 3339).
+    pub at: String,
+}
+
+impl ClockReading {
+    /// The warning `/status` carries while the skew is over the bound.
+    pub fn warning(&self) -> Option<String> {
+        self.over_bound.then(|| {
+            format!(
+                "clock skew between the source and target servers is {:.3} ms (±{:.3} ms), over [clock] max_skew_ms = {}: \
+                 last-writer-wins compares commit times of the two clocks and may pick the wrong winner",
+                self.skew_ms, self.uncertainty_ms, self.bound_ms
+            )
+        })
+    }
 }
 
 impl Metrics {
+    /// Count conflicts found in a flush, and how many kept the written side's version.
+    pub fn note_conflicts(&self, found: u64, kept_local: u64) {
+        self.conflicts.fetch_add(found, Relaxed);
+        self.conflicts_kept_local.fetch_add(kept_local, Relaxed);
+    }
+
+    /// Record a clock comparison.
+    pub fn note_clock(&self, reading: ClockReading) {
+        *self.clock.lock().expect("not poisoned") = Some(reading);
+    }
+
     /// Record a committed target transaction.
     pub fn note_commit(&self, lsn: Lsn, ts: DateTime<Utc>, txns: i64, rows: i64) {
         self.applied_lsn.fetch_max(lsn.0, Relaxed);
@@ -288,6 +331,9 @@ impl Metrics {
             "txns_skipped_origin": self.txns_skipped.load(Relaxed),
             "skip_origins": self.skip_origins.lock().expect("not poisoned").clone(),
             "conflicts": self.conflicts.load(Relaxed),
+            "conflicts_kept_local": self.conflicts_kept_local.load(Relaxed),
+            "clock": *self.clock.lock().expect("not poisoned"),
+            "warnings": self.clock.lock().expect("not poisoned").as_ref().and_then(ClockReading::warning).into_iter().collect::<Vec<_>>(),
             "applied_lsn": Lsn(self.applied_lsn.load(Relaxed)).to_string(),
             "source_lsn": Lsn(self.source_lsn.load(Relaxed)).to_string(),
             "lag_bytes": self.lag_bytes(),
@@ -347,8 +393,26 @@ pub fn prometheus(reg: &Registry) -> String {
         "counter",
         &|m| m.txns_skipped.load(Relaxed).to_string(),
     );
-    metric("cdc_sync_conflicts_total", "Last-writer-wins conflicts", "counter", &|m| {
-        m.conflicts.load(Relaxed).to_string()
+    metric(
+        "cdc_sync_conflicts_total",
+        "Conflicts on bidirectional tables: both sides changed a row without seeing each other's change (recorded in cdc_sync.conflicts)",
+        "counter",
+        &|m| m.conflicts.load(Relaxed).to_string(),
+    );
+    metric(
+        "cdc_sync_conflicts_kept_local_total",
+        "Conflicts where the written side's version won and the incoming change was discarded",
+        "counter",
+        &|m| m.conflicts_kept_local.load(Relaxed).to_string(),
+    );
+    metric(
+        "cdc_sync_clock_skew_seconds",
+        "Target server clock minus source server clock, corrected for round trips (0 before the first measurement)",
+        "gauge",
+        &|m| format!("{:.6}", m.clock.lock().expect("not poisoned").as_ref().map_or(0.0, |c| c.skew_ms / 1000.0)),
+    );
+    metric("cdc_sync_clock_skew_over_bound", "1 while the clock skew is over [clock] max_skew_ms", "gauge", &|m| {
+        (m.clock.lock().expect("not poisoned").as_ref().is_some_and(|c| c.over_bound) as u8).to_string()
     });
     metric("cdc_sync_lag_bytes", "Source WAL position minus applied position", "gauge", &|m| m.lag_bytes().to_string());
     metric("cdc_sync_lag_seconds", "Apply lag in seconds", "gauge", &|m| format!("{:.3}", m.lag_seconds()));

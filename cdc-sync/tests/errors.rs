@@ -69,7 +69,7 @@ fn unique_violation_stops_with_the_row_named_and_loses_nothing() {
 
     // it exits non-zero, and the log says the same
     let status = wait_exit(&mut run, Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{}", run.log_text());
+    assert_eq!(status.code(), Some(4), "{}", run.log_text());
     let log = run.log_text();
     for want in
         ["pipeline stopped", "23505", "public.items", "(200)", &format!("{:X}/{:X}", at >> 32, at & 0xFFFF_FFFF)]

@@ -112,7 +112,7 @@ fn snapshot_then_stream_with_mapping_toast_keys_truncate_and_verify() {
         assert!(Instant::now() < deadline, "still running after the drop:\n{}", run.log_text());
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(4));
     let log = run.log_text();
     assert!(log.contains("mapped column price of public.products is no longer present"), "{log}");
     assert_eq!(env.t("SELECT count(*) FROM catalog.items WHERE id = 50000"), "0");

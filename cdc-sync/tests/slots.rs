@@ -74,7 +74,7 @@ fn an_invalidated_slot_stops_the_pipeline_and_leaves_the_target_alone() {
     // a restart stops too, before it touches the target, and says what to do
     let mut again = spawn_with(&cfg, "lost-again", &["--linger-after-stop", "0"]);
     let status = wait_exit(&mut again, Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(4));
     let log = again.log_text();
     assert!(log.contains("replication slot cdc_sync_lost of pipeline lost was invalidated by the server"), "{log}");
     assert!(log.contains("on_slot_lost"), "{log}");

@@ -10,11 +10,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use crate::apply::batch::{coalesce, op_keys, runs, Regroup, Run, Shape};
+use crate::apply::conflict::Conflicts;
 use crate::apply::sink::{ChangeRef, CommitInfo, Sink, SinkError, WriteStats};
 use crate::checkpoint::ADVANCE_SQL;
 use crate::connect::connect;
 use crate::error::chain;
-use crate::mapping::{Mapping, Op, OutputValue};
+use crate::mapping::{Mapping, Op, OutputValue, Way};
 use crate::model::{quote_ident, quote_qualified};
 
 /// Writes into PostgreSQL with batched, pipelined statements: each run of same-shape changes
@@ -29,6 +30,8 @@ struct PgWriter {
     advance: Statement,
     origin_xact: Option<Statement>,
     regroup: Regroup,
+    /// Conflict handling of the bidirectional tables (`None` when there are none).
+    conflicts: Option<Conflicts>,
 }
 
 fn lww_cond(n: usize) -> String {
@@ -272,6 +275,7 @@ impl PgWriter {
         mapping: Arc<Mapping>,
         pipeline: &str,
         origin: Option<&str>,
+        way: Way,
     ) -> Result<PgWriter, SinkError> {
         let setup = SinkError::sql;
         let client = connect(conn).await.map_err(setup("connecting"))?;
@@ -312,6 +316,9 @@ impl PgWriter {
         if let Some(o) = origin {
             setup_origin(&client, o).await?;
         }
+        let conflicts = Conflicts::setup(&client, &mapping, pipeline, way, origin)
+            .await
+            .map_err(setup("setting up conflict detection"))?;
         let advance = client.prepare(ADVANCE_SQL).await.map_err(setup("preparing the checkpoint statement"))?;
         let origin_xact = match origin {
             Some(_) => Some(
@@ -331,12 +338,13 @@ impl PgWriter {
             advance,
             origin_xact,
             regroup,
+            conflicts,
         })
     }
 
     /// The (cached) prepared statement of a run.
     async fn statement(&mut self, run: &Run<'_>) -> Result<Statement, tokio_postgres::Error> {
-        let lww = run.table != usize::MAX && self.mapping.tables[run.table].lww;
+        let lww = self.lww_sql(run.table);
         let key = (run.table, run.shape.clone(), lww);
         if let Some(s) = self.stmts.get(&key) {
             return Ok(s.clone());
@@ -356,9 +364,19 @@ impl PgWriter {
         Ok(st)
     }
 
+    /// Does a run of `table` carry the last-writer-wins condition in its SQL? Not when conflicts
+    /// are decided before the write ([`Conflicts::resolve`]), which is always the case for
+    /// bidirectional tables now; kept for a sink without conflict handling.
+    fn lww_sql(&self, table: usize) -> bool {
+        table != usize::MAX && self.mapping.tables[table].lww && self.conflicts.is_none()
+    }
+
     /// Roll the open transaction back after `source` failed and say what failed.
     async fn abort(&mut self, doing: &'static str, at: ChangeRef, source: tokio_postgres::Error) -> SinkError {
         self.in_txn = false;
+        if let Some(c) = self.conflicts.as_mut() {
+            c.rolled_back();
+        }
         let _ = self.client.batch_execute("ROLLBACK").await;
         SinkError::Sql { doing, at, source }
     }
@@ -374,6 +392,21 @@ impl PgWriter {
     async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
         self.begin().await?;
         let mapping = Arc::clone(&self.mapping);
+        let mut stats = WriteStats::default();
+        let ops = match self.conflicts.as_mut() {
+            Some(c) => match c.resolve(&self.client, &mapping, ops).await {
+                Ok((ops, resolved)) => {
+                    stats.conflicts = resolved.conflicts;
+                    stats.conflicts_kept_local = resolved.kept_local;
+                    ops
+                }
+                Err(source) => {
+                    let at = ChangeRef { table: None, ..ChangeRef::default() };
+                    return Err(self.abort("looking up conflicting rows", at, source).await);
+                }
+            },
+            None => ops,
+        };
         let ops = coalesce(&mapping, ops, &self.regroup);
         let runs = runs(&mapping, &ops, &self.regroup);
         // Prepare (cached) statements first, then send everything pipelined.
@@ -385,10 +418,7 @@ impl PgWriter {
             };
             let params = match &r.shape {
                 Shape::Truncate(_) => Vec::new(),
-                _ => {
-                    let m = &mapping.tables[r.table];
-                    params_for(m, r, m.lww)
-                }
+                _ => params_for(&mapping.tables[r.table], r, self.lww_sql(r.table)),
             };
             work.push((st, params));
         }
@@ -408,19 +438,7 @@ impl PgWriter {
                 }
             }
         }
-        let mut stats = WriteStats::default();
-        for (n, r) in results.iter().zip(&runs) {
-            stats.rows += *n;
-            let len = r.ops.len() as u64;
-            let counts = r.table != usize::MAX && mapping.tables[r.table].lww && r.shape == Shape::Upsert;
-            if counts && len > *n {
-                stats.conflicts += len - *n;
-                let keys: Vec<String> =
-                    r.ops.iter().take(5).map(|op| key_text(op, mapping.tables[r.table].key_len)).collect();
-                tracing::warn!(table = %mapping.tables[r.table].to_table, source_commit_ts = %r.ts, lost = len - *n,
-                    candidate_keys = %keys.join(" "), "last-writer-wins conflict: target rows are newer than these incoming changes");
-            }
-        }
+        stats.rows += results.iter().sum::<u64>();
         Ok(stats)
     }
 
@@ -428,6 +446,9 @@ impl PgWriter {
         self.begin().await?;
         let lsn = info.lsn.to_string();
         let r = async {
+            if let Some(c) = self.conflicts.as_mut() {
+                c.persist(&self.client).await?;
+            }
             if let Some(st) = &self.origin_xact {
                 self.client.execute(st, &[&lsn, &info.commit_ts]).await?;
             }
@@ -452,6 +473,7 @@ impl PgWriter {
 
 enum WriterJob {
     Write(Vec<Op>),
+    Echo(chrono::DateTime<chrono::Utc>),
     Commit(CommitInfo, tokio::sync::oneshot::Sender<Result<WriteStats, SinkError>>),
 }
 
@@ -465,14 +487,16 @@ pub struct PgSink {
 }
 
 impl PgSink {
-    /// Connect to the written side. `origin` is set on the session (loop prevention).
+    /// Connect to the written side. `origin` is set on the session (loop prevention); `way` is
+    /// the direction written (which side a conflict's incoming change comes from).
     pub async fn connect(
         conn: &str,
         mapping: Arc<Mapping>,
         pipeline: &str,
         origin: Option<&str>,
+        way: Way,
     ) -> Result<PgSink, SinkError> {
-        let mut writer = PgWriter::connect(conn, mapping, pipeline, origin).await?;
+        let mut writer = PgWriter::connect(conn, mapping, pipeline, origin, way).await?;
         let (jobs, mut rx) = tokio::sync::mpsc::channel::<WriterJob>(2);
         let failed: Arc<std::sync::Mutex<Option<SinkError>>> = Arc::default();
         let fail = Arc::clone(&failed);
@@ -489,11 +513,17 @@ impl PgSink {
                             Ok(s) => {
                                 stats.rows += s.rows;
                                 stats.conflicts += s.conflicts;
+                                stats.conflicts_kept_local += s.conflicts_kept_local;
                             }
                             Err(e) => {
                                 *fail.lock().expect("not poisoned") = Some(e);
                                 aborted = true;
                             }
+                        }
+                    }
+                    WriterJob::Echo(ts) => {
+                        if let Some(c) = writer.conflicts.as_mut() {
+                            c.note_echo(ts);
                         }
                     }
                     WriterJob::Commit(info, reply) => {
@@ -526,6 +556,10 @@ impl Sink for PgSink {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs.send(WriterJob::Commit(*info, tx)).await.map_err(|_| SinkError::WriterGone)?;
         rx.await.map_err(|_| SinkError::WriterGone)?
+    }
+
+    async fn note_echo(&mut self, ts: chrono::DateTime<chrono::Utc>) -> Result<(), SinkError> {
+        self.jobs.send(WriterJob::Echo(ts)).await.map_err(|_| SinkError::WriterGone)
     }
 }
 

@@ -97,6 +97,10 @@ pub struct PipelineOptions {
     /// one transaction per commit, so that a failing change is named exactly (the runner sets
     /// it after a batch failed without naming its row).
     pub isolate_through: Option<Lsn>,
+    /// The opposite direction's origin: its transactions on the read side are echoes of the
+    /// written side's versions, which the sink's conflict detection follows
+    /// ([`Sink::note_echo`]). `None`: not followed.
+    pub echo_origin: Option<String>,
 }
 
 /// The apply engine: reads a [`ChangeStream`], maps, writes to a [`Sink`], commits with the
@@ -125,6 +129,8 @@ struct Txn {
     replayed: bool,
     /// Tagged with an origin in the skip set: not applied.
     origin: bool,
+    /// Tagged with [`PipelineOptions::echo_origin`].
+    echo: bool,
     rows: i64,
 }
 
@@ -148,12 +154,15 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         ts: commit_ts,
                         replayed: final_lsn < self.checkpoint,
                         origin: false,
+                        echo: false,
                         rows: 0,
                     });
                 }
                 SourceMessage::Origin { name } => {
                     if let Some(t) = cur.as_mut() {
                         t.origin = self.options.skip_origins.skips(&name);
+                        t.echo = self.options.echo_origin.as_deref() == Some(name.as_str())
+                            && self.mapping.tables.iter().any(|t| t.lww);
                     }
                 }
                 SourceMessage::Relation(r) => {
@@ -209,8 +218,16 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     if t.origin {
                         self.metrics.txns_skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    let echo = t.origin && t.echo;
+                    if echo {
+                        // the ops before it were made before the echo: write them first
+                        self.flush(&mut ops, &mut open).await?;
+                        self.sink.note_echo(t.ts).await?;
+                    }
                     let applied = !t.origin;
-                    if pending.is_none() && ops.is_empty() && !open && !applied {
+                    // an echo is committed (not just confirmed) so that the horizon it moved is
+                    // persisted with the checkpoint
+                    if pending.is_none() && ops.is_empty() && !open && !applied && !echo {
                         // Nothing of ours in flight: the slot may pass this skipped transaction.
                         self.stream.confirm(end_lsn);
                         self.metrics.note_commit(end_lsn, commit_ts, 0, 0);
@@ -235,7 +252,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         let info = pending.take().expect("set above");
                         self.flush(&mut ops, &mut open).await?;
                         let stats = self.sink.commit(&info).await?;
-                        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
+                        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
                         open = false;
                         self.stream.confirm(info.lsn);
                         self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
@@ -252,7 +269,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
         }
         let batch = std::mem::replace(ops, Vec::with_capacity(self.options.batch_rows.clamp(1, 65536)));
         let stats = self.sink.write(batch).await?;
-        self.metrics.conflicts.fetch_add(stats.conflicts, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
         *open = true;
         Ok(())
     }
@@ -314,6 +331,7 @@ mod tests {
                 max_batch_age: Duration::from_secs(1),
                 skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]),
                 isolate_through: None,
+                echo_origin: None,
             },
             checkpoint,
             table_floor: vec![Lsn(0)],
@@ -446,6 +464,7 @@ mod tests {
                 max_batch_age: Duration::from_secs(60),
                 skip_origins: SkipOrigins::default(),
                 isolate_through: Some(Lsn(200)),
+                echo_origin: None,
             },
             checkpoint: Lsn(0),
             table_floor: vec![Lsn(0)],
@@ -468,5 +487,71 @@ mod tests {
             (0, Some(Lsn(401))),
         ];
         assert_eq!(got, want);
+    }
+
+    /// Records what the pipeline asks of its sink, in order.
+    struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+    impl Sink for Recorder {
+        async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
+            let lsns: Vec<String> = ops.iter().map(|o| o.lsn().0.to_string()).collect();
+            self.0.lock().unwrap().push(format!("write {}", lsns.join(",")));
+            Ok(WriteStats::default())
+        }
+        async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
+            self.0.lock().unwrap().push(format!("commit {}", info.lsn.0));
+            Ok(WriteStats::default())
+        }
+        async fn note_echo(&mut self, _ts: DateTime<Utc>) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push("echo".into());
+            Ok(())
+        }
+    }
+
+    async fn record(msgs: Vec<SourceMessage>, bidirectional: bool) -> Vec<String> {
+        let mut m = (*mapping()).clone();
+        m.tables[0].lww = bidirectional;
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let p = Pipeline {
+            stream: ScriptedStream::new(msgs),
+            sink: Recorder(Arc::clone(&events)),
+            mapping: Arc::new(m),
+            options: PipelineOptions {
+                name: "t".into(),
+                batch_rows: 100,
+                max_batch_age: Duration::from_secs(60),
+                skip_origins: SkipOrigins::new(["cdc_sync_t_rev".to_string()]),
+                isolate_through: None,
+                echo_origin: Some("cdc_sync_t_rev".into()),
+            },
+            checkpoint: Lsn(0),
+            table_floor: vec![Lsn(0)],
+            metrics: Arc::new(Metrics::default()),
+        };
+        assert!(ended(&p.run().await));
+        let v = events.lock().unwrap().clone();
+        v
+    }
+
+    #[tokio::test]
+    async fn an_echo_reaches_the_sink_after_the_changes_made_before_it_and_is_committed() {
+        let ins = |id: &str| vec![ChangeKind::Insert { new: r(id, Some("b"), "0") }];
+        let mut msgs = tx(100, None, ins("1"));
+        msgs.extend(tx(200, Some("cdc_sync_t_rev"), ins("9")));
+        msgs.extend(tx(300, None, ins("2")));
+        let events = record(msgs, true);
+        let events = events.await;
+        let at = |e: &str| events.iter().position(|x| x == e).unwrap_or_else(|| panic!("no {e:?} in {events:?}"));
+        // the change before the echo is handed over before it, the one after it after
+        assert!(at("write 100") < at("echo") && at("echo") < at("write 300"), "{events:?}");
+        assert!(
+            !events.iter().any(|e| e.contains("200,") || e.ends_with(" 200")),
+            "the echo is not applied: {events:?}"
+        );
+        // an echo alone is committed (so the horizon it moved is persisted), not just confirmed
+        let events = record(tx(200, Some("cdc_sync_t_rev"), ins("9")), true).await;
+        assert_eq!(events, ["echo", "commit 201"]);
+        // without bidirectional tables there is nothing to follow: skipped and confirmed only
+        let events = record(tx(200, Some("cdc_sync_t_rev"), ins("9")), false).await;
+        assert!(events.is_empty(), "{events:?}");
     }
 }

@@ -105,8 +105,10 @@ impl SinkError {
 pub struct WriteStats {
     /// Rows written.
     pub rows: u64,
-    /// Incoming changes discarded because the target row was written later (last writer wins).
+    /// Conflicts found and recorded (see [`crate::apply::conflict`]).
     pub conflicts: u64,
+    /// Of those, incoming changes discarded because the written side's version won.
+    pub conflicts_kept_local: u64,
 }
 
 /// What a commit records, atomically with the rows.
@@ -141,4 +143,12 @@ pub trait Sink: Send {
     fn write(&mut self, ops: Vec<Op>) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
     /// Record the checkpoint and commit. Returns the stats of writes `write` did not report.
     fn commit(&mut self, info: &CommitInfo) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
+    /// The stream passed an echo: a transaction the opposite direction's applier wrote on the
+    /// read side, carrying the written side's versions committed up to `ts` (conflict detection;
+    /// see [`crate::apply::conflict`]). Ordered with `write`: ops written before the call were
+    /// made before the echo. Default: nothing to do.
+    fn note_echo(&mut self, ts: DateTime<Utc>) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = ts;
+        async { Ok(()) }
+    }
 }

@@ -1,0 +1,269 @@
+//! The reverse initial snapshot: rows that exist only in the service's (target) database when a
+//! pipeline with `reverse`/`both` tables starts are carried to legacy (the source), so that both
+//! sides start from the union, consistent with the reverse stream.
+//!
+//! It happens at two moments, both while nothing streams yet:
+//! - **Before the first forward copy** of a fresh pipeline (no forward checkpoint): the forward
+//!   snapshot replaces the target tables' contents with legacy's, so the target's rows must reach
+//!   legacy first. Every target row whose key legacy lacks is inserted there (legacy keeps its own
+//!   version of a key both sides have); the forward slot, created next, exports a snapshot that
+//!   includes them, so the forward copy brings them back.
+//! - **When the reverse slot is created** (also later, e.g. a table turned `both` on a running
+//!   pipeline): after the slot exists, the target rows not written by the forward applier nor
+//!   by the forward snapshot (committed after the table's copy finished) whose key legacy lacks
+//!   are inserted into legacy. Anything committed on the target after the slot was created is
+//!   also in the reverse stream, which replays it idempotently on top. These inserts carry the
+//!   reverse applier's origin and the copy's time, so the forward stream skips them as echoes.
+//!
+//! Then each direction's conflict horizon (see [`crate::apply::conflict`]) starts at what the
+//! other side has just absorbed: the forward one at the copy's time (target clock), the reverse
+//! one at the forward checkpoint's commit time (source clock; the source's current time when
+//! the forward direction has applied nothing yet).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use crate::apply::conflict::{HORIZON_SQL, SCHEMA_SQL as CONFLICT_SCHEMA_SQL};
+use crate::apply::{setup_origin, SinkError};
+use crate::connect::connect;
+use crate::error::{pg_kind, ErrorKind};
+use crate::mapping::{DirectedTable, Mapping};
+use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
+use crate::source::snapshot::source_select_list;
+
+/// Failures of the reverse snapshot (retried like any setup step, by their kind).
+#[derive(Debug, thiserror::Error)]
+pub enum ReverseSnapshotError {
+    /// SQL on either side.
+    #[error("reverse snapshot: {doing}")]
+    Sql {
+        /// What it was doing.
+        doing: String,
+        /// The failure.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Stamping the origin failed.
+    #[error("reverse snapshot")]
+    Origin(#[from] SinkError),
+}
+
+impl ReverseSnapshotError {
+    /// By the failure underneath.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReverseSnapshotError::Sql { source, .. } => pg_kind(source),
+            ReverseSnapshotError::Origin(e) => e.kind(),
+        }
+    }
+}
+
+fn sql(doing: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ReverseSnapshotError {
+    let doing = doing.into();
+    move |source| ReverseSnapshotError::Sql { doing, source }
+}
+
+/// Which target rows are carried.
+#[derive(Debug, Clone)]
+pub enum Carry {
+    /// Every row (before the first forward copy).
+    All,
+    /// Rows not written by the forward applier (`forward_origin`) nor by the forward snapshot
+    /// (committed at or before the table's copy finished, per `cdc_sync.snapshot_table` of
+    /// `forward_pipeline` on the target).
+    NotFromForward {
+        /// The forward applier's origin name.
+        forward_origin: String,
+        /// The forward checkpoint key.
+        forward_pipeline: String,
+    },
+}
+
+/// Where the carried rows are stamped (the reverse applier's origin, so the forward stream
+/// skips them), or `None` to leave them unstamped.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// The reverse applier's origin name.
+    pub origin: String,
+    /// The origin LSN recorded (the reverse slot's consistent point).
+    pub lsn: Lsn,
+}
+
+/// What was carried.
+#[derive(Debug, Clone, Default)]
+pub struct Carried {
+    /// Rows inserted into legacy, per legacy table.
+    pub rows: Vec<(String, u64)>,
+    /// The target's time at the copy's snapshot.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The `WHERE` clause choosing the rows of target table `t` (the reverse mapping's read side).
+fn filter(t: &DirectedTable, carry: &Carry) -> String {
+    match carry {
+        Carry::All => String::new(),
+        Carry::NotFromForward { forward_origin, forward_pipeline } => format!(
+            " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin o WHERE o.roname = {} \
+               AND o.roident = (pg_xact_commit_timestamp_origin(xmin)).roident) \
+             AND (pg_xact_commit_timestamp(xmin) IS NULL OR pg_xact_commit_timestamp(xmin) > \
+               COALESCE((SELECT s.updated_at FROM cdc_sync.snapshot_table s WHERE s.pipeline = {} \
+                 AND s.table_name = {} AND s.state = 'done'), '-infinity'::timestamptz))",
+            quote_literal(forward_origin),
+            quote_literal(forward_pipeline),
+            quote_literal(&t.from_table),
+        ),
+    }
+}
+
+/// Copy the target rows `carry` chooses of every table of `reverse` (the reverse mapping: read
+/// side = target, written side = legacy) into legacy where their key is missing there, under
+/// one snapshot of the target, one legacy transaction per table.
+pub async fn carry_target_only_rows(
+    reverse: &Arc<Mapping>,
+    target_conn: &str,
+    legacy_conn: &str,
+    carry: &Carry,
+    stamp: Option<&Stamp>,
+) -> Result<Carried, ReverseSnapshotError> {
+    let tgt = connect(target_conn).await.map_err(sql("connecting to the target"))?;
+    tgt.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(sql("starting the target snapshot"))?;
+    // the first statement takes the snapshot; now() is the transaction's start, just before it
+    let at: DateTime<Utc> =
+        tgt.query_one("SELECT now()", &[]).await.map_err(sql("starting the target snapshot"))?.get(0);
+    let legacy = connect(legacy_conn).await.map_err(sql("connecting to the source"))?;
+    let _ = legacy.batch_execute("SET session_replication_role = replica").await;
+    if let Some(s) = stamp {
+        setup_origin(&legacy, &s.origin).await?;
+    }
+    let mut out = Carried { rows: Vec::new(), at: Some(at) };
+    for t in &reverse.tables {
+        let n = carry_table(t, &tgt, &legacy, carry, stamp, at).await?;
+        if n > 0 {
+            tracing::info!(table = %t.to_table, rows = n, "reverse snapshot: carried rows that only the target had");
+        }
+        out.rows.push((t.to_table.clone(), n));
+    }
+    let _ = tgt.batch_execute("COMMIT").await;
+    if stamp.is_some() {
+        // free the origin for the reverse applier's session
+        let _ = legacy.batch_execute("SELECT pg_replication_origin_session_reset()").await;
+    }
+    Ok(out)
+}
+
+async fn carry_table(
+    t: &DirectedTable,
+    tgt: &Client,
+    legacy: &Client,
+    carry: &Carry,
+    stamp: Option<&Stamp>,
+    at: DateTime<Utc>,
+) -> Result<u64, ReverseSnapshotError> {
+    let to = quote_qualified(&t.to_table);
+    let cols: Vec<String> = t.outputs.iter().map(|o| quote_ident(&o.column)).collect();
+    let keys: Vec<String> = t.key_outputs.iter().map(|o| quote_ident(&t.outputs[*o].column)).collect();
+    let cols = cols.join(", ");
+    let what = |doing: &str| format!("{doing} {}", t.to_table);
+    legacy.batch_execute("BEGIN").await.map_err(sql(what("beginning the copy into")))?;
+    legacy
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE cdc_sync_carry ON COMMIT DROP AS SELECT {cols} FROM {to} WITH NO DATA"
+        ))
+        .await
+        .map_err(sql(what("staging rows for")))?;
+    let out_sql = format!(
+        "COPY (SELECT {} FROM {}{}) TO STDOUT",
+        source_select_list(t),
+        quote_qualified(&t.from_table),
+        filter(t, carry)
+    );
+    let copied = async {
+        let out = tgt.copy_out(out_sql.as_str()).await?;
+        let sink = legacy.copy_in::<_, bytes::Bytes>(&format!("COPY cdc_sync_carry ({cols}) FROM STDIN")).await?;
+        futures::pin_mut!(out);
+        futures::pin_mut!(sink);
+        while let Some(buf) = out.next().await {
+            sink.feed(buf?).await?;
+        }
+        sink.as_mut().finish().await
+    }
+    .await;
+    let r = async {
+        copied?;
+        let n = legacy
+            .execute(
+                &format!(
+                    "INSERT INTO {to} ({cols}) SELECT {cols} FROM cdc_sync_carry ON CONFLICT ({}) DO NOTHING",
+                    keys.join(", ")
+                ),
+                &[],
+            )
+            .await?;
+        if let (Some(s), true) = (stamp, n > 0) {
+            legacy
+                .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)", &[&s.lsn.to_string(), &at])
+                .await?;
+        }
+        legacy.batch_execute("COMMIT").await?;
+        Ok::<u64, tokio_postgres::Error>(n)
+    }
+    .await;
+    match r {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            let _ = legacy.batch_execute("ROLLBACK").await;
+            Err(sql(what("carrying the target-only rows of"))(e))
+        }
+    }
+}
+
+/// Start both directions' conflict horizons: the forward one (on the target) at `forward_at`
+/// (the target's current time when `None`), the reverse one (on legacy) at the forward
+/// checkpoint's commit time, or legacy's current time when it has none. With `only_missing`
+/// (a pipeline that ran before conflicts were detected) a horizon already there is kept;
+/// otherwise one is never moved back.
+pub async fn init_horizons(
+    target: &Client,
+    legacy: &Client,
+    forward_pipeline: &str,
+    reverse_pipeline: &str,
+    forward_at: Option<DateTime<Utc>>,
+    only_missing: bool,
+) -> Result<(), ReverseSnapshotError> {
+    for c in [target, legacy] {
+        if let Err(e) = c.batch_execute(CONFLICT_SCHEMA_SQL).await {
+            // another pipeline creating them in the same database at once
+            if !matches!(e.code(), Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE) {
+                return Err(sql("creating the conflict tables")(e));
+            }
+        }
+    }
+    let horizon_sql = if only_missing {
+        "INSERT INTO cdc_sync.conflict_horizon (pipeline, echoed_through) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    } else {
+        HORIZON_SQL
+    };
+    let forward_at = match forward_at {
+        Some(t) => t,
+        None => target.query_one("SELECT now()", &[]).await.map_err(sql("reading the target's time"))?.get(0),
+    };
+    target.execute(horizon_sql, &[&forward_pipeline, &forward_at]).await.map_err(sql("starting the horizon"))?;
+    let forward_ts: Option<DateTime<Utc>> = target
+        .query_opt("SELECT commit_ts FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&forward_pipeline])
+        .await
+        .map_err(sql("reading the forward checkpoint"))?
+        .and_then(|r| r.get(0));
+    let absorbed = match forward_ts {
+        Some(ts) => ts,
+        None => legacy.query_one("SELECT now()", &[]).await.map_err(sql("reading the source's time"))?.get(0),
+    };
+    legacy.execute(horizon_sql, &[&reverse_pipeline, &absorbed]).await.map_err(sql("starting the horizon"))?;
+    tracing::info!(forward = %forward_at, reverse = %absorbed, "conflict horizons start");
+    Ok(())
+}
