@@ -291,7 +291,37 @@ impl SideMetrics {
     }
 }
 
+impl SideMetrics {
+    /// Requests by status class (index = status / 100, 0 = no response): atomic loads only.
+    pub fn class_counts(&self) -> [u64; 6] {
+        self.classes.each_ref().map(|c| c.get())
+    }
+
+    /// Requests the latency histogram has observed: one atomic load.
+    pub fn latency_count(&self) -> u64 {
+        self.latency.get_sample_count()
+    }
+
+    /// Cumulative counts of the latency histogram's finite buckets, into `out` (as many as fit).
+    /// This builds Prometheus' protobuf form: read it only when [`Self::latency_count`] moved.
+    pub fn latency_buckets(&self, out: &mut [u64]) {
+        use prometheus::core::Metric;
+        let proto = self.latency.metric();
+        for (o, b) in out.iter_mut().zip(proto.get_histogram().get_bucket()) {
+            *o = b.cumulative_count();
+        }
+    }
+}
+
 impl RouteMetrics {
+    /// One side's handles, for readers off the request path (the dashboard's sampler).
+    pub fn side(&self, side: Side) -> &SideMetrics {
+        match side {
+            Side::Legacy => &self.legacy,
+            Side::Extracted => &self.extracted,
+        }
+    }
+
     /// (legacy, extracted) counts so far.
     pub fn snapshot(&self) -> (SideSnapshot, SideSnapshot) {
         (self.legacy.snapshot(), self.extracted.snapshot())

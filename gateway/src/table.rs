@@ -564,6 +564,9 @@ pub struct RouteTable {
     /// Hex hash of the source text.
     pub version: String,
     pub loaded_at: SystemTime,
+    /// Route index by name (reloads, the rollout controller and the dashboard look routes up by
+    /// name; a scan would make them quadratic in the route count).
+    by_name: std::collections::HashMap<String, usize>,
 }
 
 /// FNV-1a 64 of a text, as 16 hex digits.
@@ -590,6 +593,7 @@ impl RouteTable {
             upstreams,
             legacy,
             any_compression: routes.iter().any(|r| r.compression.is_some()),
+            by_name: routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect(),
             auth: AuthConfig::default(),
             routes,
             router,
@@ -597,6 +601,16 @@ impl RouteTable {
             version: version_hash(src),
             loaded_at: SystemTime::now(),
         }
+    }
+
+    /// The route named `name`.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.route_index(name).map(|i| &self.routes[i])
+    }
+
+    /// The index in `routes` of the route named `name`.
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// The route taking this request, if any (`host`: the Host header or the authority).

@@ -124,7 +124,7 @@ pub(super) fn compile_routes(
 
 /// Where route `name` was served in the previous table.
 fn served_before(previous: Option<&RouteTable>, name: &str) -> Option<Placement> {
-    let r = previous?.routes.iter().find(|r| r.name == name)?;
+    let r = previous?.route(name)?;
     Some(Placement { stage: r.stage, weight_bp: r.canary.weight_bp })
 }
 

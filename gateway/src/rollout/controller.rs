@@ -444,7 +444,7 @@ impl Controller {
         let wanted: Overlay = target
             .iter()
             .filter_map(|(n, p)| {
-                let r = table.routes.iter().find(|r| &r.name == n).map(|r| r.plan)?;
+                let r = table.route(n).map(|r| r.plan)?;
                 Some((n.clone(), p.narrowed_by(r)))
             })
             .collect();
@@ -459,9 +459,7 @@ impl Controller {
     pub fn act(&self, route: &str, action: Action, who: &str) -> Result<Value, ActionError> {
         let table = self.config.current();
         let plan = table
-            .routes
-            .iter()
-            .find(|r| r.name == route)
+            .route(route)
             .and_then(|r| r.rollout.clone())
             .ok_or_else(|| ActionError::NoRollout(route.to_string()))?;
         if let Leadership::Follower { leader } = self.store.leadership() {
@@ -564,7 +562,7 @@ impl Controller {
             }))
         };
         match route {
-            Some(name) => table.routes.iter().find(|r| r.name == name).and_then(one).unwrap_or(Value::Null),
+            Some(name) => table.route(name).and_then(one).unwrap_or(Value::Null),
             None => json!({"rollouts": table.routes.iter().filter_map(one).collect::<Vec<_>>()}),
         }
     }
@@ -614,7 +612,7 @@ pub fn diff(old: &RouteTable, new: &RouteTable) -> Vec<(Option<Placement>, (Stri
     new.routes
         .iter()
         .filter_map(|r| {
-            let before = old.routes.iter().find(|o| o.name == r.name).map(place);
+            let before = old.route(&r.name).map(place);
             (before != Some(place(r))).then(|| (before, (r.name.clone(), place(r))))
         })
         .collect()

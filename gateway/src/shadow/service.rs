@@ -120,7 +120,7 @@ impl ShadowService {
     pub fn reports_json(&self, table: &RouteTable, route: Option<&str>) -> Option<Value> {
         let decorate = |r: &RouteReport, samples: bool| {
             let mut v = r.to_json(samples);
-            let live = table.routes.iter().find(|x| x.name == r.name);
+            let live = table.route(&r.name);
             v["stage"] = json!(live.map(|x| x.stage.as_str()).unwrap_or("-"));
             v["active"] = json!(live.is_some_and(|x| x.shadow.is_some()));
             if let Some(spec) = live.and_then(|x| x.shadow.as_ref()) {

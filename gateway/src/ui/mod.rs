@@ -191,7 +191,7 @@ async fn routes(State(d): State<Dashboard>) -> Response {
 async fn route(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {
     let d = &d.inner;
     let table = d.store.current();
-    let Some(i) = table.routes.iter().position(|r| r.name == name) else {
+    let Some(i) = table.route_index(&name) else {
         let msg = format!("no route {name:?} in the serving config");
         return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": msg}}))).into_response();
     };

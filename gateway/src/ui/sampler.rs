@@ -4,18 +4,17 @@
 //! tick in each route's bounded rings ([`super::series`]). The proxy's request path does no work
 //! for it: reading a counter is an atomic load.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use prometheus::core::Metric;
 use serde_json::{json, Value};
 
 use super::series::{chart, HourRing, Point, ShadowDelta, SideDelta, StageSeries, BUCKETS};
-use crate::metrics::metrics;
 use crate::shadow::report::Count;
 use crate::shadow::ShadowService;
-use crate::table::RouteTable;
+use crate::stage::Side;
+use crate::table::{Route, RouteTable};
 
 /// How often the sampler reads the counters.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -27,8 +26,6 @@ pub const MINUTE_MS: u64 = 60_000;
 const STAGE_POINTS: usize = 240;
 /// Points a chart is merged into.
 const CHART_POINTS: usize = 120;
-const SIDES: [&str; 2] = ["legacy", "extracted"];
-const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -42,29 +39,27 @@ struct Reading {
     shadow: ShadowDelta,
 }
 
-fn read(route: &str, shadow: &ShadowService) -> Reading {
-    let m = metrics();
+/// A route's counters now. Reading a counter is an atomic load; the latency buckets are read
+/// (which builds Prometheus' protobuf form) only for a side whose request count moved since
+/// `before`, so a tick over thousands of idle routes stays cheap.
+fn read(route: &Route, shadow: &ShadowService, before: Option<&Reading>) -> Reading {
     let mut r = Reading::default();
-    for (i, side) in SIDES.iter().enumerate() {
+    for (i, side) in [Side::Legacy, Side::Extracted].into_iter().enumerate() {
+        let m = route.metrics.side(side);
         let s = &mut r.sides[i];
-        for class in CLASSES {
-            let n = m.requests.with_label_values(&[route, side, class]).get();
-            s.requests += n;
-            if class == "5xx" {
-                s.errors_5xx = n;
+        let classes = m.class_counts();
+        s.requests = classes.iter().sum();
+        s.errors_5xx = classes[5];
+        let count = m.latency_count();
+        match before.map(|b| &b.sides[i]) {
+            Some(b) if b.buckets[BUCKETS - 1] == count => s.buckets = b.buckets,
+            _ => {
+                m.latency_buckets(&mut s.buckets[..BUCKETS - 1]);
+                s.buckets[BUCKETS - 1] = count;
             }
         }
-        let h = m.latency.with_label_values(&[route, side]);
-        let proto = h.metric();
-        let buckets = proto.get_histogram().get_bucket();
-        if buckets.len() == BUCKETS - 1 {
-            for (b, bucket) in s.buckets.iter_mut().zip(buckets) {
-                *b = bucket.cumulative_count();
-            }
-        }
-        s.buckets[BUCKETS - 1] = h.get_sample_count();
     }
-    if let Some(report) = shadow.report(route) {
+    if let Some(report) = shadow.report(&route.name) {
         r.shadow = ShadowDelta { compared: report.get(Count::Compared), matched: report.get(Count::Matched) };
     }
     r
@@ -102,22 +97,28 @@ impl TrafficHistory {
 
     /// Reads every route of `table` and records what changed since the last tick.
     pub fn tick(&self, table: &RouteTable, shadow: &ShadowService, now: u64) {
-        let readings: Vec<(&str, &'static str, Reading)> =
-            table.routes.iter().map(|r| (r.name.as_str(), r.stage.as_str(), read(&r.name, shadow))).collect();
+        let names: HashSet<&str> = table.routes.iter().map(|r| r.name.as_str()).collect();
         let mut state = self.state();
         let first_tick = !std::mem::replace(&mut state.ticked, true);
         let routes = &mut state.routes;
-        routes.retain(|name, _| table.routes.iter().any(|r| &r.name == name));
-        for (name, stage, reading) in readings {
-            let h = routes.entry(name.to_string()).or_insert_with(|| RouteHistory {
-                last: None,
-                hour: HourRing::default(),
-                stage,
-                stage_since_ms: now,
-                // a route added by a reload starts its stage now; one present at start did not
-                stage_since_known: !first_tick,
-                since_stage: StageSeries::new(STAGE_POINTS),
-            });
+        routes.retain(|name, _| names.contains(name.as_str()));
+        for route in &table.routes {
+            let name = route.name.as_str();
+            let stage = route.stage.as_str();
+            let reading = read(route, shadow, routes.get(name).and_then(|h| h.last.as_ref()).map(|(_, r)| r));
+            if !routes.contains_key(name) {
+                let h = RouteHistory {
+                    last: None,
+                    hour: HourRing::default(),
+                    stage,
+                    stage_since_ms: now,
+                    // a route added by a reload starts its stage now; one present at start did not
+                    stage_since_known: !first_tick,
+                    since_stage: StageSeries::new(STAGE_POINTS),
+                };
+                routes.insert(name.to_string(), h);
+            }
+            let Some(h) = routes.get_mut(name) else { continue };
             if h.stage != stage {
                 h.stage = stage;
                 h.stage_since_ms = now;
@@ -182,7 +183,8 @@ mod tests {
     use super::super::series::LATENCY_BOUNDS;
     use super::*;
     use crate::config::load_str_offline;
-    use crate::stage::Side;
+    use crate::metrics::metrics;
+    use prometheus::core::Metric;
 
     const ROUTES: &str = r#"
 [defaults]
