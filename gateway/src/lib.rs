@@ -18,6 +18,7 @@ pub mod client_ip;
 pub mod columns;
 pub mod config;
 pub mod cors;
+pub mod edge;
 pub mod forwarding;
 pub mod limits;
 pub mod metrics;
