@@ -40,6 +40,11 @@ use tokio::time::{Instant, Sleep};
 use super::head_scan::{HeadScanner, Scan};
 use super::EdgeEvent;
 
+/// Heads are held back only under a deadline no longer than this: Pingora's read of a held head
+/// is one long read, and Pingora ends a read of a first request (silently, without a 408) after
+/// its own keep-alive timeout, 60 s. Longer deadlines (and none) pass heads through as they come.
+const HOLD_UNDER_DEADLINES_UP_TO: Duration = Duration::from_secs(60);
+
 /// The longest incomplete head held back from Pingora; a longer one is handed over as it comes
 /// (Pingora and `max_header_bytes` then judge its size).
 const MAX_HELD: usize = 64 * 1024;
@@ -94,6 +99,8 @@ pub struct HeadGuard {
     read_past_head: bool,
     /// Hold the bytes of an incomplete head back from Pingora (see [`HeadGuard::release`]).
     hold: bool,
+    /// Holding suits the deadline (see [`HOLD_UNDER_DEADLINES_UP_TO`]).
+    may_hold: bool,
     /// The incomplete head held back; kept (empty) for the connection's next slow head.
     held: Vec<u8>,
     /// How much of `held` Pingora has been given.
@@ -105,6 +112,7 @@ impl HeadGuard {
     /// Guards a connection just accepted: its first head is due `timeout` from now.
     pub fn new(inner: Stream, timeout: Duration) -> Self {
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+        let may_hold = !timeout.is_zero() && timeout <= HOLD_UNDER_DEADLINES_UP_TO;
         Self {
             inner,
             timeout,
@@ -113,7 +121,8 @@ impl HeadGuard {
             deadline,
             timer: None,
             read_past_head: false,
-            hold: true,
+            hold: may_hold,
+            may_hold,
             held: Vec::new(),
             released: 0,
             refusing: None,
@@ -124,7 +133,7 @@ impl HeadGuard {
     pub fn rearm(&mut self) {
         self.reading_head = true;
         self.scanner = HeadScanner::new(!self.read_past_head);
-        self.hold = !self.read_past_head;
+        self.hold = self.may_hold && !self.read_past_head;
         self.read_past_head = false;
         self.deadline = None;
         self.timer = None;
@@ -434,6 +443,33 @@ mod tests {
         client.write_all(b"st: a\r\n\r\nbody").await.unwrap();
         let got = read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap();
         assert_eq!(got, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_heads_pass_through_as_they_come() {
+        let (client, server) = tokio::io::duplex(1024);
+        let (mut g, mut client) = (HeadGuard::new(Box::new(server), Duration::ZERO), client);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"GET / HTTP/1.1\r\nHo");
+        assert!(read_within(&mut g, Duration::from_secs(3600)).await.is_none(), "no deadline, no 408");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_head_is_handed_over_in_order_through_a_small_buffer() {
+        let (mut g, mut client) = guarded();
+        let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "x-filler: 0123456789\r\n".repeat(20));
+        let (a, b) = head.as_bytes().split_at(head.len() / 2);
+        client.write_all(a).await.unwrap();
+        let mut small = [0u8; 16];
+        assert!(tokio::time::timeout(Duration::from_secs(1), g.read(&mut small)).await.is_err());
+        client.write_all(b).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < head.len() {
+            let n = g.read(&mut small).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, head.as_bytes());
     }
 
     #[tokio::test(start_paused = true)]
