@@ -37,8 +37,8 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::events::EdgeEvent;
 use super::head_scan::{HeadScanner, Scan};
-use super::EdgeEvent;
 
 /// Heads are held back only under a deadline no longer than this: Pingora's read of a held head
 /// is one long read, and Pingora ends a read of a first request (silently, without a 408) after
