@@ -122,6 +122,26 @@ async fn a_later_request_on_a_kept_alive_connection_is_held_to_the_deadline_too(
     assert!(recorder.saw("/case-ka/first") && !recorder.saw("/case-ka/bad"));
 }
 
+/// With h2c on, the gateway first waits for the 24 bytes of an HTTP/2 preface (Pingora's peek
+/// has no deadline of its own): a client that stops short of them is cut off too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_silent_start_on_an_h2c_listener_is_cut_off() {
+    let recorder = Recorder::start().await;
+    let config = format!("h2c = true\nclient_header_timeout = \"{}s\"\n\n", CONFIGURED_HEADER_DEADLINE.as_secs());
+    let gw = Gateway::start(&format!("{config}{}", upstreams(recorder.addr, dead_addr())));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(b"GET /case-h2c/bad").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(CONFIGURED_HEADER_DEADLINE + DEADLINE_SLACK, stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "still open after {:?}", started.elapsed());
+    assert!(started.elapsed() >= CONFIGURED_HEADER_DEADLINE - Duration::from_millis(500));
+    assert!(!recorder.saw("/case-h2c/"));
+    // an HTTP/1.1 request still works on the h2c listener
+    let out = exchange(gw.port, b"GET /case-h2c/ok HTTP/1.1\r\nHost: gw.test\r\n\r\n", 1).await;
+    assert_eq!(out.responses.first().map(|r| r.status), Some(200));
+}
+
 /// A request body sent slowly is the request's business (the route's deadlines), not the head's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_is_not_held_to_the_head_deadline() {
