@@ -40,11 +40,6 @@ use tokio::time::{Instant, Sleep};
 use super::events::EdgeEvent;
 use super::head_scan::{HeadScanner, Scan};
 
-/// Heads are held back only under a deadline no longer than this: Pingora's read of a held head
-/// is one long read, and Pingora ends a read of a first request (silently, without a 408) after
-/// its own keep-alive timeout, 60 s. Longer deadlines (and none) pass heads through as they come.
-const HOLD_UNDER_DEADLINES_UP_TO: Duration = Duration::from_secs(60);
-
 /// The longest incomplete head held back from Pingora; a longer one is handed over as it comes
 /// (Pingora and `max_header_bytes` then judge its size).
 const MAX_HELD: usize = 64 * 1024;
@@ -99,7 +94,8 @@ pub struct HeadGuard {
     read_past_head: bool,
     /// Hold the bytes of an incomplete head back from Pingora (see [`HeadGuard::release`]).
     hold: bool,
-    /// Holding suits the deadline (see [`HOLD_UNDER_DEADLINES_UP_TO`]).
+    /// There is a deadline: without one, Pingora's read of a held head would be one long read,
+    /// which its own read timeout would end silently.
     may_hold: bool,
     /// The incomplete head held back; kept (empty) for the connection's next slow head.
     held: Vec<u8>,
@@ -112,7 +108,7 @@ impl HeadGuard {
     /// Guards a connection just accepted: its first head is due `timeout` from now.
     pub fn new(inner: Stream, timeout: Duration) -> Self {
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
-        let may_hold = !timeout.is_zero() && timeout <= HOLD_UNDER_DEADLINES_UP_TO;
+        let may_hold = !timeout.is_zero();
         Self {
             inner,
             timeout,

@@ -46,7 +46,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const OVER_CAP: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
 
-/// Pingora's keep-alive timeout for a connection's first request (what its own app sets).
+/// Pingora's keep-alive timeout for a connection's first request (what its own app sets): the
+/// longest one read of the first head may wait. Under a head deadline it is set past the deadline
+/// instead, so that the deadline, not this timeout, ends a slow first head (with a 408, and
+/// without Pingora seeing a partial head; later heads have no such timeout in Pingora).
 const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
 
 /// The proxy service's app: Pingora's HTTP proxy behind the edge checks (see the module comment).
@@ -75,7 +78,9 @@ impl EdgeApp {
         loop {
             let mut session = ServerSession::new_http1(guard);
             if first {
-                let keepalive = (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS);
+                let read_timeout =
+                    if header_timeout.is_zero() { FIRST_REQUEST_KEEPALIVE_SECS } else { header_timeout.as_secs() + 10 };
+                let keepalive = (!*shutdown.borrow()).then_some(read_timeout);
                 session.set_keepalive(keepalive);
                 session.set_keepalive_reuses_remaining(
                     self.proxy.server_options.as_ref().and_then(|o| o.keepalive_request_limit),
