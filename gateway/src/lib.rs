@@ -2,9 +2,10 @@
 //! `routes.toml`. See the crate README for the file format and the admin API.
 
 //!
-//! Modules, in the order a request meets them: [`proxy`] (the Pingora callbacks) asks the
-//! serving [`table`] (held by [`reload`], compiled by [`config`]) which [`router`] route takes
-//! the request and which [`stage::Side`] answers; [`shadow`] mirrors and compares; [`metrics`]
+//! Modules, in the order a request meets them: [`edge`] (the client connection's checks
+//! before Pingora reads a request: per-client cap, head deadline) hands it to [`proxy`] (the
+//! Pingora callbacks), which asks the serving [`table`] (held by [`reload`], compiled by
+//! [`config`]) which [`router`] route takes the request and which [`stage::Side`] answers; [`shadow`] mirrors and compares; [`metrics`]
 //! and [`telemetry`] observe; [`tls`] picks certificates for the HTTPS listener; [`admin`] (with
 //! the [`ui`] dashboard), [`rollout`] and [`background`] run beside the proxy.
 
@@ -18,6 +19,7 @@ pub mod client_ip;
 pub mod columns;
 pub mod config;
 pub mod cors;
+pub mod edge;
 pub mod forwarding;
 pub mod limits;
 pub mod metrics;

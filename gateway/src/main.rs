@@ -11,6 +11,7 @@ use strangler_gateway::access_log::AccessLog;
 use strangler_gateway::admin::{self, AdminState};
 use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
+use strangler_gateway::edge::EdgeApp;
 use strangler_gateway::limits::LimitService;
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
@@ -438,19 +439,19 @@ fn run(
     };
     let mut server = pingora::server::Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service_with_name(
+    let mut proxy = pingora::proxy::http_proxy(
         &server.configuration,
         GatewayProxy { store: store.clone(), shadow, access_log, limits },
-        "strangler-gateway",
     );
-    service.add_tcp(&settings.listen.to_string());
     if settings.h2c {
-        if let Some(app) = service.app_logic_mut() {
-            let mut options = pingora::apps::HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
     }
+    // The edge checks (per-client connection cap, request head deadline) wrap Pingora's app.
+    let mut service =
+        pingora::services::listening::Service::new("strangler-gateway".to_string(), EdgeApp::new(proxy, store.clone()));
+    service.add_tcp(&settings.listen.to_string());
     if let Some(tls) = &settings.tls {
         // The resolver reads the serving table at each handshake: certificates reload with it.
         let mut tls_settings = match pingora::listeners::tls::TlsSettings::intermediate("", "") {

@@ -48,6 +48,12 @@ pub struct Metrics {
     pub rate_limit_fail_open: IntCounter,
     /// `strangler_gateway_route_info{route,owner,stage}` 1 for every route being served.
     pub route_info: IntGaugeVec,
+    /// `strangler_gateway_client_connections_open`: client connections being served.
+    pub client_connections_open: IntGauge,
+    /// `strangler_gateway_client_connections_closed_total{reason}`: client connections the
+    /// gateway ended before a request was read (`header_timeout`, `bad_request_line`,
+    /// `over_client_cap`) or that the client gave up mid-head (`head_abandoned`).
+    pub client_connections_closed: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -137,8 +143,22 @@ pub fn metrics() -> &'static Metrics {
             &["route", "owner", "stage"],
         )
         .expect("metric");
+        let client_connections_open =
+            IntGauge::new("strangler_gateway_client_connections_open", "Client connections being served")
+                .expect("metric");
+        let client_connections_closed = IntCounterVec::new(
+            Opts::new(
+                "strangler_gateway_client_connections_closed_total",
+                "Client connections ended before a request was read (header_timeout, bad_request_line, \
+                 over_client_cap) or given up by the client mid-head (head_abandoned)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
         for c in [
             Box::new(access_log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_connections_open.clone()),
+            Box::new(client_connections_closed.clone()),
             Box::new(route_info.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_fail_open.clone()),
@@ -175,6 +195,8 @@ pub fn metrics() -> &'static Metrics {
             rate_limited,
             rate_limit_fail_open,
             route_info,
+            client_connections_open,
+            client_connections_closed,
         }
     })
 }

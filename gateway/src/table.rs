@@ -28,6 +28,10 @@ pub struct GatewaySettings {
     pub admin_token: Option<String>,
     pub admin_token_env: Option<String>,
     pub max_header_bytes: usize,
+    /// Deadline for receiving one request head (`Duration::ZERO`: none).
+    pub client_header_timeout: Duration,
+    /// Open connections allowed per client address (0: no cap).
+    pub max_connections_per_client: usize,
     /// Largest request body (bytes; `u64::MAX`: no limit).
     pub max_body_bytes: u64,
     pub request_timeout: Duration,

@@ -23,6 +23,14 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         admin_token,
         admin_token_env: g.admin_token_env.clone(),
         max_header_bytes: g.max_header_bytes.unwrap_or(16 * 1024),
+        client_header_timeout: dur(issues, &g.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT),
+        max_connections_per_client: int_in(
+            issues,
+            &g.max_connections_per_client,
+            "max_connections_per_client",
+            0..=1_000_000,
+            DEFAULT_MAX_CONNECTIONS_PER_CLIENT as i64,
+        ) as usize,
         max_body_bytes: body_limit(issues, &g.max_body_bytes, DEFAULT_MAX_BODY_BYTES),
         request_timeout: dur(issues, &g.request_timeout, Duration::from_secs(30)),
         stream_idle_timeout: dur(issues, &g.stream_idle_timeout, Duration::from_secs(60)),
@@ -74,6 +82,13 @@ fn access_log(issues: &mut Issues<'_>, a: &RawAccessLog) -> AccessLogSettings {
     };
     AccessLogSettings { path: a.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "-".into()), format, sample }
 }
+
+/// Default `[gateway] client_header_timeout`: nginx's `client_header_timeout`.
+pub(super) const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default `[gateway] max_connections_per_client`: far above what a browser opens (6 per host
+/// over HTTP/1.1), low enough that one address cannot take a worker's file descriptors.
+pub(super) const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
 
 /// Default `[gateway] max_body_bytes`: 16 MiB.
 pub(super) const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;

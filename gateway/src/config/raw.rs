@@ -119,6 +119,14 @@ pub struct RawGateway {
     pub admin_token_env: Option<String>,
     /// Largest accepted request head (request line + headers) in bytes; larger answers 431.
     pub max_header_bytes: Option<usize>,
+    /// The longest a client may take to send a request head (request line and headers), from
+    /// the connection's accept for its first request and from the first byte of each later one;
+    /// past it the gateway answers 408 and closes (default "60s", like nginx's
+    /// `client_header_timeout`; "0s" = no deadline).
+    pub client_header_timeout: Option<Spanned<String>>,
+    /// Connections one client address (an IPv6 /64) may hold open at once; one more is answered
+    /// 503 and closed (default 512; 0 = no cap). Addresses in `trusted_proxies` are not capped.
+    pub max_connections_per_client: Option<Spanned<i64>>,
     /// Largest request body accepted, in bytes (default 16 MiB; 0 = no limit). A declared
     /// Content-Length over it gets 413 before any upstream is contacted; a chunked body that
     /// grows past it is cut off (413 when nothing was answered yet). Routes may set their own.

@@ -359,3 +359,20 @@ fn upstream_tls_and_protocol_are_checked() {
     assert_eq!(t.upstreams[0].protocol, crate::table::UpstreamProtocol::Auto);
     assert!(!t.upstreams[0].tls.as_ref().unwrap().verify);
 }
+
+#[test]
+fn edge_keys_have_defaults_and_their_errors_have_places() {
+    let t = load_str("r.toml", GOOD, None).unwrap();
+    assert_eq!(t.settings.client_header_timeout, Duration::from_secs(60), "nginx's client_header_timeout");
+    assert_eq!(t.settings.max_connections_per_client, 512);
+    let admin = "admin_listen = \"127.0.0.1:9901\"";
+    let off = GOOD.replace(admin, &format!("{admin}\nclient_header_timeout = \"0s\"\nmax_connections_per_client = 0"));
+    let t = load_str("r.toml", &off, None).unwrap();
+    assert_eq!((t.settings.client_header_timeout, t.settings.max_connections_per_client), (Duration::ZERO, 0));
+    let bad =
+        GOOD.replace(admin, &format!("{admin}\nclient_header_timeout = \"soon\"\nmax_connections_per_client = -1"));
+    let e = errors(&bad);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("r.toml:5:25: error:") && e[0].contains("hint:"), "{e:?}");
+    assert!(e[1].starts_with("r.toml:6:30: error: max_connections_per_client -1 is outside 0–1000000"), "{e:?}");
+}

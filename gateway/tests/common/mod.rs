@@ -1,6 +1,8 @@
 //! Shared harness: echoing upstream servers and a real gateway process.
 #![allow(dead_code)]
 
+pub mod raw_http;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

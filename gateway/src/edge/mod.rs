@@ -1,0 +1,198 @@
+//! The gateway as an edge: what happens to a client connection before Pingora reads a request
+//! from it.
+//!
+//! [`EdgeApp`] is the Pingora [`ServerApp`] of the proxy service. It wraps Pingora's own HTTP
+//! proxy app and, for each accepted (and TLS-terminated) connection:
+//! - counts it against its client address ([`client_cap`]); one over
+//!   `[gateway] max_connections_per_client` is answered `503` and closed, like nginx's
+//!   `limit_conn`;
+//! - on HTTP/1, hands Pingora the stream inside a [`HeadGuard`], which answers `408` and closes
+//!   when a request head is not complete within `[gateway] client_header_timeout` (slowloris),
+//!   and `400` when the request line has bytes Pingora's parser would escape rather than refuse;
+//! - on HTTP/2 (ALPN `h2`, or the h2c preface) passes the stream to Pingora's app unchanged (h2
+//!   has its own flow control and Pingora reads its frames).
+//!
+//! Pingora's `connection_filter` feature (decide per peer address at accept) is not used: it is
+//! told of accepts but not of closes, so it cannot count the connections a client holds open.
+
+pub mod client_cap;
+pub mod events;
+mod head_guard;
+pub mod head_scan;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt;
+
+use crate::metrics::metrics;
+use crate::proxy::GatewayProxy;
+use crate::reload::ConfigStore;
+use client_cap::ClientCap;
+pub use events::EdgeEvent;
+pub use head_guard::HeadGuard;
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection over the per-client cap is told.
+const OVER_CAP: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
+
+/// Pingora's keep-alive timeout for a connection's first request (what its own app sets): the
+/// longest one read of the first head may wait. Under a head deadline it is set past the deadline
+/// instead, so that the deadline, not this timeout, ends a slow first head (with a 408, and
+/// without Pingora seeing a partial head; later heads have no such timeout in Pingora).
+const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
+
+/// The proxy service's app: Pingora's HTTP proxy behind the edge checks (see the module comment).
+pub struct EdgeApp {
+    proxy: Arc<HttpProxy<GatewayProxy>>,
+    store: Arc<ConfigStore>,
+    clients: Arc<ClientCap>,
+}
+
+impl EdgeApp {
+    pub fn new(proxy: HttpProxy<GatewayProxy>, store: Arc<ConfigStore>) -> Self {
+        Self { proxy: Arc::new(proxy), store, clients: ClientCap::new() }
+    }
+
+    /// Cleartext HTTP/2 with prior knowledge is accepted.
+    fn h2c(&self) -> bool {
+        self.proxy.server_options.as_ref().is_some_and(|o| o.h2c)
+    }
+
+    /// Pingora's HTTP/1 loop (as in its `ServerApp` for HTTP apps), with the stream guarded and
+    /// the guard re-armed before each keep-alive request.
+    async fn serve_http1(&self, stream: Stream, header_timeout: Duration, shutdown: &ShutdownWatch) {
+        let mut guard = Box::new(HeadGuard::new(stream, header_timeout));
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let mut session = ServerSession::new_http1(guard);
+            if first {
+                let read_timeout =
+                    if header_timeout.is_zero() { FIRST_REQUEST_KEEPALIVE_SECS } else { header_timeout.as_secs() + 10 };
+                let keepalive = (!*shutdown.borrow()).then_some(read_timeout);
+                session.set_keepalive(keepalive);
+                session.set_keepalive_reuses_remaining(
+                    self.proxy.server_options.as_ref().and_then(|o| o.keepalive_request_limit),
+                );
+            } else if let Some(s) = settings.take() {
+                s.apply_to_session(&mut session);
+            }
+            let Some(reused) = self.proxy.process_new_http(session, shutdown).await else { return };
+            let (stream, next) = reused.consume();
+            // the stream Pingora hands back is the one it was given
+            let Ok(mut g) = stream.into_any().downcast::<HeadGuard>() else { return };
+            g.rearm();
+            guard = g;
+            settings = next;
+            first = false;
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let peer = peer_ip(&stream);
+        let (header_timeout, cap) = {
+            let table = self.store.current();
+            let s = &table.settings;
+            let exempt = peer.is_some_and(|ip| s.trusted_proxies.iter().any(|c| c.contains(ip)));
+            (s.client_header_timeout, if exempt { 0 } else { s.max_connections_per_client })
+        };
+        let _slot = match peer {
+            Some(ip) => match self.clients.acquire(ip, cap) {
+                Some(slot) => Some(slot),
+                None => {
+                    EdgeEvent::OverClientCap.record(Some(ip));
+                    refuse_over_cap(stream).await;
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let open = &metrics().client_connections_open;
+        open.inc();
+        let _open = scopeguard(|| open.dec());
+
+        let h2 = if stream.get_ssl_digest().is_some() {
+            match stream.selected_alpn_proto() {
+                Some(ALPN::H2) => true,
+                Some(ALPN::Custom(_)) => return self.proxy.process_new(stream, shutdown).await,
+                _ => false,
+            }
+        } else if self.h2c() {
+            // Pingora's own peek waits for the whole preface without a deadline
+            let mut preface = [0u8; H2_PREFACE.len()];
+            let peek = stream.try_peek(&mut preface);
+            let peeked = if header_timeout.is_zero() {
+                peek.await
+            } else {
+                match tokio::time::timeout(header_timeout, peek).await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        EdgeEvent::HeaderTimeout.record(peer);
+                        return None;
+                    }
+                }
+            };
+            match peeked {
+                Ok(true) => preface == H2_PREFACE,
+                Ok(false) => false,
+                Err(_) => return None,
+            }
+        } else {
+            false
+        };
+        if h2 {
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        self.serve_http1(stream, header_timeout, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        // tells requests waiting in read_request() that the service stops
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    Some(digest.peer_addr()?.as_inet()?.ip())
+}
+
+/// Answers a connection over the cap (HTTP/2 clients only see the close) and closes it.
+async fn refuse_over_cap(mut stream: Stream) {
+    if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        let answer = async {
+            stream.write_all(OVER_CAP).await?;
+            stream.flush().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    }
+    pingora::protocols::Shutdown::shutdown(&mut *stream).await;
+}

@@ -1,0 +1,261 @@
+//! The gateway as an edge, over raw sockets against the real binary: slow request heads
+//! (slowloris) are cut off at `[gateway] client_header_timeout` with 408, and the connections one
+//! client address holds open are capped at `max_connections_per_client` (503). Neither a
+//! trickled request nor one over the cap reaches the backend (a [`Recorder`]); bodies and
+//! keep-alive idle time are not held to the head deadline; and Pingora logs no error for a head
+//! cut off or abandoned (the gateway counts and logs those itself).
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw_http::{exchange, parse_responses, read_responses, Recorder, RESPONSE_WITHIN};
+use common::{dead_addr, upstreams, Gateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+// ---------------------------------------------------------------------------------------------
+// Slow request heads (slowloris)
+
+/// How long nginx lets a client take over its request head (`client_header_timeout`'s default):
+/// the gateway's default must be no more lenient.
+const DEFAULT_HEADER_DEADLINE: Duration = Duration::from_secs(60);
+/// The deadline set in the tests of `[gateway] client_header_timeout`.
+const CONFIGURED_HEADER_DEADLINE: Duration = Duration::from_secs(2);
+/// Timer granularity and scheduling: the close may come this much after the deadline.
+const DEADLINE_SLACK: Duration = Duration::from_secs(5);
+/// A slowloris client sends one byte this often, so no per-read timeout ever fires.
+const TRICKLE_EVERY: Duration = Duration::from_millis(500);
+
+/// Sends `start`, then a never-ending header block one byte every [`TRICKLE_EVERY`]. Returns
+/// when the gateway closed the connection (`None` if it still had not after `give_up`) and what
+/// it answered (responses to complete requests in `start` included).
+async fn trickle(stream: TcpStream, start: &[u8], give_up: Duration) -> (Option<Duration>, String) {
+    let started = Instant::now();
+    let (mut rd, mut wr) = stream.into_split();
+    let _ = wr.write_all(start).await;
+    let filler = b"x-slow: 1\r\n";
+    let mut tick = tokio::time::interval(TRICKLE_EVERY);
+    let mut buf = Vec::new();
+    let mut sent = 0;
+    let closed = loop {
+        if started.elapsed() > give_up {
+            break None;
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    break Some(started.elapsed());
+                }
+            }
+            _ = tick.tick() => {
+                if wr.write_all(&filler[sent % filler.len()..][..1]).await.is_err() {
+                    break Some(started.elapsed());
+                }
+                sent += 1;
+            }
+        }
+    };
+    (closed, String::from_utf8_lossy(&buf).into_owned())
+}
+
+const SLOW_HEAD: &[u8] = b"GET /case-slow/bad HTTP/1.1\r\nHost: gw.test\r\n";
+
+async fn assert_slowloris_cut_off(extra_config: &str, deadline: Duration, at_least: Duration) {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&format!("{extra_config}{}", upstreams(recorder.addr, dead_addr())));
+    let stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let (closed, answer) = trickle(stream, SLOW_HEAD, deadline + DEADLINE_SLACK).await;
+    let Some(after) = closed else {
+        panic!("a request head trickled for {:?} and the connection is still open", deadline + DEADLINE_SLACK);
+    };
+    println!("slowloris: closed after {after:?}, answered {:?}", answer.lines().next().unwrap_or("nothing"));
+    assert!(after >= at_least, "closed after {after:?}, before the {at_least:?} deadline");
+    // nginx closes without a response (and logs 408); a 408 is as good.
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(!recorder.saw("/case-slow/"), "the backend saw the trickled request");
+    let m = gw.metrics().await;
+    assert!(m.contains("strangler_gateway_client_connections_closed_total{reason=\"header_timeout\"} 1"), "{m}");
+    let log = gw.log();
+    assert!(log.contains("request head not complete within client_header_timeout"), "no warning of our own:\n{log}");
+    assert!(!log.contains("ERROR"), "Pingora logged the cut-off head as an error:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_off_at_the_default_header_deadline() {
+    assert_slowloris_cut_off("", DEFAULT_HEADER_DEADLINE, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_off_at_the_configured_header_deadline() {
+    let config = format!("client_header_timeout = \"{}s\"\n\n", CONFIGURED_HEADER_DEADLINE.as_secs());
+    let at_least = CONFIGURED_HEADER_DEADLINE - Duration::from_millis(500);
+    assert_slowloris_cut_off(&config, CONFIGURED_HEADER_DEADLINE, at_least).await;
+}
+
+/// On a keep-alive connection, the idle time before a request is not the head's (that is the
+/// keep-alive timeout); a head trickled after it is cut off at the deadline from its first byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_request_on_a_kept_alive_connection_is_held_to_the_deadline_too() {
+    let recorder = Recorder::start().await;
+    let config = format!("client_header_timeout = \"{}s\"\n\n", CONFIGURED_HEADER_DEADLINE.as_secs());
+    let gw = Gateway::start(&format!("{config}{}", upstreams(recorder.addr, dead_addr())));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    stream.write_all(b"GET /case-ka/first HTTP/1.1\r\nHost: gw.test\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    read_responses(&mut stream, &mut buf, 1, Instant::now() + RESPONSE_WITHIN).await;
+    let statuses: Vec<u16> = parse_responses(&buf, false).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200]);
+    // idle for longer than the head deadline: the connection stays open
+    let idle = CONFIGURED_HEADER_DEADLINE + Duration::from_secs(1);
+    let mut probe = [0u8; 1];
+    let read = tokio::time::timeout(idle, stream.read(&mut probe)).await;
+    assert!(read.is_err(), "the gateway ended an idle kept-alive connection within {idle:?}: {read:?}");
+
+    let first_byte = Instant::now();
+    let (closed, answer) =
+        trickle(stream, b"GET /case-ka/bad HTTP/1.1\r\n", CONFIGURED_HEADER_DEADLINE + DEADLINE_SLACK).await;
+    let after = closed.expect("the second, trickled head was not cut off");
+    assert!(first_byte.elapsed() >= CONFIGURED_HEADER_DEADLINE - Duration::from_millis(500), "closed after {after:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(recorder.saw("/case-ka/first") && !recorder.saw("/case-ka/bad"));
+}
+
+/// With h2c on, the gateway first waits for the 24 bytes of an HTTP/2 preface (Pingora's peek
+/// has no deadline of its own): a client that stops short of them is cut off too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_silent_start_on_an_h2c_listener_is_cut_off() {
+    let recorder = Recorder::start().await;
+    let config = format!("h2c = true\nclient_header_timeout = \"{}s\"\n\n", CONFIGURED_HEADER_DEADLINE.as_secs());
+    let gw = Gateway::start(&format!("{config}{}", upstreams(recorder.addr, dead_addr())));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(b"GET /case-h2c/bad").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(CONFIGURED_HEADER_DEADLINE + DEADLINE_SLACK, stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "still open after {:?}", started.elapsed());
+    assert!(started.elapsed() >= CONFIGURED_HEADER_DEADLINE - Duration::from_millis(500));
+    assert!(!recorder.saw("/case-h2c/"));
+    // an HTTP/1.1 request still works on the h2c listener
+    let out = exchange(gw.port, b"GET /case-h2c/ok HTTP/1.1\r\nHost: gw.test\r\n\r\n", 1).await;
+    assert_eq!(out.responses.first().map(|r| r.status), Some(200));
+}
+
+/// A request body sent slowly is the request's business (the route's deadlines), not the head's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_is_not_held_to_the_head_deadline() {
+    let recorder = Recorder::start().await;
+    let config = format!("client_header_timeout = \"{}s\"\n\n", CONFIGURED_HEADER_DEADLINE.as_secs());
+    let gw = Gateway::start(&format!("{config}{}", upstreams(recorder.addr, dead_addr())));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let body = b"0123456789";
+    stream
+        .write_all(
+            format!("POST /case-body/ok HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {}\r\n\r\n", body.len())
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let every = (CONFIGURED_HEADER_DEADLINE * 2) / body.len() as u32;
+    for b in body {
+        tokio::time::sleep(every).await;
+        stream.write_all(&[*b]).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    read_responses(&mut stream, &mut buf, 1, Instant::now() + RESPONSE_WITHIN).await;
+    let statuses: Vec<u16> = parse_responses(&buf, false).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200], "{}", String::from_utf8_lossy(&buf));
+}
+
+/// A client that gives up in the middle of a head is counted, and Pingora logs no error for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_abandoned_by_the_client_is_counted_quietly() {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&upstreams(recorder.addr, dead_addr()));
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        stream.write_all(SLOW_HEAD).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await; // a second piece: the head is in two reads
+        stream.write_all(b"x-slow: 1\r\n").await.unwrap();
+        drop(stream);
+    }
+    let want = "strangler_gateway_client_connections_closed_total{reason=\"head_abandoned\"} 3";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = gw.metrics().await;
+        if m.contains(want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{want} not counted:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = gw.log();
+    assert!(!log.contains("ERROR"), "Pingora logged an abandoned head as an error:\n{log}");
+    assert!(!recorder.saw("/case-slow/"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections per client address
+
+/// `[gateway] max_connections_per_client` in the test's config.
+const CONNECTIONS_PER_CLIENT: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_client_address_are_capped() {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&format!(
+        "max_connections_per_client = {CONNECTIONS_PER_CLIENT}\n\n{}",
+        upstreams(recorder.addr, dead_addr())
+    ));
+    // Fill the cap with served connections, left open (idle keep-alive counts).
+    let mut held = Vec::new();
+    for i in 0..CONNECTIONS_PER_CLIENT {
+        let mut s = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        s.write_all(format!("GET /case-cap/held-{i} HTTP/1.1\r\nHost: gw.test\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        read_responses(&mut s, &mut buf, 1, Instant::now() + RESPONSE_WITHIN).await;
+        let statuses: Vec<u16> = parse_responses(&buf, false).iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200], "connection {i} under the cap");
+        held.push(s);
+    }
+    // One more from the same address is refused: closed, with at most a 429/503 (nginx's
+    // limit_conn answers 503), and nothing of it forwarded.
+    let out = exchange(gw.port, b"GET /case-cap/bad HTTP/1.1\r\nHost: gw.test\r\n\r\n", 1).await;
+    let statuses: Vec<u16> = out.responses.iter().map(|r| r.status).collect();
+    assert!(out.closed, "the connection over the cap stayed open (answered {statuses:?})");
+    assert!(statuses.iter().all(|s| *s == 429 || *s == 503), "over the cap answered {statuses:?}");
+    assert!(!recorder.saw("/case-cap/bad"), "the backend saw a request over the cap");
+    let m = gw.metrics().await;
+    assert!(m.contains("strangler_gateway_client_connections_closed_total{reason=\"over_client_cap\"} 1"), "{m}");
+    // Closing one frees its slot (the gateway learns of the close asynchronously: poll).
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = exchange(gw.port, b"GET /case-cap/again HTTP/1.0\r\n\r\n", 1).await;
+        if out.responses.first().is_some_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot freed after a held connection closed");
+    }
+    assert!(recorder.saw("/case-cap/again"));
+}
+
+/// `max_connections_per_client = 0` turns the cap off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_turns_the_connection_cap_off() {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&format!("max_connections_per_client = 0\n\n{}", upstreams(recorder.addr, dead_addr())));
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        s.write_all(format!("GET /case-nocap/{i} HTTP/1.1\r\nHost: gw.test\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        read_responses(&mut s, &mut buf, 1, Instant::now() + RESPONSE_WITHIN).await;
+        let statuses: Vec<u16> = parse_responses(&buf, false).iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200], "connection {i}");
+        held.push(s);
+    }
+    let m = gw.metrics().await;
+    assert!(m.contains("strangler_gateway_client_connections_open 20"), "{m}");
+}
