@@ -47,9 +47,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$ROOT/tests/perf/lib.sh"
 ensure_tools nginx wrk curl python3 h2load
 BIN=$(gateway_bin "$ROOT")
-# 10,000 idle connections, both ends on this machine, plus the proxies' upstream sockets
+# 10,000 idle connections: the client process and the proxy each hold one descriptor per
+# connection (plus the proxy's upstream sockets); the limit is per process
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-(( $(ulimit -n) > IDLE_CONNS * 2 + 1000 )) || { echo "ulimit -n $(ulimit -n) is too low for $IDLE_CONNS connections" >&2; exit 69; }
+(( $(ulimit -n) > IDLE_CONNS + 1000 )) || { echo "ulimit -n $(ulimit -n) is too low for $IDLE_CONNS connections" >&2; exit 69; }
 bench_setup scale-bench
 LOAD_START=$(loadavg)
 UP=$(port)
@@ -87,7 +88,7 @@ start_nginx_proxy() {
   mkdir -p "$1"
   cat > "$1/nginx.conf" <<EOF
 worker_processes $3;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -n);
 daemon off;
 error_log $1/error.log warn;
 pid $1/nginx.pid;
