@@ -92,7 +92,7 @@ worker_rlimit_nofile $(ulimit -n);
 daemon off;
 error_log $1/error.log warn;
 pid $1/nginx.pid;
-events { worker_connections 30000; }
+events { worker_connections $(( $(ulimit -n) - 100 )); }
 http {
   access_log off;
   keepalive_requests 1000000;
