@@ -27,6 +27,8 @@
 # Usage: tests/perf/peers-bench.sh [DURATION_S=5] [CONNECTIONS=32] [ROUNDS=2]
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
 #        WRK_THREADS (default 1), SLOW_MS (the slow candidate's delay, default 50)
+#        CASES (default: all; a subset prints only its rows, and the RESULT ratios of missing
+#        cases as 0), e.g. CASES="gw-off gw-shadow-slow" to look at one ratio over more rounds
 set -euo pipefail
 
 DURATION=${1:-5}
@@ -188,7 +190,8 @@ METRICS="http://127.0.0.1:$GWA/metrics"
 curl -sf -o /dev/null "http://127.0.0.1:$SLOW/x" # the Lua action answers
 
 # A case: the process whose CPU is counted, the URL, and the shadow route it feeds (if any).
-CASES="gw-off gw-shadow-fast nginx-mirror-fast gw-shadow-slow nginx-mirror-slow gw-canary nginx-split haproxy-canary"
+ALL_CASES="gw-off gw-shadow-fast nginx-mirror-fast gw-shadow-slow nginx-mirror-slow gw-canary nginx-split haproxy-canary"
+CASES=${CASES:-$ALL_CASES}
 declare -A PROC URL ROUTE
 PROC=([gw-off]=$GW_PID [gw-shadow-fast]=$GW_PID [gw-shadow-slow]=$GW_PID [gw-canary]=$GW_PID
       [nginx-mirror-fast]=$NGX_WORKER [nginx-mirror-slow]=$NGX_WORKER [nginx-split]=$NGX_WORKER
@@ -243,6 +246,7 @@ echo "CPU columns: the proxy process's CPU time per request over all rounds (use
 printf '| %-18s | %10s | %8s | %8s | %8s | %8s |\n' case "req/s" "p50 ms" "p99 ms" "user us" "sys us"
 printf '|--------------------|-----------:|---------:|---------:|---------:|---------:|\n'
 declare -A MR MP99 CPU
+for c in $ALL_CASES; do MR[$c]=0; MP99[$c]=0; CPU[$c]=0; done
 for c in $CASES; do
   MR[$c]=$(median "${RPS[$c]}"); MP99[$c]=$(median "${P99[$c]}")
   u=$(us_per_req "${UT[$c]}" "${NREQ[$c]}"); s=$(us_per_req "${ST[$c]}" "${NREQ[$c]}"); CPU[$c]=$(add "$u" "$s")
