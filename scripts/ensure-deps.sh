@@ -31,6 +31,10 @@ if [ "${1:-}" = "--perf" ]; then
     # gateway-bench.sh's HTTPS rows: h2load for HTTP/2, openssl for the self-signed certificate
     command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
+    # gateway-bench.sh's Caddy row (a reverse proxy users pick)
+    command -v caddy >/dev/null 2>&1 || need+=(caddy)
+    # the benchmarks' GET of /metrics and the admin API
+    command -v curl >/dev/null 2>&1 || need+=(curl)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then
@@ -45,6 +49,13 @@ echo "==> installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+# Debian's nginx, haproxy and caddy packages start a system-wide service on install (where an
+# init system runs); the benchmarks start their own instances on free ports and never use them.
+for svc in nginx haproxy caddy; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        systemctl stop "$svc" >/dev/null 2>&1 || true
+    fi
+done
 # Debian starts a default cluster on port 5432 after installing the server; we never use it.
 if command -v pg_ctlcluster >/dev/null 2>&1; then
     pg_ctlcluster 15 main stop >/dev/null 2>&1 || true

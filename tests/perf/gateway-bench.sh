@@ -2,7 +2,7 @@
 # Gateway throughput/latency benchmark (not a test).
 #
 # Starts a fixed upstream (nginx returning a small JSON body), then three proxies in front of it,
-# each with ONE worker: nginx (reverse proxy), HAProxy, and strangler-gateway with a generated
+# each with ONE worker: nginx (reverse proxy), HAProxy, Caddy (GOMAXPROCS=1) and strangler-gateway with a generated
 # 1,000-route routes.toml. Drives each in turn with wrk on loopback (same connections and
 # duration, alternating rounds) and prints req/s, p50 and p99 per proxy plus the ratios.
 # Then the same over TLS, nginx against the gateway with the same self-signed P-256 certificate
@@ -10,9 +10,9 @@
 # wrk over https:// (HTTP/1.1, one request in flight per connection), "h2" rows are h2load over
 # ALPN h2 (same connections, H2_STREAMS streams in flight on each); both in the same alternating
 # rounds as the plaintext rows. The last line is machine-readable:
-#   RESULT gateway_vs_nginx_rps=... gateway_vs_haproxy_rps=... gateway_vs_nginx_p99=... gateway_user_us_per_req=... nginx_user_us_per_req=...
+#   RESULT gateway_vs_nginx_rps=... gateway_vs_haproxy_rps=... gateway_vs_caddy_rps=... gateway_vs_nginx_p99=... gateway_user_us_per_req=... nginx_user_us_per_req=...
 #   ... auth_vs_plain_rps=... (a JWT + local rate limit route over the plain extracted route, same gateway)
-#          gateway_vs_nginx_cpu=... https1_vs_nginx_rps=... https2_vs_nginx_rps=... https1_vs_nginx_cpu=... https2_vs_nginx_cpu=... load1=...
+#          gateway_vs_nginx_cpu=... gateway_vs_caddy_cpu=... https1_vs_nginx_rps=... https2_vs_nginx_rps=... https1_vs_nginx_cpu=... https2_vs_nginx_cpu=... load1=...
 #   (*_cpu: the gateway's user+kernel CPU time per request over nginx's, plain, HTTPS/1.1 and
 #   HTTPS/2; load1: the 1-minute load average at the end)
 #
@@ -46,7 +46,7 @@ BIN=${GATEWAY_BIN:-$ROOT/target/release-gw/strangler-gateway}
 if [[ ! -x $BIN ]]; then
   (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway)
 fi
-NAMES="nginx haproxy gateway"
+NAMES="nginx haproxy caddy gateway"
 if [[ ${MINIMAL:-0} == 1 ]]; then
   NAMES="$NAMES pingora pg-core"
   MIN_BIN=$ROOT/target/release-gw/examples/minimal_proxy
@@ -54,11 +54,11 @@ if [[ ${MINIMAL:-0} == 1 ]]; then
   (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway --example minimal_proxy --example core_proxy)
 fi
 . "$ROOT/tests/perf/lib.sh"
-TOOLS="nginx haproxy wrk"
+TOOLS="nginx haproxy caddy wrk"
 [[ $TLS == 1 ]] && TOOLS="$TOOLS h2load openssl"
 ensure_tools $TOOLS
 bench_setup gw-bench
-UP=$(port); NGX=$(port); HAP=$(port); GW=$(port); GWA=$(port); NGXS=$(port); GWS=$(port)
+UP=$(port); NGX=$(port); HAP=$(port); CAD=$(port); GW=$(port); GWA=$(port); NGXS=$(port); GWS=$(port)
 LOAD_START=$(loadavg)
 
 # --- one self-signed P-256 certificate for both TLS listeners ---------------------------------
@@ -141,6 +141,26 @@ EOF
 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 declare -A PID_OF=([haproxy]=$!)
 
+# --- Caddy, one OS thread running Go code (GOMAXPROCS=1), no admin endpoint, no access log ----
+mkdir -p "$WORK/caddy"
+cat > "$WORK/caddy/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+}
+http://127.0.0.1:$CAD {
+  reverse_proxy 127.0.0.1:$UP {
+    transport http {
+      keepalive_idle_conns 512
+      keepalive_idle_conns_per_host 512
+    }
+  }
+}
+EOF
+XDG_DATA_HOME=$WORK/caddy XDG_CONFIG_HOME=$WORK/caddy GOMAXPROCS=1 \
+  caddy run --config "$WORK/caddy/Caddyfile" --adapter caddyfile > "$WORK/caddy/caddy.log" 2>&1 & PIDS+=($!)
+PID_OF[caddy]=$!
+
 # --- a JWKS with one HS256 key, and a token signed with it (openssl HMAC) ----------------------
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 JWT_SECRET=bench-secret-for-the-auth-row
@@ -202,7 +222,7 @@ if [[ ${MINIMAL:-0} == 1 ]]; then
   PID_OF[pg-core]=$!
   wait_port "$MIN"; wait_port "$CORE"
 fi
-for p in $UP $NGX $HAP $GW; do wait_port "$p"; done
+for p in $UP $NGX $HAP $CAD $GW; do wait_port "$p"; done
 if [[ $TLS == 1 ]]; then wait_port "$NGXS"; wait_port "$GWS"; fi
 PID_OF[nginx]=$(pgrep -P "$NGX_MASTER" | head -1)   # the one worker, not the master
 
@@ -215,7 +235,7 @@ TARGET=/api/svc777/items/9
 # A case is one row of the table: the process that serves it (PROC), the load tool, the URL.
 declare -A PROC TOOL URL
 for n in $NAMES; do PROC[$n]=$n; TOOL[$n]=wrk; done
-URL=([nginx]="http://127.0.0.1:$NGX$TARGET" [haproxy]="http://127.0.0.1:$HAP$TARGET"
+URL=([nginx]="http://127.0.0.1:$NGX$TARGET" [haproxy]="http://127.0.0.1:$HAP$TARGET" [caddy]="http://127.0.0.1:$CAD$TARGET"
      [gateway]="http://127.0.0.1:$GW$TARGET" [pingora]="http://127.0.0.1:${MIN:-0}$TARGET"
      [pg-core]="http://127.0.0.1:${CORE:-0}$TARGET")
 # the same gateway, a route with JWT auth and a local rate limit
@@ -269,7 +289,8 @@ echo "median of $ROUNDS rounds, -c$CONNS -d${DURATION}s, one worker each, loopba
   "load average at start $LOAD_START, at end $LOAD_END"
 echo "plain rows and *-https1: wrk -t$WRK_THREADS (HTTP/1.1); *-h2: h2load -t1 -m$H2_STREAMS" \
   "(p50/p99 from its per-request log)"
-echo "CPU columns: the proxy process's CPU time per request over all rounds (user / kernel, microseconds)"
+echo "CPU columns: the proxy process's CPU time per request over all rounds (user / kernel, microseconds;" \
+  "Caddy's Go runtime also runs its garbage collector and netpoller on other threads, counted here)"
 printf '| %-14s | %10s | %8s | %8s | %8s | %8s |\n' proxy "req/s" "p50 ms" "p99 ms" "user us" "sys us"
 printf '|----------------|-----------:|---------:|---------:|---------:|---------:|\n'
 declare -A MR MP50 MP99 USR SYS
@@ -288,7 +309,8 @@ cpu_ratio() {
 echo
 printf 'gateway / nginx   %8s %8s\n' "req/s" "CPU/req"
 printf '  %-15s %8s %8s\n' "HTTP/1.1" "$(ratio "${MR[gateway]}" "${MR[nginx]}")" "$(cpu_ratio gateway nginx)"
-extra=" gateway_vs_nginx_cpu=$(cpu_ratio gateway nginx)"
+printf '  %-15s %8s %8s   (gateway / caddy)\n' "HTTP/1.1" "$(ratio "${MR[gateway]}" "${MR[caddy]}")" "$(cpu_ratio gateway caddy)"
+extra=" gateway_vs_nginx_cpu=$(cpu_ratio gateway nginx) gateway_vs_caddy_cpu=$(cpu_ratio gateway caddy)"
 printf '  %-15s %8s %8s   (gateway-auth / gateway)\n' "JWT + limit" "$(ratio "${MR[gateway-auth]}" "${MR[gateway]}")" \
   "$(cpu_ratio gateway-auth gateway)"
 extra+=" auth_vs_plain_rps=$(ratio "${MR[gateway-auth]}" "${MR[gateway]}")"
@@ -308,5 +330,6 @@ if [[ ${MINIMAL:-0} == 1 ]]; then
 fi
 echo "RESULT gateway_vs_nginx_rps=$(ratio "${MR[gateway]}" "${MR[nginx]}")" \
   "gateway_vs_haproxy_rps=$(ratio "${MR[gateway]}" "${MR[haproxy]}")" \
+  "gateway_vs_caddy_rps=$(ratio "${MR[gateway]}" "${MR[caddy]}")" \
   "gateway_vs_nginx_p99=$(ratio "${MP99[gateway]}" "${MP99[nginx]}")" \
   "gateway_user_us_per_req=${USR[gateway]} nginx_user_us_per_req=${USR[nginx]}$extra load1=${LOAD_END%% *}"

@@ -14,10 +14,13 @@ bench_cleanup() {
 
 require() { for t in "$@"; do command -v "$t" >/dev/null || { echo "$t not installed" >&2; exit 69; }; done; }
 
-# gateway_bin ROOT: prints the release binary, building it when missing ($GATEWAY_BIN wins).
+# gateway_bin ROOT: prints the gateway binary to benchmark: $GATEWAY_BIN when set, else the
+# release-gw build (the LTO profile the gateway ships with) under $CARGO_TARGET_DIR or
+# ROOT/target, built when missing.
 gateway_bin() {
-  local bin=${GATEWAY_BIN:-$1/target/release/strangler-gateway}
-  [[ -x $bin ]] || (cd "$1" && cargo build --release -p strangler-gateway >&2)
+  local bin=${GATEWAY_BIN:-${CARGO_TARGET_DIR:-$1/target}/release-gw/strangler-gateway}
+  [[ -x $bin ]] || (cd "$1" && cargo build --profile release-gw -p strangler-gateway >&2)
+  [[ -x $bin ]] || { echo "no gateway binary at $bin" >&2; exit 1; }
   echo "$bin"
 }
 
@@ -110,4 +113,57 @@ h2load_run() {
   read -r RUN_P50 RUN_P99 < <(cut -f3 "$log" | sort -n | awk '{v[NR]=$1}
     END{ i=int(NR*0.5); if (i<1) i=1; j=int(NR*0.99); if (j<1) j=1; printf "%.3f %.3f\n", v[i]/1000, v[j]/1000 }')
   RUN_TLS=$(awk -F': ' '/^(TLS Protocol|Cipher|Server Temp Key|Application protocol):/ {printf "%s%s", sep, $2; sep=", "}' <<<"$out")
+}
+
+# cpu_ticks PID...: user and kernel CPU ticks (1/CLK_TCK s) the processes (all their threads)
+# have used, summed.
+cpu_ticks() {
+  local p; for p in "$@"; do sed 's/.*) //' "/proc/$p/stat"; done | awk '{u += $12; s += $13} END {print u, s}'
+}
+TCK=$(getconf CLK_TCK)
+# us_per_req TICKS REQUESTS: microseconds of CPU per request
+us_per_req() { awk -v t="$1" -v n="$2" -v hz="$TCK" 'BEGIN{ printf "%.2f", (n>0 ? t*1e6/hz/n : 0) }'; }
+# rss_kb PID...: summed resident set size in KiB
+rss_kb() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status"))); done; echo $t; }
+add() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", a+b }'; }
+
+# metric URL NAME [LABEL_FILTER]: the sum of the Prometheus samples NAME{...} at URL (an admin
+# /metrics, read with the bearer token $ADMIN_TOKEN, default "bench") whose labels contain
+# LABEL_FILTER (e.g. route="on"); 0 when there are none.
+metric() {
+  admin_get "$1" | awk -v n="$2" -v f="${3:-}" 'index($0, n"{") == 1 || index($0, n" ") == 1 {
+      if (f == "" || index($0, f) > 0) s += $NF } END { printf "%.0f\n", s }'
+}
+
+# start_gateway CONFIG NAME: runs "$BIN run" on CONFIG (log in $WORK/NAME.log), pid in GW_PID.
+start_gateway() {
+  "$BIN" check "$1" > /dev/null
+  RUST_LOG=${GW_LOG:-error} "$BIN" run --config "$1" --no-watch \
+    --pid-file "$WORK/$2.pid" --upgrade-sock "$WORK/$2-upgrade.sock" > "$WORK/$2.log" 2>&1 & PIDS+=($!)
+  GW_PID=$!
+}
+
+# nginx_workers MASTER_PID: the pids of the workers of an nginx master (polled until there are some).
+nginx_workers() {
+  local i w
+  for i in $(seq 1 100); do
+    w=$(pgrep -P "$1" | tr '\n' ' ')
+    [[ -n $w ]] && { echo "$w"; return 0; }
+    sleep 0.05
+  done
+  echo "nginx $1 started no worker" >&2; return 1
+}
+
+# admin_get URL: GET on the gateway's admin API with the bench's bearer token
+admin_get() { curl -sf -H "authorization: Bearer ${ADMIN_TOKEN:-bench}" "$1"; }
+
+# shadow_settled METRICS_URL ROUTE: waits (at most 5 s) until the shadow counters of ROUTE stop
+# moving: every mirror queued was sent and compared (or failed), every capture queued or dropped.
+shadow_settled() {
+  local prev="" now i
+  for i in $(seq 1 50); do
+    now=$(admin_get "$1" | { grep -E "^strangler_shadow_[a-z_]+_total\{[^}]*route=\"$2\"" || true; } | md5sum)
+    [[ $now == "$prev" ]] && return 0
+    prev=$now; sleep 0.1
+  done
 }

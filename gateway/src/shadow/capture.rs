@@ -2,6 +2,8 @@
 //! its body chunks and to the primary response's chunks as they stream (no copies: `Bytes`
 //! clones), and hand everything to the route's queue when the request ends. Everything here runs
 //! on the proxy's hot path, so it only clones `Bytes`, bumps atomics and does one `try_send`.
+//! Whether a request is mirrored at all (writes, sample, a place in the queue) is decided in
+//! [`start`], before any capture: a mirror that would be dropped costs the proxy nothing more.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +14,7 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use super::body::BodyCapture;
-use super::lane::{Job, RouteShadow};
+use super::lane::{Job, RouteShadow, Slot};
 use super::policy::{is_safe, Writes};
 use super::report::Count;
 use crate::stage::Side;
@@ -21,7 +23,7 @@ use crate::table::RouteTable;
 /// Shadow traffic for one request: made in `request_filter` (by [`start`]) when the route mirrors
 /// and the request is in the sample. `request_body_filter` and `response_body_filter` feed the
 /// capture; `logging` hands it to the route's queue ([`finish`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ShadowHook {
     /// Index of the extracted upstream to mirror to, in the request's snapshot.
     pub upstream: usize,
@@ -34,9 +36,10 @@ pub struct ShadowHook {
 const REPLAY_SLACK: usize = 8 * 64 * 1024;
 
 /// What one shadowed request has captured so far.
-#[derive(Clone)]
 pub struct Capture {
     route: Arc<RouteShadow>,
+    /// This request's place in the route's queue.
+    slot: Slot,
     request: Vec<Bytes>,
     request_len: usize,
     request_over: bool,
@@ -79,7 +82,8 @@ impl Capture {
 }
 
 /// Decides in `request_filter` whether this request is shadowed. `None` (and nothing else to
-/// do) for requests legacy did not serve, upgrades, writes without dry-run, and unsampled ones.
+/// do) for requests legacy did not serve, upgrades, writes without dry-run, unsampled ones, and
+/// when the route's queue is full (counted as dropped, before any capture work).
 #[inline]
 pub fn start(route: Arc<RouteShadow>, to: Option<usize>, side: Side, req: &RequestHeader) -> Option<ShadowHook> {
     let upstream = to?;
@@ -94,8 +98,18 @@ pub fn start(route: Arc<RouteShadow>, to: Option<usize>, side: Side, req: &Reque
         route.report.count(Count::NotSampled);
         return None;
     }
-    let capture =
-        Capture { route, request: Vec::new(), request_len: 0, request_over: false, response: BodyCapture::default() };
+    let Some(slot) = route.lane.reserve() else {
+        route.report.count(Count::Dropped);
+        return None;
+    };
+    let capture = Capture {
+        route,
+        slot,
+        request: Vec::new(),
+        request_len: 0,
+        request_over: false,
+        response: BodyCapture::default(),
+    };
     Some(ShadowHook { upstream, capture: Box::new(capture) })
 }
 
@@ -110,7 +124,7 @@ pub fn finish(
     route_index: Option<usize>,
     request_id: Option<&HeaderValue>,
 ) {
-    let Capture { route, request, request_over, response, .. } = *hook.capture;
+    let Capture { route, slot, request, request_over, response, .. } = *hook.capture;
     // each side's request as that side's rewrite makes it (the mirror goes to the extracted side)
     let rewrites = route_index.and_then(|i| table.routes.get(i)).and_then(|r| r.rewrite.as_deref());
     let rewritten = |side: Side| {
@@ -140,6 +154,7 @@ pub fn finish(
         request_id: request_id.cloned(),
         dry_run_header: table.settings.dry_run_header.clone(),
         route: route.clone(),
+        slot: Some(slot),
     };
     if route.lane.try_send(job).is_err() {
         route.report.count(Count::Dropped);

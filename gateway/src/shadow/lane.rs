@@ -3,6 +3,7 @@
 //! [`Job`] a request becomes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -40,6 +41,9 @@ pub(crate) struct Job {
     pub request_id: Option<HeaderValue>,
     /// `x-strangler-shadow` with the shared secret (None: no secret configured, no header).
     pub dry_run_header: Option<HeaderValue>,
+    /// The place in the queue this job was given when its request started ([`Lane::reserve`]);
+    /// given back when a worker takes the job.
+    pub slot: Option<Slot>,
 }
 
 /// A route's bounded queue into the workers. When the last clone is dropped (with the binding
@@ -47,6 +51,11 @@ pub(crate) struct Job {
 ///
 /// The proxy side only pushes under an uncontended mutex; the dispatcher polls (1–10 ms) instead
 /// of being woken, so enqueuing never costs the proxy thread a wake-up syscall.
+///
+/// A request reserves its place when it starts ([`Lane::reserve`], one atomic add), before any
+/// capture work: when the queue is full the mirror is dropped there, and the request costs the
+/// proxy thread nothing more than that add. Jobs queued plus requests holding a place never
+/// exceed the capacity, so the push at the end of the request always finds room.
 #[derive(Clone)]
 pub(crate) struct Lane {
     pub(crate) queue: Arc<LaneQueue>,
@@ -55,6 +64,8 @@ pub(crate) struct Lane {
 pub(crate) struct LaneQueue {
     jobs: Mutex<VecDeque<Job>>,
     capacity: usize,
+    /// Places taken: jobs queued plus shadowed requests still in flight.
+    reserved: AtomicUsize,
     /// The `queue` and `concurrency` this lane was made with (a binding reuses a lane only when
     /// both are unchanged).
     pub(crate) shape: (usize, usize),
@@ -62,16 +73,55 @@ pub(crate) struct LaneQueue {
 
 impl LaneQueue {
     pub(crate) fn new(queue: usize, concurrency: usize) -> Self {
-        Self { jobs: Mutex::new(VecDeque::new()), capacity: queue, shape: (queue, concurrency) }
+        Self {
+            jobs: Mutex::new(VecDeque::new()),
+            capacity: queue,
+            reserved: AtomicUsize::new(0),
+            shape: (queue, concurrency),
+        }
     }
 
+    /// Takes the oldest job and gives its place back.
     pub(crate) fn pop(&self) -> Option<Job> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        let mut job = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).pop_front()?;
+        job.slot = None;
+        Some(job)
+    }
+
+    /// Places taken (jobs queued plus shadowed requests in flight).
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+}
+
+/// A place in a lane's queue, held from the start of a shadowed request until a worker takes its
+/// job; dropping it (the request ended without a job, or the job was taken) gives it back.
+pub(crate) struct Slot {
+    queue: Arc<LaneQueue>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.queue.reserved.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Lane {
-    /// Never blocks: a full queue gives the job back (the caller counts a drop).
+    /// A place for one more job, or `None` when the queue (with the requests already holding a
+    /// place) is full: the caller drops the mirror before capturing anything.
+    #[inline]
+    pub(crate) fn reserve(&self) -> Option<Slot> {
+        let q = &self.queue;
+        if q.reserved.fetch_add(1, Ordering::Relaxed) >= q.capacity {
+            q.reserved.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot { queue: q.clone() })
+    }
+
+    /// Never blocks: a full queue gives the job back (the caller counts a drop). With a place
+    /// reserved first, the queue is never full here.
     #[inline]
     pub fn try_send(&self, job: Job) -> Result<(), Box<Job>> {
         let mut q = self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,5 +148,24 @@ pub struct RouteShadow {
 impl std::fmt::Debug for RouteShadow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteShadow").field("route", &self.route).field("sample", &self.spec.sample).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Places are taken up to the capacity, refused beyond it, and given back when dropped.
+    #[test]
+    fn reserve_refuses_beyond_capacity_and_gives_places_back() {
+        let lane = Lane { queue: Arc::new(LaneQueue::new(2, 1)) };
+        let a = lane.reserve().expect("first place");
+        let b = lane.reserve().expect("second place");
+        assert!(lane.reserve().is_none(), "a full queue refuses a third request");
+        assert_eq!(lane.queue.reserved(), 2, "a refused reservation takes no place");
+        drop(a);
+        let c = lane.reserve().expect("a place given back is free again");
+        drop((b, c));
+        assert_eq!(lane.queue.reserved(), 0);
     }
 }

@@ -137,7 +137,9 @@ impl Shadower {
         report.record_latency(job.primary_ms, Some(shadow.ms));
 
         let pbody = job.response.clone().finish();
-        let pheaders = header_pairs(&primary.headers);
+        let compared = &p.spec.rules.headers;
+        let pheaders = compared_pairs(&primary.headers, compared);
+        let sheaders = compared_pairs(&shadow.headers, compared);
         let legacy = Captured {
             status: primary.status.as_u16(),
             headers: &pheaders,
@@ -147,15 +149,16 @@ impl Shadower {
         };
         let shadow_cap = Captured {
             status: shadow.status,
-            headers: &shadow.headers,
+            headers: &sheaders,
             body: &shadow.body.body,
             truncated: shadow.body.truncated,
             digest: shadow.body.digest,
         };
         if let Some(Ok(again)) = &second {
+            let aheaders = compared_pairs(&again.headers, compared);
             let again_cap = Captured {
                 status: again.status,
-                headers: &again.headers,
+                headers: &aheaders,
                 body: &again.body.body,
                 truncated: again.body.truncated,
                 digest: again.body.digest,
@@ -205,7 +208,7 @@ impl Shadower {
         let attempt = async {
             let mut resp = rb.send().await?;
             let status = resp.status().as_u16();
-            let headers = header_pairs(resp.headers());
+            let headers = std::mem::take(resp.headers_mut());
             let mut cap = BodyCapture::default();
             while let Some(chunk) = resp.chunk().await? {
                 cap.push(&chunk, max, oversize);
@@ -262,7 +265,7 @@ impl Shadower {
             },
             "shadow": {
                 "status": shadow.status,
-                "headers": headers_json(&shadow.headers, redact),
+                "headers": headers_json(&header_pairs(&shadow.headers), redact),
                 "body": body_json(&shadow.body.body, shadow.body.truncated),
                 "body_len": shadow.body.len,
                 "latency_ms": (shadow.ms * 1000.0).round() / 1000.0,
@@ -311,9 +314,21 @@ fn distinct_fields(diffs: &[Difference]) -> Vec<String> {
 
 struct Answer {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: HeaderMap,
     body: CapturedBody,
     ms: f64,
+}
+
+/// The headers a comparison looks at (`rules.headers`, lowercase names) as name/value pairs; no
+/// allocation when none are compared (the default).
+fn compared_pairs(h: &HeaderMap, names: &[String]) -> Vec<(String, String)> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    h.iter()
+        .filter(|(k, _)| names.iter().any(|n| n == k.as_str()))
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect()
 }
 
 fn header_pairs(h: &HeaderMap) -> Vec<(String, String)> {

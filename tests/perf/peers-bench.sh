@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# The job a migration gateway exists for, against what a team would otherwise configure (not a
+# test). Every proxy runs ONE worker; every case is driven by the same wrk run, alternating the
+# order per round.
+#
+# Shadowing at 100%: strangler-gateway at stage shadow with sample = 1.0 (mirror every request,
+# compare the two JSON answers, keep the report) versus nginx `mirror` of every request to the
+# same candidate (which compares nothing, and makes each client wait for its mirror). Two
+# candidates: "fast" (nginx answering at once) and "slow" (the same nginx behind HAProxy with a
+# Lua action that sleeps 50 ms, which costs it almost no CPU). "gw-off" is the same gateway on a
+# route with shadowing off: the p99 the slow candidate must not move.
+#
+# Canary split at 10%: a gateway route at stage canary with weight 10 versus nginx
+# `split_clients` (10% by request id) and HAProxy with two weighted servers (90/10).
+#
+# Prints req/s, p50, p99 and the proxy's CPU time per request (user + kernel; the gateway's whole
+# process, shadow runtime included; nginx's one worker; HAProxy's process), the ratios, and the
+# mirrors compared versus dropped. The last line is machine-readable:
+#   RESULT shadow_vs_nginx_mirror_rps=... shadow_vs_nginx_mirror_p99=... shadow_vs_nginx_mirror_cpu=...
+#          shadow_slow_vs_nginx_mirror_rps=... shadow_slow_candidate_p99_ratio=...
+#          mirrors_dropped_pct_fast=... mirrors_dropped_pct_slow=...
+#          canary_vs_nginx_split_rps=... canary_vs_nginx_split_p99=... canary_vs_haproxy_rps=...
+#          canary_vs_haproxy_p99=... load1=...
+# Targets (issue 16): shadow_vs_nginx_mirror_rps >= 1.6 with shadow_vs_nginx_mirror_p99 <= 0.2,
+# shadow_slow_candidate_p99_ratio (gateway p99 with the slow candidate / with shadowing off) <= 1.1.
+#
+# Usage: tests/perf/peers-bench.sh [DURATION_S=5] [CONNECTIONS=32] [ROUNDS=2]
+# Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
+#        WRK_THREADS (default 1), SLOW_MS (the slow candidate's delay, default 50)
+#        CASES (default: all; a subset prints only its rows, and the RESULT ratios of missing
+#        cases as 0), e.g. CASES="gw-off gw-shadow-slow" to look at one ratio over more rounds
+set -euo pipefail
+
+DURATION=${1:-5}
+CONNS=${2:-32}
+ROUNDS=${3:-2}
+SLOW_MS=${SLOW_MS:-50}
+(( DURATION <= 10 )) || { echo "keep each wrk run <= 10 s" >&2; exit 64; }
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/perf/lib.sh
+source "$ROOT/tests/perf/lib.sh"
+ensure_tools nginx haproxy wrk curl
+BIN=$(gateway_bin "$ROOT")
+bench_setup peers-bench
+LOAD_START=$(loadavg)
+
+UP=$(port); CAND=$(port); SLOW=$(port); HAPC=$(port)
+NGX_FAST=$(port); NGX_SLOW=$(port); NGX_SPLIT=$(port); GW=$(port); GWA=$(port)
+start_json_upstream "$WORK/legacy" "$UP"
+start_json_upstream "$WORK/candidate" "$CAND"
+
+# --- the slow candidate: HAProxy sleeping SLOW_MS (a yielding Lua sleep) before the candidate ---
+cat > "$WORK/sleep.lua" <<LUA
+core.register_action("delay", { "http-req" }, function(txn) core.msleep($SLOW_MS) end)
+LUA
+cat > "$WORK/slow.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8192
+  lua-load $WORK/sleep.lua
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend slow
+  bind 127.0.0.1:$SLOW
+  http-request lua.delay
+  default_backend candidate
+backend candidate
+  http-reuse always
+  server c1 127.0.0.1:$CAND
+EOF
+haproxy -f "$WORK/slow.cfg" -db > "$WORK/slow.log" 2>&1 & PIDS+=($!)
+
+# --- nginx, one worker: mirror to the fast and to the slow candidate, and a 10% split ---------
+mkdir -p "$WORK/ngx"
+cat > "$WORK/ngx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $WORK/ngx/error.log warn;
+pid $WORK/ngx/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream legacy { server 127.0.0.1:$UP; keepalive 512; }
+  upstream candidate { server 127.0.0.1:$CAND; keepalive 512; }
+  upstream slow { server 127.0.0.1:$SLOW; keepalive 512; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  split_clients "\$request_id" \$canary { 10% candidate; * legacy; }
+  server {
+    listen 127.0.0.1:$NGX_FAST;
+    location / { mirror /mirror; proxy_pass http://legacy; }
+    location = /mirror { internal; proxy_pass http://candidate\$request_uri; }
+  }
+  server {
+    listen 127.0.0.1:$NGX_SLOW;
+    location / { mirror /mirror; proxy_pass http://legacy; }
+    location = /mirror { internal; proxy_pass http://slow\$request_uri; }
+  }
+  server {
+    listen 127.0.0.1:$NGX_SPLIT;
+    location / { proxy_pass http://\$canary; }
+  }
+}
+EOF
+nginx -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" & PIDS+=($!)
+NGX_MASTER=$!
+
+# --- HAProxy, one thread: weighted servers 90/10 ------------------------------------------------
+cat > "$WORK/canary.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  option forwardfor
+frontend fe
+  bind 127.0.0.1:$HAPC
+  default_backend be
+backend be
+  balance roundrobin
+  http-reuse always
+  server legacy 127.0.0.1:$UP weight 90
+  server candidate 127.0.0.1:$CAND weight 10
+EOF
+haproxy -f "$WORK/canary.cfg" -db > "$WORK/canary.log" 2>&1 & PIDS+=($!)
+HAP_PID=$!
+
+# --- strangler-gateway, one thread ------------------------------------------------------------
+cat > "$WORK/routes.toml" <<TOML
+[gateway]
+listen = "127.0.0.1:$GW"
+admin_listen = "127.0.0.1:$GWA"
+admin_token = "bench"
+threads = 1
+
+[defaults]
+upstream = "legacy"
+
+[upstreams.legacy]
+endpoints = ["127.0.0.1:$UP"]
+[upstreams.candidate]
+endpoints = ["127.0.0.1:$CAND"]
+[upstreams.slow]
+endpoints = ["127.0.0.1:$SLOW"]
+
+[[routes]]
+name = "off"
+match = { path = "/off/{id}" }
+to = "candidate"
+stage = "legacy"
+
+[[routes]]
+name = "fast"
+match = { path = "/fast/{id}" }
+to = "candidate"
+stage = "shadow"
+[routes.shadow]
+sample = 1.0
+
+[[routes]]
+name = "slow"
+match = { path = "/slow/{id}" }
+to = "slow"
+stage = "shadow"
+[routes.shadow]
+sample = 1.0
+
+[[routes]]
+name = "canary"
+match = { path = "/canary/{id}" }
+to = "candidate"
+stage = "canary"
+weight = 10
+TOML
+start_gateway "$WORK/routes.toml" gw
+for p in $UP $CAND $SLOW $HAPC $NGX_FAST $NGX_SLOW $NGX_SPLIT $GW $GWA; do wait_port "$p"; done
+NGX_WORKER=$(nginx_workers "$NGX_MASTER" | cut -d' ' -f1)
+METRICS="http://127.0.0.1:$GWA/metrics"
+curl -sf -o /dev/null "http://127.0.0.1:$SLOW/x" # the Lua action answers
+
+# A case: the process whose CPU is counted, the URL, and the shadow route it feeds (if any).
+ALL_CASES="gw-off gw-shadow-fast nginx-mirror-fast gw-shadow-slow nginx-mirror-slow gw-canary nginx-split haproxy-canary"
+CASES=${CASES:-$ALL_CASES}
+declare -A PROC URL ROUTE
+PROC=([gw-off]=$GW_PID [gw-shadow-fast]=$GW_PID [gw-shadow-slow]=$GW_PID [gw-canary]=$GW_PID
+      [nginx-mirror-fast]=$NGX_WORKER [nginx-mirror-slow]=$NGX_WORKER [nginx-split]=$NGX_WORKER
+      [haproxy-canary]=$HAP_PID)
+URL=([gw-off]="http://127.0.0.1:$GW/off/9" [gw-shadow-fast]="http://127.0.0.1:$GW/fast/9"
+     [gw-shadow-slow]="http://127.0.0.1:$GW/slow/9" [gw-canary]="http://127.0.0.1:$GW/canary/9"
+     [nginx-mirror-fast]="http://127.0.0.1:$NGX_FAST/fast/9" [nginx-mirror-slow]="http://127.0.0.1:$NGX_SLOW/slow/9"
+     [nginx-split]="http://127.0.0.1:$NGX_SPLIT/canary/9" [haproxy-canary]="http://127.0.0.1:$HAPC/canary/9")
+ROUTE=([gw-shadow-fast]=fast [gw-shadow-slow]=slow)
+REVERSED=$(tr ' ' '\n' <<<"$CASES" | tac | tr '\n' ' ')
+
+for c in $CASES; do   # warm-up (connections, pools, the JIT-free caches)
+  wrk -t1 -c"$CONNS" -d1s "${URL[$c]}" > /dev/null
+  [[ -n ${ROUTE[$c]:-} ]] && shadow_settled "$METRICS" "${ROUTE[$c]}"
+done
+declare -A C0 D0
+for r in fast slow; do
+  C0[$r]=$(metric "$METRICS" strangler_shadow_compared_total "route=\"$r\"")
+  D0[$r]=$(metric "$METRICS" strangler_shadow_dropped_total "route=\"$r\"")
+done
+
+declare -A RPS P50 P99 UT ST NREQ
+for c in $CASES; do RPS[$c]=""; P50[$c]=""; P99[$c]=""; UT[$c]=0; ST[$c]=0; NREQ[$c]=0; done
+for r in $(seq 1 "$ROUNDS"); do
+  if (( r % 2 )); then order=$CASES; else order=$REVERSED; fi
+  for c in $order; do
+    pid=${PROC[$c]}
+    read -r u0 s0 < <(cpu_ticks "$pid")
+    wrk_run "${URL[$c]}"
+    # the mirrors still queued belong to this case's CPU
+    [[ -n ${ROUTE[$c]:-} ]] && shadow_settled "$METRICS" "${ROUTE[$c]}"
+    read -r u1 s1 < <(cpu_ticks "$pid")
+    UT[$c]=$((UT[$c] + u1 - u0)); ST[$c]=$((ST[$c] + s1 - s0)); NREQ[$c]=$((NREQ[$c] + RUN_REQS))
+    RPS[$c]+="$RUN_RPS "; P50[$c]+="$RUN_P50 "; P99[$c]+="$RUN_P99 "
+    printf 'round %d %-18s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' "$r" "$c" "$RUN_RPS" "$RUN_P50" "$RUN_P99"
+  done
+done
+LOAD_END=$(loadavg)
+declare -A DROP_PCT
+for r in fast slow; do
+  cmp=$(( $(metric "$METRICS" strangler_shadow_compared_total "route=\"$r\"") - C0[$r] ))
+  drp=$(( $(metric "$METRICS" strangler_shadow_dropped_total "route=\"$r\"") - D0[$r] ))
+  DROP_PCT[$r]=$(awk -v d="$drp" -v c="$cmp" 'BEGIN{ printf "%.2f", (d+c>0 ? 100*d/(d+c) : 0) }')
+  printf 'gateway route %s: %d mirrors compared, %d dropped (%s%%)\n' "$r" "$cmp" "$drp" "${DROP_PCT[$r]}"
+done
+
+echo
+echo "median of $ROUNDS rounds, wrk -t${WRK_THREADS:-1} -c$CONNS -d${DURATION}s, one worker each, loopback;" \
+  "slow candidate = +${SLOW_MS} ms; load average at start $LOAD_START, at end $LOAD_END"
+echo "CPU columns: the proxy process's CPU time per request over all rounds (user / kernel, microseconds;" \
+  "the gateway's includes its shadow runtime, nginx's includes the mirror subrequests)"
+printf '| %-18s | %10s | %8s | %8s | %8s | %8s |\n' case "req/s" "p50 ms" "p99 ms" "user us" "sys us"
+printf '|--------------------|-----------:|---------:|---------:|---------:|---------:|\n'
+declare -A MR MP99 CPU
+for c in $ALL_CASES; do MR[$c]=0; MP99[$c]=0; CPU[$c]=0; done
+for c in $CASES; do
+  MR[$c]=$(median "${RPS[$c]}"); MP99[$c]=$(median "${P99[$c]}")
+  u=$(us_per_req "${UT[$c]}" "${NREQ[$c]}"); s=$(us_per_req "${ST[$c]}" "${NREQ[$c]}"); CPU[$c]=$(add "$u" "$s")
+  printf '| %-18s | %10.0f | %8.3f | %8.3f | %8s | %8s |\n' "$c" "${MR[$c]}" "$(median "${P50[$c]}")" "${MP99[$c]}" "$u" "$s"
+done
+echo
+printf '%-34s %8s %8s %8s\n' "" "req/s" "p99" "CPU/req"
+row() { printf '%-34s %8s %8s %8s\n' "$1" "$(ratio "${MR[$2]}" "${MR[$3]}")" "$(ratio "${MP99[$2]}" "${MP99[$3]}")" \
+  "$(ratio "${CPU[$2]}" "${CPU[$3]}")"; }
+row "shadow fast: gateway / nginx mirror" gw-shadow-fast nginx-mirror-fast
+row "shadow slow: gateway / nginx mirror" gw-shadow-slow nginx-mirror-slow
+row "gateway: shadow slow / shadow off" gw-shadow-slow gw-off
+row "gateway: shadow fast / shadow off" gw-shadow-fast gw-off
+row "canary: gateway / nginx split" gw-canary nginx-split
+row "canary: gateway / haproxy weights" gw-canary haproxy-canary
+echo
+echo "RESULT shadow_vs_nginx_mirror_rps=$(ratio "${MR[gw-shadow-fast]}" "${MR[nginx-mirror-fast]}")" \
+  "shadow_vs_nginx_mirror_p99=$(ratio "${MP99[gw-shadow-fast]}" "${MP99[nginx-mirror-fast]}")" \
+  "shadow_vs_nginx_mirror_cpu=$(ratio "${CPU[gw-shadow-fast]}" "${CPU[nginx-mirror-fast]}")" \
+  "shadow_slow_vs_nginx_mirror_rps=$(ratio "${MR[gw-shadow-slow]}" "${MR[nginx-mirror-slow]}")" \
+  "shadow_slow_candidate_p99_ratio=$(ratio "${MP99[gw-shadow-slow]}" "${MP99[gw-off]}")" \
+  "mirrors_dropped_pct_fast=${DROP_PCT[fast]} mirrors_dropped_pct_slow=${DROP_PCT[slow]}" \
+  "canary_vs_nginx_split_rps=$(ratio "${MR[gw-canary]}" "${MR[nginx-split]}")" \
+  "canary_vs_nginx_split_p99=$(ratio "${MP99[gw-canary]}" "${MP99[nginx-split]}")" \
+  "canary_vs_haproxy_rps=$(ratio "${MR[gw-canary]}" "${MR[haproxy-canary]}")" \
+  "canary_vs_haproxy_p99=$(ratio "${MP99[gw-canary]}" "${MP99[haproxy-canary]}")" \
+  "load1=${LOAD_END%% *}"

@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# How the gateway holds up as a deployment grows (not a test). Five parts, each bounded in time:
+#
+# routes  Throughput with 10, 1,000 and 10,000 routes (a quarter each exact paths, /{param}
+#         paths, /** prefixes, and {param} paths under a host name), three gateways with one
+#         thread each driven by the same wrk run in alternating rounds; the request goes to the
+#         last host route of each table (so the host lookup and the path match both run).
+# reload  `strangler-gateway check` of the 10,000-route file (the whole process: start, parse,
+#         validate, compile, exit; median of 5, next to the same for the 10-route file), and
+#         POST /admin/reload of that file (answered once the new table is swapped in; median of
+#         RELOADS) while wrk drives the gateway: no failed request allowed.
+# conns   10,000 idle keep-alive client connections (each sent one request, then held open) to
+#         the gateway and to nginx: RSS growth / connections = memory per idle connection.
+# threads threads = 2 versus threads = 1, and nginx with 2 workers versus 1 (wrk -t2 for all
+#         four): the ratio of the two scaling factors. The load generator and the upstream share
+#         the machine's cores: on a 2-core machine neither can double.
+# rate    Latency at a fixed request rate of half nginx's maximum (the "threads" part's one-worker
+#         nginx rate): h2load --h1 with a timing script (every client sends at fixed offsets, so
+#         the rate holds whatever the answers' latency, up to one request in flight per
+#         connection), gateway versus nginx: p50 / p99 / p99.9 from h2load's per-request log.
+#
+# The last line is machine-readable:
+#   RESULT routes_1k_vs_10_rps=... routes_10k_vs_10_rps=... check_10k_ms=... check_10_ms=...
+#          reload_10k_ms=... reload_failed_requests=... idle_conn_kb_gateway=... idle_conn_kb_nginx=...
+#          idle_conn_mem_vs_nginx=... threads2_scaling_gateway=... threads2_scaling_nginx=...
+#          threads2_scaling_vs_nginx=... fixed_rate_rps=... fixed_rate_p99_vs_nginx=... load1=...
+# Targets (issue 16): routes_10k_vs_10_rps within 0.95-1.05, check_10k_ms and reload_10k_ms
+# < 100, reload_failed_requests = 0, fixed_rate_p99_vs_nginx <= 1.2.
+#
+# Usage: tests/perf/scale-bench.sh [DURATION_S=5] [CONNECTIONS=32] [ROUNDS=2]
+# Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
+#        PARTS (default "routes reload conns threads rate"), IDLE_CONNS (default 10000),
+#        RELOADS (default 5), WRK_THREADS (default 1; the threads part uses 2)
+set -euo pipefail
+
+DURATION=${1:-5}
+CONNS=${2:-32}
+ROUNDS=${3:-2}
+PARTS=${PARTS:-routes reload conns threads rate}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+RELOADS=${RELOADS:-5}
+(( DURATION <= 10 )) || { echo "keep each wrk run <= 10 s" >&2; exit 64; }
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/perf/lib.sh
+source "$ROOT/tests/perf/lib.sh"
+ensure_tools nginx wrk curl python3 h2load
+BIN=$(gateway_bin "$ROOT")
+# 10,000 idle connections: the client process and the proxy each hold one descriptor per
+# connection (plus the proxy's upstream sockets); the limit is per process
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+(( $(ulimit -n) > IDLE_CONNS + 1000 )) || { echo "ulimit -n $(ulimit -n) is too low for $IDLE_CONNS connections" >&2; exit 69; }
+bench_setup scale-bench
+LOAD_START=$(loadavg)
+UP=$(port)
+start_json_upstream "$WORK/up" "$UP"
+RESULT=""
+
+# gen_routes N FILE LISTEN ADMIN THREADS: a routes.toml with N routes of four kinds.
+gen_routes() {
+  local n=$1 i
+  {
+    printf '[gateway]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\nadmin_token = "bench"\nthreads = %s\n\n' "$3" "$4" "$5"
+    printf '[defaults]\nupstream = "legacy"\n[upstreams.legacy]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
+    printf '[upstreams.svc]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
+    for ((i = 0; i < n; i++)); do
+      printf '[[routes]]\nname = "r%d"\n' "$i"
+      case $((i % 4)) in
+        0) printf 'match = { path = "/api/s%d/items" }\nstage = "legacy"\n' "$i" ;;
+        1) printf 'match = { path = "/api/s%d/items/{id}" }\nto = "svc"\nstage = "extracted"\n' "$i" ;;
+        2) printf 'match = { path = "/api/s%d/files/**" }\nto = "svc"\nstage = "extracted"\n' "$i" ;;
+        3) printf 'match = { host = "h%d.example.com", path = "/api/s%d/items/{id}" }\nto = "svc"\nstage = "extracted"\n' "$i" "$i" ;;
+      esac
+    done
+  } > "$2"
+}
+# last_host_route N: the index of the last host route of an N-route table
+last_host_route() { echo $(( ($1 - 4) / 4 * 4 + 3 )); }
+
+# wrk_failures OUTPUT: socket errors + non-2xx answers reported by wrk
+wrk_failures() {
+  awk '/Socket errors/ { gsub(",", ""); s += $4 + $6 + $8 + $10 } /Non-2xx/ { s += $NF } END { print s + 0 }' <<<"$1"
+}
+
+# start_nginx_proxy DIR PORT WORKERS: nginx as a reverse proxy to the upstream; sets NGX_MASTER.
+start_nginx_proxy() {
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<EOF
+worker_processes $3;
+worker_rlimit_nofile $(ulimit -n);
+daemon off;
+error_log $1/error.log warn;
+pid $1/nginx.pid;
+events { worker_connections $(( $(ulimit -n) - 100 )); }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  upstream backend { server 127.0.0.1:$UP; keepalive 512; }
+  server {
+    listen 127.0.0.1:$2;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+EOF
+  nginx -p "$1" -c "$1/nginx.conf" & PIDS+=($!)
+  NGX_MASTER=$!
+}
+
+# measure CASES...: ROUNDS alternating rounds of wrk over the cases (URL[c], HOST[c], PROC[c]);
+# sets MR (median req/s), MP99, CPU (user + kernel us per request).
+declare -A URL HOST PROC MR MP99 CPU
+measure() {
+  local cases="$*" order r c u0 s0 u1 s1
+  local reversed; reversed=$(tr ' ' '\n' <<<"$cases" | tac | tr '\n' ' ')
+  declare -A rps p99 ut st nreq
+  for c in $cases; do
+    rps[$c]=""; p99[$c]=""; ut[$c]=0; st[$c]=0; nreq[$c]=0
+    WRK_HEADER=${HOST[$c]:+Host: ${HOST[$c]}} DURATION=1 wrk_run "${URL[$c]}"   # warm-up
+  done
+  for r in $(seq 1 "$ROUNDS"); do
+    if (( r % 2 )); then order=$cases; else order=$reversed; fi
+    for c in $order; do
+      read -r u0 s0 < <(cpu_ticks ${PROC[$c]})
+      WRK_HEADER=${HOST[$c]:+Host: ${HOST[$c]}} wrk_run "${URL[$c]}"
+      read -r u1 s1 < <(cpu_ticks ${PROC[$c]})
+      ut[$c]=$((ut[$c] + u1 - u0)); st[$c]=$((st[$c] + s1 - s0)); nreq[$c]=$((nreq[$c] + RUN_REQS))
+      rps[$c]+="$RUN_RPS "; p99[$c]+="$RUN_P99 "
+      printf 'round %d %-16s %10.0f req/s  p50 %6.3f ms  p99 %6.3f ms\n' "$r" "$c" "$RUN_RPS" "$RUN_P50" "$RUN_P99"
+    done
+  done
+  for c in $cases; do
+    MR[$c]=$(median "${rps[$c]}"); MP99[$c]=$(median "${p99[$c]}")
+    CPU[$c]=$(add "$(us_per_req "${ut[$c]}" "${nreq[$c]}")" "$(us_per_req "${st[$c]}" "${nreq[$c]}")")
+  done
+}
+table() {
+  printf '| %-16s | %10s | %8s | %10s |\n' case "req/s" "p99 ms" "CPU us/req"
+  printf '|------------------|-----------:|---------:|-----------:|\n'
+  for c in "$@"; do printf '| %-16s | %10.0f | %8.3f | %10s |\n' "$c" "${MR[$c]}" "${MP99[$c]}" "${CPU[$c]}"; done
+}
+
+# --- routes ------------------------------------------------------------------------------------
+declare -A GWP GWAP GWPID
+for n in 10 1000 10000; do
+  GWP[$n]=$(port); GWAP[$n]=$(port)
+  gen_routes "$n" "$WORK/routes-$n.toml" "${GWP[$n]}" "${GWAP[$n]}" 1
+done
+if part routes || part reload || part rate; then
+  for n in 10 1000 10000; do
+    start_gateway "$WORK/routes-$n.toml" "gw-$n"; GWPID[$n]=$GW_PID
+  done
+  for n in 10 1000 10000; do wait_port "${GWP[$n]}"; wait_port "${GWAP[$n]}"; done
+fi
+if part routes; then
+  echo "== routes: one gateway thread, request to the last host route"
+  for n in 10 1000 10000; do
+    k=$(last_host_route "$n")
+    URL[gw-$n]="http://127.0.0.1:${GWP[$n]}/api/s$k/items/9"; HOST[gw-$n]="h$k.example.com"; PROC[gw-$n]=${GWPID[$n]}
+  done
+  measure gw-10 gw-1000 gw-10000
+  echo; table gw-10 gw-1000 gw-10000
+  RESULT+=" routes_1k_vs_10_rps=$(ratio "${MR[gw-1000]}" "${MR[gw-10]}") routes_10k_vs_10_rps=$(ratio "${MR[gw-10000]}" "${MR[gw-10]}")"
+  RESULT+=" routes_10k_vs_10_cpu=$(ratio "${CPU[gw-10000]}" "${CPU[gw-10]}")"
+  echo
+fi
+
+# --- reload ------------------------------------------------------------------------------------
+if part reload; then
+  echo "== check and reload of the 10,000-route file ($(wc -c < "$WORK/routes-10000.toml") bytes)"
+  time_ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
+  declare -A CHK
+  for n in 10 10000; do
+    CHK[$n]=""
+    for _ in 1 2 3 4 5; do CHK[$n]+="$(time_ms "$BIN" check "$WORK/routes-$n.toml") "; done
+    CHK[$n]=$(median "${CHK[$n]}")
+    printf 'check, %5d routes: %s ms (median of 5 runs, process start to exit)\n' "$n" "${CHK[$n]}"
+  done
+  # reloads while wrk drives the 10,000-route gateway; each reload changes the file (a comment)
+  k=$(last_host_route 10000)
+  wrk -t1 -c"$CONNS" -d"$((RELOADS + 3))s" -H "Host: h$k.example.com" \
+    "http://127.0.0.1:${GWP[10000]}/api/s$k/items/9" > "$WORK/reload-wrk.txt" & WRK_PID=$!
+  sleep 1   # let wrk reach full load before the first reload
+  RL=""
+  for i in $(seq 1 "$RELOADS"); do
+    echo "# reload $i" >> "$WORK/routes-10000.toml"
+    out=$(curl -sf -w ' %{time_total}' -X POST -H "authorization: Bearer bench" \
+      "http://127.0.0.1:${GWAP[10000]}/admin/reload")
+    grep -q '"reloaded":true' <<<"$out" || { echo "reload $i failed: $out"; exit 1; }
+    RL+="$(awk '{ printf "%.1f", $NF * 1000 }' <<<"$out") "
+    sleep 0.5
+  done
+  wait "$WRK_PID"
+  FAILED=$(wrk_failures "$(cat "$WORK/reload-wrk.txt")")
+  RELOAD_MS=$(median "$RL")
+  echo "reload under load, 10,000 routes: $RL ms (median $RELOAD_MS ms; POST /admin/reload until answered)"
+  echo "requests during the reloads: $(awk '/requests in/ {print $1}' "$WORK/reload-wrk.txt"), failed: $FAILED"
+  RESULT+=" check_10k_ms=${CHK[10000]} check_10_ms=${CHK[10]} reload_10k_ms=$RELOAD_MS reload_failed_requests=$FAILED"
+  echo
+fi
+
+# --- conns -------------------------------------------------------------------------------------
+if part conns; then
+  echo "== $IDLE_CONNS idle keep-alive connections"
+  NGXI=$(port)
+  start_nginx_proxy "$WORK/ngx-idle" "$NGXI" 1
+  IDLE_MASTER=$NGX_MASTER
+  GWI=$(port); GWIA=$(port)
+  gen_routes 10 "$WORK/routes-idle.toml" "$GWI" "$GWIA" 1
+  start_gateway "$WORK/routes-idle.toml" gw-idle; GWI_PID=$GW_PID
+  wait_port "$NGXI"; wait_port "$GWI"
+  IDLE_WORKER=$(nginx_workers "$IDLE_MASTER" | cut -d' ' -f1)
+  cat > "$WORK/idle.py" <<'PY'
+# Opens N keep-alive connections to 127.0.0.1:PORT, sends one GET on each and reads the answer,
+# prints "held", then holds them until stdin closes.
+import asyncio, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+REQ = b"GET /api/s1/items/9 HTTP/1.1\r\nHost: bench\r\n\r\n"
+async def one(sem):
+    async with sem:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(REQ)
+        head = await r.readuntil(b"\r\n\r\n")
+        length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+        if not head.startswith(b"HTTP/1.1 200") or not length:
+            raise SystemExit(f"unexpected answer: {head[:80]!r}")
+        await r.readexactly(length[0])
+        return w
+async def main():
+    sem = asyncio.Semaphore(500)
+    conns = await asyncio.wait_for(asyncio.gather(*(one(sem) for _ in range(n))), 120)
+    print("held", len(conns), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+asyncio.run(main())
+PY
+  declare -A IDLE_KB
+  for who in gateway nginx; do
+    if [[ $who == gateway ]]; then p=$GWI; pid=$GWI_PID; else p=$NGXI; pid=$IDLE_WORKER; fi
+    wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$p/api/s1/items/9" > /dev/null   # warm the pools
+    before=$(rss_kb "$pid")
+    coproc IDLE { timeout 180 python3 "$WORK/idle.py" "$p" "$IDLE_CONNS"; }
+    read -r held n <&"${IDLE[0]}" || { echo "could not hold $IDLE_CONNS connections to $who"; exit 1; }
+    sleep 1   # let the allocator settle before reading RSS
+    after=$(rss_kb "$pid")
+    exec {IDLE[1]}>&-; wait "$IDLE_PID" || true
+    IDLE_KB[$who]=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN{ printf "%.2f", (a-b)/n }')
+    printf '%-8s RSS %7d KiB -> %7d KiB with %s %s connections: %s KiB per idle connection\n' \
+      "$who" "$before" "$after" "$n" "$held" "${IDLE_KB[$who]}"
+  done
+  RESULT+=" idle_conn_kb_gateway=${IDLE_KB[gateway]} idle_conn_kb_nginx=${IDLE_KB[nginx]}"
+  RESULT+=" idle_conn_mem_vs_nginx=$(ratio "${IDLE_KB[gateway]}" "${IDLE_KB[nginx]}")"
+  echo
+fi
+
+# --- threads -----------------------------------------------------------------------------------
+NGX1=""
+if part threads || part rate; then
+  NGX1=$(port); start_nginx_proxy "$WORK/ngx1" "$NGX1" 1; NGX1_MASTER=$NGX_MASTER
+  wait_port "$NGX1"
+  URL[nginx-1]="http://127.0.0.1:$NGX1/api/s1/items/9"; PROC[nginx-1]=$(nginx_workers "$NGX1_MASTER" | cut -d' ' -f1)
+fi
+if part threads; then
+  echo "== threads = 2 vs 1, nginx 2 workers vs 1 (wrk -t2; everything shares the machine's $(nproc) cores)"
+  NGX2=$(port); start_nginx_proxy "$WORK/ngx2" "$NGX2" 2; NGX2_MASTER=$NGX_MASTER
+  GW2=$(port); GW2A=$(port); gen_routes 1000 "$WORK/routes-t2.toml" "$GW2" "$GW2A" 2
+  start_gateway "$WORK/routes-t2.toml" gw-t2; GW2_PID=$GW_PID
+  GW1=$(port); GW1A=$(port); gen_routes 1000 "$WORK/routes-t1.toml" "$GW1" "$GW1A" 1
+  start_gateway "$WORK/routes-t1.toml" gw-t1; GW1_PID=$GW_PID
+  for p in $NGX2 $GW2 $GW1; do wait_port "$p"; done
+  URL[nginx-2]="http://127.0.0.1:$NGX2/api/s1/items/9"
+  URL[gateway-1]="http://127.0.0.1:$GW1/api/s1/items/9"; PROC[gateway-1]=$GW1_PID
+  URL[gateway-2]="http://127.0.0.1:$GW2/api/s1/items/9"; PROC[gateway-2]=$GW2_PID
+  # nginx's CPU is its workers' (the master does nothing per request)
+  PROC[nginx-2]=$(nginx_workers "$NGX2_MASTER")
+  WRK_THREADS=2 measure nginx-1 nginx-2 gateway-1 gateway-2
+  echo; table nginx-1 nginx-2 gateway-1 gateway-2
+  SG=$(ratio "${MR[gateway-2]}" "${MR[gateway-1]}"); SN=$(ratio "${MR[nginx-2]}" "${MR[nginx-1]}")
+  echo "scaling factor (2 over 1): gateway $SG, nginx $SN"
+  RESULT+=" threads2_scaling_gateway=$SG threads2_scaling_nginx=$SN threads2_scaling_vs_nginx=$(ratio "$SG" "$SN")"
+  echo
+fi
+
+# --- rate --------------------------------------------------------------------------------------
+if part rate; then
+  echo "== latency at a fixed rate of half nginx's maximum (one worker / one thread, 1,000 routes)"
+  if [[ -z ${MR[nginx-1]:-} ]]; then
+    DURATION=$DURATION wrk_run "${URL[nginx-1]}"; MR[nginx-1]=$RUN_RPS
+  fi
+  RATE=$(awk -v r="${MR[nginx-1]}" 'BEGIN{ printf "%d", r / 2 }')
+  CLIENTS=$CONNS
+  # every client replays the same script: one request every CLIENTS/RATE s for DURATION s (the
+  # clients start together, so requests arrive in small bursts of up to CLIENTS at that period)
+  URL[gw-rate]="http://127.0.0.1:${GWP[1000]}/api/s1/items/9"; URL[nginx-rate]="http://127.0.0.1:$NGX1/api/s1/items/9"
+  for c in gw-rate nginx-rate; do   # (the script's URIs carry the host and port)
+    python3 - "$RATE" "$CLIENTS" "$DURATION" "${URL[$c]}" > "$WORK/timing-$c.txt" <<'PY'
+import sys
+rate, clients, secs, uri = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+interval_ms = 1000.0 * clients / rate
+for i in range(int(secs * 1000 / interval_ms)):
+    print(f"{i * interval_ms:.3f}\t{uri}")
+PY
+  done
+  declare -A RP50 RP99 RP999 RRPS
+  for c in nginx-rate gw-rate; do RP50[$c]=""; RP99[$c]=""; RP999[$c]=""; RRPS[$c]=""; done
+  for r in $(seq 1 "$ROUNDS"); do
+    if (( r % 2 )); then order="nginx-rate gw-rate"; else order="gw-rate nginx-rate"; fi
+    for c in $order; do
+      log=$WORK/rate-$c.log
+      out=$(timeout -k 5 $((DURATION + 30)) h2load --h1 -t1 -c"$CLIENTS" --timing-script-file="$WORK/timing-$c.txt" \
+              --log-file="$log" 2>&1) || { echo "h2load failed:"; echo "$out"; exit 1; }
+      ok=$(awk '/^status codes:/ {print $3}' <<<"$out"); all=$(awk '/^requests:/ {print $2}' <<<"$out")
+      [[ $ok == "$all" && $all != 0 ]] || { echo "failed requests at a fixed rate to $c:"; echo "$out"; exit 1; }
+      read -r p50 p99 p999 < <(cut -f3 "$log" | sort -n | awk '{v[NR]=$1} END{
+        printf "%.3f %.3f %.3f\n", v[int(NR*0.5)]/1000, v[int(NR*0.99)]/1000, v[int(NR*0.999)]/1000 }')
+      rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+      RP50[$c]+="$p50 "; RP99[$c]+="$p99 "; RP999[$c]+="$p999 "; RRPS[$c]+="$rps "
+      printf 'round %d %-11s target %6d req/s, sent %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  p99.9 %6.3f ms\n' \
+        "$r" "$c" "$RATE" "$rps" "$p50" "$p99" "$p999"
+    done
+  done
+  echo
+  printf '| %-11s | %10s | %8s | %8s | %8s |\n' case "req/s" "p50 ms" "p99 ms" "p99.9 ms"
+  printf '|-------------|-----------:|---------:|---------:|---------:|\n'
+  for c in nginx-rate gw-rate; do
+    printf '| %-11s | %10.0f | %8.3f | %8.3f | %8.3f |\n' "$c" "$(median "${RRPS[$c]}")" "$(median "${RP50[$c]}")" \
+      "$(median "${RP99[$c]}")" "$(median "${RP999[$c]}")"
+  done
+  RESULT+=" fixed_rate_rps=$RATE fixed_rate_p99_vs_nginx=$(ratio "$(median "${RP99[gw-rate]}")" "$(median "${RP99[nginx-rate]}")")"
+  RESULT+=" fixed_rate_p999_vs_nginx=$(ratio "$(median "${RP999[gw-rate]}")" "$(median "${RP999[nginx-rate]}")")"
+  echo
+fi
+
+LOAD_END=$(loadavg)
+echo "load average at start $LOAD_START, at end $LOAD_END"
+echo "RESULT${RESULT} load1=${LOAD_END%% *}"

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# What shadowing costs in instructions, whatever the machine's load (not a test).
+#
+# The same two routes as shadow-bench.sh (/off/{id} at stage legacy, /on/{id} at stage shadow
+# with sample = 1.0) on one gateway run under `valgrind --tool=callgrind`, instrumentation on only
+# from a warm-up on (so that valgrind's re-translation is behind us). For each mode: zero the
+# counters, one wrk run (few connections: under valgrind the gateway serves a few hundred requests
+# a second; the shadow threads are not niced and the queue is large, so no mirror is dropped),
+# dump at once (the /metrics scrapes that wait for the queue
+# to drain come after the dump: they are not counted; the mirrors still in flight at the dump, a
+# handful of hundreds, are not either). Instructions (Ir, every thread of the process: proxy,
+# shadow runtime, its queue polling) per primary request, and their ratio: the CPU ratio with
+# every request mirrored and compared, without the scheduler's noise.
+# The last line is machine-readable:
+#   RESULT shadow_ir_per_req_off=... shadow_ir_per_req_on=... shadow_ir_ratio=... mirrors_dropped=...
+#
+# Usage: tests/perf/shadow-callgrind.sh [DURATION_S=4] [CONNECTIONS=4]
+# Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
+#        KEEP=DIR keeps the callgrind dumps there (for callgrind_annotate)
+set -euo pipefail
+
+DURATION=${1:-4}
+CONNS=${2:-4}
+(( DURATION <= 10 )) || { echo "keep each wrk run <= 10 s" >&2; exit 64; }
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/perf/lib.sh
+source "$ROOT/tests/perf/lib.sh"
+ensure_tools nginx wrk curl valgrind callgrind_control
+BIN=$(gateway_bin "$ROOT")
+bench_setup shadow-callgrind
+LOAD_START=$(loadavg)
+
+UP=$(port); SH=$(port); GW=$(port); GWA=$(port)
+start_json_upstream "$WORK/legacy" "$UP"
+start_json_upstream "$WORK/extracted" "$SH"
+cat > "$WORK/routes.toml" <<TOML
+[gateway]
+listen = "127.0.0.1:$GW"
+admin_listen = "127.0.0.1:$GWA"
+admin_token = "bench"
+threads = 1
+shadow_threads = 1
+# valgrind runs one thread at a time: a niced shadow thread would fall behind and drop mirrors,
+# and a dropped mirror costs less than a compared one; here every mirror must be compared
+shadow_nice = 0
+
+[defaults]
+upstream = "legacy"
+[upstreams.legacy]
+endpoints = ["127.0.0.1:$UP"]
+[upstreams.svc]
+endpoints = ["127.0.0.1:$SH"]
+
+[[routes]]
+name = "off"
+match = { path = "/off/{id}" }
+to = "svc"
+stage = "legacy"
+
+[[routes]]
+name = "on"
+match = { path = "/on/{id}" }
+to = "svc"
+stage = "shadow"
+[routes.shadow]
+sample = 1.0
+queue = 100000
+TOML
+"$BIN" check "$WORK/routes.toml" > /dev/null
+RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out" \
+  "$BIN" run --config "$WORK/routes.toml" --no-watch --pid-file "$WORK/gw.pid" \
+  --upgrade-sock "$WORK/gw-upgrade.sock" > "$WORK/gw.log" 2>&1 & PIDS+=($!)
+CG_PID=$!
+for _ in $(seq 1 6); do wait_port "$GW" 2>/dev/null && break; done   # valgrind starts slowly
+wait_port "$GW"; wait_port "$GWA"
+METRICS="http://127.0.0.1:$GWA/metrics"
+callgrind_control -i on "$CG_PID" > /dev/null 2>&1
+for m in off on; do wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$GW/$m/9" > /dev/null; done   # warm-up
+shadow_settled "$METRICS" on
+D0=$(metric "$METRICS" strangler_shadow_dropped_total 'route="on"')
+C0=$(metric "$METRICS" strangler_shadow_compared_total 'route="on"')
+
+declare -A IR N
+dump=0
+for m in off on; do
+  callgrind_control -z "$CG_PID" > /dev/null 2>&1
+  wrk_run "http://127.0.0.1:$GW/$m/9"
+  callgrind_control -d "$m" "$CG_PID" > /dev/null 2>&1
+  shadow_settled "$METRICS" on
+  dump=$((dump + 1))
+  f="$WORK/cg.out.$dump"
+  for _ in $(seq 1 100); do [[ -s $f ]] && grep -q '^totals:' "$f" && break; sleep 0.1; done
+  IR[$m]=$(awk '/^totals:/ {print $2}' "$f")
+  N[$m]=$RUN_REQS
+  printf '%-4s %8d requests  %14d Ir  %9.0f Ir/request\n' "$m" "${N[$m]}" "${IR[$m]}" \
+    "$(awk -v i="${IR[$m]}" -v n="${N[$m]}" 'BEGIN{print i/n}')"
+done
+DROPPED=$(( $(metric "$METRICS" strangler_shadow_dropped_total 'route="on"') - D0 ))
+COMPARED=$(( $(metric "$METRICS" strangler_shadow_compared_total 'route="on"') - C0 ))
+[[ -n ${KEEP:-} ]] && { mkdir -p "$KEEP"; cp "$WORK"/cg.out.* "$KEEP/"; echo "dumps kept in $KEEP"; }
+PER_OFF=$(awk -v i="${IR[off]}" -v n="${N[off]}" 'BEGIN{printf "%.0f", i/n}')
+PER_ON=$(awk -v i="${IR[on]}" -v n="${N[on]}" 'BEGIN{printf "%.0f", i/n}')
+echo "mirrors compared: $COMPARED for ${N[on]} requests, dropped: $DROPPED; load average at start $LOAD_START, at end $(loadavg)"
+echo "RESULT shadow_ir_per_req_off=$PER_OFF shadow_ir_per_req_on=$PER_ON shadow_ir_ratio=$(ratio "$PER_ON" "$PER_OFF") mirrors_dropped=$DROPPED"
