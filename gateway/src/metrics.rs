@@ -2,7 +2,7 @@
 //! port. Per-route metric handles are resolved once when a [`crate::table::RouteTable`] is
 //! compiled, so the request path only does atomic increments (no label lookups, no allocation).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -232,11 +232,14 @@ pub struct SideMetrics {
     latency: Histogram,
 }
 
-/// Pre-resolved handles for one route.
+/// Handles for one route, resolved on first use: a route that never takes a request creates no
+/// series (a 10,000-route file would otherwise create 140,000 series at every `check` and start,
+/// and expose them all). After the first request of a side, recording is one atomic load more.
 #[derive(Clone)]
 pub struct RouteMetrics {
-    legacy: SideMetrics,
-    extracted: SideMetrics,
+    route: Arc<str>,
+    legacy: OnceLock<SideMetrics>,
+    extracted: OnceLock<SideMetrics>,
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -336,30 +339,37 @@ impl SideMetrics {
 }
 
 impl RouteMetrics {
-    /// One side's handles, for readers off the request path (the dashboard's sampler).
-    pub fn side(&self, side: Side) -> &SideMetrics {
+    fn cell(&self, side: Side) -> &OnceLock<SideMetrics> {
         match side {
             Side::Legacy => &self.legacy,
             Side::Extracted => &self.extracted,
         }
     }
 
-    /// (legacy, extracted) counts so far.
+    /// One side's handles, resolved (the series exist from here on).
+    fn resolved(&self, side: Side) -> &SideMetrics {
+        self.cell(side).get_or_init(|| SideMetrics::new(&self.route, side.as_str()))
+    }
+
+    /// One side's handles if this table has recorded or read that side yet, for readers that
+    /// must not create series (the dashboard's sampler; `None`: nothing new through this table).
+    pub fn side(&self, side: Side) -> Option<&SideMetrics> {
+        self.cell(side).get()
+    }
+
+    /// (legacy, extracted) counts so far (the series are shared by name across reloads).
     pub fn snapshot(&self) -> (SideSnapshot, SideSnapshot) {
-        (self.legacy.snapshot(), self.extracted.snapshot())
+        (self.resolved(Side::Legacy).snapshot(), self.resolved(Side::Extracted).snapshot())
     }
 
     pub fn new(route: &str) -> Self {
-        Self { legacy: SideMetrics::new(route, "legacy"), extracted: SideMetrics::new(route, "extracted") }
+        Self { route: Arc::from(route), legacy: OnceLock::new(), extracted: OnceLock::new() }
     }
 
     /// Records one finished request.
     #[inline]
     pub fn observe(&self, side: Side, status: u16, seconds: f64) {
-        let s = match side {
-            Side::Legacy => &self.legacy,
-            Side::Extracted => &self.extracted,
-        };
+        let s = self.resolved(side);
         let class = usize::from(status / 100).min(5);
         s.classes[class].inc();
         s.latency.observe(seconds);

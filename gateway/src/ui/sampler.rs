@@ -45,8 +45,15 @@ struct Reading {
 fn read(route: &Route, shadow: &ShadowService, before: Option<&Reading>) -> Reading {
     let mut r = Reading::default();
     for (i, side) in [Side::Legacy, Side::Extracted].into_iter().enumerate() {
-        let m = route.metrics.side(side);
         let s = &mut r.sides[i];
+        let Some(m) = route.metrics.side(side) else {
+            // nothing recorded through this table yet: the series (shared by name across
+            // reloads) stand where they stood
+            if let Some(b) = before {
+                *s = b.sides[i];
+            }
+            continue;
+        };
         let classes = m.class_counts();
         s.requests = classes.iter().sum();
         s.errors_5xx = classes[5];
