@@ -30,6 +30,9 @@ pub struct GatewaySettings {
     pub max_header_bytes: usize,
     /// Deadline for receiving one request head (`Duration::ZERO`: none).
     pub client_header_timeout: Duration,
+    /// Silence allowed on a kept-alive HTTP/1 connection before its next request
+    /// (`Duration::ZERO`: none).
+    pub client_keepalive_timeout: Duration,
     /// Open connections allowed per client address (0: no cap).
     pub max_connections_per_client: usize,
     /// Largest request body (bytes; `u64::MAX`: no limit).

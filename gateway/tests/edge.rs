@@ -3,7 +3,8 @@
 //! client address holds open are capped at `max_connections_per_client` (503). Neither a
 //! trickled request nor one over the cap reaches the backend (a [`Recorder`]); bodies and
 //! keep-alive idle time are not held to the head deadline; and Pingora logs no error for a head
-//! cut off or abandoned (the gateway counts and logs those itself).
+//! cut off or abandoned (the gateway counts and logs those itself). A kept-alive connection silent
+//! between requests is closed at `client_keepalive_timeout`, quietly, and nothing else is.
 
 mod common;
 
@@ -193,6 +194,159 @@ async fn a_head_abandoned_by_the_client_is_counted_quietly() {
     let log = gw.log();
     assert!(!log.contains("ERROR"), "Pingora logged an abandoned head as an error:\n{log}");
     assert!(!recorder.saw("/case-slow/"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle keep-alive connections
+
+/// `[gateway] client_keepalive_timeout` in the tests that set it.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// The close may come this much after the idle timeout (timer granularity, a loaded machine).
+const KEEPALIVE_SLACK: Duration = Duration::from_secs(2);
+
+fn keepalive_config(backend: std::net::SocketAddr) -> String {
+    format!("client_keepalive_timeout = \"{}s\"\n\n{}", KEEPALIVE.as_secs(), upstreams(backend, dead_addr()))
+}
+
+/// Sends one request on `stream` and returns the status of its response.
+async fn request(stream: &mut TcpStream, req: &[u8]) -> Vec<u16> {
+    stream.write_all(req).await.unwrap();
+    let mut buf = Vec::new();
+    read_responses(stream, &mut buf, 1, Instant::now() + RESPONSE_WITHIN).await;
+    parse_responses(&buf, false).iter().map(|r| r.status).collect()
+}
+
+/// Polls /metrics until it has `want` (or fails after a few seconds).
+async fn wait_metric(gw: &Gateway, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = gw.metrics().await;
+        if m.contains(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{want} not counted:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A backend that answers each request `200` only after `delay` (a slow service).
+async fn slow_backend(delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    while let Some((len, _)) = common::raw_http::frame_request(&buf) {
+                        buf.drain(..len);
+                        tokio::time::sleep(delay).await;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    if matches!(stream.read_buf(&mut buf).await, Ok(0) | Err(_)) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Like nginx's `keepalive_timeout`: a connection silent after its request is closed, without a
+/// response, counted, and without an error in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_kept_alive_connection_is_closed_at_the_keepalive_timeout() {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&keepalive_config(recorder.addr));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    assert_eq!(request(&mut stream, b"GET /case-idle/first HTTP/1.1\r\nHost: gw.test\r\n\r\n").await, [200]);
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(KEEPALIVE + KEEPALIVE_SLACK, stream.read_to_end(&mut rest)).await;
+    let after = idle_from.elapsed();
+    assert!(closed.is_ok(), "an idle kept-alive connection still open after {after:?}");
+    println!("idle keep-alive connection closed after {after:?}");
+    assert!(after >= KEEPALIVE - Duration::from_millis(100), "closed after {after:?}, before the idle timeout");
+    assert!(rest.is_empty(), "an idle connection is closed without a response: {:?}", String::from_utf8_lossy(&rest));
+    wait_metric(&gw, "strangler_gateway_client_connections_closed_total{reason=\"keepalive_timeout\"} 1").await;
+    let log = gw.log();
+    assert!(!log.contains("ERROR"), "Pingora logged the idle close as an error:\n{log}");
+}
+
+/// Each request restarts the idle clock: a connection used more often than the timeout stays
+/// open for longer than it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_within_the_keepalive_timeout_are_served() {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&keepalive_config(recorder.addr));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let started = Instant::now();
+    for i in 0..4 {
+        let req = format!("GET /case-busy/{i} HTTP/1.1\r\nHost: gw.test\r\n\r\n");
+        assert_eq!(request(&mut stream, req.as_bytes()).await, [200], "request {i}");
+        // silent for a bit over half the idle timeout: the gateway must not close meanwhile
+        let mut probe = [0u8; 1];
+        let read = tokio::time::timeout(KEEPALIVE * 6 / 10, stream.read(&mut probe)).await;
+        assert!(read.is_err(), "closed after request {i}, {:?} in: {read:?}", started.elapsed());
+    }
+    assert!(started.elapsed() > KEEPALIVE * 2, "the connection lived {:?}", started.elapsed());
+    assert!(recorder.saw("/case-busy/3"));
+    let m = gw.metrics().await;
+    assert!(!m.contains("reason=\"keepalive_timeout\"} 1"), "{m}");
+}
+
+/// The idle clock runs only between requests: a response slower than it, and a request body
+/// sent more slowly than it, are not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_or_a_slow_body_is_not_cut_by_the_keepalive_timeout() {
+    let slow = KEEPALIVE * 5 / 2;
+    let gw = Gateway::start(&keepalive_config(slow_backend(slow).await));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let asked = Instant::now();
+    stream.write_all(b"GET /case-slow-answer/1 HTTP/1.1\r\nHost: gw.test\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    read_responses(&mut stream, &mut buf, 1, Instant::now() + slow + RESPONSE_WITHIN).await;
+    let statuses: Vec<u16> = parse_responses(&buf, false).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200], "{}", String::from_utf8_lossy(&buf));
+    assert!(asked.elapsed() >= slow, "the backend was not slow ({:?})", asked.elapsed());
+
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&keepalive_config(recorder.addr));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    // a first request, so that the body's is a kept-alive connection's later one
+    assert_eq!(request(&mut stream, b"GET /case-slow-body/0 HTTP/1.1\r\nHost: gw.test\r\n\r\n").await, [200]);
+    let body = b"01234";
+    let head = format!("POST /case-slow-body/1 HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let every = (KEEPALIVE * 5 / 2) / body.len() as u32;
+    for b in body {
+        tokio::time::sleep(every).await; // the client's pace, not synchronisation
+        stream.write_all(&[*b]).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    read_responses(&mut stream, &mut buf, 1, Instant::now() + RESPONSE_WITHIN).await;
+    let statuses: Vec<u16> = parse_responses(&buf, false).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200], "{}", String::from_utf8_lossy(&buf));
+    let m = gw.metrics().await;
+    assert!(!m.contains("reason=\"keepalive_timeout\"} 1"), "{m}");
+}
+
+/// The default (75 s, nginx's) does not close an idle connection early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_keepalive_timeout_keeps_an_idle_connection_open() {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&upstreams(recorder.addr, dead_addr()));
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    assert_eq!(request(&mut stream, b"GET /case-default/1 HTTP/1.1\r\nHost: gw.test\r\n\r\n").await, [200]);
+    let idle = Duration::from_millis(2500);
+    let mut probe = [0u8; 1];
+    let read = tokio::time::timeout(idle, stream.read(&mut probe)).await;
+    assert!(read.is_err(), "the gateway ended an idle kept-alive connection within {idle:?}: {read:?}");
+    assert_eq!(request(&mut stream, b"GET /case-default/2 HTTP/1.1\r\nHost: gw.test\r\n\r\n").await, [200]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         admin_token_env: g.admin_token_env.clone(),
         max_header_bytes: g.max_header_bytes.unwrap_or(16 * 1024),
         client_header_timeout: dur(issues, &g.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT),
+        client_keepalive_timeout: dur(issues, &g.client_keepalive_timeout, DEFAULT_CLIENT_KEEPALIVE_TIMEOUT),
         max_connections_per_client: int_in(
             issues,
             &g.max_connections_per_client,
@@ -85,6 +86,9 @@ fn access_log(issues: &mut Issues<'_>, a: &RawAccessLog) -> AccessLogSettings {
 
 /// Default `[gateway] client_header_timeout`: nginx's `client_header_timeout`.
 pub(super) const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default `[gateway] client_keepalive_timeout`: nginx's `keepalive_timeout`.
+pub(super) const DEFAULT_CLIENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Default `[gateway] max_connections_per_client`: far above what a browser opens (6 per host
 /// over HTTP/1.1), low enough that one address cannot take a worker's file descriptors.

@@ -124,6 +124,10 @@ pub struct RawGateway {
     /// past it the gateway answers 408 and closes (default "60s", like nginx's
     /// `client_header_timeout`; "0s" = no deadline).
     pub client_header_timeout: Option<Spanned<String>>,
+    /// How long a kept-alive HTTP/1 connection may stay silent between requests (from the end
+    /// of a response to the first byte of the next request) before the gateway closes it,
+    /// without a response (default "75s", like nginx's `keepalive_timeout`; "0s" = never).
+    pub client_keepalive_timeout: Option<Spanned<String>>,
     /// Connections one client address (an IPv6 /64) may hold open at once; one more is answered
     /// 503 and closed (default 512; 0 = no cap). Addresses in `trusted_proxies` are not capped.
     pub max_connections_per_client: Option<Spanned<i64>>,

@@ -364,15 +364,33 @@ fn upstream_tls_and_protocol_are_checked() {
 fn edge_keys_have_defaults_and_their_errors_have_places() {
     let t = load_str("r.toml", GOOD, None).unwrap();
     assert_eq!(t.settings.client_header_timeout, Duration::from_secs(60), "nginx's client_header_timeout");
+    assert_eq!(t.settings.client_keepalive_timeout, Duration::from_secs(75), "nginx's keepalive_timeout");
     assert_eq!(t.settings.max_connections_per_client, 512);
     let admin = "admin_listen = \"127.0.0.1:9901\"";
-    let off = GOOD.replace(admin, &format!("{admin}\nclient_header_timeout = \"0s\"\nmax_connections_per_client = 0"));
+    let off = GOOD.replace(
+        admin,
+        &format!(
+            "{admin}\nclient_header_timeout = \"0s\"\nmax_connections_per_client = 0\nclient_keepalive_timeout = \"0s\""
+        ),
+    );
     let t = load_str("r.toml", &off, None).unwrap();
-    assert_eq!((t.settings.client_header_timeout, t.settings.max_connections_per_client), (Duration::ZERO, 0));
-    let bad =
-        GOOD.replace(admin, &format!("{admin}\nclient_header_timeout = \"soon\"\nmax_connections_per_client = -1"));
+    let s = &t.settings;
+    assert_eq!(
+        (s.client_header_timeout, s.max_connections_per_client, s.client_keepalive_timeout),
+        (Duration::ZERO, 0, Duration::ZERO)
+    );
+    let set = GOOD.replace(admin, &format!("{admin}\nclient_keepalive_timeout = \"1500ms\""));
+    let t = load_str("r.toml", &set, None).unwrap();
+    assert_eq!(t.settings.client_keepalive_timeout, Duration::from_millis(1500));
+    let bad = GOOD.replace(
+        admin,
+        &format!(
+            "{admin}\nclient_header_timeout = \"soon\"\nmax_connections_per_client = -1\nclient_keepalive_timeout = \"75\""
+        ),
+    );
     let e = errors(&bad);
-    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e.len(), 3, "{e:?}");
     assert!(e[0].starts_with("r.toml:5:25: error:") && e[0].contains("hint:"), "{e:?}");
     assert!(e[1].starts_with("r.toml:6:30: error: max_connections_per_client -1 is outside 0–1000000"), "{e:?}");
+    assert!(e[2].starts_with("r.toml:7:28: error:") && e[2].contains("hint:"), "{e:?}");
 }

@@ -19,6 +19,9 @@ pub enum EdgeEvent {
     OverClientCap,
     /// The client closed the connection in the middle of a request head.
     HeadAbandoned,
+    /// A kept-alive connection stayed silent for `client_keepalive_timeout` before its next
+    /// request (closed without a response, like nginx's `keepalive_timeout`).
+    KeepaliveTimeout,
 }
 
 const WARN_EVERY_SECS: u64 = 10;
@@ -30,6 +33,7 @@ impl EdgeEvent {
             EdgeEvent::BadRequestLine => "bad_request_line",
             EdgeEvent::OverClientCap => "over_client_cap",
             EdgeEvent::HeadAbandoned => "head_abandoned",
+            EdgeEvent::KeepaliveTimeout => "keepalive_timeout",
         }
     }
 
@@ -39,16 +43,18 @@ impl EdgeEvent {
             EdgeEvent::BadRequestLine => "closed with 400: control character, DEL or space in the request target",
             EdgeEvent::OverClientCap => "closed with 503: the client holds max_connections_per_client connections",
             EdgeEvent::HeadAbandoned => "closed by the client in the middle of a request head",
+            EdgeEvent::KeepaliveTimeout => "closed: idle between requests for client_keepalive_timeout",
         }
     }
 
-    /// Counts the event, logs it at debug, and warns (rate-limited) for the refusals.
+    /// Counts the event, logs it at debug, and warns (rate-limited) for the refusals (a client
+    /// giving up, or an idle keep-alive connection closed, is routine: no warning).
     pub fn record(self, peer: Option<IpAddr>) {
         let counter = metrics().client_connections_closed.with_label_values(&[self.reason()]);
         counter.inc();
         let peer = peer.map_or_else(|| "-".to_string(), |p| p.to_string());
         tracing::debug!(client = %peer, reason = self.reason(), "client connection {}", self.what());
-        if self == EdgeEvent::HeadAbandoned {
+        if matches!(self, EdgeEvent::HeadAbandoned | EdgeEvent::KeepaliveTimeout) {
             return;
         }
         static LAST_WARN: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];

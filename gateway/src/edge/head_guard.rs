@@ -14,6 +14,12 @@
 //! which logs an error for every connection that ends while it holds part of a head, stays
 //! quiet about slow or abandoned heads: the gateway counts and logs those itself.
 //!
+//! Between requests on a kept-alive connection (Pingora waits for the next head with no timeout
+//! of its own) the guard closes the connection after `client_keepalive_timeout` of silence, the
+//! way nginx's `keepalive_timeout` does: no response, and an end of stream to Pingora, which
+//! takes one before any byte of a head as the client leaving. That clock starts only when a read
+//! of the next head has to wait, so a request already there costs no timer.
+//!
 //! [`EdgeApp`](super::EdgeApp) re-arms the guard before Pingora reads each keep-alive request.
 //! When bytes were read past the previous head (a body, or a pipelined request Pingora already
 //! has), the next scan may not start at a head's first byte: it then only looks for the end of
@@ -77,18 +83,26 @@ struct Refusing {
     flushed: bool,
 }
 
-/// A client stream with a deadline on each request head (see the module comment).
+/// A client stream with a deadline on each request head and on the silence before each later
+/// one (see the module comment).
 #[derive(Debug)]
 pub struct HeadGuard {
     inner: Stream,
     /// `Duration::ZERO`: no deadline (the request-line check still runs).
     timeout: Duration,
+    /// Silence allowed before a kept-alive connection's next head (`Duration::ZERO`: no limit).
+    keepalive_timeout: Duration,
     /// A head is expected or being read.
     reading_head: bool,
+    /// Waiting for the first byte of a kept-alive connection's next head, under
+    /// `keepalive_timeout`: `timer` (if set) is the idle timer, not the head's.
+    idle: bool,
+    /// Closed for silence: every read is an end of stream.
+    idled_out: bool,
     scanner: HeadScanner,
     /// When the head being read must be complete (`None` until its first byte, or no deadline).
     deadline: Option<Instant>,
-    /// Registered only once a read of the head had to wait.
+    /// Registered only once a read of the head (or, when `idle`, of its first byte) had to wait.
     timer: Option<Pin<Box<Sleep>>>,
     /// Bytes were read after the current head ended.
     read_past_head: bool,
@@ -105,14 +119,18 @@ pub struct HeadGuard {
 }
 
 impl HeadGuard {
-    /// Guards a connection just accepted: its first head is due `timeout` from now.
-    pub fn new(inner: Stream, timeout: Duration) -> Self {
+    /// Guards a connection just accepted: its first head is due `timeout` from now; later heads
+    /// `timeout` from their first byte, which may take `keepalive_timeout` to come.
+    pub fn new(inner: Stream, timeout: Duration, keepalive_timeout: Duration) -> Self {
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
         let may_hold = !timeout.is_zero();
         Self {
             inner,
             timeout,
+            keepalive_timeout,
             reading_head: true,
+            idle: false,
+            idled_out: false,
             scanner: HeadScanner::new(true),
             deadline,
             timer: None,
@@ -125,9 +143,11 @@ impl HeadGuard {
         }
     }
 
-    /// The next request head is expected: its clock starts at its first byte.
+    /// The next request head is expected: its clock starts at its first byte, which may take
+    /// `keepalive_timeout`.
     pub fn rearm(&mut self) {
         self.reading_head = true;
+        self.idle = !self.keepalive_timeout.is_zero();
         self.scanner = HeadScanner::new(!self.read_past_head);
         self.hold = self.may_hold && !self.read_past_head;
         self.read_past_head = false;
@@ -167,6 +187,7 @@ impl HeadGuard {
 
     fn end_head(&mut self) {
         self.reading_head = false;
+        self.idle = false;
         self.deadline = None;
         self.timer = None;
     }
@@ -176,6 +197,24 @@ impl HeadGuard {
         let Some(deadline) = self.deadline else { return false };
         let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Whether the connection has been silent for `keepalive_timeout` since a read of the next
+    /// head first had to wait; registers the timer with `cx` when it has not.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle_for = self.keepalive_timeout;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle_for)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Ends a connection silent for `keepalive_timeout`: no response (nginx sends none), and an
+    /// end of stream to Pingora, which ends the connection quietly when it has no byte of a head.
+    fn close_idle(&mut self) -> Poll<io::Result<()>> {
+        if !self.idled_out {
+            self.idled_out = true;
+            EdgeEvent::KeepaliveTimeout.record(self.peer());
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn refuse(&mut self, cx: &mut Context<'_>, why: Refusal) -> Poll<io::Result<()>> {
@@ -235,7 +274,11 @@ impl AsyncRead for HeadGuard {
             this.read_past_head |= buf.filled().len() > before;
             return read;
         }
-        if this.timer.is_some() && this.expired(cx) {
+        if this.idle {
+            if this.idled_out || (this.timer.is_some() && this.idle_expired(cx)) {
+                return this.close_idle();
+            }
+        } else if this.timer.is_some() && this.expired(cx) {
             return this.refuse(cx, Refusal::HeaderTimeout);
         }
         if buf.remaining() == 0 {
@@ -245,6 +288,12 @@ impl AsyncRead for HeadGuard {
             let before = buf.filled().len();
             match Pin::new(&mut *this.inner).poll_read(cx, buf) {
                 Poll::Pending => {
+                    if this.idle {
+                        if this.idle_expired(cx) {
+                            return this.close_idle();
+                        }
+                        return Poll::Pending;
+                    }
                     if this.expired(cx) {
                         return this.refuse(cx, Refusal::HeaderTimeout);
                     }
@@ -261,6 +310,11 @@ impl AsyncRead for HeadGuard {
                 // end of stream: Pingora sees none of a head it was not given
                 this.abandon();
                 return Poll::Ready(Ok(()));
+            }
+            if this.idle {
+                // the next head has begun: its own deadline from here
+                this.idle = false;
+                this.timer = None;
             }
             match this.scanner.feed(new) {
                 Scan::Complete(n) => {
@@ -415,7 +469,7 @@ mod tests {
 
     fn guarded() -> (HeadGuard, DuplexStream) {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        (HeadGuard::new(Box::new(server), DEADLINE), client)
+        (HeadGuard::new(Box::new(server), DEADLINE, Duration::ZERO), client)
     }
 
     /// What the guard gives within `within` (`None`: nothing, it is still waiting).
@@ -431,6 +485,100 @@ mod tests {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    const IDLE: Duration = Duration::from_secs(2);
+
+    /// A guard with both deadlines, after one request answered: waiting for the next head.
+    async fn kept_alive() -> (HeadGuard, DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (mut g, mut client) = (HeadGuard::new(Box::new(server), DEADLINE, IDLE), client);
+        client.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
+        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200 OK"));
+        g.rearm();
+        (g, client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_kept_alive_connection_ends_at_the_idle_timeout_without_a_response() {
+        let (mut g, mut client) = kept_alive().await;
+        let started = Instant::now();
+        let got = read_within(&mut g, IDLE * 3).await.expect("still waiting after the idle timeout").unwrap();
+        assert_eq!(got, b"", "an end of stream, so Pingora closes quietly");
+        assert!(started.elapsed() >= IDLE && started.elapsed() < IDLE + Duration::from_millis(10));
+        assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"", "and stays ended");
+        drop(g);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "no 408 for an idle connection: {:?}", String::from_utf8_lossy(&rest));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_within_the_idle_timeout_is_read_and_its_head_has_its_own_deadline() {
+        let (mut g, mut client) = kept_alive().await;
+        assert!(read_within(&mut g, IDLE - Duration::from_millis(100)).await.is_none());
+        client.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        assert_eq!(
+            read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(),
+            b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
+        // a head begun just before the idle timeout is held to the head deadline, not cut at it
+        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200 OK"));
+        g.rearm();
+        assert!(read_within(&mut g, IDLE - Duration::from_millis(100)).await.is_none());
+        let first_byte = Instant::now();
+        client.write_all(b"GET /3 HTTP/1.1\r\n").await.unwrap();
+        let err = read_within(&mut g, DEADLINE * 2).await.expect("held to the head deadline").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(first_byte.elapsed() >= DEADLINE, "cut off after {:?}", first_byte.elapsed());
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 408"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_already_there_costs_no_timer() {
+        let (mut g, mut client) = kept_alive().await;
+        client.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
+        assert!(g.timer.is_none() && !g.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_bodies_and_responses_are_not_held_to_the_idle_timeout() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (mut g, mut client) = (HeadGuard::new(Box::new(server), DEADLINE, IDLE), client);
+        // the first head: the head deadline from accept, not the idle timeout
+        assert!(read_within(&mut g, IDLE * 2).await.is_none());
+        client.write_all(b"POST /1 HTTP/1.1\r\nHost: a\r\ncontent-length: 2\r\n\r\n").await.unwrap();
+        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
+        // a body trickled slower than the idle timeout
+        assert!(read_within(&mut g, IDLE * 2).await.is_none());
+        client.write_all(b"h").await.unwrap();
+        assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"h");
+        // a response slower than the idle timeout (Pingora reads nothing from the client meanwhile)
+        tokio::time::sleep(IDLE * 2).await;
+        client.write_all(b"i").await.unwrap();
+        assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"i");
+        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        // after it, silence is held to the idle timeout
+        g.rearm();
+        assert_eq!(read_within(&mut g, IDLE * 2).await.unwrap().unwrap(), b"");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_stream_is_not_held_to_the_idle_timeout() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (mut g, mut client) = (HeadGuard::new(Box::new(server), DEADLINE, IDLE), client);
+        client.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
+        g.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
+        for _ in 0..3 {
+            assert!(read_within(&mut g, IDLE * 2).await.is_none());
+            client.write_all(b"\x81\x01x").await.unwrap();
+            assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"\x81\x01x");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_head_in_pieces_is_held_back_until_complete() {
         let (mut g, mut client) = guarded();
@@ -444,7 +592,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn without_a_deadline_heads_pass_through_as_they_come() {
         let (client, server) = tokio::io::duplex(1024);
-        let (mut g, mut client) = (HeadGuard::new(Box::new(server), Duration::ZERO), client);
+        let (mut g, mut client) = (HeadGuard::new(Box::new(server), Duration::ZERO, Duration::ZERO), client);
         client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
         assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"GET / HTTP/1.1\r\nHo");
         assert!(read_within(&mut g, Duration::from_secs(3600)).await.is_none(), "no deadline, no 408");
@@ -503,7 +651,7 @@ mod tests {
         read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap();
         g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
         g.rearm();
-        // idle between requests is Pingora's keep-alive timeout, not this deadline
+        // idle between requests is client_keepalive_timeout's (off here), not this deadline
         assert!(read_within(&mut g, DEADLINE * 3).await.is_none());
         let first_byte = Instant::now();
         client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();

@@ -8,7 +8,9 @@
 //!   `limit_conn`;
 //! - on HTTP/1, hands Pingora the stream inside a [`HeadGuard`], which answers `408` and closes
 //!   when a request head is not complete within `[gateway] client_header_timeout` (slowloris),
-//!   and `400` when the request line has bytes Pingora's parser would escape rather than refuse;
+//!   and `400` when the request line has bytes Pingora's parser would escape rather than refuse,
+//!   and closes a kept-alive connection silent for `[gateway] client_keepalive_timeout` between
+//!   requests (nginx's `keepalive_timeout`; Pingora waits for a later request for ever);
 //! - on HTTP/2 (ALPN `h2`, or the h2c preface) passes the stream to Pingora's app unchanged (h2
 //!   has its own flow control and Pingora reads its frames).
 //!
@@ -71,8 +73,9 @@ impl EdgeApp {
 
     /// Pingora's HTTP/1 loop (as in its `ServerApp` for HTTP apps), with the stream guarded and
     /// the guard re-armed before each keep-alive request.
-    async fn serve_http1(&self, stream: Stream, header_timeout: Duration, shutdown: &ShutdownWatch) {
-        let mut guard = Box::new(HeadGuard::new(stream, header_timeout));
+    async fn serve_http1(&self, stream: Stream, timeouts: (Duration, Duration), shutdown: &ShutdownWatch) {
+        let (header_timeout, keepalive_timeout) = timeouts;
+        let mut guard = Box::new(HeadGuard::new(stream, header_timeout, keepalive_timeout));
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
@@ -104,11 +107,11 @@ impl EdgeApp {
 impl ServerApp for EdgeApp {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let peer = peer_ip(&stream);
-        let (header_timeout, cap) = {
+        let (header_timeout, keepalive_timeout, cap) = {
             let table = self.store.current();
             let s = &table.settings;
             let exempt = peer.is_some_and(|ip| s.trusted_proxies.iter().any(|c| c.contains(ip)));
-            (s.client_header_timeout, if exempt { 0 } else { s.max_connections_per_client })
+            (s.client_header_timeout, s.client_keepalive_timeout, if exempt { 0 } else { s.max_connections_per_client })
         };
         let _slot = match peer {
             Some(ip) => match self.clients.acquire(ip, cap) {
@@ -157,7 +160,7 @@ impl ServerApp for EdgeApp {
         if h2 {
             return self.proxy.process_new(stream, shutdown).await;
         }
-        self.serve_http1(stream, header_timeout, shutdown).await;
+        self.serve_http1(stream, (header_timeout, keepalive_timeout), shutdown).await;
         None
     }
 
