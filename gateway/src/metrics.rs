@@ -52,7 +52,8 @@ pub struct Metrics {
     pub client_connections_open: IntGauge,
     /// `strangler_gateway_client_connections_closed_total{reason}`: client connections the
     /// gateway ended before a request was read (`header_timeout`, `bad_request_line`,
-    /// `over_client_cap`) or that the client gave up mid-head (`head_abandoned`).
+    /// `over_client_cap`), idle between requests (`keepalive_timeout`), or that the client gave
+    /// up mid-head (`head_abandoned`).
     pub client_connections_closed: IntCounterVec,
 }
 
@@ -150,7 +151,8 @@ pub fn metrics() -> &'static Metrics {
             Opts::new(
                 "strangler_gateway_client_connections_closed_total",
                 "Client connections ended before a request was read (header_timeout, bad_request_line, \
-                 over_client_cap) or given up by the client mid-head (head_abandoned)",
+                 over_client_cap), idle between requests (keepalive_timeout) or given up by the client \
+                 mid-head (head_abandoned)",
             ),
             &["reason"],
         )
