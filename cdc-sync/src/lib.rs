@@ -22,6 +22,7 @@ pub mod model;
 pub mod plan;
 pub mod retry;
 pub mod runner;
+pub mod schema;
 pub mod source;
 pub mod status;
 pub mod verify;

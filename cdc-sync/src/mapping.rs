@@ -67,6 +67,14 @@ pub struct DirectedTable {
     pub lww: bool,
     /// `[[table]]` line in sync.toml.
     pub line: usize,
+    /// Type OIDs of `inputs` at the read side, filled from the catalog (empty until then).
+    pub input_oids: Vec<u32>,
+    /// Every read-side column when the mapping was resolved (to tell a new one).
+    pub from_columns: Vec<String>,
+    /// `add_columns = "propagate"`: unread read-side columns are carried under their own name.
+    pub propagate: bool,
+    /// The columns carried that way (a subset of `inputs`, each written to a same-named output).
+    pub carried: Vec<String>,
 }
 
 /// Errors translating a change.
@@ -243,6 +251,24 @@ impl DirectedTable {
             output_types: vec![],
             lww: t.direction == crate::config::Direction::Both,
             line: t.line,
+            input_oids: vec![],
+            from_columns: vec![],
+            propagate: t.add_columns == crate::config::AddColumns::Propagate,
+            carried: vec![],
+        }
+    }
+
+    /// Carry these read-side columns under their own name (`add_columns = "propagate"`): each
+    /// one the mapping does not already read, and whose name no output has, becomes an input
+    /// written to a same-named output. Call after [`resolve_exprs`](Self::resolve_exprs).
+    pub fn carry(&mut self, columns: &[String]) {
+        for c in columns {
+            if self.inputs.contains(c) || self.outputs.iter().any(|o| o.column == *c) {
+                continue;
+            }
+            self.inputs.push(c.clone());
+            self.outputs.push(Output { column: c.clone(), value: OutputValue::Input(self.inputs.len() - 1) });
+            self.carried.push(c.clone());
         }
     }
 

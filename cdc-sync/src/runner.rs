@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio_postgres::Client;
 
-use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
+use crate::apply::{ddl, PgSink, Pipeline, PipelineError, PipelineOptions};
 use crate::catalog::{resolved_mapping, CatalogError};
 use crate::checkpoint::{CheckpointError, CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
 use crate::config::{OnSlotLost, SyncConfig};
@@ -31,6 +31,7 @@ use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
 use crate::retry::{Failure, Next, Retrier, RetryPolicy, StopReason};
+use crate::schema::SchemaChange;
 use crate::source::snapshot::{copy_tables, SnapshotError, SnapshotJob};
 use crate::source::{self, PgChangeStream, SourceError};
 use crate::status::{self, ErrorReport, Metrics, Registry, SlotWalStatus};
@@ -357,6 +358,7 @@ async fn attempt(
     floors: &[Lsn],
     metrics: &Arc<Metrics>,
     isolate_through: Option<Lsn>,
+    schema: (Option<Lsn>, Lsn),
 ) -> Result<(), PipelineError> {
     let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
     let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
@@ -383,6 +385,8 @@ async fn attempt(
             max_batch_age: Duration::from_millis(500),
             skip_origins: plan.skip_origins.clone(),
             isolate_through,
+            stop_before: schema.0,
+            types_checked_after: schema.1,
         },
         checkpoint: cp,
         table_floor: floors.to_vec(),
@@ -398,22 +402,57 @@ fn or_dash(s: &Option<String>) -> &str {
 
 /// One direction's streaming loop: after an error, resumes from the checkpoint as the
 /// [`Retrier`] decides (backoff, or pinning the failing row), or stops with the report.
+///
+/// A schema change seen in the stream ([`PipelineError::Schema`]) is first fenced: the next
+/// attempt applies and checkpoints everything before the transaction that met it. Then new
+/// columns of a propagating table are added, back-filled and mapped ([`ddl::reshape`]), and
+/// streaming goes on; a dropped or retyped column stops, with the checkpoint right before it.
 async fn stream_loop(
+    cfg: Arc<SyncConfig>,
     plan: DirectionPlan,
     mapping: Arc<Mapping>,
     floors: Vec<Lsn>,
     metrics: Arc<Metrics>,
+    types_after: Lsn,
 ) -> Result<(), DirectionStopped> {
     let label = plan.label;
     let mut retrier = Retrier::new(RetryPolicy::default());
     let mut rng = rand::rngs::StdRng::from_entropy();
     *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
+    let (mut mapping, mut types_after) = (mapping, types_after);
+    let mut fence: Option<SchemaChange> = None;
+    let mut shapes = HashMap::new();
     loop {
         let applied_before = metrics.applied_lsn.load(Relaxed);
         let started = Instant::now();
-        let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through()).await {
+        let schema = (fence.as_ref().map(SchemaChange::at), types_after);
+        let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through(), schema).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
+        };
+        let e = match (e, fence.take()) {
+            (PipelineError::Schema(change), None) => {
+                tracing::info!(direction = label, table = %change.table(), commit_lsn = %change.at(),
+                    "schema change seen in the stream; applying what precedes that transaction first: {change}");
+                fence = Some(change);
+                continue;
+            }
+            (PipelineError::Fenced(_), Some(SchemaChange::Reshape { table, columns, added, .. })) => {
+                match ddl::reshape(&cfg, &plan, &mapping, &mut shapes, &table, columns, &added, &metrics).await {
+                    Ok((m, at)) => {
+                        tracing::info!(direction = label, table = %table, added = ?added, "mapped the table again after a change of its columns");
+                        (mapping, types_after) = (Arc::new(m), at);
+                        continue;
+                    }
+                    Err(e) => PipelineError::Reshape(e),
+                }
+            }
+            // stop, with the checkpoint right before the transaction that met the change
+            (PipelineError::Fenced(_), Some(change)) => PipelineError::Schema(change),
+            (e, f) => {
+                fence = f; // not there yet (a transient failure): fence again
+                e
+            }
         };
         metrics.ready.store(false, Relaxed);
         let change = e.change();
@@ -762,6 +801,7 @@ async fn run_active(
     let (fwd_plan, rev_plan) = (plan.forward.clone(), plan.reverse.clone());
     let src = connect_to(&fwd_plan.from_conn, &fwd_plan.from_label).await?;
     let tgt = connect_to(&fwd_plan.to_conn, &fwd_plan.to_label).await?;
+    let fwd_types_after = ddl::wal_position(&src).await.map_err(SourceError::from)?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
     let mut tstore = PgCheckpointStore::connect(&fwd_plan.to_conn).await?;
     let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics).await?;
@@ -772,10 +812,12 @@ async fn run_active(
         Ok(())
     });
     if !fwd.tables.is_empty() {
-        let (m, f) = (Arc::clone(fwd_metrics), Arc::clone(&fwd));
-        tasks.spawn(async move { Ok(stream_loop(fwd_plan, f, floors, m).await.map_err(Box::new)?) });
+        let (m, f, c) = (Arc::clone(fwd_metrics), Arc::clone(&fwd), Arc::new(cfg.clone()));
+        tasks
+            .spawn(async move { Ok(stream_loop(c, fwd_plan, f, floors, m, fwd_types_after).await.map_err(Box::new)?) });
     }
     if plan.bidirectional {
+        let rev_types_after = ddl::wal_position(&tgt).await.map_err(SourceError::from)?;
         let rev = Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?);
         let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
         prepare_reverse(&rev_plan, &rev, &tgt, &mut sstore).await?;
@@ -785,8 +827,10 @@ async fn run_active(
             Ok(())
         });
         let floors = vec![Lsn(0); rev.tables.len()];
-        let m = Arc::clone(rev_metrics);
-        tasks.spawn(async move { Ok(stream_loop(rev_plan, rev, floors, m).await.map_err(Box::new)?) });
+        let (m, c) = (Arc::clone(rev_metrics), Arc::new(cfg.clone()));
+        tasks.spawn(
+            async move { Ok(stream_loop(c, rev_plan, rev, floors, m, rev_types_after).await.map_err(Box::new)?) },
+        );
     }
     while let Some(res) = tasks.join_next().await {
         res??;

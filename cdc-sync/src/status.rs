@@ -164,9 +164,25 @@ pub struct Metrics {
     pub snapshot_started_us: AtomicI64,
     /// When it finished (µs since epoch; 0 = not finished).
     pub snapshot_finished_us: AtomicI64,
+    /// Schema changes: source columns that appeared while streaming and that nothing carries
+    /// (`schema.table.column`), each reported once.
+    pub unmapped_columns: Mutex<Vec<String>>,
+    /// Schema changes: columns added to target tables (`add_columns = "propagate"`).
+    pub columns_propagated: AtomicU64,
 }
 
 impl Metrics {
+    /// Note an unmapped source column; `true` the first time (log it then).
+    pub fn note_unmapped(&self, table: &str, column: &str) -> bool {
+        let name = format!("{table}.{column}");
+        let mut v = self.unmapped_columns.lock().expect("not poisoned");
+        if v.contains(&name) {
+            return false;
+        }
+        v.push(name);
+        true
+    }
+
     /// Record a committed target transaction.
     pub fn note_commit(&self, lsn: Lsn, ts: DateTime<Utc>, txns: i64, rows: i64) {
         self.applied_lsn.fetch_max(lsn.0, Relaxed);
@@ -295,6 +311,8 @@ impl Metrics {
             "rows_per_second": self.rows_per_s_milli.load(Relaxed) as f64 / 1000.0,
             "retained_wal_bytes": self.retained_wal_bytes.load(Relaxed),
             "wal_status": self.wal_status().as_str(),
+            "unmapped_source_columns": self.unmapped_columns.lock().expect("not poisoned").clone(),
+            "columns_propagated": self.columns_propagated.load(Relaxed),
             "safe_wal_bytes": Some(self.safe_wal_bytes.load(Relaxed)).filter(|b| *b >= 0 && self.wal_status() != SlotWalStatus::Unknown),
             "snapshot": {
                 "rows": self.snapshot_rows.load(Relaxed),
@@ -401,6 +419,18 @@ pub fn prometheus(reg: &Registry) -> String {
     metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| {
         (m.standby.load(Relaxed) as u8).to_string()
     });
+    metric(
+        "cdc_sync_unmapped_source_columns",
+        "Source columns that appeared while streaming and are not carried to the target",
+        "gauge",
+        &|m| m.unmapped_columns.lock().expect("not poisoned").len().to_string(),
+    );
+    metric(
+        "cdc_sync_columns_propagated_total",
+        "Columns added to target tables (add_columns = propagate)",
+        "counter",
+        &|m| m.columns_propagated.load(Relaxed).to_string(),
+    );
     out
 }
 

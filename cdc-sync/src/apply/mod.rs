@@ -4,9 +4,11 @@
 //! `ChangeStream`, maps, hands batches to a sink, commits with the
 //! checkpoint), [`sink`] (the [`Sink`] contract every writer keeps), [`batch`] (regrouping one
 //! flush into few statements), then a sink: [`pg_sink`] ([`PgSink`], PostgreSQL) or
-//! [`memory_sink`] ([`MemorySink`], unit tests).
+//! [`memory_sink`] ([`MemorySink`], unit tests). Beside that path, [`ddl`] adds and back-fills
+//! the columns `add_columns = "propagate"` carries.
 
 pub mod batch;
+pub mod ddl;
 pub mod memory_sink;
 pub mod pg_sink;
 pub mod pipeline;
