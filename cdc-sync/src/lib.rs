@@ -20,6 +20,7 @@ pub mod lock;
 pub mod mapping;
 pub mod model;
 pub mod plan;
+pub mod reload;
 pub mod retry;
 pub mod runner;
 pub mod schema;

@@ -38,7 +38,9 @@ enum Cmd {
     },
     /// Take the single-instance lock (an advisory lock on the source; a second instance of the
     /// same pipeline waits on standby and takes over when the first dies), create
-    /// publication/slot if needed, snapshot unfinished tables, then stream until stopped.
+    /// publication/slot if needed, snapshot unfinished tables, then stream until stopped. SIGHUP
+    /// re-reads the file: [[table]] entries may change (a new table is copied alone), anything
+    /// else needs a restart.
     Run {
         /// The sync.toml file.
         #[arg(long, short)]
@@ -146,6 +148,7 @@ fn main() -> ExitCode {
                 status_listen: status,
                 no_wait,
                 linger_after_stop: std::time::Duration::try_from_secs_f64(linger_after_stop).unwrap_or_default(),
+                config_path: Some(config.clone()),
             };
             match runtime().block_on(cdc_sync::runner::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,

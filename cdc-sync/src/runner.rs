@@ -30,6 +30,7 @@ use crate::lock::{self, Attempt, Holder, InstanceLock, Waiting};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
+use crate::reload;
 use crate::retry::{Failure, Next, Retrier, RetryPolicy, StopReason};
 use crate::schema::SchemaChange;
 use crate::source::snapshot::{copy_tables, SnapshotError, SnapshotJob};
@@ -46,6 +47,8 @@ pub struct RunOptions {
     /// After a direction stops on an error, keep serving the status port this long (so
     /// `/status` shows why) before returning.
     pub linger_after_stop: Duration,
+    /// The sync.toml file, re-read on SIGHUP ([`crate::reload`]); `None`: not re-read.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// `run --no-wait` found another instance of the pipeline active.
@@ -597,6 +600,8 @@ async fn monitor(plan: DirectionPlan, metrics: Arc<Metrics>) {
 /// configured (`status_listen` wins), also on standby and while reconnecting, and for
 /// `linger_after_stop` after a stop.
 pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
+    let mut cfg = cfg;
+    let mut hangups = reload::Hangups::install(opts.config_path.clone());
     let plan = Plan::new(&cfg);
     let fwd_metrics = Arc::new(Metrics::default());
     fwd_metrics.set_state("starting");
@@ -632,10 +637,24 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
         loop {
             let started = Instant::now();
             let applied_before = applied(&reg);
+            let mut reloaded = None;
             let ended = tokio::select! {
                 r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => Ok(r),
                 why = instance.lost() => Err(why),
+                new = hangups.next(&cfg) => {
+                    reloaded = Some(new);
+                    Ok(Ok(()))
+                }
             };
+            if let Some(new) = reloaded {
+                // streaming stopped (uncommitted work rolled back); prepare again with the new tables
+                cfg = new;
+                for (_, m) in &reg {
+                    m.ready.store(false, Relaxed);
+                    m.set_state("starting: sync.toml re-read (SIGHUP)");
+                }
+                continue;
+            }
             // Whatever ended, `run_active` is gone: its tasks are aborted, nothing streams.
             let progressed = started.elapsed() >= policy.healthy_after || applied(&reg) > applied_before;
             let e = match ended {

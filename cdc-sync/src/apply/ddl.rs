@@ -121,7 +121,7 @@ pub async fn add_and_backfill(
         let ty: Option<String> = src
             .query_opt(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
-                 WHERE attrelid = $1::regclass AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+                 WHERE attrelid = $1::text::regclass AND attname = $2 AND attnum > 0 AND NOT attisdropped",
                 &[&quote_qualified(&t.from_table), c],
             )
             .await
@@ -130,7 +130,7 @@ pub async fn add_and_backfill(
         let Some(ty) = ty else { continue };
         let exists = dst
             .query_opt(
-                "SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+                "SELECT 1 FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2 AND attnum > 0 AND NOT attisdropped",
                 &[&quote_qualified(&t.to_table), c],
             )
             .await
