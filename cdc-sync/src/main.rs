@@ -76,7 +76,8 @@ enum Cmd {
         #[arg(long)]
         purge: bool,
     },
-    /// Print slots (retained WAL), checkpoints and snapshot state as JSON.
+    /// Print slots (retained WAL), checkpoints, snapshot state and, per table, the source columns
+    /// nothing carries (or why the mapping no longer fits the catalogs) as JSON.
     Status {
         /// The sync.toml file.
         #[arg(long, short)]

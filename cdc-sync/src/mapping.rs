@@ -227,7 +227,9 @@ impl DirectedTable {
                 for k in &t.key {
                     key_outputs.push(outputs.iter().position(|o| o.column == *k).expect("validated"));
                 }
-                DirectedTable::new(t, t.target.clone(), t.source.clone(), inputs, outputs, key_outputs)
+                let mut d = DirectedTable::new(t, t.target.clone(), t.source.clone(), inputs, outputs, key_outputs);
+                d.propagate = false; // columns are only ever added to the service side
+                d
             }
         }
     }

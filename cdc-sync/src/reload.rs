@@ -1,6 +1,7 @@
 //! `run` re-reads its sync.toml on SIGHUP. Only `[[table]]` entries may change while running
 //! (a table added, a mapping fixed, a table removed): the runner then stops streaming, prepares
-//! the pipeline again with the new tables (a new table is added to the publication and copied
+//! the pipeline again (also when the file is unchanged: e.g. a table whose snapshot state was
+//! deleted is copied again) with the new tables (a new table is added to the publication and copied
 //! alone, under a fresh snapshot; the others keep their state) and resumes every direction from
 //! its checkpoint. A file that does not load, or that changes anything else, is refused: logged
 //! once per signal, and the running configuration stays as it is.
@@ -80,7 +81,6 @@ impl Hangups {
                 return std::future::pending().await;
             }
             match reread(path, running) {
-                Ok(new) if new == *running => tracing::info!(file = %path.display(), "SIGHUP: sync.toml unchanged"),
                 Ok(new) => {
                     let added: Vec<&str> = new
                         .tables
@@ -88,7 +88,7 @@ impl Hangups {
                         .filter(|t| !running.tables.iter().any(|o| o.target == t.target))
                         .map(|t| t.target.as_str())
                         .collect();
-                    tracing::info!(file = %path.display(), tables = new.tables.len(), added = ?added,
+                    tracing::info!(file = %path.display(), tables = new.tables.len(), added = ?added, unchanged = (new == *running),
                         "SIGHUP: sync.toml re-read; preparing the pipeline again (new tables are copied alone) and resuming from the checkpoints");
                     return new;
                 }

@@ -423,12 +423,12 @@ async fn stream_loop(
     let mut rng = rand::rngs::StdRng::from_entropy();
     *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
     let (mut mapping, mut types_after) = (mapping, types_after);
-    let mut fence: Option<SchemaChange> = None;
+    let mut fence: Option<Box<SchemaChange>> = None;
     let mut shapes = HashMap::new();
     loop {
         let applied_before = metrics.applied_lsn.load(Relaxed);
         let started = Instant::now();
-        let schema = (fence.as_ref().map(SchemaChange::at), types_after);
+        let schema = (fence.as_ref().map(|f| f.at()), types_after);
         let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through(), schema).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -440,7 +440,8 @@ async fn stream_loop(
                 fence = Some(change);
                 continue;
             }
-            (PipelineError::Fenced(_), Some(SchemaChange::Reshape { table, columns, added, .. })) => {
+            (PipelineError::Fenced(_), Some(change)) if matches!(*change, SchemaChange::Reshape { .. }) => {
+                let SchemaChange::Reshape { table, columns, added, .. } = *change else { unreachable!("matched") };
                 match ddl::reshape(&cfg, &plan, &mapping, &mut shapes, &table, columns, &added, &metrics).await {
                     Ok((m, at)) => {
                         tracing::info!(direction = label, table = %table, added = ?added, "mapped the table again after a change of its columns");

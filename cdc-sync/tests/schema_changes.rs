@@ -128,6 +128,20 @@ fn an_added_column_is_ignored_and_reported_once() {
     let log = plain_log(&run);
     assert_eq!(log.matches("unmapped source column").count(), 1, "{log}");
     assert!(log.contains("column=note"), "{log}");
+    // `cdc-sync status` shows it from the catalogs too
+    let st = status_cmd(&cfg);
+    assert_eq!(
+        st["columns"]["forward"]["public.items"]["unmapped_source_columns"],
+        serde_json::json!(["note"]),
+        "{st}"
+    );
+}
+
+/// `cdc-sync status` as JSON.
+fn status_cmd(cfg: &PathBuf) -> serde_json::Value {
+    let out = bin().args(["status", "--config"]).arg(cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Wait until the forward direction stopped; its `/status`.
@@ -181,6 +195,9 @@ fn a_dropped_mapped_column_stops_cleanly_and_resumes_after_the_fix() {
     let cp = lsn(&env.t("SELECT lsn FROM cdc_sync.checkpoint WHERE pipeline = 'drop'"));
     assert!(cp <= at, "checkpoint {cp:X} is past the stopping transaction {at:X}");
     assert_eq!(wait_exit(&mut run, Duration::from_secs(60)).code(), Some(1));
+    let st = status_cmd(&cfg);
+    let why = st["columns"]["forward"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("column qty does not exist in public.items"), "{st}");
 
     // the fix: qty is no longer mapped; run continues from the checkpoint
     std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("qty = \"qty\"", "")).unwrap();

@@ -35,7 +35,7 @@ pub enum PipelineError {
     /// A table's shape changed at the source (seen in a Relation message) in a way the mapping
     /// does not fit: a read column dropped or retyped (needs a human), or new columns to carry.
     #[error(transparent)]
-    Schema(#[from] SchemaChange),
+    Schema(#[from] Box<SchemaChange>),
     /// Not a failure: [`PipelineOptions::stop_before`] was reached, everything committed before
     /// that transaction is applied and checkpointed.
     #[error("stopped before the source transaction committing at {0}, as asked")]
@@ -558,5 +558,40 @@ mod tests {
         // 100 and 150 are group-committed together (the stream had more pending), 200 not at all
         assert_eq!(log.lock().unwrap().clone(), vec![(2, None), (0, Some(Lsn(151)))]);
         assert_eq!(*confirmed.lock().unwrap(), Lsn(151));
+    }
+
+    #[tokio::test]
+    async fn a_relation_is_checked_at_the_next_applied_change_of_its_table() {
+        let rel = |cols: &[&str]| {
+            SourceMessage::Relation(RelationInfo {
+                table: "public.items".into(),
+                columns: cols.iter().map(|c| Arc::from(*c)).collect(),
+                type_oids: vec![],
+            })
+        };
+        // an older shape (body missing) inside a transaction already applied: not checked; the
+        // next applied transaction brings the current shape
+        let mut msgs = tx(100, None, vec![]);
+        msgs.insert(1, rel(&["id", "n"]));
+        msgs.insert(
+            2,
+            SourceMessage::Change(RowChange {
+                table: "public.items".into(),
+                kind: ChangeKind::Insert { new: r("1", Some("a"), "0") },
+            }),
+        );
+        let mut next = tx(200, None, vec![ChangeKind::Insert { new: r("2", Some("b"), "0") }]);
+        next.insert(1, rel(&["id", "body", "n"]));
+        msgs.extend(next);
+        let (sink, res, _) = run(msgs.clone(), Lsn(150)).await;
+        assert!(ended(&res), "{res:?}");
+        assert_eq!(sink.committed[0].len(), 1);
+        // the same older shape in a transaction to apply stops it before any of its rows
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(
+            matches!(res, Err(PipelineError::Schema(ref s)) if matches!(**s, SchemaChange::Dropped { .. })),
+            "{res:?}"
+        );
+        assert!(sink.committed[0].is_empty() && confirmed == Lsn(0));
     }
 }
