@@ -490,7 +490,7 @@ async fn stream_loop(
             Next::Stop(reason) => {
                 tracing::error!(direction = label, kind = %report.kind, table = or_dash(&report.table),
                     key = or_dash(&report.key), commit_lsn = or_dash(&report.lsn), sqlstate = or_dash(&report.sqlstate),
-                    message = %report.message, detail = or_dash(&report.detail), attempts = report.attempts,
+                    message = %report.message, detail = or_dash(&report.detail), hint = or_dash(&report.hint), attempts = report.attempts,
                     "pipeline stopped: {}", report.error);
                 metrics.note_stop(report.clone());
                 return Err(DirectionStopped { direction: label, reason, report, source: e });

@@ -92,6 +92,21 @@ impl SchemaChange {
     }
 }
 
+/// What to do when applying failed because the written side lacks a mapped column or table
+/// (SQLSTATE `42703` undefined column, `42P01` undefined table).
+pub fn written_side_hint(sqlstate: Option<&str>) -> Option<String> {
+    let what = match sqlstate? {
+        "42703" => "a mapped column",
+        "42P01" => "a mapped table",
+        _ => return None,
+    };
+    Some(format!(
+        "{what} is missing on the written side (dropped or renamed there?); nothing of this source transaction was \
+         applied and the checkpoint is before it. To go on: restore it there, or change sync.toml to match \
+         (remove or re-map it), then run again (or SIGHUP)"
+    ))
+}
+
 /// The name of a built-in type OID (the common ones), else `type oid N`.
 pub fn type_name(oid: u32) -> String {
     let n = match oid {

@@ -38,6 +38,10 @@ pub struct ErrorReport {
     pub attempts: u32,
     /// When it happened (RFC 3339).
     pub at: String,
+    /// What to do about it, when cdc-sync can tell (e.g. a mapped column missing on the written
+    /// side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl ErrorReport {

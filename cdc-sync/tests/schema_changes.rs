@@ -2,7 +2,8 @@
 //! the source carried to the target (added, back-filled, streamed) with `add_columns =
 //! "propagate"` or ignored and reported once without it; a mapped column dropped, and one
 //! retyped, stopping with the checkpoint right before the transaction that met the change (and
-//! nothing of it applied), then resuming after the fix with nothing lost; a table added to
+//! nothing of it applied), then resuming after the fix with nothing lost; the same for a mapped
+//! column missing on the target; a table added to
 //! sync.toml while running (SIGHUP) copied alone under concurrent writes. Every test that writes
 //! ends with `cdc-sync verify` equal.
 
@@ -233,6 +234,35 @@ fn a_retyped_mapped_column_stops_and_resumes_once_the_target_follows() {
     let _run = restart_and_catch_up(&cfg, "retype2");
     assert_eq!(env.t("SELECT qty FROM items WHERE id = 7"), "changed");
     assert_eq!(env.t("SELECT count(*) FROM events WHERE id = 400"), "1");
+}
+
+#[test]
+fn a_mapped_column_missing_on_the_target_stops_with_what_to_do() {
+    let env = Env::new(ITEMS, ITEMS_TGT);
+    let cfg = env.write_config("tgtcol", &items_map("", true));
+    let mut run = spawn_with(&cfg, "tgtcol", &["--linger-after-stop", "30"]);
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+
+    env.t("ALTER TABLE items DROP COLUMN qty");
+    env.s("INSERT INTO events VALUES (600, 'before')");
+    let (lo, hi) = txn_after_ddl(&env, 601);
+    let s = stopped(&run);
+    let e = &forward(&s)["error"];
+    assert_eq!((e["kind"].as_str(), e["sqlstate"].as_str()), (Some("schema"), Some("42703")), "{s}");
+    assert_eq!(e["table"], "public.items", "{s}");
+    assert_eq!(e["key"], "(601)", "{s}");
+    let at = lsn(e["lsn"].as_str().unwrap());
+    assert!(lo < at && at <= hi, "{s}");
+    assert!(e["message"].as_str().unwrap().contains("column \"qty\""), "{s}");
+    assert!(e["hint"].as_str().unwrap_or_default().contains("a mapped column is missing on the written side"), "{s}");
+    assert_eq!(env.t("SELECT count(*) FROM events WHERE id = 600"), "1");
+    assert_eq!(env.t("SELECT count(*) FROM events WHERE id = 601"), "0", "half of the transaction was applied");
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(60)).code(), Some(1));
+
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("qty = \"qty\"", "")).unwrap();
+    let _run = restart_and_catch_up(&cfg, "tgtcol2");
+    assert_eq!(env.t("SELECT count(*) FROM events WHERE id = 601"), "1");
+    assert_eq!(env.t("SELECT name FROM items WHERE id = 601"), "after");
 }
 
 const SHOP: &str = "

@@ -74,6 +74,10 @@ impl PipelineError {
     /// What `/status` and the log show about it.
     pub fn report(&self, attempts: u32) -> ErrorReport {
         let server = ServerError::of(self);
+        let hint = match self {
+            PipelineError::Sink(_) => schema::written_side_hint(server.sqlstate.as_deref()),
+            _ => None,
+        };
         let at = self.change();
         let kind = self.kind();
         let table = match self {
@@ -97,6 +101,7 @@ impl PipelineError {
             error: chain(self),
             attempts,
             at: Utc::now().to_rfc3339(),
+            hint,
         }
     }
 }
