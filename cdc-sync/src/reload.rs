@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use crate::config::{self, ConfigError, SyncConfig};
+use crate::status::Registry;
 
 /// Why a re-read configuration is not taken.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +72,9 @@ impl Hangups {
     }
 
     /// Waits for SIGHUP and returns the re-read configuration once one is accepted (refused
-    /// ones are logged and waited past). Never returns without a handler.
-    pub async fn next(&mut self, running: &SyncConfig) -> SyncConfig {
+    /// ones are logged, shown in `/status` as `config_reload_error` of every direction, counted,
+    /// and waited past). Never returns without a handler.
+    pub async fn next(&mut self, running: &SyncConfig, reg: &Registry) -> SyncConfig {
         let (Some(path), Some(hup)) = (self.path.as_deref(), self.signal.as_mut()) else {
             return std::future::pending().await;
         };
@@ -82,6 +84,9 @@ impl Hangups {
             }
             match reread(path, running) {
                 Ok(new) => {
+                    for (_, m) in reg {
+                        *m.reload_error.lock().expect("not poisoned") = None;
+                    }
                     let added: Vec<&str> = new
                         .tables
                         .iter()
@@ -92,7 +97,13 @@ impl Hangups {
                         "SIGHUP: sync.toml re-read; preparing the pipeline again (new tables are copied alone) and resuming from the checkpoints");
                     return new;
                 }
-                Err(e) => tracing::error!(file = %path.display(), "{e}"),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "{e}");
+                    for (_, m) in reg {
+                        *m.reload_error.lock().expect("not poisoned") = Some(e.to_string());
+                        m.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
             }
         }
     }

@@ -642,7 +642,7 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
             let ended = tokio::select! {
                 r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => Ok(r),
                 why = instance.lost() => Err(why),
-                new = hangups.next(&cfg) => {
+                new = hangups.next(&cfg, &reg) => {
                     reloaded = Some(new);
                     Ok(Ok(()))
                 }

@@ -173,6 +173,10 @@ pub struct Metrics {
     pub unmapped_columns: Mutex<Vec<String>>,
     /// Schema changes: columns added to target tables (`add_columns = "propagate"`).
     pub columns_propagated: AtomicU64,
+    /// The last sync.toml re-read (SIGHUP) that was refused, until one is taken.
+    pub reload_error: Mutex<Option<String>>,
+    /// Re-reads of sync.toml refused.
+    pub reload_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -317,6 +321,7 @@ impl Metrics {
             "wal_status": self.wal_status().as_str(),
             "unmapped_source_columns": self.unmapped_columns.lock().expect("not poisoned").clone(),
             "columns_propagated": self.columns_propagated.load(Relaxed),
+            "config_reload_error": *self.reload_error.lock().expect("not poisoned"),
             "safe_wal_bytes": Some(self.safe_wal_bytes.load(Relaxed)).filter(|b| *b >= 0 && self.wal_status() != SlotWalStatus::Unknown),
             "snapshot": {
                 "rows": self.snapshot_rows.load(Relaxed),
@@ -429,6 +434,9 @@ pub fn prometheus(reg: &Registry) -> String {
         "gauge",
         &|m| m.unmapped_columns.lock().expect("not poisoned").len().to_string(),
     );
+    metric("cdc_sync_config_reload_failures_total", "Re-reads of sync.toml (SIGHUP) refused", "counter", &|m| {
+        m.reload_failures.load(Relaxed).to_string()
+    });
     metric(
         "cdc_sync_columns_propagated_total",
         "Columns added to target tables (add_columns = propagate)",

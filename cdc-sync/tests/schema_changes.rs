@@ -308,7 +308,10 @@ fn a_table_added_while_running_is_copied_alone_without_gap_or_duplicate() {
     let pid = run.child.pid().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     wait_sql(&|| run.log_text().contains("sync.toml not reloaded").to_string(), "true", Duration::from_secs(20));
-    assert_eq!(forward(&try_status(run.status).unwrap())["stopped"], false);
+    let s = try_status(run.status).unwrap();
+    assert_eq!(forward(&s)["stopped"], false);
+    assert!(forward(&s)["config_reload_error"].as_str().unwrap_or_default().contains("missing field `target`"), "{s}");
+    assert!(http_get(run.status, "/metrics").contains("cdc_sync_config_reload_failures_total{direction=\"forward\"} 1"));
     // the real change, while the writes go on
     let cfg = env.write_config("shop", &format!("[replication]\nsnapshot_chunk_pages = 20\n{SHOP_ITEMS}{SHOP_ORDERS}"));
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
@@ -329,6 +332,7 @@ fn a_table_added_while_running_is_copied_alone_without_gap_or_duplicate() {
     assert_eq!(env.s("SELECT count(*) FROM orders WHERE id > 100000"), txns.to_string());
     // items was not copied again: same snapshot state, and one table copied in this process after the start
     assert_eq!(env.t(items_state), items_before);
+    assert_eq!(forward(&try_status(run.status).unwrap())["config_reload_error"], serde_json::Value::Null);
     let log = plain_log(&run);
     assert!(log.contains("SIGHUP: sync.toml re-read"), "{log}");
     assert_eq!(log.matches("snapshot: table done").count(), 2, "items once at the start, orders once: {log}");
