@@ -180,13 +180,16 @@ async fn resolve_table(
     if t.propagate {
         // carried: the read-side columns (as the stream announced them, else the catalog's)
         // that the target already has; the others are added when the stream shows them
-        let carry: Vec<String> = shape
+        let (carry, skip): (Vec<String>, Vec<String>) = shape
             .unwrap_or(&from_cols)
             .iter()
-            .filter(|c| from_cols.contains(c) && ti.columns.iter().any(|x| x.0 == **c))
             .cloned()
-            .collect();
+            .partition(|c| from_cols.contains(c) && ti.columns.iter().any(|x| x.0 == *c));
         t.carry(&carry);
+        if shape.is_some() {
+            // the stream showed them and they were added where possible: what is left cannot be
+            t.uncarried = skip.into_iter().filter(|c| !t.inputs.contains(c)).collect();
+        }
     }
     t.from_columns = from_cols.clone();
     t.input_oids = t

@@ -75,6 +75,9 @@ pub struct DirectedTable {
     pub propagate: bool,
     /// The columns carried that way (a subset of `inputs`, each written to a same-named output).
     pub carried: Vec<String>,
+    /// Columns of the stream's shape that cannot be carried (gone from the read side's catalog,
+    /// e.g. added and dropped again before the stream reached them): reported, not added again.
+    pub uncarried: Vec<String>,
 }
 
 /// Errors translating a change.
@@ -257,6 +260,7 @@ impl DirectedTable {
             from_columns: vec![],
             propagate: t.add_columns == crate::config::AddColumns::Propagate,
             carried: vec![],
+            uncarried: vec![],
         }
     }
 
