@@ -245,6 +245,9 @@ fn a_mapped_column_missing_on_the_target_stops_with_what_to_do() {
 
     env.t("ALTER TABLE items DROP COLUMN qty");
     env.s("INSERT INTO events VALUES (600, 'before')");
+    // applied on its own first (a batch that fails is rolled back whole: the checkpoint is then
+    // before all of it, which loses nothing either)
+    wait_sql(&|| env.t("SELECT count(*) FROM events WHERE id = 600"), "1", Duration::from_secs(30));
     let (lo, hi) = txn_after_ddl(&env, 601);
     let s = stopped(&run);
     let e = &forward(&s)["error"];
@@ -255,7 +258,6 @@ fn a_mapped_column_missing_on_the_target_stops_with_what_to_do() {
     assert!(lo < at && at <= hi, "{s}");
     assert!(e["message"].as_str().unwrap().contains("column \"qty\""), "{s}");
     assert!(e["hint"].as_str().unwrap_or_default().contains("a mapped column is missing on the written side"), "{s}");
-    assert_eq!(env.t("SELECT count(*) FROM events WHERE id = 600"), "1");
     assert_eq!(env.t("SELECT count(*) FROM events WHERE id = 601"), "0", "half of the transaction was applied");
     assert_eq!(wait_exit(&mut run, Duration::from_secs(60)).code(), Some(1));
 
