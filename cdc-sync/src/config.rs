@@ -87,6 +87,20 @@ pub enum OnSlotLost {
     Resnapshot,
 }
 
+/// What the forward direction does with a column that appears at the source and that the
+/// table's mapping does not read (`[[table]] add_columns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AddColumns {
+    /// Leave it out of the target; logged and shown in `/status` once as an unmapped source
+    /// column (default).
+    #[default]
+    Ignore,
+    /// Carry it under its own name: added to the target table (same type, nullable) when
+    /// missing, back-filled for the rows already there, written from the next change on.
+    Propagate,
+}
+
 // ---------------------------------------------------------------- raw file model
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +162,7 @@ struct RawTable {
     /// Conflict policy (`direction = "both"` only).
     conflict: Option<Spanned<ConflictPolicy>>,
     columns: Spanned<BTreeMap<String, Spanned<ColumnSpec>>>,
+    add_columns: Option<Spanned<AddColumns>>,
 }
 
 /// How one target column gets its value.
@@ -265,6 +280,8 @@ pub struct TableConfig {
     pub line: usize,
     /// How conflicts are resolved (meaningful for `direction = "both"`; default last writer wins).
     pub conflict: ConflictPolicy,
+    /// Source columns the mapping does not read: ignored (default) or carried.
+    pub add_columns: AddColumns,
 }
 
 /// Tunables with defaults.
@@ -569,7 +586,8 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
             }
         }
         let conflict = table_conflict(t, &mut push);
-        tables.push(TableConfig { source, target, key, direction: t.direction, columns, line, conflict });
+        let add_columns = add_columns_of(t, &source, &mut push);
+        tables.push(TableConfig { source, target, key, direction: t.direction, columns, line, conflict, add_columns });
     }
 
     let status_listen = raw.status.listen;
@@ -590,6 +608,23 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
         problems.sort_by_key(|p| (p.line, p.col));
         Err(err(problems))
     }
+}
+
+/// `add_columns` of one table: `propagate` only for forward-only tables (a column cdc-sync adds
+/// to the service's table is not written back to legacy; see the README's "Schema changes during
+/// a migration").
+fn add_columns_of(t: &RawTable, source: &str, push: &mut dyn FnMut(std::ops::Range<usize>, String)) -> AddColumns {
+    let Some(a) = &t.add_columns else { return AddColumns::Ignore };
+    if *a.get_ref() == AddColumns::Propagate && t.direction != Direction::Forward {
+        push(
+            a.span(),
+            format!(
+                "table {source}: add_columns = \"propagate\" needs direction = \"forward\"; for reverse/both tables \
+                 add the column on both sides and map it explicitly"
+            ),
+        );
+    }
+    *a.get_ref()
 }
 
 /// Parse and validate `text`, resolving `url_env` from the process environment.
@@ -715,6 +750,23 @@ id = "id"
         let e = parse_with_env("s.toml", &bad, &env).unwrap_err();
         assert_eq!(e.problems.len(), 2, "{e}");
         assert!(e.to_string().contains("s.toml:9:16: [replication] skip_origins: \"bad name\""), "{e}");
+    }
+
+    #[test]
+    fn add_columns_is_ignore_or_propagate_and_forward_only() {
+        let c = parse_with_env("s.toml", GOOD, &env).unwrap();
+        assert_eq!(c.tables[0].add_columns, AddColumns::Ignore);
+        let fwd = GOOD.replace("direction = \"both\"", "add_columns = \"propagate\"").replace(
+            "price_cents = { expr = \"(price * 100)::bigint\", reverse_column = \"price\", reverse_expr = \"(price_cents / 100.0)::numeric(12,2)\" }",
+            "",
+        );
+        assert_eq!(parse_with_env("s.toml", &fwd, &env).unwrap().tables[0].add_columns, AddColumns::Propagate);
+        let both = GOOD.replace("direction = \"both\"", "direction = \"both\"\nadd_columns = \"propagate\"");
+        let e = parse_with_env("s.toml", &both, &env).unwrap_err().to_string();
+        assert!(e.contains("s.toml:13:15: table public.products: add_columns = \"propagate\" needs direction"), "{e}");
+        let bad = GOOD.replace("direction = \"both\"", "add_columns = \"copy\"");
+        let e = parse_with_env("s.toml", &bad, &env).unwrap_err().to_string();
+        assert!(e.contains("s.toml:12:") && e.contains("ignore") && e.contains("propagate"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio_postgres::Client;
 
-use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
+use crate::apply::{ddl, PgSink, Pipeline, PipelineError, PipelineOptions};
 use crate::catalog::{resolved_mapping, CatalogError};
 use crate::checkpoint::{CheckpointError, CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
 use crate::config::{OnSlotLost, SyncConfig};
@@ -30,8 +30,10 @@ use crate::lock::{self, Attempt, Holder, InstanceLock, Waiting};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
+use crate::reload;
 use crate::retry::{Failure, Next, Retrier, RetryPolicy, StopReason};
 use crate::reverse_snapshot::{self, Carry, ReverseSnapshotError, Stamp};
+use crate::schema::SchemaChange;
 use crate::slot_watch::monitor;
 pub use crate::slot_watch::{slot_danger, SlotDanger};
 use crate::source::snapshot::{copy_tables, SnapshotError, SnapshotJob};
@@ -48,6 +50,8 @@ pub struct RunOptions {
     /// After a direction stops on an error, keep serving the status port this long (so
     /// `/status` shows why) before returning.
     pub linger_after_stop: Duration,
+    /// The sync.toml file, re-read on SIGHUP ([`crate::reload`]); `None`: not re-read.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// `run --no-wait` found another instance of the pipeline active.
@@ -416,6 +420,7 @@ async fn attempt(
     floors: &[Lsn],
     metrics: &Arc<Metrics>,
     isolate_through: Option<Lsn>,
+    schema: (Option<Lsn>, Lsn),
 ) -> Result<(), PipelineError> {
     let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
     let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
@@ -444,6 +449,8 @@ async fn attempt(
             skip_origins: plan.skip_origins.clone(),
             isolate_through,
             echo_origin: plan.stamps_origin.then(|| plan.echo_origin.clone()),
+            stop_before: schema.0,
+            types_checked_after: schema.1,
         },
         checkpoint: cp,
         table_floor: floors.to_vec(),
@@ -459,22 +466,58 @@ fn or_dash(s: &Option<String>) -> &str {
 
 /// One direction's streaming loop: after an error, resumes from the checkpoint as the
 /// [`Retrier`] decides (backoff, or pinning the failing row), or stops with the report.
+///
+/// A schema change seen in the stream ([`PipelineError::Schema`]) is first fenced: the next
+/// attempt applies and checkpoints everything before the transaction that met it. Then new
+/// columns of a propagating table are added, back-filled and mapped ([`ddl::reshape`]), and
+/// streaming goes on; a dropped or retyped column stops, with the checkpoint right before it.
 async fn stream_loop(
+    cfg: Arc<SyncConfig>,
     plan: DirectionPlan,
     mapping: Arc<Mapping>,
     floors: Vec<Lsn>,
     metrics: Arc<Metrics>,
+    types_after: Lsn,
 ) -> Result<(), DirectionStopped> {
     let label = plan.label;
     let mut retrier = Retrier::new(RetryPolicy::default());
     let mut rng = rand::rngs::StdRng::from_entropy();
     *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
+    let (mut mapping, mut types_after) = (mapping, types_after);
+    let mut fence: Option<Box<SchemaChange>> = None;
+    let mut shapes = HashMap::new();
     loop {
         let applied_before = metrics.applied_lsn.load(Relaxed);
         let started = Instant::now();
-        let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through()).await {
+        let schema = (fence.as_ref().map(|f| f.at()), types_after);
+        let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through(), schema).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
+        };
+        let e = match (e, fence.take()) {
+            (PipelineError::Schema(change), None) => {
+                tracing::info!(direction = label, table = %change.table(), commit_lsn = %change.at(),
+                    "schema change seen in the stream; applying what precedes that transaction first: {change}");
+                fence = Some(change);
+                continue;
+            }
+            (PipelineError::Fenced(_), Some(change)) if matches!(*change, SchemaChange::Reshape { .. }) => {
+                let SchemaChange::Reshape { table, columns, added, .. } = *change else { unreachable!("matched") };
+                match ddl::reshape(&cfg, &plan, &mapping, &mut shapes, &table, columns, &added, &metrics).await {
+                    Ok((m, at)) => {
+                        tracing::info!(direction = label, table = %table, added = ?added, "mapped the table again after a change of its columns");
+                        (mapping, types_after) = (Arc::new(m), at);
+                        continue;
+                    }
+                    Err(e) => PipelineError::Reshape(e),
+                }
+            }
+            // stop, with the checkpoint right before the transaction that met the change
+            (PipelineError::Fenced(_), Some(change)) => PipelineError::Schema(change),
+            (e, f) => {
+                fence = f; // not there yet (a transient failure): fence again
+                e
+            }
         };
         metrics.ready.store(false, Relaxed);
         let change = e.change();
@@ -508,7 +551,7 @@ async fn stream_loop(
             Next::Stop(reason) => {
                 tracing::error!(direction = label, kind = %report.kind, table = or_dash(&report.table),
                     key = or_dash(&report.key), commit_lsn = or_dash(&report.lsn), sqlstate = or_dash(&report.sqlstate),
-                    message = %report.message, detail = or_dash(&report.detail), attempts = report.attempts,
+                    message = %report.message, detail = or_dash(&report.detail), hint = or_dash(&report.hint), attempts = report.attempts,
                     "pipeline stopped: {}", report.error);
                 metrics.note_stop(report.clone());
                 return Err(DirectionStopped { direction: label, reason, report, source: e });
@@ -523,6 +566,8 @@ async fn stream_loop(
 /// configured (`status_listen` wins), also on standby and while reconnecting, and for
 /// `linger_after_stop` after a stop.
 pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
+    let mut cfg = cfg;
+    let mut hangups = reload::Hangups::install(opts.config_path.clone());
     let plan = Plan::new(&cfg);
     let fwd_metrics = Arc::new(Metrics::default());
     fwd_metrics.set_state("starting");
@@ -558,10 +603,24 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
         loop {
             let started = Instant::now();
             let applied_before = applied(&reg);
+            let mut reloaded = None;
             let ended = tokio::select! {
                 r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => Ok(r),
                 why = instance.lost() => Err(why),
+                new = hangups.next(&cfg, &reg) => {
+                    reloaded = Some(new);
+                    Ok(Ok(()))
+                }
             };
+            if let Some(new) = reloaded {
+                // streaming stopped (uncommitted work rolled back); prepare again with the new tables
+                cfg = new;
+                for (_, m) in &reg {
+                    m.ready.store(false, Relaxed);
+                    m.set_state("starting: sync.toml re-read (SIGHUP)");
+                }
+                continue;
+            }
             // Whatever ended, `run_active` is gone: its tasks are aborted, nothing streams.
             let progressed = started.elapsed() >= policy.healthy_after || applied(&reg) > applied_before;
             let e = match ended {
@@ -727,7 +786,13 @@ async fn run_active(
     let (fwd_plan, rev_plan) = (plan.forward.clone(), plan.reverse.clone());
     let src = connect_to(&fwd_plan.from_conn, &fwd_plan.from_label).await?;
     let tgt = connect_to(&fwd_plan.to_conn, &fwd_plan.to_label).await?;
+    // types in Relation messages are compared for transactions after the mappings were read
+    let fwd_types_after = ddl::wal_position(&src).await.map_err(SourceError::from)?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
+    let rev_types_after = match plan.bidirectional {
+        true => ddl::wal_position(&tgt).await.map_err(SourceError::from)?,
+        false => Lsn(0),
+    };
     let rev = match plan.bidirectional {
         true => Some(Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?)),
         false => None,
@@ -750,8 +815,9 @@ async fn run_active(
         Ok(())
     });
     if !fwd.tables.is_empty() {
-        let (m, f) = (Arc::clone(fwd_metrics), Arc::clone(&fwd));
-        tasks.spawn(async move { Ok(stream_loop(fwd_plan, f, floors, m).await.map_err(Box::new)?) });
+        let (m, f, c) = (Arc::clone(fwd_metrics), Arc::clone(&fwd), Arc::new(cfg.clone()));
+        tasks
+            .spawn(async move { Ok(stream_loop(c, fwd_plan, f, floors, m, fwd_types_after).await.map_err(Box::new)?) });
     }
     if let Some(rev) = rev {
         let watched = vec![Arc::clone(fwd_metrics), Arc::clone(rev_metrics)];
@@ -766,8 +832,10 @@ async fn run_active(
             Ok(())
         });
         let floors = vec![Lsn(0); rev.tables.len()];
-        let m = Arc::clone(rev_metrics);
-        tasks.spawn(async move { Ok(stream_loop(rev_plan, rev, floors, m).await.map_err(Box::new)?) });
+        let (m, c) = (Arc::clone(rev_metrics), Arc::new(cfg.clone()));
+        tasks.spawn(
+            async move { Ok(stream_loop(c, rev_plan, rev, floors, m, rev_types_after).await.map_err(Box::new)?) },
+        );
     }
     while let Some(res) = tasks.join_next().await {
         res??;
