@@ -5,7 +5,8 @@
 //! deleted is copied again) with the new tables (a new table is added to the publication and copied
 //! alone, under a fresh snapshot; the others keep their state) and resumes every direction from
 //! its checkpoint. A file that does not load, or that changes anything else, is refused: logged
-//! once per signal, and the running configuration stays as it is.
+//! once per signal, and the running configuration stays as it is. A signal that arrives while
+//! the pipeline is being prepared is acted on once it streams (the runner waits for that).
 
 use std::path::Path;
 

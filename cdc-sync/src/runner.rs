@@ -251,10 +251,19 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
             let started = Instant::now();
             let applied_before = applied(&reg);
             let mut reloaded = None;
+            // A SIGHUP is acted on once both directions are prepared: ending `run_active` in the
+            // middle of a step (e.g. between creating the reverse slot and recording its
+            // checkpoint, around the reverse snapshot) would leave a state the next start
+            // refuses. Until then the signal waits (tokio keeps it).
+            let (prepared_tx, mut prepared) = tokio::sync::watch::channel(false);
+            let reread = async {
+                let _ = prepared.wait_for(|p| *p).await;
+                hangups.next(&cfg, &reg).await
+            };
             let ended = tokio::select! {
-                r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => Ok(r),
+                r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics, &prepared_tx) => Ok(r),
                 why = instance.lost() => Err(why),
-                new = hangups.next(&cfg, &reg) => {
+                new = reread => {
                     reloaded = Some(new);
                     Ok(Ok(()))
                 }
@@ -424,11 +433,15 @@ async fn linger_after_stop(reg: &Registry, what: &str, serving: bool, linger: Du
     }
 }
 
+/// One active session: resolve the mappings, prepare both directions (the reverse snapshot
+/// before a fresh pipeline's first copy; both prepared before either streams), say so on
+/// `prepared`, then stream until a direction ends.
 async fn run_active(
     cfg: &SyncConfig,
     plan: &Plan,
     fwd_metrics: &Arc<Metrics>,
     rev_metrics: &Arc<Metrics>,
+    prepared: &tokio::sync::watch::Sender<bool>,
 ) -> Result<(), RunError> {
     let (fwd_plan, rev_plan) = (plan.forward.clone(), plan.reverse.clone());
     let src = connect_to(&fwd_plan.from_conn, &fwd_plan.from_label).await?;
@@ -455,6 +468,7 @@ async fn run_active(
         let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
         prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore).await?;
     }
+    prepared.send_replace(true);
     let mut tasks: tokio::task::JoinSet<Result<(), RunError>> = tokio::task::JoinSet::new();
     let (p, m) = (fwd_plan.clone(), Arc::clone(fwd_metrics));
     tasks.spawn(async move {
