@@ -16,6 +16,9 @@ use crate::model::qualify;
 mod both_ways;
 use both_ways::{clock_config, table_conflict, RawClock};
 pub use both_ways::{ClockConfig, ConflictPolicy};
+mod add_columns;
+use add_columns::add_columns_of;
+pub use add_columns::AddColumns;
 
 /// A single configuration problem with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,20 +88,6 @@ pub enum OnSlotLost {
     /// Drop the lost slot, create a new one and copy every table again (each target table is
     /// truncated before its copy).
     Resnapshot,
-}
-
-/// What the forward direction does with a column that appears at the source and that the
-/// table's mapping does not read (`[[table]] add_columns`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AddColumns {
-    /// Leave it out of the target; logged and shown in `/status` once as an unmapped source
-    /// column (default).
-    #[default]
-    Ignore,
-    /// Carry it under its own name: added to the target table (same type, nullable) when
-    /// missing, back-filled for the rows already there, written from the next change on.
-    Propagate,
 }
 
 // ---------------------------------------------------------------- raw file model
@@ -586,7 +575,7 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
             }
         }
         let conflict = table_conflict(t, &mut push);
-        let add_columns = add_columns_of(t, &source, &mut push);
+        let add_columns = add_columns_of(t.add_columns.as_ref(), t.direction == Direction::Forward, &source, &mut push);
         tables.push(TableConfig { source, target, key, direction: t.direction, columns, line, conflict, add_columns });
     }
 
@@ -608,23 +597,6 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
         problems.sort_by_key(|p| (p.line, p.col));
         Err(err(problems))
     }
-}
-
-/// `add_columns` of one table: `propagate` only for forward-only tables (a column cdc-sync adds
-/// to the service's table is not written back to legacy; see the README's "Schema changes during
-/// a migration").
-fn add_columns_of(t: &RawTable, source: &str, push: &mut dyn FnMut(std::ops::Range<usize>, String)) -> AddColumns {
-    let Some(a) = &t.add_columns else { return AddColumns::Ignore };
-    if *a.get_ref() == AddColumns::Propagate && t.direction != Direction::Forward {
-        push(
-            a.span(),
-            format!(
-                "table {source}: add_columns = \"propagate\" needs direction = \"forward\"; for reverse/both tables \
-                 add the column on both sides and map it explicitly"
-            ),
-        );
-    }
-    *a.get_ref()
 }
 
 /// Parse and validate `text`, resolving `url_env` from the process environment.
@@ -764,6 +736,20 @@ id = "id"
         let both = GOOD.replace("direction = \"both\"", "direction = \"both\"\nadd_columns = \"propagate\"");
         let e = parse_with_env("s.toml", &both, &env).unwrap_err().to_string();
         assert!(e.contains("s.toml:13:15: table public.products: add_columns = \"propagate\" needs direction"), "{e}");
+        // with a conflict policy too, each key keeps its rule (propagate: forward only; conflict:
+        // both only)
+        let e = parse_with_env(
+            "s.toml",
+            &both.replace("direction = \"both\"", "direction = \"both\"\nconflict = \"source_wins\""),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(e.to_string().contains("add_columns = \"propagate\" needs direction"), "{e}");
+        let e =
+            parse_with_env("s.toml", &fwd.replace("add_columns", "conflict = \"lww\"\nadd_columns"), &env).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(e.to_string().contains("`conflict` only applies to direction = \"both\""), "{e}");
         let bad = GOOD.replace("direction = \"both\"", "add_columns = \"copy\"");
         let e = parse_with_env("s.toml", &bad, &env).unwrap_err().to_string();
         assert!(e.contains("s.toml:12:") && e.contains("ignore") && e.contains("propagate"), "{e}");
