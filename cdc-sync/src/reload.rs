@@ -6,7 +6,8 @@
 //! alone, under a fresh snapshot; the others keep their state) and resumes every direction from
 //! its checkpoint. A file that does not load, or that changes anything else, is refused: logged
 //! once per signal, and the running configuration stays as it is. A signal that arrives while
-//! the pipeline is being prepared is acted on once it streams (the runner waits for that).
+//! the pipeline is being prepared, or while a direction adds columns, is acted on once it
+//! streams again (the runner waits for that).
 
 use std::path::Path;
 

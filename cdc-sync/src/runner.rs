@@ -118,6 +118,7 @@ fn or_dash(s: &Option<String>) -> &str {
 /// attempt applies and checkpoints everything before the transaction that met it. Then new
 /// columns of a propagating table are added, back-filled and mapped ([`ddl::reshape`]), and
 /// streaming goes on; a dropped or retyped column stops, with the checkpoint right before it.
+/// `interruptible` is false while the columns are added and back-filled (a SIGHUP waits).
 async fn stream_loop(
     cfg: Arc<SyncConfig>,
     plan: DirectionPlan,
@@ -125,6 +126,7 @@ async fn stream_loop(
     floors: Vec<Lsn>,
     metrics: Arc<Metrics>,
     types_after: Lsn,
+    interruptible: tokio::sync::watch::Sender<bool>,
 ) -> Result<(), DirectionStopped> {
     let label = plan.label;
     let mut retrier = Retrier::new(RetryPolicy::default());
@@ -150,7 +152,12 @@ async fn stream_loop(
             }
             (PipelineError::Fenced(_), Some(change)) if matches!(*change, SchemaChange::Reshape { .. }) => {
                 let SchemaChange::Reshape { table, columns, added, .. } = *change else { unreachable!("matched") };
-                match ddl::reshape(&cfg, &plan, &mapping, &mut shapes, &table, columns, &added, &metrics).await {
+                // adding a column and back-filling it are two transactions: a SIGHUP waits for both
+                interruptible.send_replace(false);
+                let reshaped =
+                    ddl::reshape(&cfg, &plan, &mapping, &mut shapes, &table, columns, &added, &metrics).await;
+                interruptible.send_replace(true);
+                match reshaped {
                     Ok((m, at)) => {
                         tracing::info!(direction = label, table = %table, added = ?added, "mapped the table again after a change of its columns");
                         (mapping, types_after) = (Arc::new(m), at);
@@ -251,17 +258,20 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
             let started = Instant::now();
             let applied_before = applied(&reg);
             let mut reloaded = None;
-            // A SIGHUP is acted on once both directions are prepared: ending `run_active` in the
-            // middle of a step (e.g. between creating the reverse slot and recording its
-            // checkpoint, around the reverse snapshot) would leave a state the next start
-            // refuses. Until then the signal waits (tokio keeps it).
-            let (prepared_tx, mut prepared) = tokio::sync::watch::channel(false);
+            // A SIGHUP is acted on once both directions are prepared and while no direction is
+            // adding columns: ending `run_active` in the middle of a step (e.g. between creating
+            // the reverse slot and recording its checkpoint, around the reverse snapshot; between
+            // adding a column and back-filling it) would leave a state the next start refuses or
+            // does not repair. Until then the signal waits (tokio keeps it).
+            let (interruptible_tx, mut interruptible) = tokio::sync::watch::channel(false);
             let reread = async {
-                let _ = prepared.wait_for(|p| *p).await;
-                hangups.next(&cfg, &reg).await
+                let _ = interruptible.wait_for(|p| *p).await;
+                let new = hangups.next(&cfg, &reg).await;
+                let _ = interruptible.wait_for(|p| *p).await;
+                new
             };
             let ended = tokio::select! {
-                r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics, &prepared_tx) => Ok(r),
+                r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics, &interruptible_tx) => Ok(r),
                 why = instance.lost() => Err(why),
                 new = reread => {
                     reloaded = Some(new);
@@ -435,13 +445,14 @@ async fn linger_after_stop(reg: &Registry, what: &str, serving: bool, linger: Du
 
 /// One active session: resolve the mappings, prepare both directions (the reverse snapshot
 /// before a fresh pipeline's first copy; both prepared before either streams), say so on
-/// `prepared`, then stream until a direction ends.
+/// `interruptible` (a SIGHUP may end the session from then on, except while a direction adds
+/// columns), then stream until a direction ends.
 async fn run_active(
     cfg: &SyncConfig,
     plan: &Plan,
     fwd_metrics: &Arc<Metrics>,
     rev_metrics: &Arc<Metrics>,
-    prepared: &tokio::sync::watch::Sender<bool>,
+    interruptible: &tokio::sync::watch::Sender<bool>,
 ) -> Result<(), RunError> {
     let (fwd_plan, rev_plan) = (plan.forward.clone(), plan.reverse.clone());
     let src = connect_to(&fwd_plan.from_conn, &fwd_plan.from_label).await?;
@@ -468,7 +479,7 @@ async fn run_active(
         let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
         prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore).await?;
     }
-    prepared.send_replace(true);
+    interruptible.send_replace(true);
     let mut tasks: tokio::task::JoinSet<Result<(), RunError>> = tokio::task::JoinSet::new();
     let (p, m) = (fwd_plan.clone(), Arc::clone(fwd_metrics));
     tasks.spawn(async move {
@@ -476,9 +487,10 @@ async fn run_active(
         Ok(())
     });
     if !fwd.tables.is_empty() {
-        let (m, f, c) = (Arc::clone(fwd_metrics), Arc::clone(&fwd), Arc::new(cfg.clone()));
-        tasks
-            .spawn(async move { Ok(stream_loop(c, fwd_plan, f, floors, m, fwd_types_after).await.map_err(Box::new)?) });
+        let (m, f, c, i) = (Arc::clone(fwd_metrics), Arc::clone(&fwd), Arc::new(cfg.clone()), interruptible.clone());
+        tasks.spawn(
+            async move { Ok(stream_loop(c, fwd_plan, f, floors, m, fwd_types_after, i).await.map_err(Box::new)?) },
+        );
     }
     if let Some(rev) = rev {
         let watched = vec![Arc::clone(fwd_metrics), Arc::clone(rev_metrics)];
@@ -493,10 +505,10 @@ async fn run_active(
             Ok(())
         });
         let floors = vec![Lsn(0); rev.tables.len()];
-        let (m, c) = (Arc::clone(rev_metrics), Arc::new(cfg.clone()));
-        tasks.spawn(
-            async move { Ok(stream_loop(c, rev_plan, rev, floors, m, rev_types_after).await.map_err(Box::new)?) },
-        );
+        let (m, c, i) = (Arc::clone(rev_metrics), Arc::new(cfg.clone()), interruptible.clone());
+        tasks.spawn(async move {
+            Ok(stream_loop(c, rev_plan, rev, floors, m, rev_types_after, i).await.map_err(Box::new)?)
+        });
     }
     while let Some(res) = tasks.join_next().await {
         res??;
