@@ -17,6 +17,8 @@ pub struct TableInfo {
     pub replica_identity: char,
     /// Sets of columns covered by a unique index (or PK).
     pub unique_sets: Vec<Vec<String>>,
+    /// Type OID of each of `columns`.
+    pub type_oids: Vec<u32>,
 }
 
 /// Look up a qualified table; `None` when it does not exist.
@@ -36,7 +38,7 @@ pub async fn table_info(client: &Client, table: &str) -> Result<Option<TableInfo
     let ri: String = rel.get(1);
     let cols = client
         .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+            "SELECT attname::text, format_type(atttypid, atttypmod), atttypid FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
@@ -64,6 +66,7 @@ pub async fn table_info(client: &Client, table: &str) -> Result<Option<TableInfo
         primary_key,
         replica_identity: ri.chars().next().unwrap_or('d'),
         unique_sets,
+        type_oids: cols.iter().map(|r| r.get::<_, u32>(2)).collect(),
     }))
 }
 
@@ -119,6 +122,28 @@ pub async fn resolved_mapping(
     Ok(Mapping::from_tables(m.tables))
 }
 
+/// [`resolved_mapping`] for one direction, where the columns carried by `add_columns =
+/// "propagate"` tables follow `shapes` (read-side table → its columns as the stream last
+/// announced them) instead of the catalog, for the tables it names.
+pub async fn resolved_mapping_shaped(
+    cfg: &SyncConfig,
+    way: Way,
+    from: &Client,
+    to: &Client,
+    shapes: &std::collections::HashMap<String, Vec<String>>,
+) -> Result<Mapping, CatalogError> {
+    let mut m = Mapping::compile(cfg, way);
+    let mut problems = vec![];
+    for t in &mut m.tables {
+        let shape = shapes.get(&t.from_table);
+        problems.extend(resolve_table(t, from, to, shape).await?);
+    }
+    if !problems.is_empty() {
+        return Err(CatalogError::Problems(problems));
+    }
+    Ok(Mapping::from_tables(m.tables))
+}
+
 /// Resolve expression dependencies and column types of every table in `mapping` against the
 /// read-side (`from`) and written-side (`to`) databases. Returns all problems found.
 pub async fn resolve(
@@ -128,7 +153,7 @@ pub async fn resolve(
 ) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
     let mut problems = vec![];
     for t in &mut mapping.tables {
-        problems.extend(resolve_table(t, from, to).await?);
+        problems.extend(resolve_table(t, from, to, None).await?);
     }
     Ok(problems)
 }
@@ -137,6 +162,7 @@ async fn resolve_table(
     t: &mut DirectedTable,
     from: &Client,
     to: &Client,
+    shape: Option<&Vec<String>>,
 ) -> Result<Vec<CatalogProblem>, tokio_postgres::Error> {
     let mut problems = vec![];
     let line = t.line;
@@ -151,6 +177,26 @@ async fn resolve_table(
     };
     let from_cols: Vec<String> = fi.columns.iter().map(|c| c.0.clone()).collect();
     t.resolve_exprs(&from_cols);
+    if t.propagate {
+        // carried: the read-side columns (as the stream announced them, else the catalog's)
+        // that the target already has; the others are added when the stream shows them
+        let (carry, skip): (Vec<String>, Vec<String>) = shape
+            .unwrap_or(&from_cols)
+            .iter()
+            .cloned()
+            .partition(|c| from_cols.contains(c) && ti.columns.iter().any(|x| x.0 == *c));
+        t.carry(&carry);
+        if shape.is_some() {
+            // the stream showed them and they were added where possible: what is left cannot be
+            t.uncarried = skip.into_iter().filter(|c| !t.inputs.contains(c)).collect();
+        }
+    }
+    t.from_columns = from_cols.clone();
+    t.input_oids = t
+        .inputs
+        .iter()
+        .map(|c| fi.columns.iter().position(|x| x.0 == *c).map(|p| fi.type_oids[p]).unwrap_or(0))
+        .collect();
     t.input_types = t
         .inputs
         .iter()

@@ -165,6 +165,7 @@ pub async fn run_status(cfg: &SyncConfig) -> Result<serde_json::Value, CommandEr
             .map(|(t, s)| (t.clone(), serde_json::json!({"state": s.state.as_str(), "rows": s.rows})))
             .collect::<serde_json::Map<_, _>>());
     }
+    out["columns"] = column_status(cfg).await?;
     if plan.bidirectional {
         out["conflicts"] = conflicts_status(&plan).await?;
     }
@@ -178,6 +179,38 @@ async fn conflicts_status(plan: &Plan) -> Result<serde_json::Value, CommandError
         let c = connect_to(&d.to_conn, d.to_label.clone()).await?;
         let s = crate::apply::conflict::summary(&c, &d.pipeline, 10).await?;
         out.insert(d.label.to_string(), s.unwrap_or(serde_json::json!({"total": 0})));
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// `status` → `columns`: per table of each running direction (by written-side table), the read
+/// side's columns nothing reads (`unmapped_source_columns`) and those `add_columns =
+/// "propagate"` carries, against the live catalogs; `{"error": ...}` when the mapping no longer
+/// fits them (e.g. a mapped column was dropped).
+async fn column_status(cfg: &SyncConfig) -> Result<serde_json::Value, CommandError> {
+    let src = connect_to(&cfg.source.conn, "source").await?;
+    let tgt = connect_to(&cfg.target.conn, "target").await?;
+    let mut out = serde_json::Map::new();
+    let plan = Plan::new(cfg);
+    for d in plan.running() {
+        let (from, to) = if d.way == Way::Forward { (&src, &tgt) } else { (&tgt, &src) };
+        let v = match catalog::resolved_mapping(cfg, d.way, from, to, false).await {
+            Ok(m) => serde_json::Value::Object(
+                m.tables
+                    .iter()
+                    .map(|t| {
+                        let unread: Vec<&String> = t.from_columns.iter().filter(|c| !t.inputs.contains(c)).collect();
+                        (
+                            t.to_table.clone(),
+                            serde_json::json!({"unmapped_source_columns": unread, "carried": t.carried}),
+                        )
+                    })
+                    .collect(),
+            ),
+            Err(CatalogError::Problems(p)) => serde_json::json!({"error": CatalogError::Problems(p).to_string()}),
+            Err(e) => return Err(e.into()),
+        };
+        out.insert(d.label.to_string(), v);
     }
     Ok(serde_json::Value::Object(out))
 }

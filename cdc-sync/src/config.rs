@@ -16,6 +16,9 @@ use crate::model::qualify;
 mod both_ways;
 use both_ways::{clock_config, table_conflict, RawClock};
 pub use both_ways::{ClockConfig, ConflictPolicy};
+mod add_columns;
+use add_columns::add_columns_of;
+pub use add_columns::AddColumns;
 
 /// A single configuration problem with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +151,7 @@ struct RawTable {
     /// Conflict policy (`direction = "both"` only).
     conflict: Option<Spanned<ConflictPolicy>>,
     columns: Spanned<BTreeMap<String, Spanned<ColumnSpec>>>,
+    add_columns: Option<Spanned<AddColumns>>,
 }
 
 /// How one target column gets its value.
@@ -265,6 +269,8 @@ pub struct TableConfig {
     pub line: usize,
     /// How conflicts are resolved (meaningful for `direction = "both"`; default last writer wins).
     pub conflict: ConflictPolicy,
+    /// Source columns the mapping does not read: ignored (default) or carried.
+    pub add_columns: AddColumns,
 }
 
 /// Tunables with defaults.
@@ -569,7 +575,8 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
             }
         }
         let conflict = table_conflict(t, &mut push);
-        tables.push(TableConfig { source, target, key, direction: t.direction, columns, line, conflict });
+        let add_columns = add_columns_of(t.add_columns.as_ref(), t.direction == Direction::Forward, &source, &mut push);
+        tables.push(TableConfig { source, target, key, direction: t.direction, columns, line, conflict, add_columns });
     }
 
     let status_listen = raw.status.listen;
@@ -715,6 +722,37 @@ id = "id"
         let e = parse_with_env("s.toml", &bad, &env).unwrap_err();
         assert_eq!(e.problems.len(), 2, "{e}");
         assert!(e.to_string().contains("s.toml:9:16: [replication] skip_origins: \"bad name\""), "{e}");
+    }
+
+    #[test]
+    fn add_columns_is_ignore_or_propagate_and_forward_only() {
+        let c = parse_with_env("s.toml", GOOD, &env).unwrap();
+        assert_eq!(c.tables[0].add_columns, AddColumns::Ignore);
+        let fwd = GOOD.replace("direction = \"both\"", "add_columns = \"propagate\"").replace(
+            "price_cents = { expr = \"(price * 100)::bigint\", reverse_column = \"price\", reverse_expr = \"(price_cents / 100.0)::numeric(12,2)\" }",
+            "",
+        );
+        assert_eq!(parse_with_env("s.toml", &fwd, &env).unwrap().tables[0].add_columns, AddColumns::Propagate);
+        let both = GOOD.replace("direction = \"both\"", "direction = \"both\"\nadd_columns = \"propagate\"");
+        let e = parse_with_env("s.toml", &both, &env).unwrap_err().to_string();
+        assert!(e.contains("s.toml:13:15: table public.products: add_columns = \"propagate\" needs direction"), "{e}");
+        // with a conflict policy too, each key keeps its rule (propagate: forward only; conflict:
+        // both only)
+        let e = parse_with_env(
+            "s.toml",
+            &both.replace("direction = \"both\"", "direction = \"both\"\nconflict = \"source_wins\""),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(e.to_string().contains("add_columns = \"propagate\" needs direction"), "{e}");
+        let e =
+            parse_with_env("s.toml", &fwd.replace("add_columns", "conflict = \"lww\"\nadd_columns"), &env).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(e.to_string().contains("`conflict` only applies to direction = \"both\""), "{e}");
+        let bad = GOOD.replace("direction = \"both\"", "add_columns = \"copy\"");
+        let e = parse_with_env("s.toml", &bad, &env).unwrap_err().to_string();
+        assert!(e.contains("s.toml:12:") && e.contains("ignore") && e.contains("propagate"), "{e}");
     }
 
     #[test]

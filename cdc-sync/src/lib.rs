@@ -5,9 +5,11 @@
 //! each direction reads, writes and names), [`source`] (publication, slot, snapshot, the
 //! [`source::ChangeStream`]), [`mapping`] (column mapping, pure), [`apply`] (the engine and the
 //! [`apply::Sink`]s), [`checkpoint`] (progress in the target); around them [`runner`] (`run`),
-//! [`retry`] and [`error`] (what happens after an error), [`status`], [`verify`], [`lock`], [`reverse_snapshot`] (the service's rows
-//! carried to legacy when reverse sync starts), [`clock`] (the servers' clock skew), [`slot_watch`] (lag and slot safety),
-//! [`commands`] (the one-shot commands), [`catalog`], [`connect`], [`model`].
+//! [`retry`] and [`error`] (what happens after an error), [`status`], [`verify`], [`lock`],
+//! [`reverse_snapshot`] (the service's rows carried to legacy when reverse sync starts),
+//! [`clock`] (the servers' clock skew), [`slot_watch`] (lag and slot safety), [`schema`] (schema
+//! changes seen in the stream), [`reload`] (sync.toml re-read on SIGHUP), [`commands`] (the
+//! one-shot commands), [`catalog`], [`connect`], [`model`].
 #![forbid(unsafe_code)]
 
 pub mod apply;
@@ -22,9 +24,11 @@ pub mod lock;
 pub mod mapping;
 pub mod model;
 pub mod plan;
+pub mod reload;
 pub mod retry;
 pub mod reverse_snapshot;
 pub mod runner;
+pub mod schema;
 pub mod slot_watch;
 pub mod source;
 pub mod status;

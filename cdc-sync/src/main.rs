@@ -42,7 +42,9 @@ enum Cmd {
     },
     /// Take the single-instance lock (an advisory lock on the source; a second instance of the
     /// same pipeline waits on standby and takes over when the first dies), create
-    /// publication/slot if needed, snapshot unfinished tables, then stream until stopped.
+    /// publication/slot if needed, snapshot unfinished tables, then stream until stopped. SIGHUP
+    /// re-reads the file: [[table]] entries and [clock] may change (a new table is copied alone), anything
+    /// else needs a restart.
     Run {
         /// The sync.toml file.
         #[arg(long, short)]
@@ -78,8 +80,10 @@ enum Cmd {
         #[arg(long)]
         purge: bool,
     },
-    /// Print slots (retained WAL), checkpoints, snapshot state and (bidirectional pipelines) the
-    /// conflicts each direction recorded (count by table and winner, the latest ten) as JSON.
+    /// Print slots (retained WAL), checkpoints, snapshot state, per table the source columns
+    /// nothing carries (or why the mapping no longer fits the catalogs) and (bidirectional
+    /// pipelines) the conflicts each direction recorded (count by table and winner, the latest
+    /// ten) as JSON.
     Status {
         /// The sync.toml file.
         #[arg(long, short)]
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
                 status_listen: status,
                 no_wait,
                 linger_after_stop: std::time::Duration::try_from_secs_f64(linger_after_stop).unwrap_or_default(),
+                config_path: Some(config.clone()),
             };
             match runtime().block_on(cdc_sync::runner::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,

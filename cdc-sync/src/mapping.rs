@@ -69,6 +69,17 @@ pub struct DirectedTable {
     pub conflict: crate::config::ConflictPolicy,
     /// `[[table]]` line in sync.toml.
     pub line: usize,
+    /// Type OIDs of `inputs` at the read side, filled from the catalog (empty until then).
+    pub input_oids: Vec<u32>,
+    /// Every read-side column when the mapping was resolved (to tell a new one).
+    pub from_columns: Vec<String>,
+    /// `add_columns = "propagate"`: unread read-side columns are carried under their own name.
+    pub propagate: bool,
+    /// The columns carried that way (a subset of `inputs`, each written to a same-named output).
+    pub carried: Vec<String>,
+    /// Columns of the stream's shape that cannot be carried (gone from the read side's catalog,
+    /// e.g. added and dropped again before the stream reached them): reported, not added again.
+    pub uncarried: Vec<String>,
 }
 
 /// Errors translating a change.
@@ -221,7 +232,9 @@ impl DirectedTable {
                 for k in &t.key {
                     key_outputs.push(outputs.iter().position(|o| o.column == *k).expect("validated"));
                 }
-                DirectedTable::new(t, t.target.clone(), t.source.clone(), inputs, outputs, key_outputs)
+                let mut d = DirectedTable::new(t, t.target.clone(), t.source.clone(), inputs, outputs, key_outputs);
+                d.propagate = false; // columns are only ever added to the service side
+                d
             }
         }
     }
@@ -246,6 +259,25 @@ impl DirectedTable {
             lww: t.direction == crate::config::Direction::Both,
             conflict: t.conflict,
             line: t.line,
+            input_oids: vec![],
+            from_columns: vec![],
+            propagate: t.add_columns == crate::config::AddColumns::Propagate,
+            carried: vec![],
+            uncarried: vec![],
+        }
+    }
+
+    /// Carry these read-side columns under their own name (`add_columns = "propagate"`): each
+    /// one the mapping does not already read, and whose name no output has, becomes an input
+    /// written to a same-named output. Call after [`resolve_exprs`](Self::resolve_exprs).
+    pub fn carry(&mut self, columns: &[String]) {
+        for c in columns {
+            if self.inputs.contains(c) || self.outputs.iter().any(|o| o.column == *c) {
+                continue;
+            }
+            self.inputs.push(c.clone());
+            self.outputs.push(Output { column: c.clone(), value: OutputValue::Input(self.inputs.len() - 1) });
+            self.carried.push(c.clone());
         }
     }
 

@@ -112,6 +112,8 @@ pub struct RelationInfo {
     pub table: Arc<str>,
     /// Column names in order.
     pub columns: Vec<Arc<str>>,
+    /// Type OID of each column, in the same order (empty when unknown).
+    pub type_oids: Vec<u32>,
 }
 
 /// One message of the logical change stream, in WAL order.

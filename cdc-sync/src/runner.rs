@@ -9,34 +9,41 @@
 //! connection holding the instance lock is lost (the source restarted), streaming stops at once,
 //! the lock is taken again after a backoff (standby if another instance was quicker), and the
 //! pipeline is prepared again and resumes from its checkpoints; a setup step that fails on an
-//! unavailable database (the target restarting while we start) is retried the same way.
+//! unavailable database (the target restarting while we start) is retried the same way. A
+//! SIGHUP ([`crate::reload`]) ends streaming the same way and prepares again with the re-read
+//! sync.toml.
+//!
+//! The preparation steps are in `runner::prepare`, the reasons `run` ends in `runner::error`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use tokio_postgres::Client;
-
-use crate::apply::{PgSink, Pipeline, PipelineError, PipelineOptions};
-use crate::catalog::{resolved_mapping, CatalogError};
-use crate::checkpoint::{CheckpointError, CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
+use crate::apply::{ddl, PgSink, Pipeline, PipelineError, PipelineOptions};
+use crate::catalog::resolved_mapping;
+use crate::checkpoint::{CheckpointStore, PgCheckpointStore};
 use crate::config::{OnSlotLost, SyncConfig};
-use crate::connect::connect;
 use crate::error::{pg_kind, ErrorKind};
-use crate::lock::{self, Attempt, Holder, InstanceLock, Waiting};
+use crate::lock::{self, Attempt, InstanceLock, Waiting};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
-use crate::retry::{Failure, Next, Retrier, RetryPolicy, StopReason};
-use crate::reverse_snapshot::{self, Carry, ReverseSnapshotError, Stamp};
+use crate::reload;
+use crate::retry::{Failure, Next, Retrier, RetryPolicy};
+use crate::schema::SchemaChange;
 use crate::slot_watch::monitor;
 pub use crate::slot_watch::{slot_danger, SlotDanger};
-use crate::source::snapshot::{copy_tables, SnapshotError, SnapshotJob};
-use crate::source::{self, PgChangeStream, SourceError};
+use crate::source::{PgChangeStream, SourceError};
 use crate::status::{self, ErrorReport, Metrics, Registry};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+mod error;
+mod prepare;
+
+pub use error::{AnotherInstanceActive, DirectionStopped, RunError, SlotLoss, SlotLost};
+use prepare::{carry_before_first_copy, connect_to, prepare_forward, prepare_reverse};
 
 /// How `run` runs.
 #[derive(Debug, Clone, Default)]
@@ -48,364 +55,8 @@ pub struct RunOptions {
     /// After a direction stops on an error, keep serving the status port this long (so
     /// `/status` shows why) before returning.
     pub linger_after_stop: Duration,
-}
-
-/// `run --no-wait` found another instance of the pipeline active.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "another cdc-sync instance of pipeline {pipeline} is active: the instance lock on the source \
-     (advisory lock on {key:?}) is held by {holder}; not waiting because of --no-wait"
-)]
-pub struct AnotherInstanceActive {
-    /// Pipeline name.
-    pub pipeline: String,
-    /// Lock key text.
-    pub key: String,
-    /// Who holds it.
-    pub holder: Holder,
-}
-
-/// A streaming direction stopped: an error that needs a human, or a transient one that kept
-/// repeating. The source is the last error; [`report`](Self::report) is what `/status` shows.
-#[derive(Debug, thiserror::Error)]
-#[error("{direction} pipeline stopped{}", match .reason {
-    StopReason::Fatal => String::new(),
-    StopReason::Repeated(n) => format!(" after {n} failed attempts in a row"),
-})]
-pub struct DirectionStopped {
-    /// `forward` or `reverse`.
-    pub direction: &'static str,
-    /// Why it stopped rather than retried.
-    pub reason: StopReason,
-    /// What `/status` shows.
-    pub report: ErrorReport,
-    /// The error.
-    #[source]
-    pub source: PipelineError,
-}
-
-/// How a slot was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotLoss {
-    /// The server invalidated it (`wal_status = 'lost'`: it retained more than
-    /// `max_slot_wal_keep_size`).
-    Invalidated,
-    /// It no longer exists (dropped).
-    Missing,
-}
-
-/// A slot the pipeline streams from is gone: the changes after its checkpoint are no longer at
-/// the source, so the target cannot be brought up to date by streaming.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "replication slot {slot} of pipeline {pipeline} {}: the changes after checkpoint {checkpoint} are no longer at \
-     the source, so the target (left as it is) cannot catch up by streaming. To copy every table again, set \
-     [replication] on_slot_lost = \"resnapshot\" (forward only; it truncates the target tables) or run \
-     `cdc-sync drop` and start again",
-    match .how {
-        SlotLoss::Invalidated => "was invalidated by the server (wal_status = lost: it retained more WAL than max_slot_wal_keep_size)",
-        SlotLoss::Missing => "no longer exists",
-    }
-)]
-pub struct SlotLost {
-    /// The slot.
-    pub slot: String,
-    /// The pipeline (checkpoint key).
-    pub pipeline: String,
-    /// Invalidated or gone.
-    pub how: SlotLoss,
-    /// The checkpoint the target is at.
-    pub checkpoint: Lsn,
-}
-
-/// Why `run` ended.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// A database could not be reached.
-    #[error("connecting to {what}")]
-    Connect {
-        /// Which side, and where its URL came from.
-        what: String,
-        /// The failure.
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    /// The status port could not be bound.
-    #[error("binding status port {listen}")]
-    Bind {
-        /// The address.
-        listen: String,
-        /// The failure.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `--no-wait` and another instance holds the lock.
-    #[error(transparent)]
-    AnotherInstance(#[from] AnotherInstanceActive),
-    /// The forward slot exists but its checkpoint does not.
-    #[error(
-        "slot {slot} exists on the source but the target has no checkpoint for pipeline {pipeline}; \
-         if it is a leftover, run `cdc-sync drop` and start again"
-    )]
-    SlotWithoutCheckpoint {
-        /// The slot.
-        slot: String,
-        /// The pipeline.
-        pipeline: String,
-    },
-    /// The reverse slot exists but its checkpoint does not.
-    #[error("reverse slot {slot} exists but the source has no checkpoint for {pipeline}; run `cdc-sync drop`")]
-    ReverseSlotWithoutCheckpoint {
-        /// The slot.
-        slot: String,
-        /// The pipeline.
-        pipeline: String,
-    },
-    /// A slot the checkpoint streams from is gone or invalidated (and `on_slot_lost` does not
-    /// allow a re-snapshot).
-    #[error(transparent)]
-    SlotLost(SlotLost),
-    /// The mapping does not fit the live catalogs.
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    /// Publication or slot setup failed.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// The state schema could not be read or written.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// Carrying the target-only rows to the source failed.
-    #[error(transparent)]
-    ReverseSnapshot(#[from] ReverseSnapshotError),
-    /// The initial copy failed (unfinished tables are copied again at the next start).
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    /// A streaming direction stopped.
-    #[error(transparent)]
-    Stopped(#[from] Box<DirectionStopped>),
-    /// A task panicked or was cancelled.
-    #[error("a task of the pipeline failed")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl RunError {
-    /// The kind of the failure (for `/status` and the retry decision).
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            RunError::Connect { source, .. } => pg_kind(source),
-            RunError::Catalog(e) => e.kind(),
-            RunError::Source(e) => e.kind(),
-            RunError::Checkpoint(e) => e.kind(),
-            RunError::ReverseSnapshot(e) => e.kind(),
-            RunError::Snapshot(e) => e.kind(),
-            RunError::SlotLost(_)
-            | RunError::SlotWithoutCheckpoint { .. }
-            | RunError::ReverseSlotWithoutCheckpoint { .. } => ErrorKind::Slot,
-            RunError::Stopped(s) => s.source.kind(),
-            RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Task(_) => ErrorKind::Other,
-        }
-    }
-
-    /// Did `run` stop on an error that a restart would meet again (data, schema, a lost slot, a
-    /// slot without checkpoint), so that a supervisor should not restart it until a human has
-    /// looked (`main` exits with code 4)? A transient error that kept repeating is not one: a
-    /// restart may well get past it.
-    pub fn needs_human(&self) -> bool {
-        match self {
-            RunError::Stopped(s) => s.reason == StopReason::Fatal && !s.source.kind().is_transient(),
-            RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Task(_) => false,
-            e => !e.kind().is_transient(),
-        }
-    }
-
-    /// When the session may be tried again (reconnect, prepare, resume from the checkpoints):
-    /// the kind of a transient failure. `None`: it needs a human (or another instance is active
-    /// and `--no-wait` was asked).
-    pub fn retry_kind(&self) -> Option<ErrorKind> {
-        match self {
-            RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Stopped(_) | RunError::Task(_) => None,
-            e => Some(e.kind()).filter(|k| k.is_transient()),
-        }
-    }
-}
-
-async fn connect_to(conn: &str, what: &str) -> Result<Client, RunError> {
-    connect(conn).await.map_err(|source| RunError::Connect { what: what.to_string(), source })
-}
-
-/// Prepare the forward direction: publication, slot, snapshot of unfinished tables. Returns the
-/// checkpoint to stream from and each table's snapshot floor.
-async fn prepare_forward(
-    cfg: &SyncConfig,
-    plan: &DirectionPlan,
-    mapping: &Arc<Mapping>,
-    src: &Client,
-    store: &mut PgCheckpointStore,
-    metrics: &Arc<Metrics>,
-) -> Result<(Lsn, Vec<Lsn>), RunError> {
-    let r = &cfg.replication;
-    let name = &plan.pipeline;
-    store.prepare().await?;
-    source::ensure_publication(src, &plan.publication, &mapping.from_table_names()).await?;
-    let mut cp = store.load(name).await?;
-    let mut slot = source::slot_info(src, &plan.slot).await?;
-    let mut states: HashMap<String, TableSnapshot> = store.tables(name).await?;
-    let mut exported = None;
-    if let Some(cp) = &cp {
-        let lost = match &slot {
-            None => Some(SlotLoss::Missing),
-            Some(s) if s.is_lost() => Some(SlotLoss::Invalidated),
-            Some(_) => None,
-        };
-        if let Some(how) = lost {
-            let lost = SlotLost { slot: plan.slot.clone(), pipeline: name.clone(), how, checkpoint: cp.lsn };
-            if r.on_slot_lost == OnSlotLost::Stop {
-                return Err(RunError::SlotLost(lost));
-            }
-            tracing::warn!(slot = %plan.slot, checkpoint = %cp.lsn, "{lost}; on_slot_lost = \"resnapshot\": creating it again and copying every table again");
-            if slot.is_some() {
-                source::drop_slot(src, &plan.slot).await?;
-            }
-            slot = None;
-        }
-    }
-    match (&slot, &cp) {
-        (None, _) => {
-            store.reset(name).await?;
-            states.clear();
-            let (conn, slot_name) = (plan.from_conn.clone(), plan.slot.clone());
-            let e =
-                tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, false)).await??;
-            tracing::info!(slot = %plan.slot, consistent_point = %e.consistent_point, "created slot with exported snapshot");
-            store.init(name, e.consistent_point).await?;
-            cp = store.load(name).await?;
-            exported = Some(e);
-        }
-        (Some(_), None) => {
-            return Err(RunError::SlotWithoutCheckpoint { slot: plan.slot.clone(), pipeline: name.clone() })
-        }
-        (Some(_), Some(_)) => {}
-    }
-    let cp = cp.expect("set above").lsn;
-    let todo: Vec<usize> = (0..mapping.tables.len())
-        .filter(|i| states.get(&mapping.tables[*i].to_table).map(|s| s.state != SnapshotState::Done).unwrap_or(true))
-        .collect();
-    if !todo.is_empty() {
-        metrics.set_state("snapshot");
-        let e = match exported.take() {
-            Some(e) => e,
-            None => {
-                // Resume: a temporary slot gives a fresh snapshot; the stream skips these tables'
-                // changes committed before its consistent point.
-                let (conn, slot_name) = (plan.from_conn.clone(), format!("{}_snap_{}", plan.slot, std::process::id()));
-                tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, true)).await??
-            }
-        };
-        let job = SnapshotJob {
-            pipeline: name.clone(),
-            mapping: Arc::clone(mapping),
-            tables: todo,
-            source: plan.from_conn.clone(),
-            target: plan.to_conn.clone(),
-            snapshot: e.snapshot.clone(),
-            lsn: e.consistent_point,
-            workers: r.snapshot_workers,
-            chunk_pages: r.snapshot_chunk_pages,
-            metrics: Arc::clone(metrics),
-        };
-        copy_tables(job, store).await?;
-        drop(e);
-        states = store.tables(name).await?;
-    }
-    let floors = mapping
-        .tables
-        .iter()
-        .map(|t| states.get(&t.to_table).and_then(|s| s.snapshot_lsn).unwrap_or_default())
-        .collect();
-    Ok((cp, floors))
-}
-
-/// Before the forward direction is prepared: when it will copy for the first time (no slot, no
-/// checkpoint) and some tables flow back, carry the target's rows that legacy lacks to legacy
-/// first, since the forward copy replaces the target tables' contents (see
-/// [`crate::reverse_snapshot`]).
-async fn carry_before_first_copy(
-    plan: &DirectionPlan,
-    reverse: &Arc<Mapping>,
-    src: &Client,
-    store: &mut PgCheckpointStore,
-) -> Result<(), RunError> {
-    store.prepare().await?;
-    if store.load(&plan.pipeline).await?.is_some() || source::slot_info(src, &plan.slot).await?.is_some() {
-        return Ok(());
-    }
-    let carried =
-        reverse_snapshot::carry_target_only_rows(reverse, &plan.to_conn, &plan.from_conn, &Carry::All, None).await?;
-    let rows: u64 = carried.rows.iter().map(|(_, n)| n).sum();
-    tracing::info!(rows, "reverse snapshot: the target's rows that legacy lacked are in legacy before the first copy");
-    Ok(())
-}
-
-/// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.
-/// A new slot comes with the reverse snapshot (the target-only rows carried to legacy) and the
-/// conflict horizons' start.
-async fn prepare_reverse(
-    plan: &DirectionPlan,
-    forward: &DirectionPlan,
-    mapping: &Arc<Mapping>,
-    tgt: &Client,
-    src: &Client,
-    store: &mut PgCheckpointStore,
-) -> Result<Lsn, RunError> {
-    let name = &plan.pipeline;
-    store.prepare().await?;
-    source::ensure_publication(tgt, &plan.publication, &mapping.from_table_names()).await?;
-    let cp = store.load(name).await?;
-    let slot = source::slot_info(tgt, &plan.slot).await?;
-    if let Some(cp) = &cp {
-        // The reverse direction has no snapshot to fall back on: a lost slot always stops.
-        let how = match &slot {
-            None => Some(SlotLoss::Missing),
-            Some(s) if s.is_lost() => Some(SlotLoss::Invalidated),
-            Some(_) => None,
-        };
-        if let Some(how) = how {
-            return Err(RunError::SlotLost(SlotLost {
-                slot: plan.slot.clone(),
-                pipeline: name.clone(),
-                how,
-                checkpoint: cp.lsn,
-            }));
-        }
-    }
-    match (slot, cp) {
-        (None, _) => {
-            store.reset(name).await?;
-            let lsn = source::create_slot(tgt, &plan.slot).await?;
-            tracing::info!(slot = %plan.slot, %lsn, "created reverse slot on the target");
-            // before the checkpoint: a crash in between stops at the next start (slot without
-            // checkpoint) rather than streaming without the carried rows
-            let carry = Carry::NotFromForward {
-                forward_origin: forward.origin.clone(),
-                forward_pipeline: forward.pipeline.clone(),
-            };
-            let stamp = Stamp { origin: plan.origin.clone(), lsn };
-            let carried =
-                reverse_snapshot::carry_target_only_rows(mapping, &plan.from_conn, &plan.to_conn, &carry, Some(&stamp))
-                    .await?;
-            reverse_snapshot::init_horizons(tgt, src, &forward.pipeline, name, carried.at, false).await?;
-            store.init(name, lsn).await?;
-            Ok(lsn)
-        }
-        (Some(_), None) => {
-            Err(RunError::ReverseSlotWithoutCheckpoint { slot: plan.slot.clone(), pipeline: name.clone() })
-        }
-        (Some(_), Some(c)) => {
-            // a pipeline that ran before conflicts were detected has no horizons yet
-            reverse_snapshot::init_horizons(tgt, src, &forward.pipeline, name, None, true).await?;
-            Ok(c.lsn)
-        }
-    }
+    /// The sync.toml file, re-read on SIGHUP ([`crate::reload`]); `None`: not re-read.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// One attempt: connect the sink and the stream, resume from the checkpoint, apply until an
@@ -416,6 +67,7 @@ async fn attempt(
     floors: &[Lsn],
     metrics: &Arc<Metrics>,
     isolate_through: Option<Lsn>,
+    schema: (Option<Lsn>, Lsn),
 ) -> Result<(), PipelineError> {
     let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
     let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
@@ -444,6 +96,8 @@ async fn attempt(
             skip_origins: plan.skip_origins.clone(),
             isolate_through,
             echo_origin: plan.stamps_origin.then(|| plan.echo_origin.clone()),
+            stop_before: schema.0,
+            types_checked_after: schema.1,
         },
         checkpoint: cp,
         table_floor: floors.to_vec(),
@@ -459,22 +113,65 @@ fn or_dash(s: &Option<String>) -> &str {
 
 /// One direction's streaming loop: after an error, resumes from the checkpoint as the
 /// [`Retrier`] decides (backoff, or pinning the failing row), or stops with the report.
+///
+/// A schema change seen in the stream ([`PipelineError::Schema`]) is first fenced: the next
+/// attempt applies and checkpoints everything before the transaction that met it. Then new
+/// columns of a propagating table are added, back-filled and mapped ([`ddl::reshape`]), and
+/// streaming goes on; a dropped or retyped column stops, with the checkpoint right before it.
+/// `interruptible` is false while the columns are added and back-filled (a SIGHUP waits).
 async fn stream_loop(
+    cfg: Arc<SyncConfig>,
     plan: DirectionPlan,
     mapping: Arc<Mapping>,
     floors: Vec<Lsn>,
     metrics: Arc<Metrics>,
+    types_after: Lsn,
+    interruptible: tokio::sync::watch::Sender<bool>,
 ) -> Result<(), DirectionStopped> {
     let label = plan.label;
     let mut retrier = Retrier::new(RetryPolicy::default());
     let mut rng = rand::rngs::StdRng::from_entropy();
     *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
+    let (mut mapping, mut types_after) = (mapping, types_after);
+    let mut fence: Option<Box<SchemaChange>> = None;
+    let mut shapes = HashMap::new();
     loop {
         let applied_before = metrics.applied_lsn.load(Relaxed);
         let started = Instant::now();
-        let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through()).await {
+        let schema = (fence.as_ref().map(|f| f.at()), types_after);
+        let e = match attempt(&plan, &mapping, &floors, &metrics, retrier.isolate_through(), schema).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
+        };
+        let e = match (e, fence.take()) {
+            (PipelineError::Schema(change), None) => {
+                tracing::info!(direction = label, table = %change.table(), commit_lsn = %change.at(),
+                    "schema change seen in the stream; applying what precedes that transaction first: {change}");
+                fence = Some(change);
+                continue;
+            }
+            (PipelineError::Fenced(_), Some(change)) if matches!(*change, SchemaChange::Reshape { .. }) => {
+                let SchemaChange::Reshape { table, columns, added, .. } = *change else { unreachable!("matched") };
+                // adding a column and back-filling it are two transactions: a SIGHUP waits for both
+                interruptible.send_replace(false);
+                let reshaped =
+                    ddl::reshape(&cfg, &plan, &mapping, &mut shapes, &table, columns, &added, &metrics).await;
+                interruptible.send_replace(true);
+                match reshaped {
+                    Ok((m, at)) => {
+                        tracing::info!(direction = label, table = %table, added = ?added, "mapped the table again after a change of its columns");
+                        (mapping, types_after) = (Arc::new(m), at);
+                        continue;
+                    }
+                    Err(e) => PipelineError::Reshape(e),
+                }
+            }
+            // stop, with the checkpoint right before the transaction that met the change
+            (PipelineError::Fenced(_), Some(change)) => PipelineError::Schema(change),
+            (e, f) => {
+                fence = f; // not there yet (a transient failure): fence again
+                e
+            }
         };
         metrics.ready.store(false, Relaxed);
         let change = e.change();
@@ -508,7 +205,7 @@ async fn stream_loop(
             Next::Stop(reason) => {
                 tracing::error!(direction = label, kind = %report.kind, table = or_dash(&report.table),
                     key = or_dash(&report.key), commit_lsn = or_dash(&report.lsn), sqlstate = or_dash(&report.sqlstate),
-                    message = %report.message, detail = or_dash(&report.detail), attempts = report.attempts,
+                    message = %report.message, detail = or_dash(&report.detail), hint = or_dash(&report.hint), attempts = report.attempts,
                     "pipeline stopped: {}", report.error);
                 metrics.note_stop(report.clone());
                 return Err(DirectionStopped { direction: label, reason, report, source: e });
@@ -523,6 +220,8 @@ async fn stream_loop(
 /// configured (`status_listen` wins), also on standby and while reconnecting, and for
 /// `linger_after_stop` after a stop.
 pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
+    let mut cfg = cfg;
+    let mut hangups = reload::Hangups::install(opts.config_path.clone());
     let plan = Plan::new(&cfg);
     let fwd_metrics = Arc::new(Metrics::default());
     fwd_metrics.set_state("starting");
@@ -558,10 +257,36 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
         loop {
             let started = Instant::now();
             let applied_before = applied(&reg);
-            let ended = tokio::select! {
-                r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics) => Ok(r),
-                why = instance.lost() => Err(why),
+            let mut reloaded = None;
+            // A SIGHUP is acted on once both directions are prepared and while no direction is
+            // adding columns: ending `run_active` in the middle of a step (e.g. between creating
+            // the reverse slot and recording its checkpoint, around the reverse snapshot; between
+            // adding a column and back-filling it) would leave a state the next start refuses or
+            // does not repair. Until then the signal waits (tokio keeps it).
+            let (interruptible_tx, mut interruptible) = tokio::sync::watch::channel(false);
+            let reread = async {
+                let _ = interruptible.wait_for(|p| *p).await;
+                let new = hangups.next(&cfg, &reg).await;
+                let _ = interruptible.wait_for(|p| *p).await;
+                new
             };
+            let ended = tokio::select! {
+                r = run_active(&cfg, &plan, &fwd_metrics, &rev_metrics, &interruptible_tx) => Ok(r),
+                why = instance.lost() => Err(why),
+                new = reread => {
+                    reloaded = Some(new);
+                    Ok(Ok(()))
+                }
+            };
+            if let Some(new) = reloaded {
+                // streaming stopped (uncommitted work rolled back); prepare again with the new tables
+                cfg = new;
+                for (_, m) in &reg {
+                    m.ready.store(false, Relaxed);
+                    m.set_state("starting: sync.toml re-read (SIGHUP)");
+                }
+                continue;
+            }
             // Whatever ended, `run_active` is gone: its tasks are aborted, nothing streams.
             let progressed = started.elapsed() >= policy.healthy_after || applied(&reg) > applied_before;
             let e = match ended {
@@ -718,16 +443,27 @@ async fn linger_after_stop(reg: &Registry, what: &str, serving: bool, linger: Du
     }
 }
 
+/// One active session: resolve the mappings, prepare both directions (the reverse snapshot
+/// before a fresh pipeline's first copy; both prepared before either streams), say so on
+/// `interruptible` (a SIGHUP may end the session from then on, except while a direction adds
+/// columns), then stream until a direction ends.
 async fn run_active(
     cfg: &SyncConfig,
     plan: &Plan,
     fwd_metrics: &Arc<Metrics>,
     rev_metrics: &Arc<Metrics>,
+    interruptible: &tokio::sync::watch::Sender<bool>,
 ) -> Result<(), RunError> {
     let (fwd_plan, rev_plan) = (plan.forward.clone(), plan.reverse.clone());
     let src = connect_to(&fwd_plan.from_conn, &fwd_plan.from_label).await?;
     let tgt = connect_to(&fwd_plan.to_conn, &fwd_plan.to_label).await?;
+    // types in Relation messages are compared for transactions after the mappings were read
+    let fwd_types_after = ddl::wal_position(&src).await.map_err(SourceError::from)?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
+    let rev_types_after = match plan.bidirectional {
+        true => ddl::wal_position(&tgt).await.map_err(SourceError::from)?,
+        false => Lsn(0),
+    };
     let rev = match plan.bidirectional {
         true => Some(Arc::new(resolved_mapping(cfg, Way::Reverse, &tgt, &src, false).await?)),
         false => None,
@@ -743,6 +479,7 @@ async fn run_active(
         let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
         prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore).await?;
     }
+    interruptible.send_replace(true);
     let mut tasks: tokio::task::JoinSet<Result<(), RunError>> = tokio::task::JoinSet::new();
     let (p, m) = (fwd_plan.clone(), Arc::clone(fwd_metrics));
     tasks.spawn(async move {
@@ -750,8 +487,10 @@ async fn run_active(
         Ok(())
     });
     if !fwd.tables.is_empty() {
-        let (m, f) = (Arc::clone(fwd_metrics), Arc::clone(&fwd));
-        tasks.spawn(async move { Ok(stream_loop(fwd_plan, f, floors, m).await.map_err(Box::new)?) });
+        let (m, f, c, i) = (Arc::clone(fwd_metrics), Arc::clone(&fwd), Arc::new(cfg.clone()), interruptible.clone());
+        tasks.spawn(
+            async move { Ok(stream_loop(c, fwd_plan, f, floors, m, fwd_types_after, i).await.map_err(Box::new)?) },
+        );
     }
     if let Some(rev) = rev {
         let watched = vec![Arc::clone(fwd_metrics), Arc::clone(rev_metrics)];
@@ -766,8 +505,10 @@ async fn run_active(
             Ok(())
         });
         let floors = vec![Lsn(0); rev.tables.len()];
-        let m = Arc::clone(rev_metrics);
-        tasks.spawn(async move { Ok(stream_loop(rev_plan, rev, floors, m).await.map_err(Box::new)?) });
+        let (m, c, i) = (Arc::clone(rev_metrics), Arc::new(cfg.clone()), interruptible.clone());
+        tasks.spawn(async move {
+            Ok(stream_loop(c, rev_plan, rev, floors, m, rev_types_after, i).await.map_err(Box::new)?)
+        });
     }
     while let Some(res) = tasks.join_next().await {
         res??;

@@ -421,6 +421,7 @@ fn convert(ev: EventType) -> Option<SourceMessage> {
         EventType::Origin { origin_name, .. } => SourceMessage::Origin { name: origin_name.to_string() },
         EventType::Relation { namespace, relation_name, columns, .. } => SourceMessage::Relation(RelationInfo {
             table: qualified(&namespace, &relation_name),
+            type_oids: columns.iter().map(|c| c.type_id).collect(),
             columns: columns.into_iter().map(|c| c.name).collect(),
         }),
         EventType::Insert { schema, table, data, .. } => SourceMessage::Change(RowChange {

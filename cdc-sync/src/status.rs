@@ -38,6 +38,10 @@ pub struct ErrorReport {
     pub attempts: u32,
     /// When it happened (RFC 3339).
     pub at: String,
+    /// What to do about it, when cdc-sync can tell (e.g. a mapped column missing on the written
+    /// side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl ErrorReport {
@@ -168,6 +172,15 @@ pub struct Metrics {
     pub conflicts_kept_local: AtomicU64,
     /// The last clock comparison of the two servers (`None` before the first).
     pub clock: Mutex<Option<ClockReading>>,
+    /// Schema changes: source columns that appeared while streaming and that nothing carries
+    /// (`schema.table.column`), each reported once.
+    pub unmapped_columns: Mutex<Vec<String>>,
+    /// Schema changes: columns added to target tables (`add_columns = "propagate"`).
+    pub columns_propagated: AtomicU64,
+    /// The last sync.toml re-read (SIGHUP) that was refused, until one is taken.
+    pub reload_error: Mutex<Option<String>>,
+    /// Re-reads of sync.toml refused.
+    pub reload_failures: AtomicU64,
 }
 
 /// One comparison of the two servers' clocks, as `/status` and `/metrics` show it.
@@ -208,6 +221,17 @@ impl Metrics {
     /// Record a clock comparison.
     pub fn note_clock(&self, reading: ClockReading) {
         *self.clock.lock().expect("not poisoned") = Some(reading);
+    }
+
+    /// Note an unmapped source column; `true` the first time (log it then).
+    pub fn note_unmapped(&self, table: &str, column: &str) -> bool {
+        let name = format!("{table}.{column}");
+        let mut v = self.unmapped_columns.lock().expect("not poisoned");
+        if v.contains(&name) {
+            return false;
+        }
+        v.push(name);
+        true
     }
 
     /// Record a committed target transaction.
@@ -341,6 +365,9 @@ impl Metrics {
             "rows_per_second": self.rows_per_s_milli.load(Relaxed) as f64 / 1000.0,
             "retained_wal_bytes": self.retained_wal_bytes.load(Relaxed),
             "wal_status": self.wal_status().as_str(),
+            "unmapped_source_columns": self.unmapped_columns.lock().expect("not poisoned").clone(),
+            "columns_propagated": self.columns_propagated.load(Relaxed),
+            "config_reload_error": *self.reload_error.lock().expect("not poisoned"),
             "safe_wal_bytes": Some(self.safe_wal_bytes.load(Relaxed)).filter(|b| *b >= 0 && self.wal_status() != SlotWalStatus::Unknown),
             "snapshot": {
                 "rows": self.snapshot_rows.load(Relaxed),
@@ -465,6 +492,21 @@ pub fn prometheus(reg: &Registry) -> String {
     metric("cdc_sync_standby", "1 while waiting for the single-instance lock", "gauge", &|m| {
         (m.standby.load(Relaxed) as u8).to_string()
     });
+    metric(
+        "cdc_sync_unmapped_source_columns",
+        "Source columns that appeared while streaming and are not carried to the target",
+        "gauge",
+        &|m| m.unmapped_columns.lock().expect("not poisoned").len().to_string(),
+    );
+    metric("cdc_sync_config_reload_failures_total", "Re-reads of sync.toml (SIGHUP) refused", "counter", &|m| {
+        m.reload_failures.load(Relaxed).to_string()
+    });
+    metric(
+        "cdc_sync_columns_propagated_total",
+        "Columns added to target tables (add_columns = propagate)",
+        "counter",
+        &|m| m.columns_propagated.load(Relaxed).to_string(),
+    );
     out
 }
 

@@ -5,10 +5,12 @@
 //! checkpoint), [`sink`] (the [`Sink`] contract every writer keeps), [`batch`] (regrouping one
 //! flush into few statements), [`conflict`] (bidirectional tables: conflicts, decided and
 //! recorded before a flush is written), then a sink: [`pg_sink`] ([`PgSink`], PostgreSQL) or
-//! [`memory_sink`] ([`MemorySink`], unit tests).
+//! [`memory_sink`] ([`MemorySink`], unit tests). Beside that path, [`ddl`] adds and back-fills
+//! the columns `add_columns = "propagate"` carries.
 
 pub mod batch;
 pub mod conflict;
+pub mod ddl;
 pub mod memory_sink;
 pub mod pg_sink;
 pub mod pipeline;

@@ -11,7 +11,8 @@ use crate::checkpoint::CheckpointError;
 use crate::config::SkipOrigins;
 use crate::error::{chain, ErrorKind, ServerError};
 use crate::mapping::{MapError, Mapping, Op};
-use crate::model::{Lsn, SourceMessage};
+use crate::model::{Lsn, RelationInfo, SourceMessage};
+use crate::schema::{self, SchemaChange};
 use crate::source::{ChangeStream, SourceError};
 use crate::status::{ErrorReport, Metrics};
 
@@ -31,6 +32,17 @@ pub enum PipelineError {
     /// Reading the checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A table's shape changed at the source (seen in a Relation message) in a way the mapping
+    /// does not fit: a read column dropped or retyped (needs a human), or new columns to carry.
+    #[error(transparent)]
+    Schema(#[from] Box<SchemaChange>),
+    /// Not a failure: [`PipelineOptions::stop_before`] was reached, everything committed before
+    /// that transaction is applied and checkpointed.
+    #[error("stopped before the source transaction committing at {0}, as asked")]
+    Fenced(Lsn),
+    /// Carrying new columns (adding them to the target, mapping again) failed.
+    #[error(transparent)]
+    Reshape(#[from] crate::apply::ddl::ReshapeError),
 }
 
 impl PipelineError {
@@ -39,8 +51,10 @@ impl PipelineError {
         match self {
             PipelineError::Source(e) => e.kind(),
             PipelineError::Sink(e) => e.kind(),
-            PipelineError::Map(_) => ErrorKind::Schema,
+            PipelineError::Map(_) | PipelineError::Schema(_) => ErrorKind::Schema,
             PipelineError::Checkpoint(e) => e.kind(),
+            PipelineError::Fenced(_) => ErrorKind::Other,
+            PipelineError::Reshape(e) => e.kind(),
         }
     }
 
@@ -60,24 +74,34 @@ impl PipelineError {
     /// What `/status` and the log show about it.
     pub fn report(&self, attempts: u32) -> ErrorReport {
         let server = ServerError::of(self);
+        let hint = match self {
+            PipelineError::Sink(_) => schema::written_side_hint(server.sqlstate.as_deref()),
+            _ => None,
+        };
         let at = self.change();
         let kind = self.kind();
         let table = match self {
             PipelineError::Map(m) => Some(m.table().to_string()),
+            PipelineError::Schema(s) => Some(s.table().to_string()),
             _ => at.and_then(|c| c.table.clone()),
+        };
+        let schema_at = match self {
+            PipelineError::Schema(s) => Some(s.at().to_string()),
+            _ => None,
         };
         ErrorReport {
             kind: kind.as_str().to_string(),
             retryable: kind.is_transient(),
             table,
             key: at.and_then(|c| c.key.clone()),
-            lsn: at.and_then(|c| c.lsn).map(|l| l.to_string()),
+            lsn: at.and_then(|c| c.lsn).map(|l| l.to_string()).or(schema_at),
             sqlstate: server.sqlstate,
             message: server.message,
             detail: server.detail,
             error: chain(self),
             attempts,
             at: Utc::now().to_rfc3339(),
+            hint,
         }
     }
 }
@@ -101,6 +125,13 @@ pub struct PipelineOptions {
     /// written side's versions, which the sink's conflict detection follows
     /// ([`Sink::note_echo`]). `None`: not followed.
     pub echo_origin: Option<String>,
+    /// Commit what precedes the source transaction committing at this LSN, then end with
+    /// [`PipelineError::Fenced`] (the runner sets it to act on a schema change with the
+    /// checkpoint right before the transaction that met it).
+    pub stop_before: Option<Lsn>,
+    /// Compare column types in Relation messages only for transactions committed after this
+    /// LSN (when the mapping's types were read from the catalog).
+    pub types_checked_after: Lsn,
 }
 
 /// The apply engine: reads a [`ChangeStream`], maps, writes to a [`Sink`], commits with the
@@ -145,9 +176,24 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
         let mut started = Instant::now();
         let isolate_through = self.options.isolate_through;
         let isolating = |commit_lsn: Lsn| isolate_through.is_some_and(|l| commit_lsn <= l);
+        // Relation messages not yet compared with the mapping: checked at the table's next
+        // applied change (a replayed or skipped transaction may carry an older shape).
+        let mut relations: std::collections::HashMap<Arc<str>, RelationInfo> = Default::default();
         loop {
             let msg = self.stream.next().await?;
             match msg {
+                SourceMessage::Begin { final_lsn, .. }
+                    if final_lsn >= self.checkpoint && self.options.stop_before.is_some_and(|s| final_lsn >= s) =>
+                {
+                    if let Some(info) = pending.take() {
+                        self.flush(&mut ops, &mut open).await?;
+                        let stats = self.sink.commit(&info).await?;
+                        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
+                        self.stream.confirm(info.lsn);
+                        self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
+                    }
+                    return Err(PipelineError::Fenced(final_lsn));
+                }
                 SourceMessage::Begin { final_lsn, commit_ts, .. } => {
                     cur = Some(Txn {
                         commit_lsn: final_lsn,
@@ -166,14 +212,26 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     }
                 }
                 SourceMessage::Relation(r) => {
-                    for &i in self.mapping.indexes_of(&r.table) {
-                        self.mapping.tables[i].check_relation(&r.columns)?;
+                    if !self.mapping.indexes_of(&r.table).is_empty() {
+                        relations.insert(Arc::clone(&r.table), r);
                     }
                 }
                 SourceMessage::Change(c) => {
                     let Some(t) = cur.as_mut() else { continue };
                     if t.replayed || t.origin {
                         continue;
+                    }
+                    if let Some(rel) = relations.remove(&c.table) {
+                        let check_types = t.commit_lsn > self.options.types_checked_after;
+                        for &i in self.mapping.indexes_of(&c.table) {
+                            let new = schema::check(&self.mapping.tables[i], &rel, t.commit_lsn, check_types)?;
+                            for col in new {
+                                if self.metrics.note_unmapped(&rel.table, &col) {
+                                    tracing::warn!(table = %rel.table, column = %col, to_table = %self.mapping.tables[i].to_table,
+                                        "unmapped source column: not carried to the target (map it in sync.toml, or set add_columns = \"propagate\")");
+                                }
+                            }
+                        }
                     }
                     // One op per target table the source table maps to (fan-out).
                     let mut mapped = false;
@@ -332,6 +390,8 @@ mod tests {
                 skip_origins: SkipOrigins::new(["cdc_sync_x".to_string()]),
                 isolate_through: None,
                 echo_origin: None,
+                stop_before: None,
+                types_checked_after: Lsn(0),
             },
             checkpoint,
             table_floor: vec![Lsn(0)],
@@ -412,15 +472,16 @@ mod tests {
         let mut msgs = vec![SourceMessage::Relation(RelationInfo {
             table: "public.items".into(),
             columns: vec!["id".into(), "n".into(), "added".into()],
+            type_oids: vec![],
         })];
-        msgs.extend(tx(100, None, vec![]));
+        msgs.extend(tx(100, None, vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]));
         let (_, res, _) = run(msgs, Lsn(0)).await;
         let e = res.unwrap_err();
         assert!(e.is_fatal());
         assert!(e.to_string().contains("mapped column body of public.items"), "{e}");
         let r = e.report(1);
         assert_eq!((r.kind.as_str(), r.retryable, r.table.as_deref()), ("schema", false, Some("public.items")));
-        assert_eq!((&r.sqlstate, &r.key, &r.lsn), (&None, &None, &None));
+        assert_eq!((&r.sqlstate, &r.key, r.lsn.as_deref()), (&None, &None, Some("0/64")));
         assert!(r.message.contains("mapped column body of public.items"), "{r:?}");
     }
 
@@ -465,6 +526,8 @@ mod tests {
                 skip_origins: SkipOrigins::default(),
                 isolate_through: Some(Lsn(200)),
                 echo_origin: None,
+                stop_before: None,
+                types_checked_after: Lsn(0),
             },
             checkpoint: Lsn(0),
             table_floor: vec![Lsn(0)],
@@ -522,6 +585,8 @@ mod tests {
                 skip_origins: SkipOrigins::new(["cdc_sync_t_rev".to_string()]),
                 isolate_through: None,
                 echo_origin: Some("cdc_sync_t_rev".into()),
+                stop_before: None,
+                types_checked_after: Lsn(0),
             },
             checkpoint: Lsn(0),
             table_floor: vec![Lsn(0)],
@@ -553,5 +618,74 @@ mod tests {
         // without bidirectional tables there is nothing to follow: skipped and confirmed only
         let events = record(tx(200, Some("cdc_sync_t_rev"), ins("9")), false).await;
         assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn stop_before_commits_what_precedes_and_ends_fenced() {
+        let mut msgs = tx(100, None, vec![ChangeKind::Insert { new: r("1", Some("b"), "0") }]);
+        msgs.extend(tx(150, None, vec![ChangeKind::Insert { new: r("2", Some("b"), "0") }]));
+        msgs.extend(tx(200, None, vec![ChangeKind::Insert { new: r("3", Some("b"), "0") }]));
+        let sink = Recording::default();
+        let log = Arc::clone(&sink.log);
+        let stream = ScriptedStream::new(msgs);
+        let confirmed = Arc::clone(&stream.confirmed);
+        let p = Pipeline {
+            stream,
+            sink,
+            mapping: mapping(),
+            options: PipelineOptions {
+                name: "t".into(),
+                batch_rows: 5000,
+                max_batch_age: Duration::from_secs(60),
+                skip_origins: SkipOrigins::default(),
+                isolate_through: None,
+                echo_origin: None,
+                stop_before: Some(Lsn(200)),
+                types_checked_after: Lsn(0),
+            },
+            checkpoint: Lsn(0),
+            table_floor: vec![Lsn(0)],
+            metrics: Arc::new(Metrics::default()),
+        };
+        let e = p.run().await.unwrap_err();
+        assert!(matches!(e, PipelineError::Fenced(Lsn(200))), "{e:?}");
+        // 100 and 150 are group-committed together (the stream had more pending), 200 not at all
+        assert_eq!(log.lock().unwrap().clone(), vec![(2, None), (0, Some(Lsn(151)))]);
+        assert_eq!(*confirmed.lock().unwrap(), Lsn(151));
+    }
+
+    #[tokio::test]
+    async fn a_relation_is_checked_at_the_next_applied_change_of_its_table() {
+        let rel = |cols: &[&str]| {
+            SourceMessage::Relation(RelationInfo {
+                table: "public.items".into(),
+                columns: cols.iter().map(|c| Arc::from(*c)).collect(),
+                type_oids: vec![],
+            })
+        };
+        // an older shape (body missing) inside a transaction already applied: not checked; the
+        // next applied transaction brings the current shape
+        let mut msgs = tx(100, None, vec![]);
+        msgs.insert(1, rel(&["id", "n"]));
+        msgs.insert(
+            2,
+            SourceMessage::Change(RowChange {
+                table: "public.items".into(),
+                kind: ChangeKind::Insert { new: r("1", Some("a"), "0") },
+            }),
+        );
+        let mut next = tx(200, None, vec![ChangeKind::Insert { new: r("2", Some("b"), "0") }]);
+        next.insert(1, rel(&["id", "body", "n"]));
+        msgs.extend(next);
+        let (sink, res, _) = run(msgs.clone(), Lsn(150)).await;
+        assert!(ended(&res), "{res:?}");
+        assert_eq!(sink.committed[0].len(), 1);
+        // the same older shape in a transaction to apply stops it before any of its rows
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(
+            matches!(res, Err(PipelineError::Schema(ref s)) if matches!(**s, SchemaChange::Dropped { .. })),
+            "{res:?}"
+        );
+        assert!(sink.committed[0].is_empty() && confirmed == Lsn(0));
     }
 }
