@@ -27,7 +27,8 @@
 #                      what our callbacks cost on top of Pingora's proxy framework;
 #          "pg-core" = gateway/examples/core_proxy.rs (a forwarder on pingora-core alone),
 #                      what Pingora's HTTP/1 stack costs without the proxy framework;
-#        the RESULT line then adds gateway_vs_minimal_pingora_rps and core_vs_nginx_rps.
+#        the RESULT line then adds gateway_vs_minimal_pingora_rps, gateway_vs_minimal_user_cpu
+#        (user CPU per request, gateway / minimal) and core_vs_nginx_rps.
 # Besides req/s and latency it prints the CPU time each proxy process spent per request
 # (user and kernel, from /proc/PID/stat over the measured runs): steadier than req/s on a
 # shared machine, and it shows where the difference is (see docs/perf.md).
@@ -326,7 +327,10 @@ if [[ $TLS == 1 ]]; then
 fi
 echo
 if [[ ${MINIMAL:-0} == 1 ]]; then
-  extra+=" gateway_vs_minimal_pingora_rps=$(ratio "${MR[gateway]}" "${MR[pingora]}") core_vs_nginx_rps=$(ratio "${MR[pg-core]}" "${MR[nginx]}")"
+  printf '  %-15s %8s %8s   (gateway / minimal pingora-proxy; user CPU/req %s)\n' "HTTP/1.1" \
+    "$(ratio "${MR[gateway]}" "${MR[pingora]}")" "$(cpu_ratio gateway pingora)" "$(ratio "${USR[gateway]}" "${USR[pingora]}")"
+  extra+=" gateway_vs_minimal_pingora_rps=$(ratio "${MR[gateway]}" "${MR[pingora]}")"
+  extra+=" gateway_vs_minimal_user_cpu=$(ratio "${USR[gateway]}" "${USR[pingora]}") core_vs_nginx_rps=$(ratio "${MR[pg-core]}" "${MR[nginx]}")"
 fi
 echo "RESULT gateway_vs_nginx_rps=$(ratio "${MR[gateway]}" "${MR[nginx]}")" \
   "gateway_vs_haproxy_rps=$(ratio "${MR[gateway]}" "${MR[haproxy]}")" \

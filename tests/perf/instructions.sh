@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, gateway vs a minimal pingora-proxy, under
+# callgrind: deterministic where req/s and CPU time move with the machine's load.
+#
+#   tests/perf/instructions.sh [SECONDS] [CONNS]
+#
+# Both proxies are built with the `release-gw` profile (what the gateway ships with) and run
+# one worker thread in front of the same nginx upstream. Each is started under
+# `valgrind --tool=callgrind --instr-atstart=no`, warmed up, then instrumented only while
+# `wrk -t1 -c CONNS -d SECONDS` runs; the dump's total Ir divided by the requests wrk completed is
+# the figure. The gateway serves the gateway benchmark's routes.toml shape: 1,000 routes
+# (exact, parameter and prefix paths), request ids, traceparent, X-Forwarded-*, metrics; the
+# request goes to an extracted route with a path parameter. `callgrind_annotate` of the dumps
+# (kept in $KEEP when set) shows where the instructions go.
+#
+# Ends with:
+#   RESULT gateway_ir_per_req=... minimal_ir_per_req=... gateway_vs_minimal_ir=...
+set -euo pipefail
+
+SECS=${1:-4}
+CONNS=${2:-4}
+(( SECS <= 10 )) || { echo "keep the instrumented run <= 10 s" >&2; exit 64; }
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/perf/lib.sh"
+ensure_tools nginx wrk valgrind callgrind_control
+BIN=${GATEWAY_BIN:-$ROOT/target/release-gw/strangler-gateway}
+MIN_BIN=$ROOT/target/release-gw/examples/minimal_proxy
+(cd "$ROOT" && cargo build -q --profile release-gw -p strangler-gateway --bin strangler-gateway --example minimal_proxy)
+bench_setup gw-instr
+UP=$(port); GW=$(port); GWA=$(port); MIN=$(port)
+TARGET=/api/svc777/items/9
+start_json_upstream "$WORK/up" "$UP"
+wait_port "$UP"
+
+{
+  printf '[gateway]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\nthreads = 1\n\n' "$GW" "$GWA"
+  printf '[defaults]\nupstream = "legacy"\n[upstreams.legacy]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
+  printf '[upstreams.svc]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
+  for i in $(seq 0 999); do
+    case $((i % 3)) in
+      0) m="{ path = \"/api/svc$i/items/{id}\" }" ;;
+      1) m="{ path = \"/api/svc$i/items/{id}\" }" ;;
+      2) m="{ path = \"/api/svc$i/**\" }" ;;
+    esac
+    printf '[[routes]]\nname = "r%d"\nmatch = %s\nto = "svc"\nstage = "extracted"\n' "$i" "$m"
+    printf '[[routes]]\nname = "x%d"\nmatch = { path = "/api/exact%d" }\nstage = "legacy"\n' "$i" "$i"
+  done
+} > "$WORK/routes.toml"
+"$BIN" check "$WORK/routes.toml" > /dev/null
+
+# measure NAME CMD...: runs CMD under callgrind, prints "Ir requests"
+measure() {
+  local name=$1 p=$2; shift 2
+  local out=$WORK/callgrind.$name
+  RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@" \
+    > "$WORK/$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 600); do
+    curl -sf -o /dev/null "http://127.0.0.1:$p$TARGET" && break
+    sleep 0.1
+  done
+  curl -sf -o /dev/null "http://127.0.0.1:$p$TARGET" || { echo "$name never answered" >&2; cat "$WORK/$name.log" >&2; exit 1; }
+  wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$p$TARGET" > /dev/null # warm-up, not counted
+  callgrind_control -i on "$pid" > /dev/null
+  local w
+  w=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$p$TARGET")
+  callgrind_control -i off "$pid" > /dev/null
+  if grep -q "Non-2xx\|Socket errors" <<<"$w"; then echo "$name: failed requests:" >&2; echo "$w" >&2; exit 1; fi
+  local reqs
+  reqs=$(awk '/requests in/ {print $1}' <<<"$w")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local ir
+  ir=$(awk '/^(summary|totals):/ {s += $2} END {print s}' "$out"*)
+  [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$out"* "$KEEP/"
+  echo "$ir $reqs"
+}
+
+LOAD_START=$(loadavg)
+read -r GW_IR GW_REQS < <(measure gateway "$GW" "$BIN" run --config "$WORK/routes.toml" --no-watch \
+  --pid-file "$WORK/gw.pid" --upgrade-sock "$WORK/gw.sock")
+read -r MIN_IR MIN_REQS < <(measure minimal "$MIN" "$MIN_BIN" "127.0.0.1:$MIN" "127.0.0.1:$UP")
+GW_PER=$(awk -v a="$GW_IR" -v b="$GW_REQS" 'BEGIN{printf "%d", a/b}')
+MIN_PER=$(awk -v a="$MIN_IR" -v b="$MIN_REQS" 'BEGIN{printf "%d", a/b}')
+
+printf '\n| proxy (release-gw, 1 thread) | requests | Ir / request |\n|---|---:|---:|\n'
+printf '| gateway, 1,000 routes | %s | %s |\n| minimal pingora-proxy | %s | %s |\n' "$GW_REQS" "$GW_PER" "$MIN_REQS" "$MIN_PER"
+echo "load average: $LOAD_START -> $(loadavg) (instruction counts do not depend on it)"
+echo "RESULT gateway_ir_per_req=$GW_PER minimal_ir_per_req=$MIN_PER gateway_vs_minimal_ir=$(ratio "$GW_PER" "$MIN_PER")"
