@@ -47,8 +47,11 @@ pub(crate) struct Clients {
     /// By the upstream's address; the `Weak` keeps that address from being reused while the
     /// entry exists, so an entry found is the upstream asked for. Dead entries are pruned when a
     /// new one is added.
-    targets: Mutex<HashMap<usize, (Weak<Upstream>, Arc<Target>)>>,
+    targets: Mutex<HashMap<usize, Known>>,
 }
+
+/// An upstream mirrors have gone to, and its target.
+type Known = (Weak<Upstream>, Arc<Target>);
 
 /// What a mirror to one upstream needs: the scheme and, per endpoint, its client and its
 /// authority (for requests that carry none).
