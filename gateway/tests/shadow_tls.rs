@@ -2,7 +2,8 @@
 //! second gateway with an HTTPS listener whose certificate a test CA signed (h2 and HTTP/1.1 by
 //! ALPN), in front of a real HTTP server. The mirrors must go the way the primary path would go:
 //! TLS verified against the upstream's `ca_file` and `sni`, h2 when `protocol` asks for it, h2c
-//! by prior knowledge without TLS; with another CA they fail and count as shadow errors.
+//! by prior knowledge without TLS, any certificate with `verify = false`; with another CA or a
+//! wrong name they fail and count as shadow errors.
 
 mod common;
 
@@ -117,6 +118,19 @@ async fn mirrors_reach_tls_and_h2_upstreams_as_the_primary_path_would() {
     let gw = outer(&legacy, &format!("endpoints = [\"127.0.0.1:{}\"]\nprotocol = \"h2\"", inner.port));
     let v = mirror(&gw, 2).await;
     assert_eq!((count(&v, "/compared"), count(&v, "/errors/shadow")), (2, 0), "h2c: {v:#}\n{}", gw.log());
+    expected += 2;
+    assert_eq!(svc.hits(), expected);
+
+    // `verify = false` trusts any certificate, as on the primary path
+    let gw = outer(
+        &legacy,
+        &format!(
+            "endpoints = [\"127.0.0.1:{https}\"]\ntls = {{ sni = \"svc.test\", ca_file = \"{}\", verify = false }}",
+            other_ca.display()
+        ),
+    );
+    let v = mirror(&gw, 2).await;
+    assert_eq!((count(&v, "/compared"), count(&v, "/errors/shadow")), (2, 0), "verify = false: {v:#}\n{}", gw.log());
     expected += 2;
     assert_eq!(svc.hits(), expected);
 

@@ -84,12 +84,11 @@ impl Clients {
         let tls = match &upstream.tls {
             None => None,
             Some(tls) => Some(
-                TlsTarget::new(upstream, tls)
-                    .map_err(|e| format!("TLS settings of upstream {}: {e}", upstream.name))?,
+                tls_dialers(upstream, tls).map_err(|e| format!("TLS settings of upstream {}: {e}", upstream.name))?,
             ),
         };
         let mut endpoints = Vec::with_capacity(upstream.endpoints.len());
-        for ep in &upstream.endpoints {
+        for (i, ep) in upstream.endpoints.iter().enumerate() {
             let authority = Authority::try_from(ep.addr.to_string()).map_err(|e| e.to_string())?;
             let client = match &tls {
                 None => {
@@ -99,10 +98,7 @@ impl Clients {
                         .or_insert_with(|| client(Connector { addr: ep.addr, tls: None }, h2))
                         .clone()
                 }
-                Some(t) => {
-                    let dial = Some((t.connector.clone(), t.name(ep.addr)));
-                    client(Connector { addr: ep.addr, tls: dial }, h2)
-                }
+                Some(dials) => client(Connector { addr: ep.addr, tls: Some(dials[i].clone()) }, h2),
             };
             endpoints.push((client, authority));
         }
@@ -120,73 +116,73 @@ fn client(connector: Connector, http2_only: bool) -> MirrorClient {
         .build(connector)
 }
 
-/// How to open TLS to one upstream's endpoints.
-pub(crate) struct TlsTarget {
-    connector: pingora::tls::TlsConnector,
-    /// The SNI (and verified name) per endpoint address; an endpoint without one is reached by
-    /// its IP address, without SNI and without verification, as Pingora does.
-    names: Vec<(SocketAddr, ServerName<'static>)>,
+/// How to open TLS to each endpoint of one upstream (in its order): a connector and the name
+/// sent as SNI and verified. SNI is the configured name, else the endpoint's host name (as
+/// `upstream_peer`); an endpoint with neither is reached by its IP address, without SNI and
+/// without verification, as Pingora does.
+fn tls_dialers(upstream: &Upstream, tls: &UpstreamTls) -> Result<Vec<TlsDial>, String> {
+    let mut verified = None;
+    let mut unverified = None;
+    let mut dials = Vec::with_capacity(upstream.endpoints.len());
+    for ep in &upstream.endpoints {
+        let host = ep.host.as_deref().and_then(|h| h.rsplit_once(':')).map(|(h, _)| h);
+        let (name, verify) = match tls.sni.as_deref().or(host).filter(|s| !s.is_empty()) {
+            Some(n) => (ServerName::try_from(n.to_string()).map_err(|e| format!("SNI {n:?}: {e}"))?, tls.verify),
+            None => (ServerName::IpAddress(ep.addr.ip().into()), false),
+        };
+        let slot = if verify { &mut verified } else { &mut unverified };
+        let connector = match slot {
+            Some(c) => c,
+            None => slot.insert(tls_connector(upstream.protocol, tls, verify)?),
+        };
+        dials.push((connector.clone(), name));
+    }
+    Ok(dials)
 }
 
-impl TlsTarget {
-    fn new(upstream: &Upstream, tls: &UpstreamTls) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-            .map_err(|e| e.to_string())?;
-        let mut names = Vec::with_capacity(upstream.endpoints.len());
-        let mut any_unverified = !tls.verify;
-        for ep in &upstream.endpoints {
-            // SNI: the configured name, else the endpoint's host name (as `upstream_peer`)
-            let host = ep.host.as_deref().and_then(|h| h.rsplit_once(':')).map(|(h, _)| h);
-            match tls.sni.as_deref().or(host).filter(|s| !s.is_empty()) {
-                Some(name) => {
-                    let name = ServerName::try_from(name.to_string()).map_err(|e| format!("SNI {name:?}: {e}"))?;
-                    names.push((ep.addr, name));
+/// A TLS connector with the upstream's trust, client certificate and ALPN; Pingora's provider.
+fn tls_connector(
+    protocol: UpstreamProtocol,
+    tls: &UpstreamTls,
+    verify: bool,
+) -> Result<pingora::tls::TlsConnector, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| e.to_string())?;
+    let builder = if verify {
+        let mut roots = RootCertStore::empty();
+        match &tls.ca {
+            Some(ca) => {
+                for c in ca.iter() {
+                    roots.add(CertificateDer::from(c)).map_err(|e| format!("CA certificate: {e}"))?;
                 }
-                None => any_unverified = true,
             }
+            None => pingora::tls::load_platform_certs_incl_env_into_store(&mut roots)
+                .map_err(|e| format!("system CA certificates: {e}"))?,
         }
-        let builder = if any_unverified {
-            // `verify = false`, or an endpoint with no name to verify: like Pingora, no check
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-        } else {
-            let mut roots = RootCertStore::empty();
-            match &tls.ca {
-                Some(ca) => {
-                    for c in ca.iter() {
-                        roots.add(CertificateDer::from(c)).map_err(|e| format!("CA certificate: {e}"))?;
-                    }
-                }
-                None => pingora::tls::load_platform_certs_incl_env_into_store(&mut roots)
-                    .map_err(|e| format!("system CA certificates: {e}"))?,
-            }
-            builder.with_root_certificates(roots)
-        };
-        let mut config = match &tls.client {
-            Some(ck) => {
-                let mut chain: Vec<CertificateDer<'static>> = vec![ck.leaf().into()];
-                chain.extend(ck.intermediates().into_iter().map(CertificateDer::from));
-                let key = PrivateKeyDer::try_from(ck.key().clone()).map_err(|e| format!("client key: {e}"))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = match upstream.protocol {
-            UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-            UpstreamProtocol::H2 => vec![b"h2".to_vec()],
-            UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        };
-        Ok(TlsTarget { connector: pingora::tls::TlsConnector::from(Arc::new(config)), names })
-    }
-
-    fn name(&self, addr: SocketAddr) -> ServerName<'static> {
-        match self.names.iter().find(|(a, _)| *a == addr) {
-            Some((_, n)) => n.clone(),
-            None => ServerName::IpAddress(addr.ip().into()),
+        builder.with_root_certificates(roots)
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    };
+    let mut config = match &tls.client {
+        Some(ck) => {
+            let mut chain: Vec<CertificateDer<'static>> = vec![ck.leaf().into()];
+            chain.extend(ck.intermediates().into_iter().map(CertificateDer::from));
+            let key = PrivateKeyDer::try_from(ck.key().clone()).map_err(|e| format!("client key: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
         }
-    }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = match protocol {
+        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+        UpstreamProtocol::H2 => vec![b"h2".to_vec()],
+        UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
+    Ok(pingora::tls::TlsConnector::from(Arc::new(config)))
 }
+
+type TlsDial = (pingora::tls::TlsConnector, ServerName<'static>);
 
 /// Accepts any server certificate (`verify = false`); signatures are still checked.
 #[derive(Debug)]
@@ -231,7 +227,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 #[derive(Clone)]
 pub(crate) struct Connector {
     addr: SocketAddr,
-    tls: Option<(pingora::tls::TlsConnector, ServerName<'static>)>,
+    tls: Option<TlsDial>,
 }
 
 impl tower_service::Service<Uri> for Connector {
