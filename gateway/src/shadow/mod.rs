@@ -7,7 +7,8 @@
 //! - [`capture`]: the proxy-side hooks (hot path): choose, capture chunk references, enqueue.
 //! - [`body`]: a body kept by reference up to a limit, hashed beyond it.
 //! - [`lane`]: one route's runtime state and its bounded queue; the job a request becomes.
-//! - [`worker`]: the dedicated runtime and its HTTP client: mirror, noise replay, compare.
+//! - [`worker`]: the dedicated runtime: mirror, noise replay, compare; [`client`]: its HTTP
+//!   client (plain, h2c, TLS with ALPN, as the upstream is configured).
 //! - [`compare`]: the pure comparison engine (also used by the contract tests).
 //! - [`report`]: per-route reports (admin API, CLI table); [`store`] persists them;
 //!   [`metrics`] exports their counters; [`cli`] fetches them for `shadow report`.
@@ -15,6 +16,7 @@
 pub mod body;
 pub mod capture;
 pub mod cli;
+pub mod client;
 pub mod compare;
 pub mod lane;
 pub mod metrics;

@@ -1,17 +1,21 @@
 //! The background half of shadowing: a dedicated tokio runtime (its own threads, never the
-//! proxy's), one bounded queue per route with bounded concurrency, a pooled HTTP/1.1 client that
-//! sends the mirror (and the noise replay), the comparison and the report update.
+//! proxy's), one bounded queue per route with bounded concurrency, the pooled client that sends
+//! the mirror (and the noise replay) the way the primary path speaks to that upstream (TLS, h2:
+//! [`super::client`]), the comparison and the report update.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderName, Uri};
+use http_body_util::{BodyExt, Full};
 use pingora::http::ResponseHeader;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::body::{request_body, BodyCapture, CapturedBody};
+use super::client::{error_chain, Clients};
 use super::compare::{compare, Captured, Difference, NoiseModel};
 use super::lane::{Job, Lane, LaneQueue};
 use super::policy::{is_safe, ShadowSettings};
@@ -25,7 +29,7 @@ const POLL_MAX: Duration = Duration::from_millis(10);
 /// The shadow runtime: its own threads, its HTTP client and the sample store.
 pub struct Shadower {
     runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
+    clients: Clients,
     store: Option<StoreHandle>,
 }
 
@@ -53,15 +57,7 @@ impl Shadower {
             })
             .enable_all()
             .build()?;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Shadower { runtime, client, store })
+        Ok(Shadower { runtime, clients: Clients::new(), store })
     }
 
     /// A new queue of `queue` jobs served by at most `concurrency` tasks at once.
@@ -182,11 +178,29 @@ impl Shadower {
         }
     }
 
-    async fn send(&self, job: &Job, upstream: &Upstream, body: Bytes, shadow: bool) -> Result<Answer, String> {
+    async fn send(&self, job: &Job, upstream: &Arc<Upstream>, body: Bytes, shadow: bool) -> Result<Answer, String> {
         let ep = upstream.select().ok_or_else(|| format!("upstream {} has no endpoints", upstream.name))?;
+        let target = self.clients.target(upstream)?;
+        let (client, endpoint) = upstream
+            .endpoints
+            .iter()
+            .position(|e| Arc::ptr_eq(e, ep))
+            .and_then(|i| target.endpoints.get(i))
+            .ok_or("endpoint not in its upstream")?;
         let req = if shadow { job.shadow_req.as_deref() } else { job.legacy_req.as_deref() }.unwrap_or(&job.req);
-        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let url = format!("http://{}{pq}", ep.addr);
+        // the URI's authority is h2's `:authority`: the request's own (its URI's, else its Host
+        // header, as Pingora does on the primary path); the client dials its endpoint anyway
+        let authority = req
+            .uri
+            .authority()
+            .cloned()
+            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(target.scheme.clone());
+        parts.authority = Some(authority.unwrap_or_else(|| endpoint.clone()));
+        parts.path_and_query =
+            Some(req.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        let uri = Uri::from_parts(parts).map_err(|e| e.to_string())?;
         let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
         for (k, v) in req.headers.iter() {
             if !SKIP_HEADERS.contains(&k.as_str()) {
@@ -199,25 +213,27 @@ impl Shadower {
         if let Some(v) = job.dry_run_header.as_ref().filter(|_| shadow) {
             headers.insert(HeaderName::from_static(SHADOW_HEADER), v.clone());
         }
-        let mut rb = self.client.request(job.req.method.clone(), url).headers(headers);
-        if !body.is_empty() || job.req.headers.contains_key(http::header::CONTENT_LENGTH) {
-            rb = rb.body(body);
-        }
+        // an empty body goes without a length unless the request had one (e.g. POST, length 0)
+        let mut r = http::Request::new(Full::new(body));
+        *r.method_mut() = job.req.method.clone();
+        *r.uri_mut() = uri;
+        *r.headers_mut() = headers;
         let (max, oversize) = (job.route.spec.max_body, job.route.spec.oversize);
         let started = Instant::now();
         let attempt = async {
-            let mut resp = rb.send().await?;
-            let status = resp.status().as_u16();
-            let headers = std::mem::take(resp.headers_mut());
+            let resp = client.request(r).await.map_err(|e| error_chain(&e))?;
+            let (head, mut body) = resp.into_parts();
             let mut cap = BodyCapture::default();
-            while let Some(chunk) = resp.chunk().await? {
-                cap.push(&chunk, max, oversize);
+            while let Some(frame) = body.frame().await {
+                if let Ok(chunk) = frame.map_err(|e| error_chain(&e))?.into_data() {
+                    cap.push(&chunk, max, oversize);
+                }
             }
-            Ok::<_, reqwest::Error>((status, headers, cap.finish()))
+            Ok::<_, String>((head.status.as_u16(), head.headers, cap.finish()))
         };
         match tokio::time::timeout(job.route.spec.timeout, attempt).await {
             Err(_) => Err(format!("no complete answer within {:?}", job.route.spec.timeout)),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e),
             Ok(Ok((status, headers, body))) => {
                 Ok(Answer { status, headers, body, ms: started.elapsed().as_secs_f64() * 1000.0 })
             }
