@@ -360,6 +360,7 @@ async fn attempt(
 ) -> Result<(), PipelineError> {
     let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
     let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
+    let replay_until = store.replay_windows(&plan.pipeline, mapping).await?;
     let sink = PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin()).await?;
     let stream =
         PgChangeStream::start(&plan.from_conn, &plan.slot, &plan.publication, Some(cp).filter(|l| l.0 > 0)).await?;
@@ -386,6 +387,7 @@ async fn attempt(
         },
         checkpoint: cp,
         table_floor: floors.to_vec(),
+        table_replay_until: replay_until,
         metrics: Arc::clone(metrics),
     }
     .run()

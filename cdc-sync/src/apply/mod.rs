@@ -3,13 +3,14 @@
 //! A change flows through these files in this order: [`pipeline`] (the engine: reads the source's
 //! `ChangeStream`, maps, hands batches to a sink, commits with the
 //! checkpoint), [`sink`] (the [`Sink`] contract every writer keeps), [`batch`] (regrouping one
-//! flush into few statements), then a sink: [`pg_sink`] ([`PgSink`], PostgreSQL) or
+//! flush into few statements), [`replay`] (changes re-applied onto a resumed copy's newer rows), then a sink: [`pg_sink`] ([`PgSink`], PostgreSQL) or
 //! [`memory_sink`] ([`MemorySink`], unit tests).
 
 pub mod batch;
 pub mod memory_sink;
 pub mod pg_sink;
 pub mod pipeline;
+pub mod replay;
 pub mod sink;
 #[cfg(test)]
 mod testing;
