@@ -258,7 +258,8 @@ async fn close(src: &Client, tgt: &Client) -> Result<(), tokio_postgres::Error> 
     tgt.batch_execute("COMMIT").await
 }
 
-/// Most keys kept per table for re-checking (and, of those, 100 are reported).
+/// Most keys kept per table for re-checking (and, of those, 100 are reported); a table with more
+/// differing keys is reported different whatever the re-checks find.
 const MAX_KEYS: usize = 10_000;
 
 /// Compare every table of `mapping` (compiled source → target, types resolved).
@@ -274,20 +275,29 @@ pub async fn verify(
     let mut progress = Progress::new(opts.progress);
     // round 1: every range's digest; keys of the ranges that differ
     let mut keys: Vec<Vec<Key>> = vec![];
+    let mut undrilled_tables: Vec<bool> = vec![];
     for t in &mapping.tables {
         let s = sides(t);
         let mut ranges = plan_ranges(t, &s, src, opts.chunk_rows.max(1)).await?;
         let n = ranges.len();
         let mut differing = vec![];
+        // a differing range left undrilled (past MAX_KEYS): the table cannot be called equal
+        let mut undrilled = false;
         for (i, r) in ranges.iter_mut().enumerate() {
             compare_range(t, &s, r, src, tgt).await?;
             report.rows += r.source_rows;
-            if !r.equal && differing.len() < MAX_KEYS {
-                differing.extend(differing_keys(t, &s, r, src, tgt).await?);
+            if !r.equal {
+                if differing.len() < MAX_KEYS {
+                    differing.extend(differing_keys(t, &s, r, src, tgt).await?);
+                } else {
+                    undrilled = true;
+                }
             }
             progress.tick(&t.to_table, i + 1, n, report.rows, started);
         }
+        undrilled |= differing.len() > MAX_KEYS;
         differing.truncate(MAX_KEYS);
+        undrilled_tables.push(undrilled);
         report.tables.push(TableReport {
             source: t.from_table.clone(),
             target: t.to_table.clone(),
@@ -314,8 +324,8 @@ pub async fn verify(
         }
     }
     close(src, tgt).await?;
-    for (rep, k) in report.tables.iter_mut().zip(keys) {
-        rep.equal = k.is_empty();
+    for ((rep, k), undrilled) in report.tables.iter_mut().zip(keys).zip(undrilled_tables) {
+        rep.equal = k.is_empty() && !undrilled;
         rep.differing_keys = k.into_iter().take(100).map(|k| k.text).collect();
     }
     report.elapsed = started.elapsed();
