@@ -129,6 +129,7 @@ pub async fn copy_tables<C: CheckpointStore>(
     let mut floor: HashMap<usize, Lsn> = HashMap::new();
     let mut copied: HashMap<usize, u64> = HashMap::new();
     let mut estimate = 0u64;
+    let states = store.tables(&job.pipeline).await?;
     for &ti in &job.tables {
         let t = &job.mapping.tables[ti];
         let r = planner
@@ -142,7 +143,10 @@ pub async fn copy_tables<C: CheckpointStore>(
         estimate += r.get::<_, i64>(1) as u64;
         let pages = pages.max(0) as u64;
         let step = job.chunk_pages as u64;
-        if let Some(plan) = chunks::load_plan(&target, &job.pipeline, &t.to_table).await? {
+        // only a copy that was under way resumes (a table set back to pending starts afresh)
+        let copying = states.get(&t.to_table).is_some_and(|s| s.state == SnapshotState::Copying);
+        let stored = if copying { chunks::load_plan(&target, &job.pipeline, &t.to_table).await? } else { None };
+        if let Some(plan) = stored {
             // an interrupted key-range copy: continue with the chunks not done
             tracing::info!(table = %t.to_table, chunks_done = plan.done, chunks_left = plan.todo.len(),
                 rows_done = plan.done_rows, first_snapshot = %plan.plan_lsn, snapshot = %job.lsn,
