@@ -24,6 +24,12 @@
 //! done. Ranges partition the key space, so a row never belongs to two chunks, whatever moves
 //! between L1 and L2 (a key change moves a row from one range to another through the stream).
 //!
+//! Known limit: an update that changes the key *and* leaves a TOASTed column unchanged is
+//! applied in that window as an update by the new key, which needs the row to be there already.
+//! A row whose key changed twice in (L1, L2] that way, ending in a range copied at L1, is missed
+//! until its next full-row change (verify names it). Tables whose key never changes, or without
+//! TOASTed columns, are not affected.
+//!
 //! A table without such an index is copied in ctid ranges as before (a key-range scan without
 //! an index would read the whole table per chunk); an interrupted copy of it restarts the table.
 

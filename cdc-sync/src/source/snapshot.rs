@@ -204,7 +204,8 @@ pub async fn copy_tables<C: CheckpointStore>(
     job.metrics.snapshot_rows_estimate.store(estimate, Relaxed);
     job.metrics.snapshot_tables_total.store(job.tables.len() as u64, Relaxed);
     job.metrics.snapshot_tables_done.store(0, Relaxed);
-    job.metrics.snapshot_rows.store(0, Relaxed);
+    // rows of chunks finished before a restart count as copied (progress and ETA stay right)
+    job.metrics.snapshot_rows.store(copied.values().sum(), Relaxed);
     job.metrics.snapshot_finished_us.store(0, Relaxed);
     job.metrics.snapshot_started_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
     let total_chunks = chunks.len();
