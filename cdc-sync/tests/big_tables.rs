@@ -1,6 +1,8 @@
 //! Big tables: an initial copy killed (SIGKILL) in the middle of a multi-chunk table continues
 //! from its last finished chunk under a new snapshot and ends exact; `verify` under a steady
-//! write load reports equal, and narrows a difference planted on the target down to its key.
+//! write load reports equal, and narrows a difference planted on the target down to its key. A
+//! table added by SIGHUP and killed mid-copy resumes the same way; one whose interrupted copy is
+//! older than the checkpoint (taken out of sync.toml meanwhile) is copied afresh.
 
 mod common;
 
@@ -18,11 +20,13 @@ ANALYZE big;
 
 const BIG_TGT: &str = "CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL);";
 
-const BIG_MAP: &str = r#"
+const REPL: &str = "
 [replication]
 snapshot_workers = 2
 snapshot_chunk_pages = 40
+";
 
+const BIG_TABLE: &str = r#"
 [[table]]
 source = "big"
 target = "big"
@@ -31,6 +35,24 @@ key = ["id"]
 id = "id"
 v = "v"
 pad = "pad"
+"#;
+
+/// A small table the pipeline streams before `big` is added to it.
+const SMALL: &str = "
+CREATE TABLE small (id int PRIMARY KEY, n int NOT NULL);
+INSERT INTO small SELECT g, 0 FROM generate_series(1, 10) g;
+";
+
+const SMALL_TGT: &str = "CREATE TABLE small (id int PRIMARY KEY, n int NOT NULL);";
+
+const SMALL_TABLE: &str = r#"
+[[table]]
+source = "small"
+target = "small"
+key = ["id"]
+[table.columns]
+id = "id"
+n = "n"
 "#;
 
 /// A steady writer over the whole key space of `big`: updates, inserts above the seed, and
@@ -49,15 +71,15 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-#[test]
-fn snapshot_killed_mid_table_resumes_from_the_last_finished_chunk() {
-    let env = Env::new(BIG, BIG_TGT);
-    let cfg = env.write_config("big", BIG_MAP);
-    let work = Workload::start(env.src_conn.clone(), big_writes);
-    let rt = runtime();
-    let tgt = rt.block_on(cdc_sync::connect::connect(&env.tgt_conn)).unwrap();
-    let mut run = spawn(&cfg, "big");
-
+/// Kill `run` (SIGKILL) in the middle of a multi-chunk copy of pipeline `pipeline`, with chunks in
+/// flight: returns the chunks done before the kill and the plan's chunk count.
+fn kill_mid_copy(
+    env: &Env,
+    rt: &tokio::runtime::Runtime,
+    tgt: &tokio_postgres::Client,
+    run: &mut Running,
+    pipeline: &str,
+) -> (i64, i64) {
     // Let a few chunks commit, then hold every unfinished chunk's state row: a worker that
     // finishes its COPY blocks on marking its chunk done, inside its transaction. Killing the
     // process then is a crash in the middle of the table, with chunks in flight.
@@ -65,21 +87,20 @@ fn snapshot_killed_mid_table_resumes_from_the_last_finished_chunk() {
     let (done_before, total) = loop {
         assert!(Instant::now() < deadline, "the copy did not start:\n{}", run.log_text());
         assert!(run.child.try_wait().unwrap().is_none(), "exited:\n{}", run.log_text());
-        let counts =
-            rt.block_on(tgt.query_opt(
-                "SELECT count(*) FILTER (WHERE done) FROM cdc_sync.snapshot_chunk WHERE pipeline = 'big'",
-                &[],
-            ));
+        let counts = rt.block_on(tgt.query_opt(
+            &format!("SELECT count(*) FILTER (WHERE done) FROM cdc_sync.snapshot_chunk WHERE pipeline = '{pipeline}' AND table_name = 'public.big'"),
+            &[],
+        ));
         if let Ok(Some(r)) = counts {
             if r.get::<_, i64>(0) >= 3 {
-                rt.block_on(tgt.batch_execute(
-                    "BEGIN; SELECT chunk FROM cdc_sync.snapshot_chunk WHERE pipeline = 'big' AND NOT done \
-                     FOR UPDATE SKIP LOCKED",
-                ))
+                rt.block_on(tgt.batch_execute(&format!(
+                    "BEGIN; SELECT chunk FROM cdc_sync.snapshot_chunk WHERE pipeline = '{pipeline}' AND table_name = 'public.big' AND NOT done \
+                     FOR UPDATE SKIP LOCKED"
+                )))
                 .unwrap();
                 let r = rt
                     .block_on(tgt.query_one(
-                        "SELECT count(*) FILTER (WHERE done), count(*) FROM cdc_sync.snapshot_chunk WHERE pipeline = 'big'",
+                        &format!("SELECT count(*) FILTER (WHERE done), count(*) FROM cdc_sync.snapshot_chunk WHERE pipeline = '{pipeline}' AND table_name = 'public.big'"),
                         &[],
                     ))
                     .unwrap();
@@ -98,8 +119,21 @@ fn snapshot_killed_mid_table_resumes_from_the_last_finished_chunk() {
         std::thread::sleep(Duration::from_millis(20));
     }
     run.child.signal(Signal::SIGKILL).unwrap();
-    let _ = wait_exit(&mut run, Duration::from_secs(10));
+    let _ = wait_exit(run, Duration::from_secs(10));
     rt.block_on(tgt.batch_execute("ROLLBACK")).unwrap();
+    (done_before, total)
+}
+
+#[test]
+fn snapshot_killed_mid_table_resumes_from_the_last_finished_chunk() {
+    let env = Env::new(BIG, BIG_TGT);
+    let cfg = env.write_config("big", &format!("{REPL}{BIG_TABLE}"));
+    let work = Workload::start(env.src_conn.clone(), big_writes);
+    let rt = runtime();
+    let tgt = rt.block_on(cdc_sync::connect::connect(&env.tgt_conn)).unwrap();
+    let mut run = spawn(&cfg, "big");
+
+    let (done_before, total) = kill_mid_copy(&env, &rt, &tgt, &mut run, "big");
     let first = env.t("SELECT DISTINCT plan_lsn FROM cdc_sync.snapshot_chunk WHERE pipeline = 'big'");
     assert_eq!(
         env.t("SELECT count(*) FROM cdc_sync.snapshot_chunk WHERE pipeline = 'big' AND done"),
@@ -143,7 +177,7 @@ fn snapshot_killed_mid_table_resumes_from_the_last_finished_chunk() {
 #[test]
 fn verify_under_write_load_is_equal_and_narrows_a_planted_difference_to_its_keys() {
     let env = Env::new(BIG, BIG_TGT);
-    let cfg = env.write_config("vload", BIG_MAP);
+    let cfg = env.write_config("vload", &format!("{REPL}{BIG_TABLE}"));
     let run = start(&cfg, "vload");
     let work = Workload::start(env.src_conn.clone(), big_writes);
     let verify_with = |args: &[&str]| bin().args(["verify", "--config"]).arg(&cfg).args(args).output().unwrap();
@@ -179,4 +213,99 @@ fn verify_under_write_load_is_equal_and_narrows_a_planted_difference_to_its_keys
     let txns = work.finish();
     assert!(txns > 100, "workload too small: {txns}");
     wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+}
+
+/// `big_writes` with an update of `small` every fifth transaction (so the checkpoint moves also
+/// while `big` is not mapped).
+fn grow_writes(i: u64, rng: &mut rand::rngs::ThreadRng) -> String {
+    match i % 5 {
+        0 => format!("UPDATE small SET n = n + 1 WHERE id = {}", rng.gen_range(1..=10)),
+        _ => big_writes(i, rng),
+    }
+}
+
+fn hup(run: &Running) {
+    let pid = run.child.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+}
+
+/// A pipeline streaming `small`, then `big` added by SIGHUP under writes to both and the process
+/// killed in the middle of `big`'s copy. Returns the running writer, the config (with `big`),
+/// the chunks done before the kill, the plan's chunk count and the copy's first snapshot.
+fn add_big_and_kill_mid_copy(env: &Env, name: &str) -> (Workload, std::path::PathBuf, i64, i64, String) {
+    let rt = runtime();
+    let tgt = rt.block_on(cdc_sync::connect::connect(&env.tgt_conn)).unwrap();
+    let cfg = env.write_config(name, &format!("{REPL}{SMALL_TABLE}"));
+    let mut run = start(&cfg, name);
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    let work = Workload::start(env.src_conn.clone(), grow_writes);
+    let cfg = env.write_config(name, &format!("{REPL}{SMALL_TABLE}{BIG_TABLE}"));
+    hup(&run);
+    let (done_before, total) = kill_mid_copy(env, &rt, &tgt, &mut run, name);
+    assert!(run.log_text().contains("SIGHUP: sync.toml re-read"), "{}", run.log_text());
+    let first = env.t(&format!(
+        "SELECT DISTINCT plan_lsn FROM cdc_sync.snapshot_chunk WHERE pipeline = '{name}' AND table_name = 'public.big'"
+    ));
+    let checkpoint = env.t(&format!("SELECT lsn FROM cdc_sync.checkpoint WHERE pipeline = '{name}'"));
+    // the added table was copied under a snapshot newer than the checkpoint the stream resumes from
+    assert!(lsn(&first) > lsn(&checkpoint), "plan {first}, checkpoint {checkpoint}");
+    assert_eq!(env.t("SELECT state FROM cdc_sync.snapshot_table WHERE table_name = 'public.big'"), "copying");
+    (work, cfg, done_before, total, first)
+}
+
+fn assert_same_rows(env: &Env) {
+    for q in ["SELECT count(*), sum(v), sum(id) FROM big", "SELECT count(*), sum(n) FROM small"] {
+        assert_eq!(env.s(q), env.t(q), "{q}");
+    }
+}
+
+#[test]
+fn a_table_added_by_sighup_and_killed_mid_copy_resumes_from_its_last_finished_chunk() {
+    let env = Env::new(&format!("{BIG}{SMALL}"), &format!("{BIG_TGT}{SMALL_TGT}"));
+    let (work, cfg, done_before, total, first) = add_big_and_kill_mid_copy(&env, "grow");
+
+    let run = start(&cfg, "grow2");
+    let log = run.log_text();
+    assert!(log.contains("resuming the table's copy from its last finished chunk"), "{log}");
+    assert!(!log.contains("copying it afresh"), "{log}");
+    let chunks = |cond: &str| {
+        env.t(&format!("SELECT count(*) FROM cdc_sync.snapshot_chunk WHERE pipeline = 'grow' AND table_name = 'public.big' AND done AND {cond}"))
+    };
+    assert_eq!(chunks(&format!("copied_lsn = '{first}'")), done_before.to_string());
+    assert_eq!(chunks(&format!("copied_lsn > '{first}'")), (total - done_before).to_string());
+    assert_eq!(
+        env.t("SELECT state, snapshot_lsn FROM cdc_sync.snapshot_table WHERE table_name = 'public.big'"),
+        format!("done|{first}")
+    );
+    let txns = work.finish();
+    assert!(txns > 100, "workload too small: {txns}");
+    wait_equal(&cfg, Duration::from_secs(120), Some(&run));
+    assert_same_rows(&env);
+}
+
+#[test]
+fn an_interrupted_copy_older_than_the_checkpoint_is_copied_afresh() {
+    let env = Env::new(&format!("{BIG}{SMALL}"), &format!("{BIG_TGT}{SMALL_TGT}"));
+    let (work, cfg, _, _, first) = add_big_and_kill_mid_copy(&env, "stale");
+
+    // `big` taken out again: the stream goes on without it, past its copy's first snapshot
+    let small_only = env.write_config("stale", &format!("{REPL}{SMALL_TABLE}"));
+    let run = start(&small_only, "stale2");
+    let past = format!("SELECT lsn > '{first}' FROM cdc_sync.checkpoint WHERE pipeline = 'stale'");
+    wait_sql(&|| env.t(&past), "t", Duration::from_secs(60));
+    // and added back: the stored plan would miss the changes the stream passed; copied afresh
+    let cfg2 = env.write_config("stale", &format!("{REPL}{SMALL_TABLE}{BIG_TABLE}"));
+    assert_eq!(cfg, cfg2);
+    hup(&run);
+    let done = "SELECT state FROM cdc_sync.snapshot_table WHERE table_name = 'public.big'";
+    wait_sql(&|| env.t(done), "done", Duration::from_secs(90));
+    let log = run.log_text();
+    assert!(log.contains("copying it afresh"), "{log}");
+    assert!(!log.contains("resuming the table's copy"), "{log}");
+    let old = format!("SELECT count(*) FROM cdc_sync.snapshot_chunk WHERE pipeline = 'stale' AND plan_lsn = '{first}'");
+    assert_eq!(env.t(&old), "0", "the old plan is gone");
+    let txns = work.finish();
+    assert!(txns > 100, "workload too small: {txns}");
+    wait_equal(&cfg, Duration::from_secs(120), Some(&run));
+    assert_same_rows(&env);
 }

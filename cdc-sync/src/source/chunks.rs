@@ -30,6 +30,13 @@
 //! until its next full-row change (verify names it). Tables whose key never changes, or without
 //! TOASTed columns, are not affected.
 //!
+//! The argument needs the stream to start at or before L1 (it resumes from the pipeline's
+//! checkpoint). That holds for the first copy (checkpoint = L1) and for a table added while
+//! running (copied under a newer snapshot while nothing streams, so a crash leaves the
+//! checkpoint below L1). It fails only when the stream went on without the table after a crash
+//! mid-copy (the table left the mapping, then came back): a plan older than the checkpoint is
+//! never resumed, the table is copied afresh (`SnapshotJob::stream_from`).
+//!
 //! A table without such an index is copied in ctid ranges as before (a key-range scan without
 //! an index would read the whole table per chunk); an interrupted copy of it restarts the table.
 

@@ -75,6 +75,13 @@ pub struct SnapshotJob {
     pub snapshot: String,
     /// The snapshot's consistent point.
     pub lsn: Lsn,
+    /// The checkpoint the stream resumes from once the copy is done. A stored chunk plan is
+    /// resumed only when its snapshot is not before it: the resume needs the stream to bring
+    /// every change of the table committed after the plan's snapshot (see
+    /// [`super::chunks`]). A plan older than the checkpoint (the table left the mapping after
+    /// a crash mid-copy while the stream went on, and was added again) is dropped and the table
+    /// copied afresh.
+    pub stream_from: Lsn,
     /// Parallel workers.
     pub workers: usize,
     /// Heap pages per chunk.
@@ -145,7 +152,11 @@ pub async fn copy_tables<C: CheckpointStore>(
         let step = job.chunk_pages as u64;
         // only a copy that was under way resumes (a table set back to pending starts afresh)
         let copying = states.get(&t.to_table).is_some_and(|s| s.state == SnapshotState::Copying);
-        let stored = if copying { chunks::load_plan(&target, &job.pipeline, &t.to_table).await? } else { None };
+        let mut stored = if copying { chunks::load_plan(&target, &job.pipeline, &t.to_table).await? } else { None };
+        if let Some(plan) = stored.take_if(|p| p.plan_lsn < job.stream_from) {
+            tracing::warn!(table = %t.to_table, first_snapshot = %plan.plan_lsn, checkpoint = %job.stream_from,
+                "snapshot: the table's interrupted copy is older than the checkpoint (the stream went on without it): copying it afresh");
+        }
         if let Some(plan) = stored {
             // an interrupted key-range copy: continue with the chunks not done
             tracing::info!(table = %t.to_table, chunks_done = plan.done, chunks_left = plan.todo.len(),
