@@ -4,7 +4,8 @@
 //! for a native `CREATE SUBSCRIPTION`, identically shaped (pgbench-like tables). Phases, each
 //! bounded in time:
 //! 1. snapshot: `pg_dump --data-only | psql` of the seeded tables into a spare database, then
-//!    cdc-sync's initial snapshot of the same tables (spawn → ready), then the native initial sync
+//!    cdc-sync's initial snapshot of the same tables (spawn → ready; `SNAPSHOT_WORKERS` parallel
+//!    key-range COPY workers, `[replication] snapshot_workers`), then the native initial sync
 //!    (for information).
 //! 2. throughput: with cdc-sync stopped and the subscription disabled, write a backlog of
 //!    mixed row changes (updates on three tables, inserts and deletes on history) followed by a
@@ -14,9 +15,11 @@
 //!    20 ms carrying `clock_timestamp()`; each target is polled every few ms and a tick's lag is
 //!    the target's `clock_timestamp()` when it first becomes visible minus its source time (same
 //!    machine, same clock).
+//! 4. verify: `cdc-sync verify` of every table with cdc-sync still running (idle) after the lag
+//!    phase; rows compared per second of the command's wall time.
 //!
 //! Environment: `CDC_SYNC_BIN` (default `target/release/cdc-sync`), `ACCOUNTS` (seed rows,
-//! default 1000000), `BACKLOG_ROWS` (default 500000), `RATE` (rows/s, default 5000),
+//! default 2000000), `SNAPSHOT_WORKERS` (default 4), `BACKLOG_ROWS` (default 500000), `RATE` (rows/s, default 5000),
 //! `LAG_SECONDS` (default 20), `BRANCHES` (default 10, tellers = 10 per branch; pgbench's hot
 //! rows — raise it to spread the updates over many keys).
 
@@ -142,9 +145,12 @@ impl Bench {
         Ok((ChildGuard::new("cdc-sync", child), status))
     }
 
-    fn config(&self, name: &str, target_conn: &str) -> Result<PathBuf> {
-        let mut text =
-            format!("name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{target_conn}\"\n", self.src_conn);
+    fn config(&self, name: &str, target_conn: &str, snapshot_workers: u64) -> Result<PathBuf> {
+        let mut text = format!(
+            "name = \"{name}\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{target_conn}\"\n\
+             [replication]\nsnapshot_workers = {snapshot_workers}\n",
+            self.src_conn
+        );
         let cols: [(&str, &[&str], &str); 5] = [
             ("branches", &["bid", "bbalance", "filler"], "bid"),
             ("tellers", &["tid", "bid", "tbalance", "filler"], "tid"),
@@ -176,7 +182,8 @@ fn wait_ready(status: std::net::SocketAddr, within: Duration, log: &std::path::P
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let accounts = env_num("ACCOUNTS", 1_000_000) as i64;
+    let accounts = env_num("ACCOUNTS", 2_000_000) as i64;
+    let snapshot_workers = env_num("SNAPSHOT_WORKERS", 4);
     let backlog_rows = env_num("BACKLOG_ROWS", 500_000);
     let rate = env_num("RATE", 5000);
     let lag_seconds = env_num("LAG_SECONDS", 20);
@@ -247,7 +254,7 @@ async fn main() -> Result<()> {
     }
 
     eprintln!("== snapshot: cdc-sync");
-    let cfg = b.config("bench", &b.cdc_conn)?;
+    let cfg = b.config("bench", &b.cdc_conn, snapshot_workers)?;
     let (mut cdc_run, status) = b.spawn_cdc(&cfg, "cdc1.log")?;
     let t_snap = wait_ready(status, Duration::from_secs(600), &b.dir.path().join("cdc1.log"))?;
 
@@ -415,6 +422,25 @@ async fn main() -> Result<()> {
     let (mut nat_lags, _) = nat_s.await??;
     cdc_lags.sort_by(f64::total_cmp);
     nat_lags.sort_by(f64::total_cmp);
+
+    // ------------------------------------------------------------------ verify
+    eprintln!("== verify: cdc-sync verify (cdc-sync running, idle)");
+    let t0 = Instant::now();
+    let out =
+        Command::new("timeout").arg("600").arg(&b.bin).args(["verify", "--quiet", "--config"]).arg(&cfg).output()?;
+    let t_verify = t0.elapsed();
+    let vtext = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!("verify did not report equal: {vtext}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // "...; N rows in S s (R rows/s)"
+    let verify_rows: f64 = vtext
+        .rsplit("; ")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("verify's summary line")?;
+    let verify_rps = verify_rows / t_verify.as_secs_f64();
     drop(cdc_run2);
 
     // equal at the end (cheap check: counts and balance sums)
@@ -453,7 +479,7 @@ async fn main() -> Result<()> {
         c99 / n99
     );
     println!(
-        "| initial copy of {seed_rows} rows | cdc-sync snapshot {:.2} s = {snap_rps:.0} rows/s | pg_dump\\|psql {:.2} s = {dump_rps:.0} rows/s | {:.2}x |",
+        "| initial copy of {seed_rows} rows | cdc-sync snapshot ({snapshot_workers} workers) {:.2} s = {snap_rps:.0} rows/s | pg_dump\\|psql {:.2} s = {dump_rps:.0} rows/s | {:.2}x |",
         t_snap.as_secs_f64(),
         t_dump.as_secs_f64(),
         snap_rps / dump_rps
@@ -462,15 +488,22 @@ async fn main() -> Result<()> {
         "| (info) native initial sync of the same rows | | {:.2} s = {native_sync_rps:.0} rows/s | |",
         t_native_sync.as_secs_f64()
     );
+    println!(
+        "| verify of {verify_rows:.0} rows (every table, process wall time) | {:.2} s = {verify_rps:.0} rows/s | | |",
+        t_verify.as_secs_f64()
+    );
     println!("| end state equal (sums/counts) | {} | {} | |", s1 == s2, s1 == s3);
     println!();
     if !equal {
         eprintln!("WARNING: end states differ: source {s1}, cdc {s2}, native {s3}");
     }
     println!(
-        "RESULT cdc_vs_native_rows_per_s={:.2} cdc_p99_lag_ms={c99:.0} native_p99_lag_ms={n99:.0} snapshot_vs_pgdump={:.2}",
+        "RESULT cdc_vs_native_rows_per_s={:.2} cdc_p99_lag_ms={c99:.0} native_p99_lag_ms={n99:.0} snapshot_vs_pgdump={:.2} \
+         cdc_vs_native_p99_lag={:.2} snapshot_rows={seed_rows} snapshot_workers={snapshot_workers} verify_rows={verify_rows:.0} \
+         verify_rows_per_s={verify_rps:.0}",
         cdc_rps / nat_rps,
-        snap_rps / dump_rps
+        snap_rps / dump_rps,
+        c99 / n99
     );
     if !equal {
         std::process::exit(1);

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 
 use crate::connect::connect;
 use crate::error::{pg_kind, ErrorKind};
+use crate::mapping::Mapping;
 use crate::model::Lsn;
 
 /// DDL for the state schema, idempotent.
@@ -30,6 +31,23 @@ CREATE TABLE IF NOT EXISTS cdc_sync.snapshot_table (
     rows         bigint NOT NULL DEFAULT 0,
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pipeline, table_name)
+);";
+
+/// DDL of the chunk table, idempotent (run by [`CheckpointStore::prepare`]): the
+/// key-range chunks of interrupted snapshot copies, see `source::chunks`.
+pub const CHUNK_SCHEMA_SQL: &str = "\
+CREATE TABLE IF NOT EXISTS cdc_sync.snapshot_chunk (
+    pipeline     text NOT NULL,
+    table_name   text NOT NULL,
+    chunk        int NOT NULL,
+    lo           text[],
+    hi           text[],
+    plan_lsn     pg_lsn NOT NULL,
+    copied_lsn   pg_lsn,
+    rows         bigint NOT NULL DEFAULT 0,
+    done         boolean NOT NULL DEFAULT false,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, table_name, chunk)
 );";
 
 /// The statement the applier runs inside each apply transaction ($1 pipeline, $2 lsn text,
@@ -191,7 +209,9 @@ impl PgCheckpointStore {
 
 impl CheckpointStore for PgCheckpointStore {
     async fn prepare(&mut self) -> Result<(), CheckpointError> {
-        self.client.batch_execute(SCHEMA_SQL).await.map_err(sql("creating the state schema"))
+        self.client.batch_execute(SCHEMA_SQL).await.map_err(sql("creating the state schema"))?;
+        // the key-range chunks of interrupted snapshot copies (source::chunks)
+        self.client.batch_execute(CHUNK_SCHEMA_SQL).await.map_err(sql("creating the state schema"))
     }
     async fn is_prepared(&mut self) -> Result<bool, CheckpointError> {
         let r = self
@@ -259,6 +279,18 @@ impl CheckpointStore for PgCheckpointStore {
         ] {
             self.client.execute(sql_text, &[&pipeline]).await.map_err(sql("forgetting a pipeline"))?;
         }
+        // a state schema from before chunked snapshots has no chunk table
+        let chunked = self
+            .client
+            .query_one("SELECT to_regclass('cdc_sync.snapshot_chunk') IS NOT NULL", &[])
+            .await
+            .map_err(sql("forgetting a pipeline"))?;
+        if chunked.get::<_, bool>(0) {
+            self.client
+                .execute("DELETE FROM cdc_sync.snapshot_chunk WHERE pipeline = $1", &[&pipeline])
+                .await
+                .map_err(sql("forgetting a pipeline"))?;
+        }
         Ok(())
     }
     async fn purge(&mut self) -> Result<(), CheckpointError> {
@@ -266,6 +298,33 @@ impl CheckpointStore for PgCheckpointStore {
             .batch_execute("DROP SCHEMA IF EXISTS cdc_sync CASCADE")
             .await
             .map_err(sql("dropping the state schema"))
+    }
+}
+
+impl PgCheckpointStore {
+    /// Per table of `mapping`: the LSN up to which the stream replays changes onto rows that may
+    /// already be newer than them — the newest snapshot a resumed copy of the table was finished
+    /// under, when later than its first (`Lsn(0)`: none). See `source::chunks`.
+    pub async fn replay_windows(&mut self, pipeline: &str, mapping: &Mapping) -> Result<Vec<Lsn>, CheckpointError> {
+        let what = "loading the snapshot chunks";
+        let chunked = self.client.query_one("SELECT to_regclass('cdc_sync.snapshot_chunk') IS NOT NULL", &[]).await;
+        if !chunked.map_err(sql(what))?.get::<_, bool>(0) {
+            return Ok(vec![Lsn(0); mapping.tables.len()]);
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT table_name, max(copied_lsn)::text FROM cdc_sync.snapshot_chunk \
+                 WHERE pipeline = $1 AND copied_lsn > plan_lsn GROUP BY table_name",
+                &[&pipeline],
+            )
+            .await
+            .map_err(sql(what))?;
+        let by_table: HashMap<String, Lsn> = rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, String>(0), Lsn::parse(&r.get::<_, Option<String>>(1)?)?)))
+            .collect();
+        Ok(mapping.tables.iter().map(|t| by_table.get(&t.to_table).copied().unwrap_or_default()).collect())
     }
 }
 

@@ -12,7 +12,7 @@ use crate::model::quote_qualified;
 use crate::plan::Plan;
 use crate::source::snapshot::source_value;
 use crate::source::{self, SourceError};
-use crate::verify::{verify, VerifyReport};
+use crate::verify::{verify, VerifyOptions, VerifyReport};
 
 /// Failures of the one-shot commands.
 #[derive(Debug, thiserror::Error)]
@@ -102,12 +102,14 @@ fn db_msg(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
 }
 
-/// `verify`: compare all mapped tables.
-pub async fn run_verify(cfg: &SyncConfig, chunk_rows: i64) -> Result<VerifyReport, CommandError> {
+/// `verify`: compare all mapped tables as of one source LSN the target has applied (waiting for
+/// the forward pipeline's checkpoint, see [`crate::verify`]).
+pub async fn run_verify(cfg: &SyncConfig, mut opts: VerifyOptions) -> Result<VerifyReport, CommandError> {
     let src = connect_to(&cfg.source.conn, "source").await?;
     let tgt = connect_to(&cfg.target.conn, "target").await?;
     let m = catalog::resolved_mapping(cfg, Way::Forward, &src, &tgt, true).await?;
-    Ok(verify(&m, &src, &tgt, chunk_rows).await?)
+    opts.pipeline.get_or_insert_with(|| Plan::new(cfg).forward.pipeline);
+    Ok(verify(&m, &src, &tgt, &opts).await?)
 }
 
 /// `drop`: remove slots, publications and origins (and with `purge`, the state schema).

@@ -288,7 +288,7 @@ pub struct Replication {
     pub batch_rows: usize,
     /// Parallel snapshot copy workers (default 2).
     pub snapshot_workers: usize,
-    /// Heap pages per ctid-range chunk (default 2048 = 16 MiB).
+    /// About this many heap pages per snapshot chunk, key range or ctid range (default 2048 = 16 MiB).
     pub snapshot_chunk_pages: u32,
     /// Warn when a slot retains more WAL than this (MiB, default 1024).
     pub retained_wal_warn_mb: u64,

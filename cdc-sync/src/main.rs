@@ -60,15 +60,27 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
         linger_after_stop: f64,
     },
-    /// Compare source and target (counts + chunked hashes over the mapped columns). Exit 0 when
-    /// equal, 1 when different (differing keys are printed), 2 on error.
+    /// Compare source and target as of one source LSN the target has applied, so it can run
+    /// while both sides are written: counts and digests per key range, then keys inside the
+    /// ranges that differ; ranges that differ are compared again at a fresh point (rows in
+    /// flight). Progress on stderr. Exit 0 when equal, 1 when different (differing keys are
+    /// printed), 2 on error.
     Verify {
         /// The sync.toml file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Rows per hashed chunk.
+        /// About this many rows per hashed key range.
         #[arg(long, default_value_t = 10_000)]
         chunk_rows: i64,
+        /// Longest wait (seconds) for the target to apply the source snapshot's LSN.
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
+        /// Rounds in which differing ranges are compared again at a fresh point.
+        #[arg(long, default_value_t = 3)]
+        rechecks: u32,
+        /// No progress lines on stderr.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Drop slots, publications and replication origins of this pipeline (refuses while a slot
     /// is in use). Forgets checkpoints; --purge also drops the cdc_sync state schema.
@@ -173,12 +185,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Verify { config, chunk_rows } => {
+        Cmd::Verify { config, chunk_rows, wait, rechecks, quiet } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match runtime().block_on(cdc_sync::commands::run_verify(&cfg, chunk_rows)) {
+            let opts = cdc_sync::verify::VerifyOptions {
+                chunk_rows,
+                pipeline: None,
+                wait: std::time::Duration::from_secs_f64(wait.clamp(0.0, 86_400.0)),
+                rechecks,
+                progress: !quiet,
+            };
+            match runtime().block_on(cdc_sync::commands::run_verify(&cfg, opts)) {
                 Ok(report) => {
                     print!("{report}");
                     if report.equal() {

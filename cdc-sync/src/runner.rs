@@ -71,6 +71,7 @@ async fn attempt(
 ) -> Result<(), PipelineError> {
     let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
     let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
+    let replay_until = store.replay_windows(&plan.pipeline, mapping).await?;
     let sink =
         PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin(), plan.way).await?;
     let stream =
@@ -101,6 +102,7 @@ async fn attempt(
         },
         checkpoint: cp,
         table_floor: floors.to_vec(),
+        table_replay_until: replay_until,
         metrics: Arc::clone(metrics),
     }
     .run()

@@ -1,6 +1,7 @@
 //! The source side: publication, slot, the logical change stream behind [`ChangeStream`], and
 //! the initial snapshot ([`snapshot`]).
 
+pub mod chunks;
 pub mod snapshot;
 pub mod walsender;
 

@@ -10,12 +10,15 @@
 #     and the subscription disabled), one consumer at a time, until a marker row is visible;
 #   - lag: both running under a steady RATE rows/s; tick rows carry clock_timestamp() at the source,
 #     each target is polled every 5 ms, lag = target clock at first visibility - source time;
-#   - snapshot: cdc-sync's initial snapshot (spawn -> ready) vs pg_dump --data-only | psql.
+#   - snapshot: cdc-sync's initial snapshot (spawn -> ready; SNAPSHOT_WORKERS parallel key-range
+#     COPY workers) vs pg_dump --data-only | psql;
+#   - verify: `cdc-sync verify` of every table after the lag phase (rows compared per second).
 # Every phase is bounded in time. Prints a table; the last line is machine-readable:
 #   RESULT cdc_vs_native_rows_per_s=... cdc_p99_lag_ms=... native_p99_lag_ms=... snapshot_vs_pgdump=...
+#          cdc_vs_native_p99_lag=... snapshot_rows=... snapshot_workers=... verify_rows=... verify_rows_per_s=...
 #
 # Usage: tests/perf/cdc-bench.sh
-# Env:   ACCOUNTS (seed rows, default 1000000), BACKLOG_ROWS (default 500000), RATE (rows/s,
+# Env:   ACCOUNTS (seed rows, default 2000000), SNAPSHOT_WORKERS (default 4), BACKLOG_ROWS (default 500000), RATE (rows/s,
 #        default 5000), LAG_SECONDS (default 20), BRANCHES (default 10; tellers = 10 per branch;
 #        pgbench's hot rows, raise to e.g. 100000 to spread updates), CDC_SYNC_BIN
 set -euo pipefail

@@ -4,9 +4,10 @@
 //! `ChangeStream`, maps, hands batches to a sink, commits with the
 //! checkpoint), [`sink`] (the [`Sink`] contract every writer keeps), [`batch`] (regrouping one
 //! flush into few statements), [`conflict`] (bidirectional tables: conflicts, decided and
-//! recorded before a flush is written), then a sink: [`pg_sink`] ([`PgSink`], PostgreSQL) or
-//! [`memory_sink`] ([`MemorySink`], unit tests). Beside that path, [`ddl`] adds and back-fills
-//! the columns `add_columns = "propagate"` carries.
+//! recorded before a flush is written), [`replay`] (changes re-applied onto a resumed copy's
+//! newer rows), then a sink: [`pg_sink`] ([`PgSink`], PostgreSQL) or [`memory_sink`]
+//! ([`MemorySink`], unit tests). Beside that path, [`ddl`] adds and back-fills the columns
+//! `add_columns = "propagate"` carries.
 
 pub mod batch;
 pub mod conflict;
@@ -14,6 +15,7 @@ pub mod ddl;
 pub mod memory_sink;
 pub mod pg_sink;
 pub mod pipeline;
+pub mod replay;
 pub mod sink;
 #[cfg(test)]
 mod testing;

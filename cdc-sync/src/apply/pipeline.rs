@@ -150,6 +150,10 @@ pub struct Pipeline<S: ChangeStream, K: Sink> {
     /// Per mapping index: changes committed before this LSN are already in the table's
     /// snapshot copy.
     pub table_floor: Vec<Lsn>,
+    /// Per mapping index (missing = none): changes committed before this LSN may land on rows
+    /// already newer than them (a resumed snapshot copy) and are applied by
+    /// [`super::replay::onto_newer_rows`].
+    pub table_replay_until: Vec<Lsn>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -239,7 +243,12 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         if t.commit_lsn < self.table_floor[i] {
                             continue;
                         }
-                        ops.push(self.mapping.tables[i].map_change(i, &c, t.commit_lsn, t.ts)?);
+                        let op = self.mapping.tables[i].map_change(i, &c, t.commit_lsn, t.ts)?;
+                        if self.table_replay_until.get(i).is_some_and(|l| t.commit_lsn < *l) {
+                            ops.extend(super::replay::onto_newer_rows(op, self.mapping.tables[i].key_len));
+                        } else {
+                            ops.push(op);
+                        }
                         mapped = true;
                     }
                     if !mapped {
@@ -395,6 +404,7 @@ mod tests {
             },
             checkpoint,
             table_floor: vec![Lsn(0)],
+            table_replay_until: vec![],
             metrics: Arc::new(Metrics::default()),
         };
         let res = p.run().await;
@@ -531,6 +541,7 @@ mod tests {
             },
             checkpoint: Lsn(0),
             table_floor: vec![Lsn(0)],
+            table_replay_until: vec![],
             metrics: Arc::new(Metrics::default()),
         };
         assert!(matches!(p.run().await, Err(PipelineError::Source(SourceError::Ended))));
@@ -590,6 +601,7 @@ mod tests {
             },
             checkpoint: Lsn(0),
             table_floor: vec![Lsn(0)],
+            table_replay_until: vec![],
             metrics: Arc::new(Metrics::default()),
         };
         assert!(ended(&p.run().await));
@@ -645,6 +657,7 @@ mod tests {
             },
             checkpoint: Lsn(0),
             table_floor: vec![Lsn(0)],
+            table_replay_until: vec![],
             metrics: Arc::new(Metrics::default()),
         };
         let e = p.run().await.unwrap_err();

@@ -101,6 +101,7 @@ pub(super) async fn prepare_forward(
             target: plan.to_conn.clone(),
             snapshot: e.snapshot.clone(),
             lsn: e.consistent_point,
+            stream_from: cp,
             workers: r.snapshot_workers,
             chunk_pages: r.snapshot_chunk_pages,
             metrics: Arc::clone(metrics),

@@ -1,9 +1,13 @@
-//! Initial copy under an exported snapshot: per table, ctid-range chunks copied in parallel
-//! with text `COPY (SELECT mapped columns ...) TO STDOUT` → `COPY target FROM STDIN`.
+//! Initial copy under an exported snapshot: per table, chunks copied in parallel by
+//! `snapshot_workers` connections with text `COPY (SELECT mapped columns ...) TO STDOUT` →
+//! `COPY target FROM STDIN`.
 //!
-//! A table is `done` only after all its chunks committed; a crash leaves it `copying`, and the
-//! next start truncates and re-copies just that table under a fresh snapshot (the runner
-//! decides which tables to copy).
+//! Chunks are ranges of the table's key when the source has an index on it, ctid ranges
+//! otherwise ([`super::chunks`]). A table is `done` only after all its chunks committed. A crash
+//! leaves it `copying`: a key-range table then continues with the chunks its stored plan does
+//! not mark done, under a fresh snapshot, keeping its first snapshot as its stream floor (the
+//! argument is in [`super::chunks`]); a ctid-range table is truncated and copied again under the
+//! fresh snapshot (the runner decides which tables to copy).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
+use super::chunks::{self, KeyRange};
 use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
 use crate::connect::connect;
 use crate::error::{pg_kind, ErrorKind};
@@ -70,6 +75,13 @@ pub struct SnapshotJob {
     pub snapshot: String,
     /// The snapshot's consistent point.
     pub lsn: Lsn,
+    /// The checkpoint the stream resumes from once the copy is done. A stored chunk plan is
+    /// resumed only when its snapshot is not before it: the resume needs the stream to bring
+    /// every change of the table committed after the plan's snapshot (see
+    /// [`super::chunks`]). A plan older than the checkpoint (the table left the mapping after
+    /// a crash mid-copy while the stream went on, and was added again) is dropped and the table
+    /// copied afresh.
+    pub stream_from: Lsn,
     /// Parallel workers.
     pub workers: usize,
     /// Heap pages per chunk.
@@ -94,8 +106,11 @@ pub fn source_select_list(t: &DirectedTable) -> String {
 #[derive(Debug, Clone)]
 struct Chunk {
     table: usize,
+    /// ctid range (pages `lo..hi`), used when `key` is `None`.
     lo: u64,
     hi: Option<u64>,
+    /// A key range of the table's stored plan.
+    key: Option<KeyRange>,
 }
 
 enum Event {
@@ -117,17 +132,13 @@ pub async fn copy_tables<C: CheckpointStore>(
         .await?;
     let mut chunks = VecDeque::new();
     let mut remaining: HashMap<usize, usize> = HashMap::new();
+    // per table: its stream floor (first snapshot of an interrupted copy) and rows already in
+    let mut floor: HashMap<usize, Lsn> = HashMap::new();
+    let mut copied: HashMap<usize, u64> = HashMap::new();
     let mut estimate = 0u64;
+    let states = store.tables(&job.pipeline).await?;
     for &ti in &job.tables {
         let t = &job.mapping.tables[ti];
-        store
-            .set_table(
-                &job.pipeline,
-                &t.to_table,
-                &TableSnapshot { state: SnapshotState::Copying, snapshot_lsn: Some(job.lsn), rows: 0 },
-            )
-            .await?;
-        target.batch_execute(&format!("TRUNCATE {}", quote_qualified(&t.to_table))).await?;
         let r = planner
             .query_one(
                 "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint)::bigint, \
@@ -139,15 +150,61 @@ pub async fn copy_tables<C: CheckpointStore>(
         estimate += r.get::<_, i64>(1) as u64;
         let pages = pages.max(0) as u64;
         let step = job.chunk_pages as u64;
+        // only a copy that was under way resumes (a table set back to pending starts afresh)
+        let copying = states.get(&t.to_table).is_some_and(|s| s.state == SnapshotState::Copying);
+        let mut stored = if copying { chunks::load_plan(&target, &job.pipeline, &t.to_table).await? } else { None };
+        if let Some(plan) = stored.take_if(|p| p.plan_lsn < job.stream_from) {
+            tracing::warn!(table = %t.to_table, first_snapshot = %plan.plan_lsn, checkpoint = %job.stream_from,
+                "snapshot: the table's interrupted copy is older than the checkpoint (the stream went on without it): copying it afresh");
+        }
+        if let Some(plan) = stored {
+            // an interrupted key-range copy: continue with the chunks not done
+            tracing::info!(table = %t.to_table, chunks_done = plan.done, chunks_left = plan.todo.len(),
+                rows_done = plan.done_rows, first_snapshot = %plan.plan_lsn, snapshot = %job.lsn,
+                "snapshot: resuming the table's copy from its last finished chunk");
+            let state = TableSnapshot {
+                state: SnapshotState::Copying,
+                snapshot_lsn: Some(plan.plan_lsn),
+                rows: plan.done_rows as i64,
+            };
+            store.set_table(&job.pipeline, &t.to_table, &state).await?;
+            floor.insert(ti, plan.plan_lsn);
+            copied.insert(ti, plan.done_rows);
+            remaining.insert(ti, plan.todo.len());
+            for k in plan.todo {
+                chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: Some(k) });
+            }
+            continue;
+        }
+        store
+            .set_table(
+                &job.pipeline,
+                &t.to_table,
+                &TableSnapshot { state: SnapshotState::Copying, snapshot_lsn: Some(job.lsn), rows: 0 },
+            )
+            .await?;
+        floor.insert(ti, job.lsn);
+        copied.insert(ti, 0);
+        let n_chunks = pages.div_ceil(step).max(1);
+        if chunks::has_key_index(&planner, t).await? {
+            let ranges = chunks::plan_ranges(&planner, t, pages, n_chunks).await?;
+            chunks::start_table(&target, &job.pipeline, t, &ranges, job.lsn).await?;
+            remaining.insert(ti, ranges.len());
+            for k in ranges {
+                chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: Some(k) });
+            }
+            continue;
+        }
+        chunks::start_table(&target, &job.pipeline, t, &[], job.lsn).await?;
         let mut n = 0;
         if pages <= step {
-            chunks.push_back(Chunk { table: ti, lo: 0, hi: None });
+            chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: None });
             n = 1;
         } else {
             let mut lo = 0;
             while lo < pages {
                 let hi = lo + step;
-                chunks.push_back(Chunk { table: ti, lo, hi: if hi >= pages { None } else { Some(hi) } });
+                chunks.push_back(Chunk { table: ti, lo, hi: if hi >= pages { None } else { Some(hi) }, key: None });
                 n += 1;
                 lo = hi;
             }
@@ -158,7 +215,8 @@ pub async fn copy_tables<C: CheckpointStore>(
     job.metrics.snapshot_rows_estimate.store(estimate, Relaxed);
     job.metrics.snapshot_tables_total.store(job.tables.len() as u64, Relaxed);
     job.metrics.snapshot_tables_done.store(0, Relaxed);
-    job.metrics.snapshot_rows.store(0, Relaxed);
+    // rows of chunks finished before a restart count as copied (progress and ETA stay right)
+    job.metrics.snapshot_rows.store(copied.values().sum(), Relaxed);
     job.metrics.snapshot_finished_us.store(0, Relaxed);
     job.metrics.snapshot_started_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
     let total_chunks = chunks.len();
@@ -174,8 +232,10 @@ pub async fn copy_tables<C: CheckpointStore>(
         let mapping = Arc::clone(&job.mapping);
         let (source, target, snapshot) = (job.source.clone(), job.target.clone(), job.snapshot.clone());
         let metrics = Arc::clone(&job.metrics);
+        let (pipeline, lsn) = (job.pipeline.clone(), job.lsn);
         handles.push(tokio::spawn(async move {
-            let r = worker(queue, &tx, mapping, &source, &target, &snapshot, metrics).await;
+            let ctx = WorkerCtx { pipeline: &pipeline, lsn, source: &source, target: &target, snapshot: &snapshot };
+            let r = worker(queue, &tx, mapping, ctx, metrics).await;
             if let Err(e) = r {
                 let _ = tx.send(Err(e));
             }
@@ -185,26 +245,23 @@ pub async fn copy_tables<C: CheckpointStore>(
 
     let started = Instant::now();
     let mut last_log = Instant::now();
-    let mut copied: HashMap<usize, u64> = HashMap::new();
     let mut done_tables = 0usize;
+    // a table whose every chunk committed before a crash that came before it was marked done
+    let finished: Vec<usize> = remaining.iter().filter(|(_, n)| **n == 0).map(|(t, _)| *t).collect();
+    for table in finished {
+        table_done(&job, store, table, copied[&table], floor[&table]).await?;
+        done_tables += 1;
+    }
+    job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
     while let Some(ev) = rx.recv().await {
         let Event::ChunkDone { table, rows } = ev?;
         *copied.entry(table).or_default() += rows;
         let left = remaining.get_mut(&table).expect("planned");
         *left -= 1;
         if *left == 0 {
-            let t = &job.mapping.tables[table];
-            let rows = copied[&table];
-            store
-                .set_table(
-                    &job.pipeline,
-                    &t.to_table,
-                    &TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(job.lsn), rows: rows as i64 },
-                )
-                .await?;
+            table_done(&job, store, table, copied[&table], floor[&table]).await?;
             done_tables += 1;
             job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
-            tracing::info!(table = %t.to_table, rows, "snapshot: table done");
         }
         if last_log.elapsed() >= Duration::from_secs(2) {
             last_log = Instant::now();
@@ -233,15 +290,37 @@ pub async fn copy_tables<C: CheckpointStore>(
     Ok(copied)
 }
 
+/// Every chunk of `table` is in: record it done with its stream floor.
+async fn table_done<C: CheckpointStore>(
+    job: &SnapshotJob,
+    store: &mut C,
+    table: usize,
+    rows: u64,
+    floor: Lsn,
+) -> Result<(), SnapshotError> {
+    let t = &job.mapping.tables[table];
+    let state = TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(floor), rows: rows as i64 };
+    store.set_table(&job.pipeline, &t.to_table, &state).await?;
+    tracing::info!(table = %t.to_table, rows, "snapshot: table done");
+    Ok(())
+}
+
+struct WorkerCtx<'a> {
+    pipeline: &'a str,
+    lsn: Lsn,
+    source: &'a str,
+    target: &'a str,
+    snapshot: &'a str,
+}
+
 async fn worker(
     queue: Arc<Mutex<VecDeque<Chunk>>>,
     tx: &mpsc::UnboundedSender<Result<Event, SnapshotError>>,
     mapping: Arc<Mapping>,
-    source: &str,
-    target: &str,
-    snapshot: &str,
+    ctx: WorkerCtx<'_>,
     metrics: Arc<Metrics>,
 ) -> Result<(), SnapshotError> {
+    let WorkerCtx { pipeline, lsn, source, target, snapshot } = ctx;
     let src = connect(source).await?;
     src.batch_execute(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -254,10 +333,12 @@ async fn worker(
     loop {
         let Some(chunk) = queue.lock().expect("not poisoned").pop_front() else { break };
         let t = &mapping.tables[chunk.table];
-        let range = match (chunk.lo, chunk.hi) {
-            (0, None) => String::new(),
-            (lo, None) => format!(" WHERE ctid >= '({lo},0)'::tid"),
-            (lo, Some(hi)) => format!(" WHERE ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"),
+        let range = match (&chunk.key, chunk.lo, chunk.hi) {
+            (Some(k), _, _) if k.lo.is_none() && k.hi.is_none() => String::new(),
+            (Some(k), _, _) => format!(" WHERE {}", chunks::range_condition(t, k)),
+            (None, 0, None) => String::new(),
+            (None, lo, None) => format!(" WHERE ctid >= '({lo},0)'::tid"),
+            (None, lo, Some(hi)) => format!(" WHERE ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"),
         };
         let out_sql =
             format!("COPY (SELECT {} FROM {}{range}) TO STDOUT", source_select_list(t), quote_qualified(&t.from_table));
@@ -275,6 +356,11 @@ async fn worker(
             sink.feed(buf).await?;
         }
         let rows = sink.as_mut().finish().await?;
+        if let Some(k) = &chunk.key {
+            // in the chunk's own transaction: after a crash the mark and the rows are both in
+            // or both out
+            chunks::mark_done(&dst, pipeline, &t.to_table, k.chunk, rows, lsn).await?;
+        }
         dst.batch_execute("COMMIT").await?;
         if tx.send(Ok(Event::ChunkDone { table: chunk.table, rows })).is_err() {
             break;
