@@ -615,10 +615,11 @@ pub fn load(path: &std::path::Path) -> Result<SyncConfig, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    /// A valid sync file (with a `both` table), shared by the config modules' tests.
+    pub(crate) const GOOD: &str = r#"
 name = "catalog"
 [source]
 url = "host=a dbname=legacy"
@@ -637,7 +638,7 @@ price_cents = { expr = "(price * 100)::bigint", reverse_column = "price", revers
 system = { constant = "'legacy'" }
 "#;
 
-    fn env(k: &str) -> Option<String> {
+    pub(crate) fn env(k: &str) -> Option<String> {
         (k == "CAT_DB").then(|| "host=b dbname=cat".to_string())
     }
 

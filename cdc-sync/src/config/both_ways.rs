@@ -97,29 +97,7 @@ pub(super) fn clock_config(
 mod tests {
     use super::*;
     use crate::config::parse_with_env;
-
-    const GOOD: &str = r#"
-name = "catalog"
-[source]
-url = "host=a dbname=legacy"
-[target]
-url_env = "CAT_DB"
-
-[[table]]
-source = "products"
-target = "catalog.items"
-key = ["id"]
-direction = "both"
-[table.columns]
-id = "id"
-title = "name"
-price_cents = { expr = "(price * 100)::bigint", reverse_column = "price", reverse_expr = "(price_cents / 100.0)::numeric(12,2)" }
-system = { constant = "'legacy'" }
-"#;
-
-    fn env(k: &str) -> Option<String> {
-        (k == "CAT_DB").then(|| "host=b dbname=cat".to_string())
-    }
+    use crate::config::tests::{env, GOOD};
 
     #[test]
     fn conflict_policy_per_table_and_the_clock_bound() {
