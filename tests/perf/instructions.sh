@@ -22,7 +22,7 @@ CONNS=${2:-4}
 (( SECS <= 10 )) || { echo "keep the instrumented run <= 10 s" >&2; exit 64; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/perf/lib.sh"
-ensure_tools nginx wrk valgrind callgrind_control
+ensure_tools nginx wrk curl valgrind callgrind_control
 BIN=${GATEWAY_BIN:-$ROOT/target/release-gw/strangler-gateway}
 MIN_BIN=$ROOT/target/release-gw/examples/minimal_proxy
 (cd "$ROOT" && cargo build -q --profile release-gw -p strangler-gateway --bin strangler-gateway --example minimal_proxy)
@@ -48,32 +48,23 @@ wait_port "$UP"
 } > "$WORK/routes.toml"
 "$BIN" check "$WORK/routes.toml" > /dev/null
 
-# measure NAME CMD...: runs CMD under callgrind, prints "Ir requests"
+# measure NAME PORT CMD...: runs CMD under callgrind, prints "Ir requests"
 measure() {
   local name=$1 p=$2; shift 2
   local out=$WORK/callgrind.$name
-  RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@" \
-    > "$WORK/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
+  callgrind_start "$out" "$@"
   for _ in $(seq 1 600); do
     curl -sf -o /dev/null "http://127.0.0.1:$p$TARGET" && break
     sleep 0.1
   done
-  curl -sf -o /dev/null "http://127.0.0.1:$p$TARGET" || { echo "$name never answered" >&2; cat "$WORK/$name.log" >&2; exit 1; }
-  wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$p$TARGET" > /dev/null # warm-up, not counted
-  callgrind_control -i on "$pid" > /dev/null
-  local w
-  w=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$p$TARGET")
-  callgrind_control -i off "$pid" > /dev/null
-  if grep -q "Non-2xx\|Socket errors" <<<"$w"; then echo "$name: failed requests:" >&2; echo "$w" >&2; exit 1; fi
-  local reqs
-  reqs=$(awk '/requests in/ {print $1}' <<<"$w")
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  local ir
-  ir=$(awk '/^(summary|totals):/ {s += $2} END {print s}' "$out"*)
+  curl -sf -o /dev/null "http://127.0.0.1:$p$TARGET" || { echo "$name never answered" >&2; cat "$out.log" >&2; exit 1; }
+  DURATION=2 wrk_run "http://127.0.0.1:$p$TARGET" > /dev/null # warm-up, not counted
+  callgrind_control -i on "$CG_PID" > /dev/null
+  DURATION=$SECS wrk_run "http://127.0.0.1:$p$TARGET" >&2
+  callgrind_control -i off "$CG_PID" > /dev/null
+  kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
   [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$out"* "$KEEP/"
-  echo "$ir $reqs"
+  echo "$(awk '/^(summary|totals):/ {s += $2} END {print s}' "$out"*) $RUN_REQS"
 }
 
 LOAD_START=$(loadavg)

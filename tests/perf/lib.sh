@@ -167,3 +167,12 @@ shadow_settled() {
     prev=$now; sleep 0.1
   done
 }
+
+# callgrind_start OUT CMD...: runs CMD (a gateway) under callgrind with instrumentation off until
+# `callgrind_control -i on "$CG_PID"`; dumps go to OUT[.N], its output to OUT.log. Sets CG_PID.
+callgrind_start() {
+  local out=$1; shift
+  RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@" \
+    > "$out.log" 2>&1 & PIDS+=($!)
+  CG_PID=$!
+}

@@ -68,10 +68,8 @@ sample = 1.0
 queue = 100000
 TOML
 "$BIN" check "$WORK/routes.toml" > /dev/null
-RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out" \
-  "$BIN" run --config "$WORK/routes.toml" --no-watch --pid-file "$WORK/gw.pid" \
-  --upgrade-sock "$WORK/gw-upgrade.sock" > "$WORK/gw.log" 2>&1 & PIDS+=($!)
-CG_PID=$!
+callgrind_start "$WORK/cg.out" "$BIN" run --config "$WORK/routes.toml" --no-watch --pid-file "$WORK/gw.pid" \
+  --upgrade-sock "$WORK/gw-upgrade.sock"
 for _ in $(seq 1 6); do wait_port "$GW" 2>/dev/null && break; done   # valgrind starts slowly
 wait_port "$GW"; wait_port "$GWA"
 METRICS="http://127.0.0.1:$GWA/metrics"
