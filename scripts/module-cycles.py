@@ -91,7 +91,7 @@ def edges(mods):
             for item in inner.split(","):
                 item = item.strip().split(" as ")[0].strip()
                 if item and item != "self":
-                    body += f" {base}::{item} "
+                    body += f" use {base}::{item}; "
         paths = re.findall(r"\b((?:crate|super|self)(?:::\w+)+)", body)
         paths += re.findall(r"\buse\s+(\w+(?:::\w+)+)", body)
         for p in paths:

@@ -574,7 +574,8 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
                 }
             }
         }
-        let conflict = table_conflict(t, &mut push);
+        let conflict =
+            table_conflict(t.conflict.as_ref(), t.direction == Direction::Both, t.source.get_ref(), &mut push);
         let add_columns = add_columns_of(t.add_columns.as_ref(), t.direction == Direction::Forward, &source, &mut push);
         tables.push(TableConfig { source, target, key, direction: t.direction, columns, line, conflict, add_columns });
     }

@@ -4,8 +4,6 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Direction, RawTable};
-
 /// How a `direction = "both"` table resolves a conflict: an incoming change meeting a version of
 /// the row that the other side had not seen when it made the change (see
 /// [`crate::apply::conflict`]). `source` and `target` are the sync file's: legacy and service.
@@ -57,14 +55,18 @@ pub(super) struct RawClock {
 
 /// A table's `conflict` key: only for `direction = "both"` (the other directions have no
 /// conflicts to resolve).
-pub(super) fn table_conflict(t: &RawTable, push: &mut dyn FnMut(std::ops::Range<usize>, String)) -> ConflictPolicy {
-    let Some(c) = &t.conflict else { return ConflictPolicy::default() };
-    if t.direction != Direction::Both {
+pub(super) fn table_conflict(
+    conflict: Option<&Spanned<ConflictPolicy>>,
+    both: bool,
+    table: &str,
+    push: &mut dyn FnMut(std::ops::Range<usize>, String),
+) -> ConflictPolicy {
+    let Some(c) = conflict else { return ConflictPolicy::default() };
+    if !both {
         push(
             c.span(),
             format!(
-                "table {}: `conflict` only applies to direction = \"both\" (conflicts need writes on both sides)",
-                t.source.get_ref()
+                "table {table}: `conflict` only applies to direction = \"both\" (conflicts need writes on both sides)"
             ),
         );
     }

@@ -11,7 +11,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::Denial;
+use super::denial::Denial;
 
 /// The algorithms a config may accept.
 pub const ALGORITHMS: &[&str] = &["HS256", "RS256", "ES256"];

@@ -7,12 +7,14 @@
 //! - [`jwt`]: HS256/RS256/ES256 tokens checked against a JWKS, issuer, audience and expiry.
 
 pub mod api_key;
+mod denial;
 pub mod jwt;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 pub use api_key::{ApiKeys, KeyDigest};
+pub use denial::Denial;
 pub use jwt::{JwtAuth, JwtKey};
 
 /// A `[consumers.NAME]`: someone who calls the API.
@@ -88,25 +90,6 @@ pub struct Identity {
     pub consumer: Option<usize>,
     /// The claims forwarded upstream (`[auth.jwt] forward_claims`), as header name and value.
     pub forwarded: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// Why a request is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
-    /// 401: no credential, or a bad one. `reason` is the metric label (`missing`, `invalid`,
-    /// `expired`, `unknown_key`, ...), `message` what the client is told; `token` when the
-    /// credential judged was a bearer token.
-    Unauthorized { reason: &'static str, message: &'static str, token: bool },
-    /// 403: a known caller this route does not allow.
-    Forbidden { reason: &'static str, message: &'static str },
-}
-
-impl Denial {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Denial::Unauthorized { reason, .. } | Denial::Forbidden { reason, .. } => reason,
-        }
-    }
 }
 
 /// Realm named in the challenges.
