@@ -187,7 +187,14 @@ impl Browser {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let png = self.c().screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(name);
+        // docs/ only when asked (`STRANGLER_UPDATE_SCREENSHOTS=1`), so that running the tests
+        // leaves the work tree clean; otherwise next to the other test artefacts
+        let dir = match std::env::var_os("STRANGLER_UPDATE_SCREENSHOTS") {
+            Some(v) if v == "1" => Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"),
+            _ => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+        };
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let path = dir.join(name);
         std::fs::write(&path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
 
