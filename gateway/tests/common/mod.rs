@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod raw_http;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
