@@ -12,6 +12,10 @@ use common::wire::{WireServer, WireTls};
 use common::{shadow_count, Gateway, Upstream};
 use hyper::Version;
 
+/// An upstream, its server, `protocol`, whether it has `tls`, and the version and ALPN protocol
+/// its requests arrive with (None: the upstream refuses the connection).
+type Case<'a> = (&'static str, &'a WireServer, &'static str, bool, Option<(Version, Option<&'static str>)>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_h2_h2c_and_http1_arrive_as_negotiated() {
     let legacy = Upstream::start("legacy").await;
@@ -28,7 +32,7 @@ async fn auto_h2_h2c_and_http1_arrive_as_negotiated() {
 
     let tls = format!("tls = {{ sni = \"svc.test\", ca_file = \"{}\" }}", ca.ca_file().display());
     // (upstream, server, protocol, TLS, what arrives: version and ALPN; None: refused)
-    let cases: [(&str, &WireServer, &str, bool, Option<(Version, Option<&str>)>); 7] = [
+    let cases: [Case; 7] = [
         ("tls_auto", &both, "auto", true, Some((Version::HTTP_2, Some("h2")))),
         ("tls_auto_h1_only", &h1_only, "auto", true, Some((Version::HTTP_11, Some("http/1.1")))),
         ("tls_h2", &both, "h2", true, Some((Version::HTTP_2, Some("h2")))),
