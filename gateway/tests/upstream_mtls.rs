@@ -3,7 +3,8 @@
 //! With the configured `client_cert`/`client_key` a request is answered and a mirror compared;
 //! without one, or with a certificate another CA signed, the handshake is refused: the primary
 //! path answers 502 (or legacy with `fallback = "legacy"`), a mirror counts as a shadow error
-//! and the client's answer (from legacy) is unaffected.
+//! and the client's answer (from legacy) is unaffected. Over TLS 1.3 (the client learns of the
+//! refusal on its first read) and TLS 1.2 (the handshake itself fails) alike.
 
 mod common;
 
@@ -23,6 +24,16 @@ fn tls(ca: &Path, client: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_is_required_by_the_upstream_on_both_paths() {
+    client_certificate_required(false).await
+}
+
+/// With TLS 1.2 the refusal fails the handshake itself (a connect error, not a read error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_required_over_tls12_too() {
+    client_certificate_required(true).await
+}
+
+async fn client_certificate_required(tls12_only: bool) {
     let legacy = Upstream::start("legacy").await;
     let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ca = Ca::new(dir.path());
@@ -31,7 +42,7 @@ async fn a_client_certificate_is_required_by_the_upstream_on_both_paths() {
     let intruder = Ca::new(other_dir.path()).client("intruder", "strangler-gateway");
     let svc = WireServer::start(
         "svc",
-        Some(WireTls { cert: &crt, key: &key, alpn: &["h2", "http/1.1"], client_ca: Some(ca.ca_file()) }),
+        Some(WireTls { cert: &crt, key: &key, alpn: &["h2", "http/1.1"], client_ca: Some(ca.ca_file()), tls12_only }),
     )
     .await;
 

@@ -22,12 +22,16 @@ async fn auto_h2_h2c_and_http1_arrive_as_negotiated() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path());
     let (crt, key) = ca.leaf("svc", &["svc.test"], "svc");
-    let both =
-        WireServer::start("both", Some(WireTls { cert: &crt, key: &key, alpn: &["h2", "http/1.1"], client_ca: None }))
-            .await;
-    let h1_only =
-        WireServer::start("h1_only", Some(WireTls { cert: &crt, key: &key, alpn: &["http/1.1"], client_ca: None }))
-            .await;
+    let both = WireServer::start(
+        "both",
+        Some(WireTls { cert: &crt, key: &key, alpn: &["h2", "http/1.1"], client_ca: None, tls12_only: false }),
+    )
+    .await;
+    let h1_only = WireServer::start(
+        "h1_only",
+        Some(WireTls { cert: &crt, key: &key, alpn: &["http/1.1"], client_ca: None, tls12_only: false }),
+    )
+    .await;
     let plain = WireServer::start("plain", None).await;
 
     let tls = format!("tls = {{ sni = \"svc.test\", ca_file = \"{}\" }}", ca.ca_file().display());

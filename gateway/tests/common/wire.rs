@@ -30,6 +30,9 @@ pub struct WireTls<'a> {
     pub alpn: &'a [&'a str],
     /// Require a client certificate signed by this CA.
     pub client_ca: Option<PathBuf>,
+    /// Speak TLS 1.2 only (a refused client certificate then fails the handshake itself; with
+    /// TLS 1.3 the client learns of it on its first read).
+    pub tls12_only: bool,
 }
 
 /// A request as it arrived.
@@ -113,7 +116,9 @@ fn server_config(t: &WireTls<'_>) -> ServerConfig {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(t.cert).unwrap().collect::<Result<_, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_file(t.key).unwrap();
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if t.tls12_only { &[&rustls::version::TLS12] } else { rustls::DEFAULT_VERSIONS };
+    let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).unwrap();
     let builder = match &t.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
