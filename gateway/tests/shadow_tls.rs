@@ -8,29 +8,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use common::{Gateway, Upstream};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use common::certs::Ca;
+use common::{shadow_count, Gateway, Upstream};
 use serde_json::Value;
 use strangler_support::free_port;
 
 /// A test CA and one leaf certificate it signed for `names`; files in `dir`.
 fn ca_and_leaf(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "strangler shadow test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = params.self_signed(&ca_key).unwrap();
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    let key = KeyPair::generate().unwrap();
-    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let (ca_file, crt, k) = (dir.join("ca.pem"), dir.join("leaf.crt"), dir.join("leaf.key"));
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    std::fs::write(&crt, leaf.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (ca_file, crt, k)
+    let ca = Ca::new(dir);
+    let (crt, key) = ca.leaf("leaf", names, names[0]);
+    (ca.ca_file(), crt, key)
 }
 
 /// The inner gateway: every request to `svc`; HTTPS on `https` (h2 offered by ALPN) and h2c on
@@ -53,12 +41,7 @@ fn outer(legacy: &Upstream, svc_settings: &str) -> Gateway {
 }
 
 fn count(v: &Value, ptr: &str) -> u64 {
-    v["routes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["route"] == "orders"))
-        .and_then(|r| r.pointer(ptr))
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+    shadow_count(v, "orders", ptr)
 }
 
 /// Sends `n` requests (all served by legacy) and waits until the report has `n` outcomes.
@@ -67,15 +50,7 @@ async fn mirror(gw: &Gateway, n: usize) -> Value {
         let (status, v) = gw.get(&format!("/orders/{i}"), &[]).await;
         assert_eq!((status, v["upstream"].as_str()), (200, Some("legacy")), "{v}\n{}", gw.log());
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = gw.admin_get("/admin/shadow").await;
-        if count(&v, "/compared") + count(&v, "/errors/shadow") >= n as u64 {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {n} mirrors: {v:#}\n{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_shadow_outcomes("orders", n as u64).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

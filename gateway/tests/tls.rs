@@ -9,47 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::certs::Ca;
 use common::{upstreams, Gateway, Upstream};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use strangler_support::free_port;
-
-/// A test CA that signs leaf certificates for the names it is asked for.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    dir: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "strangler test CA");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
-        Ca { cert, key, dir: dir.to_path_buf() }
-    }
-
-    /// Writes `<file>.crt` / `<file>.key` for `names`, with `cn` as the subject's common name.
-    fn leaf(&self, file: &str, names: &[&str], cn: &str) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (c, k) = (self.dir.join(format!("{file}.crt")), self.dir.join(format!("{file}.key")));
-        // write to temp names and rename, as a Secret rotation swaps whole files
-        std::fs::write(c.with_extension("tmp1"), cert.pem()).unwrap();
-        std::fs::write(k.with_extension("tmp2"), key.serialize_pem()).unwrap();
-        std::fs::rename(c.with_extension("tmp1"), &c).unwrap();
-        std::fs::rename(k.with_extension("tmp2"), &k).unwrap();
-        (c, k)
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-}
 
 struct Curl {
     status: String,

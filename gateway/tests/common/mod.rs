@@ -1,7 +1,9 @@
 //! Shared harness: echoing upstream servers and a real gateway process.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod raw_http;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -252,4 +254,31 @@ pub async fn raw_request(port: u16, req: &[u8]) -> String {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The counter at `ptr` (e.g. `/compared`, `/errors/shadow`) of `route` in an `/admin/shadow`
+/// answer (0 when absent).
+pub fn shadow_count(v: &serde_json::Value, route: &str, ptr: &str) -> u64 {
+    v["routes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["route"] == route))
+        .and_then(|r| r.pointer(ptr))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+impl Gateway {
+    /// Polls `/admin/shadow` (at most 30 s) until `route` has `n` outcomes (compared or failed on
+    /// the shadow side); returns the answer.
+    pub async fn wait_shadow_outcomes(&self, route: &str, n: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.admin_get("/admin/shadow").await;
+            if shadow_count(&v, route, "/compared") + shadow_count(&v, route, "/errors/shadow") >= n {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {n} mirrors of {route}: {v:#}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
