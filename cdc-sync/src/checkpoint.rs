@@ -188,6 +188,10 @@ pub trait CheckpointStore: Send {
         table: &str,
         state: &TableSnapshot,
     ) -> impl Future<Output = Result<(), CheckpointError>> + Send;
+    /// Forget one table's snapshot state and chunk plan (it left the mapping: added again, it
+    /// is copied afresh).
+    fn forget_table(&mut self, pipeline: &str, table: &str)
+        -> impl Future<Output = Result<(), CheckpointError>> + Send;
     /// Forget everything about a pipeline (full re-snapshot).
     fn reset(&mut self, pipeline: &str) -> impl Future<Output = Result<(), CheckpointError>> + Send;
     /// Drop the state schema with every pipeline's progress in it (`drop --purge`).
@@ -270,6 +274,27 @@ impl CheckpointStore for PgCheckpointStore {
             )
             .await
             .map_err(sql("recording a table's snapshot state"))?;
+        Ok(())
+    }
+    async fn forget_table(&mut self, pipeline: &str, table: &str) -> Result<(), CheckpointError> {
+        let what = "forgetting a table's snapshot state";
+        self.client
+            .execute(
+                "DELETE FROM cdc_sync.snapshot_table WHERE pipeline = $1 AND table_name = $2",
+                &[&pipeline, &table],
+            )
+            .await
+            .map_err(sql(what))?;
+        let chunked = self.client.query_one("SELECT to_regclass('cdc_sync.snapshot_chunk') IS NOT NULL", &[]).await;
+        if chunked.map_err(sql(what))?.get::<_, bool>(0) {
+            self.client
+                .execute(
+                    "DELETE FROM cdc_sync.snapshot_chunk WHERE pipeline = $1 AND table_name = $2",
+                    &[&pipeline, &table],
+                )
+                .await
+                .map_err(sql(what))?;
+        }
         Ok(())
     }
     async fn reset(&mut self, pipeline: &str) -> Result<(), CheckpointError> {
@@ -370,6 +395,10 @@ impl CheckpointStore for MemoryCheckpointStore {
         self.snapshot.insert((pipeline.to_string(), table.to_string()), s.clone());
         Ok(())
     }
+    async fn forget_table(&mut self, pipeline: &str, table: &str) -> Result<(), CheckpointError> {
+        self.snapshot.remove(&(pipeline.to_string(), table.to_string()));
+        Ok(())
+    }
     async fn reset(&mut self, pipeline: &str) -> Result<(), CheckpointError> {
         self.checkpoints.remove(pipeline);
         self.snapshot.retain(|(p, _), _| p != pipeline);
@@ -414,6 +443,9 @@ mod tests {
         s.init("b", Lsn(2)).await.unwrap();
         let done = TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(Lsn(1)), rows: 3 };
         s.set_table("a", "t", &done).await.unwrap();
+        s.set_table("a", "u", &done).await.unwrap();
+        s.forget_table("a", "u").await.unwrap();
+        assert_eq!(s.tables("a").await.unwrap().keys().collect::<Vec<_>>(), ["t"]);
         s.reset("a").await.unwrap();
         assert!(s.load("a").await.unwrap().is_none() && s.tables("a").await.unwrap().is_empty());
         assert!(s.load("b").await.unwrap().is_some());

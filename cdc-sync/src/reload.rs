@@ -3,7 +3,8 @@
 //! rest) may change while running: the runner then stops streaming, prepares
 //! the pipeline again (also when the file is unchanged: e.g. a table whose snapshot state was
 //! deleted is copied again) with the new tables (a new table is added to the publication and copied
-//! alone, under a fresh snapshot; the others keep their state) and resumes every direction from
+//! alone, under a fresh snapshot; the others keep their state; a removed table's state is
+//! forgotten, so added back it is copied afresh) and resumes every direction from
 //! its checkpoint. A file that does not load, or that changes anything else, is refused: logged
 //! once per signal, and the running configuration stays as it is. A signal that arrives while
 //! the pipeline is being prepared, or while a direction adds columns, is acted on once it

@@ -3,17 +3,19 @@
 //! sides start from the union, consistent with the reverse stream.
 //!
 //! It happens at two moments, both while nothing streams yet:
-//! - **Before the first forward copy** of a fresh pipeline (no forward checkpoint): the forward
-//!   snapshot replaces the target tables' contents with legacy's, so the target's rows must reach
-//!   legacy first. Every target row whose key legacy lacks is inserted there (legacy keeps its own
-//!   version of a key both sides have); the forward slot, created next, exports a snapshot that
-//!   includes them, so the forward copy brings them back.
-//! - **When the reverse slot is created** (also later, e.g. a table turned `both` on a running
-//!   pipeline): after the slot exists, the target rows not written by the forward applier nor
-//!   by the forward snapshot (committed after the table's copy finished) whose key legacy lacks
-//!   are inserted into legacy. Anything committed on the target after the slot was created is
-//!   also in the reverse stream, which replays it idempotently on top. These inserts carry the
-//!   reverse applier's origin and the copy's time, so the forward stream skips them as echoes.
+//! - **When the reverse slot is created** (a fresh pipeline, before anything is copied forward;
+//!   or later, e.g. a table turned `both`): after the slot exists, the target rows not written
+//!   by the forward applier or copy (origin `cdc_sync_<name>`) nor committed before a table's
+//!   copy finished (per `cdc_sync.snapshot_table`, for copies made before they were stamped)
+//!   whose key legacy lacks are inserted into legacy. Anything committed on the target after the
+//!   slot was created is also in the reverse stream, which replays it idempotently on top. These
+//!   inserts carry the reverse applier's origin and the copy's time, so the forward stream skips
+//!   them as echoes; on a fresh pipeline the forward copy, whose snapshot is taken next, brings
+//!   them back.
+//! - **Before a table that flows back is copied forward** (a fresh pipeline's first copy, a
+//!   table added by SIGHUP, a table added back): [`CarryOnCopy`], inside the transaction that
+//!   empties the target table under a lock, carries its rows not written by the forward side,
+//!   and sets where the reverse stream takes the table up (see [`crate::source::owned_copy`]).
 //!
 //! Then each direction's conflict horizon (see [`crate::apply::conflict`]) starts at what the
 //! other side has just absorbed: the forward one at the copy's time (target clock), the reverse
@@ -29,11 +31,14 @@ use tokio_postgres::Client;
 
 use crate::apply::conflict::{HORIZON_SQL, SCHEMA_SQL as CONFLICT_SCHEMA_SQL};
 use crate::apply::{setup_origin, SinkError};
+use crate::checkpoint::{CheckpointError, CheckpointStore, PgCheckpointStore, SnapshotState, TableSnapshot};
 use crate::connect::connect;
 use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::{DirectedTable, Mapping};
 use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
+use crate::source::owned_copy::{CarryBack, CarryBackError};
 use crate::source::snapshot::source_select_list;
+use futures::future::BoxFuture;
 
 /// Failures of the reverse snapshot (retried like any setup step, by their kind).
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,9 @@ pub enum ReverseSnapshotError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// Recording the table's floor in the reverse stream failed.
+    #[error("reverse snapshot")]
+    Checkpoint(#[from] CheckpointError),
     /// Stamping the origin failed.
     #[error("reverse snapshot")]
     Origin(#[from] SinkError),
@@ -58,6 +66,7 @@ impl ReverseSnapshotError {
         match self {
             ReverseSnapshotError::Sql { source, .. } => pg_kind(source),
             ReverseSnapshotError::Origin(e) => e.kind(),
+            ReverseSnapshotError::Checkpoint(e) => e.kind(),
         }
     }
 }
@@ -70,8 +79,12 @@ fn sql(doing: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Revers
 /// Which target rows are carried.
 #[derive(Debug, Clone)]
 pub enum Carry {
-    /// Every row (before the first forward copy).
-    All,
+    /// Rows not written by the forward applier or copy (`forward_origin`), before a table's
+    /// copy ([`CarryOnCopy`]).
+    NotCopied {
+        /// The forward applier's origin name.
+        forward_origin: String,
+    },
     /// Rows not written by the forward applier (`forward_origin`) nor by the forward snapshot
     /// (committed at or before the table's copy finished, per `cdc_sync.snapshot_table` of
     /// `forward_pipeline` on the target).
@@ -105,7 +118,6 @@ pub struct Carried {
 /// The `WHERE` clause choosing the rows of target table `t` (the reverse mapping's read side).
 fn filter(t: &DirectedTable, carry: &Carry) -> String {
     match carry {
-        Carry::All => String::new(),
         Carry::NotFromForward { forward_origin, forward_pipeline } => format!(
             " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin o WHERE o.roname = {} \
                AND o.roident = (pg_xact_commit_timestamp_origin(xmin)).roident) \
@@ -115,6 +127,11 @@ fn filter(t: &DirectedTable, carry: &Carry) -> String {
             quote_literal(forward_origin),
             quote_literal(forward_pipeline),
             quote_literal(&t.from_table),
+        ),
+        Carry::NotCopied { forward_origin } => format!(
+            " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin o WHERE o.roname = {} \
+               AND o.roident = (pg_xact_commit_timestamp_origin(xmin)).roident)",
+            quote_literal(forward_origin)
         ),
     }
 }
@@ -143,7 +160,7 @@ pub async fn carry_target_only_rows(
     }
     let mut out = Carried { rows: Vec::new(), at: Some(at) };
     for t in &reverse.tables {
-        let n = carry_table(t, &tgt, &legacy, carry, stamp, at).await?;
+        let n = carry_table(t, &tgt, &legacy, carry, stamp, at).await?.len() as u64;
         if n > 0 {
             tracing::info!(table = %t.to_table, rows = n, "reverse snapshot: carried rows that only the target had");
         }
@@ -164,7 +181,7 @@ async fn carry_table(
     carry: &Carry,
     stamp: Option<&Stamp>,
     at: DateTime<Utc>,
-) -> Result<u64, ReverseSnapshotError> {
+) -> Result<Vec<Vec<String>>, ReverseSnapshotError> {
     let to = quote_qualified(&t.to_table);
     let cols: Vec<String> = t.outputs.iter().map(|o| quote_ident(&o.column)).collect();
     let keys: Vec<String> = t.key_outputs.iter().map(|o| quote_ident(&t.outputs[*o].column)).collect();
@@ -196,22 +213,27 @@ async fn carry_table(
     .await;
     let r = async {
         copied?;
-        let n = legacy
-            .execute(
+        // the keys carried (as text), in key column order
+        let carried: Vec<Vec<String>> = legacy
+            .query(
                 &format!(
-                    "INSERT INTO {to} ({cols}) SELECT {cols} FROM cdc_sync_carry ON CONFLICT ({}) DO NOTHING",
-                    keys.join(", ")
+                    "INSERT INTO {to} ({cols}) SELECT {cols} FROM cdc_sync_carry ON CONFLICT ({}) DO NOTHING RETURNING {}",
+                    keys.join(", "),
+                    keys.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", ")
                 ),
                 &[],
             )
-            .await?;
-        if let (Some(s), true) = (stamp, n > 0) {
+            .await?
+            .iter()
+            .map(|r| (0..keys.len()).map(|i| r.get(i)).collect())
+            .collect();
+        if let (Some(s), false) = (stamp, carried.is_empty()) {
             legacy
                 .execute("SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)", &[&s.lsn.to_string(), &at])
                 .await?;
         }
         legacy.batch_execute("COMMIT").await?;
-        Ok::<u64, tokio_postgres::Error>(n)
+        Ok::<_, tokio_postgres::Error>(carried)
     }
     .await;
     match r {
@@ -220,6 +242,110 @@ async fn carry_table(
             let _ = legacy.batch_execute("ROLLBACK").await;
             Err(sql(what("carrying the target-only rows of"))(e))
         }
+    }
+}
+
+/// Before the forward copy of a table that also flows back empties it on the target (inside
+/// that transaction): lock it against writes (`EXCLUSIVE`: the service waits), carry its rows
+/// that were not written by the forward applier or copy and whose key legacy lacks to legacy
+/// (stamped with the reverse origin, so the forward stream skips them, without an origin time,
+/// so no conflict horizon moves), keep those rows through the `TRUNCATE` (written back in the
+/// same transaction: the service never misses them), and record the target's WAL position as
+/// the table's floor in the reverse stream (`cdc_sync.snapshot_table` of the reverse pipeline
+/// in legacy): what the service committed on the table before is in the carry or was replaced
+/// by legacy's rows, everything after (the lock is held until the transaction commits) is in
+/// the reverse stream. See [`crate::source::owned_copy`].
+pub struct CarryOnCopy {
+    /// The reverse mapping (read side = target).
+    pub reverse: Arc<Mapping>,
+    /// Legacy's connection string.
+    pub legacy_conn: String,
+    /// The forward applier's origin.
+    pub forward_origin: String,
+    /// The reverse applier's origin (stamped on the carried rows).
+    pub reverse_origin: String,
+    /// The reverse checkpoint key (its table floors are recorded under it).
+    pub reverse_pipeline: String,
+}
+
+impl CarryBack for CarryOnCopy {
+    fn before_truncate<'a>(
+        &'a self,
+        tgt: &'a Client,
+        t: &'a DirectedTable,
+    ) -> BoxFuture<'a, Result<(), CarryBackError>> {
+        Box::pin(async move {
+            let Some(r) = self.reverse.tables.iter().find(|r| r.from_table == t.to_table) else { return Ok(()) };
+            self.carry_before_truncate(tgt, r).await.map_err(|e| CarryBackError {
+                table: t.to_table.clone(),
+                kind: e.kind(),
+                source: Box::new(e),
+            })
+        })
+    }
+
+    fn after_truncate<'a>(
+        &'a self,
+        tgt: &'a Client,
+        t: &'a DirectedTable,
+    ) -> BoxFuture<'a, Result<(), CarryBackError>> {
+        Box::pin(async move {
+            if !self.reverse.tables.iter().any(|r| r.from_table == t.to_table) {
+                return Ok(());
+            }
+            let to = quote_qualified(&t.to_table);
+            tgt.batch_execute(&format!("INSERT INTO {to} OVERRIDING SYSTEM VALUE SELECT * FROM cdc_sync_keep"))
+                .await
+                .map_err(sql(format!("keeping the carried rows of {}", t.to_table)))
+                .map_err(|e| CarryBackError { table: t.to_table.clone(), kind: e.kind(), source: Box::new(e) })
+        })
+    }
+}
+
+impl CarryOnCopy {
+    async fn carry_before_truncate(&self, tgt: &Client, r: &DirectedTable) -> Result<(), ReverseSnapshotError> {
+        tgt.batch_execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", quote_qualified(&r.from_table)))
+            .await
+            .map_err(sql(format!("locking {} against writes for its copy", r.from_table)))?;
+        let legacy = connect(&self.legacy_conn).await.map_err(sql("connecting to the source"))?;
+        let _ = legacy.batch_execute("SET session_replication_role = replica").await;
+        setup_origin(&legacy, &self.reverse_origin).await?;
+        let carry = Carry::NotCopied { forward_origin: self.forward_origin.clone() };
+        let carried = carry_table(r, tgt, &legacy, &carry, None, Utc::now()).await;
+        let _ = legacy.batch_execute("SELECT pg_replication_origin_session_reset()").await;
+        let carried = carried?;
+        let n = carried.len();
+        // the carried rows stay on the target: kept aside, written back after the TRUNCATE
+        let key_len = r.key_len;
+        let cols: Vec<String> = r.inputs[..key_len].iter().map(|c| format!("t.{}", quote_ident(c))).collect();
+        let casts: Vec<String> = (0..key_len).map(|i| format!("u.k{i}::{}", r.input_types[i])).collect();
+        let params: Vec<String> = (0..key_len).map(|i| format!("${}::text[]", i + 1)).collect();
+        let names: Vec<String> = (0..key_len).map(|i| format!("k{i}")).collect();
+        let keep = format!(
+            "CREATE TEMP TABLE cdc_sync_keep ON COMMIT DROP AS SELECT t.* FROM {} t WHERE ({}) IN \
+             (SELECT {} FROM unnest({}) AS u({}))",
+            quote_qualified(&r.from_table),
+            cols.join(", "),
+            casts.join(", "),
+            params.join(", "),
+            names.join(", ")
+        );
+        let by_col: Vec<Vec<&str>> = (0..key_len).map(|i| carried.iter().map(|k| k[i].as_str()).collect()).collect();
+        let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            by_col.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        tgt.execute(keep.as_str(), &p).await.map_err(sql(format!("keeping the carried rows of {}", r.from_table)))?;
+        let floor: String = tgt
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(sql("reading the target's WAL position"))?
+            .get(0);
+        let floor = Lsn::parse(&floor).unwrap_or_default();
+        let mut store = PgCheckpointStore { client: legacy };
+        let state = TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(floor), rows: n as i64 };
+        store.set_table(&self.reverse_pipeline, &r.to_table, &state).await?;
+        tracing::info!(table = %r.from_table, carried = n, reverse_floor = %floor,
+            "before the table's copy: carried its rows that legacy lacked to legacy; the reverse stream takes the table's changes from here");
+        Ok(())
     }
 }
 

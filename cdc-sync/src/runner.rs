@@ -31,9 +31,11 @@ use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
 use crate::reload;
 use crate::retry::{Failure, Next, Retrier, RetryPolicy};
+use crate::reverse_snapshot::CarryOnCopy;
 use crate::schema::SchemaChange;
 use crate::slot_watch::monitor;
 pub use crate::slot_watch::{slot_danger, SlotDanger};
+use crate::source::owned_copy::CarryBack;
 use crate::source::{PgChangeStream, SourceError};
 use crate::status::{self, ErrorReport, Metrics, Registry};
 use rand::rngs::StdRng;
@@ -43,7 +45,7 @@ mod error;
 mod prepare;
 
 pub use error::{AnotherInstanceActive, DirectionStopped, RunError, SlotLoss, SlotLost};
-use prepare::{carry_before_first_copy, connect_to, prepare_forward, prepare_reverse};
+use prepare::{connect_to, forget_unmapped, prepare_forward, prepare_reverse};
 
 /// How `run` runs.
 #[derive(Debug, Clone, Default)]
@@ -445,8 +447,9 @@ async fn linger_after_stop(reg: &Registry, what: &str, serving: bool, linger: Du
     }
 }
 
-/// One active session: resolve the mappings, prepare both directions (the reverse snapshot
-/// before a fresh pipeline's first copy; both prepared before either streams), say so on
+/// One active session: resolve the mappings, prepare both directions (the reverse one first, so
+/// that a table copied forward has the service's writes in the reverse stream; both prepared
+/// before either streams), say so on
 /// `interruptible` (a SIGHUP may end the session from then on, except while a direction adds
 /// columns), then stream until a direction ends.
 async fn run_active(
@@ -471,16 +474,40 @@ async fn run_active(
         false => None,
     };
     let mut tstore = PgCheckpointStore::connect(&fwd_plan.to_conn).await?;
-    if let Some(rev) = &rev {
-        carry_before_first_copy(&fwd_plan, rev, &src, &mut tstore).await?;
-    }
-    let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics).await?;
-    // Both directions are prepared before either streams: the reverse snapshot and the conflict
-    // horizons must be in place before the first change is applied.
-    if let Some(rev) = &rev {
-        let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
-        prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore).await?;
-    }
+    tstore.prepare().await?;
+    // The reverse direction first: from its slot on, whatever the service writes is in the
+    // reverse stream, also while a table is copied forward. Both directions are prepared before
+    // either streams: the reverse snapshot and the conflict horizons must be in place before the
+    // first change is applied.
+    let mut sstore = match &rev {
+        Some(rev) => {
+            let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
+            prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore).await?;
+            Some(sstore)
+        }
+        None => None,
+    };
+    let carry = rev.as_ref().map(|rev| {
+        Box::new(CarryOnCopy {
+            reverse: Arc::clone(rev),
+            legacy_conn: rev_plan.to_conn.clone(),
+            forward_origin: fwd_plan.origin.clone(),
+            reverse_origin: rev_plan.origin.clone(),
+            reverse_pipeline: rev_plan.pipeline.clone(),
+        }) as Box<dyn CarryBack>
+    });
+    let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics, carry).await?;
+    // the reverse stream takes a table copied forward from the point its copy emptied it
+    let rev_floors = match (&rev, &mut sstore) {
+        (Some(rev), Some(sstore)) => {
+            let states = forget_unmapped(sstore, &rev_plan.pipeline, rev).await?;
+            rev.tables
+                .iter()
+                .map(|t| states.get(&t.to_table).and_then(|s| s.snapshot_lsn).unwrap_or_default())
+                .collect()
+        }
+        _ => vec![],
+    };
     interruptible.send_replace(true);
     let mut tasks: tokio::task::JoinSet<Result<(), RunError>> = tokio::task::JoinSet::new();
     let (p, m) = (fwd_plan.clone(), Arc::clone(fwd_metrics));
@@ -506,10 +533,9 @@ async fn run_active(
             monitor(p, m).await;
             Ok(())
         });
-        let floors = vec![Lsn(0); rev.tables.len()];
         let (m, c, i) = (Arc::clone(rev_metrics), Arc::new(cfg.clone()), interruptible.clone());
         tasks.spawn(async move {
-            Ok(stream_loop(c, rev_plan, rev, floors, m, rev_types_after, i).await.map_err(Box::new)?)
+            Ok(stream_loop(c, rev_plan, rev, rev_floors, m, rev_types_after, i).await.map_err(Box::new)?)
         });
     }
     while let Some(res) = tasks.join_next().await {

@@ -2,6 +2,7 @@
 //! the initial snapshot ([`snapshot`]).
 
 pub mod chunks;
+pub mod owned_copy;
 pub mod snapshot;
 pub mod walsender;
 

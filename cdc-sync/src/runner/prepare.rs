@@ -1,11 +1,14 @@
 //! What `run` does before a direction streams, each step idempotent (run again after a
-//! restart, a lost lock or a SIGHUP): the forward direction's publication, slot and copy of
-//! unfinished tables; the reverse snapshot before a fresh pipeline's first copy; the reverse
-//! direction's publication and slot, with the reverse snapshot and the conflict horizons when
-//! its slot is created.
+//! restart, a lost lock or a SIGHUP): first the reverse direction's publication and slot, with
+//! the reverse snapshot and the conflict horizons when its slot is created (so that whatever the
+//! service writes from then on is in the reverse stream, also while a table is copied forward);
+//! then the forward direction's publication, slot and copy of unfinished tables (a table that
+//! flows back is copied as [`crate::source::owned_copy`] says).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use tokio_postgres::Client;
 
@@ -18,6 +21,7 @@ use crate::model::Lsn;
 use crate::plan::DirectionPlan;
 use crate::reverse_snapshot::{self, Carry, Stamp};
 use crate::source;
+use crate::source::owned_copy::{CarryBack, OwnedCopy};
 use crate::source::snapshot::{copy_tables, SnapshotJob};
 use crate::status::Metrics;
 
@@ -25,8 +29,28 @@ pub(super) async fn connect_to(conn: &str, what: &str) -> Result<Client, RunErro
     connect(conn).await.map_err(|source| RunError::Connect { what: what.to_string(), source })
 }
 
+/// Forget the snapshot state of `pipeline`'s tables that `mapping` no longer writes: added
+/// again later, such a table is copied afresh (the stream went on without it).
+pub(super) async fn forget_unmapped(
+    store: &mut PgCheckpointStore,
+    pipeline: &str,
+    mapping: &Mapping,
+) -> Result<HashMap<String, TableSnapshot>, RunError> {
+    let mut states = store.tables(pipeline).await?;
+    let mapped: HashSet<&str> = mapping.tables.iter().map(|t| t.to_table.as_str()).collect();
+    let gone: Vec<String> = states.keys().filter(|t| !mapped.contains(t.as_str())).cloned().collect();
+    for table in gone {
+        store.forget_table(pipeline, &table).await?;
+        states.remove(&table);
+        tracing::info!(pipeline, table = %table,
+            "the table is no longer in sync.toml: forgot its snapshot state (added again, it is copied afresh)");
+    }
+    Ok(states)
+}
+
 /// Prepare the forward direction: publication, slot, snapshot of unfinished tables. Returns the
-/// checkpoint to stream from and each table's snapshot floor.
+/// checkpoint to stream from and each table's snapshot floor. `carry`: the pipeline also flows
+/// back (its reverse direction is prepared): the copy writes as [`OwnedCopy`].
 pub(super) async fn prepare_forward(
     cfg: &SyncConfig,
     plan: &DirectionPlan,
@@ -34,6 +58,7 @@ pub(super) async fn prepare_forward(
     src: &Client,
     store: &mut PgCheckpointStore,
     metrics: &Arc<Metrics>,
+    carry: Option<Box<dyn CarryBack>>,
 ) -> Result<(Lsn, Vec<Lsn>), RunError> {
     let r = &cfg.replication;
     let name = &plan.pipeline;
@@ -41,7 +66,7 @@ pub(super) async fn prepare_forward(
     source::ensure_publication(src, &plan.publication, &mapping.from_table_names()).await?;
     let mut cp = store.load(name).await?;
     let mut slot = source::slot_info(src, &plan.slot).await?;
-    let mut states: HashMap<String, TableSnapshot> = store.tables(name).await?;
+    let mut states = forget_unmapped(store, name, mapping).await?;
     let mut exported = None;
     if let Some(cp) = &cp {
         let lost = match &slot {
@@ -61,10 +86,14 @@ pub(super) async fn prepare_forward(
             slot = None;
         }
     }
+    // a fresh pipeline's copy: legacy's time before its snapshot (stamped on the copy's commits
+    // when the pipeline flows back)
+    let mut before_snapshot = None;
     match (&slot, &cp) {
         (None, _) => {
             store.reset(name).await?;
             states.clear();
+            before_snapshot = Some(legacy_time(src).await?);
             let (conn, slot_name) = (plan.from_conn.clone(), plan.slot.clone());
             let e =
                 tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, false)).await??;
@@ -105,6 +134,10 @@ pub(super) async fn prepare_forward(
             workers: r.snapshot_workers,
             chunk_pages: r.snapshot_chunk_pages,
             metrics: Arc::clone(metrics),
+            owned: match carry {
+                Some(carry) => Some(Arc::new(owned_copy(store, plan, carry, before_snapshot).await?)),
+                None => None,
+            },
         };
         copy_tables(job, store).await?;
         drop(e);
@@ -118,25 +151,35 @@ pub(super) async fn prepare_forward(
     Ok((cp, floors))
 }
 
-/// Before the forward direction is prepared: when it will copy for the first time (no slot, no
-/// checkpoint) and some tables flow back, carry the target's rows that legacy lacks to legacy
-/// first, since the forward copy replaces the target tables' contents (see
-/// [`crate::reverse_snapshot`]).
-pub(super) async fn carry_before_first_copy(
-    plan: &DirectionPlan,
-    reverse: &Arc<Mapping>,
-    src: &Client,
+async fn legacy_time(src: &Client) -> Result<DateTime<Utc>, RunError> {
+    Ok(src.query_one("SELECT now()", &[]).await.map_err(source::SourceError::from)?.get(0))
+}
+
+/// How a copy writes into tables that also flow back: stamped with the forward origin (created
+/// here if the applier never ran) and, as its origin time, what the target has absorbed of
+/// legacy: the forward checkpoint's commit time, or on a fresh pipeline legacy's time before
+/// the copy's snapshot (`before_snapshot`); otherwise no time.
+async fn owned_copy(
     store: &mut PgCheckpointStore,
-) -> Result<(), RunError> {
-    store.prepare().await?;
-    if store.load(&plan.pipeline).await?.is_some() || source::slot_info(src, &plan.slot).await?.is_some() {
-        return Ok(());
-    }
-    let carried =
-        reverse_snapshot::carry_target_only_rows(reverse, &plan.to_conn, &plan.from_conn, &Carry::All, None).await?;
-    let rows: u64 = carried.rows.iter().map(|(_, n)| n).sum();
-    tracing::info!(rows, "reverse snapshot: the target's rows that legacy lacked are in legacy before the first copy");
-    Ok(())
+    plan: &DirectionPlan,
+    carry: Box<dyn CarryBack>,
+    before_snapshot: Option<DateTime<Utc>>,
+) -> Result<OwnedCopy, RunError> {
+    let c = &store.client;
+    let fail = |e| RunError::Source(source::SourceError::Sql(e));
+    c.execute(
+        "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+        &[&plan.origin],
+    )
+    .await
+    .map_err(fail)?;
+    let applied: Option<DateTime<Utc>> = c
+        .query_opt("SELECT commit_ts FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&plan.pipeline])
+        .await
+        .map_err(fail)?
+        .and_then(|r| r.get(0));
+    let at = applied.or(before_snapshot);
+    Ok(OwnedCopy { origin: plan.origin.clone(), at, carry, turn: tokio::sync::Mutex::new(()) })
 }
 
 /// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.

@@ -207,21 +207,7 @@ pub async fn start_table(
 ) -> Result<(), tokio_postgres::Error> {
     tgt.batch_execute("BEGIN").await?;
     let r = async {
-        tgt.execute(
-            "DELETE FROM cdc_sync.snapshot_chunk WHERE pipeline = $1 AND table_name = $2",
-            &[&pipeline, &t.to_table],
-        )
-        .await?;
-        tgt.batch_execute(&format!("TRUNCATE {}", quote_qualified(&t.to_table))).await?;
-        let insert = tgt
-            .prepare(
-                "INSERT INTO cdc_sync.snapshot_chunk (pipeline, table_name, chunk, lo, hi, plan_lsn) \
-                 VALUES ($1, $2, $3, $4, $5, $6::text::pg_lsn)",
-            )
-            .await?;
-        for c in ranges {
-            tgt.execute(&insert, &[&pipeline, &t.to_table, &c.chunk, &c.lo, &c.hi, &lsn.to_string()]).await?;
-        }
+        start_table_in(tgt, pipeline, t, ranges, lsn).await?;
         tgt.batch_execute("COMMIT").await
     }
     .await;
@@ -229,6 +215,32 @@ pub async fn start_table(
         let _ = tgt.batch_execute("ROLLBACK").await;
     }
     r
+}
+
+/// [`start_table`] inside a transaction the caller opened (and commits).
+pub async fn start_table_in(
+    tgt: &Client,
+    pipeline: &str,
+    t: &DirectedTable,
+    ranges: &[KeyRange],
+    lsn: Lsn,
+) -> Result<(), tokio_postgres::Error> {
+    tgt.execute(
+        "DELETE FROM cdc_sync.snapshot_chunk WHERE pipeline = $1 AND table_name = $2",
+        &[&pipeline, &t.to_table],
+    )
+    .await?;
+    tgt.batch_execute(&format!("TRUNCATE {}", quote_qualified(&t.to_table))).await?;
+    let insert = tgt
+        .prepare(
+            "INSERT INTO cdc_sync.snapshot_chunk (pipeline, table_name, chunk, lo, hi, plan_lsn) \
+             VALUES ($1, $2, $3, $4, $5, $6::text::pg_lsn)",
+        )
+        .await?;
+    for c in ranges {
+        tgt.execute(&insert, &[&pipeline, &t.to_table, &c.chunk, &c.lo, &c.hi, &lsn.to_string()]).await?;
+    }
+    Ok(())
 }
 
 /// Inside a chunk's copy transaction: mark it done (rows copied, under the snapshot at `lsn`).

@@ -18,6 +18,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::chunks::{self, KeyRange};
+use super::owned_copy::{CarryBackError, OwnedCopy};
 use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
 use crate::connect::connect;
 use crate::error::{pg_kind, ErrorKind};
@@ -37,6 +38,9 @@ pub enum SnapshotError {
     /// A worker panicked.
     #[error("snapshot worker")]
     Worker(#[from] tokio::task::JoinError),
+    /// Carrying a `both` table's rows back before its copy failed.
+    #[error("snapshot")]
+    CarryBack(#[from] CarryBackError),
     /// The workers ended before every table was copied.
     #[error("snapshot incomplete: {done} of {total} tables copied")]
     Incomplete {
@@ -54,6 +58,7 @@ impl SnapshotError {
         match self {
             SnapshotError::Sql(e) => pg_kind(e),
             SnapshotError::Checkpoint(e) => e.kind(),
+            SnapshotError::CarryBack(e) => e.kind,
             SnapshotError::Worker(_) | SnapshotError::Incomplete { .. } => ErrorKind::Other,
         }
     }
@@ -88,6 +93,9 @@ pub struct SnapshotJob {
     pub chunk_pages: u32,
     /// Progress counters.
     pub metrics: Arc<Metrics>,
+    /// When some tables also flow back: how the copy writes into them
+    /// ([`super::owned_copy`]).
+    pub owned: Option<Arc<OwnedCopy>>,
 }
 
 /// The source-side SQL computing output `o` of `t`.
@@ -188,14 +196,14 @@ pub async fn copy_tables<C: CheckpointStore>(
         let n_chunks = pages.div_ceil(step).max(1);
         if chunks::has_key_index(&planner, t).await? {
             let ranges = chunks::plan_ranges(&planner, t, pages, n_chunks).await?;
-            chunks::start_table(&target, &job.pipeline, t, &ranges, job.lsn).await?;
+            start_table(&target, &job, t, &ranges).await?;
             remaining.insert(ti, ranges.len());
             for k in ranges {
                 chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: Some(k) });
             }
             continue;
         }
-        chunks::start_table(&target, &job.pipeline, t, &[], job.lsn).await?;
+        start_table(&target, &job, t, &[]).await?;
         let mut n = 0;
         if pages <= step {
             chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: None });
@@ -232,9 +240,16 @@ pub async fn copy_tables<C: CheckpointStore>(
         let mapping = Arc::clone(&job.mapping);
         let (source, target, snapshot) = (job.source.clone(), job.target.clone(), job.snapshot.clone());
         let metrics = Arc::clone(&job.metrics);
-        let (pipeline, lsn) = (job.pipeline.clone(), job.lsn);
+        let (pipeline, lsn, owned) = (job.pipeline.clone(), job.lsn, job.owned.clone());
         handles.push(tokio::spawn(async move {
-            let ctx = WorkerCtx { pipeline: &pipeline, lsn, source: &source, target: &target, snapshot: &snapshot };
+            let ctx = WorkerCtx {
+                pipeline: &pipeline,
+                lsn,
+                source: &source,
+                target: &target,
+                snapshot: &snapshot,
+                owned: owned.as_deref(),
+            };
             let r = worker(queue, &tx, mapping, ctx, metrics).await;
             if let Err(e) = r {
                 let _ = tx.send(Err(e));
@@ -290,6 +305,31 @@ pub async fn copy_tables<C: CheckpointStore>(
     Ok(copied)
 }
 
+/// Empty `t` on the target and store its plan ([`chunks::start_table`]); for a pipeline that
+/// flows back, after carrying its rows back and stamped with the origin ([`OwnedCopy`]).
+async fn start_table(
+    target: &tokio_postgres::Client,
+    job: &SnapshotJob,
+    t: &DirectedTable,
+    ranges: &[KeyRange],
+) -> Result<(), SnapshotError> {
+    let Some(owned) = &job.owned else {
+        return Ok(chunks::start_table(target, &job.pipeline, t, ranges, job.lsn).await?);
+    };
+    target.batch_execute("BEGIN").await?;
+    let r = async {
+        owned.carry.before_truncate(target, t).await?;
+        chunks::start_table_in(target, &job.pipeline, t, ranges, job.lsn).await?;
+        owned.carry.after_truncate(target, t).await?;
+        Ok::<_, SnapshotError>(owned.commit(target, job.lsn).await?)
+    }
+    .await;
+    if r.is_err() {
+        let _ = target.batch_execute("ROLLBACK").await;
+    }
+    r
+}
+
 /// Every chunk of `table` is in: record it done with its stream floor.
 async fn table_done<C: CheckpointStore>(
     job: &SnapshotJob,
@@ -311,6 +351,7 @@ struct WorkerCtx<'a> {
     source: &'a str,
     target: &'a str,
     snapshot: &'a str,
+    owned: Option<&'a OwnedCopy>,
 }
 
 async fn worker(
@@ -320,7 +361,7 @@ async fn worker(
     ctx: WorkerCtx<'_>,
     metrics: Arc<Metrics>,
 ) -> Result<(), SnapshotError> {
-    let WorkerCtx { pipeline, lsn, source, target, snapshot } = ctx;
+    let WorkerCtx { pipeline, lsn, source, target, snapshot, owned } = ctx;
     let src = connect(source).await?;
     src.batch_execute(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -361,7 +402,10 @@ async fn worker(
             // or both out
             chunks::mark_done(&dst, pipeline, &t.to_table, k.chunk, rows, lsn).await?;
         }
-        dst.batch_execute("COMMIT").await?;
+        match owned {
+            Some(o) => o.commit(&dst, lsn).await?,
+            None => dst.batch_execute("COMMIT").await?,
+        }
         if tx.send(Ok(Event::ChunkDone { table: chunk.table, rows })).is_err() {
             break;
         }
