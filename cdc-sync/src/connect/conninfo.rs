@@ -91,7 +91,7 @@ pub enum ConnInfoError {
     /// `sslnegotiation` (PostgreSQL 17's direct TLS).
     #[error("sslnegotiation is not supported (only the SSLRequest negotiation every server speaks)")]
     Negotiation,
-    /// The key=value syntax is broken.
+    /// The key=value syntax is broken (or a URL parameter).
     #[error("connection string syntax: {0}")]
     Syntax(&'static str),
     /// tokio-postgres refused the rest.
@@ -113,7 +113,6 @@ impl ConnInfo {
     /// Parse a key=value connection string or a `postgres://` / `postgresql://` URL.
     pub fn parse(conn: &str) -> Result<ConnInfo, ConnInfoError> {
         let (rest, pairs) = split(conn)?;
-        let config: tokio_postgres::Config = rest.parse().map_err(ConnInfoError::Postgres)?;
         let mut tls = TlsParams::default();
         let (mut cert, mut key) = (None, None);
         for (k, v) in pairs {
@@ -133,6 +132,7 @@ impl ConnInfo {
             (Some(_), None) => return Err(ConnInfoError::HalfClientCert("sslcert")),
             (None, Some(_)) => return Err(ConnInfoError::HalfClientCert("sslkey")),
         };
+        let config: tokio_postgres::Config = rest.parse().map_err(ConnInfoError::Postgres)?;
         Ok(ConnInfo { config, tls })
     }
 }
