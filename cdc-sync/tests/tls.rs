@@ -158,12 +158,9 @@ fn certificate_failures_name_host_mode_and_cause() {
     let ca_only = format!("sslmode=verify-ca sslrootcert={}", pki.ca.display());
     let rt = runtime();
     let client = rt.block_on(cdc_sync::connect::connect(&wrong(&ca_only))).expect("verify-ca ignores the name");
-    assert_eq!(
-        rt.block_on(client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]))
-            .unwrap()
-            .get::<_, bool>(0),
-        true
-    );
+    let ssl: bool =
+        rt.block_on(client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])).unwrap().get(0);
+    assert!(ssl, "encrypted");
     assert!(rt.block_on(WalSenderConnection::connect(&wrong(&ca_only), "tls-test")).is_ok());
     let untrusted = format!("sslmode=verify-ca sslrootcert={}", other.ca.display());
     let err = walsender_error(&conn(&env.src, &env.src_db, &untrusted));
@@ -175,14 +172,10 @@ fn certificate_failures_name_host_mode_and_cause() {
         "{err}"
     );
     // require with an sslrootcert checks the chain too, as in libpq
-    let e = rt
-        .block_on(cdc_sync::connect::connect(&conn(
-            &env.src,
-            &env.src_db,
-            &format!("sslmode=require sslrootcert={}", other.ca.display()),
-        )))
-        .err()
-        .expect("an untrusted chain under require + sslrootcert");
+    let require_ca = format!("sslmode=require sslrootcert={}", other.ca.display());
+    let Err(e) = rt.block_on(cdc_sync::connect::connect(&conn(&env.src, &env.src_db, &require_ca))) else {
+        panic!("an untrusted chain passed under require + sslrootcert")
+    };
     let err = format!("{:#}", anyhow::Error::new(e));
     assert!(
         err.contains("(sslmode=require): the server's certificate was rejected: invalid peer certificate"),
@@ -228,7 +221,8 @@ fn a_client_certificate_required_by_pg_hba_is_presented() {
     let src = ssl_cluster(&pki)
         .hba("hostssl all certuser 127.0.0.1/32 cert")
         .hba("hostssl all certuser ::1/128 cert")
-        .hba("host all certuser all reject");
+        .hba("host all certuser all reject")
+        .hba("hostssl all scramuser 127.0.0.1/32 scram-sha-256");
     let mut env = Env::with_clusters(src, PgCluster::builder(), SRC, TGT);
     env.s("CREATE ROLE certuser LOGIN SUPERUSER REPLICATION");
     let as_certuser = |tls: &str| {
@@ -262,4 +256,25 @@ fn a_client_certificate_required_by_pg_hba_is_presented() {
     stream_some_changes(&env, &cfg, &run);
     let repl = env.s("SELECT r.usename, s.ssl, s.client_dn FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)");
     assert_eq!(repl, "certuser|t|/CN=certuser", "the replication session authenticated by its certificate");
+
+    // SCRAM over TLS: the SQL sessions bind it to the channel (channel_binding=require passes),
+    // the replication session authenticates without binding
+    env.s("CREATE ROLE scramuser LOGIN REPLICATION PASSWORD 'scram-pw'");
+    let scram = |extra: &str| {
+        format!(
+            "host=localhost port={} user=scramuser password=scram-pw dbname={} {} {extra}",
+            env.src.port(),
+            env.src_db,
+            verify_full(&pki.ca)
+        )
+    };
+    let rt = runtime();
+    let client = rt.block_on(cdc_sync::connect::connect(&scram("channel_binding=require"))).unwrap();
+    let who: String = rt.block_on(client.query_one("SELECT current_user::text", &[])).unwrap().get(0);
+    assert_eq!(who, "scramuser");
+    let mut ws = rt.block_on(WalSenderConnection::connect(&scram(""), "tls-test")).unwrap();
+    let rows = rt.block_on(ws.simple_query("IDENTIFY_SYSTEM")).unwrap();
+    assert_eq!(rows[0][3].as_deref(), Some(env.src_db.as_str()), "IDENTIFY_SYSTEM names the database");
+    let err = walsender_error(&scram("channel_binding=require"));
+    assert!(err.contains("channel_binding=require"), "{err}");
 }

@@ -73,6 +73,9 @@ pub enum TlsSetupError {
     /// rustls refused the configuration (a key that does not match, a bad root).
     #[error("the TLS configuration")]
     Rustls(#[source] rustls::Error),
+    /// The certificate verifier could not be built from the roots.
+    #[error("the trusted roots")]
+    Verifier(#[source] rustls::client::VerifierBuilderError),
     /// The connection string's TLS part is invalid.
     #[error(transparent)]
     ConnInfo(ConnInfoError),
@@ -117,6 +120,26 @@ pub enum TlsFailure {
     Setup(#[source] Arc<TlsSetupError>),
 }
 
+impl TlsError {
+    /// Whether trying again may help: the network failed during negotiation, or a certificate
+    /// file could not be read (a Secret mounted late). A refused certificate or TLS request, or
+    /// a bad setting, fails the same way again.
+    pub fn is_transient(&self) -> bool {
+        match &self.failure {
+            TlsFailure::Io(_) => true,
+            TlsFailure::Setup(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+impl TlsSetupError {
+    /// Whether trying again may help (a file that could not be read).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TlsSetupError::Read { .. })
+    }
+}
+
 /// The rustls side of one connection string: its mode and the client config that mode needs.
 #[derive(Clone)]
 pub struct TlsSetup {
@@ -146,7 +169,7 @@ impl TlsSetup {
                 let roots = Arc::new(root_store(roots.as_ref())?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                     .build()
-                    .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
+                    .map_err(TlsSetupError::Verifier)?;
                 if mode == SslMode::VerifyFull {
                     webpki
                 } else {
@@ -476,6 +499,7 @@ mod tests {
     #[tokio::test]
     async fn refused_tls_fails_require_and_falls_back_for_prefer() {
         let e = negotiate(answering(b'N').await, &setup(SslMode::Require), "db.example").await.unwrap_err();
+        assert!(!e.is_transient(), "a refusal is not retried as a network failure");
         let text = format!("{:#}", anyhow::Error::new(e));
         assert_eq!(
             text,
@@ -484,6 +508,10 @@ mod tests {
         );
         let s = negotiate(answering(b'N').await, &setup(SslMode::Prefer), "db.example").await.unwrap();
         assert!(!s.is_tls());
+        let (client, server) = duplex(64);
+        drop(server);
+        let e = negotiate(client, &setup(SslMode::Require), "h").await.unwrap_err();
+        assert!(matches!(e.failure, TlsFailure::Io(_)) && e.is_transient(), "{e:?}");
         let e = negotiate(answering(b'E').await, &setup(SslMode::VerifyFull), "h").await.unwrap_err();
         assert!(matches!(e.failure, TlsFailure::Protocol('E')), "{e:?}");
     }
@@ -503,6 +531,7 @@ mod tests {
         };
         let e = TlsSetup::new(&p).unwrap_err();
         assert!(e.to_string().contains("reading sslrootcert /nonexistent/ca.pem"), "{e}");
+        assert!(e.is_transient(), "a file may be mounted late");
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not pem").unwrap();

@@ -31,7 +31,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{ChannelBinding, Host};
 
 use crate::connect::conninfo::{ConnInfo, ConnInfoError};
-use crate::connect::tls::{negotiate, PgStream, TlsError, TlsFailure, TlsSetup, TlsSetupError};
+use crate::connect::tls::{negotiate, PgStream, TlsError, TlsSetup, TlsSetupError};
 use crate::error::{ErrorKind, ServerError};
 use crate::model::{quote_ident, quote_literal, Lsn};
 
@@ -43,10 +43,10 @@ pub enum WalSenderError {
     Config(#[source] ConnInfoError),
     /// The connection string's TLS files could not be loaded.
     #[error("TLS setup of the replication connection")]
-    TlsSetup(#[source] TlsSetupError),
+    TlsSetup(#[source] Box<TlsSetupError>),
     /// TLS with the server failed (names the host and the sslmode).
     #[error("replication connection")]
-    Tls(#[source] TlsError),
+    Tls(#[source] Box<TlsError>),
     /// Something this client does not speak (TLS, an authentication method).
     #[error("{0}")]
     Unsupported(String),
@@ -92,7 +92,8 @@ impl WalSenderError {
             | WalSenderError::Closed
             | WalSenderError::StreamEnded
             | WalSenderError::Silent(_) => ErrorKind::Connection,
-            WalSenderError::Tls(e) if matches!(e.failure, TlsFailure::Io(_)) => ErrorKind::Connection,
+            WalSenderError::Tls(e) if e.is_transient() => ErrorKind::Connection,
+            WalSenderError::TlsSetup(e) if e.is_transient() => ErrorKind::Connection,
             WalSenderError::Config(_)
             | WalSenderError::TlsSetup(_)
             | WalSenderError::Tls(_)
@@ -218,7 +219,7 @@ impl WalSenderConnection<PgStream<Socket>> {
     /// password, md5, SCRAM-SHA-256, a client certificate).
     pub async fn connect(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
         let info = ConnInfo::parse(conn).map_err(WalSenderError::Config)?;
-        let tls = TlsSetup::new(&info.tls).map_err(WalSenderError::TlsSetup)?;
+        let tls = TlsSetup::new(&info.tls).map_err(|e| WalSenderError::TlsSetup(Box::new(e)))?;
         let cfg = info.config;
         if cfg.get_channel_binding() == ChannelBinding::Require {
             return Err(WalSenderError::Unsupported(
@@ -297,7 +298,7 @@ async fn open_session(cfg: &tokio_postgres::Config, tls: &TlsSetup) -> Result<Pg
         let Some(name) = name else { return Ok(PgStream::Plain(socket)) };
         match tokio::time::timeout(timeout, negotiate(socket, tls, &name)).await {
             Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) => last = Some(WalSenderError::Tls(e)),
+            Ok(Err(e)) => last = Some(WalSenderError::Tls(Box::new(e))),
             Err(_) => {
                 let source = io::Error::new(io::ErrorKind::TimedOut, "TLS negotiation timed out");
                 last = Some(WalSenderError::Connect { target, source });
