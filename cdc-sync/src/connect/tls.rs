@@ -500,7 +500,7 @@ mod tests {
     async fn refused_tls_fails_require_and_falls_back_for_prefer() {
         let e = negotiate(answering(b'N').await, &setup(SslMode::Require), "db.example").await.unwrap_err();
         assert!(!e.is_transient(), "a refusal is not retried as a network failure");
-        let text = format!("{:#}", anyhow::Error::new(e));
+        let text = format!("{e}: {}", e.failure);
         assert_eq!(
             text,
             "TLS with db.example (sslmode=require): the server does not accept TLS connections \

@@ -13,6 +13,8 @@
 //! cluster directory is handed to that user.
 //!
 //! The database superuser is always `postgres`, with `trust` authentication on loopback only.
+//! For TLS tests, `PgCluster::builder().ssl(cert, key, ca)` turns `ssl = on` with a certificate
+//! (e.g. from [`crate::tls::PgPki`]) and `.hba(line)` puts `hostssl ... cert` style lines first.
 
 use std::fs::OpenOptions;
 use std::io::Write;
