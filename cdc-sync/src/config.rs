@@ -409,7 +409,7 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
     }
     let mut endpoint = |label: &str, ep: &Spanned<RawEndpoint>| -> Endpoint {
         let e = ep.get_ref();
-        match (&e.url, &e.url_env) {
+        let resolved = match (&e.url, &e.url_env) {
             (Some(u), None) => Endpoint { conn: u.clone(), origin: format!("{label}.url") },
             (None, Some(var)) => match env(var) {
                 Some(v) if !v.is_empty() => Endpoint { conn: v, origin: format!("${var}") },
@@ -422,7 +422,11 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
                 push(ep.span(), format!("[{label}] needs exactly one of `url` or `url_env`"));
                 Endpoint { conn: String::new(), origin: String::new() }
             }
+        };
+        if let (false, Err(m)) = (resolved.conn.is_empty(), crate::connect::check_conninfo(&resolved.conn)) {
+            push(ep.span(), format!("[{label}] {}: {m}", resolved.origin));
         }
+        resolved
     };
     let source = endpoint("source", &raw.source);
     let target = endpoint("target", &raw.target);

@@ -103,7 +103,7 @@ pub enum Attempt {
 impl InstanceLock {
     /// Open the connection that will hold the lock for `slot` on `conn` (the source database).
     pub async fn connect(conn: &str, pipeline: &str, slot: &str) -> Result<InstanceLock, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+        let (client, connection) = crate::connect::connect_raw(conn).await?;
         let connection = tokio::spawn(connection);
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let app = format!("cdc-sync {pipeline} ({} pid {})", host.trim(), std::process::id());

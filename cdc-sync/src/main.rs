@@ -17,6 +17,11 @@ use clap::{Parser, Subcommand};
 /// by the table's policy (last writer wins by default, or source_wins / target_wins) and recorded
 /// in cdc_sync.conflicts on the written side.
 ///
+/// Connection strings ([source]/[target] url or url_env) are libpq's, TLS included, for every
+/// session (the replication one too): sslmode = disable | prefer (default) | require | verify-ca
+/// | verify-full, sslrootcert = CA file (default: the system's trust store, not
+/// ~/.postgresql/root.crt), sslcert + sslkey = client certificate. See the README.
+///
 /// Exit codes: 0 ok/equal; 1 failure or (verify) differences — for `run`: a transient error that
 /// kept repeating, which a restart may get past —; 2 bad configuration or error before starting;
 /// 3 (`run --no-wait`) another instance of the pipeline is active; 4 (`run`) stopped on an error

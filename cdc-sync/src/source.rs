@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_walstream::{CancellationToken, EventType, PgOutputDecoder, PgReplicationConnection, ReplicationError, RowData};
+use pg_walstream::{CancellationToken, EventType, PgOutputDecoder, ReplicationError, RowData};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::connect::{connect, replication_conninfo};
-use crate::error::{bracketed_sqlstate, pg_kind, ErrorKind};
+use crate::connect::connect;
+use crate::error::{pg_kind, ErrorKind};
 use crate::model::{
     quote_ident, quote_literal, quote_qualified, Cell, ChangeKind, Lsn, RelationInfo, Row, RowChange, SourceMessage,
 };
@@ -27,9 +27,6 @@ use walsender::{Frame, StandbyStatus, WalSenderConnection, WalSenderError};
 /// Errors of the source side. [`SourceError::kind`] says whether to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// A replication connection (slot creation with an exported snapshot) failed.
-    #[error("replication connection")]
-    Stream(#[source] ReplicationError),
     /// The streaming session failed.
     #[error("replication stream")]
     WalSender(#[from] WalSenderError),
@@ -43,7 +40,7 @@ pub enum SourceError {
         command: String,
         /// The failure.
         #[source]
-        source: ReplicationError,
+        source: WalSenderError,
     },
     /// The server's answer to a replication command lacked what we asked for.
     #[error("{command} returned no {missing}")]
@@ -94,12 +91,11 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// Retry or stop: by the SQLSTATE the server sent (pg_walstream reports it as a `[XXXXX]`
-    /// prefix), else by whether the replication crate calls the failure transient.
+    /// Retry or stop: by the SQLSTATE the server sent, else by whether the failure is one of
+    /// the connection.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SourceError::Stream(e) | SourceError::Command { source: e, .. } => replication_kind(e),
-            SourceError::WalSender(e) => e.kind(),
+            SourceError::WalSender(e) | SourceError::Command { source: e, .. } => e.kind(),
             SourceError::Decode(_) => ErrorKind::Other,
             SourceError::Sql(e) => pg_kind(e),
             SourceError::Ended => ErrorKind::Connection,
@@ -108,14 +104,6 @@ impl SourceError {
                 ErrorKind::Other
             }
         }
-    }
-}
-
-fn replication_kind(e: &ReplicationError) -> ErrorKind {
-    match bracketed_sqlstate(&e.to_string()) {
-        Some(code) => ErrorKind::from_sqlstate(code),
-        None if e.is_transient() => ErrorKind::Connection,
-        None => ErrorKind::Other,
     }
 }
 
@@ -520,7 +508,7 @@ pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>, 
 /// (and so the replication connection) lives and runs no other command: drop it only after
 /// every snapshot copy has imported the snapshot.
 pub struct ExportedSlot {
-    _conn: PgReplicationConnection,
+    _conn: WalSenderConnection,
     /// The snapshot name for `SET TRANSACTION SNAPSHOT`.
     pub snapshot: String,
     /// The slot's consistent point: changes committed at or after it are streamed, everything
@@ -528,25 +516,23 @@ pub struct ExportedSlot {
     pub consistent_point: Lsn,
 }
 
-/// Create a logical pgoutput slot with an exported snapshot. `temporary` slots vanish with the
-/// connection (used to re-snapshot single tables). Blocking libpq underneath: run it from
-/// `spawn_blocking` or accept a short block.
-pub fn create_slot_exporting(conn: &str, slot: &str, temporary: bool) -> Result<ExportedSlot, SourceError> {
-    let mut c = PgReplicationConnection::connect(&replication_conninfo(conn)).map_err(SourceError::Stream)?;
+/// Create a logical pgoutput slot with an exported snapshot, over a walsender session (with the
+/// TLS the connection string asks for). `temporary` slots vanish with the connection (used to
+/// re-snapshot single tables).
+pub async fn create_slot_exporting(conn: &str, slot: &str, temporary: bool) -> Result<ExportedSlot, SourceError> {
+    let mut c = WalSenderConnection::connect(conn, "cdc-sync").await?;
     let sql = format!(
         "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput EXPORT_SNAPSHOT",
         quote_ident(slot),
         if temporary { " TEMPORARY" } else { "" }
     );
-    let r = c.exec(&sql).map_err(|source| SourceError::Command { command: sql.clone(), source })?;
-    let consistent_point = r
-        .get_value(0, 1)
+    let rows = c.simple_query(&sql).await.map_err(|source| SourceError::Command { command: sql.clone(), source })?;
+    let field = |i: usize| rows.first().and_then(|r| r.get(i).cloned().flatten()).filter(|s| !s.is_empty());
+    let consistent_point = field(1)
         .and_then(|s| Lsn::parse(&s))
         .ok_or(SourceError::Incomplete { command: "CREATE_REPLICATION_SLOT", missing: "consistent point" })?;
-    let snapshot = r
-        .get_value(0, 2)
-        .filter(|s| !s.is_empty())
-        .ok_or(SourceError::Incomplete { command: "CREATE_REPLICATION_SLOT", missing: "exported snapshot" })?;
+    let snapshot =
+        field(2).ok_or(SourceError::Incomplete { command: "CREATE_REPLICATION_SLOT", missing: "exported snapshot" })?;
     Ok(ExportedSlot { _conn: c, snapshot, consistent_point })
 }
 

@@ -94,9 +94,7 @@ pub(super) async fn prepare_forward(
             store.reset(name).await?;
             states.clear();
             before_snapshot = Some(legacy_time(src).await?);
-            let (conn, slot_name) = (plan.from_conn.clone(), plan.slot.clone());
-            let e =
-                tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, false)).await??;
+            let e = source::create_slot_exporting(&plan.from_conn, &plan.slot, false).await?;
             tracing::info!(slot = %plan.slot, consistent_point = %e.consistent_point, "created slot with exported snapshot");
             store.init(name, e.consistent_point).await?;
             cp = store.load(name).await?;
@@ -118,8 +116,8 @@ pub(super) async fn prepare_forward(
             None => {
                 // Resume: a temporary slot gives a fresh snapshot; the stream skips these tables'
                 // changes committed before its consistent point.
-                let (conn, slot_name) = (plan.from_conn.clone(), format!("{}_snap_{}", plan.slot, std::process::id()));
-                tokio::task::spawn_blocking(move || source::create_slot_exporting(&conn, &slot_name, true)).await??
+                let slot_name = format!("{}_snap_{}", plan.slot, std::process::id());
+                source::create_slot_exporting(&plan.from_conn, &slot_name, true).await?
             }
         };
         let job = SnapshotJob {

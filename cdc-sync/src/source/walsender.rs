@@ -15,8 +15,9 @@
 //! runtime thread parked. Here a read is tokio's `read_buf`, whose readiness is cleared only when
 //! the kernel says `WouldBlock`, so bytes on the socket are always read.
 //!
-//! TLS is not spoken (like every other cdc-sync session, which connects with `NoTls`):
-//! `sslmode=require` is refused, `prefer` connects in plain text.
+//! TLS as every cdc-sync session speaks it ([`crate::connect::tls`]): the SSLRequest on the
+//! TCP socket, then rustls, as the connection string's `sslmode`, `sslrootcert`, `sslcert` and
+//! `sslkey` ask. SCRAM runs without channel binding here (`channel_binding=require` is refused).
 
 use std::io;
 use std::path::Path;
@@ -27,8 +28,10 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::{ChannelBinding, Host};
 
+use crate::connect::conninfo::{ConnInfo, ConnInfoError};
+use crate::connect::tls::{negotiate, PgStream, TlsError, TlsSetup, TlsSetupError};
 use crate::error::{ErrorKind, ServerError};
 use crate::model::{quote_ident, quote_literal, Lsn};
 
@@ -37,7 +40,13 @@ use crate::model::{quote_ident, quote_literal, Lsn};
 pub enum WalSenderError {
     /// The connection string does not parse.
     #[error("connection string")]
-    Config(#[source] tokio_postgres::Error),
+    Config(#[source] ConnInfoError),
+    /// The connection string's TLS files could not be loaded.
+    #[error("TLS setup of the replication connection")]
+    TlsSetup(#[source] Box<TlsSetupError>),
+    /// TLS with the server failed (names the host and the sslmode).
+    #[error("replication connection")]
+    Tls(#[source] Box<TlsError>),
     /// Something this client does not speak (TLS, an authentication method).
     #[error("{0}")]
     Unsupported(String),
@@ -83,9 +92,13 @@ impl WalSenderError {
             | WalSenderError::Closed
             | WalSenderError::StreamEnded
             | WalSenderError::Silent(_) => ErrorKind::Connection,
-            WalSenderError::Config(_) | WalSenderError::Unsupported(_) | WalSenderError::Protocol(_) => {
-                ErrorKind::Other
-            }
+            WalSenderError::Tls(e) if e.is_transient() => ErrorKind::Connection,
+            WalSenderError::TlsSetup(e) if e.is_transient() => ErrorKind::Connection,
+            WalSenderError::Config(_)
+            | WalSenderError::TlsSetup(_)
+            | WalSenderError::Tls(_)
+            | WalSenderError::Unsupported(_)
+            | WalSenderError::Protocol(_) => ErrorKind::Other,
         }
     }
 }
@@ -191,7 +204,7 @@ pub struct Startup {
 }
 
 /// A walsender session (`replication=database`).
-pub struct WalSenderConnection<S = Socket> {
+pub struct WalSenderConnection<S = PgStream<Socket>> {
     io: S,
     inbuf: BytesMut,
     out: BytesMut,
@@ -200,16 +213,17 @@ pub struct WalSenderConnection<S = Socket> {
 /// How long a connection attempt may take when the connection string does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl WalSenderConnection<Socket> {
+impl WalSenderConnection<PgStream<Socket>> {
     /// Connect to the server a libpq-style connection string (key=value or URL) names, as a
-    /// logical replication session, and authenticate (trust, password, md5, SCRAM-SHA-256).
+    /// logical replication session, over TLS as its `sslmode` asks, and authenticate (trust,
+    /// password, md5, SCRAM-SHA-256, a client certificate).
     pub async fn connect(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
-        let cfg: tokio_postgres::Config = conn.parse().map_err(WalSenderError::Config)?;
-        if !matches!(cfg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+        let info = ConnInfo::parse(conn).map_err(WalSenderError::Config)?;
+        let tls = TlsSetup::new(&info.tls).map_err(|e| WalSenderError::TlsSetup(Box::new(e)))?;
+        let cfg = info.config;
+        if cfg.get_channel_binding() == ChannelBinding::Require {
             return Err(WalSenderError::Unsupported(
-                "the replication connection does not speak TLS (sslmode=require): use sslmode=prefer or disable, \
-                 or a TLS tunnel"
-                    .into(),
+                "channel_binding=require: the replication connection speaks SCRAM without channel binding".into(),
             ));
         }
         let user = match cfg.get_user() {
@@ -225,53 +239,73 @@ impl WalSenderConnection<Socket> {
             application_name: cfg.get_application_name().unwrap_or(application_name).to_string(),
             options: cfg.get_options().map(str::to_string),
         };
-        let io = open_socket(&cfg).await?;
+        let io = open_session(&cfg, &tls).await?;
         WalSenderConnection::handshake(io, &startup).await
     }
 }
 
-/// Connect to the first host of `cfg` that accepts (hosts in order, each with its port).
-async fn open_socket(cfg: &tokio_postgres::Config) -> Result<Socket, WalSenderError> {
+/// Connect to the first host of `cfg` that accepts (hosts in order, each with its port and its
+/// `hostaddr` if given), and negotiate TLS on TCP (libpq never uses TLS on a Unix socket).
+async fn open_session(cfg: &tokio_postgres::Config, tls: &TlsSetup) -> Result<PgStream<Socket>, WalSenderError> {
     let timeout = cfg.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
     let ports = cfg.get_ports();
     let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-    let mut targets: Vec<(String, Host)> = Vec::new();
-    if cfg.get_hostaddrs().is_empty() {
-        for (i, h) in cfg.get_hosts().iter().enumerate() {
-            let t = match h {
-                Host::Tcp(name) => format!("{name}:{}", port(i)),
-                Host::Unix(dir) => dir.join(format!(".s.PGSQL.{}", port(i))).display().to_string(),
-            };
-            targets.push((t, h.clone()));
-        }
-    } else {
-        for (i, a) in cfg.get_hostaddrs().iter().enumerate() {
-            targets.push((std::net::SocketAddr::new(*a, port(i)).to_string(), Host::Tcp(a.to_string())));
-        }
+    let (hosts, addrs) = (cfg.get_hosts(), cfg.get_hostaddrs());
+    // (address to connect to, name for TLS; None = Unix socket)
+    let mut targets: Vec<(String, Option<String>)> = Vec::new();
+    for i in 0..hosts.len().max(addrs.len()) {
+        let name = match hosts.get(i) {
+            Some(Host::Tcp(name)) => Some(name.clone()),
+            Some(Host::Unix(dir)) if addrs.get(i).is_none() => {
+                targets.push((dir.join(format!(".s.PGSQL.{}", port(i))).display().to_string(), None));
+                continue;
+            }
+            _ => addrs.get(i).map(|a| a.to_string()),
+        };
+        let target = match addrs.get(i) {
+            Some(a) => std::net::SocketAddr::new(*a, port(i)).to_string(),
+            None => format!("{}:{}", name.as_deref().unwrap_or_default(), port(i)),
+        };
+        targets.push((target, name));
     }
     if targets.is_empty() {
         return Err(WalSenderError::Unsupported("the connection string names no host".into()));
     }
     let mut last = None;
-    for (target, host) in targets {
+    for (target, name) in targets {
         let attempt = async {
-            match host {
-                Host::Tcp(_) => {
+            match &name {
+                Some(_) => {
                     let s = TcpStream::connect(&target).await?;
                     s.set_nodelay(true)?;
                     Ok(Socket::Tcp(s))
                 }
-                Host::Unix(_) => UnixStream::connect(Path::new(&target)).await.map(Socket::Unix),
+                None => UnixStream::connect(Path::new(&target)).await.map(Socket::Unix),
             }
         };
-        match tokio::time::timeout(timeout, attempt).await {
+        let socket = match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                last = Some(WalSenderError::Connect { target, source: e });
+                continue;
+            }
+            Err(_) => {
+                let source = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                last = Some(WalSenderError::Connect { target, source });
+                continue;
+            }
+        };
+        let Some(name) = name else { return Ok(PgStream::Plain(socket)) };
+        match tokio::time::timeout(timeout, negotiate(socket, tls, &name)).await {
             Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) => last = Some((target, e)),
-            Err(_) => last = Some((target, io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
+            Ok(Err(e)) => last = Some(WalSenderError::Tls(Box::new(e))),
+            Err(_) => {
+                let source = io::Error::new(io::ErrorKind::TimedOut, "TLS negotiation timed out");
+                last = Some(WalSenderError::Connect { target, source });
+            }
         }
     }
-    let (target, source) = last.expect("at least one target");
-    Err(WalSenderError::Connect { target, source })
+    Err(last.expect("at least one target"))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
@@ -354,6 +388,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
                 b'S' | b'K' | b'N' | b'v' => {}
                 other => {
                     return Err(WalSenderError::Protocol(format!("unexpected message {:?} at startup", other as char)))
+                }
+            }
+        }
+    }
+
+    /// Run a replication command (`CREATE_REPLICATION_SLOT ...`) and return its rows as text
+    /// (`None` = NULL); the server's error if it failed.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WalSenderError> {
+        frontend::query(sql, &mut self.out)?;
+        self.send().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let (tag, body) = self.message().await?;
+            match tag {
+                b'D' => rows.push(data_row(body)?),
+                b'E' => error = Some(server_error(&body)),
+                b'Z' => return error.map_or(Ok(rows), |e| Err(WalSenderError::Server(e))),
+                b'T' | b'C' | b'I' | b'N' | b'S' => {}
+                other => {
+                    return Err(WalSenderError::Protocol(format!(
+                        "unexpected message {:?} in a command's answer",
+                        other as char
+                    )))
                 }
             }
         }
@@ -479,6 +537,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
             }
         }
     }
+}
+
+/// The text values of a DataRow.
+fn data_row(mut body: Bytes) -> Result<Vec<Option<String>>, WalSenderError> {
+    let short = || WalSenderError::Protocol("short DataRow".into());
+    if body.len() < 2 {
+        return Err(short());
+    }
+    let n = body.get_i16();
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        if body.len() < 4 {
+            return Err(short());
+        }
+        let len = body.get_i32();
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if body.len() < len {
+            return Err(short());
+        }
+        out.push(Some(String::from_utf8_lossy(&body.split_to(len)).into_owned()));
+    }
+    Ok(out)
 }
 
 /// Microseconds since 2000-01-01 (PostgreSQL's epoch).

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strangler_support::{free_port, wait_for_http, ChildGuard, PgCluster};
+use strangler_support::{free_port, wait_for_http, ChildGuard, PgCluster, PgClusterBuilder};
 
 pub struct Env {
     pub src: PgCluster,
@@ -28,8 +28,14 @@ impl Env {
 
     /// Like [`Env::new`], with extra `postgresql.conf` lines for the source cluster.
     pub fn with_source_conf(src_schema: &str, tgt_schema: &str, conf: &[&str]) -> Env {
-        let src = conf.iter().fold(PgCluster::builder(), |b, line| b.conf(*line)).start().expect("source cluster");
-        let tgt = PgCluster::start().expect("target cluster");
+        let src = conf.iter().fold(PgCluster::builder(), |b, line| b.conf(*line));
+        Env::with_clusters(src, PgCluster::builder(), src_schema, tgt_schema)
+    }
+
+    /// Like [`Env::new`], with the clusters built as given (e.g. with `ssl` and `hba` lines).
+    pub fn with_clusters(src: PgClusterBuilder, tgt: PgClusterBuilder, src_schema: &str, tgt_schema: &str) -> Env {
+        let src = src.start().expect("source cluster");
+        let tgt = tgt.start().expect("target cluster");
         let (src_db, src_conn) = src.create_unique_database("src").unwrap();
         let (tgt_db, tgt_conn) = tgt.create_unique_database("tgt").unwrap();
         src.psql(&src_db, src_schema).unwrap();

@@ -13,6 +13,8 @@
 //! cluster directory is handed to that user.
 //!
 //! The database superuser is always `postgres`, with `trust` authentication on loopback only.
+//! For TLS tests, `PgCluster::builder().ssl(cert, key, ca)` turns `ssl = on` with a certificate
+//! (e.g. from [`crate::tls::PgPki`]) and `.hba(line)` puts `hostssl ... cert` style lines first.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -62,11 +64,29 @@ pub struct PgClusterBuilder {
     max_connections: u32,
     base_dir: Option<PathBuf>,
     extra_conf: Vec<String>,
+    ssl: Option<SslFiles>,
+    hba: Vec<String>,
+}
+
+/// The server's TLS files ([`PgClusterBuilder::ssl`]).
+#[derive(Debug, Clone)]
+struct SslFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
 }
 
 impl Default for PgClusterBuilder {
     fn default() -> Self {
-        Self { fsync: false, max_replication_slots: 32, max_connections: 200, base_dir: None, extra_conf: Vec::new() }
+        Self {
+            fsync: false,
+            max_replication_slots: 32,
+            max_connections: 200,
+            base_dir: None,
+            extra_conf: Vec::new(),
+            ssl: None,
+            hba: Vec::new(),
+        }
     }
 }
 
@@ -98,6 +118,22 @@ impl PgClusterBuilder {
     /// Append a raw `postgresql.conf` line, e.g. `"log_min_messages = debug1"`.
     pub fn conf(mut self, line: impl Into<String>) -> Self {
         self.extra_conf.push(line.into());
+        self
+    }
+
+    /// `ssl = on` with this certificate and key (PEM; copied into the data directory, the key
+    /// made private to the server's user), and `ca` as `ssl_ca_file` (the roots client
+    /// certificates must chain to, for `cert` authentication). Plain connections are still
+    /// accepted unless a `hostssl`/`hostnossl` line says otherwise ([`Self::hba`]).
+    pub fn ssl(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>, ca: Option<PathBuf>) -> Self {
+        self.ssl = Some(SslFiles { cert: cert.into(), key: key.into(), ca });
+        self
+    }
+
+    /// Put a `pg_hba.conf` line before the harness's own (`trust` on loopback), e.g.
+    /// `"hostssl all certuser 127.0.0.1/32 cert"`.
+    pub fn hba(mut self, line: impl Into<String>) -> Self {
+        self.hba.push(line.into());
         self
     }
 
@@ -207,9 +243,17 @@ impl PgCluster {
         if !opts.fsync {
             lines.extend(["fsync = off", "synchronous_commit = off", "full_page_writes = off"].map(String::from));
         }
+        if let Some(ssl) = &opts.ssl {
+            lines.extend(cluster.install_ssl(ssl)?);
+        }
         lines.extend(opts.extra_conf.iter().cloned());
         writeln!(conf, "{}", lines.join("\n")).map_err(io("writing postgresql.conf"))?;
         drop(conf);
+        if !opts.hba.is_empty() {
+            let path = cluster.data_dir.join("pg_hba.conf");
+            let old = std::fs::read_to_string(&path).map_err(io("reading pg_hba.conf"))?;
+            std::fs::write(&path, format!("{}\n{old}", opts.hba.join("\n"))).map_err(io("writing pg_hba.conf"))?;
+        }
 
         // The port is chosen free a moment before the server binds it; another process can take
         // it in between, so retry with a new port a few times.
@@ -252,6 +296,31 @@ impl PgCluster {
             .unwrap_or(0);
         cluster.guardian = cluster.spawn_guardian();
         Ok(cluster)
+    }
+
+    /// Copy the TLS files into the data directory, owned by the server's user (the key mode
+    /// 0600, which the server insists on); the `postgresql.conf` lines that use them.
+    fn install_ssl(&self, ssl: &SslFiles) -> Result<Vec<String>, PgError> {
+        use std::os::unix::fs::PermissionsExt;
+        let owner = match &self.run_as {
+            Some(name) => User::from_name(name).ok().flatten().map(|u| (u.uid, u.gid)),
+            None => None,
+        };
+        let mut lines = vec!["ssl = on".to_string()];
+        let files = [("server.crt", Some(&ssl.cert), "ssl_cert_file"), ("server.key", Some(&ssl.key), "ssl_key_file")];
+        let ca = [("root.crt", ssl.ca.as_ref(), "ssl_ca_file")];
+        for (name, from, setting) in files.into_iter().chain(ca) {
+            let Some(from) = from else { continue };
+            let to = self.data_dir.join(name);
+            std::fs::copy(from, &to).map_err(io(format!("copying {} into the data directory", from.display())))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(io("chmod 600"))?;
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(&to, Some(uid), Some(gid))
+                    .map_err(|e| PgError::Io { what: format!("chown {}", to.display()), source: e.into() })?;
+            }
+            lines.push(format!("{setting} = '{name}'"));
+        }
+        Ok(lines)
     }
 
     /// A command for one of the server binaries, run as the unprivileged user when we are root.

@@ -1,0 +1,291 @@
+//! A libpq connection string (key=value or `postgres://` URL) split in two: the TLS parameters
+//! cdc-sync handles itself — `sslmode` with all of libpq's modes, `sslrootcert`, `sslcert`,
+//! `sslkey` — and the rest, which tokio-postgres parses (it knows only `disable`, `prefer` and
+//! `require`, and no certificate files). Errors never quote the string: it may hold a password.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// libpq's `sslmode`, less `allow` (plain text first), which cdc-sync refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it, plain text when it refuses; the certificate is not checked.
+    /// libpq's default, and ours.
+    #[default]
+    Prefer,
+    /// TLS or fail; the certificate is not checked (unless `sslrootcert` is given, which makes
+    /// it `verify-ca`, as in libpq).
+    Require,
+    /// TLS, and the server's certificate chains to a trusted root.
+    VerifyCa,
+    /// `verify-ca`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<SslMode, ConnInfoError> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => return Err(ConnInfoError::Allow),
+            other => return Err(ConnInfoError::SslMode(other.to_string())),
+        })
+    }
+
+    /// Whether the session must be encrypted (no plain-text fallback).
+    pub fn requires_tls(self) -> bool {
+        !matches!(self, SslMode::Disable | SslMode::Prefer)
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        })
+    }
+}
+
+/// Where the trusted roots come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCerts {
+    /// The operating system's store (`sslrootcert` absent, or `sslrootcert=system` as in
+    /// PostgreSQL 16's libpq). Not libpq's default `~/.postgresql/root.crt`.
+    System,
+    /// A PEM file of one or more CA certificates.
+    File(PathBuf),
+}
+
+/// The TLS half of a connection string.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsParams {
+    /// `sslmode`.
+    pub mode: SslMode,
+    /// `sslrootcert`; `None` = not given (system roots).
+    pub root_cert: Option<RootCerts>,
+    /// `sslcert` and `sslkey`: a client certificate (PEM, leaf first) and its key.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// A connection string that is not usable. Never quotes the string.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnInfoError {
+    /// An `sslmode` we do not know.
+    #[error("sslmode {0:?} is not one of disable, prefer, require, verify-ca, verify-full")]
+    SslMode(String),
+    /// `sslmode=allow`.
+    #[error("sslmode \"allow\" (plain text first) is not supported: use prefer, or require and above")]
+    Allow,
+    /// `sslcert` without `sslkey` or the other way round.
+    #[error("sslcert and sslkey go together: the connection string names only {0}")]
+    HalfClientCert(&'static str),
+    /// `sslnegotiation` (PostgreSQL 17's direct TLS).
+    #[error("sslnegotiation is not supported (only the SSLRequest negotiation every server speaks)")]
+    Negotiation,
+    /// The key=value syntax is broken (or a URL parameter).
+    #[error("connection string syntax: {0}")]
+    Syntax(&'static str),
+    /// tokio-postgres refused the rest.
+    #[error("connection string")]
+    Postgres(#[source] tokio_postgres::Error),
+}
+
+/// A parsed connection string.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Everything but TLS, as tokio-postgres parsed it (its `sslmode` left at `prefer`; the
+    /// connect layer sets what it needs).
+    pub config: tokio_postgres::Config,
+    /// The TLS parameters.
+    pub tls: TlsParams,
+}
+
+impl ConnInfo {
+    /// Parse a key=value connection string or a `postgres://` / `postgresql://` URL.
+    pub fn parse(conn: &str) -> Result<ConnInfo, ConnInfoError> {
+        let (rest, pairs) = split(conn)?;
+        let mut tls = TlsParams::default();
+        let (mut cert, mut key) = (None, None);
+        for (k, v) in pairs {
+            match k.as_str() {
+                "sslmode" => tls.mode = SslMode::parse(&v)?,
+                "sslrootcert" if v == "system" => tls.root_cert = Some(RootCerts::System),
+                "sslrootcert" => tls.root_cert = Some(RootCerts::File(v.into())),
+                "sslcert" => cert = Some(PathBuf::from(v)),
+                "sslkey" => key = Some(PathBuf::from(v)),
+                "sslnegotiation" => return Err(ConnInfoError::Negotiation),
+                _ => unreachable!("split returns TLS keys only"),
+            }
+        }
+        tls.client = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConnInfoError::HalfClientCert("sslcert")),
+            (None, Some(_)) => return Err(ConnInfoError::HalfClientCert("sslkey")),
+        };
+        let config: tokio_postgres::Config = rest.parse().map_err(ConnInfoError::Postgres)?;
+        Ok(ConnInfo { config, tls })
+    }
+}
+
+const TLS_KEYS: [&str; 5] = ["sslmode", "sslrootcert", "sslcert", "sslkey", "sslnegotiation"];
+
+/// The string without the TLS keys (same form as given), and the TLS pairs, decoded.
+fn split(conn: &str) -> Result<(String, Vec<(String, String)>), ConnInfoError> {
+    let t = conn.trim();
+    if t.starts_with("postgres://") || t.starts_with("postgresql://") {
+        let Some((base, query)) = t.split_once('?') else { return Ok((t.to_string(), vec![])) };
+        let mut kept = Vec::new();
+        let mut tls = Vec::new();
+        for p in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = p.split_once('=').ok_or(ConnInfoError::Syntax("a URL parameter without '='"))?;
+            let key = percent_decode(k)?;
+            if TLS_KEYS.contains(&key.as_str()) {
+                tls.push((key, percent_decode(v)?));
+            } else {
+                kept.push(p);
+            }
+        }
+        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        return Ok((rest, tls));
+    }
+    let mut kept = Vec::new();
+    let mut tls = Vec::new();
+    for (k, v) in key_values(t)? {
+        if TLS_KEYS.contains(&k.as_str()) {
+            tls.push((k, v));
+        } else {
+            kept.push(format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")));
+        }
+    }
+    Ok((kept.join(" "), tls))
+}
+
+/// libpq's key=value syntax: `key = value` pairs split by whitespace; a value is single-quoted
+/// or bare, backslash escapes the next character in either.
+fn key_values(s: &str) -> Result<Vec<(String, String)>, ConnInfoError> {
+    let mut out = Vec::new();
+    let mut it = s.chars().peekable();
+    loop {
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut key = String::new();
+        while let Some(c) = it.next_if(|c| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        if key.is_empty() {
+            if it.peek().is_some() {
+                return Err(ConnInfoError::Syntax("'=' without a key"));
+            }
+            return Ok(out);
+        }
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        if it.next() != Some('=') {
+            return Err(ConnInfoError::Syntax("a key without '=' and a value"));
+        }
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if it.next_if_eq(&'\'').is_some() {
+            loop {
+                match it.next() {
+                    None => return Err(ConnInfoError::Syntax("an unterminated quoted value")),
+                    Some('\'') => break,
+                    Some('\\') => value.extend(it.next()),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = it.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(it.next());
+                } else {
+                    value.push(c);
+                }
+            }
+            if value.is_empty() {
+                return Err(ConnInfoError::Syntax("a key without a value"));
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, ConnInfoError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+            out.push(byte.ok_or(ConnInfoError::Syntax("a bad %-escape in a URL parameter"))?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ConnInfoError::Syntax("a URL parameter that is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_form_keeps_the_rest_exactly() {
+        let c = ConnInfo::parse(
+            "host=db.example port = 6432 user=u password='p w\\'x' dbname=d sslmode=verify-full \
+             sslrootcert='/etc/ca dir/ca.pem' sslcert=/c.pem sslkey=/k.pem",
+        )
+        .unwrap();
+        assert_eq!(c.tls.mode, SslMode::VerifyFull);
+        assert_eq!(c.tls.root_cert, Some(RootCerts::File("/etc/ca dir/ca.pem".into())));
+        assert_eq!(c.tls.client, Some(("/c.pem".into(), "/k.pem".into())));
+        assert_eq!(c.config.get_password(), Some(&b"p w'x"[..]));
+        assert_eq!(c.config.get_ports(), &[6432]);
+        assert_eq!(c.config.get_dbname(), Some("d"));
+    }
+
+    #[test]
+    fn url_form() {
+        let c = ConnInfo::parse(
+            "postgres://u:pw@h1:5432,h2:5433/d?sslmode=verify-ca&application_name=x&sslrootcert=%2Ftmp%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(c.tls.mode, SslMode::VerifyCa);
+        assert_eq!(c.tls.root_cert, Some(RootCerts::File("/tmp/ca.pem".into())));
+        assert_eq!(c.config.get_application_name(), Some("x"));
+        assert_eq!(c.config.get_hosts().len(), 2);
+        let plain = ConnInfo::parse("postgresql://u@h/d").unwrap();
+        assert_eq!(plain.tls, TlsParams::default());
+        let system = ConnInfo::parse("postgres://h/d?sslrootcert=system&sslmode=require").unwrap();
+        assert_eq!((system.tls.mode, system.tls.root_cert), (SslMode::Require, Some(RootCerts::System)));
+    }
+
+    #[test]
+    fn errors_name_the_problem_not_the_string() {
+        let e = |s: &str| ConnInfo::parse(s).unwrap_err().to_string();
+        assert_eq!(
+            e("host=h sslmode=verify"),
+            "sslmode \"verify\" is not one of disable, prefer, require, verify-ca, verify-full"
+        );
+        assert!(e("host=h sslmode=allow").contains("not supported"));
+        assert_eq!(
+            e("host=h password=secret sslcert=/c"),
+            "sslcert and sslkey go together: the connection string names only sslcert"
+        );
+        assert!(!e("host=h password='secret").contains("secret"));
+        assert!(e("host=h sslnegotiation=direct").contains("sslnegotiation"));
+        assert!(e("postgres://h/d?sslmode").contains("without '='"));
+        assert!(matches!(ConnInfo::parse("host=h bogus=1").unwrap_err(), ConnInfoError::Postgres(_)));
+    }
+}
