@@ -19,6 +19,7 @@
 
 pub mod client_cap;
 pub mod events;
+pub mod framing;
 mod head_guard;
 pub mod head_scan;
 
