@@ -20,7 +20,7 @@
 pub mod client_cap;
 pub mod events;
 pub mod framing;
-mod head_guard;
+pub mod head_guard;
 pub mod head_scan;
 
 use std::net::IpAddr;
