@@ -547,3 +547,33 @@ async fn strict_http1_table() {
     }
     assert!(unexpected.is_empty(), "cases that should pass failed:\n{}\n{}", unexpected.join("\n"), gw.log());
 }
+
+/// A batch of good requests pipelined behind a chunked body (with an extension and a trailer)
+/// on one connection: every one reaches the backend and is answered, in order, and the
+/// connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_batch_after_a_chunked_body_is_answered_in_order() {
+    let recorder = Recorder::start().await;
+    let gw = Gateway::start(&upstreams(recorder.addr, dead_addr()));
+    let mut batch = String::from(
+        "POST /batch/0 HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5;n=v\r\nhello\r\n1\r\n!\r\n0\r\nx-t: 1\r\n\r\n",
+    );
+    let n = 12;
+    for i in 1..n {
+        batch += &match i % 3 {
+            0 => format!("POST /batch/{i} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 3\r\n\r\nabc"),
+            1 => format!("GET /batch/{i} HTTP/1.1\r\nHost: gw.test\r\n\r\n"),
+            _ => format!(
+                "POST /batch/{i} HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            ),
+        };
+    }
+    let out = exchange(gw.port, batch.as_bytes(), n).await;
+    let bodies: Vec<String> = out.responses.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
+    let want: Vec<String> = (0..n).map(|i| format!("/batch/{i}")).collect();
+    assert_eq!(bodies, want, "{}", gw.log());
+    assert!(out.responses.iter().all(|r| r.status == 200));
+    assert!(!out.closed, "the connection stays open");
+    assert_eq!(recorder.body_of("/batch/0").as_deref(), Some(&b"hello!"[..]));
+}
