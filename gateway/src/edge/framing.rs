@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use super::head_scan::{HeadScanner, Scan};
+use super::head_scan::{find_lf, HeadScanner, Scan};
 
 /// Longest `chunk-size` (leading zeros included): 16 hex digits hold any `u64`.
 pub const MAX_SIZE_DIGITS: u8 = 16;
@@ -313,7 +313,7 @@ impl Fields {
         while i < bytes.len() {
             let b = bytes[i];
             match self.line {
-                Line::RequestLine | Line::Skip => match bytes[i..].iter().position(|c| *c == b'\n') {
+                Line::RequestLine | Line::Skip => match find_lf(&bytes[i..]) {
                     Some(at) => {
                         i += at + 1;
                         self.line = Line::Start;
