@@ -88,21 +88,6 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_appends_the_client_ip() {
-        let v4: std::net::IpAddr = "10.0.200.7".parse().unwrap();
-        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(forwarded_for(None, v4), "10.0.200.7");
-        assert_eq!(forwarded_for(Some(b""), "0.9.99.255".parse().unwrap()), "0.9.99.255");
-        assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
-        assert_eq!(forwarded_for(None, v6), "2001:db8::1");
-    }
-}
-
 /// Whether the client sent any header in the gateway's `x-strangler-*` namespace.
 #[inline]
 pub fn has_internal_headers(headers: &http::HeaderMap) -> bool {
@@ -117,4 +102,19 @@ pub fn strip_internal_headers(req: &mut RequestHeader) {
         req.remove_header(n);
     }
     metrics().internal_headers_stripped.inc_by(names.len() as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_client_ip() {
+        let v4: std::net::IpAddr = "10.0.200.7".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4), "10.0.200.7");
+        assert_eq!(forwarded_for(Some(b""), "0.9.99.255".parse().unwrap()), "0.9.99.255");
+        assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
+        assert_eq!(forwarded_for(None, v6), "2001:db8::1");
+    }
 }

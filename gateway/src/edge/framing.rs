@@ -278,7 +278,7 @@ const MAX_VALUE: usize = 32;
 enum Line {
     /// In the request line.
     #[default]
-    RequestLine,
+    First,
     /// At the first byte of a header line.
     Start,
     /// In a name that may be `NAMES[which]`, `at` bytes of it matched.
@@ -313,7 +313,7 @@ impl Fields {
         while i < bytes.len() {
             let b = bytes[i];
             match self.line {
-                Line::RequestLine | Line::Skip => match find_lf(&bytes[i..]) {
+                Line::First | Line::Skip => match find_lf(&bytes[i..]) {
                     Some(at) => {
                         i += at + 1;
                         self.line = Line::Start;
