@@ -69,11 +69,16 @@ pub async fn refused(
     deadline: Instant,
     request_id: Option<&HeaderValue>,
 ) -> bool {
-    if !on || session.is_upgrade_req() || session.as_mut().is_body_empty() {
+    // HTTP/1 only: an HTTP/2 session has no stream of its own (and no HeadGuard)
+    if !on || session.as_ref().stream().and_then(HeadGuard::of).is_none() {
         return false;
     }
-    let Some(guard) = session.as_ref().stream().and_then(HeadGuard::of) else { return false };
-    guard.set_read_cap(MAX_BODY_READ);
+    if session.is_upgrade_req() || session.as_mut().is_body_empty() {
+        return false;
+    }
+    if let Some(guard) = session.as_ref().stream().and_then(HeadGuard::of) {
+        guard.set_read_cap(MAX_BODY_READ);
+    }
     let read = buffer(session, limit, deadline).await;
     if let Some(guard) = session.as_ref().stream().and_then(HeadGuard::of) {
         guard.set_read_cap(0);
