@@ -1,9 +1,12 @@
 //! The headers a request loses and gains on its way upstream: hop-by-hop headers removed (and
-//! those `Connection` names; a WebSocket upgrade keeps its handshake), `X-Forwarded-For` appended.
+//! those `Connection` names; a WebSocket upgrade keeps its handshake), the gateway's own
+//! `x-strangler-*` namespace removed, `X-Forwarded-For` appended.
 
 use bytes::Bytes;
 use http::{header, HeaderValue};
 use pingora::http::RequestHeader;
+
+use crate::metrics::metrics;
 
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"];
@@ -83,6 +86,22 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
     if !websocket {
         req.remove_header("upgrade");
     }
+}
+
+/// Whether the client sent any header in the gateway's `x-strangler-*` namespace.
+#[inline]
+pub fn has_internal_headers(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(|k| strangler_wire::headers::is_internal(k.as_str()))
+}
+
+/// Removes every `x-strangler-*` header a client sent, and counts them.
+pub fn strip_internal_headers(req: &mut RequestHeader) {
+    let names: Vec<http::HeaderName> =
+        req.headers.keys().filter(|k| strangler_wire::headers::is_internal(k.as_str())).cloned().collect();
+    for n in &names {
+        req.remove_header(n);
+    }
+    metrics().internal_headers_stripped.inc_by(names.len() as u64);
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod request_buffer;
 pub mod respond;
 pub mod rewrite;
 pub mod rollout;

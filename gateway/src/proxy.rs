@@ -17,10 +17,13 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access_log::{self, AccessLog};
 use crate::admission;
 use crate::cors;
-use crate::forwarding::{self, forwarded_for, has_hop_by_hop, is_websocket_upgrade};
+use crate::forwarding::{
+    self, forwarded_for, has_hop_by_hop, has_internal_headers, is_websocket_upgrade, strip_internal_headers,
+};
 use crate::limits::LimitService;
 use crate::metrics::metrics;
 use crate::reload::ConfigStore;
+use crate::request_buffer::{self, declared_length};
 use crate::respond::{https_location, redirect, reply, respond_json, Reply};
 use crate::shadow::capture::{self, ShadowHook};
 use crate::shadow::ShadowService;
@@ -80,22 +83,6 @@ pub struct GatewayProxy {
     pub limits: Arc<LimitService>,
 }
 
-/// Whether the client sent any header in the gateway's `x-strangler-*` namespace.
-#[inline]
-fn has_internal_headers(headers: &http::HeaderMap) -> bool {
-    headers.keys().any(|k| strangler_wire::headers::is_internal(k.as_str()))
-}
-
-/// Removes every `x-strangler-*` header a client sent, and counts them.
-fn strip_internal_headers(req: &mut RequestHeader) {
-    let names: Vec<http::HeaderName> =
-        req.headers.keys().filter(|k| strangler_wire::headers::is_internal(k.as_str())).cloned().collect();
-    for n in &names {
-        req.remove_header(n);
-    }
-    metrics().internal_headers_stripped.inc_by(names.len() as u64);
-}
-
 /// The access log line of a finished request.
 fn access_entry(
     session: &Session,
@@ -142,11 +129,6 @@ const UPSTREAM_OVERLOADED: &str = "upstream_overloaded";
 
 /// The error a request body over its route's `max_body_bytes` ends the request with.
 const BODY_TOO_LARGE: &str = "body_too_large";
-
-/// The request's declared Content-Length (validated earlier: digits only, all values equal).
-fn declared_length(req: &RequestHeader) -> Option<u64> {
-    req.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
 
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
@@ -412,7 +394,10 @@ impl ProxyHttp for GatewayProxy {
             session.set_read_timeout(Some(idle));
             session.set_write_timeout(Some(idle));
         }
-        Ok(false)
+        // a malformed or too large body is refused before the upstream is contacted
+        let buffering = ctx.route.map_or(table.settings.request_buffering, |i| table.routes[i].request_buffering);
+        let rid = ctx.request_id.clone();
+        Ok(request_buffer::refused(session, buffering, ctx.body_limit, ctx.deadline, rid.as_ref()).await)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -670,6 +655,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let (status, code, msg) = match (e.esource(), e.etype()) {
+            _ if request_buffer::is_framing_error(e) => (400, "bad_request", "the request body is malformed"),
             (_, ErrorType::Custom(UPSTREAM_OVERLOADED)) => {
                 (503, "upstream_overloaded", "the upstream service has too many requests in flight")
             }

@@ -37,6 +37,9 @@ pub struct GatewaySettings {
     pub max_connections_per_client: usize,
     /// Largest request body (bytes; `u64::MAX`: no limit).
     pub max_body_bytes: u64,
+    /// Read the start of HTTP/1 request bodies before contacting an upstream (routes may say
+    /// otherwise).
+    pub request_buffering: bool,
     pub request_timeout: Duration,
     /// Silence allowed on WebSocket/SSE streams (routes may set their own).
     pub stream_idle_timeout: Duration,
@@ -159,6 +162,8 @@ pub struct Route {
     pub compression: Option<Compression>,
     /// Largest request body (bytes; `u64::MAX`: no limit).
     pub max_body_bytes: u64,
+    /// Read the start of HTTP/1 request bodies before contacting the upstream.
+    pub request_buffering: bool,
     pub retry: RetryPolicy,
     /// Shadow rules, when mirroring is active: stage `shadow`, or `canary` with
     /// `shadow.on_canary = true`. The queues and reports live in the proxy's shadow service.

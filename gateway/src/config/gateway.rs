@@ -33,6 +33,7 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
             DEFAULT_MAX_CONNECTIONS_PER_CLIENT as i64,
         ) as usize,
         max_body_bytes: body_limit(issues, &g.max_body_bytes, DEFAULT_MAX_BODY_BYTES),
+        request_buffering: request_buffering(issues, &g.request_buffering, true),
         request_timeout: dur(issues, &g.request_timeout, Duration::from_secs(30)),
         stream_idle_timeout: dur(issues, &g.stream_idle_timeout, Duration::from_secs(60)),
         threads: g.threads.unwrap_or(1).max(1),
@@ -103,6 +104,23 @@ pub(super) fn body_limit(issues: &mut Issues<'_>, v: &Option<toml::Spanned<i64>>
         -1 => default,
         0 => u64::MAX,
         n => n as u64,
+    }
+}
+
+/// A `request_buffering` value: "on" or "off".
+pub(super) fn request_buffering(issues: &mut Issues<'_>, v: &Option<toml::Spanned<String>>, default: bool) -> bool {
+    let Some(v) = v else { return default };
+    match v.get_ref().as_str() {
+        "on" => true,
+        "off" => false,
+        other => {
+            issues.at(
+                v,
+                format!("unknown request_buffering {other:?}"),
+                Some("use \"on\" (read the start of the body before contacting the upstream) or \"off\"".into()),
+            );
+            default
+        }
     }
 }
 

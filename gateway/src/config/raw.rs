@@ -135,6 +135,12 @@ pub struct RawGateway {
     /// Content-Length over it gets 413 before any upstream is contacted; a chunked body that
     /// grows past it is cut off (413 when nothing was answered yet). Routes may set their own.
     pub max_body_bytes: Option<Spanned<i64>>,
+    /// "on" (default) | "off". On: an HTTP/1 request body (chunked or with a Content-Length)
+    /// is read and its framing checked, up to 32 KiB, before any upstream is contacted, so a
+    /// malformed body gets 400 and one over `max_body_bytes` 413 with the upstream never seeing
+    /// the request (nginx's `proxy_request_buffering`). A larger body streams on after its
+    /// first 32 KiB (a later framing error aborts the upstream request). Routes may set their own.
+    pub request_buffering: Option<Spanned<String>>,
     /// Whole-request deadline for routes without their own `timeout` (default "30s").
     pub request_timeout: Option<Spanned<String>>,
     /// WebSocket and server-sent-event streams: silence (in either direction) allowed before the
@@ -362,6 +368,9 @@ pub struct RawRoute {
     pub stream_idle_timeout: Option<Spanned<String>>,
     /// Largest request body for this route, in bytes (default `[gateway] max_body_bytes`).
     pub max_body_bytes: Option<Spanned<i64>>,
+    /// "on" | "off": buffer the start of request bodies before contacting the upstream
+    /// (default `[gateway] request_buffering`).
+    pub request_buffering: Option<Spanned<String>>,
     /// Retry policy (idempotent methods only).
     pub retry: Option<RawRetry>,
     /// Shadow traffic settings (stage "shadow", or "canary" with `on_canary = true`).

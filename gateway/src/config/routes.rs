@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::consumers::route_auth;
 use super::diagnostics::Issues;
-use super::gateway::body_limit;
+use super::gateway::{body_limit, request_buffering};
 use super::limits::route_limits;
 use super::raw::{RawMatch, RawRetry, RawRoute};
 use super::rollout::rollout_plan;
@@ -74,6 +74,7 @@ pub(super) fn compile_routes(
         let fallback_legacy = fallback_legacy(issues, r, to);
         let timeout = dur(issues, &r.timeout, settings.request_timeout);
         let max_body_bytes = body_limit(issues, &r.max_body_bytes, settings.max_body_bytes);
+        let request_buffering = request_buffering(issues, &r.request_buffering, settings.request_buffering);
         let stream_idle_timeout = dur(issues, &r.stream_idle_timeout, settings.stream_idle_timeout);
         let compression = r.compression.as_ref().map(|c| Compression {
             level: int_in(issues, &c.level, "level", 1..=9, 5) as u32,
@@ -105,6 +106,7 @@ pub(super) fn compile_routes(
             stream_idle_timeout,
             compression,
             max_body_bytes,
+            request_buffering,
             retry,
             shadow,
             plan,

@@ -394,3 +394,26 @@ fn edge_keys_have_defaults_and_their_errors_have_places() {
     assert!(e[1].starts_with("r.toml:6:30: error: max_connections_per_client -1 is outside 0–1000000"), "{e:?}");
     assert!(e[2].starts_with("r.toml:7:28: error:") && e[2].contains("hint:"), "{e:?}");
 }
+
+#[test]
+fn request_buffering_is_on_by_default_routes_inherit_or_override_and_bad_values_have_places() {
+    let t = load_str("r.toml", GOOD, None).unwrap();
+    assert!(t.settings.request_buffering && t.routes.iter().all(|r| r.request_buffering));
+    let admin = "admin_listen = \"127.0.0.1:9901\"";
+    let src = GOOD
+        .replace(admin, &format!("{admin}\nrequest_buffering = \"off\""))
+        .replace("timeout = \"2s\"\n", "timeout = \"2s\"\nrequest_buffering = \"on\"\n");
+    let t = load_str("r.toml", &src, None).unwrap();
+    assert!(!t.settings.request_buffering);
+    let by_name = |n: &str| t.routes.iter().find(|r| r.name == n).unwrap().request_buffering;
+    assert!(by_name("products"), "the route's own value");
+    assert!(!by_name("order"), "[gateway]'s value");
+    let bad = GOOD
+        .replace(admin, &format!("{admin}\nrequest_buffering = \"yes\""))
+        .replace("timeout = \"2s\"\n", "timeout = \"2s\"\nrequest_buffering = \"always\"\n");
+    let e = errors(&bad);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("r.toml:5:21: error: unknown request_buffering \"yes\""), "{e:?}");
+    assert!(e[0].contains("hint:"), "{e:?}");
+    assert!(e[1].starts_with("r.toml:27:21: error: unknown request_buffering \"always\""), "{e:?}");
+}

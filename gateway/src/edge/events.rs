@@ -13,7 +13,8 @@ use crate::metrics::metrics;
 pub enum EdgeEvent {
     /// A request head was not complete within `client_header_timeout` (408, closed).
     HeaderTimeout,
-    /// A request line with a control character, DEL or a space in the target (400, closed).
+    /// A request line with a control character, DEL or a space in the target, the connection's
+    /// first request or a later one (400, closed).
     BadRequestLine,
     /// A connection over `max_connections_per_client` (503, closed).
     OverClientCap,
@@ -22,6 +23,8 @@ pub enum EdgeEvent {
     /// A kept-alive connection stayed silent for `client_keepalive_timeout` before its next
     /// request (closed without a response, like nginx's `keepalive_timeout`).
     KeepaliveTimeout,
+    /// A malformed chunked body (400 from the proxy, closed).
+    BadFraming,
 }
 
 const WARN_EVERY_SECS: u64 = 10;
@@ -34,6 +37,7 @@ impl EdgeEvent {
             EdgeEvent::OverClientCap => "over_client_cap",
             EdgeEvent::HeadAbandoned => "head_abandoned",
             EdgeEvent::KeepaliveTimeout => "keepalive_timeout",
+            EdgeEvent::BadFraming => "bad_framing",
         }
     }
 
@@ -44,6 +48,7 @@ impl EdgeEvent {
             EdgeEvent::OverClientCap => "closed with 503: the client holds max_connections_per_client connections",
             EdgeEvent::HeadAbandoned => "closed by the client in the middle of a request head",
             EdgeEvent::KeepaliveTimeout => "closed: idle between requests for client_keepalive_timeout",
+            EdgeEvent::BadFraming => "closed with 400: malformed chunked request body",
         }
     }
 
@@ -57,7 +62,7 @@ impl EdgeEvent {
         if matches!(self, EdgeEvent::HeadAbandoned | EdgeEvent::KeepaliveTimeout) {
             return;
         }
-        static LAST_WARN: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+        static LAST_WARN: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let last = &LAST_WARN[self as usize];
         let seen = last.load(Ordering::Relaxed);

@@ -1,13 +1,26 @@
 //! [`HeadGuard`]: the client connection as Pingora sees it on HTTP/1, with a deadline on every
-//! request head.
+//! request head and HTTP/1 framing checked on every byte a client sends.
 //!
 //! Pingora reads a request head with a timeout per read (60 s) and no total: a client that sends
 //! a byte now and then holds the connection for ever (slowloris). The guard watches the bytes
 //! Pingora reads: the clock starts at accept for a connection's first request and at the first
-//! byte of each later one; the scan of [`HeadScanner`] stops it at the end of the head. Past the
-//! deadline the guard writes `408` and fails the read, so Pingora closes the connection. Between
-//! the end of a head and the next one (bodies, responses, upgraded streams) it only passes bytes
-//! through.
+//! byte of each later one, and stops at the end of the head. Past the deadline the guard writes
+//! `408` and fails the read, so Pingora closes the connection.
+//!
+//! Every byte read goes through [`Framing`], which follows the requests on the connection: where
+//! each head starts and ends, and how its body is framed. So every head is checked from its first
+//! byte (the request line: what Pingora's parser would escape rather than refuse), pipelined ones
+//! and ones after a body included, and chunked bodies are held to RFC 9112 (sizes, extensions,
+//! CRLFs, trailers). The bytes before an invalid one are handed over; the invalid one and all
+//! after it never are. The error comes with the next read of the request it is in:
+//! - in a head (Pingora has no request to answer): the guard writes `400` and fails the read;
+//! - in a body (Pingora parsed the head): the read fails with a [`FramingError`] inside an
+//!   [`io::ErrorKind::InvalidData`] error, which the proxy answers with `400` and a close (before
+//!   the upstream is contacted when the body is buffered, see `request_buffer`).
+//!
+//! A request's error never shows before the requests ahead of it on the connection are answered:
+//! until Pingora reads that request, reads find nothing more (pipelined requests are answered in
+//! order, then the bad one is refused).
 //!
 //! A head that comes in one read (nearly all) is passed through without a copy. One that comes
 //! in pieces is held back until it is complete (see [`HeadGuard::release`]), so that Pingora,
@@ -21,14 +34,15 @@
 //! of the next head has to wait, so a request already there costs no timer.
 //!
 //! [`EdgeApp`](super::EdgeApp) re-arms the guard before Pingora reads each keep-alive request.
-//! When bytes were read past the previous head (a body, or a pipelined request Pingora already
-//! has), the next scan may not start at a head's first byte: it then only looks for the end of
-//! the head, neither holds bytes back nor judges the request line, and the deadline also ends at
-//! the first byte the gateway writes back (Pingora only answers a request it has parsed).
+//! After an `Upgrade` request (or a head the proxy refuses for its framing) the stream is not
+//! followed (it may be another protocol); if Pingora reads another request on it, the guard
+//! follows again from there, but a head that bytes were passed into unfollowed is only timed, not
+//! judged or held, and its deadline also ends at the first byte the gateway writes back.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,35 +58,46 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::events::EdgeEvent;
-use super::head_scan::{HeadScanner, Scan};
+use super::framing::{Framing, FramingError, Step};
 
 /// The longest incomplete head held back from Pingora; a longer one is handed over as it comes
 /// (Pingora and `max_header_bytes` then judge its size).
 const MAX_HELD: usize = 64 * 1024;
 
-/// Why the guard ended a connection.
+/// The most body bytes handed over with the end of a head: whatever Pingora reads with a head it
+/// gives back as the first piece of the body, and a buffered body must fit Pingora's retry
+/// buffer (see `request_buffer`), so the first piece is kept as small as a capped read.
+pub const MAX_BODY_READ: usize = 16 * 1024;
+
+/// Why the guard ended a connection with a response of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     /// The head was not complete by the deadline.
     HeaderTimeout,
-    /// The request line had a control character, DEL or a space in the target.
-    BadRequestLine,
+    /// The head is invalid.
+    Bad(FramingError),
 }
 
 impl Refusal {
     fn response(self) -> &'static [u8] {
         match self {
             Refusal::HeaderTimeout => b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            Refusal::BadRequestLine => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            Refusal::Bad(_) => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         }
     }
 
     fn error(self) -> io::Error {
         match self {
             Refusal::HeaderTimeout => io::Error::new(io::ErrorKind::TimedOut, "client_header_timeout passed"),
-            Refusal::BadRequestLine => io::Error::new(io::ErrorKind::InvalidData, "invalid byte in the request line"),
+            Refusal::Bad(e) => framing_error(e),
         }
     }
+}
+
+/// The error a read fails with at invalid bytes: [`FramingError`] inside
+/// [`io::ErrorKind::InvalidData`] (see [`HeadGuard::framing_error_of`]).
+fn framing_error(e: FramingError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 /// The refusal being written.
@@ -83,38 +108,66 @@ struct Refusing {
     flushed: bool,
 }
 
+/// An invalid byte found ahead of what Pingora has read: the next read of request `index`
+/// fails with it.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    index: u64,
+    error: FramingError,
+}
+
+/// What one read's bytes did to the framing.
+struct Absorbed {
+    /// How many of the bytes Pingora may have (all but those from an invalid byte or head on).
+    keep: usize,
+    /// Where the head Pingora is reading ended in them.
+    head_end: Option<usize>,
+    /// The request being read is invalid at these bytes: refuse now, hand nothing over.
+    refuse_now: Option<FramingError>,
+}
+
 /// A client stream with a deadline on each request head and on the silence before each later
-/// one (see the module comment).
+/// one, and HTTP/1 framing checked (see the module comment).
 #[derive(Debug)]
 pub struct HeadGuard {
     inner: Stream,
-    /// `Duration::ZERO`: no deadline (the request-line check still runs).
+    /// `Duration::ZERO`: no deadline (the checks still run).
     timeout: Duration,
     /// Silence allowed before a kept-alive connection's next head (`Duration::ZERO`: no limit).
     keepalive_timeout: Duration,
-    /// A head is expected or being read.
+    /// Pingora is reading request `request`'s head and it has not ended yet.
     reading_head: bool,
     /// Waiting for the first byte of a kept-alive connection's next head, under
     /// `keepalive_timeout`: `timer` (if set) is the idle timer, not the head's.
     idle: bool,
     /// Closed for silence: every read is an end of stream.
     idled_out: bool,
-    scanner: HeadScanner,
+    /// The requests on the connection, followed on every byte read.
+    framing: Framing,
+    /// Index of the request Pingora is on (0: the connection's first).
+    request: u64,
+    /// When the head `framing` is in began, if it is a later request's than Pingora's.
+    head_began: Option<Instant>,
+    /// Bytes were passed through while `framing` was opaque.
+    opaque_bytes: bool,
+    /// An invalid byte ahead (see [`Pending`]).
+    pending: Option<Pending>,
     /// When the head being read must be complete (`None` until its first byte, or no deadline).
     deadline: Option<Instant>,
     /// Registered only once a read of the head (or, when `idle`, of its first byte) had to wait.
     timer: Option<Pin<Box<Sleep>>>,
-    /// Bytes were read after the current head ended.
-    read_past_head: bool,
     /// Hold the bytes of an incomplete head back from Pingora (see [`HeadGuard::release`]).
     hold: bool,
     /// There is a deadline: without one, Pingora's read of a held head would be one long read,
     /// which its own read timeout would end silently.
     may_hold: bool,
-    /// The incomplete head held back; kept (empty) for the connection's next slow head.
+    /// The incomplete head held back, or bytes read past a head not handed over yet; kept
+    /// (empty) for the connection's next slow head.
     held: Vec<u8>,
     /// How much of `held` Pingora has been given.
     released: usize,
+    /// Largest read handed over past a head (0: no cap); set while the proxy buffers a body.
+    read_cap: AtomicUsize,
     refusing: Option<Refusing>,
 }
 
@@ -131,38 +184,77 @@ impl HeadGuard {
             reading_head: true,
             idle: false,
             idled_out: false,
-            scanner: HeadScanner::new(true),
+            framing: Framing::new(),
+            request: 0,
+            head_began: None,
+            opaque_bytes: false,
+            pending: None,
             deadline,
             timer: None,
-            read_past_head: false,
             hold: may_hold,
             may_hold,
             held: Vec::new(),
             released: 0,
+            read_cap: AtomicUsize::new(0),
             refusing: None,
         }
     }
 
-    /// The next request head is expected: its clock starts at its first byte, which may take
-    /// `keepalive_timeout`.
-    pub fn rearm(&mut self) {
-        self.reading_head = true;
-        self.idle = !self.keepalive_timeout.is_zero();
-        self.scanner = HeadScanner::new(!self.read_past_head);
-        self.hold = self.may_hold && !self.read_past_head;
-        self.read_past_head = false;
-        self.deadline = None;
-        self.timer = None;
+    /// The guard under a Pingora stream, if the stream is one.
+    pub fn of(stream: &Stream) -> Option<&HeadGuard> {
+        stream.as_any().downcast_ref::<HeadGuard>()
     }
 
-    /// Gives Pingora as much of the held head as `buf` takes.
+    /// Caps each read handed over past a head at `cap` bytes (0: no cap): while a body is
+    /// buffered, every piece Pingora returns stays small.
+    pub fn set_read_cap(&self, cap: usize) {
+        self.read_cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// The [`FramingError`] a read failed with, if it failed at invalid bytes.
+    pub fn framing_error_of(e: &(dyn std::error::Error + 'static)) -> Option<FramingError> {
+        let io = e.downcast_ref::<io::Error>()?;
+        io.get_ref()?.downcast_ref::<FramingError>().copied()
+    }
+
+    /// The next request is expected: its head may already be here (pipelined), begun, or not
+    /// begun yet, when its clock starts at its first byte, which may take `keepalive_timeout`.
+    pub fn rearm(&mut self) {
+        self.request += 1;
+        let mut checked = true;
+        if self.framing.is_opaque() {
+            checked = !std::mem::take(&mut self.opaque_bytes);
+            self.framing.resume_at(self.request, checked);
+        }
+        self.reading_head = self.framing.heads_done() <= self.request;
+        self.timer = None;
+        self.deadline = None;
+        self.idle = false;
+        self.hold = false;
+        if !self.reading_head {
+            return;
+        }
+        if self.framing.in_started_head() {
+            // begun while the previous request was served: its deadline runs from its first byte
+            let began = self.head_began.take().unwrap_or_else(Instant::now);
+            self.deadline = (!self.timeout.is_zero()).then(|| began + self.timeout);
+        } else {
+            self.idle = !self.keepalive_timeout.is_zero();
+            self.hold = self.may_hold && checked;
+        }
+    }
+
+    /// Gives Pingora as much of the held bytes as `buf` takes (at most `cap`, when not 0).
     ///
     /// Held bytes make Pingora's silence possible: it logs an error for every connection that
-    /// ends while it holds part of a head (a slowloris cut off, a client giving up), and nothing
-    /// when it had none. So a head read in several pieces is held here until it is complete,
-    /// then handed over at once; a head that comes in one read (nearly all) is never copied.
-    fn release(&mut self, buf: &mut ReadBuf<'_>) {
-        let n = buf.remaining().min(self.held.len() - self.released);
+    /// ends while it holds part of a head, and nothing when it had none. So a head read in
+    /// several pieces is held here until it is complete, then handed over at once; a head that
+    /// comes in one read (nearly all) is never copied.
+    fn release(&mut self, buf: &mut ReadBuf<'_>, cap: usize) {
+        let mut n = buf.remaining().min(self.held.len() - self.released);
+        if cap > 0 {
+            n = n.min(cap);
+        }
         buf.put_slice(&self.held[self.released..self.released + n]);
         self.released += n;
         if self.released == self.held.len() {
@@ -171,9 +263,81 @@ impl HeadGuard {
         }
     }
 
+    /// Follows the bytes just read (see [`Absorbed`]).
+    fn absorb(&mut self, new: &[u8]) -> Absorbed {
+        let mut off = 0;
+        // where the head being scanned began in `new`, if it did
+        let mut head_start = None;
+        let mut head_end = None;
+        loop {
+            if self.framing.is_opaque() {
+                self.opaque_bytes |= off < new.len();
+                break;
+            }
+            match self.framing.step(&new[off..]) {
+                Step::More => break,
+                Step::HeadStart(n) => {
+                    off += n;
+                    head_start = Some(off);
+                }
+                Step::HeadEnd(n) => {
+                    off += n;
+                    head_start = None;
+                    self.head_began = None;
+                    if self.framing.heads_done() == self.request + 1 {
+                        head_end = Some(off);
+                    }
+                }
+                Step::Bad(n, error) => {
+                    if !error.in_head() {
+                        EdgeEvent::BadFraming.record(self.peer());
+                    }
+                    let index = self.framing.index();
+                    let keep = if error.in_head() { head_start.unwrap_or(0) } else { off + n };
+                    if index == self.request && (error.in_head() || (keep == 0 && self.held.is_empty())) {
+                        return Absorbed { keep: 0, head_end: None, refuse_now: Some(error) };
+                    }
+                    self.pending = Some(Pending { index, error });
+                    return Absorbed { keep, head_end, refuse_now: None };
+                }
+            }
+        }
+        if self.framing.index() > self.request && self.head_began.is_none() && self.framing.in_started_head() {
+            self.head_began = Some(Instant::now());
+        }
+        Absorbed { keep: new.len(), head_end, refuse_now: None }
+    }
+
+    /// The error ahead, once Pingora reads the request it is in; until then nothing more comes.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(p) = self.pending else { return Poll::Ready(Ok(())) };
+        if p.index > self.request {
+            // the requests before it are being answered; this read is Pingora watching for a
+            // close (or the next request's bytes), which ends with the response
+            return Poll::Pending;
+        }
+        if p.error.in_head() {
+            self.pending = None;
+            return self.refuse(cx, Refusal::Bad(p.error));
+        }
+        Poll::Ready(Err(framing_error(p.error)))
+    }
+
+    /// Reads from the client, at most `cap` bytes when not 0.
+    fn read_inner(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, cap: usize) -> Poll<io::Result<()>> {
+        if cap == 0 || buf.remaining() <= cap {
+            return Pin::new(&mut *self.inner).poll_read(cx, buf);
+        }
+        let mut capped = ReadBuf::new(buf.initialize_unfilled_to(cap));
+        let read = Pin::new(&mut *self.inner).poll_read(cx, &mut capped);
+        let n = capped.filled().len();
+        buf.advance(n);
+        read
+    }
+
     /// The client closed (or broke) the connection; a head it had begun is dropped.
     fn abandon(&mut self) {
-        if self.scanner.started() {
+        if self.framing.in_started_head() {
             EdgeEvent::HeadAbandoned.record(self.peer());
         }
         self.drop_held();
@@ -222,7 +386,7 @@ impl HeadGuard {
         self.drop_held();
         let event = match why {
             Refusal::HeaderTimeout => EdgeEvent::HeaderTimeout,
-            Refusal::BadRequestLine => EdgeEvent::BadRequestLine,
+            Refusal::Bad(_) => EdgeEvent::BadRequestLine,
         };
         event.record(self.peer());
         self.refusing = Some(Refusing { why, written: 0, flushed: false });
@@ -255,6 +419,32 @@ impl HeadGuard {
     fn peer(&self) -> Option<std::net::IpAddr> {
         self.inner.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(|a| a.ip())))
     }
+
+    /// Past the head Pingora is reading: bodies, pipelined requests, upgraded streams.
+    fn poll_read_past_head(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let cap = self.read_cap.load(Ordering::Relaxed);
+        let before = buf.filled().len();
+        match self.read_inner(cx, buf, cap) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        if buf.filled().len() == before {
+            return Poll::Ready(Ok(()));
+        }
+        let absorbed = self.absorb(&buf.filled()[before..]);
+        if let Some(e) = absorbed.refuse_now {
+            buf.set_filled(before);
+            if e.in_head() {
+                return self.refuse(cx, Refusal::Bad(e));
+            }
+            return Poll::Ready(Err(framing_error(e)));
+        }
+        buf.set_filled(before + absorbed.keep);
+        if absorbed.keep == 0 {
+            return self.poll_pending(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for HeadGuard {
@@ -264,15 +454,16 @@ impl AsyncRead for HeadGuard {
             return this.poll_refusal(cx);
         }
         if this.released < this.held.len() && !(this.reading_head && this.hold) {
-            // the rest of a head handed over
-            this.release(buf);
+            // the rest of a head, or what was read past one, handed over
+            let cap = if this.reading_head { 0 } else { this.read_cap.load(Ordering::Relaxed) };
+            this.release(buf, cap);
             return Poll::Ready(Ok(()));
         }
+        if this.pending.is_some() {
+            return this.poll_pending(cx);
+        }
         if !this.reading_head {
-            let before = buf.filled().len();
-            let read = Pin::new(&mut *this.inner).poll_read(cx, buf);
-            this.read_past_head |= buf.filled().len() > before;
-            return read;
+            return this.poll_read_past_head(cx, buf);
         }
         if this.idle {
             if this.idled_out || (this.timer.is_some() && this.idle_expired(cx)) {
@@ -305,8 +496,7 @@ impl AsyncRead for HeadGuard {
                 }
                 Poll::Ready(Ok(())) => {}
             }
-            let new = &buf.filled()[before..];
-            if new.is_empty() {
+            if buf.filled().len() == before {
                 // end of stream: Pingora sees none of a head it was not given
                 this.abandon();
                 return Poll::Ready(Ok(()));
@@ -316,41 +506,44 @@ impl AsyncRead for HeadGuard {
                 this.idle = false;
                 this.timer = None;
             }
-            match this.scanner.feed(new) {
-                Scan::Complete(n) => {
-                    this.read_past_head = n < new.len();
-                    this.end_head();
-                    if !this.held.is_empty() {
-                        this.held.extend_from_slice(new);
-                        buf.set_filled(before);
-                        this.release(buf);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Scan::Partial => {
-                    if this.deadline.is_none() && !this.timeout.is_zero() {
-                        this.deadline = Some(Instant::now() + this.timeout);
-                    }
-                    if this.hold && this.held.len() + new.len() <= MAX_HELD {
-                        this.held.extend_from_slice(new);
-                        buf.set_filled(before);
-                        continue;
-                    }
-                    if !this.held.is_empty() {
-                        // too long to hold: Pingora gets it now (and judges its size)
-                        this.hold = false;
-                        this.held.extend_from_slice(new);
-                        buf.set_filled(before);
-                        this.release(buf);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Scan::BadRequestLine(_) => {
-                    // Pingora never sees the bytes (nor, so, the request)
-                    buf.set_filled(before);
-                    return this.refuse(cx, Refusal::BadRequestLine);
-                }
+            let absorbed = this.absorb(&buf.filled()[before..]);
+            if let Some(e) = absorbed.refuse_now {
+                // Pingora never sees the bytes (nor, so, the request)
+                buf.set_filled(before);
+                return this.refuse(cx, Refusal::Bad(e));
             }
+            let keep = absorbed.keep;
+            if let Some(end) = absorbed.head_end {
+                this.end_head();
+                if this.held.is_empty() && keep - end <= MAX_BODY_READ {
+                    buf.set_filled(before + keep);
+                    return Poll::Ready(Ok(()));
+                }
+                // the held head and what came after it: the head and the first piece of the
+                // body now, the rest with the next reads
+                let first = this.held.len() - this.released + end + MAX_BODY_READ;
+                this.held.extend_from_slice(&buf.filled()[before..before + keep]);
+                buf.set_filled(before);
+                this.release(buf, first);
+                return Poll::Ready(Ok(()));
+            }
+            buf.set_filled(before + keep);
+            if this.deadline.is_none() && !this.timeout.is_zero() {
+                this.deadline = Some(Instant::now() + this.timeout);
+            }
+            if this.hold && this.held.len() + keep <= MAX_HELD {
+                this.held.extend_from_slice(&buf.filled()[before..]);
+                buf.set_filled(before);
+                continue;
+            }
+            if !this.held.is_empty() {
+                // too long to hold: Pingora gets it now (and judges its size)
+                this.hold = false;
+                this.held.extend_from_slice(&buf.filled()[before..]);
+                buf.set_filled(before);
+                this.release(buf, 0);
+            }
+            return Poll::Ready(Ok(()));
         }
     }
 }
@@ -461,229 +654,5 @@ impl Peek for HeadGuard {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-    const DEADLINE: Duration = Duration::from_secs(5);
-
-    fn guarded() -> (HeadGuard, DuplexStream) {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        (HeadGuard::new(Box::new(server), DEADLINE, Duration::ZERO), client)
-    }
-
-    /// What the guard gives within `within` (`None`: nothing, it is still waiting).
-    async fn read_within(g: &mut HeadGuard, within: Duration) -> Option<io::Result<Vec<u8>>> {
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(within, g.read(&mut buf)).await.ok()?;
-        Some(n.map(|n| buf[..n].to_vec()))
-    }
-
-    async fn answer(client: &mut DuplexStream) -> String {
-        let mut buf = vec![0u8; 256];
-        let n = client.read(&mut buf).await.unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    const IDLE: Duration = Duration::from_secs(2);
-
-    /// A guard with both deadlines, after one request answered: waiting for the next head.
-    async fn kept_alive() -> (HeadGuard, DuplexStream) {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let (mut g, mut client) = (HeadGuard::new(Box::new(server), DEADLINE, IDLE), client);
-        client.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
-        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200 OK"));
-        g.rearm();
-        (g, client)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_kept_alive_connection_ends_at_the_idle_timeout_without_a_response() {
-        let (mut g, mut client) = kept_alive().await;
-        let started = Instant::now();
-        let got = read_within(&mut g, IDLE * 3).await.expect("still waiting after the idle timeout").unwrap();
-        assert_eq!(got, b"", "an end of stream, so Pingora closes quietly");
-        assert!(started.elapsed() >= IDLE && started.elapsed() < IDLE + Duration::from_millis(10));
-        assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"", "and stays ended");
-        drop(g);
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty(), "no 408 for an idle connection: {:?}", String::from_utf8_lossy(&rest));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_request_within_the_idle_timeout_is_read_and_its_head_has_its_own_deadline() {
-        let (mut g, mut client) = kept_alive().await;
-        assert!(read_within(&mut g, IDLE - Duration::from_millis(100)).await.is_none());
-        client.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-        assert_eq!(
-            read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(),
-            b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
-        );
-        // a head begun just before the idle timeout is held to the head deadline, not cut at it
-        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200 OK"));
-        g.rearm();
-        assert!(read_within(&mut g, IDLE - Duration::from_millis(100)).await.is_none());
-        let first_byte = Instant::now();
-        client.write_all(b"GET /3 HTTP/1.1\r\n").await.unwrap();
-        let err = read_within(&mut g, DEADLINE * 2).await.expect("held to the head deadline").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(first_byte.elapsed() >= DEADLINE, "cut off after {:?}", first_byte.elapsed());
-        assert!(answer(&mut client).await.starts_with("HTTP/1.1 408"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_request_already_there_costs_no_timer() {
-        let (mut g, mut client) = kept_alive().await;
-        client.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
-        assert!(g.timer.is_none() && !g.idle);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_first_request_bodies_and_responses_are_not_held_to_the_idle_timeout() {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let (mut g, mut client) = (HeadGuard::new(Box::new(server), DEADLINE, IDLE), client);
-        // the first head: the head deadline from accept, not the idle timeout
-        assert!(read_within(&mut g, IDLE * 2).await.is_none());
-        client.write_all(b"POST /1 HTTP/1.1\r\nHost: a\r\ncontent-length: 2\r\n\r\n").await.unwrap();
-        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
-        // a body trickled slower than the idle timeout
-        assert!(read_within(&mut g, IDLE * 2).await.is_none());
-        client.write_all(b"h").await.unwrap();
-        assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"h");
-        // a response slower than the idle timeout (Pingora reads nothing from the client meanwhile)
-        tokio::time::sleep(IDLE * 2).await;
-        client.write_all(b"i").await.unwrap();
-        assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"i");
-        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-        // after it, silence is held to the idle timeout
-        g.rearm();
-        assert_eq!(read_within(&mut g, IDLE * 2).await.unwrap().unwrap(), b"");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_upgraded_stream_is_not_held_to_the_idle_timeout() {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let (mut g, mut client) = (HeadGuard::new(Box::new(server), DEADLINE, IDLE), client);
-        client.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
-        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
-        g.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
-        for _ in 0..3 {
-            assert!(read_within(&mut g, IDLE * 2).await.is_none());
-            client.write_all(b"\x81\x01x").await.unwrap();
-            assert_eq!(read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap(), b"\x81\x01x");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_head_in_pieces_is_held_back_until_complete() {
-        let (mut g, mut client) = guarded();
-        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
-        assert!(read_within(&mut g, Duration::from_secs(1)).await.is_none(), "half a head was handed over");
-        client.write_all(b"st: a\r\n\r\nbody").await.unwrap();
-        let got = read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap();
-        assert_eq!(got, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn without_a_deadline_heads_pass_through_as_they_come() {
-        let (client, server) = tokio::io::duplex(1024);
-        let (mut g, mut client) = (HeadGuard::new(Box::new(server), Duration::ZERO, Duration::ZERO), client);
-        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
-        assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"GET / HTTP/1.1\r\nHo");
-        assert!(read_within(&mut g, Duration::from_secs(3600)).await.is_none(), "no deadline, no 408");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_held_head_is_handed_over_in_order_through_a_small_buffer() {
-        let (mut g, mut client) = guarded();
-        let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "x-filler: 0123456789\r\n".repeat(20));
-        let (a, b) = head.as_bytes().split_at(head.len() / 2);
-        client.write_all(a).await.unwrap();
-        let mut small = [0u8; 16];
-        assert!(tokio::time::timeout(Duration::from_secs(1), g.read(&mut small)).await.is_err());
-        client.write_all(b).await.unwrap();
-        let mut got = Vec::new();
-        while got.len() < head.len() {
-            let n = g.read(&mut small).await.unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&small[..n]);
-        }
-        assert_eq!(got, head.as_bytes());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_trickled_head_gets_408_at_the_deadline() {
-        let (mut g, mut client) = guarded();
-        let started = Instant::now();
-        client.write_all(b"GET / HTTP/1.1\r\nx-slow: 1").await.unwrap();
-        let err = read_within(&mut g, DEADLINE * 2).await.expect("cut off by the deadline").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= DEADLINE, "cut off after {:?}", started.elapsed());
-        assert!(answer(&mut client).await.starts_with("HTTP/1.1 408 Request Timeout\r\n"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_control_character_in_the_target_gets_400_and_nothing_is_handed_over() {
-        let (mut g, mut client) = guarded();
-        client.write_all(b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-        let err = read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(answer(&mut client).await.starts_with("HTTP/1.1 400 Bad Request\r\n"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_client_giving_up_mid_head_is_an_end_of_stream_with_nothing_read() {
-        let (mut g, mut client) = guarded();
-        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        drop(client);
-        assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn after_a_bodyless_request_the_next_head_is_checked_and_its_clock_starts_at_its_first_byte() {
-        let (mut g, mut client) = guarded();
-        client.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-        read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap();
-        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-        g.rearm();
-        // idle between requests is client_keepalive_timeout's (off here), not this deadline
-        assert!(read_within(&mut g, DEADLINE * 3).await.is_none());
-        let first_byte = Instant::now();
-        client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
-        let err = read_within(&mut g, DEADLINE * 2).await.unwrap().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(first_byte.elapsed() >= DEADLINE && first_byte.elapsed() < DEADLINE * 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn after_a_body_the_next_head_is_only_timed() {
-        let (mut g, mut client) = guarded();
-        client.write_all(b"POST /1 HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\n\r\nhello").await.unwrap();
-        read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap();
-        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-        g.rearm();
-        // the bytes may be the rest of a pipelined head: passed through, not judged
-        client.write_all(b"GET /a\x01b HTTP/1.1\r\n").await.unwrap();
-        assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"GET /a\x01b HTTP/1.1\r\n");
-        let err = read_within(&mut g, DEADLINE * 2).await.unwrap().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn bodies_and_upgraded_streams_are_not_timed() {
-        let (mut g, mut client) = guarded();
-        client.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
-        read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap();
-        g.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
-        for _ in 0..4 {
-            tokio::time::sleep(DEADLINE).await;
-            client.write_all(b"\x81\x01x").await.unwrap();
-            assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"\x81\x01x");
-        }
-    }
-}
+#[path = "head_guard_tests.rs"]
+mod tests;

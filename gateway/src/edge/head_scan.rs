@@ -157,7 +157,7 @@ fn first_bad(body: &[u8], spaces: u8) -> usize {
 }
 
 /// The offset of the first LF, eight bytes at a time.
-fn find_lf(s: &[u8]) -> Option<usize> {
+pub(super) fn find_lf(s: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;

@@ -8,9 +8,11 @@
 //!   `limit_conn`;
 //! - on HTTP/1, hands Pingora the stream inside a [`HeadGuard`], which answers `408` and closes
 //!   when a request head is not complete within `[gateway] client_header_timeout` (slowloris),
-//!   and `400` when the request line has bytes Pingora's parser would escape rather than refuse,
-//!   and closes a kept-alive connection silent for `[gateway] client_keepalive_timeout` between
-//!   requests (nginx's `keepalive_timeout`; Pingora waits for a later request for ever);
+//!   follows the HTTP/1 framing of every request ([`framing`]): `400` when a request line has
+//!   bytes Pingora's parser would escape rather than refuse, pipelined requests included, and a
+//!   failed read (answered `400` by the proxy) at a malformed chunked body; and closes a
+//!   kept-alive connection silent for `[gateway] client_keepalive_timeout` between requests
+//!   (nginx's `keepalive_timeout`; Pingora waits for a later request for ever);
 //! - on HTTP/2 (ALPN `h2`, or the h2c preface) passes the stream to Pingora's app unchanged (h2
 //!   has its own flow control and Pingora reads its frames).
 //!
@@ -19,7 +21,8 @@
 
 pub mod client_cap;
 pub mod events;
-mod head_guard;
+pub mod framing;
+pub mod head_guard;
 pub mod head_scan;
 
 use std::net::IpAddr;

@@ -58,6 +58,24 @@ impl Recorder {
             Some(c[start..end].escape_ascii().to_string())
         })
     }
+
+    /// The body (chunked coding removed) of the first complete request whose target has `marker`.
+    pub fn body_of(&self, marker: &str) -> Option<Vec<u8>> {
+        self.received.lock().unwrap().iter().find_map(|c| {
+            let mut rest = &c[..];
+            while let Some((len, target)) = frame_request(rest) {
+                if find(&target, marker.as_bytes()).is_some() {
+                    let head_end = find(rest, b"\r\n\r\n")? + 4;
+                    let head = String::from_utf8_lossy(&rest[..head_end]);
+                    let body = &rest[head_end..len];
+                    let chunked = header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+                    return if chunked { dechunk(body) } else { Some(body.to_vec()) };
+                }
+                rest = &rest[len..];
+            }
+            None
+        })
+    }
 }
 
 pub async fn serve(mut stream: TcpStream, idx: usize, received: Arc<Mutex<Vec<Vec<u8>>>>) {
@@ -118,6 +136,23 @@ pub fn chunked_len(body: &[u8]) -> Option<usize> {
         if body.len() < at {
             return None;
         }
+    }
+}
+
+/// The data of a complete chunked body (extensions and trailers dropped).
+pub fn dechunk(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = at + find(&body[at..], b"\r\n")?;
+        let line = String::from_utf8_lossy(&body[at..line_end]);
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(at..at + size)?);
+        at += size + 2;
     }
 }
 
