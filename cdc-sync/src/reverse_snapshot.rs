@@ -22,6 +22,7 @@
 //! one at the forward checkpoint's commit time (source clock; the source's current time when
 //! the forward direction has applied nothing yet).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -137,14 +138,16 @@ fn filter(t: &DirectedTable, carry: &Carry) -> String {
 }
 
 /// Copy the target rows `carry` chooses of every table of `reverse` (the reverse mapping: read
-/// side = target, written side = legacy) into legacy where their key is missing there, under
-/// one snapshot of the target, one legacy transaction per table.
+/// side = target, written side = legacy) but those in `left_to_copy` (target table names: their
+/// forward copy is about to carry them itself, with [`CarryOnCopy`]) into legacy where their
+/// key is missing there, under one snapshot of the target, one legacy transaction per table.
 pub async fn carry_target_only_rows(
     reverse: &Arc<Mapping>,
     target_conn: &str,
     legacy_conn: &str,
     carry: &Carry,
     stamp: Option<&Stamp>,
+    left_to_copy: &HashSet<String>,
 ) -> Result<Carried, ReverseSnapshotError> {
     let tgt = connect(target_conn).await.map_err(sql("connecting to the target"))?;
     tgt.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -160,6 +163,11 @@ pub async fn carry_target_only_rows(
     }
     let mut out = Carried { rows: Vec::new(), at: Some(at) };
     for t in &reverse.tables {
+        if left_to_copy.contains(&t.from_table) {
+            tracing::info!(table = %t.from_table,
+                "reverse snapshot: the table is copied forward next; its copy carries the rows only the target has");
+            continue;
+        }
         let n = carry_table(t, &tgt, &legacy, carry, stamp, at).await?.len() as u64;
         if n > 0 {
             tracing::info!(table = %t.to_table, rows = n, "reverse snapshot: carried rows that only the target had");
