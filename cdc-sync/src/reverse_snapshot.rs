@@ -10,8 +10,10 @@
 //!   whose key legacy lacks are inserted into legacy. Anything committed on the target after the
 //!   slot was created is also in the reverse stream, which replays it idempotently on top. These
 //!   inserts carry the reverse applier's origin and the copy's time, so the forward stream skips
-//!   them as echoes; on a fresh pipeline the forward copy, whose snapshot is taken next, brings
-//!   them back.
+//!   them as echoes. Tables whose forward copy starts from scratch right after (every `both`
+//!   table of a fresh pipeline) are left to that copy's carry: carried here, their rows would be
+//!   in the copy's snapshot, and a service delete or update of them committed before the copy
+//!   locks the table (older than the table's floor in the reverse stream) would be undone by it.
 //! - **Before a table that flows back is copied forward** (a fresh pipeline's first copy, a
 //!   table added by SIGHUP, a table added back): [`CarryOnCopy`], inside the transaction that
 //!   empties the target table under a lock, carries its rows not written by the forward side,

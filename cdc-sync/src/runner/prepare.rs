@@ -1,7 +1,9 @@
 //! What `run` does before a direction streams, each step idempotent (run again after a
 //! restart, a lost lock or a SIGHUP): first the reverse direction's publication and slot, with
-//! the reverse snapshot and the conflict horizons when its slot is created (so that whatever the
-//! service writes from then on is in the reverse stream, also while a table is copied forward);
+//! the reverse snapshot (except of the tables the forward copy is about to carry itself, see
+//! [`forward_fresh_copies`]) and the conflict horizons when its slot is created (so that
+//! whatever the service writes from then on is in the reverse stream, also while a table is
+//! copied forward);
 //! then the forward direction's publication, slot and copy of unfinished tables (a table that
 //! flows back is copied as [`crate::source::owned_copy`] says).
 
