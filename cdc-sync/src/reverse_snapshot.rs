@@ -10,8 +10,10 @@
 //!   whose key legacy lacks are inserted into legacy. Anything committed on the target after the
 //!   slot was created is also in the reverse stream, which replays it idempotently on top. These
 //!   inserts carry the reverse applier's origin and the copy's time, so the forward stream skips
-//!   them as echoes; on a fresh pipeline the forward copy, whose snapshot is taken next, brings
-//!   them back.
+//!   them as echoes. Tables whose forward copy starts from scratch right after (every `both`
+//!   table of a fresh pipeline) are left to that copy's carry: carried here, their rows would be
+//!   in the copy's snapshot, and a service delete or update of them committed before the copy
+//!   locks the table (older than the table's floor in the reverse stream) would be undone by it.
 //! - **Before a table that flows back is copied forward** (a fresh pipeline's first copy, a
 //!   table added by SIGHUP, a table added back): [`CarryOnCopy`], inside the transaction that
 //!   empties the target table under a lock, carries its rows not written by the forward side,
@@ -22,6 +24,7 @@
 //! one at the forward checkpoint's commit time (source clock; the source's current time when
 //! the forward direction has applied nothing yet).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -137,14 +140,16 @@ fn filter(t: &DirectedTable, carry: &Carry) -> String {
 }
 
 /// Copy the target rows `carry` chooses of every table of `reverse` (the reverse mapping: read
-/// side = target, written side = legacy) into legacy where their key is missing there, under
-/// one snapshot of the target, one legacy transaction per table.
+/// side = target, written side = legacy) but those in `left_to_copy` (target table names: their
+/// forward copy is about to carry them itself, with [`CarryOnCopy`]) into legacy where their
+/// key is missing there, under one snapshot of the target, one legacy transaction per table.
 pub async fn carry_target_only_rows(
     reverse: &Arc<Mapping>,
     target_conn: &str,
     legacy_conn: &str,
     carry: &Carry,
     stamp: Option<&Stamp>,
+    left_to_copy: &HashSet<String>,
 ) -> Result<Carried, ReverseSnapshotError> {
     let tgt = connect(target_conn).await.map_err(sql("connecting to the target"))?;
     tgt.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -160,6 +165,11 @@ pub async fn carry_target_only_rows(
     }
     let mut out = Carried { rows: Vec::new(), at: Some(at) };
     for t in &reverse.tables {
+        if left_to_copy.contains(&t.from_table) {
+            tracing::info!(table = %t.from_table,
+                "reverse snapshot: the table is copied forward next; its copy carries the rows only the target has");
+            continue;
+        }
         let n = carry_table(t, &tgt, &legacy, carry, stamp, at).await?.len() as u64;
         if n > 0 {
             tracing::info!(table = %t.to_table, rows = n, "reverse snapshot: carried rows that only the target had");

@@ -45,7 +45,7 @@ mod error;
 mod prepare;
 
 pub use error::{AnotherInstanceActive, DirectionStopped, RunError, SlotLoss, SlotLost};
-use prepare::{connect_to, forget_unmapped, prepare_forward, prepare_reverse};
+use prepare::{connect_to, forget_unmapped, forward_fresh_copies, prepare_forward, prepare_reverse};
 
 /// How `run` runs.
 #[derive(Debug, Clone, Default)]
@@ -482,7 +482,8 @@ async fn run_active(
     let mut sstore = match &rev {
         Some(rev) => {
             let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
-            prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore).await?;
+            let copied_forward = forward_fresh_copies(cfg, &fwd_plan, &fwd, &src, &mut tstore).await?;
+            prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore, &copied_forward).await?;
             Some(sstore)
         }
         None => None,

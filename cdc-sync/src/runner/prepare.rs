@@ -1,7 +1,9 @@
 //! What `run` does before a direction streams, each step idempotent (run again after a
 //! restart, a lost lock or a SIGHUP): first the reverse direction's publication and slot, with
-//! the reverse snapshot and the conflict horizons when its slot is created (so that whatever the
-//! service writes from then on is in the reverse stream, also while a table is copied forward);
+//! the reverse snapshot (except of the tables the forward copy is about to carry itself, see
+//! [`forward_fresh_copies`]) and the conflict horizons when its slot is created (so that
+//! whatever the service writes from then on is in the reverse stream, also while a table is
+//! copied forward);
 //! then the forward direction's publication, slot and copy of unfinished tables (a table that
 //! flows back is copied as [`crate::source::owned_copy`] says).
 
@@ -180,9 +182,51 @@ async fn owned_copy(
     Ok(OwnedCopy { origin: plan.origin.clone(), at, carry, turn: tokio::sync::Mutex::new(()) })
 }
 
+/// The target tables whose forward copy [`prepare_forward`] is going to start from scratch at
+/// this start (as it will decide: every table of a new or recreated forward slot, otherwise the
+/// tables not copied yet). A table that also flows back has its rows carried to legacy by that
+/// copy ([`reverse_snapshot::CarryOnCopy`], under a lock), so the reverse snapshot at slot
+/// creation must leave it alone: rows it carried earlier would be in legacy's copy snapshot, and
+/// a later service delete or update of them, committed before the copy's floor in the reverse
+/// stream, would be undone by the copy. A copy that resumes (state `copying`) or a start that
+/// is going to fail is not counted: those tables are carried at slot creation as before.
+pub(super) async fn forward_fresh_copies(
+    cfg: &SyncConfig,
+    plan: &DirectionPlan,
+    mapping: &Mapping,
+    src: &Client,
+    store: &mut PgCheckpointStore,
+) -> Result<HashSet<String>, RunError> {
+    let cp = store.load(&plan.pipeline).await?;
+    let slot = source::slot_info(src, &plan.slot).await?;
+    let all = || mapping.tables.iter().map(|t| t.to_table.clone()).collect();
+    Ok(match (slot, cp) {
+        (None, None) => all(),
+        (None, Some(_)) => match cfg.replication.on_slot_lost {
+            OnSlotLost::Stop => HashSet::new(),
+            _ => all(),
+        },
+        (Some(s), Some(_)) if s.is_lost() => match cfg.replication.on_slot_lost {
+            OnSlotLost::Stop => HashSet::new(),
+            _ => all(),
+        },
+        (Some(_), None) => HashSet::new(),
+        (Some(_), Some(_)) => {
+            let states = store.tables(&plan.pipeline).await?;
+            mapping
+                .tables
+                .iter()
+                .filter(|t| states.get(&t.to_table).is_none_or(|s| s.state == SnapshotState::Pending))
+                .map(|t| t.to_table.clone())
+                .collect()
+        }
+    })
+}
+
 /// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.
-/// A new slot comes with the reverse snapshot (the target-only rows carried to legacy) and the
-/// conflict horizons' start.
+/// A new slot comes with the reverse snapshot (the target-only rows carried to legacy, except
+/// those of the tables in `copied_forward`: their forward copy carries them, see
+/// [`forward_fresh_copies`]) and the conflict horizons' start.
 pub(super) async fn prepare_reverse(
     plan: &DirectionPlan,
     forward: &DirectionPlan,
@@ -190,6 +234,7 @@ pub(super) async fn prepare_reverse(
     tgt: &Client,
     src: &Client,
     store: &mut PgCheckpointStore,
+    copied_forward: &HashSet<String>,
 ) -> Result<Lsn, RunError> {
     let name = &plan.pipeline;
     store.prepare().await?;
@@ -224,9 +269,15 @@ pub(super) async fn prepare_reverse(
                 forward_pipeline: forward.pipeline.clone(),
             };
             let stamp = Stamp { origin: plan.origin.clone(), lsn };
-            let carried =
-                reverse_snapshot::carry_target_only_rows(mapping, &plan.from_conn, &plan.to_conn, &carry, Some(&stamp))
-                    .await?;
+            let carried = reverse_snapshot::carry_target_only_rows(
+                mapping,
+                &plan.from_conn,
+                &plan.to_conn,
+                &carry,
+                Some(&stamp),
+                copied_forward,
+            )
+            .await?;
             reverse_snapshot::init_horizons(tgt, src, &forward.pipeline, name, carried.at, false).await?;
             store.init(name, lsn).await?;
             Ok(lsn)
