@@ -104,6 +104,7 @@ pub(super) async fn prepare_forward(
             stream_from: cp,
             workers: r.snapshot_workers,
             chunk_pages: r.snapshot_chunk_pages,
+            defer_indexes: r.snapshot_defer_indexes,
             metrics: Arc::clone(metrics),
         };
         copy_tables(job, store).await?;

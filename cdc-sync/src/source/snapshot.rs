@@ -37,6 +37,9 @@ pub enum SnapshotError {
     /// A worker panicked.
     #[error("snapshot worker")]
     Worker(#[from] tokio::task::JoinError),
+    /// Building an index after the copy failed.
+    #[error(transparent)]
+    Indexes(#[from] crate::deferred_indexes::DeferredIndexError),
     /// The workers ended before every table was copied.
     #[error("snapshot incomplete: {done} of {total} tables copied")]
     Incomplete {
@@ -54,6 +57,7 @@ impl SnapshotError {
         match self {
             SnapshotError::Sql(e) => pg_kind(e),
             SnapshotError::Checkpoint(e) => e.kind(),
+            SnapshotError::Indexes(e) => pg_kind(&e.source),
             SnapshotError::Worker(_) | SnapshotError::Incomplete { .. } => ErrorKind::Other,
         }
     }
@@ -88,6 +92,8 @@ pub struct SnapshotJob {
     pub chunk_pages: u32,
     /// Progress counters.
     pub metrics: Arc<Metrics>,
+    /// Build a table's indexes after its copy when that is safe ([`crate::deferred_indexes`]).
+    pub defer_indexes: bool,
 }
 
 /// The source-side SQL computing output `o` of `t`.
@@ -186,16 +192,22 @@ pub async fn copy_tables<C: CheckpointStore>(
         floor.insert(ti, job.lsn);
         copied.insert(ti, 0);
         let n_chunks = pages.div_ceil(step).max(1);
+        // indexes built after the load (not for a bidirectional table: its target is also a
+        // source, whose replica identity and publications we leave alone)
+        let defer = match job.defer_indexes && !t.lww {
+            true => Some(crate::deferred_indexes::key_unique_at_source(&planner, t).await?),
+            false => None,
+        };
         if chunks::has_key_index(&planner, t).await? {
             let ranges = chunks::plan_ranges(&planner, t, pages, n_chunks).await?;
-            chunks::start_table(&target, &job.pipeline, t, &ranges, job.lsn).await?;
+            note_deferred(t, chunks::start_table(&target, &job.pipeline, t, &ranges, job.lsn, defer).await?);
             remaining.insert(ti, ranges.len());
             for k in ranges {
                 chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: Some(k) });
             }
             continue;
         }
-        chunks::start_table(&target, &job.pipeline, t, &[], job.lsn).await?;
+        note_deferred(t, chunks::start_table(&target, &job.pipeline, t, &[], job.lsn, defer).await?);
         let mut n = 0;
         if pages <= step {
             chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: None });
@@ -249,7 +261,7 @@ pub async fn copy_tables<C: CheckpointStore>(
     // a table whose every chunk committed before a crash that came before it was marked done
     let finished: Vec<usize> = remaining.iter().filter(|(_, n)| **n == 0).map(|(t, _)| *t).collect();
     for table in finished {
-        table_done(&job, store, table, copied[&table], floor[&table]).await?;
+        table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
         done_tables += 1;
     }
     job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
@@ -259,7 +271,7 @@ pub async fn copy_tables<C: CheckpointStore>(
         let left = remaining.get_mut(&table).expect("planned");
         *left -= 1;
         if *left == 0 {
-            table_done(&job, store, table, copied[&table], floor[&table]).await?;
+            table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
             done_tables += 1;
             job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
         }
@@ -290,8 +302,16 @@ pub async fn copy_tables<C: CheckpointStore>(
     Ok(copied)
 }
 
-/// Every chunk of `table` is in: record it done with its stream floor.
+fn note_deferred(t: &DirectedTable, names: Vec<String>) {
+    if !names.is_empty() {
+        tracing::info!(table = %t.to_table, indexes = ?names, "snapshot: building these indexes after the copy");
+    }
+}
+
+/// Every chunk of `table` is in: build its deferred indexes, record it done with its stream
+/// floor.
 async fn table_done<C: CheckpointStore>(
+    target: &tokio_postgres::Client,
     job: &SnapshotJob,
     store: &mut C,
     table: usize,
@@ -299,6 +319,8 @@ async fn table_done<C: CheckpointStore>(
     floor: Lsn,
 ) -> Result<(), SnapshotError> {
     let t = &job.mapping.tables[table];
+    // before it is marked done: a crash in between leaves the records, rebuilt at the next start
+    crate::deferred_indexes::rebuild(target, Some(&job.pipeline), Some(&t.to_table)).await?;
     let state = TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(floor), rows: rows as i64 };
     store.set_table(&job.pipeline, &t.to_table, &state).await?;
     tracing::info!(table = %t.to_table, rows, "snapshot: table done");
