@@ -251,7 +251,15 @@ pub async fn copy_tables<C: CheckpointStore>(
     job.metrics.snapshot_finished_us.store(0, Relaxed);
     job.metrics.snapshot_started_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
     let total_chunks = chunks.len();
-    tracing::info!(tables = job.tables.len(), chunks = total_chunks, estimated_rows = estimate, lsn = %job.lsn, "snapshot: copying");
+    let binary: Vec<&str> = job
+        .tables
+        .iter()
+        .map(|t| &job.mapping.tables[*t])
+        .filter(|t| binary_copy(t))
+        .map(|t| t.to_table.as_str())
+        .collect();
+    tracing::info!(tables = job.tables.len(), chunks = total_chunks, estimated_rows = estimate, lsn = %job.lsn,
+        binary = ?binary, "snapshot: copying");
 
     let queue = Arc::new(Mutex::new(chunks));
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<Event, SnapshotError>>();
