@@ -20,7 +20,8 @@
 //!
 //! Environment: `CDC_SYNC_BIN` (default `target/release/cdc-sync`), `ACCOUNTS` (seed rows,
 //! default 2000000), `SNAPSHOT_WORKERS` (default 4), `BACKLOG_ROWS` (default 500000), `RATE` (rows/s, default 5000),
-//! `LAG_SECONDS` (default 20), `BRANCHES` (default 10, tellers = 10 per branch; pgbench's hot
+//! `LAG_SECONDS` (default 20), `CDC_SYNC_LOG` (cdc-sync's `RUST_LOG`; its logs are kept in
+//! `KEEP_LOGS` when set), `BRANCHES` (default 10, tellers = 10 per branch; pgbench's hot
 //! rows — raise it to spread the updates over many keys).
 
 use std::path::PathBuf;
@@ -137,7 +138,7 @@ impl Bench {
             .args(["run", "--config"])
             .arg(config)
             .args(["--status", &status.to_string()])
-            .env("RUST_LOG", "info,pg_walstream=warn")
+            .env("RUST_LOG", std::env::var("CDC_SYNC_LOG").unwrap_or_else(|_| "info,pg_walstream=warn".into()))
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
@@ -442,6 +443,12 @@ async fn main() -> Result<()> {
         .context("verify's summary line")?;
     let verify_rps = verify_rows / t_verify.as_secs_f64();
     drop(cdc_run2);
+    if let Ok(keep) = std::env::var("KEEP_LOGS") {
+        for f in ["cdc1.log", "cdc2.log"] {
+            std::fs::copy(b.dir.path().join(f), PathBuf::from(&keep).join(f))
+                .with_context(|| format!("keeping {f}"))?;
+        }
+    }
 
     // equal at the end (cheap check: counts and balance sums)
     let sums = "SELECT (SELECT sum(abalance) FROM accounts)::text || '/' || (SELECT count(*) FROM history) || '/' || (SELECT sum(tbalance) FROM tellers)";

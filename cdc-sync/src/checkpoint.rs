@@ -8,6 +8,7 @@ use std::future::Future;
 use tokio_postgres::Client;
 
 use crate::connect::connect;
+use crate::deferred_indexes;
 use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::Mapping;
 use crate::model::Lsn;
@@ -215,7 +216,8 @@ impl CheckpointStore for PgCheckpointStore {
     async fn prepare(&mut self) -> Result<(), CheckpointError> {
         self.client.batch_execute(SCHEMA_SQL).await.map_err(sql("creating the state schema"))?;
         // the key-range chunks of interrupted snapshot copies (source::chunks)
-        self.client.batch_execute(CHUNK_SCHEMA_SQL).await.map_err(sql("creating the state schema"))
+        self.client.batch_execute(CHUNK_SCHEMA_SQL).await.map_err(sql("creating the state schema"))?;
+        self.client.batch_execute(deferred_indexes::SCHEMA_SQL).await.map_err(sql("creating the state schema"))
     }
     async fn is_prepared(&mut self) -> Result<bool, CheckpointError> {
         let r = self
@@ -298,6 +300,11 @@ impl CheckpointStore for PgCheckpointStore {
         Ok(())
     }
     async fn reset(&mut self, pipeline: &str) -> Result<(), CheckpointError> {
+        // indexes dropped for an interrupted copy are not forgotten with the pipeline
+        deferred_indexes::rebuild(&self.client, Some(pipeline), None).await.map_err(|e| CheckpointError::Sql {
+            what: "rebuilding indexes deferred by a snapshot copy",
+            source: e.source,
+        })?;
         for sql_text in [
             "DELETE FROM cdc_sync.checkpoint WHERE pipeline = $1",
             "DELETE FROM cdc_sync.snapshot_table WHERE pipeline = $1",
@@ -319,6 +326,10 @@ impl CheckpointStore for PgCheckpointStore {
         Ok(())
     }
     async fn purge(&mut self) -> Result<(), CheckpointError> {
+        deferred_indexes::rebuild(&self.client, None, None).await.map_err(|e| CheckpointError::Sql {
+            what: "rebuilding indexes deferred by a snapshot copy",
+            source: e.source,
+        })?;
         self.client
             .batch_execute("DROP SCHEMA IF EXISTS cdc_sync CASCADE")
             .await

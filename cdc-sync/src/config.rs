@@ -128,6 +128,7 @@ struct RawReplication {
     batch_rows: Option<usize>,
     snapshot_workers: Option<usize>,
     snapshot_chunk_pages: Option<u32>,
+    snapshot_defer_indexes: Option<bool>,
     retained_wal_warn_mb: Option<u64>,
     on_slot_lost: Option<OnSlotLost>,
     skip_origins: Option<Spanned<Vec<String>>>,
@@ -290,6 +291,9 @@ pub struct Replication {
     pub snapshot_workers: usize,
     /// About this many heap pages per snapshot chunk, key range or ctid range (default 2048 = 16 MiB).
     pub snapshot_chunk_pages: u32,
+    /// Drop a freshly copied table's indexes and build them after its copy (default true; only
+    /// where safe, see cdc-sync/README.md "Big tables").
+    pub snapshot_defer_indexes: bool,
     /// Warn when a slot retains more WAL than this (MiB, default 1024).
     pub retained_wal_warn_mb: u64,
     /// What to do when the forward slot is lost (default: stop).
@@ -456,6 +460,7 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
         batch_rows: r.batch_rows.unwrap_or(5000).max(1),
         snapshot_workers: r.snapshot_workers.unwrap_or(2).clamp(1, 16),
         snapshot_chunk_pages: r.snapshot_chunk_pages.unwrap_or(2048).max(1),
+        snapshot_defer_indexes: r.snapshot_defer_indexes.unwrap_or(true),
         retained_wal_warn_mb: r.retained_wal_warn_mb.unwrap_or(1024),
         on_slot_lost: r.on_slot_lost.unwrap_or_default(),
         skip_origins,

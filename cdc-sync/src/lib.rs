@@ -9,7 +9,8 @@
 //! [`reverse_snapshot`] (the service's rows carried to legacy when reverse sync starts),
 //! [`clock`] (the servers' clock skew), [`slot_watch`] (lag and slot safety), [`schema`] (schema
 //! changes seen in the stream), [`reload`] (sync.toml re-read on SIGHUP), [`commands`] (the
-//! one-shot commands), [`catalog`], [`connect`], [`model`].
+//! one-shot commands), [`deferred_indexes`] (indexes built after a table's initial copy),
+//! [`catalog`], [`connect`], [`model`].
 #![forbid(unsafe_code)]
 
 pub mod apply;
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod connect;
+pub mod deferred_indexes;
 pub mod error;
 pub mod lock;
 pub mod mapping;

@@ -464,6 +464,10 @@ async fn run_active(
     let tgt = connect_to(&fwd_plan.to_conn, &fwd_plan.to_label).await?;
     // types in Relation messages are compared for transactions after the mappings were read
     let fwd_types_after = ddl::wal_position(&src).await.map_err(SourceError::from)?;
+    // indexes an interrupted snapshot copy dropped are back before the mappings are checked
+    crate::deferred_indexes::rebuild(&tgt, Some(&fwd_plan.pipeline), None)
+        .await
+        .map_err(crate::source::snapshot::SnapshotError::from)?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);
     let rev_types_after = match plan.bidirectional {
         true => ddl::wal_position(&tgt).await.map_err(SourceError::from)?,

@@ -2,7 +2,9 @@
 //! from its last finished chunk under a new snapshot and ends exact; `verify` under a steady
 //! write load reports equal, and narrows a difference planted on the target down to its key. A
 //! table added by SIGHUP and killed mid-copy resumes the same way; one whose interrupted copy is
-//! older than the checkpoint (taken out of sync.toml meanwhile) is copied afresh.
+//! older than the checkpoint (taken out of sync.toml meanwhile) is copied afresh. Indexes are
+//! built after the copy (and again at the next start after a crash), except the replica
+//! identity.
 
 mod common;
 
@@ -18,7 +20,13 @@ INSERT INTO big SELECT g, 0, repeat('x', 100) FROM generate_series(1, 200000) g;
 ANALYZE big;
 ";
 
-const BIG_TGT: &str = "CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL);";
+const BIG_TGT: &str =
+    "CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, pad text NOT NULL) WITH (fillfactor = 90);
+CREATE INDEX big_v ON big (v) WITH (fillfactor = 80);";
+
+/// The target's indexes of `big`, and its constraints.
+const BIG_INDEXES: &str = "SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'big' \
+    UNION ALL SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'big'::regclass";
 
 const REPL: &str = "
 [replication]
@@ -131,9 +139,17 @@ fn snapshot_killed_mid_table_resumes_from_the_last_finished_chunk() {
     let work = Workload::start(env.src_conn.clone(), big_writes);
     let rt = runtime();
     let tgt = rt.block_on(cdc_sync::connect::connect(&env.tgt_conn)).unwrap();
+    let indexes = env.t(BIG_INDEXES);
+    assert!(indexes.contains("PRIMARY KEY (id)") && indexes.contains("big_v"), "{indexes}");
     let mut run = spawn(&cfg, "big");
 
     let (done_before, total) = kill_mid_copy(&env, &rt, &tgt, &mut run, "big");
+    // the indexes are built after the copy: recorded and dropped while it runs
+    assert_eq!(
+        env.t("SELECT string_agg(index_name, ',' ORDER BY index_name) FROM cdc_sync.deferred_index WHERE pipeline = 'big'"),
+        "public.big_pkey,public.big_v"
+    );
+    assert_eq!(env.t("SELECT count(*) FROM pg_indexes WHERE tablename = 'big'"), "0");
     let first = env.t("SELECT DISTINCT plan_lsn FROM cdc_sync.snapshot_chunk WHERE pipeline = 'big'");
     assert_eq!(
         env.t("SELECT count(*) FROM cdc_sync.snapshot_chunk WHERE pipeline = 'big' AND done"),
@@ -146,6 +162,9 @@ fn snapshot_killed_mid_table_resumes_from_the_last_finished_chunk() {
 
     let run = start(&cfg, "big2");
     assert!(run.log_text().contains("resuming the table's copy from its last finished chunk"), "{}", run.log_text());
+    // built again at the start (before the mappings are checked), exactly as they were
+    assert_eq!(env.t(BIG_INDEXES), indexes);
+    assert_eq!(env.t("SELECT count(*) FROM cdc_sync.deferred_index"), "0");
     // the chunks finished before the kill were not copied again: they keep the first snapshot;
     // the others were copied under a newer one
     assert_eq!(
@@ -309,4 +328,22 @@ fn an_interrupted_copy_older_than_the_checkpoint_is_copied_afresh() {
     assert!(txns > 100, "workload too small: {txns}");
     wait_equal(&cfg, Duration::from_secs(120), Some(&run));
     assert_same_rows(&env);
+}
+
+#[test]
+fn the_replica_identity_index_is_kept_during_the_copy_and_the_others_are_built_after_it() {
+    // big's primary key is the target table's replica identity (explicitly): it stays; big_v
+    // is built after the copy
+    let identity = "ALTER TABLE big REPLICA IDENTITY USING INDEX big_pkey;";
+    let env = Env::new(BIG, &format!("{BIG_TGT}{identity}"));
+    let cfg = env.write_config("fk", &format!("{REPL}{BIG_TABLE}"));
+    let indexes = env.t(BIG_INDEXES);
+    let run = start(&cfg, "fk");
+    let log = run.log_text();
+    assert!(log.contains("building these indexes after the copy"), "{log}");
+    assert!(log.contains("index built after the copy") && log.contains("public.big_v"), "{log}");
+    assert!(!log.contains("big_pkey"), "the replica identity must stay: {log}");
+    assert_eq!(env.t(BIG_INDEXES), indexes);
+    assert_eq!(env.t("SELECT count(*) FROM cdc_sync.deferred_index"), "0");
+    assert_eq!(env.s("SELECT count(*), sum(id), sum(v) FROM big"), env.t("SELECT count(*), sum(id), sum(v) FROM big"));
 }

@@ -389,12 +389,22 @@ impl PgWriter {
         Ok(())
     }
 
-    async fn write(&mut self, ops: Vec<Op>) -> Result<WriteStats, SinkError> {
-        self.begin().await?;
+    /// Write `ops`, and with `commit` also commit: the statements go out pipelined — `BEGIN`
+    /// when no transaction is open, one statement per run, then (with `commit`) the origin's
+    /// and the checkpoint's statements and `COMMIT` — so a small source transaction costs one
+    /// round trip to the target instead of four. The checkpoint still lands in the same target
+    /// transaction as the rows: a failing statement makes the pipelined `COMMIT` a rollback,
+    /// and the first failure is the one reported.
+    ///
+    /// With conflict detection the rows are looked up (and locked) inside the transaction
+    /// before the writes, and the horizon is persisted after them, so those round trips stay.
+    async fn send(&mut self, ops: Vec<Op>, commit: Option<&CommitInfo>) -> Result<WriteStats, SinkError> {
         let mapping = Arc::clone(&self.mapping);
         let mut stats = WriteStats::default();
-        let ops = match self.conflicts.as_mut() {
-            Some(c) => match c.resolve(&self.client, &mapping, ops).await {
+        let ops = if self.conflicts.is_some() {
+            self.begin().await?;
+            let c = self.conflicts.as_mut().expect("checked");
+            match c.resolve(&self.client, &mapping, ops).await {
                 Ok((ops, resolved)) => {
                     stats.conflicts = resolved.conflicts;
                     stats.conflicts_kept_local = resolved.kept_local;
@@ -404,8 +414,9 @@ impl PgWriter {
                     let at = ChangeRef { table: None, ..ChangeRef::default() };
                     return Err(self.abort("looking up conflicting rows", at, source).await);
                 }
-            },
-            None => ops,
+            }
+        } else {
+            ops
         };
         let ops = coalesce(&mapping, ops, &self.regroup);
         let runs = runs(&mapping, &ops, &self.regroup);
@@ -422,26 +433,74 @@ impl PgWriter {
             };
             work.push((st, params));
         }
+        // the commit goes in the same burst unless the conflict horizon must be persisted first
+        let tail = commit.filter(|_| self.conflicts.is_none());
+        let lsn = tail.map(|i| i.lsn.to_string()).unwrap_or_default();
         let client = &self.client;
-        let futs = work.iter().map(|(st, params)| async move {
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-            client.execute(st, &refs).await
-        });
-        // In order: the statements after a failed one only report the aborted transaction.
-        let mut results = Vec::with_capacity(runs.len());
-        for r in futures::future::join_all(futs).await {
+        let mut steps: Vec<(Step, Pending<'_>)> = Vec::with_capacity(work.len() + 4);
+        if !self.in_txn {
+            steps.push((Step::Begin, Box::pin(async move { client.batch_execute("BEGIN").await.map(|()| 0) })));
+        }
+        for (i, (st, params)) in work.iter().enumerate() {
+            steps.push((
+                Step::Run(i),
+                Box::pin(async move {
+                    let refs: Vec<&(dyn ToSql + Sync)> =
+                        params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+                    client.execute(st, &refs).await
+                }),
+            ));
+        }
+        if let Some(info) = tail {
+            let lsn = &lsn;
+            if let Some(st) = &self.origin_xact {
+                steps.push((Step::Tail, Box::pin(async move { client.execute(st, &[lsn, &info.commit_ts]).await })));
+            }
+            let (advance, pipeline) = (&self.advance, &self.pipeline);
+            steps.push((
+                Step::Tail,
+                Box::pin(async move {
+                    client.execute(advance, &[pipeline, lsn, &info.commit_ts, &info.txns, &info.rows]).await
+                }),
+            ));
+            steps.push((Step::Tail, Box::pin(async move { client.batch_execute("COMMIT").await.map(|()| 0) })));
+        }
+        let (labels, futs): (Vec<Step>, Vec<Pending<'_>>) = steps.into_iter().unzip();
+        // join_all polls in order, so the requests go out in this order (each is sent on its
+        // first poll), and their answers come back in it
+        let results = futures::future::join_all(futs).await;
+        self.in_txn = true;
+        for (label, r) in labels.into_iter().zip(results) {
             match r {
-                Ok(n) => results.push(n),
+                Ok(n) => {
+                    if let Step::Run(_) = label {
+                        stats.rows += n;
+                    }
+                }
+                // in order: the statements after a failed one only report the aborted transaction
                 Err(source) => {
-                    let at = change_ref(&mapping, &runs[results.len()]);
-                    return Err(self.abort("writing", at, source).await);
+                    let (doing, at) = match label {
+                        Step::Begin => ("beginning a transaction", ChangeRef::default()),
+                        Step::Run(i) => ("writing", change_ref(&mapping, &runs[i])),
+                        Step::Tail => {
+                            let up_to = commit.map(|i| i.lsn);
+                            ("committing", ChangeRef { up_to, ..ChangeRef::default() })
+                        }
+                    };
+                    return Err(self.abort(doing, at, source).await);
                 }
             }
         }
-        stats.rows += results.iter().sum::<u64>();
+        match commit {
+            Some(_) if tail.is_some() => self.in_txn = false,
+            Some(info) => self.commit(info).await?,
+            None => {}
+        }
         Ok(stats)
     }
 
+    /// Persist the conflict horizon, record the checkpoint and commit (the origin's and the
+    /// checkpoint's statements and `COMMIT` pipelined).
     async fn commit(&mut self, info: &CommitInfo) -> Result<(), SinkError> {
         self.begin().await?;
         let lsn = info.lsn.to_string();
@@ -449,13 +508,19 @@ impl PgWriter {
             if let Some(c) = self.conflicts.as_mut() {
                 c.persist(&self.client).await?;
             }
-            if let Some(st) = &self.origin_xact {
-                self.client.execute(st, &[&lsn, &info.commit_ts]).await?;
-            }
-            self.client
-                .execute(&self.advance, &[&self.pipeline, &lsn, &info.commit_ts, &info.txns, &info.rows])
-                .await?;
-            self.client.batch_execute("COMMIT").await
+            let client = &self.client;
+            let origin = async {
+                match &self.origin_xact {
+                    Some(st) => client.execute(st, &[&lsn, &info.commit_ts]).await,
+                    None => Ok(0),
+                }
+            };
+            let params: [&(dyn ToSql + Sync); 5] = [&self.pipeline, &lsn, &info.commit_ts, &info.txns, &info.rows];
+            let advance = client.execute(&self.advance, &params);
+            let (o, a, c) = futures::join!(origin, advance, client.batch_execute("COMMIT"));
+            o?;
+            a?;
+            c
         }
         .await;
         match r {
@@ -471,10 +536,24 @@ impl PgWriter {
     }
 }
 
+/// A request sent to the target whose answer is awaited.
+type Pending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// What a pipelined request is, to say what failed.
+#[derive(Clone, Copy)]
+enum Step {
+    Begin,
+    /// Run number `i` of the batch.
+    Run(usize),
+    /// The origin's or the checkpoint's statement, or `COMMIT`.
+    Tail,
+}
+
 enum WriterJob {
     Write(Vec<Op>),
     Echo(chrono::DateTime<chrono::Utc>),
-    Commit(CommitInfo, tokio::sync::oneshot::Sender<Result<WriteStats, SinkError>>),
+    /// Write the ops (may be empty), then commit.
+    Commit(Vec<Op>, CommitInfo, tokio::sync::oneshot::Sender<Result<WriteStats, SinkError>>),
 }
 
 /// [`Sink`] writing into PostgreSQL. A writer task owns the connection and executes batches
@@ -509,7 +588,7 @@ impl PgSink {
                         if aborted {
                             continue;
                         }
-                        match writer.write(ops).await {
+                        match writer.send(ops, None).await {
                             Ok(s) => {
                                 stats.rows += s.rows;
                                 stats.conflicts += s.conflicts;
@@ -526,11 +605,15 @@ impl PgSink {
                             c.note_echo(ts);
                         }
                     }
-                    WriterJob::Commit(info, reply) => {
+                    WriterJob::Commit(ops, info, reply) => {
                         let r = if aborted {
                             Err(fail.lock().expect("not poisoned").take().unwrap_or(SinkError::Aborted))
                         } else {
-                            writer.commit(&info).await.map(|()| std::mem::take(&mut stats))
+                            writer.send(ops, Some(&info)).await.map(|s| WriteStats {
+                                rows: stats.rows + s.rows,
+                                conflicts: stats.conflicts + s.conflicts,
+                                conflicts_kept_local: stats.conflicts_kept_local + s.conflicts_kept_local,
+                            })
                         };
                         stats = WriteStats::default();
                         aborted = false;
@@ -553,8 +636,12 @@ impl Sink for PgSink {
     }
 
     async fn commit(&mut self, info: &CommitInfo) -> Result<WriteStats, SinkError> {
+        self.write_commit(Vec::new(), info).await
+    }
+
+    async fn write_commit(&mut self, ops: Vec<Op>, info: &CommitInfo) -> Result<WriteStats, SinkError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs.send(WriterJob::Commit(*info, tx)).await.map_err(|_| SinkError::WriterGone)?;
+        self.jobs.send(WriterJob::Commit(ops, *info, tx)).await.map_err(|_| SinkError::WriterGone)?;
         rx.await.map_err(|_| SinkError::WriterGone)?
     }
 

@@ -178,6 +178,8 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
         let mut cur: Option<Txn> = None;
         let mut pending: Option<CommitInfo> = None;
         let mut started = Instant::now();
+        // the oldest source commit in the open target transaction (for the per-commit timing log)
+        let mut first_ts = Utc::now();
         let isolate_through = self.options.isolate_through;
         let isolating = |commit_lsn: Lsn| isolate_through.is_some_and(|l| commit_lsn <= l);
         // Relation messages not yet compared with the mapping: checked at the table's next
@@ -190,9 +192,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     if final_lsn >= self.checkpoint && self.options.stop_before.is_some_and(|s| final_lsn >= s) =>
                 {
                     if let Some(info) = pending.take() {
-                        self.flush(&mut ops, &mut open).await?;
-                        let stats = self.sink.commit(&info).await?;
-                        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
+                        self.commit(&mut ops, &info).await?;
                         self.stream.confirm(info.lsn);
                         self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
                     }
@@ -302,6 +302,7 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                     }
                     if pending.is_none() {
                         started = Instant::now();
+                        first_ts = commit_ts;
                     }
                     let p = pending.get_or_insert(CommitInfo { lsn: end_lsn, commit_ts, txns: 0, rows: 0 });
                     p.lsn = end_lsn;
@@ -317,10 +318,24 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         || started.elapsed() >= self.options.max_batch_age
                     {
                         let info = pending.take().expect("set above");
-                        self.flush(&mut ops, &mut open).await?;
-                        let stats = self.sink.commit(&info).await?;
-                        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
+                        let seen = Utc::now();
+                        self.commit(&mut ops, &info).await?;
                         open = false;
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            // where a transaction's lag goes: from its source commit to the
+                            // pipeline seeing it (walsender, reader, queue), then the target
+                            // round trip; the oldest one waited for the batch too
+                            let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                            let done = Utc::now();
+                            tracing::debug!(
+                                txns = info.txns,
+                                rows = info.rows,
+                                seen_ms = ms(seen - commit_ts),
+                                commit_ms = ms(done - seen),
+                                oldest_ms = ms(done - first_ts),
+                                "applied"
+                            );
+                        }
                         self.stream.confirm(info.lsn);
                         self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
                     }
@@ -328,6 +343,15 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                 SourceMessage::Idle => {}
             }
         }
+    }
+
+    /// Write what is left of the batch and commit it with the checkpoint, as one sink step (one
+    /// round trip to a PostgreSQL target).
+    async fn commit(&mut self, ops: &mut Vec<Op>, info: &CommitInfo) -> Result<(), PipelineError> {
+        let batch = std::mem::replace(ops, Vec::with_capacity(self.options.batch_rows.clamp(1, 65536)));
+        let stats = self.sink.write_commit(batch, info).await?;
+        self.metrics.note_conflicts(stats.conflicts, stats.conflicts_kept_local);
+        Ok(())
     }
 
     async fn flush(&mut self, ops: &mut Vec<Op>, open: &mut bool) -> Result<(), PipelineError> {

@@ -143,6 +143,23 @@ pub trait Sink: Send {
     fn write(&mut self, ops: Vec<Op>) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
     /// Record the checkpoint and commit. Returns the stats of writes `write` did not report.
     fn commit(&mut self, info: &CommitInfo) -> impl Future<Output = Result<WriteStats, SinkError>> + Send;
+    /// `write(ops)` (when not empty) then `commit(info)`, as one step: a sink may send both
+    /// together (the PostgreSQL sink pipelines the rows, the checkpoint and `COMMIT` in one
+    /// round trip). Same contract as the two calls.
+    fn write_commit(
+        &mut self,
+        ops: Vec<Op>,
+        info: &CommitInfo,
+    ) -> impl Future<Output = Result<WriteStats, SinkError>> + Send {
+        async move {
+            let mut stats = if ops.is_empty() { WriteStats::default() } else { self.write(ops).await? };
+            let s = self.commit(info).await?;
+            stats.rows += s.rows;
+            stats.conflicts += s.conflicts;
+            stats.conflicts_kept_local += s.conflicts_kept_local;
+            Ok(stats)
+        }
+    }
     /// The stream passed an echo: a transaction the opposite direction's applier wrote on the
     /// read side, carrying the written side's versions committed up to `ts` (conflict detection;
     /// see [`crate::apply::conflict`]). Ordered with `write`: ops written before the call were

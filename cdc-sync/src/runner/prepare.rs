@@ -133,6 +133,7 @@ pub(super) async fn prepare_forward(
             stream_from: cp,
             workers: r.snapshot_workers,
             chunk_pages: r.snapshot_chunk_pages,
+            defer_indexes: r.snapshot_defer_indexes,
             metrics: Arc::clone(metrics),
             owned: match carry {
                 Some(carry) => Some(Arc::new(owned_copy(store, plan, carry, before_snapshot).await?)),

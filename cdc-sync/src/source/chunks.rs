@@ -197,18 +197,26 @@ pub async fn load_plan(tgt: &Client, pipeline: &str, table: &str) -> Result<Opti
 
 /// Start a table's copy afresh, in one target transaction: forget an old plan, empty the
 /// target table, store the new plan (`lsn` = the snapshot it is made under). An empty `ranges`
-/// stores no plan (a ctid-range copy).
+/// stores no plan (a ctid-range copy). With `defer` (`Some(key unique at the source)`), the
+/// indexes that can be built after the load are recorded and dropped in that transaction too
+/// ([`crate::deferred_indexes`]); returns their names.
 pub async fn start_table(
     tgt: &Client,
     pipeline: &str,
     t: &DirectedTable,
     ranges: &[KeyRange],
     lsn: Lsn,
-) -> Result<(), tokio_postgres::Error> {
+    defer: Option<bool>,
+) -> Result<Vec<String>, tokio_postgres::Error> {
     tgt.batch_execute("BEGIN").await?;
     let r = async {
         start_table_in(tgt, pipeline, t, ranges, lsn).await?;
-        tgt.batch_execute("COMMIT").await
+        let deferred = match defer {
+            Some(key_unique) => crate::deferred_indexes::defer(tgt, pipeline, t, key_unique).await?,
+            None => Vec::new(),
+        };
+        tgt.batch_execute("COMMIT").await?;
+        Ok(deferred)
     }
     .await;
     if r.is_err() {

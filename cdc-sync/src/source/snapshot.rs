@@ -1,6 +1,8 @@
 //! Initial copy under an exported snapshot: per table, chunks copied in parallel by
-//! `snapshot_workers` connections with text `COPY (SELECT mapped columns ...) TO STDOUT` →
-//! `COPY target FROM STDIN`.
+//! `snapshot_workers` connections with `COPY (SELECT mapped columns ...) TO STDOUT` →
+//! `COPY target FROM STDIN` (binary when the columns allow it, [`binary_copy`]; text
+//! otherwise), the target's indexes built after the copy where that is safe
+//! ([`crate::deferred_indexes`]).
 //!
 //! Chunks are ranges of the table's key when the source has an index on it, ctid ranges
 //! otherwise ([`super::chunks`]). A table is `done` only after all its chunks committed. A crash
@@ -41,6 +43,9 @@ pub enum SnapshotError {
     /// Carrying a `both` table's rows back before its copy failed.
     #[error("snapshot")]
     CarryBack(#[from] CarryBackError),
+    /// Building an index after the copy failed.
+    #[error(transparent)]
+    Indexes(#[from] crate::deferred_indexes::DeferredIndexError),
     /// The workers ended before every table was copied.
     #[error("snapshot incomplete: {done} of {total} tables copied")]
     Incomplete {
@@ -59,6 +64,7 @@ impl SnapshotError {
             SnapshotError::Sql(e) => pg_kind(e),
             SnapshotError::Checkpoint(e) => e.kind(),
             SnapshotError::CarryBack(e) => e.kind,
+            SnapshotError::Indexes(e) => pg_kind(&e.source),
             SnapshotError::Worker(_) | SnapshotError::Incomplete { .. } => ErrorKind::Other,
         }
     }
@@ -96,6 +102,8 @@ pub struct SnapshotJob {
     /// When some tables also flow back: how the copy writes into them
     /// ([`super::owned_copy`]).
     pub owned: Option<Arc<OwnedCopy>>,
+    /// Build a table's indexes after its copy when that is safe ([`crate::deferred_indexes`]).
+    pub defer_indexes: bool,
 }
 
 /// The source-side SQL computing output `o` of `t`.
@@ -109,6 +117,23 @@ pub fn source_value(t: &DirectedTable, o: usize) -> String {
 /// The `SELECT` list computing the target columns on the source side.
 pub fn source_select_list(t: &DirectedTable) -> String {
     (0..t.outputs.len()).map(|o| source_value(t, o)).collect::<Vec<_>>().join(", ")
+}
+
+/// Is `t` copied in binary (`COPY ... (FORMAT binary)` on both sides)? When every target
+/// column is a plain source column of the same type (same `format_type`, so the same typmod)
+/// and a built-in one (OID below 10000, whose binary send/receive formats PostgreSQL keeps
+/// stable): then no value is printed as text at the source and parsed again at the target
+/// (about a fifth less CPU on each side, measured with the bench's `accounts` rows). Anything
+/// else (an expression, a cast between types, a user-defined type or enum) is copied as text,
+/// where the target's input function does the conversion as before.
+pub fn binary_copy(t: &DirectedTable) -> bool {
+    t.outputs.iter().enumerate().all(|(o, out)| match out.value {
+        OutputValue::Input(i) => {
+            t.input_types.get(i).is_some_and(|ty| Some(ty) == t.output_types.get(o))
+                && t.input_oids.get(i).is_some_and(|oid| *oid != 0 && *oid < 10_000)
+        }
+        _ => false,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -194,16 +219,22 @@ pub async fn copy_tables<C: CheckpointStore>(
         floor.insert(ti, job.lsn);
         copied.insert(ti, 0);
         let n_chunks = pages.div_ceil(step).max(1);
+        // indexes built after the load (not for a bidirectional table: its target is also a
+        // source, whose replica identity and publications we leave alone)
+        let defer = match job.defer_indexes && !t.lww {
+            true => Some(crate::deferred_indexes::key_unique_at_source(&planner, t).await?),
+            false => None,
+        };
         if chunks::has_key_index(&planner, t).await? {
             let ranges = chunks::plan_ranges(&planner, t, pages, n_chunks).await?;
-            start_table(&target, &job, t, &ranges).await?;
+            note_deferred(t, start_table(&target, &job, t, &ranges, defer).await?);
             remaining.insert(ti, ranges.len());
             for k in ranges {
                 chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: Some(k) });
             }
             continue;
         }
-        start_table(&target, &job, t, &[]).await?;
+        note_deferred(t, start_table(&target, &job, t, &[], defer).await?);
         let mut n = 0;
         if pages <= step {
             chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: None });
@@ -228,7 +259,15 @@ pub async fn copy_tables<C: CheckpointStore>(
     job.metrics.snapshot_finished_us.store(0, Relaxed);
     job.metrics.snapshot_started_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
     let total_chunks = chunks.len();
-    tracing::info!(tables = job.tables.len(), chunks = total_chunks, estimated_rows = estimate, lsn = %job.lsn, "snapshot: copying");
+    let binary: Vec<&str> = job
+        .tables
+        .iter()
+        .map(|t| &job.mapping.tables[*t])
+        .filter(|t| binary_copy(t))
+        .map(|t| t.to_table.as_str())
+        .collect();
+    tracing::info!(tables = job.tables.len(), chunks = total_chunks, estimated_rows = estimate, lsn = %job.lsn,
+        binary = ?binary, "snapshot: copying");
 
     let queue = Arc::new(Mutex::new(chunks));
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<Event, SnapshotError>>();
@@ -264,7 +303,7 @@ pub async fn copy_tables<C: CheckpointStore>(
     // a table whose every chunk committed before a crash that came before it was marked done
     let finished: Vec<usize> = remaining.iter().filter(|(_, n)| **n == 0).map(|(t, _)| *t).collect();
     for table in finished {
-        table_done(&job, store, table, copied[&table], floor[&table]).await?;
+        table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
         done_tables += 1;
     }
     job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
@@ -274,7 +313,7 @@ pub async fn copy_tables<C: CheckpointStore>(
         let left = remaining.get_mut(&table).expect("planned");
         *left -= 1;
         if *left == 0 {
-            table_done(&job, store, table, copied[&table], floor[&table]).await?;
+            table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
             done_tables += 1;
             job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
         }
@@ -312,16 +351,22 @@ async fn start_table(
     job: &SnapshotJob,
     t: &DirectedTable,
     ranges: &[KeyRange],
-) -> Result<(), SnapshotError> {
+    defer: Option<bool>,
+) -> Result<Vec<String>, SnapshotError> {
     let Some(owned) = &job.owned else {
-        return Ok(chunks::start_table(target, &job.pipeline, t, ranges, job.lsn).await?);
+        return Ok(chunks::start_table(target, &job.pipeline, t, ranges, job.lsn, defer).await?);
     };
     target.batch_execute("BEGIN").await?;
     let r = async {
         owned.carry.before_truncate(target, t).await?;
         chunks::start_table_in(target, &job.pipeline, t, ranges, job.lsn).await?;
         owned.carry.after_truncate(target, t).await?;
-        Ok::<_, SnapshotError>(owned.commit(target, job.lsn).await?)
+        let deferred = match defer {
+            Some(key_unique) => crate::deferred_indexes::defer(target, &job.pipeline, t, key_unique).await?,
+            None => Vec::new(),
+        };
+        owned.commit(target, job.lsn).await?;
+        Ok::<_, SnapshotError>(deferred)
     }
     .await;
     if r.is_err() {
@@ -330,8 +375,16 @@ async fn start_table(
     r
 }
 
-/// Every chunk of `table` is in: record it done with its stream floor.
+fn note_deferred(t: &DirectedTable, names: Vec<String>) {
+    if !names.is_empty() {
+        tracing::info!(table = %t.to_table, indexes = ?names, "snapshot: building these indexes after the copy");
+    }
+}
+
+/// Every chunk of `table` is in: build its deferred indexes, record it done with its stream
+/// floor.
 async fn table_done<C: CheckpointStore>(
+    target: &tokio_postgres::Client,
     job: &SnapshotJob,
     store: &mut C,
     table: usize,
@@ -339,6 +392,8 @@ async fn table_done<C: CheckpointStore>(
     floor: Lsn,
 ) -> Result<(), SnapshotError> {
     let t = &job.mapping.tables[table];
+    // before it is marked done: a crash in between leaves the records, rebuilt at the next start
+    crate::deferred_indexes::rebuild(target, Some(&job.pipeline), Some(&t.to_table)).await?;
     let state = TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(floor), rows: rows as i64 };
     store.set_table(&job.pipeline, &t.to_table, &state).await?;
     tracing::info!(table = %t.to_table, rows, "snapshot: table done");
@@ -381,10 +436,15 @@ async fn worker(
             (None, lo, None) => format!(" WHERE ctid >= '({lo},0)'::tid"),
             (None, lo, Some(hi)) => format!(" WHERE ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"),
         };
-        let out_sql =
-            format!("COPY (SELECT {} FROM {}{range}) TO STDOUT", source_select_list(t), quote_qualified(&t.from_table));
+        let binary = binary_copy(t);
+        let format = if binary { " (FORMAT binary)" } else { "" };
+        let out_sql = format!(
+            "COPY (SELECT {} FROM {}{range}) TO STDOUT{format}",
+            source_select_list(t),
+            quote_qualified(&t.from_table)
+        );
         let cols: Vec<String> = t.outputs.iter().map(|o| quote_ident(&o.column)).collect();
-        let in_sql = format!("COPY {} ({}) FROM STDIN", quote_qualified(&t.to_table), cols.join(", "));
+        let in_sql = format!("COPY {} ({}) FROM STDIN{format}", quote_qualified(&t.to_table), cols.join(", "));
         dst.batch_execute("BEGIN").await?;
         let out = src.copy_out(out_sql.as_str()).await?;
         let sink = dst.copy_in::<_, bytes::Bytes>(in_sql.as_str()).await?;
@@ -392,11 +452,17 @@ async fn worker(
         futures::pin_mut!(sink);
         while let Some(buf) = out.next().await {
             let buf = buf?;
-            let nl = buf.iter().filter(|b| **b == b'\n').count() as u64;
-            metrics.snapshot_rows.fetch_add(nl, Relaxed);
+            if !binary {
+                // progress as it streams (text: a row per line); binary rows count at the end
+                let nl = buf.iter().filter(|b| **b == b'\n').count() as u64;
+                metrics.snapshot_rows.fetch_add(nl, Relaxed);
+            }
             sink.feed(buf).await?;
         }
         let rows = sink.as_mut().finish().await?;
+        if binary {
+            metrics.snapshot_rows.fetch_add(rows, Relaxed);
+        }
         if let Some(k) = &chunk.key {
             // in the chunk's own transaction: after a crash the mark and the rows are both in
             // or both out
@@ -412,4 +478,42 @@ async fn worker(
     }
     let _ = src.batch_execute("COMMIT").await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_with_env;
+    use crate::mapping::Way;
+
+    #[test]
+    fn binary_only_for_plain_columns_of_the_same_built_in_type() {
+        let cfg = parse_with_env(
+            "t",
+            "name='t'\n[source]\nurl='a'\n[target]\nurl='b'\n[[table]]\nsource='items'\ntarget='items2'\nkey=['id']\n[table.columns]\nid='id'\nbody='body'\nn='n'\n",
+            &|_| None,
+        )
+        .unwrap();
+        let mut t = Mapping::compile(&cfg, Way::Forward).tables.remove(0);
+        t.input_types = t.inputs.iter().map(|c| if c == "body" { "text".into() } else { "integer".into() }).collect();
+        t.output_types =
+            t.outputs.iter().map(|o| if o.column == "body" { "text".into() } else { "integer".into() }).collect();
+        t.input_oids = t.inputs.iter().map(|c| if c == "body" { 25 } else { 23 }).collect();
+        assert!(binary_copy(&t));
+        // a catalog that did not name the type, or a user-defined one (an enum): text
+        let input = t.inputs.iter().position(|c| c == "body").unwrap();
+        t.input_oids[input] = 0;
+        assert!(!binary_copy(&t));
+        t.input_oids[input] = 16_500;
+        assert!(!binary_copy(&t));
+        // a different type (the target's input function converts): text
+        t.input_oids[input] = 25;
+        let body = t.outputs.iter().position(|o| o.column == "body").unwrap();
+        t.output_types[body] = "character varying(10)".into();
+        assert!(!binary_copy(&t));
+        t.output_types[body] = "text".into();
+        // a computed column: text
+        t.outputs[body].value = OutputValue::Const("'x'".into());
+        assert!(!binary_copy(&t));
+    }
 }
