@@ -1,12 +1,83 @@
 //! The headers a request loses and gains on its way upstream: hop-by-hop headers removed (and
 //! those `Connection` names; a WebSocket upgrade keeps its handshake), the gateway's own
-//! `x-strangler-*` namespace removed, `X-Forwarded-For` appended.
+//! `x-strangler-*` namespace removed, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host`,
+//! `x-request-id` and `traceparent` added.
 
 use bytes::Bytes;
-use http::{header, HeaderValue};
+use http::{header, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::metrics::metrics;
+
+/// Header names the gateway reads and writes on every request, parsed at compile time (a name
+/// given as `&str` is parsed, and for a non-standard one allocated, on every use).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// What the gateway adds to a request it forwards.
+pub struct Forwarding<'a> {
+    /// The client's address, appended to `X-Forwarded-For`.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The client connection is TLS (`X-Forwarded-Proto`, unless the client sent one).
+    pub tls: bool,
+    pub request_id: Option<&'a HeaderValue>,
+    pub traceparent: Option<HeaderValue>,
+}
+
+/// Adds the forwarding headers (`X-Forwarded-For` appended to, `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` unless the client sent them, `x-request-id`, `traceparent`) to the
+/// request about to go upstream.
+///
+/// The request Pingora hands to `upstream_request_filter` is a clone of the client's, carrying
+/// Pingora's case-preserving name map beside the `http::HeaderMap`: each
+/// `RequestHeader::insert_header` parses the name (allocating a non-standard one), clones it
+/// (a second allocation) and writes both maps, growing them when full: ~2k instructions per
+/// header. Here the header is taken apart instead, the case map dropped, room reserved once,
+/// and the pre-parsed names inserted into the one map, then it is put back together. The
+/// upstream therefore receives header names in their canonical form (`Host`, `Content-Type`,
+/// `Content-Length` ... titled, the others lowercase) rather than as the client spelled them;
+/// HTTP/1 header names are case-insensitive (RFC 9110 section 5.1). A request-target the URI
+/// does not reproduce (absolute-form, non-UTF-8) keeps the case-preserving path.
+pub fn add_forwarding_headers(req: &mut RequestHeader, f: Forwarding<'_>) -> pingora::Result<()> {
+    let mut add: [Option<(HeaderName, HeaderValue)>; 5] = Default::default();
+    if let Some(ip) = f.client_ip {
+        add[0] = Some((X_FORWARDED_FOR, forwarded_for(req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), ip)));
+    }
+    if !req.headers.contains_key(&X_FORWARDED_PROTO) {
+        add[1] = Some((X_FORWARDED_PROTO, HeaderValue::from_static(if f.tls { "https" } else { "http" })));
+    }
+    if !req.headers.contains_key(&X_FORWARDED_HOST) {
+        add[2] = req.headers.get(header::HOST).map(|h| (X_FORWARDED_HOST, h.clone()));
+    }
+    add[3] = f.request_id.map(|id| (X_REQUEST_ID, id.clone()));
+    add[4] = f.traceparent.map(|t| (TRACEPARENT, t));
+    // the URI reproduces the target exactly (origin-form, UTF-8): rebuilding from the URI is
+    // lossless
+    let from_uri =
+        req.raw_path_is_utf8() && req.uri.path_and_query().is_some_and(|p| p.as_str().as_bytes() == req.raw_path());
+    if !from_uri {
+        for (name, value) in add.into_iter().flatten() {
+            req.insert_header(name, value)?;
+        }
+        return Ok(());
+    }
+    let end_stream = req.send_end_stream();
+    // an empty `Parts` (no allocation) stands in while the real one is taken apart
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
+    parts.headers.reserve(add.iter().flatten().count());
+    for (name, value) in add.into_iter().flatten() {
+        parts.headers.insert(name, value);
+    }
+    *req = RequestHeader::from(parts);
+    if let Some(end_stream) = end_stream {
+        req.set_send_end_stream(end_stream);
+    }
+    Ok(())
+}
 
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer"];
@@ -26,31 +97,45 @@ pub fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
     })
 }
 
-/// `X-Forwarded-For` with `ip` appended, built without `fmt` (IPv4 digits written directly).
+/// `X-Forwarded-For` with `ip` appended, built without `fmt` (IPv4 digits written directly)
+/// into a buffer of the exact size: one allocation (`Bytes` from a `Vec` whose length is not its
+/// capacity allocates a second, shared, header).
 pub fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
     let prev = prev.filter(|p| !p.is_empty());
-    let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 45);
+    let mut buf = [0u8; 45];
+    let n = match ip {
+        std::net::IpAddr::V4(a) => {
+            let mut n = 0;
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if o >= 100 {
+                    buf[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    buf[n] = b'0' + (o / 10) % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + o % 10;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(a) => {
+            let s = a.to_string();
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            s.len()
+        }
+    };
+    let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + n);
     if let Some(p) = prev {
         v.extend_from_slice(p);
         v.extend_from_slice(b", ");
     }
-    match ip {
-        std::net::IpAddr::V4(a) => {
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    v.push(b'.');
-                }
-                if o >= 100 {
-                    v.push(b'0' + o / 100);
-                }
-                if o >= 10 {
-                    v.push(b'0' + (o / 10) % 10);
-                }
-                v.push(b'0' + o % 10);
-            }
-        }
-        std::net::IpAddr::V6(a) => v.extend_from_slice(a.to_string().as_bytes()),
-    }
+    v.extend_from_slice(&buf[..n]);
     // the previous value was a valid header value and we only appended ASCII
     HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -116,5 +201,62 @@ mod tests {
         assert_eq!(forwarded_for(Some(b""), "0.9.99.255".parse().unwrap()), "0.9.99.255");
         assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
         assert_eq!(forwarded_for(None, v6), "2001:db8::1");
+        assert_eq!(forwarded_for(Some(b"a"), "255.255.255.255".parse().unwrap()), "a, 255.255.255.255");
+    }
+
+    fn forwarding(id: &HeaderValue) -> Forwarding<'_> {
+        Forwarding {
+            client_ip: Some("10.1.2.3".parse().unwrap()),
+            tls: true,
+            request_id: Some(id),
+            traceparent: Some(HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
+        }
+    }
+
+    /// An origin-form request is rebuilt without the case map: the client's headers, target and
+    /// the added ones all there, names in canonical form on the wire.
+    #[test]
+    fn origin_form_requests_lose_the_case_map_and_keep_everything_else() {
+        let mut req = RequestHeader::build("POST", b"/orders/7?x=1&y=%20", None).unwrap();
+        req.append_header("Host", "shop.example").unwrap();
+        req.append_header("X-Forwarded-For", "203.0.113.9").unwrap();
+        req.append_header("X-Custom", "a").unwrap();
+        req.append_header("x-custom", "b").unwrap();
+        let id = HeaderValue::from_static("rid-1");
+        add_forwarding_headers(&mut req, forwarding(&id)).unwrap();
+        assert!(!req.has_case());
+        assert_eq!(req.raw_path(), b"/orders/7?x=1&y=%20");
+        assert_eq!(req.method, http::Method::POST);
+        let h = &req.headers;
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "shop.example");
+        assert_eq!(h[&X_REQUEST_ID], "rid-1");
+        assert_eq!(h[&TRACEPARENT].len(), 55);
+        assert_eq!(h.get_all("x-custom").iter().collect::<Vec<_>>(), ["a", "b"]);
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.contains("Host: shop.example\r\n"), "{wire}");
+        assert!(wire.contains("x-custom: a\r\nx-custom: b\r\n"), "{wire}");
+        assert!(wire.contains("x-forwarded-proto: https\r\n"), "{wire}");
+    }
+
+    /// A target the URI does not reproduce (absolute-form) keeps its bytes and the case map.
+    #[test]
+    fn other_targets_keep_their_bytes_and_case() {
+        let mut req = RequestHeader::build("GET", b"http://shop.example/a", None).unwrap();
+        req.append_header("Host", "shop.example").unwrap();
+        req.append_header("X-Forwarded-Proto", "https").unwrap();
+        let id = HeaderValue::from_static("rid-2");
+        add_forwarding_headers(&mut req, Forwarding { tls: false, ..forwarding(&id) }).unwrap();
+        assert!(req.has_case());
+        assert_eq!(req.raw_path(), b"http://shop.example/a");
+        assert_eq!(req.headers[&X_FORWARDED_PROTO], "https", "the client's value is kept");
+        assert_eq!(req.headers[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(req.headers[&X_REQUEST_ID], "rid-2");
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        assert!(String::from_utf8(wire).unwrap().contains("X-Forwarded-Proto: https\r\n"));
     }
 }

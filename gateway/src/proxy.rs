@@ -18,7 +18,8 @@ use crate::access_log::{self, AccessLog};
 use crate::admission;
 use crate::cors;
 use crate::forwarding::{
-    self, forwarded_for, has_hop_by_hop, has_internal_headers, is_websocket_upgrade, strip_internal_headers,
+    self, has_hop_by_hop, has_internal_headers, is_websocket_upgrade, strip_internal_headers, Forwarding, TRACEPARENT,
+    X_REQUEST_ID,
 };
 use crate::limits::LimitService;
 use crate::metrics::metrics;
@@ -301,7 +302,7 @@ impl ProxyHttp for GatewayProxy {
             strip_internal_headers(session.req_header_mut());
         }
         let req = session.req_header();
-        ctx.request_id = match req.headers.get("x-request-id") {
+        ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
             Some(v) if !v.is_empty() && v.len() <= 200 => Some(v.clone()),
             _ => Some(new_request_id_value()),
         };
@@ -386,7 +387,7 @@ impl ProxyHttp for GatewayProxy {
             None => table.settings.request_timeout,
         };
         ctx.deadline = ctx.started + timeout;
-        ctx.trace = Some(TraceContext::continue_or_start(req.headers.get("traceparent").map(|v| v.as_bytes())));
+        ctx.trace = Some(TraceContext::continue_or_start(req.headers.get(&TRACEPARENT).map(|v| v.as_bytes())));
         if is_websocket_upgrade(req) || accepts_event_stream(req) {
             let idle = ctx.route.map_or(table.settings.stream_idle_timeout, |i| table.routes[i].stream_idle_timeout);
             ctx.stream_idle = Some(idle);
@@ -465,26 +466,13 @@ impl ProxyHttp for GatewayProxy {
         if has_hop_by_hop(&req.headers) {
             forwarding::strip_hop_by_hop(req);
         }
-        // forwarding headers
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
-            let xff = forwarded_for(req.headers.get("x-forwarded-for").map(|v| v.as_bytes()), ip);
-            req.insert_header("x-forwarded-for", xff)?;
-        }
-        if !req.headers.contains_key("x-forwarded-proto") {
-            let proto = if ctx.tls { "https" } else { "http" };
-            req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
-        }
-        if !req.headers.contains_key("x-forwarded-host") {
-            if let Some(h) = req.headers.get(header::HOST).cloned() {
-                req.insert_header("x-forwarded-host", h)?;
-            }
-        }
-        if let Some(id) = &ctx.request_id {
-            req.insert_header("x-request-id", id.clone())?;
-        }
-        if let Some(t) = &ctx.trace {
-            req.insert_header("traceparent", t.to_header())?;
-        }
+        let forwarding = Forwarding {
+            client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            tls: ctx.tls,
+            request_id: ctx.request_id.as_ref(),
+            traceparent: ctx.trace.map(|t| t.to_header()),
+        };
+        forwarding::add_forwarding_headers(req, forwarding)?;
         if let Some(rw) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].rewrite.as_deref()) {
             if let Some(side) = rw.side(ctx.side) {
                 side.apply_request(req);

@@ -96,9 +96,12 @@ pub fn new_request_id() -> String {
     String::from_utf8_lossy(&request_id_bytes()).into_owned()
 }
 
-/// [`new_request_id`] as a header value.
+/// [`new_request_id`] as a header value. The id is sent upstream and back to the client (two
+/// clones): its bytes live in a shared allocation from the start (`Bytes::from_owner`), so a clone
+/// is a reference count (a value made by `from_bytes` allocates again on its first clone).
 pub fn new_request_id_value() -> http::HeaderValue {
-    http::HeaderValue::from_bytes(&request_id_bytes()).expect("hex is a valid header value")
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(request_id_bytes()))
+        .expect("hex is a valid header value")
 }
 
 /// A random per-process prefix and a counter: unique within the process, unlikely to collide

@@ -22,6 +22,7 @@
 #        WRK_THREADS (default 1)
 #        H2_STREAMS (default 10): h2load -m, concurrent streams per HTTP/2 connection
 #        TLS=0 skips the HTTPS rows (and their RESULT keys)
+#        PROFILE (default release-gw): the cargo profile the binaries come from
 #        MINIMAL=1 also runs two floors built with the same settings and profile:
 #          "pingora" = gateway/examples/minimal_proxy.rs (pingora-proxy with only upstream_peer),
 #                      what our callbacks cost on top of Pingora's proxy framework;
@@ -43,16 +44,20 @@ TLS=${TLS:-1}
 (( DURATION <= 10 )) || { echo "keep each wrk run <= 10 s" >&2; exit 64; }
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${GATEWAY_BIN:-$ROOT/target/release-gw/strangler-gateway}
+# PROFILE=release: the gateway and the floors from the plain release profile (compare like with
+# like; the shipped binary is release-gw)
+PROFILE=${PROFILE:-release-gw}
+OUT=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+BIN=${GATEWAY_BIN:-$OUT/strangler-gateway}
 if [[ ! -x $BIN ]]; then
-  (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway)
+  (cd "$ROOT" && cargo build --profile "$PROFILE" -p strangler-gateway)
 fi
 NAMES="nginx haproxy caddy gateway"
 if [[ ${MINIMAL:-0} == 1 ]]; then
   NAMES="$NAMES pingora pg-core"
-  MIN_BIN=$ROOT/target/release-gw/examples/minimal_proxy
-  CORE_BIN=$ROOT/target/release-gw/examples/core_proxy
-  (cd "$ROOT" && cargo build --profile release-gw -p strangler-gateway --example minimal_proxy --example core_proxy)
+  MIN_BIN=$OUT/examples/minimal_proxy
+  CORE_BIN=$OUT/examples/core_proxy
+  (cd "$ROOT" && cargo build --profile "$PROFILE" -p strangler-gateway --example minimal_proxy --example core_proxy)
 fi
 . "$ROOT/tests/perf/lib.sh"
 TOOLS="nginx haproxy caddy wrk"

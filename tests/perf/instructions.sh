@@ -13,8 +13,16 @@
 # request goes to an extracted route with a path parameter. `callgrind_annotate` of the dumps
 # (kept in $KEEP when set) shows where the instructions go.
 #
+# Env: PROFILE (default release-gw), GATEWAY_BIN / MINIMAL_BIN (measure these binaries, no
+# build), KEEP=DIR (keep the dumps).
+#
+# Two figures per proxy: the whole process (background threads included: their share per
+# request depends on how fast callgrind lets the run go, i.e. on the machine's load) and the
+# request path (the listening service's connection tasks: load-independent).
+#
 # Ends with:
 #   RESULT gateway_ir_per_req=... minimal_ir_per_req=... gateway_vs_minimal_ir=...
+#          gateway_path_ir_per_req=... minimal_path_ir_per_req=... gateway_vs_minimal_path_ir=...
 set -euo pipefail
 
 SECS=${1:-4}
@@ -23,9 +31,15 @@ CONNS=${2:-4}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/perf/lib.sh"
 ensure_tools nginx wrk curl valgrind callgrind_control
-BIN=${GATEWAY_BIN:-$ROOT/target/release-gw/strangler-gateway}
-MIN_BIN=$ROOT/target/release-gw/examples/minimal_proxy
-(cd "$ROOT" && cargo build -q --profile release-gw -p strangler-gateway --bin strangler-gateway --example minimal_proxy)
+# PROFILE=release: both built with the plain release profile (incremental, minutes instead of the
+# fat-LTO build's half hour; the ratio is then not the shipped binary's, compare like with like)
+PROFILE=${PROFILE:-release-gw}
+OUT=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+BIN=${GATEWAY_BIN:-$OUT/strangler-gateway}
+MIN_BIN=${MINIMAL_BIN:-$OUT/examples/minimal_proxy}
+if [[ -z ${GATEWAY_BIN:-} || -z ${MINIMAL_BIN:-} ]]; then
+  (cd "$ROOT" && cargo build -q --profile "$PROFILE" -p strangler-gateway --bin strangler-gateway --example minimal_proxy)
+fi
 bench_setup gw-instr
 UP=$(port); GW=$(port); GWA=$(port); MIN=$(port)
 TARGET=/api/svc777/items/9
@@ -64,17 +78,27 @@ measure() {
   callgrind_control -i off "$CG_PID" > /dev/null
   kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
   [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$out"* "$KEEP/"
-  echo "$(awk '/^(summary|totals):/ {s += $2} END {print s}' "$out"*) $RUN_REQS"
+  # the connection tasks alone (Pingora's listening service and everything it calls): the request
+  # path without the background threads, whose share per request grows as callgrind slows the
+  # run down (the dashboard's 2 s sampler over 2,000 routes is ~7M instructions a tick)
+  local path
+  path=$(callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out" 2>/dev/null \
+    | awk '/run_endpoint::\{\{closure\}\}::\{\{closure\}\} \[/ {gsub(",", "", $1); if ($1 > m) m = $1} END {print m + 0}')
+  echo "$(awk '/^(summary|totals):/ {s += $2} END {print s}' "$out"*) $RUN_REQS $path"
 }
 
 LOAD_START=$(loadavg)
-read -r GW_IR GW_REQS < <(measure gateway "$GW" "$BIN" run --config "$WORK/routes.toml" --no-watch \
+read -r GW_IR GW_REQS GW_PATH < <(measure gateway "$GW" "$BIN" run --config "$WORK/routes.toml" --no-watch \
   --pid-file "$WORK/gw.pid" --upgrade-sock "$WORK/gw.sock")
-read -r MIN_IR MIN_REQS < <(measure minimal "$MIN" "$MIN_BIN" "127.0.0.1:$MIN" "127.0.0.1:$UP")
-GW_PER=$(awk -v a="$GW_IR" -v b="$GW_REQS" 'BEGIN{printf "%d", a/b}')
-MIN_PER=$(awk -v a="$MIN_IR" -v b="$MIN_REQS" 'BEGIN{printf "%d", a/b}')
+read -r MIN_IR MIN_REQS MIN_PATH < <(measure minimal "$MIN" "$MIN_BIN" "127.0.0.1:$MIN" "127.0.0.1:$UP")
+per() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%d", a/b}'; }
+GW_PER=$(per "$GW_IR" "$GW_REQS"); MIN_PER=$(per "$MIN_IR" "$MIN_REQS")
+GW_PATH_PER=$(per "$GW_PATH" "$GW_REQS"); MIN_PATH_PER=$(per "$MIN_PATH" "$MIN_REQS")
 
-printf '\n| proxy (release-gw, 1 thread) | requests | Ir / request |\n|---|---:|---:|\n'
-printf '| gateway, 1,000 routes | %s | %s |\n| minimal pingora-proxy | %s | %s |\n' "$GW_REQS" "$GW_PER" "$MIN_REQS" "$MIN_PER"
+printf '\n| proxy (%s, 1 thread) | requests | Ir / request | request path Ir / request |\n|---|---:|---:|---:|\n' "$PROFILE"
+printf '| gateway, 1,000 routes | %s | %s | %s |\n| minimal pingora-proxy | %s | %s | %s |\n' \
+  "$GW_REQS" "$GW_PER" "$GW_PATH_PER" "$MIN_REQS" "$MIN_PER" "$MIN_PATH_PER"
 echo "load average: $LOAD_START -> $(loadavg) (instruction counts do not depend on it)"
-echo "RESULT gateway_ir_per_req=$GW_PER minimal_ir_per_req=$MIN_PER gateway_vs_minimal_ir=$(ratio "$GW_PER" "$MIN_PER")"
+echo "RESULT gateway_ir_per_req=$GW_PER minimal_ir_per_req=$MIN_PER gateway_vs_minimal_ir=$(ratio "$GW_PER" "$MIN_PER")" \
+  "gateway_path_ir_per_req=$GW_PATH_PER minimal_path_ir_per_req=$MIN_PATH_PER" \
+  "gateway_vs_minimal_path_ir=$(ratio "$GW_PATH_PER" "$MIN_PATH_PER")"
