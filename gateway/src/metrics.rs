@@ -2,7 +2,8 @@
 //! port. Per-route metric handles are resolved once when a [`crate::table::RouteTable`] is
 //! compiled, so the request path only does atomic increments (no label lookups, no allocation).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -48,6 +49,8 @@ pub struct Metrics {
     pub rate_limit_fail_open: IntCounter,
     /// `strangler_gateway_route_info{route,owner,stage}` 1 for every route being served.
     pub route_info: IntGaugeVec,
+    /// The label sets `route_info` holds (see [`Metrics::set_routes`]).
+    route_info_set: Mutex<HashSet<[String; 3]>>,
     /// `strangler_gateway_client_connections_open`: client connections being served.
     pub client_connections_open: IntGauge,
     /// `strangler_gateway_client_connections_closed_total{reason}`: client connections the
@@ -197,6 +200,7 @@ pub fn metrics() -> &'static Metrics {
             rate_limited,
             rate_limit_fail_open,
             route_info,
+            route_info_set: Mutex::new(HashSet::new()),
             client_connections_open,
             client_connections_closed,
         }
@@ -211,12 +215,19 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    /// Lists the routes being served: (name, owner or `-`, stage).
+    /// Lists the routes being served: (name, owner or `-`, stage). Only the series that changed
+    /// since the last call are removed or created: creating one hashes and validates its labels,
+    /// and a reload of an unchanged 10,000-route file spent a tenth of its time re-creating them.
     pub fn set_routes<'a>(&self, routes: impl Iterator<Item = (&'a str, &'a str, &'a str)>) {
-        self.route_info.reset();
-        for (route, owner, stage) in routes {
-            self.route_info.with_label_values(&[route, owner, stage]).set(1);
+        let new: HashSet<[String; 3]> = routes.map(|(r, o, s)| [r.to_string(), o.to_string(), s.to_string()]).collect();
+        let mut set = self.route_info_set.lock().unwrap_or_else(|p| p.into_inner());
+        for [r, o, s] in set.difference(&new) {
+            let _ = self.route_info.remove_label_values(&[r, o, s]);
         }
+        for [r, o, s] in new.difference(&set) {
+            self.route_info.with_label_values(&[r, o, s]).set(1);
+        }
+        *set = new;
     }
 
     /// Marks `version` as the one serving.

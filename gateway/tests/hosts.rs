@@ -65,7 +65,18 @@ async fn hosts_pick_routes_and_metadata_is_shown() {
         m.contains("strangler_gateway_route_info{owner=\"team-orders\",route=\"api\",stage=\"extracted\"} 1"),
         "{m}"
     );
-
+    // a reload that changes a route's owner replaces its series (and keeps the others)
+    let old = gw.version().await;
+    gw.write_config(&config(legacy.addr, svc.addr).replace("team-orders", "team-partners"));
+    gw.wait_version_change(&old).await;
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("strangler_gateway_route_info{owner=\"team-partners\",route=\"api\",stage=\"extracted\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("owner=\"team-orders\""), "the old owner's series is gone: {m}");
+    assert!(m.contains("strangler_gateway_route_info{owner=\"team-tenants\",route=\"tenants\""), "{m}");
+    gw.write_config(&config(legacy.addr, svc.addr));
     let out = Command::new(env!("CARGO_BIN_EXE_strangler-gateway")).arg("check").arg(&gw.path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");

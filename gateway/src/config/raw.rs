@@ -343,6 +343,10 @@ pub struct RawEject {
 }
 
 /// `[[routes]]`.
+///
+/// The sections most routes leave out are boxed: a file is a `Vec` of these, grown one element
+/// at a time as it is parsed, and with every section inline an element was several KiB (a
+/// 10,000-route file spent a third of `check` copying and page-faulting that vector).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
@@ -372,28 +376,28 @@ pub struct RawRoute {
     /// (default `[gateway] request_buffering`).
     pub request_buffering: Option<Spanned<String>>,
     /// Retry policy (idempotent methods only).
-    pub retry: Option<RawRetry>,
+    pub retry: Option<Box<RawRetry>>,
     /// Shadow traffic settings (stage "shadow", or "canary" with `on_canary = true`).
-    pub shadow: Option<Spanned<RawShadow>>,
+    pub shadow: Option<Box<Spanned<RawShadow>>>,
     /// Compress responses for clients that accept it (gzip, brotli or zstd); off when absent.
-    pub compression: Option<RawCompression>,
+    pub compression: Option<Box<RawCompression>>,
     /// A progressive rollout: steps the route moves through on evidence; the route's own
     /// `stage`/`weight` then cap how far it may go.
-    pub rollout: Option<Spanned<RawRollout>>,
+    pub rollout: Option<Box<Spanned<RawRollout>>>,
     /// "none" (default), "api-key", "jwt", or a list of those accepted (any one suffices).
-    pub auth: Option<Spanned<RawAuthMethods>>,
+    pub auth: Option<Box<Spanned<RawAuthMethods>>>,
     /// Consumers allowed (others get 403); any authenticated caller when absent.
     pub consumers: Option<Vec<Spanned<String>>>,
     /// JWT claims required, each with the values accepted.
-    pub claims: Option<Spanned<BTreeMap<String, RawClaimValues>>>,
+    pub claims: Option<Box<Spanned<BTreeMap<String, RawClaimValues>>>>,
     /// Send the credential (Authorization / the API key header) upstream too (default false).
     pub forward_credentials: Option<bool>,
     /// Rate limits; every one must let a request through.
     pub rate_limit: Option<Vec<Spanned<RawRateLimit>>>,
     /// CORS: preflights answered by the gateway, headers added for allowed origins.
-    pub cors: Option<Spanned<RawCors>>,
+    pub cors: Option<Box<Spanned<RawCors>>>,
     /// Path and header rewrites per side.
-    pub rewrite: Option<RawRewrites>,
+    pub rewrite: Option<Box<RawRewrites>>,
     /// The team or person owning the route (shown by `check`, the admin API, a metric label).
     pub owner: Option<Spanned<String>>,
     /// Free text shown by `check` and the admin API.

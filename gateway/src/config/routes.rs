@@ -47,9 +47,9 @@ pub(super) fn compile_routes(
 ) -> (Vec<Route>, Option<Router>) {
     let RouteContext { settings, upstreams, dry_run_secret, auth, previous, overlay } = *cx;
     let consumer_names: Vec<&str> = auth.consumers.iter().map(|c| c.name.as_str()).collect();
-    let mut routes: Vec<Route> = Vec::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut spans: Vec<usize> = Vec::new();
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    let mut names: HashMap<String, usize> = HashMap::with_capacity(raw.len());
+    let mut spans: Vec<usize> = Vec::with_capacity(raw.len());
     for r in raw {
         let name = r.name.get_ref().clone();
         check_name(issues, r, &mut names);
