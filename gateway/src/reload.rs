@@ -114,6 +114,8 @@ impl ConfigStore {
         let table = load_with_overlay(&self.display, &src, Some(&old), &system_resolve, &overlay)?;
         *self.overlay.lock().unwrap_or_else(|p| p.into_inner()) = overlay;
         metrics().set_version(&table.version);
+        // a rollout step changes the stage a route serves at: route_info follows it
+        set_route_info(&table);
         self.current.store(Arc::new(table));
         Ok(())
     }

@@ -110,6 +110,10 @@ async fn a_route_promotes_itself_to_extracted_with_zero_failed_requests() {
         (Some(3), Some("extracted"), Some(false))
     );
     assert!(svc_up.hits.load(Ordering::SeqCst) > 0);
+    // the route_info metric follows the rollout, not only reloads of the file
+    let m = gw.metrics().await;
+    let info: Vec<&str> = m.lines().filter(|l| l.starts_with("strangler_gateway_route_info{")).collect();
+    assert_eq!(info, ["strangler_gateway_route_info{owner=\"-\",route=\"items\",stage=\"extracted\"} 1"], "{m}");
 
     // the history shows every step, with the gate values that let it through
     let h = history(&gw).await;
