@@ -97,39 +97,16 @@ pub fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
     })
 }
 
-/// `X-Forwarded-For` with `ip` appended, built without `fmt` (IPv4 digits written directly)
-/// into a buffer of the exact size: one allocation (`Bytes` from a `Vec` whose length is not its
-/// capacity allocates a second, shared, header).
+/// `X-Forwarded-For` with `ip` appended, into a buffer of the exact size: one allocation (the
+/// address is formatted on the stack; `Bytes` from a `Vec` whose length is not its capacity
+/// allocates a second, shared, header).
 pub fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
     let prev = prev.filter(|p| !p.is_empty());
-    let mut buf = [0u8; 45];
-    let n = match ip {
-        std::net::IpAddr::V4(a) => {
-            let mut n = 0;
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if o >= 100 {
-                    buf[n] = b'0' + o / 100;
-                    n += 1;
-                }
-                if o >= 10 {
-                    buf[n] = b'0' + (o / 10) % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + o % 10;
-                n += 1;
-            }
-            n
-        }
-        std::net::IpAddr::V6(a) => {
-            let s = a.to_string();
-            buf[..s.len()].copy_from_slice(s.as_bytes());
-            s.len()
-        }
-    };
+    let mut buf = [0u8; 45]; // the longest IPv6 text form
+    let mut addr = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(addr, "{ip}");
+    let n = addr.position() as usize;
     let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + n);
     if let Some(p) = prev {
         v.extend_from_slice(p);
