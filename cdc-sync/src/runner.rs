@@ -417,7 +417,6 @@ async fn take_lock(
             origin: cfg.source.origin.clone(),
             kind: g.kind,
             attempts: g.attempts,
-            cause: crate::error::chain(&g.error),
             source: g.error,
         }))
     };

@@ -40,6 +40,10 @@ fn run_until_exit(env: &Env, name: &str, src: &str, body: &str) -> (Option<i32>,
     let mut run = spawn_with(&cfg, name, &["--linger-after-stop", "3"]);
     let s = wait_status(&run, Duration::from_secs(20), |s| s["pipelines"]["forward"]["stopped"] == true);
     let status = wait_exit(&mut run, Duration::from_secs(20));
+    // the message says the cause once
+    let last = run.log_text().lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("error (needs a human; exit code 4): cannot take the instance lock"), "{last}");
+    assert_eq!(last.matches("; the error: ").count(), 1, "{last}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     (status.code(), run.log_text(), s)
 }

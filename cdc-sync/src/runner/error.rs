@@ -35,7 +35,7 @@ pub struct AnotherInstanceActive {
 /// times in a row. The message names the server and what to change, never the connection
 /// string (it may hold a password).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot take the instance lock on the source {endpoint} ({origin}): {cause}; {}", self.advice())]
+#[error("cannot take the instance lock on the source {endpoint} ({origin}); {}; the error", self.advice())]
 pub struct LockFailed {
     /// Host(s), port, database and user, from the connection string.
     pub endpoint: String,
@@ -45,8 +45,6 @@ pub struct LockFailed {
     pub kind: ErrorKind,
     /// Consecutive failed attempts.
     pub attempts: u32,
-    /// The error's text with its causes (shown; the source's own text is the same).
-    pub cause: String,
     /// The last failure.
     #[source]
     pub source: tokio_postgres::Error,
