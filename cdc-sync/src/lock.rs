@@ -95,11 +95,11 @@ impl Drop for InstanceLock {
 }
 
 /// The decision after a failed attempt to take the lock: the pause before the next one, or
-/// `Err` to give up (the error will not pass by waiting, or kept repeating).
-pub fn lock_retry(retrier: &mut Retrier, kind: ErrorKind, rng: &mut impl rand::Rng) -> Result<Duration, ()> {
+/// `None` to give up (the error will not pass by waiting, or kept repeating).
+pub fn lock_retry(retrier: &mut Retrier, kind: ErrorKind, rng: &mut impl rand::Rng) -> Option<Duration> {
     match retrier.next(Failure { kind, pinned: true, up_to: None, progressed: false }, rng) {
-        Next::Retry { delay } => Ok(delay),
-        Next::Isolate { .. } | Next::Stop(_) => Err(()),
+        Next::Retry { delay } => Some(delay),
+        Next::Isolate { .. } | Next::Stop(_) => None,
     }
 }
 
@@ -220,12 +220,12 @@ impl InstanceLock {
                     last = None;
                     let kind = pg_kind(&error);
                     match lock_retry(&mut retrier, kind, &mut rng) {
-                        Ok(retry_in) => {
+                        Some(retry_in) => {
                             let attempts = retrier.failures();
                             on_wait(Waiting::Unreachable { error: &error, attempts, retry_in });
                             retry_in
                         }
-                        Err(()) => return Err(GaveUp { kind, attempts: retrier.failures(), error }),
+                        None => return Err(GaveUp { kind, attempts: retrier.failures(), error }),
                     }
                 }
             };
@@ -278,17 +278,17 @@ mod tests {
         for kind in [ErrorKind::Connection, ErrorKind::Shutdown] {
             let mut r = Retrier::new(policy);
             for i in 0..100 {
-                let d = lock_retry(&mut r, kind, &mut rng).unwrap_or_else(|()| panic!("{kind} gave up at {i}"));
+                let d = lock_retry(&mut r, kind, &mut rng).unwrap_or_else(|| panic!("{kind} gave up at {i}"));
                 assert!(d <= policy.max_delay);
             }
         }
         let mut r = Retrier::new(policy);
-        assert_eq!(lock_retry(&mut r, ErrorKind::Access, &mut rng), Err(()));
+        assert_eq!(lock_retry(&mut r, ErrorKind::Access, &mut rng), None);
         assert_eq!(r.failures(), 1);
         let mut r = Retrier::new(policy);
-        assert!(lock_retry(&mut r, ErrorKind::Other, &mut rng).is_ok());
-        assert!(lock_retry(&mut r, ErrorKind::Resources, &mut rng).is_ok());
-        assert_eq!(lock_retry(&mut r, ErrorKind::Other, &mut rng), Err(()));
+        assert!(lock_retry(&mut r, ErrorKind::Other, &mut rng).is_some());
+        assert!(lock_retry(&mut r, ErrorKind::Resources, &mut rng).is_some());
+        assert_eq!(lock_retry(&mut r, ErrorKind::Other, &mut rng), None);
         assert_eq!(r.failures(), 3);
     }
 }

@@ -446,7 +446,7 @@ async fn take_lock(
             }
             Err(error) => {
                 let kind = pg_kind(&error);
-                let Ok(retry_in) = lock::lock_retry(&mut retrier, kind, &mut rng) else {
+                let Some(retry_in) = lock::lock_retry(&mut retrier, kind, &mut rng) else {
                     return Err(gave_up(GaveUp { kind, attempts: retrier.failures(), error }));
                 };
                 unreachable(&error, retrier.failures(), retry_in);
