@@ -251,15 +251,15 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
     'lock: loop {
         let mut instance = match take_lock(&cfg, &plan, &opts, &reg, policy).await {
             Ok(l) => l,
-            Err(e @ RunError::Lock(_)) => {
-                let report = ErrorReport::of(e.kind(), &e, 0);
+            Err(RunError::Lock(l)) => {
+                let report = ErrorReport::of(l.kind, &*l, l.attempts);
                 tracing::error!(pipeline = %cfg.name, kind = %report.kind, error = %report.error,
                     "pipeline stopped: gave up taking the instance lock");
                 for (_, m) in &reg {
                     m.note_stop(report.clone());
                 }
                 linger_after_stop(&reg, "setup", serving, opts.linger_after_stop).await;
-                return Err(e);
+                return Err(RunError::Lock(l));
             }
             Err(e) => return Err(e),
         };
