@@ -24,6 +24,14 @@
 //! `source_wins` / `target_wins` name the sync file's side whose version stays, whichever way
 //! the change flows. Both directions decide the same way, so both sides end with the winner.
 //!
+//! **An update racing a delete.** An incoming update of a row the written side no longer has is
+//! a conflict too: the other side still had the row when it changed it, so the delete here was
+//! unseen there (the direction carrying the delete meets the updated version as an ordinary
+//! conflict). The side lacking the row has no commit time of its delete, so these pairs are
+//! decided by side, the same way from both directions ([`winner_against_delete`]): `lww` lets
+//! the delete win, `source_wins` / `target_wins` that side's change. An update that wins is
+//! written again as the whole row (when it carries every column).
+//!
 //! **The record.** Every conflict is a row in `cdc_sync.conflicts` on the written side, in the
 //! same transaction as the applied rows: table, key, both versions as JSON (the written side's
 //! row as it was, the incoming change's columns as its side sent them), both commit times, the
