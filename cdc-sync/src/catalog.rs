@@ -19,6 +19,16 @@ pub struct TableInfo {
     pub unique_sets: Vec<Vec<String>>,
     /// Type OID of each of `columns`.
     pub type_oids: Vec<u32>,
+    /// Whether each of `columns` is a generated column (`GENERATED ALWAYS AS (...) STORED`):
+    /// the server computes it, refuses a value for it, and logical replication does not send it.
+    pub generated: Vec<bool>,
+}
+
+impl TableInfo {
+    /// Is `column` a generated column of this table?
+    pub fn is_generated(&self, column: &str) -> bool {
+        self.columns.iter().zip(&self.generated).any(|(c, g)| *g && c.0 == column)
+    }
 }
 
 /// Look up a qualified table; `None` when it does not exist.
@@ -38,7 +48,7 @@ pub async fn table_info(client: &Client, table: &str) -> Result<Option<TableInfo
     let ri: String = rel.get(1);
     let cols = client
         .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod), atttypid FROM pg_attribute \
+            "SELECT attname::text, format_type(atttypid, atttypmod), atttypid, attgenerated <> '' FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
@@ -67,6 +77,7 @@ pub async fn table_info(client: &Client, table: &str) -> Result<Option<TableInfo
         replica_identity: ri.chars().next().unwrap_or('d'),
         unique_sets,
         type_oids: cols.iter().map(|r| r.get::<_, u32>(2)).collect(),
+        generated: cols.iter().map(|r| r.get::<_, bool>(3)).collect(),
     }))
 }
 
@@ -180,11 +191,9 @@ async fn resolve_table(
     if t.propagate {
         // carried: the read-side columns (as the stream announced them, else the catalog's)
         // that the target already has; the others are added when the stream shows them
-        let (carry, skip): (Vec<String>, Vec<String>) = shape
-            .unwrap_or(&from_cols)
-            .iter()
-            .cloned()
-            .partition(|c| from_cols.contains(c) && ti.columns.iter().any(|x| x.0 == *c));
+        let (carry, skip): (Vec<String>, Vec<String>) = shape.unwrap_or(&from_cols).iter().cloned().partition(|c| {
+            from_cols.contains(c) && ti.columns.iter().any(|x| x.0 == *c) && !fi.is_generated(c) && !ti.is_generated(c)
+        });
         t.carry(&carry);
         if shape.is_some() {
             // the stream showed them and they were added where possible: what is left cannot be
@@ -219,6 +228,26 @@ async fn resolve_table(
             }
         })
         .collect();
+    for o in &t.outputs {
+        if ti.is_generated(&o.column) {
+            p(format!(
+                "column {} of {} is a generated column (GENERATED ALWAYS AS ... STORED): the server computes it and \
+                 refuses a value; remove it from [table.columns] (map the columns it is computed from)",
+                o.column, t.to_table
+            ));
+        }
+    }
+    for o in &t.outputs {
+        if let crate::mapping::OutputValue::Input(i) = o.value {
+            if fi.is_generated(&t.inputs[i]) {
+                p(format!(
+                    "column {} of {} is a generated column: logical replication does not send its values; map the \
+                     columns it is computed from, and compute it on the written side (a generated column there too)",
+                    t.inputs[i], t.from_table
+                ));
+            }
+        }
+    }
     let key: Vec<String> = t.inputs[..t.key_len].to_vec();
     let mut sorted_key = key.clone();
     sorted_key.sort();

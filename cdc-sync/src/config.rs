@@ -16,6 +16,8 @@ use crate::model::qualify;
 mod both_ways;
 use both_ways::{clock_config, table_conflict, RawClock};
 pub use both_ways::{ClockConfig, ConflictPolicy};
+mod retry_keys;
+use retry_keys::{retry_policy, RawRetry};
 mod add_columns;
 use add_columns::add_columns_of;
 pub use add_columns::AddColumns;
@@ -133,6 +135,9 @@ struct RawReplication {
     on_slot_lost: Option<OnSlotLost>,
     skip_origins: Option<Spanned<Vec<String>>>,
     reverse_skip_origins: Option<Spanned<Vec<String>>>,
+    retry_initial_ms: Option<Spanned<i64>>,
+    retry_max_ms: Option<Spanned<i64>>,
+    retry_max_attempts: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -304,6 +309,10 @@ pub struct Replication {
     /// Extra replication origins whose transactions the reverse stream (target → source) skips,
     /// besides this pipeline's own forward origin. `"*"` skips every origin-tagged transaction.
     pub reverse_skip_origins: Vec<String>,
+    /// Backoff and escalation of every retry (`retry_initial_ms`, default 200; `retry_max_ms`,
+    /// default 30000; `retry_max_attempts`, default 20): a direction resuming from its
+    /// checkpoint, the pipeline prepared again, the instance lock taken.
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// Which origin-tagged transactions a stream skips (loop prevention).
@@ -452,6 +461,14 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
     };
     let skip_origins = origin_lists("skip_origins", &r.skip_origins);
     let reverse_skip_origins = origin_lists("reverse_skip_origins", &r.reverse_skip_origins);
+    let retry = retry_policy(
+        RawRetry {
+            initial_ms: r.retry_initial_ms.as_ref(),
+            max_ms: r.retry_max_ms.as_ref(),
+            max_attempts: r.retry_max_attempts.as_ref(),
+        },
+        &mut push,
+    );
     let replication = Replication {
         publication: r.publication.unwrap_or_else(|| format!("cdc_sync_{name}")),
         slot: r.slot.unwrap_or_else(|| format!("cdc_sync_{name}")),
@@ -465,6 +482,7 @@ pub fn parse_with_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<Strin
         on_slot_lost: r.on_slot_lost.unwrap_or_default(),
         skip_origins,
         reverse_skip_origins,
+        retry,
     };
     for (what, v) in [
         ("publication", &replication.publication),

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::connect::tls::TlsError;
+
 /// The kind of a failure. Transient kinds are retried (resume from the checkpoint, capped
 /// exponential backoff with jitter) until they repeat past a limit; the others stop the
 /// pipeline at once.
@@ -30,6 +32,12 @@ pub enum ErrorKind {
     /// The replication slot was invalidated by the server or dropped: the changes the stream
     /// needs are gone from the source. Stops (or, when configured, re-snapshots).
     Slot,
+    /// The server or the TLS layer refused us for a reason that does not go away by waiting:
+    /// authentication or authorization failed (class `28`: wrong password, no `pg_hba.conf`
+    /// entry), the database does not exist (`3D000`), the server's certificate was rejected or
+    /// the server refused TLS. Stops: the connection string (or the server's settings) must
+    /// change.
+    Access,
     /// Anything else. Retried like a transient error, and escalated to a stop when it repeats.
     Other,
 }
@@ -45,6 +53,7 @@ impl ErrorKind {
                 Some("53") => ErrorKind::Resources,
                 Some("22") | Some("23") => ErrorKind::Data,
                 Some("42") => ErrorKind::Schema,
+                Some("28") | Some("3D") => ErrorKind::Access,
                 _ => ErrorKind::Other,
             },
         }
@@ -52,7 +61,7 @@ impl ErrorKind {
 
     /// Is it worth trying again (after a pause), resuming from the checkpoint?
     pub fn is_transient(self) -> bool {
-        !matches!(self, ErrorKind::Data | ErrorKind::Schema | ErrorKind::Slot)
+        !matches!(self, ErrorKind::Data | ErrorKind::Schema | ErrorKind::Slot | ErrorKind::Access)
     }
 
     /// Is a server simply not there (down, restarting, unreachable)? Such errors are retried
@@ -71,6 +80,7 @@ impl ErrorKind {
             ErrorKind::Data => "data",
             ErrorKind::Schema => "schema",
             ErrorKind::Slot => "slot",
+            ErrorKind::Access => "access",
             ErrorKind::Other => "other",
         }
     }
@@ -82,17 +92,34 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The kind of a tokio-postgres error: by SQLSTATE when the server sent one, else
-/// [`ErrorKind::Connection`] for a closed connection or an I/O failure, else
-/// [`ErrorKind::Other`].
+/// The kind of a tokio-postgres error: by SQLSTATE when the server sent one, else by the TLS
+/// failure underneath ([`ErrorKind::Connection`] when the network failed during negotiation or
+/// a certificate file could not be read yet, [`ErrorKind::Access`] when a certificate or the
+/// TLS request was refused), else [`ErrorKind::Connection`] for a closed connection or an I/O
+/// failure, else [`ErrorKind::Other`].
 pub fn pg_kind(e: &tokio_postgres::Error) -> ErrorKind {
     if let Some(code) = e.code() {
         return ErrorKind::from_sqlstate(code.code());
+    }
+    if let Some(tls) = tls_source(e) {
+        return if tls.is_transient() { ErrorKind::Connection } else { ErrorKind::Access };
     }
     if e.is_closed() || has_io_source(e) {
         return ErrorKind::Connection;
     }
     ErrorKind::Other
+}
+
+/// The TLS failure in an error's chain, if any.
+pub fn tls_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a TlsError> {
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        if let Some(t) = s.downcast_ref::<TlsError>() {
+            return Some(t);
+        }
+        cur = s.source();
+    }
+    None
 }
 
 fn has_io_source(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -233,6 +260,10 @@ mod tests {
             ("42804", ErrorKind::Schema, false),
             ("42501", ErrorKind::Schema, false),
             ("42601", ErrorKind::Schema, false),
+            // refused login, missing database: stop (waiting does not fix a connection string)
+            ("28P01", ErrorKind::Access, false),
+            ("28000", ErrorKind::Access, false),
+            ("3D000", ErrorKind::Access, false),
             // everything else: retried (and escalated past the limit)
             ("40002", ErrorKind::Other, true),
             ("57014", ErrorKind::Other, true),

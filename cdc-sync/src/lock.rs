@@ -15,7 +15,8 @@ use rand::SeedableRng;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::retry::RetryPolicy;
+use crate::error::{pg_kind, ErrorKind};
+use crate::retry::{Failure, Next, Retrier, RetryPolicy};
 
 /// The lock's key text; the server hashes it into the 64-bit advisory lock key
 /// (`hashtextextended(key, 0)`), so every instance derives the same key from the slot name.
@@ -75,7 +76,8 @@ pub enum LockLost {
 pub enum Waiting<'a> {
     /// Another instance holds the lock (called when first seen and whenever the holder changes).
     Standby(&'a Holder),
-    /// The source cannot be reached; the next attempt is in `retry_in`.
+    /// The source cannot be reached (or answered with an error worth another try); the next
+    /// attempt is in `retry_in`.
     Unreachable {
         /// The failure.
         error: &'a tokio_postgres::Error,
@@ -90,6 +92,27 @@ impl Drop for InstanceLock {
     fn drop(&mut self) {
         self.connection.abort();
     }
+}
+
+/// The decision after a failed attempt to take the lock: the pause before the next one, or
+/// `None` to give up (the error will not pass by waiting, or kept repeating).
+pub fn lock_retry(retrier: &mut Retrier, kind: ErrorKind, rng: &mut impl rand::Rng) -> Option<Duration> {
+    match retrier.next(Failure { kind, pinned: true, up_to: None, progressed: false }, rng) {
+        Next::Retry { delay } => Some(delay),
+        Next::Isolate { .. } | Next::Stop(_) => None,
+    }
+}
+
+/// [`InstanceLock::acquire_waiting`] gave up: the last error, its kind and how many attempts
+/// failed in a row.
+#[derive(Debug)]
+pub struct GaveUp {
+    /// The kind that decided it.
+    pub kind: ErrorKind,
+    /// Consecutive failed attempts.
+    pub attempts: u32,
+    /// The last failure.
+    pub error: tokio_postgres::Error,
 }
 
 /// Result of one attempt.
@@ -151,19 +174,24 @@ impl InstanceLock {
     }
 
     /// Take the lock, waiting on standby while another instance holds it (retried every
-    /// `poll`). While the source cannot be reached, retries after the policy's capped,
-    /// jittered backoff (the source may be restarting). `on_wait` hears about both.
+    /// `poll`). A failure to connect or to ask is classified ([`pg_kind`]) and decided by a
+    /// [`Retrier`] with `policy`, as a streaming direction's errors are: a source that is not
+    /// there (connection refused, shutting down, starting up) is waited out at the capped,
+    /// jittered backoff for as long as it takes; an error that waiting does not fix (a refused
+    /// login or certificate, a missing database: [`ErrorKind::Access`]) gives up at once; any
+    /// other error gives up once it has failed `policy.max_attempts` times in a row. `on_wait`
+    /// hears about the standby and each retry.
     pub async fn acquire_waiting(
         conn: &str,
         pipeline: &str,
         slot: &str,
         poll: Duration,
-        backoff: RetryPolicy,
+        policy: RetryPolicy,
         mut on_wait: impl FnMut(Waiting<'_>),
-    ) -> InstanceLock {
+    ) -> Result<InstanceLock, GaveUp> {
         let mut last: Option<Holder> = None;
         let mut session: Option<InstanceLock> = None;
-        let mut failures = 0u32;
+        let mut retrier = Retrier::new(policy);
         let mut rng = StdRng::from_entropy();
         loop {
             let attempt = match session.take() {
@@ -172,9 +200,9 @@ impl InstanceLock {
             };
             let failed = match attempt {
                 Ok(l) => match l.try_lock().await {
-                    Ok(None) => return l,
+                    Ok(None) => return Ok(l),
                     Ok(Some(h)) => {
-                        failures = 0;
+                        retrier = Retrier::new(policy);
                         if last.as_ref() != Some(&h) {
                             on_wait(Waiting::Standby(&h));
                             last = Some(h);
@@ -189,11 +217,16 @@ impl InstanceLock {
             let pause = match failed {
                 None => poll,
                 Some(error) => {
-                    failures += 1;
                     last = None;
-                    let retry_in = backoff.delay(failures, &mut rng);
-                    on_wait(Waiting::Unreachable { error: &error, attempts: failures, retry_in });
-                    retry_in
+                    let kind = pg_kind(&error);
+                    match lock_retry(&mut retrier, kind, &mut rng) {
+                        Some(retry_in) => {
+                            let attempts = retrier.failures();
+                            on_wait(Waiting::Unreachable { error: &error, attempts, retry_in });
+                            retry_in
+                        }
+                        None => return Err(GaveUp { kind, attempts: retrier.failures(), error }),
+                    }
                 }
             };
             tokio::time::sleep(pause).await;
@@ -234,5 +267,28 @@ mod tests {
         };
         assert_eq!(h.to_string(), "backend pid 42 (cdc-sync x (h pid 7)) from 127.0.0.1");
         assert_eq!(lock_key("cdc_sync_catalog"), "cdc-sync:cdc_sync_catalog");
+    }
+
+    /// The lock loop decides like a streaming direction: a source that is not there is waited
+    /// out, a refused login gives up at once, anything else after `max_attempts` in a row.
+    #[test]
+    fn lock_retries_are_classified() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let policy = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
+        for kind in [ErrorKind::Connection, ErrorKind::Shutdown] {
+            let mut r = Retrier::new(policy);
+            for i in 0..100 {
+                let d = lock_retry(&mut r, kind, &mut rng).unwrap_or_else(|| panic!("{kind} gave up at {i}"));
+                assert!(d <= policy.max_delay);
+            }
+        }
+        let mut r = Retrier::new(policy);
+        assert_eq!(lock_retry(&mut r, ErrorKind::Access, &mut rng), None);
+        assert_eq!(r.failures(), 1);
+        let mut r = Retrier::new(policy);
+        assert!(lock_retry(&mut r, ErrorKind::Other, &mut rng).is_some());
+        assert!(lock_retry(&mut r, ErrorKind::Resources, &mut rng).is_some());
+        assert_eq!(lock_retry(&mut r, ErrorKind::Other, &mut rng), None);
+        assert_eq!(r.failures(), 3);
     }
 }

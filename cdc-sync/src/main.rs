@@ -25,7 +25,8 @@ use clap::{Parser, Subcommand};
 /// Exit codes: 0 ok/equal; 1 failure or (verify) differences — for `run`: a transient error that
 /// kept repeating, which a restart may get past —; 2 bad configuration or error before starting;
 /// 3 (`run --no-wait`) another instance of the pipeline is active; 4 (`run`) stopped on an error
-/// that a restart would meet again (data, schema, a lost or orphaned slot): fix the cause before
+/// that a restart would meet again (data, schema, a lost or orphaned slot, a database refusing the
+/// login or the certificate, or missing): fix the cause before
 /// starting it again (the systemd unit does not restart on 2 and 4).
 #[derive(Parser, Debug)]
 #[command(name = "cdc-sync", version)]

@@ -357,7 +357,10 @@ impl DirectedTable {
                     None => new_key.clone(),
                 };
                 let cells = self.cells(new);
-                if old_key == new_key && cells.iter().all(|c| *c != Cell::Unchanged) {
+                // A bidirectional table keeps an update an update, even with every column: a
+                // row the written side no longer has was deleted there unseen, which is a
+                // conflict ([`crate::apply::conflict`]) rather than an insert.
+                if !self.lww && old_key == new_key && cells.iter().all(|c| *c != Cell::Unchanged) {
                     Ok(Op::Upsert { table, row: cells, lsn, ts })
                 } else {
                     Ok(Op::Update { table, match_key: old_key, row: cells, lsn, ts })
@@ -573,7 +576,10 @@ src = { constant = "'legacy'" }
         let full = Row::from_pairs([("id", t("1")), ("name", t("a")), ("price", t("2.5"))]);
         let ch =
             RowChange { table: "public.products".into(), kind: ChangeKind::Update { old: None, new: full.clone() } };
-        assert!(matches!(d.map_change(0, &ch, Lsn(1), ts).unwrap(), Op::Upsert { .. }));
+        assert!(matches!(d.map_change(0, &ch, Lsn(1), ts).unwrap(), Op::Update { .. }), "a `both` table");
+        let mut forward_only = d.clone();
+        forward_only.lww = false;
+        assert!(matches!(forward_only.map_change(0, &ch, Lsn(1), ts).unwrap(), Op::Upsert { .. }));
         // unchanged TOAST name: partial update that does not touch title
         let partial = Row::from_pairs([("id", t("1")), ("name", Cell::Unchanged), ("price", t("3"))]);
         let ch = RowChange { table: "public.products".into(), kind: ChangeKind::Update { old: None, new: partial } };

@@ -227,7 +227,9 @@ async fn carry_table(
         let carried: Vec<Vec<String>> = legacy
             .query(
                 &format!(
-                    "INSERT INTO {to} ({cols}) SELECT {cols} FROM cdc_sync_carry ON CONFLICT ({}) DO NOTHING RETURNING {}",
+                    // an identity column GENERATED ALWAYS takes the carried value too
+                    "INSERT INTO {to} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM cdc_sync_carry \
+                     ON CONFLICT ({}) DO NOTHING RETURNING {}",
                     keys.join(", "),
                     keys.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", ")
                 ),
@@ -304,13 +306,29 @@ impl CarryBack for CarryOnCopy {
                 return Ok(());
             }
             let to = quote_qualified(&t.to_table);
-            tgt.batch_execute(&format!("INSERT INTO {to} OVERRIDING SYSTEM VALUE SELECT * FROM cdc_sync_keep"))
+            let keep = async {
+                // every column but the generated ones (GENERATED ALWAYS AS ... STORED: the
+                // server computes them and refuses a value); identity columns keep their values
+                let cols: String =
+                    tgt.query_one(WRITABLE_COLUMNS_SQL, &[&to]).await?.get::<_, Option<String>>(0).unwrap_or_default();
+                tgt.batch_execute(&format!(
+                    "INSERT INTO {to} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM cdc_sync_keep"
+                ))
                 .await
-                .map_err(sql(format!("keeping the carried rows of {}", t.to_table)))
-                .map_err(|e| CarryBackError { table: t.to_table.clone(), kind: e.kind(), source: Box::new(e) })
+            };
+            keep.await.map_err(sql(format!("keeping the carried rows of {}", t.to_table))).map_err(|e| CarryBackError {
+                table: t.to_table.clone(),
+                kind: e.kind(),
+                source: Box::new(e),
+            })
         })
     }
 }
+
+/// A table's columns that an `INSERT` may give values (`$1`: the table, as text): every live
+/// column but the generated ones, quoted and comma-separated, in column order.
+const WRITABLE_COLUMNS_SQL: &str = "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute \
+     WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''";
 
 impl CarryOnCopy {
     async fn carry_before_truncate(&self, tgt: &Client, r: &DirectedTable) -> Result<(), ReverseSnapshotError> {

@@ -25,7 +25,7 @@ use crate::catalog::resolved_mapping;
 use crate::checkpoint::{CheckpointStore, PgCheckpointStore};
 use crate::config::{OnSlotLost, SyncConfig};
 use crate::error::{pg_kind, ErrorKind};
-use crate::lock::{self, Attempt, InstanceLock, Waiting};
+use crate::lock::{self, Attempt, GaveUp, InstanceLock, Waiting};
 use crate::mapping::{Mapping, Way};
 use crate::model::Lsn;
 use crate::plan::{DirectionPlan, Plan};
@@ -44,7 +44,7 @@ use rand::SeedableRng;
 mod error;
 mod prepare;
 
-pub use error::{AnotherInstanceActive, DirectionStopped, RunError, SlotLoss, SlotLost};
+pub use error::{describe_endpoint, AnotherInstanceActive, DirectionStopped, LockFailed, RunError, SlotLoss, SlotLost};
 use prepare::{connect_to, forget_unmapped, forward_fresh_copies, prepare_forward, prepare_reverse};
 
 /// How `run` runs.
@@ -133,7 +133,7 @@ async fn stream_loop(
     interruptible: tokio::sync::watch::Sender<bool>,
 ) -> Result<(), DirectionStopped> {
     let label = plan.label;
-    let mut retrier = Retrier::new(RetryPolicy::default());
+    let mut retrier = Retrier::new(cfg.replication.retry);
     let mut rng = rand::rngs::StdRng::from_entropy();
     *metrics.skip_origins.lock().expect("not poisoned") = plan.skip_origins.to_vec();
     let (mut mapping, mut types_after) = (mapping, types_after);
@@ -244,12 +244,25 @@ pub async fn run(cfg: SyncConfig, opts: RunOptions) -> Result<(), RunError> {
         serving = true;
     }
     let key = lock::lock_key(&plan.forward.slot);
-    let policy = RetryPolicy::default();
+    let policy = cfg.replication.retry;
     // failed sessions in a row (lock lost, setup failed); a session that ran a while resets it
     let mut sessions = Retrier::new(policy);
     let mut rng = StdRng::from_entropy();
     'lock: loop {
-        let mut instance = take_lock(&cfg, &plan, &opts, &reg, policy).await?;
+        let mut instance = match take_lock(&cfg, &plan, &opts, &reg, policy).await {
+            Ok(l) => l,
+            Err(RunError::Lock(l)) => {
+                let report = ErrorReport::of(l.kind, &*l, l.attempts);
+                tracing::error!(pipeline = %cfg.name, kind = %report.kind, error = %report.error,
+                    "pipeline stopped: gave up taking the instance lock");
+                for (_, m) in &reg {
+                    m.note_stop(report.clone());
+                }
+                linger_after_stop(&reg, "setup", serving, opts.linger_after_stop).await;
+                return Err(RunError::Lock(l));
+            }
+            Err(e) => return Err(e),
+        };
         for (_, m) in &reg {
             m.standby.store(false, Relaxed);
             m.set_state("starting");
@@ -398,9 +411,18 @@ async fn take_lock(
             m.note_reconnecting("cannot reach the source to take the instance lock", report.clone(), retry_in);
         }
     };
+    let gave_up = |g: GaveUp| -> RunError {
+        RunError::Lock(Box::new(LockFailed {
+            endpoint: describe_endpoint(conn),
+            origin: cfg.source.origin.clone(),
+            kind: g.kind,
+            attempts: g.attempts,
+            source: g.error,
+        }))
+    };
     if !opts.no_wait {
         let poll = Duration::from_millis(500);
-        return Ok(InstanceLock::acquire_waiting(conn, &cfg.name, slot, poll, policy, |w| match w {
+        return InstanceLock::acquire_waiting(conn, &cfg.name, slot, poll, policy, |w| match w {
             Waiting::Standby(h) => {
                 for (_, m) in reg {
                     m.ready.store(false, Relaxed);
@@ -411,20 +433,23 @@ async fn take_lock(
             }
             Waiting::Unreachable { error, attempts, retry_in } => unreachable(error, attempts, retry_in),
         })
-        .await);
+        .await
+        .map_err(gave_up);
     }
     let mut rng = StdRng::from_entropy();
-    let mut attempts = 0;
+    let mut retrier = Retrier::new(policy);
     loop {
         match InstanceLock::try_acquire(conn, &cfg.name, slot).await {
             Ok(Attempt::Acquired(l)) => return Ok(l),
             Ok(Attempt::Held(holder)) => {
                 return Err(AnotherInstanceActive { pipeline: cfg.name.clone(), key, holder }.into())
             }
-            Err(e) => {
-                attempts += 1;
-                let retry_in = policy.delay(attempts, &mut rng);
-                unreachable(&e, attempts, retry_in);
+            Err(error) => {
+                let kind = pg_kind(&error);
+                let Some(retry_in) = lock::lock_retry(&mut retrier, kind, &mut rng) else {
+                    return Err(gave_up(GaveUp { kind, attempts: retrier.failures(), error }));
+                };
+                unreachable(&error, retrier.failures(), retry_in);
                 tokio::time::sleep(retry_in).await;
             }
         }

@@ -3,7 +3,9 @@
 //! is lost on either side); a `both` table added by SIGHUP to a pipeline that already flows back
 //! (the service's own rows reach legacy, and later legacy edits of copied rows are no conflicts);
 //! and a table taken out of sync.toml and added back later (copied again, so the changes made
-//! while it was out are not missed). Every test ends with `cdc-sync verify` equal.
+//! while it was out are not missed); a `both` table with an identity key (GENERATED ALWAYS) and a
+//! stored generated column, copied with the service's own rows and streamed both ways (and a
+//! mapping of the generated column refused). Every test ends with `cdc-sync verify` equal.
 
 mod common;
 
@@ -244,4 +246,62 @@ fn a_table_taken_out_and_added_back_is_copied_again() {
     assert_eq!(env.s(all), env.t(all));
     let log = run.log_text();
     assert!(log.contains("no longer in sync.toml"), "{log}");
+}
+
+// A table with an identity column (GENERATED ALWAYS: an INSERT must say OVERRIDING SYSTEM VALUE
+// to give it a value) as its key and a stored generated column,
+// on both sides; the service numbers its rows from 5000.
+const ORDERS: &str = "CREATE TABLE orders (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, qty int NOT NULL, \
+                      price int NOT NULL, total int GENERATED ALWAYS AS (qty * price) STORED);";
+const ORDERS_MAP: &str = "[[table]]\nsource = \"orders\"\ntarget = \"orders\"\nkey = [\"id\"]\ndirection = \"both\"\n\
+                          [table.columns]\nid = \"id\"\nqty = \"qty\"\nprice = \"price\"\n";
+
+fn orders(sql: &dyn Fn(&str) -> String) -> String {
+    sql("SELECT string_agg(concat_ws(':', id, qty, price, total), ',' ORDER BY id) FROM orders")
+}
+
+#[test]
+fn a_both_table_with_identity_and_generated_columns_is_copied_and_streamed_both_ways() {
+    let env = Env::new(
+        &format!("{ORDERS} INSERT INTO orders (qty, price) SELECT g, 10 FROM generate_series(1, 100) g;"),
+        &(ORDERS.replace("IDENTITY PRIMARY KEY", "IDENTITY (START WITH 5000) PRIMARY KEY")
+            + "INSERT INTO orders (qty, price) SELECT g, 20 FROM generate_series(1, 10) g;"),
+    );
+    // mapping the generated column itself is refused, naming it, before anything runs
+    let bad = env.write_config("gen_bad", &format!("{ORDERS_MAP}total = \"total\"\n"));
+    let out = bin().args(["check"]).arg(&bad).arg("--connect").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("column total of public.orders is a generated column (GENERATED ALWAYS AS ... STORED)")
+            && err.contains("logical replication does not send its values"),
+        "{err}"
+    );
+    let cfg = env.write_config("gen", ORDERS_MAP);
+    // the first copy carries the service's rows (5000..5009) to legacy and keeps them on the
+    // service through the truncate: both write back every column but the generated one
+    let run = start(&cfg, "gen");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    assert_eq!(count(env.s("SELECT count(*) FROM orders WHERE id >= 5000")), 10);
+    assert_eq!(count(env.t("SELECT count(*) FROM orders")), 110);
+    // streaming both ways: inserts (the identity value travels), updates (the generated
+    // column follows on each side), deletes
+    env.s("INSERT INTO orders (qty, price) VALUES (7, 3); UPDATE orders SET qty = 1000 WHERE id = 1; \
+           DELETE FROM orders WHERE id = 2");
+    env.t("INSERT INTO orders (qty, price) VALUES (8, 4); UPDATE orders SET price = 99 WHERE id = 3; \
+           UPDATE orders SET qty = 0 WHERE id = 5001; DELETE FROM orders WHERE id = 5002");
+    wait_sql(
+        &|| env.t("SELECT count(*) FROM orders WHERE id IN (101, 1, 3) AND total IN (21, 10000, 297)"),
+        "3",
+        Duration::from_secs(30),
+    );
+    wait_sql(
+        &|| env.s("SELECT count(*) FROM orders WHERE id IN (5010, 5001) AND total IN (32, 0)"),
+        "2",
+        Duration::from_secs(30),
+    );
+    wait_equal(&cfg, Duration::from_secs(30), Some(&run));
+    assert_eq!(orders(&|q| env.s(q)), orders(&|q| env.t(q)));
+    assert_eq!(count(env.s("SELECT count(*) FROM orders")), 110);
+    assert!(!run.log_text().contains("retrying"), "{}", run.log_text());
 }

@@ -203,18 +203,18 @@ fn each_policy_decides_a_conflict_the_same_way_on_both_sides_and_records_it() {
     assert_eq!(
         records(&|q| env.t(q)),
         [
-            "public.acc_lww upsert lww target local_kept from the service from legacy (7) true",
-            "public.acc_src upsert source_wins source incoming_applied from the service from legacy (7) true",
-            "public.acc_tgt upsert target_wins target local_kept from the service from legacy (7) true",
+            "public.acc_lww update lww target local_kept from the service from legacy (7) true",
+            "public.acc_src update source_wins source incoming_applied from the service from legacy (7) true",
+            "public.acc_tgt update target_wins target local_kept from the service from legacy (7) true",
         ],
         "forward (recorded on the target)"
     );
     assert_eq!(
         records(&|q| env.s(q)),
         [
-            "public.acc_lww upsert lww target incoming_applied from legacy from the service (7) false",
-            "public.acc_src upsert source_wins source local_kept from legacy from the service (7) false",
-            "public.acc_tgt upsert target_wins target incoming_applied from legacy from the service (7) false",
+            "public.acc_lww update lww target incoming_applied from legacy from the service (7) false",
+            "public.acc_src update source_wins source local_kept from legacy from the service (7) false",
+            "public.acc_tgt update target_wins target incoming_applied from legacy from the service (7) false",
         ],
         "reverse (recorded on the source)"
     );
@@ -245,6 +245,93 @@ fn each_policy_decides_a_conflict_the_same_way_on_both_sides_and_records_it() {
     wait_equal(&cfg, Duration::from_secs(30), Some(&run));
     assert_eq!(count(env.t("SELECT count(*) FROM cdc_sync.conflicts")), 3);
     assert_eq!(count(env.s("SELECT count(*) FROM cdc_sync.conflicts")), 3);
+}
+
+/// `cdc_sync.conflicts` on one side, ordered by table and key: table, key, change, policy,
+/// winner, decision, the local version's note (`-` when it is absent: the row was deleted
+/// here), the incoming note (`-` for a delete), whether each commit time is known.
+fn delete_records(sql: &dyn Fn(&str) -> String) -> Vec<String> {
+    sql("SELECT string_agg(concat_ws(' ', table_name, key, change, policy, winner, decision, \
+         coalesce(local_version->>'note', '-'), coalesce(incoming_version->>'note', '-'), \
+         (local_commit_ts IS NOT NULL)::text, (incoming_commit_ts IS NOT NULL)::text), E'\\n' ORDER BY table_name, key) \
+         FROM cdc_sync.conflicts")
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn an_update_racing_a_delete_is_recorded_and_decided_by_the_policy_on_both_sides() {
+    let seed = "INSERT INTO acc_lww SELECT g, 'seed' FROM generate_series(1, 10) g; \
+                INSERT INTO acc_src SELECT g, 'seed' FROM generate_series(1, 10) g; \
+                INSERT INTO acc_tgt SELECT g, 'seed' FROM generate_series(1, 10) g;";
+    let env = Env::new(&format!("{POLICIES}{seed}"), POLICIES);
+    let cfg = env.write_config("updel", &policies_map());
+    let mut run = start(&cfg, "updel");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+
+    // with cdc-sync down, neither side sees the other's change: row 4 updated on legacy and
+    // deleted on the service; row 5 deleted on legacy and updated on the service
+    run.child.signal(Signal::SIGKILL).unwrap();
+    wait_exit(&mut run, Duration::from_secs(10));
+    for t in ["acc_lww", "acc_src", "acc_tgt"] {
+        env.s(&format!("UPDATE {t} SET note = 'legacy edit' WHERE id = 4; DELETE FROM {t} WHERE id = 5"));
+        env.t(&format!("DELETE FROM {t} WHERE id = 4; UPDATE {t} SET note = 'service edit' WHERE id = 5"));
+    }
+    let run = start(&cfg, "updel");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    let rows = |t: &str| {
+        let q =
+            format!("SELECT coalesce(string_agg(id || ':' || note, ',' ORDER BY id), '') FROM {t} WHERE id IN (4, 5)");
+        (env.s(&q), env.t(&q))
+    };
+    let both = |v: &str| (v.to_string(), v.to_string());
+    // lww: the delete wins (no time to compare the delete with); source_wins: legacy's change
+    // (its update of 4, its delete of 5); target_wins: the service's
+    assert_eq!(rows("acc_lww"), both(""), "lww: the deletes win");
+    assert_eq!(rows("acc_src"), both("4:legacy edit"), "source wins");
+    assert_eq!(rows("acc_tgt"), both("5:service edit"), "target wins");
+
+    // each side recorded both conflicts it saw: the update meeting a deleted row (no local
+    // version, no local commit time) and the delete meeting a changed row
+    assert_eq!(
+        delete_records(&|q| env.t(q)),
+        [
+            "public.acc_lww (4) update lww target local_kept - legacy edit false true",
+            "public.acc_lww (5) delete lww source incoming_applied service edit - true true",
+            "public.acc_src (4) update source_wins source incoming_applied - legacy edit false true",
+            "public.acc_src (5) delete source_wins source incoming_applied service edit - true true",
+            "public.acc_tgt (4) update target_wins target local_kept - legacy edit false true",
+            "public.acc_tgt (5) delete target_wins target local_kept service edit - true true",
+        ],
+        "forward (recorded on the target)"
+    );
+    assert_eq!(
+        delete_records(&|q| env.s(q)),
+        [
+            "public.acc_lww (4) delete lww target incoming_applied legacy edit - true true",
+            "public.acc_lww (5) update lww source local_kept - service edit false true",
+            "public.acc_src (4) delete source_wins source local_kept legacy edit - true true",
+            "public.acc_src (5) update source_wins source local_kept - service edit false true",
+            "public.acc_tgt (4) delete target_wins target incoming_applied legacy edit - true true",
+            "public.acc_tgt (5) update target_wins target incoming_applied - service edit false true",
+        ],
+        "reverse (recorded on the source)"
+    );
+    let metrics = http_get(run.status, "/metrics");
+    assert_eq!(metric(&metrics, "cdc_sync_conflicts_total", "forward"), 6);
+    assert_eq!(metric(&metrics, "cdc_sync_conflicts_total", "reverse"), 6);
+    assert_eq!(metric(&metrics, "cdc_sync_conflicts_kept_local_total", "forward"), 3);
+    assert_eq!(metric(&metrics, "cdc_sync_conflicts_kept_local_total", "reverse"), 3);
+    let out = bin().args(["status", "--config"]).arg(&cfg).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["conflicts"]["forward"]["total"], 6, "{v}");
+
+    // the row written again flows on like any other
+    env.t("UPDATE acc_src SET note = 'later' WHERE id = 4");
+    wait_sql(&|| env.s("SELECT note FROM acc_src WHERE id = 4"), "later", Duration::from_secs(30));
+    wait_equal(&cfg, Duration::from_secs(30), Some(&run));
+    assert_eq!(count(env.s("SELECT count(*) FROM cdc_sync.conflicts")), 6);
 }
 
 #[test]

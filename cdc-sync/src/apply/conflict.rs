@@ -24,6 +24,14 @@
 //! `source_wins` / `target_wins` name the sync file's side whose version stays, whichever way
 //! the change flows. Both directions decide the same way, so both sides end with the winner.
 //!
+//! **An update racing a delete.** An incoming update of a row the written side no longer has is
+//! a conflict too: the other side still had the row when it changed it, so the delete here was
+//! unseen there (the direction carrying the delete meets the updated version as an ordinary
+//! conflict). The side lacking the row has no commit time of its delete, so these pairs are
+//! decided by side, the same way from both directions ([`winner_against_delete`]): `lww` lets
+//! the delete win, `source_wins` / `target_wins` that side's change. An update that wins is
+//! written again as the whole row (when it carries every column).
+//!
 //! **The record.** Every conflict is a row in `cdc_sync.conflicts` on the written side, in the
 //! same transaction as the applied rows: table, key, both versions as JSON (the written side's
 //! row as it was, the incoming change's columns as its side sent them), both commit times, the
@@ -59,13 +67,15 @@ CREATE TABLE IF NOT EXISTS cdc_sync.conflicts (
     decision           text NOT NULL,
     local_version      jsonb,
     incoming_version   jsonb,
-    local_commit_ts    timestamptz NOT NULL,
+    local_commit_ts    timestamptz,
     incoming_commit_ts timestamptz NOT NULL,
     local_origin       text,
     source_lsn         pg_lsn NOT NULL,
     recorded_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS conflicts_pipeline_id ON cdc_sync.conflicts (pipeline, id);
+-- an update meeting a row deleted on the written side has no local version nor its time
+ALTER TABLE cdc_sync.conflicts ALTER COLUMN local_commit_ts DROP NOT NULL;
 CREATE TABLE IF NOT EXISTS cdc_sync.conflict_horizon (
     pipeline       text PRIMARY KEY,
     echoed_through timestamptz NOT NULL,
@@ -139,6 +149,39 @@ pub fn winner(policy: ConflictPolicy, way: Way, local_ts: DateTime<Utc>, incomin
         ConflictPolicy::Lww => local,
         ConflictPolicy::SourceWins => Side::Source,
         ConflictPolicy::TargetWins => Side::Target,
+    }
+}
+
+/// Which side's change stays when one side updated a row and the other deleted it, neither
+/// having seen the other's change (`incoming_deletes`: the incoming change is the delete, and
+/// the written side changed the row; else the incoming change is an update of a row the
+/// written side deleted). `source_wins` / `target_wins` name the side as for any conflict.
+/// `lww` cannot compare times here: the side that lacks the row has no commit time of its
+/// delete (no tombstones), so both directions apply one rule that needs none — the delete
+/// wins (the lost update stays in the record).
+pub fn winner_against_delete(policy: ConflictPolicy, way: Way, incoming_deletes: bool) -> Side {
+    let incoming = Side::incoming(way);
+    let deleter = match (incoming_deletes, incoming) {
+        (true, side) => side,
+        (false, Side::Source) => Side::Target,
+        (false, Side::Target) => Side::Source,
+    };
+    match policy {
+        ConflictPolicy::Lww => deleter,
+        ConflictPolicy::SourceWins => Side::Source,
+        ConflictPolicy::TargetWins => Side::Target,
+    }
+}
+
+/// An update that won against the written side's delete: the row to write again, as an
+/// upsert of the whole row; `None` when the update does not carry every column (unchanged
+/// TOAST values, which only the deleted row had).
+fn rebuilt(op: Op) -> Result<Op, Op> {
+    match op {
+        Op::Update { table, row, lsn, ts, .. } if row.iter().all(|c| *c != Cell::Unchanged) => {
+            Ok(Op::Upsert { table, row, lsn, ts })
+        }
+        other => Err(other),
     }
 }
 
@@ -311,20 +354,53 @@ impl Conflicts {
             let key: Vec<String> =
                 op_keys(&op, m.key_len).into_iter().next().unwrap_or_default().iter().map(|k| k.to_string()).collect();
             let found = local.get(&(t, key.clone()));
-            let (Some(v), Some(incoming_ts)) = (found.filter(|v| is_conflict(v, self.ours, self.horizon)), op_ts(&op))
-            else {
+            let Some(incoming_ts) = op_ts(&op) else {
                 out.push(op);
                 continue;
             };
-            let local_ts = v.commit_ts.expect("is_conflict checked it");
-            let win = winner(m.conflict, self.way, local_ts, incoming_ts);
-            let applied = win == Side::incoming(self.way);
-            resolved.conflicts += 1;
             let key_text = format!("({})", key.join(","));
+            let (win, local_ts, v) = match found {
+                // an update of a row the written side no longer has: deleted here, unseen by the
+                // other side (it still had the row when it changed it)
+                None if matches!(op, Op::Update { .. }) => {
+                    (winner_against_delete(m.conflict, self.way, false), None, None)
+                }
+                Some(v) if is_conflict(v, self.ours, self.horizon) => {
+                    let local_ts = v.commit_ts.expect("is_conflict checked it");
+                    let win = match op {
+                        Op::Delete { .. } => winner_against_delete(m.conflict, self.way, true),
+                        _ => winner(m.conflict, self.way, local_ts, incoming_ts),
+                    };
+                    (win, Some(local_ts), Some(v))
+                }
+                _ => {
+                    out.push(op);
+                    continue;
+                }
+            };
+            let mut applied = win == Side::incoming(self.way);
+            resolved.conflicts += 1;
             tracing::warn!(pipeline = %self.pipeline, table = %m.to_table, key = %key_text, change = change_word(&op),
-                policy = m.conflict.as_str(), winner = win.as_str(), local_commit_ts = %local_ts, incoming_commit_ts = %incoming_ts,
+                local = if v.is_some() { "changed" } else { "deleted" },
+                policy = m.conflict.as_str(), winner = win.as_str(), local_commit_ts = ?local_ts, incoming_commit_ts = %incoming_ts,
                 "conflict: both sides changed the row without seeing each other's change");
-            rec.push(m, &op, key_text, v, local_ts, incoming_ts, win, applied);
+            let mut decision = if applied { "incoming_applied" } else { "local_kept" };
+            let op = match (v, applied) {
+                // the update wins over the delete: write the row again, whole
+                (None, true) => match rebuilt(op) {
+                    Ok(upsert) => upsert,
+                    Err(op) => {
+                        tracing::warn!(pipeline = %self.pipeline, table = %m.to_table, key = %key_text,
+                            "the update won over this side's delete but does not carry every column (unchanged TOAST \
+                             values): the row cannot be written again here, the two sides differ in this row; \
+                             update it on the winning side to carry it over");
+                        (applied, decision) = (false, "incoming_incomplete");
+                        op
+                    }
+                },
+                _ => op,
+            };
+            rec.push(m, &op, key_text, v, local_ts, incoming_ts, win, decision);
             if applied {
                 out.push(op);
             } else {
@@ -420,7 +496,7 @@ struct Record {
     decision: Vec<&'static str>,
     local: Vec<Option<String>>,
     incoming: Vec<Option<String>>,
-    local_ts: Vec<DateTime<Utc>>,
+    local_ts: Vec<Option<DateTime<Utc>>>,
     incoming_ts: Vec<DateTime<Utc>>,
     origin: Vec<Option<String>>,
     lsn: Vec<String>,
@@ -433,26 +509,26 @@ impl Record {
         t: &DirectedTable,
         op: &Op,
         key: String,
-        v: &LocalVersion,
-        local_ts: DateTime<Utc>,
+        v: Option<&LocalVersion>,
+        local_ts: Option<DateTime<Utc>>,
         incoming_ts: DateTime<Utc>,
         win: Side,
-        applied: bool,
+        decision: &'static str,
     ) {
         self.table.push(t.to_table.clone());
         self.key.push(key);
-        self.change.push(change_word(op));
+        // an update that won over a delete is written as a whole-row upsert; it was an update
+        self.change.push(if v.is_none() { "update" } else { change_word(op) });
         self.policy.push(t.conflict.as_str());
         self.winner.push(win.as_str());
-        self.decision.push(if applied { "incoming_applied" } else { "local_kept" });
-        self.local.push(Some(v.json.clone()));
+        self.decision.push(decision);
+        self.local.push(v.map(|v| v.json.clone()));
         self.incoming.push(incoming_json(t, op));
         self.local_ts.push(local_ts);
         self.incoming_ts.push(incoming_ts);
-        self.origin.push(if v.origin == 0 {
-            None
-        } else {
-            Some(v.origin_name.clone().unwrap_or(v.origin.to_string()))
+        self.origin.push(match v {
+            Some(v) if v.origin != 0 => Some(v.origin_name.clone().unwrap_or(v.origin.to_string())),
+            _ => None,
         });
         self.lsn.push(op.lsn().to_string());
     }
@@ -484,6 +560,7 @@ fn lookup_sql(t: &DirectedTable) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Lsn;
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
@@ -507,6 +584,36 @@ mod tests {
         assert!(is_conflict(&version(Some(100), 3), ours, Some(at(50))));
         // unknown commit time: never
         assert!(!is_conflict(&version(None, 0), ours, None));
+    }
+
+    /// An update and a delete of one row, unseen by each other: each direction sees one of
+    /// them as incoming; both must name the same winner.
+    #[test]
+    fn update_against_delete_has_one_winner_seen_from_either_side() {
+        use ConflictPolicy::*;
+        for policy in [Lww, SourceWins, TargetWins] {
+            // the source updated, the target deleted: forward carries the update, reverse the delete
+            let fwd = winner_against_delete(policy, Way::Forward, false);
+            let rev = winner_against_delete(policy, Way::Reverse, true);
+            assert_eq!(fwd, rev, "{policy:?}");
+            // the source deleted, the target updated
+            let fwd2 = winner_against_delete(policy, Way::Forward, true);
+            let rev2 = winner_against_delete(policy, Way::Reverse, false);
+            assert_eq!(fwd2, rev2, "{policy:?}");
+            let want = match policy {
+                Lww => (Side::Target, Side::Source), // the deleter
+                SourceWins => (Side::Source, Side::Source),
+                TargetWins => (Side::Target, Side::Target),
+            };
+            assert_eq!((fwd, fwd2), want, "{policy:?}");
+        }
+        let ts = at(0);
+        let cell = |s: &str| Cell::Text(std::sync::Arc::from(s));
+        let k = vec![std::sync::Arc::<str>::from("1")];
+        let whole = Op::Update { table: 0, match_key: k.clone(), row: vec![cell("1"), cell("a")], lsn: Lsn(1), ts };
+        assert!(matches!(rebuilt(whole), Ok(Op::Upsert { .. })));
+        let toast = Op::Update { table: 0, match_key: k, row: vec![cell("1"), Cell::Unchanged], lsn: Lsn(1), ts };
+        assert!(matches!(rebuilt(toast), Err(Op::Update { .. })));
     }
 
     #[test]

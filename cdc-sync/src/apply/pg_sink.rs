@@ -93,7 +93,8 @@ fn build_sql(m: &crate::mapping::DirectedTable, shape: &Shape, lww: bool) -> Str
                 format!("DO UPDATE SET {}", sets.join(", "))
             };
             format!(
-                "INSERT INTO {to} AS t ({}) SELECT {} FROM unnest({}) AS u({}){} ON CONFLICT ({}) {conflict}",
+                // OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes the value carried
+                "INSERT INTO {to} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM unnest({}) AS u({}){} ON CONFLICT ({}) {conflict}",
                 cols.join(", "),
                 exprs.join(", "),
                 params.join(", "),

@@ -6,7 +6,7 @@
 use crate::apply::PipelineError;
 use crate::catalog::CatalogError;
 use crate::checkpoint::CheckpointError;
-use crate::error::{pg_kind, ErrorKind};
+use crate::error::{pg_kind, tls_source, ErrorKind};
 use crate::lock::Holder;
 use crate::model::Lsn;
 use crate::retry::StopReason;
@@ -28,6 +28,85 @@ pub struct AnotherInstanceActive {
     pub key: String,
     /// Who holds it.
     pub holder: Holder,
+}
+
+/// `run` gave up taking the instance lock on the source: the error will not pass by waiting (a
+/// refused login or certificate, a missing database), or it came back `retry_max_attempts`
+/// times in a row. The message names the server and what to change, never the connection
+/// string (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot take the instance lock on the source {endpoint} ({origin}); {}; the error", self.advice())]
+pub struct LockFailed {
+    /// Host(s), port, database and user, from the connection string.
+    pub endpoint: String,
+    /// Where the connection string came from (`source.url` or `$VAR`).
+    pub origin: String,
+    /// The kind that decided to give up.
+    pub kind: ErrorKind,
+    /// Consecutive failed attempts.
+    pub attempts: u32,
+    /// The last failure.
+    #[source]
+    pub source: tokio_postgres::Error,
+}
+
+impl LockFailed {
+    /// What to do about it.
+    pub fn advice(&self) -> String {
+        let origin = &self.origin;
+        let fix = "then start cdc-sync again (SIGHUP does not re-read [source])";
+        if tls_source(&self.source).is_some() {
+            return format!(
+                "TLS failed: fix sslmode / sslrootcert / sslcert / sslkey in {origin} (or the server's certificate), {fix}"
+            );
+        }
+        match self.source.code().map(|c| c.code()) {
+            Some("28P01") => format!("the server refused the password: fix the user or password in {origin}, {fix}"),
+            Some(c) if c.starts_with("28") => format!(
+                "the server refused the login: allow this host, user and database in the source's pg_hba.conf (or \
+                 the role to log in), or fix the user in {origin}, {fix}"
+            ),
+            Some("3D000") => format!("the database does not exist: fix dbname in {origin}, {fix}"),
+            _ if self.kind == ErrorKind::Access => format!("waiting will not fix this: fix {origin}, {fix}"),
+            _ => format!(
+                "it failed {} times in a row (kind {}; [replication] retry_max_attempts), so a restart may get past it",
+                self.attempts, self.kind
+            ),
+        }
+    }
+}
+
+/// Host(s), port(s), database and user of a connection string, for messages: never the
+/// password or the string itself.
+pub fn describe_endpoint(conn: &str) -> String {
+    use tokio_postgres::config::Host;
+    let Ok(info) = crate::connect::conninfo::ConnInfo::parse(conn) else {
+        return "(connection string does not parse)".into();
+    };
+    let c = &info.config;
+    let mut hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts = c.get_hostaddrs().iter().map(|a| a.to_string()).collect();
+    }
+    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+    let mut out = format!("host {}", if hosts.is_empty() { "localhost".into() } else { hosts.join(",") });
+    if !ports.is_empty() {
+        out.push_str(&format!(" port {}", ports.join(",")));
+    }
+    if let Some(db) = c.get_dbname() {
+        out.push_str(&format!(" database {db}"));
+    }
+    if let Some(u) = c.get_user() {
+        out.push_str(&format!(" user {u}"));
+    }
+    out
 }
 
 /// A streaming direction stopped: an error that needs a human, or a transient one that kept
@@ -104,6 +183,10 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The instance lock could not be taken (an error that does not pass by waiting, or one
+    /// that kept repeating).
+    #[error(transparent)]
+    Lock(Box<LockFailed>),
     /// `--no-wait` and another instance holds the lock.
     #[error(transparent)]
     AnotherInstance(#[from] AnotherInstanceActive),
@@ -167,6 +250,7 @@ impl RunError {
             | RunError::SlotWithoutCheckpoint { .. }
             | RunError::ReverseSlotWithoutCheckpoint { .. } => ErrorKind::Slot,
             RunError::Stopped(s) => s.source.kind(),
+            RunError::Lock(l) => l.kind,
             RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Task(_) => ErrorKind::Other,
         }
     }
@@ -188,7 +272,11 @@ impl RunError {
     /// and `--no-wait` was asked).
     pub fn retry_kind(&self) -> Option<ErrorKind> {
         match self {
-            RunError::Bind { .. } | RunError::AnotherInstance(_) | RunError::Stopped(_) | RunError::Task(_) => None,
+            RunError::Bind { .. }
+            | RunError::AnotherInstance(_)
+            | RunError::Stopped(_)
+            | RunError::Task(_)
+            | RunError::Lock(_) => None,
             e => Some(e.kind()).filter(|k| k.is_transient()),
         }
     }
