@@ -119,6 +119,54 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// User + system CPU of a process (all its threads) so far, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the parenthesised command name: state(3) ppid(4) ... utime(14) stime(15)
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+}
+
+/// A cluster's processes: the postmaster and its children (backends, walsenders, apply workers).
+fn cluster_pids(postmaster: u32) -> Vec<u32> {
+    let mut pids = vec![postmaster];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok()));
+        if ppid == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// CPU ticks of a set of processes, to subtract two readings (processes that ended in between
+/// are not counted; new ones count from zero).
+#[derive(Default)]
+struct CpuReading(std::collections::HashMap<u32, u64>);
+
+impl CpuReading {
+    fn of(pids: impl IntoIterator<Item = u32>) -> Self {
+        CpuReading(pids.into_iter().filter_map(|p| Some((p, cpu_ticks(p)?))).collect())
+    }
+    /// Milliseconds of CPU used since `before`.
+    fn ms_since(&self, before: &CpuReading) -> f64 {
+        // USER_HZ, the unit of /proc's CPU times: 100 on Linux's x86 and arm64 (sysconf is not in std)
+        const TICKS_PER_S: f64 = 100.0;
+        let ticks: u64 = self.0.iter().map(|(p, t)| t.saturating_sub(before.0.get(p).copied().unwrap_or(0))).sum();
+        ticks as f64 * 1000.0 / TICKS_PER_S
+    }
+}
+
+/// The walsender of a consumer on the source (`application_name` = the consumer's).
+async fn walsender_pid(src: &Client, application_name: &str) -> Result<Option<u32>> {
+    let r =
+        src.query_opt("SELECT pid FROM pg_stat_replication WHERE application_name = $1", &[&application_name]).await?;
+    Ok(r.map(|r| r.get::<_, i32>(0) as u32))
+}
+
 struct Bench {
     src: PgCluster,
     cdc: PgCluster,
@@ -395,8 +443,23 @@ async fn main() -> Result<()> {
     let stop_s = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cdc_s = sampler(b.cdc_conn.clone(), stop_s.clone(), marker);
     let nat_s = sampler(b.nat_conn.clone(), stop_s.clone(), marker);
+    // CPU used while the load runs (a machine-load-independent cost): cdc-sync = its process,
+    // its target cluster and its walsender; native = its target cluster (the apply worker) and
+    // its walsender. Both target clusters also serve one lag sampler.
+    let (cdc_ws, nat_ws) =
+        (walsender_pid(&src_client, "cdc-sync").await?, walsender_pid(&src_client, "bench_sub").await?);
+    let cpu_sets = || {
+        let cdc = cluster_pids(b.cdc.pid()).into_iter().chain([cdc_run2.pid()]).chain(cdc_ws);
+        (CpuReading::of(cdc), CpuReading::of(cluster_pids(b.nat.pid()).into_iter().chain(nat_ws)))
+    };
+    let cpu_before = cpu_sets();
+    let hid_lag_start = last_hid(&src_client).await?;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(lag_seconds)).await;
+    let cpu_after = cpu_sets();
+    let lag_rows = (last_hid(&src_client).await? - hid_lag_start) as f64 * 4.2 + t0.elapsed().as_secs_f64() * 50.0;
+    let cdc_cpu = cpu_after.0.ms_since(&cpu_before.0) * 1000.0 / lag_rows;
+    let nat_cpu = cpu_after.1.ms_since(&cpu_before.1) * 1000.0 / lag_rows;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.await??;
     let last_tick = ticker.await??;
@@ -486,6 +549,10 @@ async fn main() -> Result<()> {
         c99 / n99
     );
     println!(
+        "| CPU during the lag phase, ms per 1000 row changes (cdc-sync: process + target cluster + walsender; native: target cluster + walsender) | {cdc_cpu:.1} | {nat_cpu:.1} | {:.2}x |",
+        cdc_cpu / nat_cpu
+    );
+    println!(
         "| initial copy of {seed_rows} rows | cdc-sync snapshot ({snapshot_workers} workers) {:.2} s = {snap_rps:.0} rows/s | pg_dump\\|psql {:.2} s = {dump_rps:.0} rows/s | {:.2}x |",
         t_snap.as_secs_f64(),
         t_dump.as_secs_f64(),
@@ -507,7 +574,7 @@ async fn main() -> Result<()> {
     println!(
         "RESULT cdc_vs_native_rows_per_s={:.2} cdc_p99_lag_ms={c99:.0} native_p99_lag_ms={n99:.0} snapshot_vs_pgdump={:.2} \
          cdc_vs_native_p99_lag={:.2} snapshot_rows={seed_rows} snapshot_workers={snapshot_workers} verify_rows={verify_rows:.0} \
-         verify_rows_per_s={verify_rps:.0}",
+         verify_rows_per_s={verify_rps:.0} cdc_cpu_ms_per_krow={cdc_cpu:.1} native_cpu_ms_per_krow={nat_cpu:.1}",
         cdc_rps / nat_rps,
         snap_rps / dump_rps,
         c99 / n99

@@ -304,6 +304,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
                                 .decode_message(body, pg_walstream::Lsn::new(wal_start.0))
                                 .map_err(SourceError::Decode)?;
                             if let Some(msg) = event.and_then(|e| convert(e.event_type)) {
+                                if let SourceMessage::Commit { commit_ts, .. } = &msg {
+                                    if tracing::enabled!(tracing::Level::TRACE) {
+                                        // the walsender's share of a transaction's lag
+                                        let ms = (chrono::Utc::now() - *commit_ts).num_microseconds().unwrap_or(0);
+                                        tracing::trace!(recv_ms = ms as f64 / 1000.0, "commit received");
+                                    }
+                                }
                                 match self.tx.try_send(Ok(msg)) {
                                     Ok(()) => {}
                                     Err(mpsc::error::TrySendError::Full(Ok(m))) => pending = Some(m),
