@@ -101,12 +101,9 @@ pub fn has_hop_by_hop(headers: &http::HeaderMap) -> bool {
 /// address is formatted on the stack; `Bytes` from a `Vec` whose length is not its capacity
 /// allocates a second, shared, header).
 pub fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
-    use std::io::Write;
     let prev = prev.filter(|p| !p.is_empty());
     let mut buf = [0u8; 45]; // the longest IPv6 text form
-    let mut addr = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(addr, "{ip}");
-    let n = addr.position() as usize;
+    let n = write_ip(&mut buf, ip);
     let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + n);
     if let Some(p) = prev {
         v.extend_from_slice(p);
@@ -115,6 +112,39 @@ pub fn forwarded_for(prev: Option<&[u8]>, ip: std::net::IpAddr) -> HeaderValue {
     v.extend_from_slice(&buf[..n]);
     // the previous value was a valid header value and we only appended ASCII
     HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Writes `ip` in its text form into `buf`, returning the length. IPv4 digit by digit: `write!`
+/// through `fmt` was ~1k instructions per request for the usual IPv4 client.
+fn write_ip(buf: &mut [u8; 45], ip: std::net::IpAddr) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if o >= 100 {
+                    buf[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    buf[n] = b'0' + o / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + o % 10;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut addr = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(addr, "{ip}");
+            addr.position() as usize
+        }
+    }
 }
 
 /// A WebSocket upgrade request.
@@ -179,6 +209,13 @@ mod tests {
         assert_eq!(forwarded_for(Some(b"1.2.3.4"), v4), "1.2.3.4, 10.0.200.7");
         assert_eq!(forwarded_for(None, v6), "2001:db8::1");
         assert_eq!(forwarded_for(Some(b"a"), "255.255.255.255".parse().unwrap()), "a, 255.255.255.255");
+        // every octet width in every position, against the standard library's text form
+        for s in ["100.10.1.0", "0.0.0.0", "9.99.100.199", "200.20.2.250", "127.0.0.1"] {
+            let ip: std::net::IpAddr = s.parse().unwrap();
+            assert_eq!(forwarded_for(None, ip), ip.to_string().as_str());
+        }
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+        assert_eq!(forwarded_for(None, v6), v6.to_string().as_str());
     }
 
     fn forwarding(id: &HeaderValue) -> Forwarding<'_> {

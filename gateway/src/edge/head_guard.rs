@@ -31,7 +31,10 @@
 //! of its own) the guard closes the connection after `client_keepalive_timeout` of silence, the
 //! way nginx's `keepalive_timeout` does: no response, and an end of stream to Pingora, which
 //! takes one before any byte of a head as the client leaving. That clock starts only when a read
-//! of the next head has to wait, so a request already there costs no timer.
+//! of the next head has to wait. The connection keeps one timer for it: armed at the first such
+//! wait and moved on only when it fires before the silence it is measuring has lasted the
+//! timeout (it was armed by an earlier wait), so the wait before each keep-alive request costs
+//! no timer registration, and a request already there none at all.
 //!
 //! [`EdgeApp`](super::EdgeApp) re-arms the guard before Pingora reads each keep-alive request.
 //! After an `Upgrade` request (or a head the proxy refuses for its framing) the stream is not
@@ -138,8 +141,13 @@ pub struct HeadGuard {
     /// Pingora is reading request `request`'s head and it has not ended yet.
     reading_head: bool,
     /// Waiting for the first byte of a kept-alive connection's next head, under
-    /// `keepalive_timeout`: `timer` (if set) is the idle timer, not the head's.
+    /// `keepalive_timeout` (see `idle_timer`).
     idle: bool,
+    /// When the current wait for the next head's first byte began (a read of it had to wait).
+    idle_since: Option<Instant>,
+    /// The keep-alive timer, kept for the connection's life: its deadline may be an earlier
+    /// wait's (then it fires early and is moved on, see [`HeadGuard::idle_expired`]).
+    idle_timer: Option<Pin<Box<Sleep>>>,
     /// Closed for silence: every read is an end of stream.
     idled_out: bool,
     /// The requests on the connection, followed on every byte read.
@@ -154,7 +162,7 @@ pub struct HeadGuard {
     pending: Option<Pending>,
     /// When the head being read must be complete (`None` until its first byte, or no deadline).
     deadline: Option<Instant>,
-    /// Registered only once a read of the head (or, when `idle`, of its first byte) had to wait.
+    /// The head's deadline timer, registered only once a read of the head had to wait.
     timer: Option<Pin<Box<Sleep>>>,
     /// Hold the bytes of an incomplete head back from Pingora (see [`HeadGuard::release`]).
     hold: bool,
@@ -183,6 +191,8 @@ impl HeadGuard {
             keepalive_timeout,
             reading_head: true,
             idle: false,
+            idle_since: None,
+            idle_timer: None,
             idled_out: false,
             framing: Framing::new(),
             request: 0,
@@ -230,6 +240,7 @@ impl HeadGuard {
         self.timer = None;
         self.deadline = None;
         self.idle = false;
+        self.idle_since = None;
         self.hold = false;
         if !self.reading_head {
             return;
@@ -352,6 +363,7 @@ impl HeadGuard {
     fn end_head(&mut self) {
         self.reading_head = false;
         self.idle = false;
+        self.idle_since = None;
         self.deadline = None;
         self.timer = None;
     }
@@ -364,11 +376,25 @@ impl HeadGuard {
     }
 
     /// Whether the connection has been silent for `keepalive_timeout` since a read of the next
-    /// head first had to wait; registers the timer with `cx` when it has not.
+    /// head first had to wait (that wait begins now if none had); registers the timer with `cx`
+    /// when it has not.
+    ///
+    /// The timer is the connection's: a registration in tokio's timer wheel (and its removal) per
+    /// keep-alive request was ~1k instructions. An earlier wait's deadline is sooner than this
+    /// one's, so the timer may fire early; then, and only then, it is moved to this wait's.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let idle_for = self.keepalive_timeout;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle_for)));
-        timer.as_mut().poll(cx).is_ready()
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        let due = since + self.keepalive_timeout;
+        let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if timer.deadline() >= due {
+                return true;
+            }
+            timer.as_mut().reset(due);
+        }
     }
 
     /// Ends a connection silent for `keepalive_timeout`: no response (nginx sends none), and an
@@ -466,7 +492,7 @@ impl AsyncRead for HeadGuard {
             return this.poll_read_past_head(cx, buf);
         }
         if this.idle {
-            if this.idled_out || (this.timer.is_some() && this.idle_expired(cx)) {
+            if this.idled_out || (this.idle_since.is_some() && this.idle_expired(cx)) {
                 return this.close_idle();
             }
         } else if this.timer.is_some() && this.expired(cx) {
@@ -502,9 +528,10 @@ impl AsyncRead for HeadGuard {
                 return Poll::Ready(Ok(()));
             }
             if this.idle {
-                // the next head has begun: its own deadline from here
+                // the next head has begun: its own deadline from here (the idle timer stays armed
+                // for the next wait)
                 this.idle = false;
-                this.timer = None;
+                this.idle_since = None;
             }
             let absorbed = this.absorb(&buf.filled()[before..]);
             if let Some(e) = absorbed.refuse_now {

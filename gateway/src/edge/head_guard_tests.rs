@@ -73,12 +73,35 @@ async fn a_request_within_the_idle_timeout_is_read_and_its_head_has_its_own_dead
     assert!(answer(&mut client).await.starts_with("HTTP/1.1 408"));
 }
 
+/// The idle timer is the connection's: made once, and when it fires for an earlier wait (sooner
+/// than this wait's timeout) it is moved on, not taken for this wait's.
+#[tokio::test(start_paused = true)]
+async fn the_idle_timer_is_kept_across_requests_and_measures_each_wait_from_its_start() {
+    let (mut g, mut client) = kept_alive().await;
+    let mut timer_at = None;
+    for i in 2..5 {
+        // each wait lasts nearly the timeout, so the timer armed by the one before fires in it
+        assert!(read_within(&mut g, IDLE - Duration::from_millis(100)).await.is_none(), "closed early");
+        let at = g.idle_timer.as_ref().map(|t| &**t as *const Sleep).expect("armed by the wait");
+        assert_eq!(*timer_at.get_or_insert(at), at, "the same timer for every wait");
+        client.write_all(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).await.unwrap();
+        read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
+        g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200 OK"));
+        g.rearm();
+    }
+    let started = Instant::now();
+    assert_eq!(read_within(&mut g, IDLE * 3).await.unwrap().unwrap(), b"", "closed at the idle timeout");
+    let waited = started.elapsed();
+    assert!(waited >= IDLE && waited < IDLE + Duration::from_millis(10), "closed after {waited:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_request_already_there_costs_no_timer() {
     let (mut g, mut client) = kept_alive().await;
     client.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
     read_within(&mut g, Duration::from_millis(10)).await.unwrap().unwrap();
-    assert!(g.timer.is_none() && !g.idle);
+    assert!(g.timer.is_none() && g.idle_timer.is_none() && !g.idle);
 }
 
 #[tokio::test(start_paused = true)]
