@@ -90,7 +90,9 @@ fn kill_mid_copy(
 ) -> (i64, i64) {
     // Let a few chunks commit, then hold every unfinished chunk's state row: a worker that
     // finishes its COPY blocks on marking its chunk done, inside its transaction. Killing the
-    // process then is a crash in the middle of the table, with chunks in flight.
+    // process then is a crash in the middle of the table, with chunks in flight. The rows are
+    // locked without SKIP LOCKED: a worker that has just marked its chunk done (row locked, not
+    // yet committed) is waited for, and its chunk then counts as done before the kill, as it is.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (done_before, total) = loop {
         assert!(Instant::now() < deadline, "the copy did not start:\n{}", run.log_text());
@@ -103,7 +105,7 @@ fn kill_mid_copy(
             if r.get::<_, i64>(0) >= 3 {
                 rt.block_on(tgt.batch_execute(&format!(
                     "BEGIN; SELECT chunk FROM cdc_sync.snapshot_chunk WHERE pipeline = '{pipeline}' AND table_name = 'public.big' AND NOT done \
-                     FOR UPDATE SKIP LOCKED"
+                     FOR UPDATE"
                 )))
                 .unwrap();
                 let r = rt
