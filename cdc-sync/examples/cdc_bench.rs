@@ -195,7 +195,8 @@ fn proc_cpu(pid: u32) -> (f64, f64) {
 /// A cluster's CPU seconds so far: the postmaster with its ended backends, plus its live
 /// children (background processes, open sessions), the latter also on their own.
 /// The postmaster reaps an ended backend a moment after it exits (only then is its CPU in the
-/// postmaster's `cutime`): polls until no child is a zombie (at most 3 s).
+/// postmaster's `cutime`): polls until no child is a zombie and none was reaped while the
+/// children were read (at most 3 s).
 fn cluster_cpu(postmaster: u32) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -212,7 +213,9 @@ fn cluster_cpu(postmaster: u32) -> (f64, f64) {
                 live += a + b;
             }
         }
-        if !zombies || Instant::now() > deadline {
+        // a backend reaped while the children were read would be in neither sum: read again
+        let reaped = proc_cpu(postmaster).1 != ended;
+        if (!zombies && !reaped) || Instant::now() > deadline {
             return (own + ended + live, live);
         }
         std::thread::sleep(Duration::from_millis(20));
