@@ -229,6 +229,71 @@ fn wait_ready(status: std::net::SocketAddr, within: Duration, log: &std::path::P
     Ok(t0.elapsed())
 }
 
+/// CPU seconds (user + system) from `/proc/<pid>/stat`: the process's own, and that of its
+/// children it has waited for (`cutime` + `cstime`; for a postmaster: every backend that ended).
+fn proc_cpu(pid: u32) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return (0.0, 0.0) };
+    // fields after the command name (which may hold spaces): state is field 3, utime 14 ... cstime 17
+    let f: Vec<f64> =
+        stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("").split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
+    let t = |i: usize| f.get(i - 3).copied().unwrap_or(0.0) / 100.0; // USER_HZ = 100 on Linux
+    (t(14) + t(15), t(16) + t(17))
+}
+
+/// A cluster's CPU seconds so far: the postmaster with its ended backends, plus its live
+/// children (background processes, open sessions), the latter also on their own.
+/// The postmaster reaps an ended backend a moment after it exits (only then is its CPU in the
+/// postmaster's `cutime`): polls until no child is a zombie and none was reaped while the
+/// children were read (at most 3 s).
+fn cluster_cpu(postmaster: u32) -> (f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (own, ended) = proc_cpu(postmaster);
+        let (mut live, mut zombies) = (0.0, false);
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let mut f = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("").split(' ');
+            let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<u32>().ok()));
+            if ppid == Some(postmaster) {
+                zombies |= state == Some("Z");
+                let (a, b) = proc_cpu(pid);
+                live += a + b;
+            }
+        }
+        // a backend reaped while the children were read would be in neither sum: read again
+        let reaped = proc_cpu(postmaster).1 != ended;
+        if (!zombies && !reaped) || Instant::now() > deadline {
+            return (own + ended + live, live);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CPU seconds spent during a snapshot phase: source cluster, target cluster (each with its
+/// background processes' share), and the client side.
+struct PhaseCpu {
+    src: (f64, f64),
+    tgt: (f64, f64),
+    client: f64,
+}
+
+impl PhaseCpu {
+    fn since(before: &(std::time::Instant, (f64, f64), (f64, f64)), b: &Bench, client: f64) -> PhaseCpu {
+        let (s, t) = (cluster_cpu(b.src.pid()), cluster_cpu(b.cdc.pid()));
+        PhaseCpu { src: (s.0 - before.1 .0, s.1 - before.1 .1), tgt: (t.0 - before.2 .0, t.1 - before.2 .1), client }
+    }
+    fn total(&self) -> f64 {
+        self.src.0 + self.tgt.0 + self.client
+    }
+    fn line(&self) -> String {
+        format!(
+            "{:.2} s CPU = source cluster {:.2} (background {:.2}) + target cluster {:.2} (background {:.2}) + client {:.2}",
+            self.total(), self.src.0, self.src.1, self.tgt.0, self.tgt.1, self.client
+        )
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let accounts = env_num("ACCOUNTS", 2_000_000) as i64;
@@ -283,6 +348,8 @@ async fn main() -> Result<()> {
     // ------------------------------------------------------------------ snapshot
     eprintln!("== snapshot: pg_dump --data-only | psql");
     let bindir = b.src.bin_dir().to_path_buf();
+    let cpu0 = (Instant::now(), cluster_cpu(b.src.pid()), cluster_cpu(b.cdc.pid()));
+    let client0 = proc_cpu(std::process::id()).1;
     let t0 = Instant::now();
     let dump = format!(
         "set -o pipefail; {}/pg_dump -h 127.0.0.1 -p {} -U postgres --data-only {} src | {}/psql -X -q -h 127.0.0.1 -p {} -U postgres -v ON_ERROR_STOP=1 dump",
@@ -297,6 +364,8 @@ async fn main() -> Result<()> {
         bail!("pg_dump | psql failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let t_dump = t0.elapsed();
+    // pg_dump and psql (and the shell around them) were waited for: in this process's cutime
+    let dump_cpu = PhaseCpu::since(&cpu0, &b, proc_cpu(std::process::id()).1 - client0);
     let check = b.cdc.psql("dump", "SELECT count(*) FROM accounts")?;
     if check != accounts.to_string() {
         bail!("pg_dump copy has {check} accounts");
@@ -304,8 +373,12 @@ async fn main() -> Result<()> {
 
     eprintln!("== snapshot: cdc-sync");
     let cfg = b.config("bench", &b.cdc_conn, snapshot_workers)?;
+    let cpu0 = (Instant::now(), cluster_cpu(b.src.pid()), cluster_cpu(b.cdc.pid()));
     let (mut cdc_run, status) = b.spawn_cdc(&cfg, "cdc1.log")?;
     let t_snap = wait_ready(status, Duration::from_secs(600), &b.dir.path().join("cdc1.log"))?;
+    let snap_cpu = PhaseCpu::since(&cpu0, &b, proc_cpu(cdc_run.pid()).0);
+    eprintln!("   pg_dump|psql {:.2} s: {}", t_dump.as_secs_f64(), dump_cpu.line());
+    eprintln!("   cdc-sync     {:.2} s: {}", t_snap.as_secs_f64(), snap_cpu.line());
 
     eprintln!("== snapshot: native initial sync (information)");
     let nat_client = connect(&b.nat_conn).await?;
@@ -559,6 +632,12 @@ async fn main() -> Result<()> {
         snap_rps / dump_rps
     );
     println!(
+        "| CPU seconds of that copy, every process (source, target, client) | {:.2} s | pg_dump\\|psql {:.2} s | {:.2}x |",
+        snap_cpu.total(),
+        dump_cpu.total(),
+        dump_cpu.total() / snap_cpu.total()
+    );
+    println!(
         "| (info) native initial sync of the same rows | | {:.2} s = {native_sync_rps:.0} rows/s | |",
         t_native_sync.as_secs_f64()
     );
@@ -574,10 +653,13 @@ async fn main() -> Result<()> {
     println!(
         "RESULT cdc_vs_native_rows_per_s={:.2} cdc_p99_lag_ms={c99:.0} native_p99_lag_ms={n99:.0} snapshot_vs_pgdump={:.2} \
          cdc_vs_native_p99_lag={:.2} snapshot_rows={seed_rows} snapshot_workers={snapshot_workers} verify_rows={verify_rows:.0} \
-         verify_rows_per_s={verify_rps:.0} cdc_cpu_ms_per_krow={cdc_cpu:.1} native_cpu_ms_per_krow={nat_cpu:.1}",
+         verify_rows_per_s={verify_rps:.0} cdc_cpu_ms_per_krow={cdc_cpu:.1} native_cpu_ms_per_krow={nat_cpu:.1} \
+         snapshot_cpu_s={:.2} pgdump_cpu_s={:.2}",
         cdc_rps / nat_rps,
         snap_rps / dump_rps,
-        c99 / n99
+        c99 / n99,
+        snap_cpu.total(),
+        dump_cpu.total()
     );
     if !equal {
         std::process::exit(1);

@@ -16,6 +16,7 @@
 # Every phase is bounded in time. Prints a table; the last line is machine-readable:
 #   RESULT cdc_vs_native_rows_per_s=... cdc_p99_lag_ms=... native_p99_lag_ms=... snapshot_vs_pgdump=...
 #          cdc_vs_native_p99_lag=... snapshot_rows=... snapshot_workers=... verify_rows=... verify_rows_per_s=...
+#          snapshot_cpu_s=... pgdump_cpu_s=... (CPU seconds of every process during each initial copy)
 #
 # Usage: tests/perf/cdc-bench.sh
 # Env:   ACCOUNTS (seed rows, default 2000000), SNAPSHOT_WORKERS (default 4), BACKLOG_ROWS (default 500000), RATE (rows/s,

@@ -11,9 +11,9 @@
 //! argument is in [`super::chunks`]); a ctid-range table is truncated and copied again under the
 //! fresh snapshot (the runner decides which tables to copy).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -150,26 +150,34 @@ enum Event {
     ChunkDone { table: usize, rows: u64 },
 }
 
+/// Chunks waiting for a worker: planning sends a table's chunks as soon as its copy is started
+/// (the workers copy the first tables while the others are planned); closed when planning ends.
+type ChunkQueue = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Chunk>>>;
+
 /// Copy `job.tables`, recording state in `store`. Returns rows copied per table.
+///
+/// Tables are planned and copied biggest first: a table's indexes are built as soon as its own
+/// chunks are in ([`table_done`]) while the workers go on with the smaller tables, so the build
+/// left after the last chunk is that of a small table.
 pub async fn copy_tables<C: CheckpointStore>(
     job: SnapshotJob,
     store: &mut C,
 ) -> Result<HashMap<usize, u64>, SnapshotError> {
-    let target = connect(&job.target).await?;
-    let planner = connect(&job.source).await?;
+    let (target, planner) = tokio::try_join!(connect(&job.target), connect(&job.source))?;
     planner
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
             quote_literal(&job.snapshot)
         ))
         .await?;
-    let mut chunks = VecDeque::new();
     let mut remaining: HashMap<usize, usize> = HashMap::new();
     // per table: its stream floor (first snapshot of an interrupted copy) and rows already in
     let mut floor: HashMap<usize, Lsn> = HashMap::new();
     let mut copied: HashMap<usize, u64> = HashMap::new();
     let mut estimate = 0u64;
-    let states = store.tables(&job.pipeline).await?;
+    let step = job.chunk_pages as u64;
+    // sizes first: the order of the copy, and how many workers there is work for
+    let mut sized = Vec::with_capacity(job.tables.len());
     for &ti in &job.tables {
         let t = &job.mapping.tables[ti];
         let r = planner
@@ -179,10 +187,55 @@ pub async fn copy_tables<C: CheckpointStore>(
                 &[&quote_qualified(&t.from_table)],
             )
             .await?;
-        let pages: i64 = r.get(0);
         estimate += r.get::<_, i64>(1) as u64;
-        let pages = pages.max(0) as u64;
-        let step = job.chunk_pages as u64;
+        sized.push((ti, r.get::<_, i64>(0).max(0) as u64));
+    }
+    sized.sort_by_key(|(_, pages)| std::cmp::Reverse(*pages));
+    let chunk_bound: u64 = sized.iter().map(|(_, pages)| pages.div_ceil(step).max(1)).sum();
+    job.metrics.snapshot_rows_estimate.store(estimate, Relaxed);
+    job.metrics.snapshot_tables_total.store(job.tables.len() as u64, Relaxed);
+    job.metrics.snapshot_tables_done.store(0, Relaxed);
+    job.metrics.snapshot_rows.store(0, Relaxed);
+    job.metrics.snapshot_finished_us.store(0, Relaxed);
+    job.metrics.snapshot_started_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
+    let started = Instant::now();
+
+    // the workers connect and import the snapshot while the tables are planned; aborted (their
+    // open chunk rolled back) when this function returns early
+    let (chunk_tx, chunk_rx) = mpsc::unbounded_channel::<Chunk>();
+    let queue: ChunkQueue = Arc::new(tokio::sync::Mutex::new(chunk_rx));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<Event, SnapshotError>>();
+    let workers = job.workers.min(chunk_bound as usize).max(1);
+    let mut handles = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let queue = Arc::clone(&queue);
+        let tx = tx.clone();
+        let mapping = Arc::clone(&job.mapping);
+        let (source, target, snapshot) = (job.source.clone(), job.target.clone(), job.snapshot.clone());
+        let metrics = Arc::clone(&job.metrics);
+        let (pipeline, lsn, owned) = (job.pipeline.clone(), job.lsn, job.owned.clone());
+        handles.spawn(async move {
+            let ctx = WorkerCtx {
+                pipeline: &pipeline,
+                lsn,
+                source: &source,
+                target: &target,
+                snapshot: &snapshot,
+                owned: owned.as_deref(),
+            };
+            let r = worker(queue, &tx, mapping, ctx, metrics).await;
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+        });
+    }
+    drop(tx);
+
+    let mut total_chunks = 0usize;
+    let states = store.tables(&job.pipeline).await?;
+    for (ti, pages) in sized {
+        let t = &job.mapping.tables[ti];
+        let mut chunks = Vec::new();
         // only a copy that was under way resumes (a table set back to pending starts afresh)
         let copying = states.get(&t.to_table).is_some_and(|s| s.state == SnapshotState::Copying);
         let mut stored = if copying { chunks::load_plan(&target, &job.pipeline, &t.to_table).await? } else { None };
@@ -203,62 +256,54 @@ pub async fn copy_tables<C: CheckpointStore>(
             store.set_table(&job.pipeline, &t.to_table, &state).await?;
             floor.insert(ti, plan.plan_lsn);
             copied.insert(ti, plan.done_rows);
+            // rows of chunks finished before a restart count as copied (progress and ETA stay right)
+            job.metrics.snapshot_rows.fetch_add(plan.done_rows, Relaxed);
             remaining.insert(ti, plan.todo.len());
-            for k in plan.todo {
-                chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: Some(k) });
-            }
-            continue;
-        }
-        store
-            .set_table(
-                &job.pipeline,
-                &t.to_table,
-                &TableSnapshot { state: SnapshotState::Copying, snapshot_lsn: Some(job.lsn), rows: 0 },
-            )
-            .await?;
-        floor.insert(ti, job.lsn);
-        copied.insert(ti, 0);
-        let n_chunks = pages.div_ceil(step).max(1);
-        // indexes built after the load (not for a bidirectional table: its target is also a
-        // source, whose replica identity and publications we leave alone)
-        let defer = match job.defer_indexes && !t.lww {
-            true => Some(crate::deferred_indexes::key_unique_at_source(&planner, t).await?),
-            false => None,
-        };
-        if chunks::has_key_index(&planner, t).await? {
-            let ranges = chunks::plan_ranges(&planner, t, pages, n_chunks).await?;
-            note_deferred(t, start_table(&target, &job, t, &ranges, defer).await?);
-            remaining.insert(ti, ranges.len());
-            for k in ranges {
-                chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: Some(k) });
-            }
-            continue;
-        }
-        note_deferred(t, start_table(&target, &job, t, &[], defer).await?);
-        let mut n = 0;
-        if pages <= step {
-            chunks.push_back(Chunk { table: ti, lo: 0, hi: None, key: None });
-            n = 1;
+            chunks.extend(plan.todo.into_iter().map(|k| Chunk { table: ti, lo: 0, hi: None, key: Some(k) }));
         } else {
-            let mut lo = 0;
-            while lo < pages {
-                let hi = lo + step;
-                chunks.push_back(Chunk { table: ti, lo, hi: if hi >= pages { None } else { Some(hi) }, key: None });
-                n += 1;
-                lo = hi;
+            store
+                .set_table(
+                    &job.pipeline,
+                    &t.to_table,
+                    &TableSnapshot { state: SnapshotState::Copying, snapshot_lsn: Some(job.lsn), rows: 0 },
+                )
+                .await?;
+            floor.insert(ti, job.lsn);
+            copied.insert(ti, 0);
+            let n_chunks = pages.div_ceil(step).max(1);
+            // indexes built after the load (not for a bidirectional table: its target is also a
+            // source, whose replica identity and publications we leave alone)
+            let defer = match job.defer_indexes && !t.lww {
+                true => Some(crate::deferred_indexes::key_unique_at_source(&planner, t).await?),
+                false => None,
+            };
+            if chunks::has_key_index(&planner, t).await? {
+                let ranges = chunks::plan_ranges(&planner, t, pages, n_chunks).await?;
+                note_deferred(t, start_table(&target, &job, t, &ranges, defer).await?);
+                chunks.extend(ranges.into_iter().map(|k| Chunk { table: ti, lo: 0, hi: None, key: Some(k) }));
+            } else {
+                note_deferred(t, start_table(&target, &job, t, &[], defer).await?);
+                if pages <= step {
+                    chunks.push(Chunk { table: ti, lo: 0, hi: None, key: None });
+                } else {
+                    let mut lo = 0;
+                    while lo < pages {
+                        let hi = lo + step;
+                        chunks.push(Chunk { table: ti, lo, hi: if hi >= pages { None } else { Some(hi) }, key: None });
+                        lo = hi;
+                    }
+                }
             }
+            remaining.insert(ti, chunks.len());
         }
-        remaining.insert(ti, n);
+        total_chunks += chunks.len();
+        for c in chunks {
+            // the workers end only after this sender is dropped: they are there to receive
+            let _ = chunk_tx.send(c);
+        }
     }
+    drop(chunk_tx);
     planner.batch_execute("COMMIT").await?;
-    job.metrics.snapshot_rows_estimate.store(estimate, Relaxed);
-    job.metrics.snapshot_tables_total.store(job.tables.len() as u64, Relaxed);
-    job.metrics.snapshot_tables_done.store(0, Relaxed);
-    // rows of chunks finished before a restart count as copied (progress and ETA stay right)
-    job.metrics.snapshot_rows.store(copied.values().sum(), Relaxed);
-    job.metrics.snapshot_finished_us.store(0, Relaxed);
-    job.metrics.snapshot_started_us.store(chrono::Utc::now().timestamp_micros(), Relaxed);
-    let total_chunks = chunks.len();
     let binary: Vec<&str> = job
         .tables
         .iter()
@@ -266,38 +311,9 @@ pub async fn copy_tables<C: CheckpointStore>(
         .filter(|t| binary_copy(t))
         .map(|t| t.to_table.as_str())
         .collect();
-    tracing::info!(tables = job.tables.len(), chunks = total_chunks, estimated_rows = estimate, lsn = %job.lsn,
+    tracing::info!(tables = job.tables.len(), chunks = total_chunks, workers, estimated_rows = estimate, lsn = %job.lsn,
         binary = ?binary, "snapshot: copying");
 
-    let queue = Arc::new(Mutex::new(chunks));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<Event, SnapshotError>>();
-    let workers = job.workers.min(total_chunks).max(1);
-    let mut handles = Vec::new();
-    for _ in 0..workers {
-        let queue = Arc::clone(&queue);
-        let tx = tx.clone();
-        let mapping = Arc::clone(&job.mapping);
-        let (source, target, snapshot) = (job.source.clone(), job.target.clone(), job.snapshot.clone());
-        let metrics = Arc::clone(&job.metrics);
-        let (pipeline, lsn, owned) = (job.pipeline.clone(), job.lsn, job.owned.clone());
-        handles.push(tokio::spawn(async move {
-            let ctx = WorkerCtx {
-                pipeline: &pipeline,
-                lsn,
-                source: &source,
-                target: &target,
-                snapshot: &snapshot,
-                owned: owned.as_deref(),
-            };
-            let r = worker(queue, &tx, mapping, ctx, metrics).await;
-            if let Err(e) = r {
-                let _ = tx.send(Err(e));
-            }
-        }));
-    }
-    drop(tx);
-
-    let started = Instant::now();
     let mut last_log = Instant::now();
     let mut done_tables = 0usize;
     // a table whose every chunk committed before a crash that came before it was marked done
@@ -331,8 +347,8 @@ pub async fn copy_tables<C: CheckpointStore>(
             );
         }
     }
-    for h in handles {
-        h.await?;
+    while let Some(h) = handles.join_next().await {
+        h?;
     }
     if done_tables != job.tables.len() {
         return Err(SnapshotError::Incomplete { done: done_tables, total: job.tables.len() });
@@ -400,6 +416,9 @@ async fn table_done<C: CheckpointStore>(
     Ok(())
 }
 
+/// Bytes of COPY data sent to the target in one message.
+const RELAY_BATCH: usize = 64 * 1024;
+
 struct WorkerCtx<'a> {
     pipeline: &'a str,
     lsn: Lsn,
@@ -410,7 +429,7 @@ struct WorkerCtx<'a> {
 }
 
 async fn worker(
-    queue: Arc<Mutex<VecDeque<Chunk>>>,
+    queue: ChunkQueue,
     tx: &mpsc::UnboundedSender<Result<Event, SnapshotError>>,
     mapping: Arc<Mapping>,
     ctx: WorkerCtx<'_>,
@@ -427,7 +446,8 @@ async fn worker(
     let _ = dst.batch_execute("SET session_replication_role = replica").await;
     dst.batch_execute("SET synchronous_commit = off").await?;
     loop {
-        let Some(chunk) = queue.lock().expect("not poisoned").pop_front() else { break };
+        let next = queue.lock().await.recv().await;
+        let Some(chunk) = next else { break };
         let t = &mapping.tables[chunk.table];
         let range = match (&chunk.key, chunk.lo, chunk.hi) {
             (Some(k), _, _) if k.lo.is_none() && k.hi.is_none() => String::new(),
@@ -450,6 +470,10 @@ async fn worker(
         let sink = dst.copy_in::<_, bytes::Bytes>(in_sql.as_str()).await?;
         futures::pin_mut!(out);
         futures::pin_mut!(sink);
+        // The source sends a message per row; they go on to the target in batches of about
+        // RELAY_BATCH bytes (a message each): a sink call and a wake-up of the target
+        // connection per batch instead of per row.
+        let mut batch = bytes::BytesMut::with_capacity(RELAY_BATCH);
         while let Some(buf) = out.next().await {
             let buf = buf?;
             if !binary {
@@ -457,7 +481,14 @@ async fn worker(
                 let nl = buf.iter().filter(|b| **b == b'\n').count() as u64;
                 metrics.snapshot_rows.fetch_add(nl, Relaxed);
             }
-            sink.feed(buf).await?;
+            batch.extend_from_slice(&buf);
+            if batch.len() >= RELAY_BATCH {
+                sink.feed(batch.split().freeze()).await?;
+                batch.reserve(RELAY_BATCH);
+            }
+        }
+        if !batch.is_empty() {
+            sink.feed(batch.split().freeze()).await?;
         }
         let rows = sink.as_mut().finish().await?;
         if binary {
