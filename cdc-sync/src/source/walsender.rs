@@ -30,9 +30,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{ChannelBinding, Host};
 
-use crate::connect::conninfo::{ConnInfo, ConnInfoError};
+use crate::connect::conninfo::{describe_endpoint, ConnInfo, ConnInfoError};
 use crate::connect::tls::{negotiate, PgStream, TlsError, TlsSetup, TlsSetupError};
-use crate::error::{ErrorKind, ServerError};
+use crate::error::{access_advice, ErrorKind, ServerError};
 use crate::model::{quote_ident, quote_literal, Lsn};
 
 /// Failures of the walsender session. [`WalSenderError::kind`] says whether to retry.
@@ -47,6 +47,9 @@ pub enum WalSenderError {
     /// TLS with the server failed (names the host and the sslmode).
     #[error("replication connection")]
     Tls(#[source] Box<TlsError>),
+    /// The server asks for a password and the connection string has none.
+    #[error("the server asks for a password; put one in the connection string")]
+    NoPassword,
     /// Something this client does not speak (TLS, an authentication method).
     #[error("{0}")]
     Unsupported(String),
@@ -78,6 +81,23 @@ pub enum WalSenderError {
     /// stuck. Reconnecting (from the checkpoint) is the cure.
     #[error("nothing received from the walsender for {0:?} although a reply was requested")]
     Silent(Duration),
+    /// The server refused the session at startup (an ErrorResponse before ReadyForQuery): a
+    /// refused login, a missing database, a role without the `REPLICATION` attribute, or the
+    /// server starting or shutting down.
+    #[error("the server refused the replication session")]
+    Startup(#[source] ServerError),
+    /// The connection was refused for a reason waiting does not fix ([`ErrorKind::Access`]): the
+    /// message names the server (never the password) and what to change.
+    #[error("the replication connection to {endpoint} was refused; {advice}; the error")]
+    Refused {
+        /// Host(s), port, database and user, from the connection string.
+        endpoint: String,
+        /// What to change.
+        advice: String,
+        /// The failure.
+        #[source]
+        source: Box<WalSenderError>,
+    },
 }
 
 impl WalSenderError {
@@ -87,6 +107,14 @@ impl WalSenderError {
             WalSenderError::Server(e) => {
                 e.sqlstate.as_deref().map(ErrorKind::from_sqlstate).unwrap_or(ErrorKind::Other)
             }
+            // at startup, a missing privilege is a refused login: only roles with REPLICATION
+            // may start a walsender (42501)
+            WalSenderError::Startup(e) => match e.sqlstate.as_deref() {
+                Some(c) if c.starts_with("42") => ErrorKind::Access,
+                Some(c) => ErrorKind::from_sqlstate(c),
+                None => ErrorKind::Other,
+            },
+            WalSenderError::Refused { .. } | WalSenderError::NoPassword => ErrorKind::Access,
             WalSenderError::Connect { .. }
             | WalSenderError::Io(_)
             | WalSenderError::Closed
@@ -94,11 +122,12 @@ impl WalSenderError {
             | WalSenderError::Silent(_) => ErrorKind::Connection,
             WalSenderError::Tls(e) if e.is_transient() => ErrorKind::Connection,
             WalSenderError::TlsSetup(e) if e.is_transient() => ErrorKind::Connection,
-            WalSenderError::Config(_)
-            | WalSenderError::TlsSetup(_)
-            | WalSenderError::Tls(_)
-            | WalSenderError::Unsupported(_)
-            | WalSenderError::Protocol(_) => ErrorKind::Other,
+            // a certificate rejected, TLS refused by the server under require / verify-*, a
+            // certificate or key file that does not parse: like the normal connections
+            WalSenderError::Tls(_) | WalSenderError::TlsSetup(_) => ErrorKind::Access,
+            WalSenderError::Config(_) | WalSenderError::Unsupported(_) | WalSenderError::Protocol(_) => {
+                ErrorKind::Other
+            }
         }
     }
 }
@@ -218,6 +247,10 @@ impl WalSenderConnection<PgStream<Socket>> {
     /// logical replication session, over TLS as its `sslmode` asks, and authenticate (trust,
     /// password, md5, SCRAM-SHA-256, a client certificate).
     pub async fn connect(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
+        WalSenderConnection::connect_unclassified(conn, application_name).await.map_err(|e| refused(conn, e))
+    }
+
+    async fn connect_unclassified(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
         let info = ConnInfo::parse(conn).map_err(WalSenderError::Config)?;
         let tls = TlsSetup::new(&info.tls).map_err(|e| WalSenderError::TlsSetup(Box::new(e)))?;
         let cfg = info.config;
@@ -242,6 +275,32 @@ impl WalSenderConnection<PgStream<Socket>> {
         let io = open_session(&cfg, &tls).await?;
         WalSenderConnection::handshake(io, &startup).await
     }
+}
+
+/// A connect failure that waiting does not fix, as [`WalSenderError::Refused`]: with the
+/// server's host, port, database and user and what to change. Other failures are left as they
+/// are (retried).
+fn refused(conn: &str, e: WalSenderError) -> WalSenderError {
+    if e.kind() != ErrorKind::Access {
+        return e;
+    }
+    let (origin, fix) = ("the connection string", "then start cdc-sync again");
+    let tls = matches!(e, WalSenderError::Tls(_) | WalSenderError::TlsSetup(_));
+    let sqlstate = match &e {
+        WalSenderError::Startup(s) => s.sqlstate.clone(),
+        _ => None,
+    };
+    let advice = match (access_advice(sqlstate.as_deref(), tls, origin, fix), sqlstate.as_deref()) {
+        (Some(a), _) => a,
+        (None, Some(c)) if c.starts_with("42") => format!(
+            "the role may not start a replication session: give it the REPLICATION attribute (ALTER ROLE ... \
+             REPLICATION) or use a role that has it in {origin}, {fix}"
+        ),
+        _ if matches!(e, WalSenderError::NoPassword) => format!("put the password in {origin}, {fix}"),
+        _ => format!("waiting will not fix this: fix {origin}, {fix}"),
+    };
+    let endpoint = describe_endpoint(conn);
+    WalSenderError::Refused { endpoint, advice, source: Box::new(e) }
 }
 
 /// Connect to the first host of `cfg` that accepts (hosts in order, each with its port and its
@@ -326,11 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
         frontend::startup_message(params, &mut c.out)?;
         c.send().await?;
         let mut scram: Option<sasl::ScramSha256> = None;
-        let password = || {
-            startup.password.as_deref().ok_or_else(|| {
-                WalSenderError::Unsupported("the server asks for a password; put one in the connection string".into())
-            })
-        };
+        let password = || startup.password.as_deref().ok_or(WalSenderError::NoPassword);
         loop {
             let (tag, mut body) = c.message().await?;
             match tag {
@@ -382,7 +437,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
                         )))
                     }
                 },
-                b'E' => return Err(WalSenderError::Server(server_error(&body))),
+                b'E' => return Err(WalSenderError::Startup(server_error(&body))),
                 b'Z' => return Ok(c),
                 // ParameterStatus, BackendKeyData, NoticeResponse, NegotiateProtocolVersion
                 b'S' | b'K' | b'N' | b'v' => {}
