@@ -236,6 +236,39 @@ fn percent_decode(s: &str) -> Result<String, ConnInfoError> {
     String::from_utf8(out).map_err(|_| ConnInfoError::Syntax("a URL parameter that is not UTF-8"))
 }
 
+/// Host(s), port(s), database and user of a connection string, for messages: never the
+/// password or the string itself.
+pub fn describe_endpoint(conn: &str) -> String {
+    use tokio_postgres::config::Host;
+    let Ok(info) = ConnInfo::parse(conn) else {
+        return "(connection string does not parse)".into();
+    };
+    let c = &info.config;
+    let mut hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts = c.get_hostaddrs().iter().map(|a| a.to_string()).collect();
+    }
+    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+    let mut out = format!("host {}", if hosts.is_empty() { "localhost".into() } else { hosts.join(",") });
+    if !ports.is_empty() {
+        out.push_str(&format!(" port {}", ports.join(",")));
+    }
+    if let Some(db) = c.get_dbname() {
+        out.push_str(&format!(" database {db}"));
+    }
+    if let Some(u) = c.get_user() {
+        out.push_str(&format!(" user {u}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

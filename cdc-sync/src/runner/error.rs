@@ -6,7 +6,7 @@
 use crate::apply::PipelineError;
 use crate::catalog::CatalogError;
 use crate::checkpoint::CheckpointError;
-use crate::error::{pg_kind, tls_source, ErrorKind};
+use crate::error::{access_advice, pg_kind, tls_source, ErrorKind};
 use crate::lock::Holder;
 use crate::model::Lsn;
 use crate::retry::StopReason;
@@ -53,22 +53,13 @@ pub struct LockFailed {
 impl LockFailed {
     /// What to do about it.
     pub fn advice(&self) -> String {
-        let origin = &self.origin;
         let fix = "then start cdc-sync again (SIGHUP does not re-read [source])";
-        if tls_source(&self.source).is_some() {
-            return format!(
-                "TLS failed: fix sslmode / sslrootcert / sslcert / sslkey in {origin} (or the server's certificate), {fix}"
-            );
-        }
-        match self.source.code().map(|c| c.code()) {
-            Some("28P01") => format!("the server refused the password: fix the user or password in {origin}, {fix}"),
-            Some(c) if c.starts_with("28") => format!(
-                "the server refused the login: allow this host, user and database in the source's pg_hba.conf (or \
-                 the role to log in), or fix the user in {origin}, {fix}"
-            ),
-            Some("3D000") => format!("the database does not exist: fix dbname in {origin}, {fix}"),
-            _ if self.kind == ErrorKind::Access => format!("waiting will not fix this: fix {origin}, {fix}"),
-            _ => format!(
+        let sqlstate = self.source.code().map(|c| c.code());
+        let tls = tls_source(&self.source).is_some();
+        match access_advice(sqlstate, tls, &self.origin, fix) {
+            Some(a) => a,
+            None if self.kind == ErrorKind::Access => format!("waiting will not fix this: fix {}, {fix}", self.origin),
+            None => format!(
                 "it failed {} times in a row (kind {}; [replication] retry_max_attempts), so a restart may get past it",
                 self.attempts, self.kind
             ),
@@ -76,38 +67,7 @@ impl LockFailed {
     }
 }
 
-/// Host(s), port(s), database and user of a connection string, for messages: never the
-/// password or the string itself.
-pub fn describe_endpoint(conn: &str) -> String {
-    use tokio_postgres::config::Host;
-    let Ok(info) = crate::connect::conninfo::ConnInfo::parse(conn) else {
-        return "(connection string does not parse)".into();
-    };
-    let c = &info.config;
-    let mut hosts: Vec<String> = c
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            Host::Tcp(h) => h.clone(),
-            Host::Unix(p) => p.display().to_string(),
-        })
-        .collect();
-    if hosts.is_empty() {
-        hosts = c.get_hostaddrs().iter().map(|a| a.to_string()).collect();
-    }
-    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
-    let mut out = format!("host {}", if hosts.is_empty() { "localhost".into() } else { hosts.join(",") });
-    if !ports.is_empty() {
-        out.push_str(&format!(" port {}", ports.join(",")));
-    }
-    if let Some(db) = c.get_dbname() {
-        out.push_str(&format!(" database {db}"));
-    }
-    if let Some(u) = c.get_user() {
-        out.push_str(&format!(" user {u}"));
-    }
-    out
-}
+pub use crate::connect::conninfo::describe_endpoint;
 
 /// A streaming direction stopped: an error that needs a human, or a transient one that kept
 /// repeating. The source is the last error; [`report`](Self::report) is what `/status` shows.

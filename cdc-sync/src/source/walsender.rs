@@ -30,78 +30,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{ChannelBinding, Host};
 
-use crate::connect::conninfo::{ConnInfo, ConnInfoError};
-use crate::connect::tls::{negotiate, PgStream, TlsError, TlsSetup, TlsSetupError};
-use crate::error::{ErrorKind, ServerError};
+use crate::connect::conninfo::ConnInfo;
+use crate::connect::tls::{negotiate, PgStream, TlsSetup};
+use crate::error::ServerError;
 use crate::model::{quote_ident, quote_literal, Lsn};
 
-/// Failures of the walsender session. [`WalSenderError::kind`] says whether to retry.
-#[derive(Debug, thiserror::Error)]
-pub enum WalSenderError {
-    /// The connection string does not parse.
-    #[error("connection string")]
-    Config(#[source] ConnInfoError),
-    /// The connection string's TLS files could not be loaded.
-    #[error("TLS setup of the replication connection")]
-    TlsSetup(#[source] Box<TlsSetupError>),
-    /// TLS with the server failed (names the host and the sslmode).
-    #[error("replication connection")]
-    Tls(#[source] Box<TlsError>),
-    /// Something this client does not speak (TLS, an authentication method).
-    #[error("{0}")]
-    Unsupported(String),
-    /// No host accepted the connection.
-    #[error("connecting to {target}")]
-    Connect {
-        /// The last host tried.
-        target: String,
-        /// The failure.
-        #[source]
-        source: io::Error,
-    },
-    /// Reading or writing the socket failed.
-    #[error("replication connection")]
-    Io(#[from] io::Error),
-    /// The server closed the connection.
-    #[error("the server closed the replication connection")]
-    Closed,
-    /// The server ended the COPY stream.
-    #[error("the server ended the replication stream")]
-    StreamEnded,
-    /// The server reported an error.
-    #[error("the walsender reported an error")]
-    Server(#[source] ServerError),
-    /// A message we did not expect, or a malformed one.
-    #[error("replication protocol: {0}")]
-    Protocol(String),
-    /// Nothing arrived although we asked the server for a reply: the connection is dead or
-    /// stuck. Reconnecting (from the checkpoint) is the cure.
-    #[error("nothing received from the walsender for {0:?} although a reply was requested")]
-    Silent(Duration),
-}
+mod error;
 
-impl WalSenderError {
-    /// Retry or stop: by the server's SQLSTATE, else a connection failure (retried).
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            WalSenderError::Server(e) => {
-                e.sqlstate.as_deref().map(ErrorKind::from_sqlstate).unwrap_or(ErrorKind::Other)
-            }
-            WalSenderError::Connect { .. }
-            | WalSenderError::Io(_)
-            | WalSenderError::Closed
-            | WalSenderError::StreamEnded
-            | WalSenderError::Silent(_) => ErrorKind::Connection,
-            WalSenderError::Tls(e) if e.is_transient() => ErrorKind::Connection,
-            WalSenderError::TlsSetup(e) if e.is_transient() => ErrorKind::Connection,
-            WalSenderError::Config(_)
-            | WalSenderError::TlsSetup(_)
-            | WalSenderError::Tls(_)
-            | WalSenderError::Unsupported(_)
-            | WalSenderError::Protocol(_) => ErrorKind::Other,
-        }
-    }
-}
+use error::refused;
+pub use error::WalSenderError;
 
 /// One CopyData frame of the replication stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +155,10 @@ impl WalSenderConnection<PgStream<Socket>> {
     /// logical replication session, over TLS as its `sslmode` asks, and authenticate (trust,
     /// password, md5, SCRAM-SHA-256, a client certificate).
     pub async fn connect(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
+        WalSenderConnection::connect_unclassified(conn, application_name).await.map_err(|e| refused(conn, e))
+    }
+
+    async fn connect_unclassified(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
         let info = ConnInfo::parse(conn).map_err(WalSenderError::Config)?;
         let tls = TlsSetup::new(&info.tls).map_err(|e| WalSenderError::TlsSetup(Box::new(e)))?;
         let cfg = info.config;
@@ -326,11 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
         frontend::startup_message(params, &mut c.out)?;
         c.send().await?;
         let mut scram: Option<sasl::ScramSha256> = None;
-        let password = || {
-            startup.password.as_deref().ok_or_else(|| {
-                WalSenderError::Unsupported("the server asks for a password; put one in the connection string".into())
-            })
-        };
+        let password = || startup.password.as_deref().ok_or(WalSenderError::NoPassword);
         loop {
             let (tag, mut body) = c.message().await?;
             match tag {
@@ -382,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
                         )))
                     }
                 },
-                b'E' => return Err(WalSenderError::Server(server_error(&body))),
+                b'E' => return Err(WalSenderError::Startup(server_error(&body))),
                 b'Z' => return Ok(c),
                 // ParameterStatus, BackendKeyData, NoticeResponse, NegotiateProtocolVersion
                 b'S' | b'K' | b'N' | b'v' => {}
@@ -591,6 +528,7 @@ fn server_error(body: &[u8]) -> ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use tokio::io::{duplex, DuplexStream};
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
