@@ -67,6 +67,50 @@ fn set_route_info(table: &RouteTable) {
     );
 }
 
+/// [`set_route_info`] when some route's name, owner or stage differs from `old`'s (in order);
+/// an unchanged list touches no series (and builds no set of 10,000 label triples).
+fn update_route_info(old: &RouteTable, new: &RouteTable) {
+    let same = old.routes.len() == new.routes.len()
+        && old
+            .routes
+            .iter()
+            .zip(&new.routes)
+            .all(|(a, b)| a.name == b.name && a.owner == b.owner && a.stage == b.stage);
+    if !same {
+        set_route_info(new);
+    }
+}
+
+/// Frees replaced tables off the reload path and off the request path: a 10,000-route table
+/// takes milliseconds to free, which would otherwise delay the reload's answer or, when a request
+/// still holds the old table, land on a proxy thread when that request ends. The thread waits
+/// (up to `RETIRE_WAIT`) for such requests to let go, then frees the table itself.
+fn retire(table: Arc<RouteTable>) {
+    static RETIRED: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Arc<RouteTable>>>> = std::sync::OnceLock::new();
+    const RETIRE_WAIT: Duration = Duration::from_secs(30);
+    let tx = RETIRED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<RouteTable>>();
+        let spawned = std::thread::Builder::new().name("config-retire".into()).spawn(move || {
+            for table in rx {
+                let since = std::time::Instant::now();
+                // in-flight requests hold their own Arc; poll until this is the last one
+                while Arc::strong_count(&table) > 1 && since.elapsed() < RETIRE_WAIT {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                drop(table);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the config-retire thread ({e}); replaced tables are freed in place");
+        }
+        Mutex::new(tx)
+    });
+    // without the thread (the receiver is gone) the table comes back and is freed here
+    if let Err(std::sync::mpsc::SendError(table)) = tx.lock().unwrap_or_else(|p| p.into_inner()).send(table) {
+        drop(table);
+    }
+}
+
 impl ConfigStore {
     /// Loads the file for the first time; the caller exits with code 2 on error.
     pub fn open(path: impl Into<PathBuf>) -> Result<Arc<Self>, ConfigError> {
@@ -115,8 +159,9 @@ impl ConfigStore {
         *self.overlay.lock().unwrap_or_else(|p| p.into_inner()) = overlay;
         metrics().set_version(&table.version);
         // a rollout step changes the stage a route serves at: route_info follows it
-        set_route_info(&table);
-        self.current.store(Arc::new(table));
+        update_route_info(&old, &table);
+        drop(old);
+        retire(self.current.swap(Arc::new(table)));
         Ok(())
     }
 
@@ -165,12 +210,14 @@ impl ConfigStore {
                 }
                 let version = table.version.clone();
                 m.set_version(&version);
-                set_route_info(&table);
+                update_route_info(&old, &table);
+                drop(old);
                 let table = Arc::new(table);
                 let old = self.current.swap(table.clone());
                 if let Some(hook) = self.on_reload.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     hook(&old, &table, trigger);
                 }
+                retire(old);
                 m.reloads.with_label_values(&["ok", trigger]).inc();
                 m.last_reload_failed.set(0);
                 if let Ok(mut e) = self.last_error.lock() {
@@ -257,7 +304,7 @@ impl ConfigStore {
         };
         match load_with_overlay(&self.display, &src, Some(&cur), &cached, &self.overlay()) {
             Ok(table) => {
-                self.current.store(Arc::new(table));
+                retire(self.current.swap(Arc::new(table)));
                 true
             }
             Err(err) => {

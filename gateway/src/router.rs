@@ -2,6 +2,8 @@
 //! header filters among the few routes that share one pattern. Cost depends on the path, not on
 //! the number of routes. Pure code, no I/O.
 
+use std::fmt::Write as _;
+
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 /// A header equality filter.
@@ -74,14 +76,14 @@ impl PathPattern {
         if !s.starts_with('/') {
             return Err(format!("path pattern {s:?} must start with '/'"));
         }
-        let segments: Vec<&str> = s[1..].split('/').collect();
-        let mut canonical = String::new();
-        let mut trie = String::new();
+        let mut canonical = String::with_capacity(s.len() + 4);
+        let mut trie = String::with_capacity(s.len() + 8);
         let mut prefix = false;
         let mut param_no = 0;
-        for (i, seg) in segments.iter().enumerate() {
-            let last = i + 1 == segments.len();
-            if *seg == "**" {
+        let mut segments = s[1..].split('/').peekable();
+        while let Some(seg) = segments.next() {
+            let last = segments.peek().is_none();
+            if seg == "**" {
                 if !last {
                     return Err(format!("in {s:?}: `**` may only be the last segment"));
                 }
@@ -98,7 +100,7 @@ impl PathPattern {
                     return Err(format!("in {s:?}: bad parameter name {name:?}"));
                 }
                 canonical.push_str("{}");
-                trie.push_str(&format!("{{p{param_no}}}"));
+                let _ = write!(trie, "{{p{param_no}}}");
                 param_no += 1;
             } else if seg.contains(['{', '}', '*']) || seg.chars().any(|c| c.is_ascii_control() || c == ' ') {
                 return Err(format!("in {s:?}: segment {seg:?} mixes text with `{{`, `}}` or `*`"));

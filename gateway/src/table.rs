@@ -566,7 +566,9 @@ pub struct RouteTable {
     /// Index of the legacy (default) upstream.
     pub legacy: usize,
     pub routes: Vec<Route>,
-    pub router: Router,
+    /// Shared with the previous table when a reload left every route's host, path, methods and
+    /// header filters (in file order) as they were: the router depends on nothing else.
+    pub router: Arc<Router>,
     /// Metrics for requests no route took.
     pub default_metrics: RouteMetrics,
     /// Some route compresses responses.
@@ -597,7 +599,7 @@ impl RouteTable {
         upstreams: Vec<Arc<Upstream>>,
         legacy: usize,
         routes: Vec<Route>,
-        router: Router,
+        router: Arc<Router>,
         src: &str,
     ) -> Self {
         Self {

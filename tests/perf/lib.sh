@@ -176,3 +176,7 @@ callgrind_start() {
     > "$out.log" 2>&1 & PIDS+=($!)
   CG_PID=$!
 }
+
+# cpu_ns PID: CPU time (ns) the process's live threads have used, summed from their schedstat
+# (nanosecond resolution, unlike the ticks of cpu_ticks; a thread that exited is not counted).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }

@@ -105,7 +105,8 @@ pub(super) fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 /// reported at once and the semantic checks still run on the rest.
 pub(super) fn parse_raw(file: &str, src: &str) -> (Option<RawConfig>, Option<ConfigError>) {
     let mut issues = Issues::new(file, src);
-    let mut text = src.to_string();
+    // the text is copied only when a key has to be blanked (a valid file is parsed in place)
+    let mut text = std::borrow::Cow::Borrowed(src);
     for _ in 0..32 {
         match toml::from_str::<RawConfig>(&text) {
             Ok(raw) => return (Some(raw), issues.into_error()),
@@ -123,7 +124,8 @@ pub(super) fn parse_raw(file: &str, src: &str) -> (Option<RawConfig>, Option<Con
                     None
                 };
                 issues.push(offset, msg, hint);
-                if !unknown || !(blank_line(&mut text, offset) || blank_inline_pair(&mut text, offset)) {
+                let text = text.to_mut();
+                if !unknown || !(blank_line(text, offset) || blank_inline_pair(text, offset)) {
                     break;
                 }
             }

@@ -2,6 +2,7 @@
 //! fallback and retry, the match), then the router, which rejects ambiguous overlaps.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::consumers::route_auth;
 use super::diagnostics::Issues;
@@ -42,9 +43,9 @@ pub(super) struct RouteContext<'a> {
 /// built; the reason is reported).
 pub(super) fn compile_routes(
     issues: &mut Issues<'_>,
-    raw: &[RawRoute],
+    raw: &[Box<RawRoute>],
     cx: &RouteContext<'_>,
-) -> (Vec<Route>, Option<Router>) {
+) -> (Vec<Route>, Option<Arc<Router>>) {
     let RouteContext { settings, upstreams, dry_run_secret, auth, previous, overlay } = *cx;
     let consumer_names: Vec<&str> = auth.consumers.iter().map(|c| c.name.as_str()).collect();
     let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
@@ -120,7 +121,7 @@ pub(super) fn compile_routes(
             labels: r.labels.clone().unwrap_or_default(),
         });
     }
-    let router = router(issues, &routes, &spans);
+    let router = router(issues, &routes, &spans, previous);
     (routes, router)
 }
 
@@ -316,10 +317,29 @@ fn header_filters(issues: &mut Issues<'_>, r: &RawRoute, m: &RawMatch) -> Vec<He
     headers
 }
 
-/// Builds the router; ambiguous overlaps and trie conflicts are reported at the route's match.
-fn router(issues: &mut Issues<'_>, routes: &[Route], spans: &[usize]) -> Option<Router> {
+/// Whether two route lists route alike: the same host, path pattern, methods and header filters
+/// per route, in the same order (what [`Router::build`] reads, and all it reads).
+fn same_routing(a: &[Route], b: &[Route]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.pattern.source == b.pattern.source && a.host == b.host && a.methods == b.methods && a.headers == b.headers
+        })
+}
+
+/// Builds the router, or shares the previous table's when the routing keys did not change (a
+/// reload that moves a stage or a weight, or edits anything but `match`, rebuilds no trie).
+/// Ambiguous overlaps and trie conflicts are reported at the route's match.
+fn router(
+    issues: &mut Issues<'_>,
+    routes: &[Route],
+    spans: &[usize],
+    previous: Option<&RouteTable>,
+) -> Option<Arc<Router>> {
+    if let Some(prev) = previous.filter(|p| same_routing(&p.routes, routes)) {
+        return Some(Arc::clone(&prev.router));
+    }
     let errs = match Router::build(routes) {
-        Ok(r) => return Some(r),
+        Ok(r) => return Some(Arc::new(r)),
         Err(errs) => errs,
     };
     for e in errs {

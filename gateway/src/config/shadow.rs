@@ -22,7 +22,13 @@ pub(super) fn shadow_rules(
     validate_as: Stage,
     to: Option<usize>,
 ) -> Option<Arc<ShadowSpec>> {
-    let spec = shadow_spec(issues, r, validate_as).unwrap_or_default();
+    let spec = match shadow_spec(issues, r, validate_as) {
+        Some(spec) => spec,
+        // no `[routes.shadow]`: only stage "shadow" mirrors, with the default rules (the
+        // default spec is built only then, not for every route of a large file)
+        None if stage == Stage::Shadow => ShadowSpec::default(),
+        None => return None,
+    };
     let active = match stage {
         Stage::Shadow => true,
         Stage::Canary => spec.on_canary,

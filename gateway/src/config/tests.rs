@@ -417,3 +417,37 @@ fn request_buffering_is_on_by_default_routes_inherit_or_override_and_bad_values_
     assert!(e[0].contains("hint:"), "{e:?}");
     assert!(e[1].starts_with("r.toml:27:21: error: unknown request_buffering \"always\""), "{e:?}");
 }
+
+#[test]
+fn a_reload_that_keeps_every_match_shares_the_router_and_one_that_changes_a_match_rebuilds_it() {
+    let h = http::HeaderMap::new();
+    let find =
+        |t: &RouteTable, path: &str| t.find(None, path, &http::Method::GET, &h).map(|i| t.routes[i].name.clone());
+    let first = load_str("t.toml", GOOD, None).unwrap();
+    // a stage, a timeout and a comment change: same hosts, patterns, methods and headers
+    let staged = GOOD
+        .replace("timeout = \"2s\"", "timeout = \"3s\"")
+        .replace("stage = \"legacy\"", "stage = \"legacy\"\n# moved");
+    let second = load_str("t.toml", &staged, Some(&first)).unwrap();
+    assert!(Arc::ptr_eq(&first.router, &second.router), "unchanged matches: the router is shared");
+    assert_eq!(second.routes[0].timeout, Duration::from_secs(3));
+    assert_eq!(find(&second, "/api/orders/7").as_deref(), Some("order"));
+    // a changed pattern, a changed method list, a reordered file: each rebuilds the router
+    let moved = GOOD.replace("/api/orders/{id}", "/api/v2/orders/{id}");
+    let third = load_str("t.toml", &moved, Some(&second)).unwrap();
+    assert!(!Arc::ptr_eq(&second.router, &third.router));
+    assert_eq!(find(&third, "/api/orders/7"), None);
+    assert_eq!(find(&third, "/api/v2/orders/7").as_deref(), Some("order"));
+    let methods = GOOD.replace("methods = [\"GET\"]", "methods = [\"POST\"]");
+    let fourth = load_str("t.toml", &methods, Some(&first)).unwrap();
+    assert!(!Arc::ptr_eq(&first.router, &fourth.router));
+    assert_eq!(find(&fourth, "/api/orders/7"), None, "GET no longer matches the POST-only route");
+    let (head, orders) = GOOD.split_at(GOOD.find("[[routes]]\nname = \"order\"").unwrap());
+    let products = &head[head.find("[[routes]]").unwrap()..];
+    let reordered = format!("{}{orders}\n{products}", &head[..head.find("[[routes]]").unwrap()]);
+    let fifth = load_str("t.toml", &reordered, Some(&first)).unwrap();
+    assert_eq!(fifth.routes[0].name, "order");
+    assert!(!Arc::ptr_eq(&first.router, &fifth.router), "route indices moved: rebuilt");
+    assert_eq!(find(&fifth, "/api/orders/7").as_deref(), Some("order"));
+    assert_eq!(find(&fifth, "/api/products/1").as_deref(), Some("products"));
+}

@@ -526,10 +526,12 @@ impl Controller {
 
     /// Every rollout (or one route's) as JSON, for the admin API.
     pub fn status(&self, route: Option<&str>) -> Value {
-        let table = self.config.current();
         let leading = self.store.leadership() == Leadership::Leader;
         let replica = self.store.replica();
+        // the table is read under the lock `apply` swaps it under: read before, it could be the
+        // one a step was just moved past (the new step shown with the old serving stage)
         let inner = self.lock();
+        let table = self.config.current();
         let one = |r: &Route| -> Option<Value> {
             let plan = r.rollout.as_ref()?;
             let st = inner.states.get(&r.name);
