@@ -8,11 +8,11 @@
 //! registered when no other timer was pending did exactly that. Here the lane has a single
 //! timer, its tick:
 //! - **Hand-off by polling.** The proxy thread only pushes under the queue's mutex (no wake-up,
-//!   no system call); on each tick (every 1 ms after a job was taken, backing off to 10 ms when
-//!   idle) the dispatcher takes every job there is, up to the free concurrency, and starts them
-//!   together. When busy, one wake-up carries many mirrors, and their answers tend to arrive
-//!   together too (fewer `epoll_wait` returns than mirrors started one by one as places free up;
-//!   a place freed waits at most one tick).
+//!   no system call); on each tick (every 1 ms while busy: a job was taken or every place is
+//!   taken; backing off to 10 ms when idle) the dispatcher takes every job there is, up to the
+//!   free concurrency, and starts them together. When busy, one wake-up carries many mirrors,
+//!   and their answers tend to arrive together too (fewer `epoll_wait` returns than mirrors
+//!   started one by one as places free up; a place freed waits at most one tick).
 //! - **Deadlines without a timer each.** A mirror's deadline is an `Instant`; its sends check
 //!   it when polled ([`until`]), and on each tick the dispatcher wakes the mirrors past it so
 //!   that they are polled and give up. A deadline is thus enforced within one tick (≤ 10 ms).
@@ -27,8 +27,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::lane::{Job, LaneQueue};
 
-/// The dispatcher's tick right after it took a job (the longest a queued job waits when the
-/// lane has room) and when idle (it doubles from one to the other).
+/// The dispatcher's tick while busy (the longest a queued job waits for a free place) and when
+/// idle (it doubles from one to the other).
 pub(crate) const POLL_MIN: Duration = Duration::from_millis(1);
 pub(crate) const POLL_MAX: Duration = Duration::from_millis(10);
 
@@ -60,7 +60,8 @@ where
         if room > 0 {
             queue.pop_into(&mut taken, room);
         }
-        idle = if taken.is_empty() { (idle * 2).min(POLL_MAX) } else { POLL_MIN };
+        // busy (a job taken, or every place taken: a place freed is refilled within 1 ms) or idle
+        idle = if taken.is_empty() && room > 0 { (idle * 2).min(POLL_MAX) } else { POLL_MIN };
         for job in taken.drain(..) {
             let deadline = now + job.route.spec.timeout;
             inflight.push(InFlight { mirror: Box::pin(mirror(job, deadline)), deadline, waker: None });
