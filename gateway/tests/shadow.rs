@@ -348,6 +348,28 @@ async fn a_full_queue_drops_and_counts() {
     assert!(gw.metrics().await.contains(&format!("strangler_shadow_dropped_total{{route=\"queue\"}} {dropped}")));
 }
 
+/// A mirror that gets no complete answer within the route's `timeout` gives up then (counted as a
+/// shadow error, nothing compared), long before the slow shadow (3 s) would have answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_gives_up_at_its_timeout() {
+    let (legacy, svc) = (server(Role::Legacy).await, server(Role::Shadow).await);
+    let cfg = format!(
+        "{}{}",
+        upstreams(legacy.addr, svc.addr),
+        route("late", "/queue", "[routes.shadow]\ntimeout = \"300ms\"\nconcurrency = 2\n")
+    );
+    let gw = Gateway::start(&cfg);
+    let t = Instant::now();
+    for _ in 0..4 {
+        assert_eq!(gw.get("/queue", &[]).await.0, 200);
+    }
+    let v = wait_report(&gw, "4 mirrors timed out", |v| n(v, "late", "/errors/shadow") == 4).await;
+    let took = t.elapsed();
+    // two at a time, 300 ms each: ~0.6 s; the shadow's answers would take 6 s
+    assert!(took < Duration::from_millis(2500), "timed out after {took:?}: {v:#}");
+    assert_eq!((n(&v, "late", "/mirrored"), n(&v, "late", "/compared")), (4, 0), "{v:#}");
+}
+
 /// An HTTP/2 client (h2c prior knowledge, curl) is shadowed like an HTTP/1.1 one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_requests_are_shadowed_like_http1() {

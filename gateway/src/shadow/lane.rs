@@ -49,8 +49,9 @@ pub(crate) struct Job {
 /// A route's bounded queue into the workers. When the last clone is dropped (with the binding
 /// that made it), the dispatcher finishes what is queued and stops.
 ///
-/// The proxy side only pushes under an uncontended mutex; the dispatcher polls (1–10 ms) instead
-/// of being woken, so enqueuing never costs the proxy thread a wake-up syscall.
+/// The proxy side only pushes under an uncontended mutex; the dispatcher
+/// ([`super::dispatch`]) polls (1–10 ms, and whenever a mirror finishes) instead of being woken,
+/// so enqueuing never costs the proxy thread a wake-up syscall.
 ///
 /// A request reserves its place when it starts ([`Lane::reserve`], one atomic add), before any
 /// capture work: when the queue is full the mirror is dropped there, and the request costs the
@@ -81,11 +82,23 @@ impl LaneQueue {
         }
     }
 
-    /// Takes the oldest job and gives its place back.
-    pub(crate) fn pop(&self) -> Option<Job> {
-        let mut job = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).pop_front()?;
-        job.slot = None;
-        Some(job)
+    /// Takes the oldest `max` jobs (fewer when there are fewer) into `into`, under one lock, and
+    /// gives their places back.
+    pub(crate) fn pop_into(&self, into: &mut Vec<Job>, max: usize) {
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let n = jobs.len().min(max);
+            into.extend(jobs.drain(..n));
+        }
+        for job in into.iter_mut() {
+            job.slot = None;
+        }
+    }
+
+    /// The lane is gone (no `Lane` and no reserved place left: no job can come any more) and
+    /// the queue is empty. `self` is the dispatcher's own reference.
+    pub(crate) fn is_closed(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1 && self.jobs.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     /// Places taken (jobs queued plus shadowed requests in flight).

@@ -7,7 +7,9 @@
 //! - [`capture`]: the proxy-side hooks (hot path): choose, capture chunk references, enqueue.
 //! - [`body`]: a body kept by reference up to a limit, hashed beyond it.
 //! - [`lane`]: one route's runtime state and its bounded queue; the job a request becomes.
-//! - [`worker`]: the dedicated runtime: mirror, noise replay, compare; [`client`]: its HTTP
+//! - [`threads`]: the shadow threads (a current-thread tokio runtime each); [`dispatch`]: a
+//!   lane's dispatcher on one of them (takes jobs, runs them with bounded concurrency, deadlines).
+//! - [`worker`]: what runs there: mirror, noise replay, compare; [`client`]: its HTTP
 //!   client (plain, h2c, TLS with ALPN, as the upstream is configured).
 //! - [`compare`]: the pure comparison engine (also used by the contract tests).
 //! - [`report`]: per-route reports (admin API, CLI table); [`store`] persists them;
@@ -18,12 +20,14 @@ pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod compare;
+pub mod dispatch;
 pub mod lane;
 pub mod metrics;
 pub mod policy;
 pub mod report;
 pub mod service;
 pub mod store;
+pub mod threads;
 pub mod worker;
 
 pub use policy::{ShadowSettings, ShadowSpec};

@@ -103,7 +103,7 @@ pub struct ShadowSettings {
     /// Where samples (rotating JSONL) and report snapshots are kept; nothing is persisted when
     /// absent.
     pub dir: Option<PathBuf>,
-    /// Worker threads of the shadow runtime.
+    /// Shadow threads (a single-threaded runtime each; each route's mirrors run on one of them).
     pub threads: usize,
     /// Size at which `samples.jsonl` is rotated.
     pub file_bytes: u64,

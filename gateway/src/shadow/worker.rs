@@ -1,10 +1,11 @@
-//! The background half of shadowing: a dedicated tokio runtime (its own threads, never the
-//! proxy's), one bounded queue per route with bounded concurrency, the pooled client that sends
-//! the mirror (and the noise replay) the way the primary path speaks to that upstream (TLS, h2:
-//! [`super::client`]), the comparison and the report update.
+//! The background half of shadowing: the shadow threads (never the proxy's: [`super::threads`]),
+//! one bounded queue per route served by its dispatcher with bounded concurrency
+//! ([`super::dispatch`]), the pooled client that sends the mirror (and the noise replay) the way
+//! the primary path speaks to that upstream (TLS, h2: [`super::client`]), the comparison and the
+//! report update.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
@@ -12,23 +13,21 @@ use http::{HeaderMap, HeaderName, Uri};
 use http_body_util::{BodyExt, Full};
 use pingora::http::ResponseHeader;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 
 use super::body::{request_body, BodyCapture, CapturedBody};
 use super::client::{error_chain, Clients};
 use super::compare::{compare, Captured, Difference, NoiseModel};
+use super::dispatch::until;
 use super::lane::{Job, Lane, LaneQueue};
 use super::policy::{is_safe, ShadowSettings};
 use super::report::{Count, Reports, RouteReport};
 use super::store::StoreHandle;
+use super::threads::ShadowThreads;
 use crate::table::Upstream;
-
-const POLL_MIN: Duration = Duration::from_millis(1);
-const POLL_MAX: Duration = Duration::from_millis(10);
 
 /// The shadow runtime: its own threads, its HTTP client and the sample store.
 pub struct Shadower {
-    runtime: tokio::runtime::Runtime,
+    threads: ShadowThreads,
     clients: Clients,
     store: Option<StoreHandle>,
 }
@@ -45,56 +44,26 @@ impl Shadower {
             }
             None => None,
         };
-        let nice = settings.nice;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.threads.max(1))
-            .thread_name("shadow")
-            .on_thread_start(move || {
-                // per thread on Linux: only the shadow workers get the lower priority
-                if nice > 0 {
-                    let _ = rustix::process::nice(nice);
-                }
-            })
-            .enable_all()
-            .build()?;
-        Ok(Shadower { runtime, clients: Clients::new(), store })
+        let threads = ShadowThreads::start(settings.threads, settings.nice)?;
+        Ok(Shadower { threads, clients: Clients::new(), store })
     }
 
-    /// A new queue of `queue` jobs served by at most `concurrency` tasks at once.
+    /// A new queue of `queue` jobs with at most `concurrency` mirrors in flight, served by its
+    /// dispatcher on one of the shadow threads.
     pub(crate) fn lane(self: &Arc<Self>, queue: usize, concurrency: usize) -> Lane {
         let q = Arc::new(LaneQueue::new(queue, concurrency));
         let me = self.clone();
         let theirs = q.clone();
-        self.runtime.spawn(async move {
-            let q = theirs;
-            let permits = Arc::new(Semaphore::new(concurrency));
-            let mut idle = POLL_MIN;
-            loop {
-                // take a permit first, so that exactly `queue` jobs wait and `concurrency` run
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                let job = loop {
-                    if let Some(job) = q.pop() {
-                        idle = POLL_MIN;
-                        break Some(job);
-                    }
-                    if Arc::strong_count(&q) == 1 {
-                        break None; // the lane is gone and its queue is drained
-                    }
-                    tokio::time::sleep(idle).await;
-                    idle = (idle * 2).min(POLL_MAX);
-                };
-                let Some(job) = job else { break };
-                let me = me.clone();
-                tokio::spawn(async move {
-                    me.process(job).await;
-                    drop(permit);
-                });
-            }
+        self.threads.spawn(async move {
+            let me: &Shadower = &me;
+            super::dispatch::run(theirs, concurrency, |job, deadline| me.process(job, deadline)).await;
         });
         Lane { queue: q }
     }
 
-    async fn process(&self, job: Job) {
+    /// Mirrors one job (and replays it to legacy when learning noise), compares, reports; its
+    /// requests give up at `deadline`.
+    async fn process(&self, job: Job, deadline: Instant) {
         let p = job.route.clone();
         let report = &p.report;
         let Some(primary) = job.primary.as_deref().filter(|_| !job.primary_failed) else {
@@ -114,13 +83,14 @@ impl Shadower {
         };
         report.count(Count::Mirrored);
         let replay = p.spec.learn_noise && is_safe(&job.req.method);
-        let (shadow, second) = tokio::join!(self.send(&job, &job.shadow_upstream, body.clone(), true), async {
-            if replay {
-                Some(self.send(&job, &job.legacy_upstream, body.clone(), false).await)
-            } else {
-                None
-            }
-        });
+        let (shadow, second) =
+            tokio::join!(self.send(&job, &job.shadow_upstream, body.clone(), true, deadline), async {
+                if replay {
+                    Some(self.send(&job, &job.legacy_upstream, body.clone(), false, deadline).await)
+                } else {
+                    None
+                }
+            });
         let shadow = match shadow {
             Ok(a) => a,
             Err(e) => {
@@ -178,7 +148,14 @@ impl Shadower {
         }
     }
 
-    async fn send(&self, job: &Job, upstream: &Arc<Upstream>, body: Bytes, shadow: bool) -> Result<Answer, String> {
+    async fn send(
+        &self,
+        job: &Job,
+        upstream: &Arc<Upstream>,
+        body: Bytes,
+        shadow: bool,
+        deadline: Instant,
+    ) -> Result<Answer, String> {
         let ep = upstream.select().ok_or_else(|| format!("upstream {} has no endpoints", upstream.name))?;
         let target = self.clients.target(upstream)?;
         let (client, endpoint) = upstream
@@ -231,10 +208,10 @@ impl Shadower {
             }
             Ok::<_, String>((head.status.as_u16(), head.headers, cap.finish()))
         };
-        match tokio::time::timeout(job.route.spec.timeout, attempt).await {
-            Err(_) => Err(format!("no complete answer within {:?}", job.route.spec.timeout)),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok((status, headers, body))) => {
+        match until(deadline, attempt).await {
+            None => Err(format!("no complete answer within {:?}", job.route.spec.timeout)),
+            Some(Err(e)) => Err(e),
+            Some(Ok((status, headers, body))) => {
                 Ok(Answer { status, headers, body, ms: started.elapsed().as_secs_f64() * 1000.0 })
             }
         }
