@@ -161,7 +161,8 @@ pub struct RawGateway {
     pub resolve_interval: Option<Spanned<String>>,
     /// Directory for shadow samples (rotating JSONL) and report snapshots; off when absent.
     pub shadow_dir: Option<String>,
-    /// Worker threads of the shadow runtime (default 1).
+    /// Dedicated shadow threads, each running its own single-threaded runtime; a route's mirrors
+    /// run on one of them (default 1).
     pub shadow_threads: Option<Spanned<i64>>,
     /// Size in bytes at which the samples file is rotated (default 8 MiB).
     pub shadow_file_bytes: Option<Spanned<i64>>,
