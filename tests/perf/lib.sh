@@ -180,3 +180,41 @@ callgrind_start() {
 # cpu_ns PID: CPU time (ns) the process's live threads have used, summed from their schedstat
 # (nanosecond resolution, unlike the ticks of cpu_ticks; a thread that exited is not counted).
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+
+# shadow_routes FILE GW GWA UP SH NICE [QUEUE]: the shadow benchmarks' routes.toml: a gateway on
+# GW (admin GWA, token "bench", threads = 1, shadow_threads = $SHADOW_THREADS or 1 at nice NICE),
+# legacy on UP, the candidate on SH; route "off" (/off/{id}) served by legacy, route "on"
+# (/on/{id}) served by legacy and shadowed to the candidate at sample 1.0 (queue QUEUE if given).
+shadow_routes() {
+  cat > "$1" <<TOML
+[gateway]
+listen = "127.0.0.1:$2"
+admin_listen = "127.0.0.1:$3"
+admin_token = "bench"
+threads = 1
+shadow_threads = ${SHADOW_THREADS:-1}
+shadow_nice = $6
+
+[defaults]
+upstream = "legacy"
+[upstreams.legacy]
+endpoints = ["127.0.0.1:$4"]
+[upstreams.svc]
+endpoints = ["127.0.0.1:$5"]
+
+[[routes]]
+name = "off"
+match = { path = "/off/{id}" }
+to = "svc"
+stage = "legacy"
+
+[[routes]]
+name = "on"
+match = { path = "/on/{id}" }
+to = "svc"
+stage = "shadow"
+[routes.shadow]
+sample = 1.0
+${7:+queue = $7}
+TOML
+}

@@ -34,39 +34,9 @@ LOAD_START=$(loadavg)
 UP=$(port); SH=$(port); GW=$(port); GWA=$(port)
 start_json_upstream "$WORK/legacy" "$UP"
 start_json_upstream "$WORK/extracted" "$SH"
-cat > "$WORK/routes.toml" <<TOML
-[gateway]
-listen = "127.0.0.1:$GW"
-admin_listen = "127.0.0.1:$GWA"
-admin_token = "bench"
-threads = 1
-shadow_threads = 1
 # valgrind runs one thread at a time: a niced shadow thread would fall behind and drop mirrors,
 # and a dropped mirror costs less than a compared one; here every mirror must be compared
-shadow_nice = 0
-
-[defaults]
-upstream = "legacy"
-[upstreams.legacy]
-endpoints = ["127.0.0.1:$UP"]
-[upstreams.svc]
-endpoints = ["127.0.0.1:$SH"]
-
-[[routes]]
-name = "off"
-match = { path = "/off/{id}" }
-to = "svc"
-stage = "legacy"
-
-[[routes]]
-name = "on"
-match = { path = "/on/{id}" }
-to = "svc"
-stage = "shadow"
-[routes.shadow]
-sample = 1.0
-queue = 100000
-TOML
+shadow_routes "$WORK/routes.toml" "$GW" "$GWA" "$UP" "$SH" 0 100000
 "$BIN" check "$WORK/routes.toml" > /dev/null
 callgrind_start "$WORK/cg.out" "$BIN" run --config "$WORK/routes.toml" --no-watch --pid-file "$WORK/gw.pid" \
   --upgrade-sock "$WORK/gw-upgrade.sock"

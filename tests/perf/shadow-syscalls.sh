@@ -37,38 +37,8 @@ LOAD_START=$(loadavg)
 UP=$(port); SH=$(port); GW=$(port); GWA=$(port)
 start_json_upstream "$WORK/legacy" "$UP"
 start_json_upstream "$WORK/extracted" "$SH"
-cat > "$WORK/routes.toml" <<TOML
-[gateway]
-listen = "127.0.0.1:$GW"
-admin_listen = "127.0.0.1:$GWA"
-admin_token = "bench"
-threads = 1
-shadow_threads = 1
 # every mirror must be compared (a dropped one costs less): not niced, a large queue
-shadow_nice = 0
-
-[defaults]
-upstream = "legacy"
-[upstreams.legacy]
-endpoints = ["127.0.0.1:$UP"]
-[upstreams.svc]
-endpoints = ["127.0.0.1:$SH"]
-
-[[routes]]
-name = "off"
-match = { path = "/off/{id}" }
-to = "svc"
-stage = "legacy"
-
-[[routes]]
-name = "on"
-match = { path = "/on/{id}" }
-to = "svc"
-stage = "shadow"
-[routes.shadow]
-sample = 1.0
-queue = 100000
-TOML
+shadow_routes "$WORK/routes.toml" "$GW" "$GWA" "$UP" "$SH" 0 100000
 start_gateway "$WORK/routes.toml" gw
 for p in $UP $SH $GW $GWA; do wait_port "$p"; done
 METRICS="http://127.0.0.1:$GWA/metrics"
