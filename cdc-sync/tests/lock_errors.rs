@@ -17,16 +17,8 @@ CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);
 INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 200) g;
 CREATE ROLE pwuser LOGIN SUPERUSER PASSWORD 'right-password';
 ";
-const TGT: &str = "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);";
-const MAP: &str = r#"
-[[table]]
-source = "items"
-target = "items"
-key = ["id"]
-[table.columns]
-id = "id"
-v = "v"
-"#;
+const TGT: &str = ITEMS;
+const MAP: &str = ITEMS_MAP;
 
 const PASSWORD: &str = "hunter2-not-shown";
 

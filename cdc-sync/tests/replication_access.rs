@@ -13,16 +13,7 @@ use common::*;
 use strangler_support::tls::PgPki;
 use strangler_support::PgCluster;
 
-const ITEMS: &str = "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);";
-const MAP: &str = r#"
-[[table]]
-source = "items"
-target = "items"
-key = ["id"]
-[table.columns]
-id = "id"
-v = "v"
-"#;
+const MAP: &str = ITEMS_MAP;
 const PASSWORD: &str = "cdc-secret-not-shown";
 
 #[test]

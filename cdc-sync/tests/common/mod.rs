@@ -252,6 +252,19 @@ counter = "counter"
 v = "v"
 "#;
 
+/// One table on both sides, `items (id, v)`, mapped one to one (the access, TLS and role tests).
+pub const ITEMS: &str = "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);";
+
+pub const ITEMS_MAP: &str = r#"
+[[table]]
+source = "items"
+target = "items"
+key = ["id"]
+[table.columns]
+id = "id"
+v = "v"
+"#;
+
 /// Wait for the process to exit (bounded); its exit status.
 pub fn wait_exit(run: &mut Running, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
