@@ -21,15 +21,19 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub struct Forwarding<'a> {
     /// The client's address, appended to `X-Forwarded-For`.
     pub client_ip: Option<std::net::IpAddr>,
-    /// The client connection is TLS (`X-Forwarded-Proto`, unless the client sent one).
+    /// The client connection is TLS (`X-Forwarded-Proto`).
     pub tls: bool,
+    /// The peer is one of `trusted_proxies`: the `X-Forwarded-Proto` and `X-Forwarded-Host` it
+    /// sent are kept. From any other peer they are the client's word and are replaced by what the
+    /// gateway saw (the connection's scheme, the request's Host).
+    pub from_trusted_proxy: bool,
     pub request_id: Option<&'a HeaderValue>,
     pub traceparent: Option<HeaderValue>,
 }
 
 /// Adds the forwarding headers (`X-Forwarded-For` appended to, `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` unless the client sent them, `x-request-id`, `traceparent`) to the
-/// request about to go upstream.
+/// `X-Forwarded-Host` set — kept as sent only from a trusted proxy —, `x-request-id`,
+/// `traceparent`) to the request about to go upstream.
 ///
 /// The request Pingora hands to `upstream_request_filter` is a clone of the client's, carrying
 /// Pingora's case-preserving name map beside the `http::HeaderMap`: each
@@ -46,11 +50,16 @@ pub fn add_forwarding_headers(req: &mut RequestHeader, f: Forwarding<'_>) -> pin
     if let Some(ip) = f.client_ip {
         add[0] = Some((X_FORWARDED_FOR, forwarded_for(req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), ip)));
     }
-    if !req.headers.contains_key(&X_FORWARDED_PROTO) {
+    if !f.from_trusted_proxy || !req.headers.contains_key(&X_FORWARDED_PROTO) {
         add[1] = Some((X_FORWARDED_PROTO, HeaderValue::from_static(if f.tls { "https" } else { "http" })));
     }
-    if !req.headers.contains_key(&X_FORWARDED_HOST) {
+    if !f.from_trusted_proxy || !req.headers.contains_key(&X_FORWARDED_HOST) {
         add[2] = req.headers.get(header::HOST).map(|h| (X_FORWARDED_HOST, h.clone()));
+        if add[2].is_none() && !f.from_trusted_proxy {
+            // no Host to state (an HTTP/2 request names its authority in the URI): the
+            // client's claim does not go upstream either
+            req.remove_header(&X_FORWARDED_HOST);
+        }
     }
     add[3] = f.request_id.map(|id| (X_REQUEST_ID, id.clone()));
     add[4] = f.traceparent.map(|t| (TRACEPARENT, t));
@@ -222,6 +231,7 @@ mod tests {
         Forwarding {
             client_ip: Some("10.1.2.3".parse().unwrap()),
             tls: true,
+            from_trusted_proxy: false,
             request_id: Some(id),
             traceparent: Some(HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
         }
@@ -263,7 +273,9 @@ mod tests {
         req.append_header("Host", "shop.example").unwrap();
         req.append_header("X-Forwarded-Proto", "https").unwrap();
         let id = HeaderValue::from_static("rid-2");
-        add_forwarding_headers(&mut req, Forwarding { tls: false, ..forwarding(&id) }).unwrap();
+        // from a trusted proxy (the untrusted case: the test below)
+        add_forwarding_headers(&mut req, Forwarding { tls: false, from_trusted_proxy: true, ..forwarding(&id) })
+            .unwrap();
         assert!(req.has_case());
         assert_eq!(req.raw_path(), b"http://shop.example/a");
         assert_eq!(req.headers[&X_FORWARDED_PROTO], "https", "the client's value is kept");
@@ -272,5 +284,35 @@ mod tests {
         let mut wire = Vec::new();
         req.header_to_h1_wire(&mut wire);
         assert!(String::from_utf8(wire).unwrap().contains("X-Forwarded-Proto: https\r\n"));
+    }
+
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` from a peer that is not a trusted proxy are the
+    /// client's claim: replaced by the connection's scheme and the request's Host (removed when
+    /// there is no Host), on both ways of rebuilding the header; a trusted proxy's are kept.
+    #[test]
+    fn forwarded_proto_and_host_are_kept_only_from_a_trusted_proxy() {
+        let id = HeaderValue::from_static("rid-3");
+        for target in [&b"/a"[..], b"http://shop.example/a"] {
+            for (host, trusted) in [(Some("shop.example"), false), (None, false), (Some("shop.example"), true)] {
+                let mut req = RequestHeader::build("GET", target, None).unwrap();
+                if let Some(h) = host {
+                    req.append_header("Host", h).unwrap();
+                }
+                req.append_header("X-Forwarded-Proto", "https").unwrap();
+                req.append_header("X-Forwarded-Host", "evil.example").unwrap();
+                let f = Forwarding { tls: false, from_trusted_proxy: trusted, ..forwarding(&id) };
+                add_forwarding_headers(&mut req, f).unwrap();
+                let h = &req.headers;
+                let case = format!("{} host={host:?} trusted={trusted}", String::from_utf8_lossy(target));
+                let (proto, fwd_host) = match (trusted, host) {
+                    (true, _) => (Some("https"), Some("evil.example")),
+                    (false, Some(h)) => (Some("http"), Some(h)),
+                    (false, None) => (Some("http"), None),
+                };
+                assert_eq!(h.get(&X_FORWARDED_PROTO).map(|v| v.to_str().unwrap()), proto, "{case}");
+                assert_eq!(h.get(&X_FORWARDED_HOST).map(|v| v.to_str().unwrap()), fwd_host, "{case}");
+                assert_eq!(h.get_all(&X_FORWARDED_PROTO).iter().count(), 1, "{case}");
+            }
+        }
     }
 }

@@ -466,9 +466,12 @@ impl ProxyHttp for GatewayProxy {
         if has_hop_by_hop(&req.headers) {
             forwarding::strip_hop_by_hop(req);
         }
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let trusted = ctx.table.as_ref().map_or(&[][..], |t| &t.settings.trusted_proxies[..]);
         let forwarding = Forwarding {
-            client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            client_ip,
             tls: ctx.tls,
+            from_trusted_proxy: client_ip.is_some_and(|ip| trusted.iter().any(|c| c.contains(ip))),
             request_id: ctx.request_id.as_ref(),
             traceparent: ctx.trace.map(|t| t.to_header()),
         };

@@ -340,6 +340,25 @@ X-Forwarded-For: 203.0.113.9\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736
     assert_eq!(legacy.hits(), hits);
 }
 
+/// X-Forwarded-Proto and X-Forwarded-Host sent by a client are its own claim: upstream they say
+/// what the gateway saw (plain HTTP, the request's Host); only a peer in `trusted_proxies` (a
+/// load balancer in front) passes its values on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_proto_and_host_pass_only_from_a_trusted_proxy() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let spoof = [("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.example")];
+    let gw = Gateway::start(&upstreams(legacy.addr, svc.addr));
+    let (_, v) = gw.get("/echo", &spoof).await;
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http", "{v}");
+    assert_eq!(v["headers"]["x-forwarded-host"], v["headers"]["host"], "{v}");
+    drop(gw);
+    let trusting = format!("trusted_proxies = [\"127.0.0.1\"]\n\n{}", upstreams(legacy.addr, svc.addr));
+    let gw = Gateway::start(&trusting);
+    let (_, v) = gw.get("/echo", &spoof).await;
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https", "{v}");
+    assert_eq!(v["headers"]["x-forwarded-host"], "evil.example", "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_over_the_limit_get_413() {
     let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
