@@ -318,9 +318,10 @@ impl PgWriter {
         // (a table that starts empty and fills through the stream), a join with the unnest() is
         // cheapest as a hash join over a sequential scan, and that plan then stays: measured in
         // the lag benchmark (loaded machine), history's DELETE took 8.9 ms per execution with
-        // ~40k rows, against ~0.1 ms through the index. Seq scans and hash/merge joins are therefore disabled on this session
-        // (penalised, not forbidden: a statement with no usable index still runs), so the plan
-        // is the index lookup whatever the table's size when it was made. The target's key
+        // ~40k rows, against ~0.1 ms through the index. Seq scans and hash/merge joins are
+        // therefore disabled on this session (penalised, not forbidden: a statement with no
+        // usable index still runs), so the plan is the index lookup whatever the table's size
+        // when it was made. The target's key
         // always has a unique index (a requirement of the upserts).
         client
             .batch_execute(
