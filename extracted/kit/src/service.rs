@@ -17,7 +17,7 @@ use strangler_wire::{SecretError, SharedSecret, SHADOW_HEADER};
 use tracing::Instrument;
 
 use crate::api::{method_not_allowed, no_route};
-use crate::db::{pool, unit_of_work};
+use crate::db::{check_connection, pool, unit_of_work};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::migrate::{migrate, Migration};
@@ -142,6 +142,7 @@ impl Service {
             self = self.shadow_secret(args.shadow_secret()?);
         }
         let pool = pool(&args.database_url, args.pool_size)?;
+        check_connection(&pool, &args.database_url).await?;
         self.migrate(&pool).await?;
         if args.migrate_only {
             return Ok(());
