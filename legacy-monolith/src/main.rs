@@ -130,7 +130,8 @@ async fn connect_with_retry(url: &str, wait: Duration) -> anyhow::Result<tokio_p
     loop {
         match db::connect(url).await {
             Ok(c) => return Ok(c),
-            Err(e) if Instant::now() + delay < deadline => {
+            // a refused certificate, login or TLS does not pass by waiting
+            Err(e) if !e.is_permanent() && Instant::now() + delay < deadline => {
                 tracing::warn!(error = %e, "database not reachable yet, retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
