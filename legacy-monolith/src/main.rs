@@ -18,7 +18,8 @@ use legacy_monolith::{app, db, migrate, seed, AppState};
 #[command(name = "legacy-monolith", version, about, long_about)]
 struct Cli {
     /// PostgreSQL connection string: libpq key/value ("host=127.0.0.1 port=5432 user=postgres
-    /// dbname=shop") or URL ("postgres://postgres@127.0.0.1:5432/shop").
+    /// dbname=shop") or URL ("postgres://postgres@127.0.0.1:5432/shop"). TLS as libpq: sslmode
+    /// (disable, prefer [default], require, verify-ca, verify-full), sslrootcert, sslcert, sslkey.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
 

@@ -93,12 +93,13 @@ impl ConnectError {
     /// `source`, for the connection string `conn` from `origin`; `fix` says what to do after
     /// changing it (e.g. "then restart the service").
     pub fn new(conn: &str, origin: &str, fix: &str, source: tokio_postgres::Error) -> ConnectError {
-        ConnectError {
-            endpoint: describe_endpoint(conn),
-            origin: origin.to_string(),
-            advice: connect_advice(&source, origin, fix),
-            source,
-        }
+        ConnectError::at(describe_endpoint(conn), origin, fix, source)
+    }
+
+    /// As [`ConnectError::new`], with the endpoint already described ([`describe_endpoint`]),
+    /// for callers that keep no copy of the connection string.
+    pub fn at(endpoint: String, origin: &str, fix: &str, source: tokio_postgres::Error) -> ConnectError {
+        ConnectError { endpoint, origin: origin.to_string(), advice: connect_advice(&source, origin, fix), source }
     }
 
     /// Whether waiting will not fix it (a refused login or certificate, TLS refused or required,

@@ -35,7 +35,9 @@ pub struct ServiceArgs {
     /// Address to listen on (default: the service's own port on 127.0.0.1).
     #[arg(long, env = "LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// The service's own database: libpq key/value string or postgres:// URL.
+    /// The service's own database: libpq key/value string or postgres:// URL. TLS as libpq:
+    /// sslmode (disable, prefer [default], require, verify-ca, verify-full), sslrootcert, sslcert,
+    /// sslkey.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Maximum pooled database connections.
