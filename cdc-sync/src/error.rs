@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use crate::connect::tls::TlsError;
-
 /// The kind of a failure. Transient kinds are retried (resume from the checkpoint, capped
 /// exponential backoff with jitter) until they repeat past a limit; the others stop the
 /// pipeline at once.
@@ -110,38 +108,9 @@ pub fn pg_kind(e: &tokio_postgres::Error) -> ErrorKind {
     ErrorKind::Other
 }
 
-/// What to change after a connection was refused for a reason waiting does not fix, for a
-/// message that names the server: `origin` is where the connection string came from (`source.url`,
-/// `$VAR`, "the connection string"), `fix` what to do afterwards. `tls`: the failure was TLS's.
-/// `None` when the SQLSTATE is not a refused login or a missing database.
-pub fn access_advice(sqlstate: Option<&str>, tls: bool, origin: &str, fix: &str) -> Option<String> {
-    if tls {
-        return Some(format!(
-            "TLS failed: fix sslmode / sslrootcert / sslcert / sslkey in {origin} (or the server's certificate), {fix}"
-        ));
-    }
-    match sqlstate {
-        Some("28P01") => Some(format!("the server refused the password: fix the user or password in {origin}, {fix}")),
-        Some(c) if c.starts_with("28") => Some(format!(
-            "the server refused the login: allow this host, user and database in the server's pg_hba.conf (or \
-             the role to log in), or fix the user in {origin}, {fix}"
-        )),
-        Some("3D000") => Some(format!("the database does not exist: fix dbname in {origin}, {fix}")),
-        _ => None,
-    }
-}
-
-/// The TLS failure in an error's chain, if any.
-pub fn tls_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a TlsError> {
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        if let Some(t) = s.downcast_ref::<TlsError>() {
-            return Some(t);
-        }
-        cur = s.source();
-    }
-    None
-}
+/// What to change after a refused connection, and the TLS failure in an error's chain: shared
+/// with every strangler component (`strangler-pg-connect`).
+pub use strangler_pg_connect::{access_advice, tls_source};
 
 fn has_io_source(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = e.source();

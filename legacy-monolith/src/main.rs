@@ -18,7 +18,8 @@ use legacy_monolith::{app, db, migrate, seed, AppState};
 #[command(name = "legacy-monolith", version, about, long_about)]
 struct Cli {
     /// PostgreSQL connection string: libpq key/value ("host=127.0.0.1 port=5432 user=postgres
-    /// dbname=shop") or URL ("postgres://postgres@127.0.0.1:5432/shop").
+    /// dbname=shop") or URL ("postgres://postgres@127.0.0.1:5432/shop"). TLS as libpq: sslmode
+    /// (disable, prefer [default], require, verify-ca, verify-full), sslrootcert, sslcert, sslkey.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
 
@@ -130,7 +131,8 @@ async fn connect_with_retry(url: &str, wait: Duration) -> anyhow::Result<tokio_p
     loop {
         match db::connect(url).await {
             Ok(c) => return Ok(c),
-            Err(e) if Instant::now() + delay < deadline => {
+            // a refused certificate, login or TLS does not pass by waiting
+            Err(e) if !e.is_permanent() && Instant::now() + delay < deadline => {
                 tracing::warn!(error = %e, "database not reachable yet, retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));

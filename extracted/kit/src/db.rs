@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use strangler_wire::{DryRun, SHADOW_HEADER};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tracing::Instrument;
@@ -16,17 +16,42 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::state::KitState;
 
-/// Builds a connection pool. `database_url` is a libpq key/value string or a `postgres://` URL.
+/// Builds a connection pool. `database_url` is a libpq key/value string or a `postgres://` URL;
+/// its `sslmode` (default `prefer`; up to `verify-full`), `sslrootcert`, `sslcert` and `sslkey`
+/// are honoured (`strangler-pg-connect`, rustls), and certificate files are read at each new
+/// connection. A bad TLS parameter is an error here, before any connection; the message never
+/// quotes the string.
 pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
-    let cfg: tokio_postgres::Config = database_url.parse().map_err(|e| anyhow::anyhow!("invalid database URL: {e}"))?;
-    let mgr =
-        Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let (cfg, tls) =
+        strangler_pg_connect::prepare(database_url).map_err(|e| anyhow::anyhow!("invalid database URL: {e}"))?;
+    let mgr = Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(mgr)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
         .create_timeout(Some(std::time::Duration::from_secs(5)))
         .build()?)
+}
+
+/// Opens (or takes) one connection from `pool`, built from `database_url`, to check the
+/// database is reachable. A failure names host, port, database and user and, when waiting will
+/// not fix it (a certificate refused under `verify-full`, a server that requires TLS while the
+/// URL says `sslmode=disable`, a refused login), what to change in `DATABASE_URL`; never the
+/// password.
+pub async fn check_connection(pool: &Pool, database_url: &str) -> anyhow::Result<()> {
+    match pool.get().await {
+        Ok(_) => Ok(()),
+        Err(PoolError::Backend(e)) => Err(anyhow::Error::new(strangler_pg_connect::ConnectError::new(
+            database_url,
+            "DATABASE_URL",
+            "then restart the service",
+            e,
+        ))),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot connect to PostgreSQL {}: {e}",
+            strangler_pg_connect::describe_endpoint(database_url)
+        )),
+    }
 }
 
 /// One request's database work: a pooled connection in an open transaction, taken lazily.

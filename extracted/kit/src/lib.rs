@@ -62,7 +62,7 @@ mod state;
 mod telemetry;
 
 pub use api::{ApiJson, ApiPath, ApiQuery, Ctx, Page};
-pub use db::{pool, Db, DbClient};
+pub use db::{check_connection, pool, Db, DbClient};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use migrate::{migrate, Migration};

@@ -17,7 +17,7 @@ use strangler_wire::{SecretError, SharedSecret, SHADOW_HEADER};
 use tracing::Instrument;
 
 use crate::api::{method_not_allowed, no_route};
-use crate::db::{pool, unit_of_work};
+use crate::db::{check_connection, pool, unit_of_work};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::migrate::{migrate, Migration};
@@ -35,7 +35,9 @@ pub struct ServiceArgs {
     /// Address to listen on (default: the service's own port on 127.0.0.1).
     #[arg(long, env = "LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// The service's own database: libpq key/value string or postgres:// URL.
+    /// The service's own database: libpq key/value string or postgres:// URL. TLS as libpq:
+    /// sslmode (disable, prefer [default], require, verify-ca, verify-full), sslrootcert, sslcert,
+    /// sslkey.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Maximum pooled database connections.
@@ -142,6 +144,7 @@ impl Service {
             self = self.shadow_secret(args.shadow_secret()?);
         }
         let pool = pool(&args.database_url, args.pool_size)?;
+        check_connection(&pool, &args.database_url).await?;
         self.migrate(&pool).await?;
         if args.migrate_only {
             return Ok(());

@@ -21,14 +21,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio_postgres::{AsyncMessage, NoTls};
+use strangler_pg_connect::{describe_endpoint, ConnectError, MakePgTls};
+use tokio_postgres::AsyncMessage;
 
 use super::replicas::{self, RouteMeasures};
 use super::state::{HistoryEvent, States};
@@ -113,6 +113,11 @@ pub struct PgStore {
 
 struct Shared {
     config: tokio_postgres::Config,
+    /// The TLS the connection string's `sslmode` / `sslrootcert` ask for (files read at each
+    /// connection attempt).
+    tls: MakePgTls,
+    /// Host, port, database and user, for errors (never the password).
+    endpoint: String,
     replica: String,
     admin: String,
     session: tokio::sync::Mutex<Option<Session>>,
@@ -149,11 +154,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Checks a connection string without connecting (for `check` and startup). The error never
-/// repeats the string (it may hold a password).
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    tokio_postgres::Config::from_str(url).map_err(|e| format!("not a PostgreSQL connection string ({e})"))
+/// Checks a connection string without connecting (for `check` and startup), its `sslmode` and
+/// other TLS parameters included (`strangler-pg-connect`). The error never repeats the string
+/// (it may hold a password).
+pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, MakePgTls), String> {
+    strangler_pg_connect::prepare(url).map_err(|e| format!("not a PostgreSQL connection string ({e})"))
 }
+
+/// Where the store's connection string comes from, and what to do after fixing it, for errors.
+const ORIGIN: &str = "the variable named by rollout_store_url_env";
+const FIX: &str = "then restart the gateway";
 
 /// This replica's id: the host name (a pod's name in Kubernetes) and the process id.
 pub fn replica_id() -> String {
@@ -171,7 +181,7 @@ impl PgStore {
     /// startup only delays leading and following, it never stops traffic). `admin` is this
     /// replica's admin address, shown to operators who act on a follower.
     pub fn open(url: &str, replica: String, admin: String) -> Result<PgStore, StoreError> {
-        let mut config = parse_url(url).map_err(StoreError::Shared)?;
+        let (mut config, tls) = parse_url(url).map_err(StoreError::Shared)?;
         store_metrics().leader.set(0);
         config.application_name("strangler-gateway rollouts");
         config.connect_timeout(Duration::from_secs(3));
@@ -179,6 +189,8 @@ impl PgStore {
         config.keepalives(true).keepalives_idle(Duration::from_secs(5));
         let shared = Arc::new(Shared {
             config,
+            tls,
+            endpoint: describe_endpoint(url),
             replica,
             admin,
             session: tokio::sync::Mutex::new(None),
@@ -234,7 +246,11 @@ async fn session(shared: &Arc<Shared>) -> Result<tokio::sync::MutexGuard<'_, Opt
     }
     *g = None;
     shared.leading.store(false, Ordering::SeqCst);
-    let (client, mut conn) = shared.config.connect(NoTls).await.map_err(db)?;
+    let (client, mut conn) = shared.config.connect(shared.tls.clone()).await.map_err(|e| {
+        // names host, port, database and user and, when waiting will not help (TLS refused or
+        // required, a certificate refused, a refused login), what to change
+        StoreError::Shared(ConnectError::at(shared.endpoint.clone(), ORIGIN, FIX, e).chain())
+    })?;
     let closed = Arc::new(AtomicBool::new(false));
     let (c, sh) = (closed.clone(), shared.clone());
     tokio::spawn(async move {

@@ -13,3 +13,4 @@ mod migrations;
 mod orders;
 mod payments;
 mod seeding;
+mod tls;

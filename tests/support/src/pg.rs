@@ -130,6 +130,15 @@ impl PgClusterBuilder {
         self
     }
 
+    /// TLS with `pki`'s server certificate (for `localhost` and 127.0.0.1), and plain-text TCP
+    /// connections refused (`hostnossl ... reject`): a server as a platform that requires
+    /// `sslmode=verify-full` runs it. The harness's own `psql` negotiates TLS and still gets in.
+    pub fn tls_required(self, pki: &crate::tls::PgPki) -> Self {
+        self.ssl(&pki.server_cert, &pki.server_key, Some(pki.ca.clone()))
+            .hba("hostnossl all all 127.0.0.1/32 reject")
+            .hba("hostnossl all all ::1/128 reject")
+    }
+
     /// Put a `pg_hba.conf` line before the harness's own (`trust` on loopback), e.g.
     /// `"hostssl all certuser 127.0.0.1/32 cert"`.
     pub fn hba(mut self, line: impl Into<String>) -> Self {

@@ -1,12 +1,12 @@
 //! A libpq connection string (key=value or `postgres://` URL) split in two: the TLS parameters
-//! cdc-sync handles itself — `sslmode` with all of libpq's modes, `sslrootcert`, `sslcert`,
+//! this crate handles itself — `sslmode` with all of libpq's modes, `sslrootcert`, `sslcert`,
 //! `sslkey` — and the rest, which tokio-postgres parses (it knows only `disable`, `prefer` and
 //! `require`, and no certificate files). Errors never quote the string: it may hold a password.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// libpq's `sslmode`, less `allow` (plain text first), which cdc-sync refuses.
+/// libpq's `sslmode`, less `allow` (plain text first), which is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SslMode {
     /// No TLS.

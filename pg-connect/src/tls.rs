@@ -1,7 +1,8 @@
-//! TLS for every PostgreSQL session cdc-sync opens: one [`TlsSetup`] per connection string (the
+//! TLS for every PostgreSQL session strangler opens: one [`TlsSetup`] per connection string (the
 //! rustls config its `sslmode`, `sslrootcert`, `sslcert` and `sslkey` ask for) and one
-//! [`negotiate`] that speaks the SSLRequest and the handshake over an open socket. The walsender
-//! client calls [`negotiate`] itself; tokio-postgres sessions reach it through [`MakePgTls`].
+//! [`negotiate`] that speaks the SSLRequest and the handshake over an open socket. A client that
+//! speaks the protocol itself (cdc-sync's walsender) calls [`negotiate`]; tokio-postgres sessions
+//! (and deadpool-postgres pools) reach it through [`MakePgTls`].
 //!
 //! Why tokio-postgres is told `sslnegotiation=direct`: tokio-postgres 0.7 sends the SSLRequest
 //! itself and, on an `N` answer with `sslmode=require`, fails with a fixed message that names
@@ -432,13 +433,39 @@ impl<S: Io> TlsStream for PgStream<S> {
 #[derive(Clone)]
 pub struct MakePgTls {
     mode: SslMode,
-    setup: Result<TlsSetup, Arc<TlsSetupError>>,
+    setup: SetupSource,
+}
+
+impl std::fmt::Debug for MakePgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MakePgTls").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+enum SetupSource {
+    /// Built once (one connection, or a setup that failed).
+    Built(Result<TlsSetup, Arc<TlsSetupError>>),
+    /// Built again for every connection (a pool): certificate files are re-read, so a renewed
+    /// certificate is used from the next new connection on.
+    PerConnection(Arc<TlsParams>),
 }
 
 impl MakePgTls {
     /// The hook for `setup`, or for a setup that failed to build.
     pub fn new(mode: SslMode, setup: Result<TlsSetup, TlsSetupError>) -> MakePgTls {
-        MakePgTls { mode, setup: setup.map_err(Arc::new) }
+        MakePgTls { mode, setup: SetupSource::Built(setup.map_err(Arc::new)) }
+    }
+
+    /// A hook that builds the setup for `params` at each connection (reading the certificate
+    /// files each time), for pools and other long-lived users that reconnect.
+    pub fn per_connection(params: TlsParams) -> MakePgTls {
+        MakePgTls { mode: params.mode, setup: SetupSource::PerConnection(Arc::new(params)) }
+    }
+
+    /// The `sslmode` asked for.
+    pub fn mode(&self) -> SslMode {
+        self.mode
     }
 }
 
@@ -454,11 +481,14 @@ impl<S: Io> MakeTlsConnect<S> for MakePgTls {
     type Error = TlsError;
 
     fn make_tls_connect(&mut self, host: &str) -> Result<PgTlsConnect, TlsError> {
-        match &self.setup {
-            Ok(setup) => Ok(PgTlsConnect { setup: setup.clone(), host: host.to_string() }),
-            Err(e) => {
-                Err(TlsError { host: host.to_string(), mode: self.mode, failure: TlsFailure::Setup(Arc::clone(e)) })
-            }
+        let setup = match &self.setup {
+            SetupSource::Built(Ok(setup)) => Ok(setup.clone()),
+            SetupSource::Built(Err(e)) => Err(Arc::clone(e)),
+            SetupSource::PerConnection(params) => TlsSetup::new(params).map_err(Arc::new),
+        };
+        match setup {
+            Ok(setup) => Ok(PgTlsConnect { setup, host: host.to_string() }),
+            Err(e) => Err(TlsError { host: host.to_string(), mode: self.mode, failure: TlsFailure::Setup(e) }),
         }
     }
 }
