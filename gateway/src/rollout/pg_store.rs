@@ -322,6 +322,8 @@ async fn round(shared: &Arc<Shared>) -> Result<(), StoreError> {
             shared.epoch.store(epoch, Ordering::SeqCst);
             read_others(shared, client).await?;
             *lock(&shared.leader) = Some(format!("{} (admin {})", shared.replica, shared.admin));
+            // before `leading`: whoever sees this replica lead in its status also sees the metric say so
+            store_metrics().leader.set(1);
             shared.leading.store(true, Ordering::SeqCst);
             tracing::info!(replica = %shared.replica, epoch, "rollout store: this replica now leads the rollouts");
         } else {
