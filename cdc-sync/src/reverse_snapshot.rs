@@ -43,6 +43,8 @@ use crate::source::owned_copy::{CarryBack, CarryBackError};
 use crate::source::snapshot::source_select_list;
 use futures::future::BoxFuture;
 
+mod recopy;
+
 /// Failures of the reverse snapshot (retried like any setup step, by their kind).
 #[derive(Debug, thiserror::Error)]
 pub enum ReverseSnapshotError {
@@ -278,6 +280,9 @@ pub struct CarryOnCopy {
     pub reverse_origin: String,
     /// The reverse checkpoint key (its table floors are recorded under it).
     pub reverse_pipeline: String,
+    /// The forward checkpoint key (its checkpoint and conflict horizon tell what each side has
+    /// received of the other).
+    pub forward_pipeline: String,
 }
 
 impl CarryBack for CarryOnCopy {
@@ -337,6 +342,8 @@ impl CarryOnCopy {
             .map_err(sql(format!("locking {} against writes for its copy", r.from_table)))?;
         let legacy = connect(&self.legacy_conn).await.map_err(sql("connecting to the source"))?;
         let _ = legacy.batch_execute("SET session_replication_role = replica").await;
+        // before the origin is set up: a service version that stays must reach the forward stream
+        recopy::settle_shared_keys(self, r, tgt, &legacy).await?;
         setup_origin(&legacy, &self.reverse_origin).await?;
         let carry = Carry::NotCopied { forward_origin: self.forward_origin.clone() };
         let carried = carry_table(r, tgt, &legacy, &carry, None, Utc::now()).await;

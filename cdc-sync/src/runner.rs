@@ -524,6 +524,7 @@ async fn run_active(
             forward_origin: fwd_plan.origin.clone(),
             reverse_origin: rev_plan.origin.clone(),
             reverse_pipeline: rev_plan.pipeline.clone(),
+            forward_pipeline: fwd_plan.pipeline.clone(),
         }) as Box<dyn CarryBack>
     });
     let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics, carry).await?;
