@@ -120,25 +120,44 @@ pub struct Carried {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// The `WHERE` clause choosing the rows of target table `t` (the reverse mapping's read side).
+/// The `WHERE` clause choosing the rows of target table `t` (the reverse mapping's read side,
+/// aliased `x`).
 fn filter(t: &DirectedTable, carry: &Carry) -> String {
     match carry {
         Carry::NotFromForward { forward_origin, forward_pipeline } => format!(
             " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin o WHERE o.roname = {} \
-               AND o.roident = (pg_xact_commit_timestamp_origin(xmin)).roident) \
-             AND (pg_xact_commit_timestamp(xmin) IS NULL OR pg_xact_commit_timestamp(xmin) > \
+               AND o.roident = (pg_xact_commit_timestamp_origin(x.xmin)).roident) \
+             AND (pg_xact_commit_timestamp(x.xmin) IS NULL OR pg_xact_commit_timestamp(x.xmin) > \
                COALESCE((SELECT s.updated_at FROM cdc_sync.snapshot_table s WHERE s.pipeline = {} \
-                 AND s.table_name = {} AND s.state = 'done'), '-infinity'::timestamptz))",
+                 AND s.table_name = {} AND s.state = 'done'), '-infinity'::timestamptz)){}",
             quote_literal(forward_origin),
             quote_literal(forward_pipeline),
             quote_literal(&t.from_table),
+            if t.lww { unstamped_forward(forward_pipeline) } else { String::new() },
         ),
         Carry::NotCopied { forward_origin } => format!(
             " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin o WHERE o.roname = {} \
-               AND o.roident = (pg_xact_commit_timestamp_origin(xmin)).roident)",
+               AND o.roident = (pg_xact_commit_timestamp_origin(x.xmin)).roident)",
             quote_literal(forward_origin)
         ),
     }
+}
+
+/// For a table the forward applier also writes (`both`), when that applier did not stamp its
+/// writes (a pipeline that flowed one way only until now: its checkpoint row, written in each
+/// of its target transactions, has no origin): a row without an origin may be its write, so
+/// only a row with an origin (another pipeline's) or committed after the forward direction's
+/// last target commit (the checkpoint row's commit time; the pipeline is stopped meanwhile) is
+/// provably the service's. A row legacy deleted that the forward direction had written is
+/// then not carried back (resurrected); a row the service wrote before the forward
+/// direction's last commit is not carried either (it cannot be told from the applier's).
+fn unstamped_forward(forward_pipeline: &str) -> String {
+    let cp = format!("cdc_sync.checkpoint c WHERE c.pipeline = {}", quote_literal(forward_pipeline));
+    format!(
+        " AND ((pg_xact_commit_timestamp_origin(x.xmin)).roident <> 0 \
+           OR NOT EXISTS (SELECT 1 FROM {cp} AND (pg_xact_commit_timestamp_origin(c.xmin)).roident = 0) \
+           OR pg_xact_commit_timestamp(x.xmin) > (SELECT pg_xact_commit_timestamp(c.xmin) FROM {cp}))"
+    )
 }
 
 /// Copy the target rows `carry` chooses of every table of `reverse` (the reverse mapping: read
@@ -207,7 +226,8 @@ async fn carry_table(
         .await
         .map_err(sql(what("staging rows for")))?;
     let out_sql = format!(
-        "COPY (SELECT {} FROM {}{}) TO STDOUT",
+        // `x.xmin`: inside the filter's subqueries a bare `xmin` would be the catalog row's
+        "COPY (SELECT {} FROM {} AS x{}) TO STDOUT",
         source_select_list(t),
         quote_qualified(&t.from_table),
         filter(t, carry)

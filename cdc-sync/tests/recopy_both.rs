@@ -80,3 +80,30 @@ fn a_both_table_copied_again_keeps_the_service_changes_legacy_had_not_received()
     let log = run.log_text();
     assert!(log.contains("settled the service's versions legacy had not received"), "{log}");
 }
+
+#[test]
+fn a_forward_table_turned_both_does_not_resurrect_a_row_legacy_deleted() {
+    let env = Env::new(&format!("{T} INSERT INTO items SELECT g, 0, 'legacy' FROM generate_series(1, 5) g;"), T);
+    let cfg = env.write_config("turned", &items("forward", ""));
+    let run = start(&cfg, "turned");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    // rows the forward applier writes (after the copy): without an origin, it flows one way only
+    env.s("INSERT INTO items VALUES (6, 6, 'streamed'), (7, 7, 'streamed')");
+    wait_sql(&|| env.t("SELECT count(*) FROM items"), "7", Duration::from_secs(30));
+    stop(&env, run);
+
+    // legacy deletes a row the target still has; the service inserts a row of its own
+    env.s("DELETE FROM items WHERE id = 6");
+    env.t("INSERT INTO items VALUES (100, 100, 'service only')");
+
+    let cfg = env.write_config("turned", &items("both", ""));
+    let run = start(&cfg, "turned");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    let want = "1:0:legacy,2:0:legacy,3:0:legacy,4:0:legacy,5:0:legacy,7:7:streamed,100:100:service only";
+    assert_eq!(env.s(ALL), want, "{}", run.log_text());
+    assert_eq!(env.t(ALL), want);
+    // both ways afterwards
+    env.t("UPDATE items SET note = 'service after' WHERE id = 7");
+    wait_sql(&|| env.s("SELECT note FROM items WHERE id = 7"), "service after", Duration::from_secs(30));
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+}
