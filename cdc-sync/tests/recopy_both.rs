@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -106,4 +106,102 @@ fn a_forward_table_turned_both_does_not_resurrect_a_row_legacy_deleted() {
     env.t("UPDATE items SET note = 'service after' WHERE id = 7");
     wait_sql(&|| env.s("SELECT note FROM items WHERE id = 7"), "service after", Duration::from_secs(30));
     wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+}
+
+const BIG: &str = "CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, note text NOT NULL);";
+
+fn big(direction: &str) -> String {
+    format!(
+        // indexes kept through the copy: rebuilding a deferred primary key would wait for the test's
+        // lock on the table
+        "[replication]\nsnapshot_workers = 2\nsnapshot_chunk_pages = 10\nsnapshot_defer_indexes = false\n\
+         [[table]]\nsource = \"big\"\ntarget = \"big\"\nkey = [\"id\"]\ndirection = \"{direction}\"\n\
+         [table.columns]\nid = \"id\"\nv = \"v\"\nnote = \"note\"\n"
+    )
+}
+
+/// A forward-only pipeline killed (SIGKILL) in the middle of `big`'s multi-chunk copy, with a
+/// chunk in flight.
+fn kill_mid_copy(env: &Env, cfg: &std::path::PathBuf, name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tgt = rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&env.tgt_conn, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        c
+    });
+    let mut run = spawn(cfg, name);
+    let chunks = format!(
+        "SELECT count(*) FILTER (WHERE done) FROM cdc_sync.snapshot_chunk WHERE pipeline = '{name}' AND table_name = 'public.big'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the copy did not start:\n{}", run.log_text());
+        assert!(run.child.try_wait().unwrap().is_none(), "exited:\n{}", run.log_text());
+        if rt.block_on(tgt.query_opt(chunks.as_str(), &[])).ok().flatten().is_some_and(|r| r.get::<_, i64>(0) >= 2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // hold the unfinished chunks' state rows: a worker finishing its COPY blocks on them
+    rt.block_on(tgt.batch_execute(&format!(
+        "BEGIN; SELECT chunk FROM cdc_sync.snapshot_chunk WHERE pipeline = '{name}' AND table_name = 'public.big' \
+         AND NOT done FOR UPDATE"
+    )))
+    .unwrap();
+    let blocked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                   AND query LIKE 'UPDATE cdc_sync.snapshot_chunk%'";
+    wait_sql(&|| (env.t(blocked) != "0").to_string(), "true", Duration::from_secs(60));
+    run.child.signal(strangler_support::Signal::SIGKILL).unwrap();
+    let _ = wait_exit(&mut run, Duration::from_secs(10));
+    rt.block_on(tgt.batch_execute("ROLLBACK")).unwrap();
+    assert_eq!(env.t(&format!("SELECT state FROM cdc_sync.snapshot_table WHERE pipeline = '{name}'")), "copying");
+}
+
+/// A forward-only pipeline turned `both` in mid-copy: the interrupted copy starts over under the
+/// copy's lock (not resumed after a carry at slot creation), so a service delete and update of
+/// its own rows committed while the copy waits for that lock are what both sides end with.
+#[test]
+fn a_copy_interrupted_before_the_table_turned_both_starts_over_and_keeps_the_service_changes() {
+    let env = Env::new(
+        &format!("{BIG} INSERT INTO big SELECT g, 0, repeat('l', 100) FROM generate_series(1, 20000) g; ANALYZE big;"),
+        BIG,
+    );
+    let cfg = env.write_config("midcopy", &big("forward"));
+    kill_mid_copy(&env, &cfg, "midcopy");
+    // the service's own rows (a forward-only copy empties the table before it fills it)
+    env.t("INSERT INTO big SELECT g, 1, 'service' FROM generate_series(5000001, 5000010) g");
+
+    let cfg = env.write_config("midcopy", &big("both"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let service = rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&env.tgt_conn, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        // ROW SHARE: the copy's EXCLUSIVE lock waits for it, the service's own writes do not
+        c.batch_execute("BEGIN; LOCK TABLE big IN ROW SHARE MODE").await.unwrap();
+        c
+    });
+    let mut run = spawn(&cfg, "midcopy");
+    let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'big'::regclass AND mode = 'ExclusiveLock' \
+                   AND NOT granted";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.t(waiting) != "1" {
+        assert!(Instant::now() < deadline, "the copy never waited for the lock:\n{}", run.log_text());
+        assert!(run.child.try_wait().unwrap().is_none(), "exited:\n{}", run.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // the reverse slot exists by now: these changes are in the reverse stream, before the floor
+    assert_eq!(env.t("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc_sync_midcopy_rev'"), "1");
+    rt.block_on(service.batch_execute(
+        "DELETE FROM big WHERE id = 5000001; UPDATE big SET v = 42, note = 'changed' WHERE id = 5000002; COMMIT",
+    ))
+    .unwrap();
+    wait_status(&run, Duration::from_secs(90), |s| s["ready"] == true);
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    let q = "SELECT count(*), sum(v), string_agg(note, ',' ORDER BY id) FROM big WHERE id > 5000000";
+    let want = format!("9|{}|changed{}", 42 + 8, ",service".repeat(8));
+    assert_eq!(env.t(q), want, "{}", run.log_text());
+    assert_eq!(env.s(q), want);
+    let log = run.log_text();
+    assert!(log.contains("its interrupted copy starts over"), "{log}");
+    let _ = &mut run;
 }

@@ -224,6 +224,35 @@ pub(super) async fn forward_fresh_copies(
     })
 }
 
+/// At a start that is going to create the reverse slot (no reverse slot nor checkpoint yet: a
+/// forward-only pipeline turned `both`), a `both` table whose forward copy was interrupted
+/// (state `copying`) starts its copy over instead of resuming it: its state is forgotten, so
+/// [`forward_fresh_copies`] counts it and its copy empties it under the lock with the carry of
+/// [`reverse_snapshot::CarryOnCopy`]. Resumed, it would have been carried at slot creation
+/// instead, and a service delete or update of a carried row committed before the copy reached
+/// it would have been undone by the copy (the rows it already copied are copied again).
+pub(super) async fn restart_interrupted_both_copies(
+    forward: &DirectionPlan,
+    reverse: &DirectionPlan,
+    mapping: &Mapping,
+    tgt: &Client,
+    tstore: &mut PgCheckpointStore,
+    sstore: &mut PgCheckpointStore,
+) -> Result<(), RunError> {
+    if source::slot_info(tgt, &reverse.slot).await?.is_some() || sstore.load(&reverse.pipeline).await?.is_some() {
+        return Ok(());
+    }
+    let states = tstore.tables(&forward.pipeline).await?;
+    for t in mapping.tables.iter().filter(|t| t.lww) {
+        if states.get(&t.to_table).is_some_and(|s| s.state == SnapshotState::Copying) {
+            tstore.forget_table(&forward.pipeline, &t.to_table).await?;
+            tracing::info!(table = %t.to_table,
+                "the table now flows back and its interrupted copy starts over (the reverse slot is created at this start)");
+        }
+    }
+    Ok(())
+}
+
 /// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.
 /// A new slot comes with the reverse snapshot (the target-only rows carried to legacy, except
 /// those of the tables in `copied_forward`: their forward copy carries them, see
