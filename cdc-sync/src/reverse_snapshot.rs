@@ -14,10 +14,15 @@
 //!   table of a fresh pipeline) are left to that copy's carry: carried here, their rows would be
 //!   in the copy's snapshot, and a service delete or update of them committed before the copy
 //!   locks the table (older than the table's floor in the reverse stream) would be undone by it.
+//!   In a table that was forward-only until now the forward applier's rows carry no origin, like
+//!   the service's: only rows with an origin or committed after the forward direction's last
+//!   commit are carried there (a row legacy deleted meanwhile is not brought back).
 //! - **Before a table that flows back is copied forward** (a fresh pipeline's first copy, a
 //!   table added by SIGHUP, a table added back): [`CarryOnCopy`], inside the transaction that
 //!   empties the target table under a lock, carries its rows not written by the forward side,
-//!   and sets where the reverse stream takes the table up (see [`crate::source::owned_copy`]).
+//!   and sets where the reverse stream takes the table up (see [`crate::source::owned_copy`]);
+//!   first it settles the service's versions of keys both sides have that legacy had not
+//!   received ([`recopy`]).
 //!
 //! Then each direction's conflict horizon (see [`crate::apply::conflict`]) starts at what the
 //! other side has just absorbed: the forward one at the copy's time (target clock), the reverse

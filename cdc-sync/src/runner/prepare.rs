@@ -190,7 +190,9 @@ async fn owned_copy(
 /// creation must leave it alone: rows it carried earlier would be in legacy's copy snapshot, and
 /// a later service delete or update of them, committed before the copy's floor in the reverse
 /// stream, would be undone by the copy. A copy that resumes (state `copying`) or a start that
-/// is going to fail is not counted: those tables are carried at slot creation as before.
+/// is going to fail is not counted: those tables are carried at slot creation as before (a
+/// `both` table's interrupted copy at a start that creates the reverse slot starts over
+/// instead, see [`restart_interrupted_both_copies`], and is counted).
 pub(super) async fn forward_fresh_copies(
     cfg: &SyncConfig,
     plan: &DirectionPlan,
