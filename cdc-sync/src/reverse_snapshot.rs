@@ -14,10 +14,15 @@
 //!   table of a fresh pipeline) are left to that copy's carry: carried here, their rows would be
 //!   in the copy's snapshot, and a service delete or update of them committed before the copy
 //!   locks the table (older than the table's floor in the reverse stream) would be undone by it.
+//!   In a table that was forward-only until now the forward applier's rows carry no origin, like
+//!   the service's: only rows with an origin or committed after the forward direction's last
+//!   commit are carried there (a row legacy deleted meanwhile is not brought back).
 //! - **Before a table that flows back is copied forward** (a fresh pipeline's first copy, a
 //!   table added by SIGHUP, a table added back): [`CarryOnCopy`], inside the transaction that
 //!   empties the target table under a lock, carries its rows not written by the forward side,
-//!   and sets where the reverse stream takes the table up (see [`crate::source::owned_copy`]).
+//!   and sets where the reverse stream takes the table up (see [`crate::source::owned_copy`]);
+//!   first it settles the service's versions of keys both sides have that legacy had not
+//!   received ([`recopy`]).
 //!
 //! Then each direction's conflict horizon (see [`crate::apply::conflict`]) starts at what the
 //! other side has just absorbed: the forward one at the copy's time (target clock), the reverse
@@ -42,6 +47,8 @@ use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
 use crate::source::owned_copy::{CarryBack, CarryBackError};
 use crate::source::snapshot::source_select_list;
 use futures::future::BoxFuture;
+
+mod recopy;
 
 /// Failures of the reverse snapshot (retried like any setup step, by their kind).
 #[derive(Debug, thiserror::Error)]
@@ -118,25 +125,44 @@ pub struct Carried {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// The `WHERE` clause choosing the rows of target table `t` (the reverse mapping's read side).
+/// The `WHERE` clause choosing the rows of target table `t` (the reverse mapping's read side,
+/// aliased `x`).
 fn filter(t: &DirectedTable, carry: &Carry) -> String {
     match carry {
         Carry::NotFromForward { forward_origin, forward_pipeline } => format!(
             " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin o WHERE o.roname = {} \
-               AND o.roident = (pg_xact_commit_timestamp_origin(xmin)).roident) \
-             AND (pg_xact_commit_timestamp(xmin) IS NULL OR pg_xact_commit_timestamp(xmin) > \
+               AND o.roident = (pg_xact_commit_timestamp_origin(x.xmin)).roident) \
+             AND (pg_xact_commit_timestamp(x.xmin) IS NULL OR pg_xact_commit_timestamp(x.xmin) > \
                COALESCE((SELECT s.updated_at FROM cdc_sync.snapshot_table s WHERE s.pipeline = {} \
-                 AND s.table_name = {} AND s.state = 'done'), '-infinity'::timestamptz))",
+                 AND s.table_name = {} AND s.state = 'done'), '-infinity'::timestamptz)){}",
             quote_literal(forward_origin),
             quote_literal(forward_pipeline),
             quote_literal(&t.from_table),
+            if t.lww { unstamped_forward(forward_pipeline) } else { String::new() },
         ),
         Carry::NotCopied { forward_origin } => format!(
             " WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin o WHERE o.roname = {} \
-               AND o.roident = (pg_xact_commit_timestamp_origin(xmin)).roident)",
+               AND o.roident = (pg_xact_commit_timestamp_origin(x.xmin)).roident)",
             quote_literal(forward_origin)
         ),
     }
+}
+
+/// For a table the forward applier also writes (`both`), when that applier did not stamp its
+/// writes (a pipeline that flowed one way only until now: its checkpoint row, written in each
+/// of its target transactions, has no origin): a row without an origin may be its write, so
+/// only a row with an origin (another pipeline's) or committed after the forward direction's
+/// last target commit (the checkpoint row's commit time; the pipeline is stopped meanwhile) is
+/// provably the service's. A row legacy deleted that the forward direction had written is
+/// then not carried back (resurrected); a row the service wrote before the forward
+/// direction's last commit is not carried either (it cannot be told from the applier's).
+fn unstamped_forward(forward_pipeline: &str) -> String {
+    let cp = format!("cdc_sync.checkpoint c WHERE c.pipeline = {}", quote_literal(forward_pipeline));
+    format!(
+        " AND ((pg_xact_commit_timestamp_origin(x.xmin)).roident <> 0 \
+           OR NOT EXISTS (SELECT 1 FROM {cp} AND (pg_xact_commit_timestamp_origin(c.xmin)).roident = 0) \
+           OR pg_xact_commit_timestamp(x.xmin) > (SELECT pg_xact_commit_timestamp(c.xmin) FROM {cp}))"
+    )
 }
 
 /// Copy the target rows `carry` chooses of every table of `reverse` (the reverse mapping: read
@@ -205,7 +231,8 @@ async fn carry_table(
         .await
         .map_err(sql(what("staging rows for")))?;
     let out_sql = format!(
-        "COPY (SELECT {} FROM {}{}) TO STDOUT",
+        // `x.xmin`: inside the filter's subqueries a bare `xmin` would be the catalog row's
+        "COPY (SELECT {} FROM {} AS x{}) TO STDOUT",
         source_select_list(t),
         quote_qualified(&t.from_table),
         filter(t, carry)
@@ -278,6 +305,9 @@ pub struct CarryOnCopy {
     pub reverse_origin: String,
     /// The reverse checkpoint key (its table floors are recorded under it).
     pub reverse_pipeline: String,
+    /// The forward checkpoint key (its checkpoint and conflict horizon tell what each side has
+    /// received of the other).
+    pub forward_pipeline: String,
 }
 
 impl CarryBack for CarryOnCopy {
@@ -337,6 +367,8 @@ impl CarryOnCopy {
             .map_err(sql(format!("locking {} against writes for its copy", r.from_table)))?;
         let legacy = connect(&self.legacy_conn).await.map_err(sql("connecting to the source"))?;
         let _ = legacy.batch_execute("SET session_replication_role = replica").await;
+        // before the origin is set up: a service version that stays must reach the forward stream
+        recopy::settle_shared_keys(self, r, tgt, &legacy).await?;
         setup_origin(&legacy, &self.reverse_origin).await?;
         let carry = Carry::NotCopied { forward_origin: self.forward_origin.clone() };
         let carried = carry_table(r, tgt, &legacy, &carry, None, Utc::now()).await;

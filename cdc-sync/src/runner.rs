@@ -45,7 +45,10 @@ mod error;
 mod prepare;
 
 pub use error::{describe_endpoint, AnotherInstanceActive, DirectionStopped, LockFailed, RunError, SlotLoss, SlotLost};
-use prepare::{connect_to, forget_unmapped, forward_fresh_copies, prepare_forward, prepare_reverse};
+use prepare::{
+    connect_to, forget_unmapped, forward_fresh_copies, prepare_forward, prepare_reverse,
+    restart_interrupted_both_copies,
+};
 
 /// How `run` runs.
 #[derive(Debug, Clone, Default)]
@@ -511,6 +514,8 @@ async fn run_active(
     let mut sstore = match &rev {
         Some(rev) => {
             let mut sstore = PgCheckpointStore::connect(&rev_plan.to_conn).await?;
+            sstore.prepare().await?;
+            restart_interrupted_both_copies(&fwd_plan, &rev_plan, &fwd, &tgt, &mut tstore, &mut sstore).await?;
             let copied_forward = forward_fresh_copies(cfg, &fwd_plan, &fwd, &src, &mut tstore).await?;
             prepare_reverse(&rev_plan, &fwd_plan, rev, &tgt, &src, &mut sstore, &copied_forward).await?;
             Some(sstore)
@@ -524,6 +529,7 @@ async fn run_active(
             forward_origin: fwd_plan.origin.clone(),
             reverse_origin: rev_plan.origin.clone(),
             reverse_pipeline: rev_plan.pipeline.clone(),
+            forward_pipeline: fwd_plan.pipeline.clone(),
         }) as Box<dyn CarryBack>
     });
     let (_, floors) = prepare_forward(cfg, &fwd_plan, &fwd, &src, &mut tstore, fwd_metrics, carry).await?;

@@ -51,7 +51,7 @@ use tokio_postgres::{Client, Statement};
 use crate::apply::batch::op_keys;
 use crate::config::ConflictPolicy;
 use crate::mapping::{DirectedTable, Mapping, Op, Way};
-use crate::model::{quote_ident, quote_qualified, Cell};
+use crate::model::{quote_ident, quote_qualified, Cell, Lsn};
 
 /// DDL of the conflict record and the horizon, idempotent (in the state schema `cdc_sync`).
 pub const SCHEMA_SQL: &str = "\
@@ -238,6 +238,9 @@ pub struct Conflicts {
     lookups: HashMap<usize, Statement>,
     record: Statement,
     advance: Statement,
+    /// Per mapping index: changes committed before this LSN are replayed onto rows copied at a
+    /// later snapshot (a resumed copy, see [`super::replay`]).
+    replay_until: HashMap<usize, Lsn>,
 }
 
 impl Conflicts {
@@ -284,6 +287,7 @@ impl Conflicts {
             )
             .await?;
         let advance = client.prepare(HORIZON_SQL).await?;
+        let replay_until = replay_windows(client, mapping, pipeline).await?;
         tracing::info!(pipeline, horizon = ?horizon, origin_id = ?ours, "conflict detection on for the bidirectional tables");
         Ok(Some(Conflicts {
             pipeline: pipeline.to_string(),
@@ -294,6 +298,7 @@ impl Conflicts {
             lookups,
             record,
             advance,
+            replay_until,
         }))
     }
 
@@ -361,8 +366,10 @@ impl Conflicts {
             let key_text = format!("({})", key.join(","));
             let (win, local_ts, v) = match found {
                 // an update of a row the written side no longer has: deleted here, unseen by the
-                // other side (it still had the row when it changed it)
-                None if matches!(op, Op::Update { .. }) => {
+                // other side (it still had the row when it changed it) — unless the change is
+                // replayed onto a resumed copy's rows: the row may be missing because the other
+                // side deleted it before the later snapshot (that delete follows in the stream)
+                None if matches!(op, Op::Update { .. }) && self.replay_until.get(&t).is_none_or(|l| op.lsn() >= *l) => {
                     (winner_against_delete(m.conflict, self.way, false), None, None)
                 }
                 Some(v) if is_conflict(v, self.ours, self.horizon) => {
@@ -532,6 +539,37 @@ impl Record {
         });
         self.lsn.push(op.lsn().to_string());
     }
+}
+
+/// Per bidirectional table of `mapping` whose copy was resumed: the newest snapshot a chunk of
+/// it was copied under, when later than its first (as
+/// [`crate::checkpoint::PgCheckpointStore::replay_windows`], on the written side).
+async fn replay_windows(
+    client: &Client,
+    mapping: &Mapping,
+    pipeline: &str,
+) -> Result<HashMap<usize, Lsn>, tokio_postgres::Error> {
+    if !client.query_one("SELECT to_regclass('cdc_sync.snapshot_chunk') IS NOT NULL", &[]).await?.get::<_, bool>(0) {
+        return Ok(HashMap::new());
+    }
+    let rows = client
+        .query(
+            "SELECT table_name, max(copied_lsn)::text FROM cdc_sync.snapshot_chunk \
+             WHERE pipeline = $1 AND copied_lsn > plan_lsn GROUP BY table_name",
+            &[&pipeline],
+        )
+        .await?;
+    let by_table: HashMap<String, Lsn> = rows
+        .iter()
+        .filter_map(|r| Some((r.get::<_, String>(0), Lsn::parse(&r.get::<_, Option<String>>(1)?)?)))
+        .collect();
+    Ok(mapping
+        .tables
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.lww)
+        .filter_map(|(i, t)| by_table.get(&t.to_table).map(|l| (i, *l)))
+        .collect())
 }
 
 /// Look up and lock the written side's rows by key: `$k` text arrays, one per key column.

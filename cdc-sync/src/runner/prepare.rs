@@ -190,7 +190,9 @@ async fn owned_copy(
 /// creation must leave it alone: rows it carried earlier would be in legacy's copy snapshot, and
 /// a later service delete or update of them, committed before the copy's floor in the reverse
 /// stream, would be undone by the copy. A copy that resumes (state `copying`) or a start that
-/// is going to fail is not counted: those tables are carried at slot creation as before.
+/// is going to fail is not counted: those tables are carried at slot creation as before (a
+/// `both` table's interrupted copy at a start that creates the reverse slot starts over
+/// instead, see [`restart_interrupted_both_copies`], and is counted).
 pub(super) async fn forward_fresh_copies(
     cfg: &SyncConfig,
     plan: &DirectionPlan,
@@ -222,6 +224,35 @@ pub(super) async fn forward_fresh_copies(
                 .collect()
         }
     })
+}
+
+/// At a start that is going to create the reverse slot (no reverse slot nor checkpoint yet: a
+/// forward-only pipeline turned `both`), a `both` table whose forward copy was interrupted
+/// (state `copying`) starts its copy over instead of resuming it: its state is forgotten, so
+/// [`forward_fresh_copies`] counts it and its copy empties it under the lock with the carry of
+/// [`reverse_snapshot::CarryOnCopy`]. Resumed, it would have been carried at slot creation
+/// instead, and a service delete or update of a carried row committed before the copy reached
+/// it would have been undone by the copy (the rows it already copied are copied again).
+pub(super) async fn restart_interrupted_both_copies(
+    forward: &DirectionPlan,
+    reverse: &DirectionPlan,
+    mapping: &Mapping,
+    tgt: &Client,
+    tstore: &mut PgCheckpointStore,
+    sstore: &mut PgCheckpointStore,
+) -> Result<(), RunError> {
+    if source::slot_info(tgt, &reverse.slot).await?.is_some() || sstore.load(&reverse.pipeline).await?.is_some() {
+        return Ok(());
+    }
+    let states = tstore.tables(&forward.pipeline).await?;
+    for t in mapping.tables.iter().filter(|t| t.lww) {
+        if states.get(&t.to_table).is_some_and(|s| s.state == SnapshotState::Copying) {
+            tstore.forget_table(&forward.pipeline, &t.to_table).await?;
+            tracing::info!(table = %t.to_table,
+                "the table now flows back and its interrupted copy starts over (the reverse slot is created at this start)");
+        }
+    }
+    Ok(())
 }
 
 /// Prepare the reverse direction: publication and slot on the target, checkpoint in the source.
