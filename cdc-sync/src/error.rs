@@ -110,7 +110,7 @@ pub fn pg_kind(e: &tokio_postgres::Error) -> ErrorKind {
 
 /// What to change after a refused connection, and the TLS failure in an error's chain: shared
 /// with every strangler component (`strangler-pg-connect`).
-pub use strangler_pg_connect::{access_advice, tls_source};
+pub use strangler_pg_connect::{access_advice, connect_advice, tls_source};
 
 fn has_io_source(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = e.source();

@@ -62,7 +62,8 @@ fn errors_that_waiting_does_not_fix_end_run_with_what_to_do() {
         "cannot take the instance lock on the source host localhost port",
         "(source.url)",
         "TLS with localhost (sslmode=verify-full): the server's certificate was rejected",
-        "fix sslmode / sslrootcert / sslcert / sslkey in source.url",
+        "the server's certificate was refused under sslmode=verify-full: name the CA that signed it with \
+         sslrootcert=FILE in source.url",
     ] {
         assert!(log.contains(want), "log lacks {want:?}:\n{log}");
     }

@@ -6,7 +6,7 @@
 use crate::apply::PipelineError;
 use crate::catalog::CatalogError;
 use crate::checkpoint::CheckpointError;
-use crate::error::{access_advice, pg_kind, tls_source, ErrorKind};
+use crate::error::{connect_advice, pg_kind, ErrorKind};
 use crate::lock::Holder;
 use crate::model::Lsn;
 use crate::retry::StopReason;
@@ -54,9 +54,7 @@ impl LockFailed {
     /// What to do about it.
     pub fn advice(&self) -> String {
         let fix = "then start cdc-sync again (SIGHUP does not re-read [source])";
-        let sqlstate = self.source.code().map(|c| c.code());
-        let tls = tls_source(&self.source).is_some();
-        match access_advice(sqlstate, tls, &self.origin, fix) {
+        match connect_advice(&self.source, &self.origin, fix) {
             Some(a) => a,
             None if self.kind == ErrorKind::Access => format!("waiting will not fix this: fix {}, {fix}", self.origin),
             None => format!(
