@@ -46,20 +46,36 @@ pub struct Forwarding<'a> {
 /// HTTP/1 header names are case-insensitive (RFC 9110 section 5.1). A request-target the URI
 /// does not reproduce (absolute-form, non-UTF-8) keeps the case-preserving path.
 pub fn add_forwarding_headers(req: &mut RequestHeader, f: Forwarding<'_>) -> pingora::Result<()> {
+    // one pass over the client's headers instead of a lookup by name for each (first values,
+    // like `HeaderMap::get`)
+    let (mut host, mut xff, mut has_xfp, mut has_xfh) = (None, None, false, false);
+    for (k, v) in req.headers.iter() {
+        if *k == header::HOST {
+            host.get_or_insert(v);
+        } else if *k == X_FORWARDED_FOR {
+            xff.get_or_insert(v);
+        } else if *k == X_FORWARDED_PROTO {
+            has_xfp = true;
+        } else if *k == X_FORWARDED_HOST {
+            has_xfh = true;
+        }
+    }
     let mut add: [Option<(HeaderName, HeaderValue)>; 5] = Default::default();
     if let Some(ip) = f.client_ip {
-        add[0] = Some((X_FORWARDED_FOR, forwarded_for(req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), ip)));
+        add[0] = Some((X_FORWARDED_FOR, forwarded_for(xff.map(|v| v.as_bytes()), ip)));
     }
-    if !f.from_trusted_proxy || !req.headers.contains_key(&X_FORWARDED_PROTO) {
+    if !f.from_trusted_proxy || !has_xfp {
         add[1] = Some((X_FORWARDED_PROTO, HeaderValue::from_static(if f.tls { "https" } else { "http" })));
     }
-    if !f.from_trusted_proxy || !req.headers.contains_key(&X_FORWARDED_HOST) {
-        add[2] = req.headers.get(header::HOST).map(|h| (X_FORWARDED_HOST, h.clone()));
-        if add[2].is_none() && !f.from_trusted_proxy {
-            // no Host to state (an HTTP/2 request names its authority in the URI): the
-            // client's claim does not go upstream either
-            req.remove_header(&X_FORWARDED_HOST);
-        }
+    // no Host to state (an HTTP/2 request names its authority in the URI): the client's claim
+    // does not go upstream either
+    let mut drop_xfh = false;
+    if !f.from_trusted_proxy || !has_xfh {
+        add[2] = host.map(|h| (X_FORWARDED_HOST, h.clone()));
+        drop_xfh = add[2].is_none() && !f.from_trusted_proxy && has_xfh;
+    }
+    if drop_xfh {
+        req.remove_header(&X_FORWARDED_HOST);
     }
     add[3] = f.request_id.map(|id| (X_REQUEST_ID, id.clone()));
     add[4] = f.traceparent.map(|t| (TRACEPARENT, t));
@@ -158,7 +174,12 @@ fn write_ip(buf: &mut [u8; 45], ip: std::net::IpAddr) -> usize {
 
 /// A WebSocket upgrade request.
 pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
-    req.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    is_websocket_value(req.headers.get(header::UPGRADE))
+}
+
+/// The request's (first) `Upgrade` asks for a WebSocket.
+pub fn is_websocket_value(upgrade: Option<&HeaderValue>) -> bool {
+    upgrade.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Strips hop-by-hop headers, and those the `Connection` header names; keeps the upgrade

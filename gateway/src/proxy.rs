@@ -18,20 +18,20 @@ use crate::access_log::{self, AccessLog};
 use crate::admission;
 use crate::cors;
 use crate::forwarding::{
-    self, has_hop_by_hop, has_internal_headers, is_websocket_upgrade, strip_internal_headers, Forwarding, TRACEPARENT,
+    self, has_hop_by_hop, has_internal_headers, is_websocket_value, strip_internal_headers, Forwarding, TRACEPARENT,
     X_REQUEST_ID,
 };
 use crate::limits::LimitService;
 use crate::metrics::metrics;
 use crate::reload::ConfigStore;
-use crate::request_buffer::{self, declared_length};
+use crate::request_buffer;
 use crate::respond::{https_location, redirect, reply, respond_json, Reply};
 use crate::shadow::capture::{self, ShadowHook};
 use crate::shadow::ShadowService;
 use crate::stage::Side;
 use crate::table::{AccessLogFormat, Endpoint, RouteTable};
 use crate::telemetry::{new_request_id_value, span_sink, SpanRecord, TraceContext};
-use crate::validate::validate_request;
+use crate::validate::check_request;
 
 /// Per-request state.
 pub struct RequestCtx {
@@ -135,11 +135,9 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-/// The client asks for server-sent events.
-fn accepts_event_stream(req: &RequestHeader) -> bool {
-    req.headers
-        .get(header::ACCEPT)
-        .is_some_and(|v| v.as_bytes().windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")))
+/// The client asks for server-sent events (the request's first `Accept`).
+fn accepts_event_stream(accept: Option<&HeaderValue>) -> bool {
+    accept.is_some_and(|v| v.as_bytes().windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream")))
 }
 
 fn error_kind(e: &Error) -> &'static str {
@@ -271,8 +269,8 @@ impl ProxyHttp for GatewayProxy {
         ctx.table = Some(table);
         let req = session.req_header();
         if req.version == http::Version::HTTP_11
-            && req.headers.contains_key(header::TRANSFER_ENCODING)
             && session.as_ref().get_keepalive().is_none()
+            && req.headers.contains_key(header::TRANSFER_ENCODING)
             && !req
                 .headers
                 .get_all(header::CONNECTION)
@@ -302,19 +300,31 @@ impl ProxyHttp for GatewayProxy {
             strip_internal_headers(session.req_header_mut());
         }
         let req = session.req_header();
-        ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
+        // one pass over the headers checks them and picks out what is read below
+        let checked = match ctx.smuggling {
+            true => Err((400, "bad_request", "both Content-Length and Transfer-Encoding")),
+            false => check_request(req, table.settings.max_header_bytes),
+        };
+        let client_id = match &checked {
+            Ok(seen) => seen.request_id,
+            Err(_) => req.headers.get(&X_REQUEST_ID),
+        };
+        ctx.request_id = match client_id {
             Some(v) if !v.is_empty() && v.len() <= 200 => Some(v.clone()),
             _ => Some(new_request_id_value()),
         };
-        let invalid = match ctx.smuggling {
-            true => Some((400, "bad_request", "both Content-Length and Transfer-Encoding")),
-            false => validate_request(req, table.settings.max_header_bytes),
+        let (mut traceparent, declared, mut long_lived) = match checked {
+            Ok(seen) => (
+                seen.traceparent.cloned(),
+                seen.declared_length(),
+                is_websocket_value(seen.upgrade) || accepts_event_stream(seen.accept),
+            ),
+            Err((status, code, msg)) => {
+                let rid = ctx.request_id.clone();
+                respond_json(session, status, code, msg, rid.as_ref()).await;
+                return Ok(true);
+            }
         };
-        if let Some((status, code, msg)) = invalid {
-            let rid = ctx.request_id.clone();
-            respond_json(session, status, code, msg, rid.as_ref()).await;
-            return Ok(true);
-        }
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(tls) = table.settings.tls.as_ref().filter(|t| t.redirect_http && !ctx.tls) {
             let location = https_location(session.req_header(), tls.listen.port());
@@ -350,7 +360,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.cors_origin = policy.allow_origin(req.headers.get(header::ORIGIN));
         }
         ctx.body_limit = ctx.route.map_or(table.settings.max_body_bytes, |i| table.routes[i].max_body_bytes);
-        if declared_length(req).is_some_and(|n| n > ctx.body_limit) {
+        if declared.is_some_and(|n| n > ctx.body_limit) {
             let rid = ctx.request_id.clone();
             let msg = "the request body is larger than this route accepts";
             respond_json(session, 413, "payload_too_large", msg, rid.as_ref()).await;
@@ -359,7 +369,14 @@ impl ProxyHttp for GatewayProxy {
         if let Some(i) = ctx.route.filter(|&i| table.routes[i].admits()) {
             let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
             match admission::admit(&table, i, session.req_header_mut(), peer, &self.limits).await {
-                Ok(a) => ctx.consumer = a.consumer,
+                Ok(a) => {
+                    ctx.consumer = a.consumer;
+                    // admission may remove and add headers: read again what is read below
+                    let h = &session.req_header().headers;
+                    traceparent = h.get(&TRACEPARENT).cloned();
+                    long_lived =
+                        is_websocket_value(h.get(header::UPGRADE)) || accepts_event_stream(h.get(header::ACCEPT));
+                }
                 Err(mut r) => {
                     // a browser must be able to read why (401, 403, 429)
                     if let (Some(o), Some(p)) = (&ctx.cors_origin, table.routes[i].cors.as_deref()) {
@@ -387,8 +404,8 @@ impl ProxyHttp for GatewayProxy {
             None => table.settings.request_timeout,
         };
         ctx.deadline = ctx.started + timeout;
-        ctx.trace = Some(TraceContext::continue_or_start(req.headers.get(&TRACEPARENT).map(|v| v.as_bytes())));
-        if is_websocket_upgrade(req) || accepts_event_stream(req) {
+        ctx.trace = Some(TraceContext::continue_or_start(traceparent.as_ref().map(|v| v.as_bytes())));
+        if long_lived {
             let idle = ctx.route.map_or(table.settings.stream_idle_timeout, |i| table.routes[i].stream_idle_timeout);
             ctx.stream_idle = Some(idle);
             // a silent client must not be cut off by the default 60 s read timeout either

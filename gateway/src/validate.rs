@@ -1,22 +1,159 @@
 //! Request validation in the earliest filter: the target, the headers and the framing are checked
 //! before any upstream sees the request, at least as strictly as nginx (see the README for what
 //! Pingora's parser still lets through). Pure.
+//!
+//! It runs on every request, so it reads the target once (a byte-class table) and the headers
+//! once (no lookups by name): a path with no `.` or `%` has no dot segment and no encoded slash
+//! to look for.
 
 use http::{header, HeaderValue, Method};
 use pingora::http::RequestHeader;
 
+use crate::forwarding::{TRACEPARENT, X_REQUEST_ID};
+
+/// What a byte of the request target is, for [`validate_request`]'s single pass.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TargetByte {
+    Plain,
+    /// Controls, space, DEL, `#` and non-ASCII: refused.
+    Invalid,
+    /// `.` or `%`: the path may hold a dot segment or an encoded slash.
+    DotOrPercent,
+    /// `?`: the path ends here.
+    Query,
+}
+
+const TARGET_BYTES: [TargetByte; 256] = {
+    let mut t = [TargetByte::Plain; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            0..=0x20 | 0x7f | b'#' | 0x80..=0xff => TargetByte::Invalid,
+            b'.' | b'%' => TargetByte::DotOrPercent,
+            b'?' => TargetByte::Query,
+            _ => TargetByte::Plain,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// A problem with the request: status, error code and message of the answer.
+pub type Problem = (u16, &'static str, &'static str);
+
+/// What the request path reads from a valid request's headers, found in [`check_request`]'s one
+/// pass over them (each would otherwise be a lookup by name of its own). First values, like
+/// `HeaderMap::get`.
+#[derive(Default)]
+pub struct Seen<'a> {
+    pub request_id: Option<&'a HeaderValue>,
+    pub traceparent: Option<&'a HeaderValue>,
+    /// The first `Content-Length` (all of them are the same digits once checked).
+    pub content_length: Option<&'a HeaderValue>,
+    pub upgrade: Option<&'a HeaderValue>,
+    pub accept: Option<&'a HeaderValue>,
+}
+
+impl Seen<'_> {
+    /// The declared body length (`request_buffer::declared_length` of a checked request).
+    pub fn declared_length(&self) -> Option<u64> {
+        self.content_length?.to_str().ok()?.parse().ok()
+    }
+}
+
 /// Problems with the request itself, found before any upstream sees it.
-pub fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<(u16, &'static str, &'static str)> {
+pub fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<Problem> {
+    check_request(req, max_header_bytes).err()
+}
+
+/// [`validate_request`], and on a valid request the headers the request path reads next.
+pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<Seen<'_>, Problem> {
     let raw = req.raw_path();
     // origin-form only (or `*` for OPTIONS)
     let origin_form = raw.first() == Some(&b'/');
     if !(origin_form || (raw == b"*" && req.method == Method::OPTIONS)) {
-        return Some((400, "bad_request", "request target must be an absolute path"));
+        return Err((400, "bad_request", "request target must be an absolute path"));
     }
-    if raw.iter().any(|b| *b <= 0x20 || *b == 0x7f || *b == b'#' || *b >= 0x80) {
-        return Some((400, "bad_request", "invalid character in request target"));
+    let mut path_end = raw.len();
+    let mut dot_or_percent = false;
+    for (i, b) in raw.iter().enumerate() {
+        match TARGET_BYTES[usize::from(*b)] {
+            TargetByte::Plain => {}
+            TargetByte::Invalid => return Err((400, "bad_request", "invalid character in request target")),
+            TargetByte::DotOrPercent => dot_or_percent |= i < path_end,
+            TargetByte::Query => path_end = path_end.min(i),
+        }
     }
-    let path = raw.split(|b| *b == b'?').next().unwrap_or(raw);
+    if dot_or_percent {
+        if let Some(problem) = path_segment_problem(&raw[..path_end]) {
+            return Err((400, "bad_request", problem));
+        }
+    }
+    let mut size = req.method.as_str().len() + raw.len() + 12;
+    let (mut hosts, mut host) = (0usize, None::<&HeaderValue>);
+    let (mut tes, mut te) = (0usize, None::<&HeaderValue>);
+    let (mut cl, mut cl_invalid) = (None::<&HeaderValue>, false);
+    let mut seen = Seen::default();
+    for (k, v) in req.headers.iter() {
+        size += k.as_str().len() + v.len() + 4;
+        if v.as_bytes().iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+            return Err((400, "bad_request", "invalid character in a header value"));
+        }
+        if *k == header::HOST {
+            hosts += 1;
+            host.get_or_insert(v);
+        } else if *k == header::TRANSFER_ENCODING {
+            tes += 1;
+            te.get_or_insert(v);
+        } else if *k == header::CONTENT_LENGTH {
+            // every value must be digits, and all the same
+            let first = *cl.get_or_insert(v);
+            cl_invalid |= v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) || v != first;
+        } else if *k == header::UPGRADE {
+            seen.upgrade.get_or_insert(v);
+        } else if *k == header::ACCEPT {
+            seen.accept.get_or_insert(v);
+        } else if *k == X_REQUEST_ID {
+            seen.request_id.get_or_insert(v);
+        } else if *k == TRACEPARENT {
+            seen.traceparent.get_or_insert(v);
+        }
+    }
+    if size > max_header_bytes {
+        return Err((431, "request_header_fields_too_large", "request headers are too large"));
+    }
+    // nginx accepts only uppercase methods; a backend that upper-cases would read another one
+    if !req.method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
+        return Err((400, "bad_request", "invalid method"));
+    }
+    if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
+        return Err((400, "bad_request", "exactly one Host header is required"));
+    }
+    if host.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err((400, "bad_request", "invalid Host header"));
+    }
+    if tes > 1 {
+        return Err((400, "bad_request", "several Transfer-Encoding headers"));
+    }
+    if te.is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+        // nginx: only a single "chunked" coding is understood; anything else is 501
+        return Err((501, "not_implemented", "only Transfer-Encoding: chunked is supported"));
+    }
+    if cl.is_some() {
+        if te.is_some() {
+            return Err((400, "bad_request", "both Content-Length and Transfer-Encoding"));
+        }
+        if cl_invalid {
+            return Err((400, "bad_request", "invalid Content-Length"));
+        }
+    }
+    seen.content_length = cl;
+    Ok(seen)
+}
+
+/// A dot segment (`.`, `..`, also percent-encoded) or an encoded slash in the path, segment by
+/// segment (the first segment with either decides).
+fn path_segment_problem(path: &[u8]) -> Option<&'static str> {
     for seg in path.split(|b| *b == b'/') {
         let mut dots = 0;
         let mut i = 0;
@@ -34,50 +171,10 @@ pub fn validate_request(req: &RequestHeader, max_header_bytes: usize) -> Option<
             }
         }
         if !other && (dots == 1 || dots == 2) {
-            return Some((400, "bad_request", "dot segments are not allowed in the path"));
+            return Some("dot segments are not allowed in the path");
         }
         if seg.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'f') {
-            return Some((400, "bad_request", "encoded slash in the path"));
-        }
-    }
-    let mut size = req.method.as_str().len() + raw.len() + 12;
-    for (k, v) in req.headers.iter() {
-        size += k.as_str().len() + v.len() + 4;
-        if v.as_bytes().iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
-            return Some((400, "bad_request", "invalid character in a header value"));
-        }
-    }
-    if size > max_header_bytes {
-        return Some((431, "request_header_fields_too_large", "request headers are too large"));
-    }
-    // nginx accepts only uppercase methods; a backend that upper-cases would read another one
-    if !req.method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-        return Some((400, "bad_request", "invalid method"));
-    }
-    let hosts = req.headers.get_all(header::HOST).iter().count();
-    if hosts > 1 || (hosts == 0 && req.version == http::Version::HTTP_11) {
-        return Some((400, "bad_request", "exactly one Host header is required"));
-    }
-    if req.headers.get(header::HOST).is_some_and(|h| !valid_host(h.as_bytes())) {
-        return Some((400, "bad_request", "invalid Host header"));
-    }
-    let tes: Vec<&HeaderValue> = req.headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if tes.len() > 1 {
-        return Some((400, "bad_request", "several Transfer-Encoding headers"));
-    }
-    if tes.first().is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")) {
-        // nginx: only a single "chunked" coding is understood; anything else is 501
-        return Some((501, "not_implemented", "only Transfer-Encoding: chunked is supported"));
-    }
-    let cls: Vec<&HeaderValue> = req.headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if !cls.is_empty() {
-        if req.headers.contains_key(header::TRANSFER_ENCODING) {
-            return Some((400, "bad_request", "both Content-Length and Transfer-Encoding"));
-        }
-        if cls.iter().any(|v| v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit))
-            || cls.windows(2).any(|w| w[0] != w[1])
-        {
-            return Some((400, "bad_request", "invalid Content-Length"));
+            return Some("encoded slash in the path");
         }
     }
     None
@@ -141,15 +238,74 @@ mod tests {
             ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("transfer-encoding", "chunked")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "4")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("content-length", "-1")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "3")], None),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("transfer-encoding", "chunked")], None),
+            ("POST", "/ok", &[("host", "a"), ("transfer-encoding", " Chunked ")], None),
+            ("POST", "/ok", &[("host", "a"), ("transfer-encoding", "gzip")], Some(501)),
+            (
+                "POST",
+                "/ok",
+                &[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+                Some(400),
+            ),
+            ("GET", "/ok", &[("host", "a/b")], Some(400)),
+            ("GET", "/ok", &[("host", "[::1]:8080")], None),
+            // dots and %2f after the `?` are the query's business
+            ("GET", "/a/b?x=../c&y=%2F&z=.", &host, None),
+            ("GET", "/a/%2E./b", &host, Some(400)),
+            ("GET", "/a/.../b/.x/%2e%2e%2e/%25", &host, None),
+            ("GET", "/a/%2Fb/../c", &host, Some(400)),
+            ("GET", "/a%", &host, None),
+            ("GET", "/.", &host, Some(400)),
+            ("OPTIONS", "*", &host, None),
+            ("GET", "*", &host, Some(400)),
+            ("get", "/ok", &host, Some(400)),
         ];
         for (m, t, h, want) in cases {
             let got = validate_request(&req(m, t, h), 16 * 1024).map(|v| v.0);
             assert_eq!(got, *want, "{m} {t} {h:?}");
         }
         let big = "x".repeat(20_000);
+        // the one-pass checks against the header counted as a whole, in order of precedence
+        let both = req("POST", "/a/../b", &[("host", "a"), ("content-length", "1"), ("transfer-encoding", "x")]);
+        assert_eq!(validate_request(&both, 16 * 1024).map(|v| v.2), Some("dot segments are not allowed in the path"));
+        let both = req("POST", "/b", &[("host", "a"), ("host", "b"), ("transfer-encoding", "x")]);
+        assert_eq!(validate_request(&both, 16 * 1024).map(|v| v.2), Some("exactly one Host header is required"));
         assert_eq!(
             validate_request(&req("GET", "/", &[("host", "a"), ("x-big", &big)]), 16 * 1024).map(|v| v.0),
             Some(431)
         );
+    }
+
+    /// A valid request's first values of the headers the request path reads, as `get` gives them.
+    #[test]
+    fn a_valid_request_reports_the_headers_read_next() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let r = req(
+            "POST",
+            "/a?b=1",
+            &[
+                ("host", "a"),
+                ("Content-Length", "12"),
+                ("x-request-id", "id-1"),
+                ("X-Request-Id", "id-2"),
+                ("traceparent", tp),
+                ("upgrade", "websocket"),
+                ("accept", "text/event-stream"),
+                ("content-length", "12"),
+            ],
+        );
+        let seen = check_request(&r, 16 * 1024).unwrap();
+        assert_eq!(seen.request_id.unwrap(), r.headers.get("x-request-id").unwrap());
+        assert_eq!(seen.request_id.unwrap(), "id-1");
+        assert_eq!(seen.traceparent.unwrap(), tp);
+        assert_eq!(seen.upgrade.unwrap(), "websocket");
+        assert_eq!(seen.accept.unwrap(), "text/event-stream");
+        assert_eq!(seen.declared_length(), Some(12));
+        let bare = req("GET", "/a", &[("host", "a")]);
+        let bare = check_request(&bare, 16 * 1024).unwrap();
+        assert!(bare.request_id.is_none() && bare.traceparent.is_none() && bare.upgrade.is_none());
+        assert!(bare.accept.is_none() && bare.declared_length().is_none());
     }
 }
