@@ -55,7 +55,6 @@ fn corpus() -> Vec<String> {
 fn reads_what_toml_reads_spans_included() {
     let files = corpus();
     let read = files.iter().filter(|src| same_as_toml(src)).count();
-    eprintln!("quick corpus: read {read} of {}", files.len());
     // most of them are plain TOML: the quick reader must take them, not leave them all to toml
     assert!(read * 2 > files.len(), "read {read} of {} files", files.len());
 }
