@@ -212,6 +212,11 @@ impl ConfigStore {
                 m.set_version(&version);
                 update_route_info(&old, &table);
                 drop(old);
+                // cleared before the swap: whoever sees the new version sees no stale failure
+                m.last_reload_failed.set(0);
+                if let Ok(mut e) = self.last_error.lock() {
+                    *e = None;
+                }
                 let table = Arc::new(table);
                 let old = self.current.swap(table.clone());
                 if let Some(hook) = self.on_reload.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -219,10 +224,6 @@ impl ConfigStore {
                 }
                 retire(old);
                 m.reloads.with_label_values(&["ok", trigger]).inc();
-                m.last_reload_failed.set(0);
-                if let Ok(mut e) = self.last_error.lock() {
-                    *e = None;
-                }
                 tracing::info!(version = %version, trigger, "config reloaded");
                 Ok(version)
             }

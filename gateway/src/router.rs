@@ -3,6 +3,7 @@
 //! the number of routes. Pure code, no I/O.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -141,16 +142,24 @@ pub enum RouterBuildError {
 /// one for routes without a host. A request tries its exact host, then its suffixes from the
 /// longest, then the routes for any host: a lookup per label of the request's host, whatever
 /// the number of hosts configured.
+///
+/// Each host key's matcher is shared (`Arc`) with the router it was taken over from when its
+/// routes did not change (see [`Router::build_reusing`]).
 #[derive(Debug)]
 pub struct Router {
-    any: PathRouter,
-    exact: std::collections::HashMap<String, PathRouter>,
-    suffix: std::collections::HashMap<String, PathRouter>,
+    any: Arc<PathRouter>,
+    exact: HostRouters,
+    suffix: HostRouters,
 }
+
+/// A path matcher per host key.
+type HostRouters = std::collections::HashMap<String, Arc<PathRouter>>;
 
 /// The path matcher over the routes of one host key.
 #[derive(Debug)]
 struct PathRouter {
+    /// The routes of this host key, in file order.
+    members: Vec<usize>,
     trie: matchit::Router<usize>,
     /// Route indices per distinct pattern, in the order they are tried.
     groups: Vec<Vec<usize>>,
@@ -168,6 +177,14 @@ fn host_name(h: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(name)
     }
+}
+
+/// Whether two routes are alike for the router (host, pattern, methods, header filters).
+fn same_key<A: RouteKey, B: RouteKey>(a: &A, b: &B) -> bool {
+    a.pattern().source == b.pattern().source
+        && a.host() == b.host()
+        && a.methods() == b.methods()
+        && a.headers() == b.headers()
 }
 
 fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
@@ -188,6 +205,17 @@ impl Router {
     /// with more header filters first, then in file order; two of them with overlapping methods
     /// and equal header filters are ambiguous.
     pub fn build<R: RouteKey>(routes: &[R]) -> Result<Self, Vec<RouterBuildError>> {
+        Self::build_reusing(routes, None)
+    }
+
+    /// [`Self::build`], taking over from `previous` (a router and the routes it was built over)
+    /// the matcher of every host key whose routes are the same, at the same indices: a reload
+    /// that edits one host's routes rebuilds that host's trie only. A matcher taken over was
+    /// built without errors over the same routes, so it has none now.
+    pub fn build_reusing<R: RouteKey>(
+        routes: &[R],
+        previous: Option<(&Router, &[R])>,
+    ) -> Result<Self, Vec<RouterBuildError>> {
         let mut errors = Vec::new();
         let mut any = Vec::new();
         let mut exact: std::collections::HashMap<String, Vec<usize>> = Default::default();
@@ -199,12 +227,28 @@ impl Router {
                 Some(HostMatch::Suffix(s)) => suffix.entry(s.clone()).or_default().push(i),
             }
         }
-        let mut build = |members: &[usize]| PathRouter::build(routes, members, &mut errors);
-        let router = Router {
-            any: build(&any),
-            exact: exact.into_iter().map(|(h, m)| (h, build(&m))).collect(),
-            suffix: suffix.into_iter().map(|(h, m)| (h, build(&m))).collect(),
+        let mut build = |old: Option<&Arc<PathRouter>>, members: Vec<usize>| match (old, previous) {
+            (Some(old), Some((_, prev)))
+                if old.members == members
+                    && members.iter().all(|&i| prev.get(i).is_some_and(|p| same_key(&routes[i], p))) =>
+            {
+                Arc::clone(old)
+            }
+            _ => Arc::new(PathRouter::build(routes, members, &mut errors)),
         };
+        let old = previous.map(|(r, _)| r);
+        let any = build(old.map(|r| &r.any), any);
+        let mut keyed = |keys: std::collections::HashMap<String, Vec<usize>>, pick: fn(&Router) -> &HostRouters| {
+            keys.into_iter()
+                .map(|(h, m)| {
+                    let p = build(old.and_then(|r| pick(r).get(&h)), m);
+                    (h, p)
+                })
+                .collect()
+        };
+        let exact = keyed(exact, |r| &r.exact);
+        let suffix = keyed(suffix, |r| &r.suffix);
+        let router = Router { any, exact, suffix };
         if errors.is_empty() {
             Ok(router)
         } else {
@@ -242,10 +286,10 @@ impl Router {
 }
 
 impl PathRouter {
-    fn build<R: RouteKey>(routes: &[R], members: &[usize], errors: &mut Vec<RouterBuildError>) -> Self {
+    fn build<R: RouteKey>(routes: &[R], members: Vec<usize>, errors: &mut Vec<RouterBuildError>) -> Self {
         let mut by_pattern: std::collections::HashMap<&str, usize> = Default::default();
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        for &i in members {
+        for &i in &members {
             let r = &routes[i];
             let g = *by_pattern.entry(r.pattern().canonical.as_str()).or_insert_with(|| {
                 groups.push(Vec::new());
@@ -268,7 +312,7 @@ impl PathRouter {
                 }
             }
         }
-        Self { trie, groups }
+        Self { members, trie, groups }
     }
 
     #[inline]
@@ -284,6 +328,8 @@ impl PathRouter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::config::load_str;
 
     const TABLE: &str = r#"
@@ -422,6 +468,48 @@ stage = "legacy"
         let dup = src.replace("*.eu.shop.example.com", "api.example.com");
         let e = load_str("t.toml", &dup, None).unwrap_err().to_string();
         assert!(e.contains("overlaps route \"api-orders\" ambiguously"), "{e}");
+    }
+
+    #[test]
+    fn a_match_edit_rebuilds_only_the_tries_of_the_hosts_it_touches() {
+        let mut src = String::from(TABLE);
+        for i in 0..20 {
+            src.push_str(&format!(
+                "[[routes]]\nname = \"h{i}\"\nmatch = {{ host = \"h{i}.example.com\", path = \"/items/{{id}}\" }}\nstage = \"legacy\"\n"
+            ));
+        }
+        let old = load_str("t.toml", &src, None).unwrap();
+        let edited = src.replace(
+            "host = \"h7.example.com\", path = \"/items/{id}\"",
+            "host = \"h7.example.com\", path = \"/things/{id}\"",
+        );
+        assert_ne!(edited, src);
+        let new = load_str("t.toml", &edited, Some(&old)).unwrap();
+        let (o, n) = (&old.router, &new.router);
+        assert!(!Arc::ptr_eq(o, n), "a match edit builds a new router");
+        assert!(Arc::ptr_eq(&o.any, &n.any), "the routes for any host did not change");
+        for i in 0..20 {
+            let h = format!("h{i}.example.com");
+            assert_eq!(Arc::ptr_eq(&o.exact[&h], &n.exact[&h]), i != 7, "{h}");
+        }
+        // and the new router routes by the edit
+        let hm = http::HeaderMap::new();
+        let find = |path: &str| {
+            n.find(&new.routes, Some("h7.example.com"), path, &http::Method::GET, &hm)
+                .map(|i| new.routes[i].name.as_str())
+        };
+        assert_eq!(find("/things/1"), Some("h7"));
+        assert_eq!(find("/items/1"), None);
+        // a route inserted before them shifts every index: nothing is taken over
+        let shifted = edited.replacen(
+            "[[routes]]",
+            "[[routes]]\nname = \"first\"\nmatch = { path = \"/first\" }\nstage = \"legacy\"\n[[routes]]",
+            1,
+        );
+        let s = load_str("t.toml", &shifted, Some(&new)).unwrap();
+        assert!(!Arc::ptr_eq(&s.router.exact["h3.example.com"], &n.exact["h3.example.com"]));
+        let i = s.router.find(&s.routes, Some("h3.example.com"), "/items/1", &http::Method::GET, &hm).unwrap();
+        assert_eq!(s.routes[i].name, "h3");
     }
 
     #[test]

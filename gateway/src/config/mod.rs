@@ -6,6 +6,8 @@
 //!
 //! - [`raw`]: the serde model, exactly what the file may contain.
 //! - [`diagnostics`]: issues with places, and the first pass that reports every unknown key.
+//! - [`quick`]: a one-pass reader for the plain TOML most files are written in; a valid file
+//!   read by it skips toml's parser, anything else (and every error) goes through toml.
 //! - [`values`]: durations, addresses, endpoints and bounded integers.
 //! - one module per section, in the order [`compile`] runs them: [`gateway`], [`upstreams`]
 //!   (with `[defaults]`), [`routes`] (with the router), [`shadow`] (a route's `[routes.shadow]`),
@@ -16,6 +18,7 @@ mod consumers;
 mod diagnostics;
 mod gateway;
 mod limits;
+mod quick;
 pub mod raw;
 mod rollout;
 mod routes;
@@ -95,6 +98,15 @@ fn load(
     secrets: Secrets,
     overlay: &Overlay,
 ) -> Result<RouteTable, ConfigError> {
+    // A valid file read by the quick reader is compiled from that; a file it cannot read, or
+    // whose compile reports a problem, is parsed again by toml below, which places every error.
+    if let Some(raw) = quick::parse(src) {
+        #[cfg(debug_assertions)]
+        quick::assert_same_as_toml(src, &raw);
+        if let Ok(table) = compile(file, src, raw, previous, resolve, secrets, overlay) {
+            return Ok(table);
+        }
+    }
     let (raw, structural) = parse_raw(file, src);
     let Some(raw) = raw else {
         return Err(structural.expect("a failed parse records an issue"));

@@ -327,7 +327,8 @@ fn same_routing(a: &[Route], b: &[Route]) -> bool {
 }
 
 /// Builds the router, or shares the previous table's when the routing keys did not change (a
-/// reload that moves a stage or a weight, or edits anything but `match`, rebuilds no trie).
+/// reload that moves a stage or a weight, or edits anything but `match`, rebuilds no trie); a
+/// `match` edit rebuilds only the tries of the host keys whose routes changed.
 /// Ambiguous overlaps and trie conflicts are reported at the route's match.
 fn router(
     issues: &mut Issues<'_>,
@@ -338,7 +339,7 @@ fn router(
     if let Some(prev) = previous.filter(|p| same_routing(&p.routes, routes)) {
         return Some(Arc::clone(&prev.router));
     }
-    let errs = match Router::build(routes) {
+    let errs = match Router::build_reusing(routes, previous.map(|p| (&*p.router, &p.routes[..]))) {
         Ok(r) => return Some(Arc::new(r)),
         Err(errs) => errs,
     };
