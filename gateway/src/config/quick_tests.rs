@@ -153,3 +153,101 @@ fn errors_are_placed_whichever_reader_took_the_file() {
     let e = load_str("t.toml", &broken, None).unwrap_err();
     assert_eq!((e.issues[0].line, e.issues[0].column), (12, 1), "{e}");
 }
+
+/// Differential check on files nobody wrote by hand: every file of the corpus, mutated at random
+/// (bytes deleted, TOML punctuation and tokens inserted, lines doubled or swapped). Whatever the
+/// quick reader takes, toml must take too, with the same model and spans; most mutants are
+/// invalid and must be left to toml. Seeded, so a failure is reproducible.
+#[test]
+fn random_mutants_are_read_as_toml_reads_them_or_left_to_toml() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    const TOKENS: &[&str] = &[
+        "\"",
+        "'",
+        "=",
+        "[",
+        "]",
+        "[[",
+        "]]",
+        "{",
+        "}",
+        ",",
+        "\n",
+        " ",
+        "#",
+        ".",
+        "\\",
+        "_",
+        "0",
+        "1",
+        "-1",
+        "+1",
+        "1.5",
+        "1e3",
+        "true",
+        "false",
+        "inf",
+        "nan",
+        "\r\n",
+        "\r",
+        "\t",
+        "\u{e9}",
+        "x = 1\n",
+        "[a]\n",
+        "[[routes]]\n",
+        "\"\"\"",
+        "''",
+        "{}",
+        "[]",
+    ];
+    let mut rng = StdRng::seed_from_u64(0x5eed_0016);
+    let files = corpus();
+    let (mut taken, mut left) = (0usize, 0usize);
+    for n in 0..4000 {
+        let mut src = files[n % files.len()].clone();
+        for _ in 0..rng.gen_range(1..=3) {
+            let at = |rng: &mut StdRng, s: &str| {
+                let mut i = rng.gen_range(0..=s.len());
+                while !s.is_char_boundary(i) {
+                    i -= 1;
+                }
+                i
+            };
+            match rng.gen_range(0..4) {
+                0 => {
+                    let i = at(&mut rng, &src);
+                    let mut j = (i + rng.gen_range(1..=3)).min(src.len());
+                    while !src.is_char_boundary(j) {
+                        j += 1;
+                    }
+                    src.replace_range(i..j, "");
+                }
+                1 => {
+                    let i = at(&mut rng, &src);
+                    src.insert_str(i, TOKENS[rng.gen_range(0..TOKENS.len())]);
+                }
+                _ => {
+                    let mut lines: Vec<&str> = src.split_inclusive('\n').collect();
+                    if lines.len() > 1 {
+                        let (a, b) = (rng.gen_range(0..lines.len()), rng.gen_range(0..lines.len()));
+                        if rng.gen_bool(0.5) {
+                            lines.swap(a, b);
+                        } else {
+                            lines.insert(a, lines[b]);
+                        }
+                    }
+                    src = lines.concat();
+                }
+            }
+        }
+        // `same_as_toml` panics when toml refuses what the quick reader took, or reads it otherwise
+        if same_as_toml(&src) {
+            taken += 1;
+        } else {
+            left += 1;
+        }
+    }
+    // the mutants are a mix: some still plain valid TOML, most not
+    assert!(taken > 100 && left > 1000, "taken {taken}, left to toml {left}");
+}
