@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::chunks::{self, KeyRange};
 use super::owned_copy::{CarryBackError, OwnedCopy};
 use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
-use crate::connect::connect;
+use crate::connect::{connect, connect_raw};
 use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::{DirectedTable, Mapping, OutputValue};
 use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
@@ -318,18 +318,24 @@ pub async fn copy_tables<C: CheckpointStore>(
     let mut done_tables = 0usize;
     // a table whose every chunk committed before a crash that came before it was marked done
     let finished: Vec<usize> = remaining.iter().filter(|(_, n)| **n == 0).map(|(t, _)| *t).collect();
+    // chunks queued or in flight: the workers not busy with one leave their cores to an index
+    // build
+    let mut outstanding = total_chunks;
     for table in finished {
-        table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
+        table_done(&target, &job, store, table, copied[&table], floor[&table], workers.saturating_sub(outstanding))
+            .await?;
         done_tables += 1;
     }
     job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
     while let Some(ev) = rx.recv().await {
         let Event::ChunkDone { table, rows } = ev?;
+        outstanding -= 1;
         *copied.entry(table).or_default() += rows;
         let left = remaining.get_mut(&table).expect("planned");
         *left -= 1;
         if *left == 0 {
-            table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
+            let idle = workers.saturating_sub(outstanding);
+            table_done(&target, &job, store, table, copied[&table], floor[&table], idle).await?;
             done_tables += 1;
             job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
         }
@@ -397,8 +403,9 @@ fn note_deferred(t: &DirectedTable, names: Vec<String>) {
     }
 }
 
-/// Every chunk of `table` is in: build its deferred indexes, record it done with its stream
-/// floor.
+/// Every chunk of `table` is in: build its deferred indexes (a parallel build may use as many
+/// workers as copy workers are `idle`, at least the server's `max_parallel_maintenance_workers`),
+/// record it done with its stream floor.
 async fn table_done<C: CheckpointStore>(
     target: &tokio_postgres::Client,
     job: &SnapshotJob,
@@ -406,10 +413,11 @@ async fn table_done<C: CheckpointStore>(
     table: usize,
     rows: u64,
     floor: Lsn,
+    idle: usize,
 ) -> Result<(), SnapshotError> {
     let t = &job.mapping.tables[table];
     // before it is marked done: a crash in between leaves the records, rebuilt at the next start
-    crate::deferred_indexes::rebuild(target, Some(&job.pipeline), Some(&t.to_table)).await?;
+    crate::deferred_indexes::rebuild(target, Some(&job.pipeline), Some(&t.to_table), Some(idle)).await?;
     let state = TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(floor), rows: rows as i64 };
     store.set_table(&job.pipeline, &t.to_table, &state).await?;
     tracing::info!(table = %t.to_table, rows, "snapshot: table done");
@@ -419,6 +427,7 @@ async fn table_done<C: CheckpointStore>(
 /// Bytes of COPY data sent to the target in one message.
 const RELAY_BATCH: usize = 64 * 1024;
 
+#[derive(Clone, Copy)]
 struct WorkerCtx<'a> {
     pipeline: &'a str,
     lsn: Lsn,
@@ -435,14 +444,44 @@ async fn worker(
     ctx: WorkerCtx<'_>,
     metrics: Arc<Metrics>,
 ) -> Result<(), SnapshotError> {
-    let WorkerCtx { pipeline, lsn, source, target, snapshot, owned } = ctx;
-    let src = connect(source).await?;
+    // Both sessions are driven by this task itself rather than by tasks of their own: a
+    // message read from the source socket is handed to the copy loop and written to the
+    // target socket without waking another task (and often another thread) on the way.
+    let ((src, src_conn), (dst, dst_conn)) = tokio::try_join!(connect_raw(ctx.source), connect_raw(ctx.target))?;
+    let drive = async {
+        let (a, b) = tokio::join!(src_conn, dst_conn);
+        if let Err(e) = a.and(b) {
+            tracing::debug!(error = %e, "snapshot worker: connection closed");
+        }
+    };
+    // the clients are moved in: dropped when the copy ends, which ends their connections
+    let copy = copy_chunks(queue, tx, mapping, &ctx, metrics, src, dst);
+    futures::pin_mut!(drive);
+    futures::pin_mut!(copy);
+    tokio::select! {
+        r = &mut copy => {
+            drive.await;
+            r
+        }
+        () = &mut drive => copy.await,
+    }
+}
+
+async fn copy_chunks(
+    queue: ChunkQueue,
+    tx: &mpsc::UnboundedSender<Result<Event, SnapshotError>>,
+    mapping: Arc<Mapping>,
+    ctx: &WorkerCtx<'_>,
+    metrics: Arc<Metrics>,
+    src: tokio_postgres::Client,
+    dst: tokio_postgres::Client,
+) -> Result<(), SnapshotError> {
+    let WorkerCtx { pipeline, lsn, snapshot, owned, .. } = *ctx;
     src.batch_execute(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
         quote_literal(snapshot)
     ))
     .await?;
-    let dst = connect(target).await?;
     let _ = dst.batch_execute("SET session_replication_role = replica").await;
     dst.batch_execute("SET synchronous_commit = off").await?;
     loop {
