@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::chunks::{self, KeyRange};
 use super::owned_copy::{CarryBackError, OwnedCopy};
 use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
-use crate::connect::{connect, connect_raw};
+use crate::connect::connect;
 use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::{DirectedTable, Mapping, OutputValue};
 use crate::model::{quote_ident, quote_literal, quote_qualified, Lsn};
@@ -427,7 +427,6 @@ async fn table_done<C: CheckpointStore>(
 /// Bytes of COPY data sent to the target in one message.
 const RELAY_BATCH: usize = 64 * 1024;
 
-#[derive(Clone, Copy)]
 struct WorkerCtx<'a> {
     pipeline: &'a str,
     lsn: Lsn,
@@ -444,44 +443,14 @@ async fn worker(
     ctx: WorkerCtx<'_>,
     metrics: Arc<Metrics>,
 ) -> Result<(), SnapshotError> {
-    // Both sessions are driven by this task itself rather than by tasks of their own: a
-    // message read from the source socket is handed to the copy loop and written to the
-    // target socket without waking another task (and often another thread) on the way.
-    let ((src, src_conn), (dst, dst_conn)) = tokio::try_join!(connect_raw(ctx.source), connect_raw(ctx.target))?;
-    let drive = async {
-        let (a, b) = tokio::join!(src_conn, dst_conn);
-        if let Err(e) = a.and(b) {
-            tracing::debug!(error = %e, "snapshot worker: connection closed");
-        }
-    };
-    // the clients are moved in: dropped when the copy ends, which ends their connections
-    let copy = copy_chunks(queue, tx, mapping, &ctx, metrics, src, dst);
-    futures::pin_mut!(drive);
-    futures::pin_mut!(copy);
-    tokio::select! {
-        r = &mut copy => {
-            drive.await;
-            r
-        }
-        () = &mut drive => copy.await,
-    }
-}
-
-async fn copy_chunks(
-    queue: ChunkQueue,
-    tx: &mpsc::UnboundedSender<Result<Event, SnapshotError>>,
-    mapping: Arc<Mapping>,
-    ctx: &WorkerCtx<'_>,
-    metrics: Arc<Metrics>,
-    src: tokio_postgres::Client,
-    dst: tokio_postgres::Client,
-) -> Result<(), SnapshotError> {
-    let WorkerCtx { pipeline, lsn, snapshot, owned, .. } = *ctx;
+    let WorkerCtx { pipeline, lsn, source, target, snapshot, owned } = ctx;
+    let src = connect(source).await?;
     src.batch_execute(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
         quote_literal(snapshot)
     ))
     .await?;
+    let dst = connect(target).await?;
     let _ = dst.batch_execute("SET session_replication_role = replica").await;
     dst.batch_execute("SET synchronous_commit = off").await?;
     loop {
