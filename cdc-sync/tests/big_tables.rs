@@ -4,7 +4,8 @@
 //! table added by SIGHUP and killed mid-copy resumes the same way; one whose interrupted copy is
 //! older than the checkpoint (taken out of sync.toml meanwhile) is copied afresh. Indexes are
 //! built after the copy (and again at the next start after a crash), except the replica
-//! identity.
+//! identity; the build may use as many parallel workers as copy workers are idle, and the
+//! rebuilt indexes are the ones the target had.
 
 mod common;
 
