@@ -301,9 +301,8 @@ impl CheckpointStore for PgCheckpointStore {
     }
     async fn reset(&mut self, pipeline: &str) -> Result<(), CheckpointError> {
         // indexes dropped for an interrupted copy are not forgotten with the pipeline
-        deferred_indexes::rebuild(&self.client, Some(pipeline), None).await.map_err(|e| CheckpointError::Sql {
-            what: "rebuilding indexes deferred by a snapshot copy",
-            source: e.source,
+        deferred_indexes::rebuild(&self.client, Some(pipeline), None, None).await.map_err(|e| {
+            CheckpointError::Sql { what: "rebuilding indexes deferred by a snapshot copy", source: e.source }
         })?;
         for sql_text in [
             "DELETE FROM cdc_sync.checkpoint WHERE pipeline = $1",
@@ -326,7 +325,7 @@ impl CheckpointStore for PgCheckpointStore {
         Ok(())
     }
     async fn purge(&mut self) -> Result<(), CheckpointError> {
-        deferred_indexes::rebuild(&self.client, None, None).await.map_err(|e| CheckpointError::Sql {
+        deferred_indexes::rebuild(&self.client, None, None, None).await.map_err(|e| CheckpointError::Sql {
             what: "rebuilding indexes deferred by a snapshot copy",
             source: e.source,
         })?;

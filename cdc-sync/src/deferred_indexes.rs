@@ -138,7 +138,17 @@ pub async fn defer(
 /// pipeline's when `pipeline` is `None` too) again and remove their records, one transaction
 /// per table. Returns how many were built. Nothing to do (and no error) when the record table
 /// does not exist.
-pub async fn rebuild(tgt: &Client, pipeline: Option<&str>, table: Option<&str>) -> Result<usize, DeferredIndexError> {
+///
+/// `parallel`: how many parallel workers each build may ask for (`max_parallel_maintenance_workers`
+/// for the transaction), when that is more than the server's setting; `None` keeps the server's.
+/// PostgreSQL still caps it by the table's size and `max_parallel_workers`, and builds
+/// serially when no worker is free.
+pub async fn rebuild(
+    tgt: &Client,
+    pipeline: Option<&str>,
+    table: Option<&str>,
+    parallel: Option<usize>,
+) -> Result<usize, DeferredIndexError> {
     let fail = |table: &str, index: &str, sql: &str| {
         let (table, index, create_sql) = (table.to_string(), index.to_string(), sql.to_string());
         move |source| DeferredIndexError { table, index, create_sql, source }
@@ -167,8 +177,30 @@ pub async fn rebuild(tgt: &Client, pipeline: Option<&str>, table: Option<&str>) 
             rows[i..].iter().take_while(|r| r.get::<_, String>(0) == p && r.get::<_, String>(1) == t).collect();
         i += same.len();
         // a sorted build: give it memory for the sort (the session's own setting, this
-        // transaction only)
+        // transaction only; a parallel build shares it among its participants, each needing
+        // 32MB)
         tgt.batch_execute("BEGIN; SET LOCAL maintenance_work_mem = '256MB'").await.map_err(fail(&t, "-", "BEGIN"))?;
+        let workers = match parallel {
+            Some(n) => tgt
+                .query_one(
+                    "SELECT set_config('max_parallel_maintenance_workers', \
+                     GREATEST($1::int, current_setting('max_parallel_maintenance_workers')::int)::text, true)::int",
+                    &[&(n.min(64) as i32)],
+                )
+                .await
+                .map(|r| r.get::<_, i32>(0)),
+            None => tgt
+                .query_one("SELECT current_setting('max_parallel_maintenance_workers')::int", &[])
+                .await
+                .map(|r| r.get::<_, i32>(0)),
+        };
+        let workers = match workers {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tgt.batch_execute("ROLLBACK").await;
+                return Err(fail(&t, "-", "SET max_parallel_maintenance_workers")(e));
+            }
+        };
         for r in &same {
             let (index, sql): (String, String) = (r.get(2), r.get(3));
             let started = std::time::Instant::now();
@@ -176,7 +208,8 @@ pub async fn rebuild(tgt: &Client, pipeline: Option<&str>, table: Option<&str>) 
                 let _ = tgt.batch_execute("ROLLBACK").await;
                 return Err(fail(&t, &index, &sql)(e));
             }
-            tracing::info!(table = %t, index = %index, seconds = started.elapsed().as_secs_f64(), "snapshot: index built after the copy");
+            tracing::info!(table = %t, index = %index, seconds = started.elapsed().as_secs_f64(), parallel_workers_allowed = workers,
+                "snapshot: index built after the copy");
         }
         let done =
             tgt.execute("DELETE FROM cdc_sync.deferred_index WHERE pipeline = $1 AND table_name = $2", &[&p, &t]).await;

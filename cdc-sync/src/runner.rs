@@ -74,11 +74,20 @@ async fn attempt(
     isolate_through: Option<Lsn>,
     schema: (Option<Lsn>, Lsn),
 ) -> Result<(), PipelineError> {
-    let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
-    let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
-    let replay_until = store.replay_windows(&plan.pipeline, mapping).await?;
-    let sink =
-        PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin(), plan.way).await?;
+    // the checkpoint and the sink's session are independent: set up side by side
+    let checkpoint = async {
+        let mut store = PgCheckpointStore::connect(&plan.to_conn).await?;
+        let cp = store.load(&plan.pipeline).await?.map(|c| c.lsn).unwrap_or_default();
+        let replay_until = store.replay_windows(&plan.pipeline, mapping).await?;
+        Ok::<_, PipelineError>((cp, replay_until))
+    };
+    let sink = async {
+        Ok::<_, PipelineError>(
+            PgSink::connect(&plan.to_conn, Arc::clone(mapping), &plan.pipeline, plan.applied_origin(), plan.way)
+                .await?,
+        )
+    };
+    let ((cp, replay_until), sink) = tokio::try_join!(checkpoint, sink)?;
     let stream =
         PgChangeStream::start(&plan.from_conn, &plan.slot, &plan.publication, Some(cp).filter(|l| l.0 > 0)).await?;
     metrics.applied_lsn.fetch_max(cp.0, Relaxed);
@@ -493,7 +502,7 @@ async fn run_active(
     // types in Relation messages are compared for transactions after the mappings were read
     let fwd_types_after = ddl::wal_position(&src).await.map_err(SourceError::from)?;
     // indexes an interrupted snapshot copy dropped are back before the mappings are checked
-    crate::deferred_indexes::rebuild(&tgt, Some(&fwd_plan.pipeline), None)
+    crate::deferred_indexes::rebuild(&tgt, Some(&fwd_plan.pipeline), None, None)
         .await
         .map_err(crate::source::snapshot::SnapshotError::from)?;
     let fwd = Arc::new(resolved_mapping(cfg, Way::Forward, &src, &tgt, false).await?);

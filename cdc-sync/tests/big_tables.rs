@@ -4,7 +4,8 @@
 //! table added by SIGHUP and killed mid-copy resumes the same way; one whose interrupted copy is
 //! older than the checkpoint (taken out of sync.toml meanwhile) is copied afresh. Indexes are
 //! built after the copy (and again at the next start after a crash), except the replica
-//! identity.
+//! identity; the build may use as many parallel workers as copy workers are idle, and the
+//! rebuilt indexes are the ones the target had.
 
 mod common;
 
@@ -338,14 +339,36 @@ fn the_replica_identity_index_is_kept_during_the_copy_and_the_others_are_built_a
     // is built after the copy
     let identity = "ALTER TABLE big REPLICA IDENTITY USING INDEX big_pkey;";
     let env = Env::new(BIG, &format!("{BIG_TGT}{identity}"));
-    let cfg = env.write_config("fk", &format!("{REPL}{BIG_TABLE}"));
+    // three copy workers, idle once big's last chunk is in: its build may use three parallel
+    // workers (more than the server's default of two; big is large enough for a parallel build)
+    let repl = "[replication]\nsnapshot_workers = 3\nsnapshot_chunk_pages = 40\n";
+    let cfg = env.write_config("fk", &format!("{repl}{BIG_TABLE}"));
     let indexes = env.t(BIG_INDEXES);
     let run = start(&cfg, "fk");
-    let log = run.log_text();
+    let log = without_ansi(&run.log_text());
     assert!(log.contains("building these indexes after the copy"), "{log}");
-    assert!(log.contains("index built after the copy") && log.contains("public.big_v"), "{log}");
+    let built = log.lines().find(|l| l.contains("index built after the copy") && l.contains("public.big_v"));
+    assert!(built.is_some_and(|l| l.contains("parallel_workers_allowed=3")), "{log}");
     assert!(!log.contains("big_pkey"), "the replica identity must stay: {log}");
     assert_eq!(env.t(BIG_INDEXES), indexes);
     assert_eq!(env.t("SELECT count(*) FROM cdc_sync.deferred_index"), "0");
     assert_eq!(env.s("SELECT count(*), sum(id), sum(v) FROM big"), env.t("SELECT count(*), sum(id), sum(v) FROM big"));
+}
+
+/// `text` without its terminal colour codes (`ESC [ ... m`).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

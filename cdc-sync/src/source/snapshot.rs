@@ -318,18 +318,24 @@ pub async fn copy_tables<C: CheckpointStore>(
     let mut done_tables = 0usize;
     // a table whose every chunk committed before a crash that came before it was marked done
     let finished: Vec<usize> = remaining.iter().filter(|(_, n)| **n == 0).map(|(t, _)| *t).collect();
+    // chunks queued or in flight: the workers not busy with one leave their cores to an index
+    // build
+    let mut outstanding = total_chunks;
     for table in finished {
-        table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
+        table_done(&target, &job, store, table, copied[&table], floor[&table], workers.saturating_sub(outstanding))
+            .await?;
         done_tables += 1;
     }
     job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
     while let Some(ev) = rx.recv().await {
         let Event::ChunkDone { table, rows } = ev?;
+        outstanding -= 1;
         *copied.entry(table).or_default() += rows;
         let left = remaining.get_mut(&table).expect("planned");
         *left -= 1;
         if *left == 0 {
-            table_done(&target, &job, store, table, copied[&table], floor[&table]).await?;
+            let idle = workers.saturating_sub(outstanding);
+            table_done(&target, &job, store, table, copied[&table], floor[&table], idle).await?;
             done_tables += 1;
             job.metrics.snapshot_tables_done.store(done_tables as u64, Relaxed);
         }
@@ -397,8 +403,9 @@ fn note_deferred(t: &DirectedTable, names: Vec<String>) {
     }
 }
 
-/// Every chunk of `table` is in: build its deferred indexes, record it done with its stream
-/// floor.
+/// Every chunk of `table` is in: build its deferred indexes (a parallel build may use as many
+/// workers as copy workers are `idle`, at least the server's `max_parallel_maintenance_workers`),
+/// record it done with its stream floor.
 async fn table_done<C: CheckpointStore>(
     target: &tokio_postgres::Client,
     job: &SnapshotJob,
@@ -406,10 +413,11 @@ async fn table_done<C: CheckpointStore>(
     table: usize,
     rows: u64,
     floor: Lsn,
+    idle: usize,
 ) -> Result<(), SnapshotError> {
     let t = &job.mapping.tables[table];
     // before it is marked done: a crash in between leaves the records, rebuilt at the next start
-    crate::deferred_indexes::rebuild(target, Some(&job.pipeline), Some(&t.to_table)).await?;
+    crate::deferred_indexes::rebuild(target, Some(&job.pipeline), Some(&t.to_table), Some(idle)).await?;
     let state = TableSnapshot { state: SnapshotState::Done, snapshot_lsn: Some(floor), rows: rows as i64 };
     store.set_table(&job.pipeline, &t.to_table, &state).await?;
     tracing::info!(table = %t.to_table, rows, "snapshot: table done");
