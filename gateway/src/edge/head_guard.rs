@@ -36,6 +36,11 @@
 //! timeout (it was armed by an earlier wait), so the wait before each keep-alive request costs
 //! no timer registration, and a request already there none at all.
 //!
+//! On plain TCP (a stream that peeks), [`EdgeApp`](super::EdgeApp) first waits for the next
+//! request's first byte without Pingora ([`HeadGuard::wait_next_head`], the same timeout and the
+//! same count), so that an idle connection holds no Pingora session; the guard's own idle clock
+//! above then runs only on TLS connections.
+//!
 //! [`EdgeApp`](super::EdgeApp) re-arms the guard before Pingora reads each keep-alive request.
 //! After an `Upgrade` request (or a head the proxy refuses for its framing) the stream is not
 //! followed (it may be another protocol); if Pingora reads another request on it, the guard
@@ -253,6 +258,47 @@ impl HeadGuard {
             self.idle = !self.keepalive_timeout.is_zero();
             self.hold = self.may_hold && checked;
         }
+    }
+
+    /// Whether Pingora is to read a kept-alive connection's next request and no byte of it has
+    /// been read yet (by the guard, so by Pingora): the first byte may be waited for before
+    /// Pingora's session for the request is made (see [`HeadGuard::wait_next_head`]).
+    pub fn before_next_head(&self) -> bool {
+        self.request > 0
+            && self.reading_head
+            && !self.framing.is_opaque()
+            && !self.framing.in_started_head()
+            && self.released == self.held.len()
+            && self.pending.is_none()
+            && self.refusing.is_none()
+            && !self.idled_out
+    }
+
+    /// Waits, reading nothing, until the client sends the next request's first byte (`true`:
+    /// Pingora reads it from here on), or leaves (`false`), or has been silent for
+    /// `keepalive_timeout` (`false`, recorded as when a read of the head times out: see
+    /// [`HeadGuard::close_idle`]). Only after [`HeadGuard::before_next_head`].
+    ///
+    /// An idle kept-alive connection so holds no Pingora session: its request future (~13 KiB)
+    /// and head buffer (4 KiB) are made once the client sends (`scale-bench.sh`, part `conns`).
+    /// A stream that cannot peek (TLS) returns `true` at once: Pingora waits, as before.
+    pub async fn wait_next_head(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let peek = self.inner.try_peek(&mut byte);
+        let peeked = if self.keepalive_timeout.is_zero() {
+            peek.await
+        } else {
+            match tokio::time::timeout(self.keepalive_timeout, peek).await {
+                Ok(p) => p,
+                Err(_) => {
+                    let _ = self.close_idle();
+                    return false;
+                }
+            }
+        };
+        // Ok(false): this stream does not peek; an end of stream or a broken one ends the
+        // connection quietly, as Pingora does before any byte of a head
+        peeked.is_ok()
     }
 
     /// Gives Pingora as much of the held bytes as `buf` takes (at most `cap`, when not 0).
