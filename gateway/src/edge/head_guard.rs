@@ -175,7 +175,8 @@ pub struct HeadGuard {
     /// which its own read timeout would end silently.
     may_hold: bool,
     /// The incomplete head held back, or bytes read past a head not handed over yet; kept
-    /// (empty) for the connection's next slow head.
+    /// (empty) for the connection's next slow head, freed while it waits for its next request
+    /// (see [`HeadGuard::wait_next_head`]).
     held: Vec<u8>,
     /// How much of `held` Pingora has been given.
     released: usize,
@@ -283,6 +284,9 @@ impl HeadGuard {
     /// and head buffer (4 KiB) are made once the client sends (`scale-bench.sh`, part `conns`).
     /// A stream that cannot peek (TLS) returns `true` at once: Pingora waits, as before.
     pub async fn wait_next_head(&mut self) -> bool {
+        // the byte peeked comes back alone, so the head is then read in pieces, into `held`:
+        // an idle connection keeps none of it
+        self.held = Vec::new();
         let mut byte = [0u8; 1];
         let peek = self.inner.try_peek(&mut byte);
         let peeked = if self.keepalive_timeout.is_zero() {
