@@ -338,7 +338,7 @@ async fn bodies_and_upgraded_streams_are_not_timed() {
 }
 
 // Waiting for a kept-alive connection's next request before Pingora's session is made: on a
-// Pingora TCP stream (which peeks; the in-memory one above does not), in real time.
+// Pingora TCP stream, in real time.
 
 /// A guard over a loopback TCP connection with the idle timeout `idle`, after one request
 /// answered and the guard re-armed, and the client's end.
@@ -362,7 +362,7 @@ async fn kept_alive_tcp(idle: Duration) -> (HeadGuard, tokio::net::TcpStream) {
 }
 
 #[tokio::test]
-async fn the_next_request_is_waited_for_without_reading_it_and_then_read_whole() {
+async fn the_next_request_is_waited_for_and_then_read_whole_through_the_checks() {
     let (mut g, mut client) = kept_alive_tcp(Duration::from_secs(30)).await;
     assert!(g.before_next_head());
     let sender = tokio::spawn(async move {
@@ -378,7 +378,7 @@ async fn the_next_request_is_waited_for_without_reading_it_and_then_read_whole()
         started.elapsed()
     );
     let _client = sender.await.unwrap();
-    // the byte the wait saw is read again, with the rest of the head
+    // what the wait read comes through the guard's reads: the head, followed to its end
     let got = read_within(&mut g, Duration::from_secs(5)).await.expect("the head is there").unwrap();
     assert_eq!(got, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(!g.reading_head, "the head was followed to its end");

@@ -109,7 +109,7 @@ impl EdgeApp {
 
     /// Pingora's HTTP/1 loop (as in its `ServerApp` for HTTP apps), with the stream guarded and
     /// the guard re-armed before each keep-alive request. Pingora's session for a keep-alive
-    /// request is made once its first byte is there (see [`HeadGuard::wait_next_head`]).
+    /// request is made once the client sends it (see [`HeadGuard::wait_next_head`]).
     async fn serve_http1(&self, stream: Stream, timeouts: (Duration, Duration), shutdown: &ShutdownWatch) {
         let (header_timeout, keepalive_timeout) = timeouts;
         let mut guard = Box::new(HeadGuard::new(stream, header_timeout, keepalive_timeout));
