@@ -78,7 +78,7 @@ fn main() {
     let mut server = floor::server();
     let app = Forward { peer: HttpPeer::new(upstream.as_str(), false, String::new()), connector: Connector::new(None) };
     let mut service = pingora::services::listening::Service::new("core".into(), app);
-    service.add_tcp(&listen);
+    service.add_listener(floor::listener(&listen));
     server.add_service(service);
     server.run_forever()
 }

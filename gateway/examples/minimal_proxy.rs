@@ -1,11 +1,13 @@
 //! The floor for the gateway benchmark: a Pingora proxy that does nothing but forward.
 //!
-//! Same Pingora version, server settings (one thread, pooled upstream connections), allocator
-//! and build profile as strangler-gateway, and only `upstream_peer` implemented — no routing,
+//! Same Pingora version, server and listener settings (one thread, pooled upstream connections,
+//! client connection buffers), allocator and build profile as strangler-gateway, and only `upstream_peer` implemented — no routing,
 //! headers, ids, metrics or shadowing. `tests/perf/gateway-bench.sh` runs it next to the gateway
 //! when `MINIMAL=1`, so "what our callbacks cost on top of Pingora" is measured in the same run.
 //!
 //! Usage: minimal_proxy LISTEN UPSTREAM   (e.g. 127.0.0.1:8000 127.0.0.1:9000)
+//! Env:   FLOOR_L4_READ_BUFFER=BYTES: the client connections' L4 read buffer instead of the
+//!        gateway's (65536: Pingora's default; see `tests/perf/scale-bench.sh`, part `conns`)
 
 mod floor;
 
@@ -35,7 +37,7 @@ fn main() {
     let (listen, upstream) = floor::args("minimal_proxy");
     let mut server = floor::server();
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, Forward { upstream });
-    service.add_tcp(&listen);
+    service.add_listener(floor::listener(&listen));
     server.add_service(service);
     server.run_forever()
 }

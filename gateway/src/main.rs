@@ -11,7 +11,7 @@ use strangler_gateway::access_log::AccessLog;
 use strangler_gateway::admin::{self, AdminState};
 use strangler_gateway::background;
 use strangler_gateway::config::{load_str_offline, load_str_with};
-use strangler_gateway::edge::EdgeApp;
+use strangler_gateway::edge::{self, EdgeApp};
 use strangler_gateway::limits::LimitService;
 use strangler_gateway::proxy::GatewayProxy;
 use strangler_gateway::reload::ConfigStore;
@@ -451,7 +451,7 @@ fn run(
     // The edge checks (per-client connection cap, request head deadline) wrap Pingora's app.
     let mut service =
         pingora::services::listening::Service::new("strangler-gateway".to_string(), EdgeApp::new(proxy, store.clone()));
-    service.add_tcp(&settings.listen.to_string());
+    service.add_listener(edge::plain_listener(&settings.listen.to_string()));
     if let Some(tls) = &settings.tls {
         // The resolver reads the serving table at each handshake: certificates reload with it.
         let mut tls_settings = match pingora::listeners::tls::TlsSettings::intermediate("", "") {

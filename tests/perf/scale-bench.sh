@@ -14,7 +14,11 @@
 #         route's path (the router is rebuilt); then stage edits while wrk drives the gateway: no
 #         failed request allowed.
 # conns   10,000 idle keep-alive client connections (each sent one request, then held open) to
-#         the gateway and to nginx: RSS growth / connections = memory per idle connection.
+#         the gateway, to the minimal Pingora proxy (gateway/examples/minimal_proxy.rs: Pingora's
+#         own cost per connection, without the gateway's edge guard, callbacks and metrics; with
+#         the gateway's listener settings, and as "pingora-64k" with Pingora's default 64 KiB L4
+#         read buffer per connection) and to nginx: RSS growth / connections = memory per idle
+#         connection.
 # threads threads = 2 versus threads = 1, and nginx with 2 workers versus 1 (wrk -t2 for all
 #         four): the ratio of the two scaling factors. The load generator and the upstream share
 #         the machine's cores: on a 2-core machine neither can double.
@@ -32,7 +36,8 @@
 #   RESULT routes_1k_vs_10_rps=... routes_10k_vs_10_rps=... check_10k_ms=... check_10_ms=...
 #          reload_10k_ms=... reload_failed_requests=... reload_10k_idle_ms=... reload_10k_cpu_ms=...
 #          reload_10k_match_edit_ms=... reload_10k_match_edit_cpu_ms=...
-#          idle_conn_kb_gateway=... idle_conn_kb_nginx=...
+#          idle_conn_kb_gateway=... idle_conn_kb_pingora=... idle_conn_kb_pingora_64k=...
+#          idle_conn_kb_nginx=...
 #          idle_conn_mem_vs_nginx=... threads2_scaling_gateway=... threads2_scaling_nginx=...
 #          threads2_scaling_vs_nginx=... fixed_rate_rps=... fixed_rate_held=0|1
 #          fixed_rate_p99_vs_nginx=...|missed fixed_rate_p999_vs_nginx=...|missed
@@ -43,6 +48,8 @@
 #
 # Usage: tests/perf/scale-bench.sh [DURATION_S=5] [CONNECTIONS=32] [ROUNDS=2]
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
+#        MINIMAL_BIN (the conns part's minimal Pingora proxy; default: examples/minimal_proxy
+#        next to GATEWAY_BIN, built with the same profile if missing),
 #        PARTS (default "routes reload conns threads rate"), IDLE_CONNS (default 10000),
 #        RELOADS (default 5), WRK_THREADS (default 1; the threads part uses 2),
 #        RATE_CLIENTS (default 128: connections of the fixed-rate part), RATE_PIN (default 0)
@@ -72,11 +79,12 @@ UP=$(port)
 start_json_upstream "$WORK/up" "$UP"; UP_MASTER=${PIDS[-1]}
 RESULT=""
 
-# gen_routes N FILE LISTEN ADMIN THREADS: a routes.toml with N routes of four kinds.
+# gen_routes N FILE LISTEN ADMIN THREADS [GATEWAY_LINE]: a routes.toml with N routes of four
+# kinds (GATEWAY_LINE: one more [gateway] key).
 gen_routes() {
   local n=$1 i
   {
-    printf '[gateway]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\nadmin_token = "bench"\nthreads = %s\n\n' "$3" "$4" "$5"
+    printf '[gateway]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\nadmin_token = "bench"\nthreads = %s\n%s\n' "$3" "$4" "$5" "${6:-}"
     printf '[defaults]\nupstream = "legacy"\n[upstreams.legacy]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
     printf '[upstreams.svc]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
     for ((i = 0; i < n; i++)); do
@@ -265,9 +273,19 @@ if part conns; then
   start_nginx_proxy "$WORK/ngx-idle" "$NGXI" 1
   IDLE_MASTER=$NGX_MASTER
   GWI=$(port); GWIA=$(port)
-  gen_routes 10 "$WORK/routes-idle.toml" "$GWI" "$GWIA" 1
+  # every connection comes from 127.0.0.1: no per-client cap (default 512)
+  gen_routes 10 "$WORK/routes-idle.toml" "$GWI" "$GWIA" 1 "max_connections_per_client = 0"
   start_gateway "$WORK/routes-idle.toml" gw-idle; GWI_PID=$GW_PID
-  wait_port "$NGXI"; wait_port "$GWI"
+  MIN_BIN=${MINIMAL_BIN:-$(dirname "$BIN")/examples/minimal_proxy}
+  if [[ ! -x $MIN_BIN ]]; then
+    # the same profile as the gateway binary (target/<profile>/strangler-gateway)
+    (cd "$ROOT" && cargo build --profile "$(basename "$(dirname "$BIN")")" -p strangler-gateway --example minimal_proxy >&2)
+  fi
+  MINI=$(port); MINI64=$(port)
+  "$MIN_BIN" "127.0.0.1:$MINI" "127.0.0.1:$UP" > "$WORK/minimal-idle.log" 2>&1 & PIDS+=($!); MINI_PID=$!
+  FLOOR_L4_READ_BUFFER=65536 "$MIN_BIN" "127.0.0.1:$MINI64" "127.0.0.1:$UP" > "$WORK/minimal64-idle.log" 2>&1 &
+  PIDS+=($!); MINI64_PID=$!
+  wait_port "$NGXI"; wait_port "$GWI"; wait_port "$MINI"; wait_port "$MINI64"
   IDLE_WORKER=$(nginx_workers "$IDLE_MASTER" | cut -d' ' -f1)
   cat > "$WORK/idle.py" <<'PY'
 # Opens N keep-alive connections to 127.0.0.1:PORT, sends one GET on each and reads the answer,
@@ -293,8 +311,13 @@ async def main():
 asyncio.run(main())
 PY
   declare -A IDLE_KB
-  for who in gateway nginx; do
-    if [[ $who == gateway ]]; then p=$GWI; pid=$GWI_PID; else p=$NGXI; pid=$IDLE_WORKER; fi
+  for who in gateway pingora pingora-64k nginx; do
+    case $who in
+      gateway) p=$GWI; pid=$GWI_PID ;;
+      pingora) p=$MINI; pid=$MINI_PID ;;
+      pingora-64k) p=$MINI64; pid=$MINI64_PID ;;
+      nginx) p=$NGXI; pid=$IDLE_WORKER ;;
+    esac
     wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$p/api/s1/items/9" > /dev/null   # warm the pools
     before=$(rss_kb "$pid")
     coproc IDLE { timeout 180 python3 "$WORK/idle.py" "$p" "$IDLE_CONNS"; }
@@ -303,10 +326,11 @@ PY
     after=$(rss_kb "$pid")
     exec {IDLE[1]}>&-; wait "$IDLE_PID" || true
     IDLE_KB[$who]=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN{ printf "%.2f", (a-b)/n }')
-    printf '%-8s RSS %7d KiB -> %7d KiB with %s %s connections: %s KiB per idle connection\n' \
+    printf '%-11s RSS %7d KiB -> %7d KiB with %s %s connections: %s KiB per idle connection\n' \
       "$who" "$before" "$after" "$n" "$held" "${IDLE_KB[$who]}"
   done
-  RESULT+=" idle_conn_kb_gateway=${IDLE_KB[gateway]} idle_conn_kb_nginx=${IDLE_KB[nginx]}"
+  RESULT+=" idle_conn_kb_gateway=${IDLE_KB[gateway]} idle_conn_kb_pingora=${IDLE_KB[pingora]}"
+  RESULT+=" idle_conn_kb_pingora_64k=${IDLE_KB[pingora-64k]} idle_conn_kb_nginx=${IDLE_KB[nginx]}"
   RESULT+=" idle_conn_mem_vs_nginx=$(ratio "${IDLE_KB[gateway]}" "${IDLE_KB[nginx]}")"
   echo
 fi

@@ -1,5 +1,6 @@
-//! What the two benchmark floors (minimal_proxy, core_proxy) share: arguments and the Pingora
-//! server with the gateway's own settings (one thread, no work stealing, pooled upstreams).
+//! What the two benchmark floors (minimal_proxy, core_proxy) share: arguments, and the Pingora
+//! server and listener with the gateway's own settings (one thread, no work stealing, pooled
+//! upstreams, the client connection's L4 buffers).
 
 /// `LISTEN UPSTREAM` from the command line, or exit 2 with a usage line naming `example`.
 pub fn args(example: &str) -> (String, String) {
@@ -25,4 +26,18 @@ pub fn server() -> pingora::server::Server {
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     server
+}
+
+/// The listener at `listen`, with the gateway's plain-HTTP client buffers
+/// (`strangler_gateway::edge::plain_listener`), or with an L4 read buffer of
+/// `$FLOOR_L4_READ_BUFFER` bytes when that is set (65536: Pingora's default).
+pub fn listener(listen: &str) -> pingora::listeners::ListenerConfig {
+    let gateway = strangler_gateway::edge::plain_listener(listen);
+    let Ok(read) = std::env::var("FLOOR_L4_READ_BUFFER") else { return gateway };
+    let Ok(read) = read.parse::<usize>() else {
+        eprintln!("FLOOR_L4_READ_BUFFER={read}: not a number of bytes");
+        std::process::exit(2);
+    };
+    pingora::listeners::ListenerConfig::tcp(listen)
+        .l4_buffer(pingora::listeners::L4BufferSettings::default().read(read))
 }

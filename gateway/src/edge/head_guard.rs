@@ -36,6 +36,11 @@
 //! timeout (it was armed by an earlier wait), so the wait before each keep-alive request costs
 //! no timer registration, and a request already there none at all.
 //!
+//! [`EdgeApp`](super::EdgeApp) first waits for the next request without Pingora
+//! ([`HeadGuard::wait_next_head`]: the same timeout and the same count), so that an idle
+//! connection holds no Pingora session; the idle clock above then runs only for a request whose
+//! bytes came in with the previous one's.
+//!
 //! [`EdgeApp`](super::EdgeApp) re-arms the guard before Pingora reads each keep-alive request.
 //! After an `Upgrade` request (or a head the proxy refuses for its framing) the stream is not
 //! followed (it may be another protocol); if Pingora reads another request on it, the guard
@@ -170,10 +175,13 @@ pub struct HeadGuard {
     /// which its own read timeout would end silently.
     may_hold: bool,
     /// The incomplete head held back, or bytes read past a head not handed over yet; kept
-    /// (empty) for the connection's next slow head.
+    /// (empty) for the connection's next slow head, freed while it waits for its next request.
     held: Vec<u8>,
     /// How much of `held` Pingora has been given.
     released: usize,
+    /// What [`HeadGuard::wait_next_head`] read of the next request, to go through the guard's
+    /// reads as if read from the client then.
+    ahead: Vec<u8>,
     /// Largest read handed over past a head (0: no cap); set while the proxy buffers a body.
     read_cap: AtomicUsize,
     refusing: Option<Refusing>,
@@ -205,6 +213,7 @@ impl HeadGuard {
             may_hold,
             held: Vec::new(),
             released: 0,
+            ahead: Vec::new(),
             read_cap: AtomicUsize::new(0),
             refusing: None,
         }
@@ -253,6 +262,79 @@ impl HeadGuard {
             self.idle = !self.keepalive_timeout.is_zero();
             self.hold = self.may_hold && checked;
         }
+    }
+
+    /// Whether Pingora is to read a kept-alive connection's next request and no byte of it has
+    /// been read yet (by the guard, so by Pingora): the first byte may be waited for before
+    /// Pingora's session for the request is made (see [`HeadGuard::wait_next_head`]).
+    pub fn before_next_head(&self) -> bool {
+        self.request > 0
+            && self.reading_head
+            && !self.framing.is_opaque()
+            && !self.framing.in_started_head()
+            && self.released == self.held.len()
+            && self.ahead.is_empty()
+            && self.pending.is_none()
+            && self.refusing.is_none()
+            && !self.idled_out
+    }
+
+    /// Waits until the client sends the next request (`true`: what came is read ahead, and
+    /// Pingora's reads get it through the guard's checks as if it came then), or leaves
+    /// (`false`), or has been silent for `keepalive_timeout` (`false`, counted as when a read of
+    /// the head times out: see [`HeadGuard::close_idle`]). Only after
+    /// [`HeadGuard::before_next_head`].
+    ///
+    /// An idle kept-alive connection so holds no Pingora session: its request future (~13 KiB)
+    /// and head buffer (4 KiB) are made once the client sends (`scale-bench.sh`, part `conns`).
+    /// One read, as Pingora's own would be; the bytes are copied once more.
+    pub async fn wait_next_head(&mut self) -> bool {
+        self.held = Vec::new();
+        let inner = &mut self.inner;
+        let read = std::future::poll_fn(|cx| {
+            // on the stack of each poll, not in the future (which lives as long as the wait)
+            let mut first = [0u8; 2048];
+            let mut buf = ReadBuf::new(&mut first);
+            match Pin::new(&mut **inner).poll_read(cx, &mut buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(read) => Poll::Ready(read.map(|()| buf.filled().to_vec())),
+            }
+        });
+        let read = if self.keepalive_timeout.is_zero() {
+            read.await
+        } else {
+            match tokio::time::timeout(self.keepalive_timeout, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    let _ = self.close_idle();
+                    return false;
+                }
+            }
+        };
+        match read {
+            Ok(bytes) if !bytes.is_empty() => {
+                self.ahead = bytes;
+                true
+            }
+            // an end of stream or a broken one, before any byte of a head: ended quietly, as
+            // Pingora does
+            _ => false,
+        }
+    }
+
+    /// Reads from the client: what [`HeadGuard::wait_next_head`] read ahead first.
+    fn poll_client(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.ahead.is_empty() {
+            return Pin::new(&mut *self.inner).poll_read(cx, buf);
+        }
+        let n = buf.remaining().min(self.ahead.len());
+        buf.put_slice(&self.ahead[..n]);
+        if n == self.ahead.len() {
+            self.ahead = Vec::new();
+        } else {
+            self.ahead.drain(..n);
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Gives Pingora as much of the held bytes as `buf` takes (at most `cap`, when not 0).
@@ -337,10 +419,10 @@ impl HeadGuard {
     /// Reads from the client, at most `cap` bytes when not 0.
     fn read_inner(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, cap: usize) -> Poll<io::Result<()>> {
         if cap == 0 || buf.remaining() <= cap {
-            return Pin::new(&mut *self.inner).poll_read(cx, buf);
+            return self.poll_client(cx, buf);
         }
         let mut capped = ReadBuf::new(buf.initialize_unfilled_to(cap));
-        let read = Pin::new(&mut *self.inner).poll_read(cx, &mut capped);
+        let read = self.poll_client(cx, &mut capped);
         let n = capped.filled().len();
         buf.advance(n);
         read
@@ -503,7 +585,7 @@ impl AsyncRead for HeadGuard {
         }
         loop {
             let before = buf.filled().len();
-            match Pin::new(&mut *this.inner).poll_read(cx, buf) {
+            match this.poll_client(cx, buf) {
                 Poll::Pending => {
                     if this.idle {
                         if this.idle_expired(cx) {

@@ -336,3 +336,87 @@ async fn bodies_and_upgraded_streams_are_not_timed() {
         assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"\x81\x01x");
     }
 }
+
+// Waiting for a kept-alive connection's next request before Pingora's session is made: on a
+// Pingora TCP stream, in real time.
+
+/// A guard over a loopback TCP connection with the idle timeout `idle`, after one request
+/// answered and the guard re-armed, and the client's end.
+async fn kept_alive_tcp(idle: Duration) -> (HeadGuard, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+    let mut g = HeadGuard::new(stream, DEADLINE, idle);
+    assert!(!g.before_next_head(), "a connection's first request is read by Pingora at once");
+    client.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = g.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+    g.flush().await.unwrap();
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    g.rearm();
+    (g, client)
+}
+
+#[tokio::test]
+async fn the_next_request_is_waited_for_and_then_read_whole_through_the_checks() {
+    let (mut g, mut client) = kept_alive_tcp(Duration::from_secs(30)).await;
+    assert!(g.before_next_head());
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await; // the client's pace
+        client.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        client
+    });
+    let started = Instant::now();
+    assert!(g.wait_next_head().await, "the client sent a request");
+    assert!(
+        started.elapsed() >= Duration::from_millis(90),
+        "returned after {:?}, before the request",
+        started.elapsed()
+    );
+    let _client = sender.await.unwrap();
+    // what the wait read comes through the guard's reads: the head, followed to its end
+    let got = read_within(&mut g, Duration::from_secs(5)).await.expect("the head is there").unwrap();
+    assert_eq!(got, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(!g.reading_head, "the head was followed to its end");
+}
+
+#[tokio::test]
+async fn a_silent_connection_ends_the_wait_at_the_idle_timeout_and_stays_ended() {
+    let idle = Duration::from_millis(300);
+    let (mut g, _client) = kept_alive_tcp(idle).await;
+    let started = Instant::now();
+    let sent = tokio::time::timeout(idle * 20, g.wait_next_head()).await.expect("the wait ends");
+    assert!(!sent, "nothing was sent");
+    assert!(started.elapsed() >= idle, "ended after {:?}", started.elapsed());
+    assert!(g.idled_out, "counted as a keep-alive timeout");
+    assert!(!g.before_next_head());
+    assert_eq!(read_within(&mut g, Duration::from_secs(1)).await.unwrap().unwrap(), b"", "an end of stream");
+}
+
+#[tokio::test]
+async fn a_client_leaving_ends_the_wait_quietly() {
+    let (mut g, client) = kept_alive_tcp(Duration::from_secs(30)).await;
+    drop(client);
+    let sent = tokio::time::timeout(Duration::from_secs(5), g.wait_next_head()).await.expect("the wait ends");
+    assert!(!sent && !g.idled_out);
+}
+
+#[tokio::test]
+async fn a_request_read_already_is_not_waited_for() {
+    let (mut g, mut client) = kept_alive_tcp(Duration::from_secs(30)).await;
+    // request 2 and the start of request 3 read before request 3 is due
+    let sent = b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\n";
+    client.write_all(sent).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        got.extend(read_within(&mut g, Duration::from_secs(5)).await.expect("more bytes").unwrap());
+    }
+    assert_eq!(got, sent);
+    g.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+    g.rearm();
+    assert!(!g.before_next_head(), "request 3 has begun: Pingora reads it at once");
+}

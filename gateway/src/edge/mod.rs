@@ -16,6 +16,9 @@
 //! - on HTTP/2 (ALPN `h2`, or the h2c preface) passes the stream to Pingora's app unchanged (h2
 //!   has its own flow control and Pingora reads its frames).
 //!
+//! The plain-HTTP listener ([`plain_listener`]) reads the socket without Pingora's L4 read buffer
+//! (64 KiB per connection, held for the connection's life): see [`CLIENT_READ_BUFFER`].
+//!
 //! Pingora's `connection_filter` feature (decide per peer address at accept) is not used: it is
 //! told of accepts but not of closes, so it cannot count the connections a client holds open.
 
@@ -26,16 +29,19 @@ pub mod head_guard;
 pub mod head_scan;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
 
 use crate::metrics::metrics;
 use crate::proxy::GatewayProxy;
@@ -57,16 +63,43 @@ const OVER_CAP: &[u8] =
 /// without Pingora seeing a partial head; later heads have no such timeout in Pingora).
 const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
 
+/// The L4 read buffer of a client connection on the plain-HTTP listener: none.
+///
+/// Pingora's default (64 KiB, `DEFAULT_L4_READ_BUFFER_SIZE`) is allocated zeroed for each
+/// connection and kept until it closes: ~64 of the ~100 KiB an idle keep-alive connection held
+/// (`tests/perf/scale-bench.sh`, part `conns`). It saves syscalls under TLS, which reads a
+/// record in 4 KiB pieces; on plain HTTP/1 Pingora reads a head into its own 4 KiB buffer and a
+/// body into its own 64 KiB one, so each read is one `recv` either way (a head and the start of
+/// its body arriving together may take one more). The write buffer stays Pingora's (1460 bytes).
+/// The TLS listener keeps Pingora's defaults.
+pub const CLIENT_READ_BUFFER: usize = 0;
+
+/// The plain-HTTP listener at `addr`, with the client connection buffers of
+/// [`CLIENT_READ_BUFFER`].
+pub fn plain_listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER))
+}
+
 /// The proxy service's app: Pingora's HTTP proxy behind the edge checks (see the module comment).
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<GatewayProxy>>,
     store: Arc<ConfigStore>,
     clients: Arc<ClientCap>,
+    /// Set and notified when the service stops: connections waiting for a keep-alive request
+    /// outside Pingora end then, as those waiting inside it do.
+    stopping: AtomicBool,
+    stopped: Notify,
 }
 
 impl EdgeApp {
     pub fn new(proxy: HttpProxy<GatewayProxy>, store: Arc<ConfigStore>) -> Self {
-        Self { proxy: Arc::new(proxy), store, clients: ClientCap::new() }
+        Self {
+            proxy: Arc::new(proxy),
+            store,
+            clients: ClientCap::new(),
+            stopping: AtomicBool::new(false),
+            stopped: Notify::new(),
+        }
     }
 
     /// Cleartext HTTP/2 with prior knowledge is accepted.
@@ -75,13 +108,17 @@ impl EdgeApp {
     }
 
     /// Pingora's HTTP/1 loop (as in its `ServerApp` for HTTP apps), with the stream guarded and
-    /// the guard re-armed before each keep-alive request.
+    /// the guard re-armed before each keep-alive request. Pingora's session for a keep-alive
+    /// request is made once the client sends it (see [`HeadGuard::wait_next_head`]).
     async fn serve_http1(&self, stream: Stream, timeouts: (Duration, Duration), shutdown: &ShutdownWatch) {
         let (header_timeout, keepalive_timeout) = timeouts;
         let mut guard = Box::new(HeadGuard::new(stream, header_timeout, keepalive_timeout));
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
+            if !first && guard.before_next_head() && !self.wait_next_head(&mut guard).await {
+                return;
+            }
             let mut session = ServerSession::new_http1(guard);
             if first {
                 let read_timeout =
@@ -102,6 +139,22 @@ impl EdgeApp {
             guard = g;
             settings = next;
             first = false;
+        }
+    }
+
+    /// [`HeadGuard::wait_next_head`], ended (`false`) when the service stops, as Pingora ends a
+    /// read of a keep-alive request then.
+    async fn wait_next_head(&self, guard: &mut HeadGuard) -> bool {
+        let stopped = self.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            sent = guard.wait_next_head() => sent,
+            _ = stopped => false,
         }
     }
 }
@@ -168,6 +221,8 @@ impl ServerApp for EdgeApp {
     }
 
     async fn cleanup(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stopped.notify_waiters();
         // tells requests waiting in read_request() that the service stops
         ServerApp::cleanup(&*self.proxy).await;
     }
