@@ -129,8 +129,8 @@ impl Tick {
     }
 
     /// After a tick at `now`: re-arms the sleeps due by then (the one that fired, any the thread
-    /// was too late for) one `period` after the last pending one, and no earlier than `RING`
-    /// periods from now (a tick comes a little later than planned, the timer rounding up to its
+    /// was too late for) one `period` apart after the last pending one, the last of them no
+    /// earlier than `RING` periods from now (a tick comes a little later than planned, the timer rounding up to its
     /// 1 ms resolution: a ring re-armed only on its own schedule would fall behind until every
     /// sleep had fired). When the period shrank to a quarter or less (from idle to busy), a
     /// next tick planned later than `now + period` is brought forward to `now + period`.
@@ -152,7 +152,10 @@ impl Tick {
             self.sleeps[first].as_mut().reset(now + period);
         }
         self.period = period;
-        let mut latest = last.max(now + period * (RING as u32 - 1));
+        // the due ones go after the pending ones, the last of them `RING` periods from now
+        // (no gap longer than a period when several were due at once)
+        let due = self.sleeps.iter().filter(|s| s.deadline() <= now).count() as u32;
+        let mut latest = last.max(now + period * (RING as u32 - due));
         for s in self.sleeps.iter_mut().filter(|s| s.deadline() <= now) {
             latest += period;
             s.as_mut().reset(latest);
@@ -246,6 +249,7 @@ mod tests {
                 ring.sort();
                 assert_eq!(ring[0], next, "the next tick is the earliest sleep");
                 assert!(ring.windows(2).all(|w| w[0] < w[1]), "no two sleeps at once: {ring:?}");
+                assert!(*ring.last().unwrap() >= now + period * RING as u32, "the last RING periods ahead");
                 // the thread held up past every sleep: all are re-armed from then on
                 if period == ms(10) {
                     let late = now + ms(100);
