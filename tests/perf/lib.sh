@@ -218,3 +218,13 @@ sample = 1.0
 ${7:+queue = $7}
 TOML
 }
+
+# pin_cpu CPU PID...: every thread of each PID and of its children (an nginx master's workers)
+# on CPU (taskset). For the PIN=1 modes of shadow-bench.sh and peers-bench.sh.
+pin_cpu() {
+  local c=$1 p k; shift
+  for p in "$@"; do
+    taskset -a -cp "$c" "$p" > /dev/null
+    for k in $(pgrep -P "$p" || true); do taskset -a -cp "$c" "$k" > /dev/null; done
+  done
+}

@@ -20,7 +20,7 @@
 #          shadow_slow_vs_nginx_mirror_rps=... shadow_slow_candidate_p99_ratio=...
 #          mirrors_dropped_pct_fast=... mirrors_dropped_pct_slow=... shadow_fast_like_for_like=0|1
 #          canary_vs_nginx_split_rps=... canary_vs_nginx_split_p99=... canary_vs_haproxy_rps=...
-#          canary_vs_haproxy_p99=... load1=...
+#          canary_vs_haproxy_p99=... pinned=0|1 load1=...
 # shadow_fast_like_for_like is 0 when the gateway dropped more than 5% of the fast candidate's
 # mirrors (a starved shadow runtime on a busy machine): the fast ratios then compare less work.
 # Targets (issue 16): shadow_vs_nginx_mirror_rps >= 1.6 with shadow_vs_nginx_mirror_p99 <= 0.2,
@@ -31,6 +31,11 @@
 #        WRK_THREADS (default 1), SLOW_MS (the slow candidate's delay, default 50)
 #        CASES (default: all; a subset prints only its rows, and the RESULT ratios of missing
 #        cases as 0), e.g. CASES="gw-off gw-shadow-slow" to look at one ratio over more rounds
+#        PIN=1: every proxy under test (the gateway with all its threads, shadow runtime
+#        included; the nginx master and worker; the canary HAProxy) on CPU 1; wrk, the legacy
+#        upstream, the candidate and the slow candidate's HAProxy on CPU 0 (taskset), the same
+#        for every case, so that the candidate's and the load generator's work cannot take the
+#        proxy's core (other processes on the machine are not pinned). Printed in the header.
 set -euo pipefail
 
 DURATION=${1:-5}
@@ -49,8 +54,8 @@ LOAD_START=$(loadavg)
 
 UP=$(port); CAND=$(port); SLOW=$(port); HAPC=$(port)
 NGX_FAST=$(port); NGX_SLOW=$(port); NGX_SPLIT=$(port); GW=$(port); GWA=$(port)
-start_json_upstream "$WORK/legacy" "$UP"
-start_json_upstream "$WORK/candidate" "$CAND"
+start_json_upstream "$WORK/legacy" "$UP"; UP_MASTER=$!
+start_json_upstream "$WORK/candidate" "$CAND"; CAND_MASTER=$!
 
 # --- the slow candidate: HAProxy sleeping SLOW_MS (a yielding Lua sleep) before the candidate ---
 cat > "$WORK/sleep.lua" <<LUA
@@ -76,6 +81,7 @@ backend candidate
   server c1 127.0.0.1:$CAND
 EOF
 haproxy -f "$WORK/slow.cfg" -db > "$WORK/slow.log" 2>&1 & PIDS+=($!)
+SLOW_PID=$!
 
 # --- nginx, one worker: mirror to the fast and to the slow candidate, and a 10% split ---------
 mkdir -p "$WORK/ngx"
@@ -189,6 +195,16 @@ start_gateway "$WORK/routes.toml" gw
 for p in $UP $CAND $SLOW $HAPC $NGX_FAST $NGX_SLOW $NGX_SPLIT $GW $GWA; do wait_port "$p"; done
 NGX_WORKER=$(nginx_workers "$NGX_MASTER" | cut -d' ' -f1)
 METRICS="http://127.0.0.1:$GWA/metrics"
+PINNED="not pinned"
+if [[ ${PIN:-0} == 1 ]]; then
+  (( $(nproc) >= 2 )) || { echo "PIN=1 needs 2 CPUs" >&2; exit 64; }
+  nginx_workers "$UP_MASTER" > /dev/null; nginx_workers "$CAND_MASTER" > /dev/null
+  pin_cpu 1 "$GW_PID" "$NGX_MASTER" "$HAP_PID"
+  pin_cpu 0 "$UP_MASTER" "$CAND_MASTER" "$SLOW_PID"
+  wrk() { taskset -c 0 wrk "$@"; }   # wrk_run (lib.sh) and the warm-up call this
+  PINNED="pinned: proxies (gateway incl. shadow threads, nginx, canary HAProxy) on CPU 1; wrk, upstream, candidate, slow HAProxy on CPU 0"
+fi
+echo "$PINNED"
 curl -sf -o /dev/null "http://127.0.0.1:$SLOW/x" # the Lua action answers
 
 # A case: the process whose CPU is counted, the URL, and the shadow route it feeds (if any).
@@ -251,7 +267,7 @@ fi
 
 echo
 echo "median of $ROUNDS rounds, wrk -t${WRK_THREADS:-1} -c$CONNS -d${DURATION}s, one worker each, loopback;" \
-  "slow candidate = +${SLOW_MS} ms; load average at start $LOAD_START, at end $LOAD_END"
+  "slow candidate = +${SLOW_MS} ms; load average at start $LOAD_START, at end $LOAD_END; $PINNED"
 echo "CPU columns: the proxy process's CPU time per request over all rounds (user / kernel, microseconds;" \
   "the gateway's includes its shadow runtime, nginx's includes the mirror subrequests)"
 printf '| %-18s | %10s | %8s | %8s | %8s | %8s |\n' case "req/s" "p50 ms" "p99 ms" "user us" "sys us"
@@ -284,4 +300,4 @@ echo "RESULT shadow_vs_nginx_mirror_rps=$(ratio "${MR[gw-shadow-fast]}" "${MR[ng
   "canary_vs_nginx_split_p99=$(ratio "${MP99[gw-canary]}" "${MP99[nginx-split]}")" \
   "canary_vs_haproxy_rps=$(ratio "${MR[gw-canary]}" "${MR[haproxy-canary]}")" \
   "canary_vs_haproxy_p99=$(ratio "${MP99[gw-canary]}" "${MP99[haproxy-canary]}")" \
-  "load1=${LOAD_END%% *}"
+  "pinned=${PIN:-0} load1=${LOAD_END%% *}"

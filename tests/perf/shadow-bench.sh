@@ -12,7 +12,7 @@
 # shadow report. The last line is machine-readable:
 #   RESULT shadow_on_vs_off_rps=... shadow_on_vs_off_p99=... shadow_cpu_per_req_ratio=...
 #          mirrors_dropped_pct=... shadow_cpu_ratio_all_compared=... mirror_cpu_us=...
-#          off_cpu_us_per_req=... on_cpu_us_per_req=... load1=...
+#          off_cpu_us_per_req=... on_cpu_us_per_req=... pinned=0|1 load1=...
 #   (mirror_cpu_us: the CPU the "on" runs spent beyond their primaries, per compared mirror;
 #   shadow_cpu_ratio_all_compared: 1 + mirror_cpu_us / off_cpu_us_per_req, the CPU ratio had
 #   no mirror been dropped)
@@ -23,6 +23,10 @@
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
 #        WRK_THREADS (default 1), SHADOW_THREADS (shadow runtime threads, default 1),
 #        SHADOW_NICE (nice value of the shadow threads, default 10)
+#        PIN=1: the gateway (every thread: proxy and shadow runtime) on CPU 1; wrk, the legacy
+#        upstream and the candidate on CPU 0 (taskset), for both modes alike, so that what else
+#        runs on the load generator's side cannot take the gateway's core (other processes on
+#        the machine are not pinned and may still share either core). Printed in the header.
 set -euo pipefail
 
 DURATION=${1:-8}
@@ -39,13 +43,23 @@ bench_setup shadow-bench
 LOAD_START=$(loadavg)
 
 UP=$(port); SH=$(port); GW=$(port); GWA=$(port)
-start_json_upstream "$WORK/legacy" "$UP"
-start_json_upstream "$WORK/extracted" "$SH"
+start_json_upstream "$WORK/legacy" "$UP"; UP_MASTER=$!
+start_json_upstream "$WORK/extracted" "$SH"; SH_MASTER=$!
 
 shadow_routes "$WORK/routes.toml" "$GW" "$GWA" "$UP" "$SH" "${SHADOW_NICE:-10}"
 start_gateway "$WORK/routes.toml" gw
 for p in $UP $SH $GW $GWA; do wait_port "$p"; done
 METRICS="http://127.0.0.1:$GWA/metrics"
+PINNED="not pinned"
+if [[ ${PIN:-0} == 1 ]]; then
+  (( $(nproc) >= 2 )) || { echo "PIN=1 needs 2 CPUs" >&2; exit 64; }
+  nginx_workers "$UP_MASTER" > /dev/null; nginx_workers "$SH_MASTER" > /dev/null
+  pin_cpu 1 "$GW_PID"
+  pin_cpu 0 "$UP_MASTER" "$SH_MASTER"
+  wrk() { taskset -c 0 wrk "$@"; }   # wrk_run (lib.sh) and the warm-up call this
+  PINNED="pinned: gateway (proxy + shadow threads) on CPU 1; wrk, legacy and candidate on CPU 0"
+fi
+echo "$PINNED"
 declare -A URL=([off]="http://127.0.0.1:$GW/off/9" [on]="http://127.0.0.1:$GW/on/9")
 for m in off on; do wrk -t1 -c"$CONNS" -d2s "${URL[$m]}" > /dev/null; done   # warm-up
 
@@ -74,7 +88,7 @@ MIRRORED=$(( $(metric "$METRICS" strangler_shadow_mirrored_total 'route="on"') -
 
 echo
 echo "median of $ROUNDS rounds, wrk -t${WRK_THREADS:-1} -c$CONNS -d${DURATION}s, gateway threads = 1, loopback;" \
-  "load average at start $LOAD_START, at end $LOAD_END"
+  "load average at start $LOAD_START, at end $LOAD_END; $PINNED"
 echo "CPU columns: the gateway process's CPU time per primary request over all rounds (user / kernel, microseconds)"
 printf '| %-10s | %10s | %8s | %8s | %8s | %8s |\n' shadow "req/s" "p50 ms" "p99 ms" "user us" "sys us"
 printf '|------------|-----------:|---------:|---------:|---------:|---------:|\n'
@@ -111,4 +125,4 @@ echo
 echo "RESULT shadow_on_vs_off_rps=$(ratio "${MR[on]}" "${MR[off]}") shadow_on_vs_off_p99=$(ratio "${MP99[on]}" "${MP99[off]}")" \
   "shadow_cpu_per_req_ratio=$(ratio "${CPU[on]}" "${CPU[off]}") mirrors_dropped_pct=$DROP_PCT" \
   "shadow_cpu_ratio_all_compared=$ALL_RATIO mirror_cpu_us=$MIRROR_US" \
-  "off_cpu_us_per_req=${CPU[off]} on_cpu_us_per_req=${CPU[on]} load1=${LOAD_END%% *}"
+  "off_cpu_us_per_req=${CPU[off]} on_cpu_us_per_req=${CPU[on]} pinned=${PIN:-0} load1=${LOAD_END%% *}"

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
 use super::body::BodyCapture;
@@ -137,15 +137,17 @@ pub fn finish(
     let (shadow_req, legacy_req) = (rewritten(Side::Extracted), rewritten(Side::Legacy));
     let body_read = session.as_ref().body_bytes_read();
     let body_done = session.as_mut().is_body_done();
+    // the job needs the request's and the answer's parts, not the header case Pingora keeps for
+    // the wire beside them (a second header map per header): copied without it
     let job = Job {
-        req: Box::new(session.req_header().clone()),
+        req: Box::new(RequestHeader::from(session.req_header().as_owned_parts())),
         shadow_req,
         legacy_req,
         request_chunks: request,
         request_over: request_over || body_read > route.spec.max_body,
         request_complete: body_done,
         body_read,
-        primary: session.response_written().map(|r| Box::new(r.clone())),
+        primary: session.response_written().map(|r| Box::new(ResponseHeader::from(r.as_owned_parts()))),
         primary_failed: failed,
         primary_ms: started.elapsed().as_secs_f64() * 1000.0,
         response,

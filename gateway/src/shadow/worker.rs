@@ -63,7 +63,7 @@ impl Shadower {
 
     /// Mirrors one job (and replays it to legacy when learning noise), compares, reports; its
     /// requests give up at `deadline`.
-    async fn process(&self, job: Job, deadline: Instant) {
+    async fn process(&self, mut job: Job, deadline: Instant) {
         let p = job.route.clone();
         let report = &p.report;
         let Some(primary) = job.primary.as_deref().filter(|_| !job.primary_failed) else {
@@ -74,7 +74,8 @@ impl Shadower {
             report.count(Count::Oversize);
             return;
         }
-        let body = match request_body(job.request_chunks.clone(), job.body_read) {
+        // the captured chunks are moved out of the job, not cloned (the sends borrow the job)
+        let body = match request_body(std::mem::take(&mut job.request_chunks), job.body_read) {
             Some(b) if job.request_complete => b,
             _ => {
                 report.count(Count::Incomplete);
@@ -102,7 +103,7 @@ impl Shadower {
         };
         report.record_latency(job.primary_ms, Some(shadow.ms));
 
-        let pbody = job.response.clone().finish();
+        let pbody = std::mem::take(&mut job.response).finish();
         let compared = &p.spec.rules.headers;
         let pheaders = compared_pairs(&primary.headers, compared);
         let sheaders = compared_pairs(&shadow.headers, compared);
