@@ -108,29 +108,11 @@ fn a_service_change_committed_just_before_the_copy_locks_the_table_is_not_undone
         &format!("{BIG_TGT} INSERT INTO acc SELECT g, 1, 'service' FROM generate_series(5000001, 5000010) g;"),
     );
     let cfg = env.write_config("early", &table("acc", "both", ""));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let service = rt.block_on(async {
-        let (c, conn) = tokio_postgres::connect(&env.tgt_conn, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        // ROW SHARE: the copy's EXCLUSIVE lock waits for it, the service's own writes do not;
-        // no transaction id yet, so creating the slots does not wait for it either
-        c.batch_execute("BEGIN; LOCK TABLE acc IN ROW SHARE MODE").await.unwrap();
-        c
-    });
+    let service = TableLockHolder::new(&env, "acc");
     let mut run = spawn(&cfg, "early");
-    let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'acc'::regclass AND mode = 'ExclusiveLock' \
-                   AND NOT granted";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.t(waiting) != "1" {
-        assert!(Instant::now() < deadline, "the copy never waited for the lock:\n{}", run.log_text());
-        assert!(run.child.try_wait().unwrap().is_none(), "exited:\n{}", run.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_copy_waits_for_lock(&env, &mut run, "acc");
     // (this session holds a lock the waiting copy conflicts with: its writes go ahead of it)
-    rt.block_on(service.batch_execute(
-        "DELETE FROM acc WHERE id = 5000001; UPDATE acc SET v = 42, note = 'changed' WHERE id = 5000002; COMMIT",
-    ))
-    .unwrap();
+    service.commit("DELETE FROM acc WHERE id = 5000001; UPDATE acc SET v = 42, note = 'changed' WHERE id = 5000002");
     wait_status(&run, Duration::from_secs(60), |s| s["ready"] == true);
     wait_equal(&cfg, Duration::from_secs(60), Some(&run));
     let q = "SELECT count(*), sum(v), string_agg(note, ',' ORDER BY id) FROM acc WHERE id > 5000000";

@@ -176,29 +176,12 @@ fn a_copy_interrupted_before_the_table_turned_both_starts_over_and_keeps_the_ser
     env.t("INSERT INTO big SELECT g, 1, 'service' FROM generate_series(5000001, 5000010) g");
 
     let cfg = env.write_config("midcopy", &big("both"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let service = rt.block_on(async {
-        let (c, conn) = tokio_postgres::connect(&env.tgt_conn, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        // ROW SHARE: the copy's EXCLUSIVE lock waits for it, the service's own writes do not
-        c.batch_execute("BEGIN; LOCK TABLE big IN ROW SHARE MODE").await.unwrap();
-        c
-    });
+    let service = TableLockHolder::new(&env, "big");
     let mut run = spawn(&cfg, "midcopy");
-    let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'big'::regclass AND mode = 'ExclusiveLock' \
-                   AND NOT granted";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.t(waiting) != "1" {
-        assert!(Instant::now() < deadline, "the copy never waited for the lock:\n{}", run.log_text());
-        assert!(run.child.try_wait().unwrap().is_none(), "exited:\n{}", run.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_copy_waits_for_lock(&env, &mut run, "big");
     // the reverse slot exists by now: these changes are in the reverse stream, before the floor
     assert_eq!(env.t("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc_sync_midcopy_rev'"), "1");
-    rt.block_on(service.batch_execute(
-        "DELETE FROM big WHERE id = 5000001; UPDATE big SET v = 42, note = 'changed' WHERE id = 5000002; COMMIT",
-    ))
-    .unwrap();
+    service.commit("DELETE FROM big WHERE id = 5000001; UPDATE big SET v = 42, note = 'changed' WHERE id = 5000002");
     wait_status(&run, Duration::from_secs(90), |s| s["ready"] == true);
     wait_equal(&cfg, Duration::from_secs(60), Some(&run));
     let q = "SELECT count(*), sum(v), string_agg(note, ',' ORDER BY id) FROM big WHERE id > 5000000";
@@ -207,7 +190,6 @@ fn a_copy_interrupted_before_the_table_turned_both_starts_over_and_keeps_the_ser
     assert_eq!(env.s(q), want);
     let log = run.log_text();
     assert!(log.contains("its interrupted copy starts over"), "{log}");
-    let _ = &mut run;
 }
 
 /// A `both` table whose first copy is resumed after a crash: the stream replays the changes

@@ -402,3 +402,44 @@ pub fn lsn(s: &str) -> u64 {
     let (hi, lo) = s.trim().split_once('/').unwrap_or_else(|| panic!("not an LSN: {s:?}"));
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
+
+/// A service session on the target in an open transaction holding `table` in ROW SHARE mode: a
+/// copy's EXCLUSIVE lock on the table waits for it, the session's own writes do not (and, with no
+/// transaction id yet, creating the slots does not wait for it either). The copy-race tests
+/// commit the service's changes through it while the copy waits ([`Self::commit`]).
+pub struct TableLockHolder {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl TableLockHolder {
+    pub fn new(env: &Env, table: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = rt.block_on(async {
+            let (c, conn) = tokio_postgres::connect(&env.tgt_conn, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            c.batch_execute(&format!("BEGIN; LOCK TABLE {table} IN ROW SHARE MODE")).await.unwrap();
+            c
+        });
+        TableLockHolder { rt, client }
+    }
+
+    /// Runs `sql` in the open transaction, then commits it (releasing the lock).
+    pub fn commit(&self, sql: &str) {
+        self.rt.block_on(self.client.batch_execute(&format!("{sql}; COMMIT"))).unwrap();
+    }
+}
+
+/// Waits (at most 60 s) until `run`'s copy waits for its EXCLUSIVE lock on the target's `table`.
+pub fn wait_copy_waits_for_lock(env: &Env, run: &mut Running, table: &str) {
+    let waiting = format!(
+        "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass AND mode = 'ExclusiveLock' \
+         AND NOT granted"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.t(&waiting) != "1" {
+        assert!(Instant::now() < deadline, "the copy never waited for the lock:\n{}", run.log_text());
+        assert!(run.child.try_wait().unwrap().is_none(), "exited:\n{}", run.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
