@@ -290,29 +290,28 @@ impl HeadGuard {
     /// One read, as Pingora's own would be; the bytes are copied once more.
     pub async fn wait_next_head(&mut self) -> bool {
         self.held = Vec::new();
-        let inner = &mut self.inner;
+        let timed = !self.keepalive_timeout.is_zero();
         let read = std::future::poll_fn(|cx| {
             // on the stack of each poll, not in the future (which lives as long as the wait)
             let mut first = [0u8; 2048];
             let mut buf = ReadBuf::new(&mut first);
-            match Pin::new(&mut **inner).poll_read(cx, &mut buf) {
+            match Pin::new(&mut *self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(read) => Poll::Ready(Some(read.map(|()| buf.filled().to_vec()))),
+                // the connection's keep-alive timer, as for a wait inside Pingora: no timer
+                // registration per request
+                Poll::Pending if timed && self.idle_expired(cx) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(read) => Poll::Ready(read.map(|()| buf.filled().to_vec())),
             }
-        });
-        let read = if self.keepalive_timeout.is_zero() {
-            read.await
-        } else {
-            match tokio::time::timeout(self.keepalive_timeout, read).await {
-                Ok(read) => read,
-                Err(_) => {
-                    let _ = self.close_idle();
-                    return false;
-                }
-            }
-        };
+        })
+        .await;
+        // the next wait measures its own silence
+        self.idle_since = None;
         match read {
-            Ok(bytes) if !bytes.is_empty() => {
+            None => {
+                let _ = self.close_idle();
+                false
+            }
+            Some(Ok(bytes)) if !bytes.is_empty() => {
                 self.ahead = bytes;
                 true
             }
