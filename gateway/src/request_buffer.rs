@@ -32,11 +32,6 @@ pub const BUFFER_BYTES: usize = 32 * 1024;
 // The last read may bring MAX_BODY_READ more; all of it must fit Pingora's 64 KiB retry buffer.
 const _: () = assert!(BUFFER_BYTES + MAX_BODY_READ < 64 * 1024);
 
-/// The request's declared Content-Length (validated earlier: digits only, all values equal).
-pub fn declared_length(req: &RequestHeader) -> Option<u64> {
-    req.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
 /// Whether a request failed reading a malformed body (from the edge's framing checks, or from
 /// Pingora's own chunked parser).
 pub fn is_framing_error(e: &Error) -> bool {

@@ -55,7 +55,7 @@ pub struct Seen<'a> {
 }
 
 impl Seen<'_> {
-    /// The declared body length (`request_buffer::declared_length` of a checked request).
+    /// The declared body length (validated: digits only, all `Content-Length` values equal).
     pub fn declared_length(&self) -> Option<u64> {
         self.content_length?.to_str().ok()?.parse().ok()
     }
