@@ -454,17 +454,20 @@ async fn admin_requires_token_except_health() {
     assert_eq!(c.post(gw.admin_url("/admin/reload")).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
     gw.get("/x", &[]).await;
     // the request is counted in Pingora's `logging` phase, which may run just after the client
-    // has its response
+    // has its response. Wait for the counter itself: the latency histogram's `_count` line has
+    // the same labels and a scrape can read it after the request while reading the counters
+    // before it.
+    let counted = "strangler_gateway_requests_total{class=\"2xx\",route=\"_default\",side=\"legacy\"} 1";
     let mut m = gw.metrics().await;
     for _ in 0..50 {
-        if m.contains("route=\"_default\",side=\"legacy\"} 1") {
+        if m.contains(counted) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         m = gw.metrics().await;
     }
     for name in [
-        "strangler_gateway_requests_total{class=\"2xx\",route=\"_default\",side=\"legacy\"} 1",
+        counted,
         "strangler_gateway_request_duration_seconds_bucket",
         "strangler_gateway_config_reloads_total{result=\"ok\",trigger=\"admin\"} 1",
         "strangler_gateway_config_info{version=",
