@@ -163,6 +163,9 @@ impl Gateway {
                 std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default()
             );
         }
+        // a port taken by another process would have the test talk to that process instead
+        let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+        assert!(!log.contains("is in use"), "the gateway could not bind its ports {port}/{admin}:\n{log}");
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
         Gateway { child, port, admin, dir, path, client }
     }

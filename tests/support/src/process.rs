@@ -8,15 +8,81 @@ use std::time::{Duration, Instant};
 pub use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it).
+/// A TCP port on 127.0.0.1, free now and reserved for this process: no other caller of
+/// `free_port` (in this process or another) gets it while this process lives.
 ///
-/// Another process may still grab it before the caller binds; callers that start servers
-/// should retry on "address in use".
+/// Binding port 0 and releasing it is not enough when tests run in parallel: the kernel hands
+/// the same ephemeral range to every `bind(0)` and to every outgoing connection, so a server
+/// started a moment later elsewhere could take the port first, and the test would then talk to
+/// that server instead of its own. So ports come from below the kernel's ephemeral range (which
+/// `bind(0)` and outgoing connections never use), each one claimed with a lock file (`flock`,
+/// released by the kernel when the process exits, so nothing is left to clean up).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 must work on loopback")
+    ports::reserve().unwrap_or_else(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0 must work on loopback")
+    })
+}
+
+mod ports {
+    use std::fs::{File, OpenOptions};
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    /// The lowest port handed out; the range ends where the kernel's ephemeral range starts.
+    const FIRST: u16 = 12_000;
+
+    /// Lock files of the ports this process holds (kept open for the process' life).
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+    fn ephemeral_low() -> u16 {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768)
+    }
+
+    fn lock_dir() -> Option<PathBuf> {
+        let dir = std::env::temp_dir().join("strangler-test-ports");
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(dir)
+    }
+
+    /// A port in `FIRST..ephemeral_low()` that no other holder has locked and nothing listens on;
+    /// `None` when the range is unusable here (then the caller falls back to `bind(0)`).
+    pub(super) fn reserve() -> Option<u16> {
+        let (lo, hi) = (FIRST, ephemeral_low());
+        if hi <= lo + 100 {
+            return None;
+        }
+        let dir = lock_dir()?;
+        let span = u32::from(hi - lo);
+        // start at a different place in each process so that concurrent test binaries rarely
+        // contend for the same lock files
+        let seed = std::process::id().wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..span {
+            let port = lo + ((seed.wrapping_add(i)) % span) as u16;
+            let Ok(file) =
+                OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{port}")))
+            else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue; // something outside the tests listens there; the lock drops with `file`
+            }
+            held.push(file);
+            return Some(port);
+        }
+        None
+    }
 }
 
 /// Waits until something accepts TCP connections on `addr`, or `timeout` passes.
@@ -141,4 +207,35 @@ pub fn signal_pid(pid: u32, sig: Signal) -> std::io::Result<()> {
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
     nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let low = ports_low_for_test();
+        let got: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let unique: std::collections::HashSet<_> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "a port handed out twice: {got:?}");
+        for p in &got {
+            assert!(*p < low, "{p} is in the ephemeral range (from {low})");
+            TcpListener::bind(("127.0.0.1", *p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+        // another process (here: a second open of the lock file) cannot claim a held port
+        let dir = std::env::temp_dir().join("strangler-test-ports");
+        let f = std::fs::OpenOptions::new().write(true).open(dir.join(got[0].to_string())).unwrap();
+        assert!(f.try_lock().is_err(), "port {} is not held", got[0]);
+    }
+
+    fn ports_low_for_test() -> u16 {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
 }
