@@ -94,6 +94,10 @@ pub enum ConnInfoError {
     /// The key=value syntax is broken (or a URL parameter).
     #[error("connection string syntax: {0}")]
     Syntax(&'static str),
+    /// A libpq environment variable (used for a parameter the string leaves out) has a value
+    /// that is not usable.
+    #[error("environment variable {0} is not {1}")]
+    Env(&'static str, &'static str),
     /// tokio-postgres refused the rest.
     #[error("connection string")]
     Postgres(#[source] tokio_postgres::Error),
@@ -109,10 +113,41 @@ pub struct ConnInfo {
     pub tls: TlsParams,
 }
 
+/// libpq's environment variables for the parameters a connection string leaves out, and the
+/// parameter each one stands for (`PGPASSFILE`/`~/.pgpass`, `PGSERVICE` and the rest are not
+/// read).
+pub const ENV_DEFAULTS: [(&str, &str); 12] = [
+    ("PGHOST", "host"),
+    ("PGHOSTADDR", "hostaddr"),
+    ("PGPORT", "port"),
+    ("PGDATABASE", "dbname"),
+    ("PGUSER", "user"),
+    ("PGPASSWORD", "password"),
+    ("PGAPPNAME", "application_name"),
+    ("PGCONNECT_TIMEOUT", "connect_timeout"),
+    ("PGSSLMODE", "sslmode"),
+    ("PGSSLROOTCERT", "sslrootcert"),
+    ("PGSSLCERT", "sslcert"),
+    ("PGSSLKEY", "sslkey"),
+];
+
 impl ConnInfo {
-    /// Parse a key=value connection string or a `postgres://` / `postgresql://` URL.
+    /// Parse a key=value connection string or a `postgres://` / `postgresql://` URL. As in libpq,
+    /// a parameter the string leaves out is taken from its environment variable when set
+    /// (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGSSLROOTCERT`,
+    /// `PGSSLCERT`, `PGSSLKEY`, ... see [`ENV_DEFAULTS`]); the string always wins.
     pub fn parse(conn: &str) -> Result<ConnInfo, ConnInfoError> {
-        let (rest, pairs) = split(conn)?;
+        Self::parse_with_env(conn, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// [`Self::parse`] with the environment given (tests, or a caller that wants none: `|_| None`).
+    pub fn parse_with_env(conn: &str, env: impl Fn(&str) -> Option<String>) -> Result<ConnInfo, ConnInfoError> {
+        let (rest, mut pairs) = split(conn)?;
+        for (var, key) in ENV_DEFAULTS.into_iter().filter(|(_, key)| key.starts_with("ssl")) {
+            if !pairs.iter().any(|(k, _)| k == key) {
+                pairs.extend(env(var).map(|v| (key.to_string(), v)));
+            }
+        }
         let mut tls = TlsParams::default();
         let (mut cert, mut key) = (None, None);
         for (k, v) in pairs {
@@ -132,9 +167,67 @@ impl ConnInfo {
             (Some(_), None) => return Err(ConnInfoError::HalfClientCert("sslcert")),
             (None, Some(_)) => return Err(ConnInfoError::HalfClientCert("sslkey")),
         };
-        let config: tokio_postgres::Config = rest.parse().map_err(ConnInfoError::Postgres)?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(ConnInfoError::Postgres)?;
+        env_defaults(&mut config, &env)?;
         Ok(ConnInfo { config, tls })
     }
+}
+
+/// Fills what `config` lacks from libpq's environment variables (the TLS ones are read with the
+/// other TLS keys). A bad value is an error naming the variable, never its value.
+fn env_defaults(
+    config: &mut tokio_postgres::Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConnInfoError> {
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        if let Some(hosts) = env("PGHOST") {
+            for h in hosts.split(',') {
+                config.host(h.trim());
+            }
+        }
+        if let Some(addrs) = env("PGHOSTADDR") {
+            for a in addrs.split(',') {
+                config.hostaddr(a.trim().parse().map_err(|_| ConnInfoError::Env("PGHOSTADDR", "an IP address"))?);
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(ports) = env("PGPORT") {
+            for p in ports.split(',') {
+                config.port(p.trim().parse().map_err(|_| ConnInfoError::Env("PGPORT", "a port number"))?);
+            }
+        }
+    }
+    if config.get_dbname().is_none() {
+        if let Some(v) = env("PGDATABASE") {
+            config.dbname(v);
+        }
+    }
+    if config.get_user().is_none() {
+        if let Some(v) = env("PGUSER") {
+            config.user(v);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(v) = env("PGPASSWORD") {
+            config.password(v);
+        }
+    }
+    if config.get_application_name().is_none() {
+        if let Some(v) = env("PGAPPNAME") {
+            config.application_name(v);
+        }
+    }
+    if config.get_connect_timeout().is_none() {
+        if let Some(v) = env("PGCONNECT_TIMEOUT") {
+            let secs: u64 = v.trim().parse().map_err(|_| ConnInfoError::Env("PGCONNECT_TIMEOUT", "whole seconds"))?;
+            // libpq: zero, or no value, means wait indefinitely
+            if secs > 0 {
+                config.connect_timeout(std::time::Duration::from_secs(secs.max(2)));
+            }
+        }
+    }
+    Ok(())
 }
 
 const TLS_KEYS: [&str; 5] = ["sslmode", "sslrootcert", "sslcert", "sslkey", "sslnegotiation"];
@@ -302,6 +395,74 @@ mod tests {
         assert_eq!(plain.tls, TlsParams::default());
         let system = ConnInfo::parse("postgres://h/d?sslrootcert=system&sslmode=require").unwrap();
         assert_eq!((system.tls.mode, system.tls.root_cert), (SslMode::Require, Some(RootCerts::System)));
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn environment_fills_what_the_string_leaves_out() {
+        let vars = [
+            ("PGHOST", "db1,db2"),
+            ("PGPORT", "6432,6433"),
+            ("PGDATABASE", "envdb"),
+            ("PGUSER", "envuser"),
+            ("PGPASSWORD", "envpw"),
+            ("PGAPPNAME", "envapp"),
+            ("PGCONNECT_TIMEOUT", "7"),
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", "/env/ca.pem"),
+            ("PGSSLCERT", "/env/c.pem"),
+            ("PGSSLKEY", "/env/k.pem"),
+        ];
+        let c = ConnInfo::parse_with_env("", env(&vars)).unwrap();
+        assert_eq!(c.config.get_hosts().len(), 2);
+        assert_eq!(c.config.get_ports(), &[6432, 6433]);
+        assert_eq!(c.config.get_dbname(), Some("envdb"));
+        assert_eq!(c.config.get_user(), Some("envuser"));
+        assert_eq!(c.config.get_password(), Some(&b"envpw"[..]));
+        assert_eq!(c.config.get_application_name(), Some("envapp"));
+        assert_eq!(c.config.get_connect_timeout(), Some(&std::time::Duration::from_secs(7)));
+        assert_eq!(c.tls.mode, SslMode::VerifyFull);
+        assert_eq!(c.tls.root_cert, Some(RootCerts::File("/env/ca.pem".into())));
+        assert_eq!(c.tls.client, Some(("/env/c.pem".into(), "/env/k.pem".into())));
+
+        // the string wins, parameter by parameter, in both forms
+        for s in [
+            "host=h port=5432 dbname=d user=u password=p application_name=a connect_timeout=3 \
+             sslmode=disable sslrootcert=/ca sslcert=/c sslkey=/k",
+            "postgres://u:p@h:5432/d?application_name=a&connect_timeout=3&sslmode=disable&sslrootcert=/ca&sslcert=/c&sslkey=/k",
+        ] {
+            let c = ConnInfo::parse_with_env(s, env(&vars)).unwrap();
+            assert_eq!(c.config.get_hosts(), &[tokio_postgres::config::Host::Tcp("h".into())], "{s}");
+            assert_eq!(c.config.get_ports(), &[5432]);
+            assert_eq!((c.config.get_dbname(), c.config.get_user()), (Some("d"), Some("u")));
+            assert_eq!(c.config.get_password(), Some(&b"p"[..]));
+            assert_eq!(c.config.get_application_name(), Some("a"));
+            assert_eq!(c.tls.mode, SslMode::Disable);
+            assert_eq!(c.tls.client, Some(("/c".into(), "/k".into())));
+        }
+        // hostaddr in the string: PGHOST is not added next to it
+        let c = ConnInfo::parse_with_env("hostaddr=127.0.0.1", env(&vars)).unwrap();
+        assert!(c.config.get_hosts().is_empty());
+        // nothing set, nothing added
+        let c = ConnInfo::parse_with_env("host=h", |_| None).unwrap();
+        assert_eq!((c.config.get_user(), c.tls.mode), (None, SslMode::Prefer));
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable_not_the_value() {
+        let e = |k: &str, v: &str| ConnInfo::parse_with_env("host=h", env(&[(k, v)])).unwrap_err().to_string();
+        assert_eq!(e("PGPORT", "54x32"), "environment variable PGPORT is not a port number");
+        assert_eq!(e("PGCONNECT_TIMEOUT", "soon"), "environment variable PGCONNECT_TIMEOUT is not whole seconds");
+        assert_eq!(
+            e("PGSSLMODE", "verify"),
+            "sslmode \"verify\" is not one of disable, prefer, require, verify-ca, verify-full"
+        );
+        assert_eq!(e("PGSSLCERT", "/c"), "sslcert and sslkey go together: the connection string names only sslcert");
+        let e = ConnInfo::parse_with_env("", env(&[("PGHOSTADDR", "secret-host")])).unwrap_err().to_string();
+        assert!(e.contains("PGHOSTADDR") && !e.contains("secret"), "{e}");
     }
 
     #[test]

@@ -62,3 +62,42 @@ fn bad_configuration_exits_with_2() {
         assert!(help.contains(word), "--help mentions {word}");
     }
 }
+
+/// libpq's environment variables fill what the connection string leaves out (pg-connect), so a
+/// deployment can keep the host and the password out of DATABASE_URL; a bad one is refused
+/// naming the variable.
+#[tokio::test]
+async fn connection_parameters_come_from_pg_environment_variables() {
+    let (db, _) = fresh_database();
+    let out = Command::new(BIN)
+        .args(["seed", "--products", "3", "--customers", "1", "--orders", "1", "--categories", "1"])
+        .env("DATABASE_URL", format!("dbname={db}"))
+        .env("PGHOST", cluster().host())
+        .env("PGPORT", cluster().port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "seed with PG* variables failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cluster().psql(&db, "SELECT count(*) FROM products").unwrap(), "3");
+
+    // the string wins: a port in DATABASE_URL is used even when PGPORT names a dead one
+    let out = Command::new(BIN)
+        .args(["seed", "--force", "--products", "2", "--customers", "1", "--orders", "1", "--categories", "1"])
+        .env("DATABASE_URL", cluster().connection_string(&db))
+        .env("PGPORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "DATABASE_URL's port must win: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cluster().psql(&db, "SELECT count(*) FROM products").unwrap(), "2");
+
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .env("DATABASE_URL", format!("dbname={db}"))
+        .env("PGHOST", cluster().host())
+        .env("PGPORT", "54x32")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("PGPORT"), "a bad PGPORT is named: {err}");
+}
