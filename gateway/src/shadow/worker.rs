@@ -139,7 +139,10 @@ impl Shadower {
         if pbody.truncated || shadow.body.truncated {
             report.count(Count::BodyOversize);
         }
-        let (real, noisy) = record_outcome(report, cmp.differences);
+        let (real, noisy) = report.split_noise(cmp.differences);
+        let fields = (distinct_fields(&real), distinct_fields(&noisy));
+        // the sample is kept before the comparison is counted: a reader that sees the count
+        // sees its sample too
         if !real.is_empty() {
             let sample = self.sample(&job, &body, primary, &pbody, &shadow, real, noisy);
             if let Some(store) = &self.store {
@@ -147,6 +150,7 @@ impl Shadower {
             }
             report.push_sample(sample);
         }
+        report.record_comparison(&fields.0, &fields.1);
     }
 
     async fn send(
@@ -292,7 +296,9 @@ const SKIP_HEADERS: [&str; 11] = [
 ];
 
 /// Splits a comparison's differences into real mismatches and learnt noise and records the
-/// outcome: each differing field (and each noise field) counts once per comparison.
+/// outcome: each differing field (and each noise field) counts once per comparison (as the
+/// worker does, without the sample).
+#[cfg(test)]
 fn record_outcome(report: &RouteReport, differences: Vec<Difference>) -> (Vec<Difference>, Vec<Difference>) {
     let (real, noisy) = report.split_noise(differences);
     report.record_comparison(&distinct_fields(&real), &distinct_fields(&noisy));
