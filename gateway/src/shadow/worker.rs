@@ -96,8 +96,9 @@ impl Shadower {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(route = %p.route, "shadow request failed: {e}");
-                report.count(Count::ErrorsShadow);
+                // the latency first: a reader that sees the error counted sees its latency too
                 report.record_latency(job.primary_ms, None);
+                report.count(Count::ErrorsShadow);
                 return;
             }
         };
