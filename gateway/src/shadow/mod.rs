@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod dispatch;
+pub mod h1;
 pub mod lane;
 pub mod metrics;
 pub mod policy;
