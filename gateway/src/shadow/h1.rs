@@ -24,6 +24,7 @@
 //! runtime whose reactor it is registered with).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::thread::ThreadId;
@@ -86,10 +87,10 @@ pub(crate) struct H1Answer {
 
 /// The headers of a raw answer head (as [`H1Answer::head`]), in order.
 pub(crate) fn head_headers(head: &[u8]) -> HeaderMap {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
+    let mut raw = [MaybeUninit::uninit(); MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
     let mut map = HeaderMap::new();
-    if resp.parse(head).is_ok() {
+    if httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, head, &mut raw).is_ok() {
         for h in resp.headers.iter() {
             if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
                 map.append(n, v);
@@ -134,13 +135,18 @@ impl H1Endpoint {
         self.exchange(stream, &head, rest, head_only, max, oversize).await.map_err(|f| f.error)
     }
 
+    /// The most recently used idle connection of this thread (the least likely to have been
+    /// closed by the server). Connections are pushed in the order they become idle, so expired
+    /// ones are at the front: dropped from there when the oldest has expired.
     fn checkout(&self) -> Option<TcpStream> {
         let me = std::thread::current().id();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+        if idle.first().is_some_and(|i| i.since.elapsed() >= IDLE_TIMEOUT) {
+            let now = Instant::now();
+            idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+        }
         let i = idle.iter().rposition(|i| i.thread == me)?;
-        Some(idle.swap_remove(i).stream)
+        Some(idle.remove(i).stream)
     }
 
     fn checkin(&self, stream: TcpStream) {
@@ -369,9 +375,13 @@ struct ParsedHead {
 
 /// The answer's head when `buf` holds all of it, with its framing (RFC 9112 §6.3).
 fn parse_head(buf: &[u8], head_only: bool) -> io::Result<Option<ParsedHead>> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // not zeroed first: 128 headers are 4 KiB to clear, more than parsing a small head
+    let mut raw = [MaybeUninit::uninit(); MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(invalid(&format!("invalid answer head: {e}"))),
