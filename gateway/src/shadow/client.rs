@@ -70,7 +70,7 @@ pub(crate) struct Target {
 #[derive(Clone)]
 pub(crate) enum EndpointClient {
     H1(Arc<H1Endpoint>),
-    Hyper(MirrorClient),
+    Hyper(Box<MirrorClient>),
 }
 
 impl Clients {
@@ -109,13 +109,14 @@ impl Clients {
                         .entry((ep.addr, h2))
                         .or_insert_with(|| match h2 {
                             false => EndpointClient::H1(Arc::new(H1Endpoint::new(ep.addr, CONNECT_TIMEOUT))),
-                            true => EndpointClient::Hyper(client(Connector { addr: ep.addr, tls: None }, h2)),
+                            true => EndpointClient::Hyper(Box::new(client(Connector { addr: ep.addr, tls: None }, h2))),
                         })
                         .clone()
                 }
-                Some(dials) => {
-                    EndpointClient::Hyper(client(Connector { addr: ep.addr, tls: Some(dials[i].clone()) }, h2))
-                }
+                Some(dials) => EndpointClient::Hyper(Box::new(client(
+                    Connector { addr: ep.addr, tls: Some(dials[i].clone()) },
+                    h2,
+                ))),
             };
             endpoints.push((client, authority));
         }

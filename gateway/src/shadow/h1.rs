@@ -401,10 +401,10 @@ fn parse_head(buf: &[u8], head_only: bool) -> io::Result<Option<ParsedHead>> {
                 (Some(v), Some(l)) if v != l => return Err(invalid("conflicting Content-Length")),
                 (v, _) => length = v,
             }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if h.value.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")) {
-                keep_alive = false;
-            }
+        } else if h.name.eq_ignore_ascii_case("connection")
+            && h.value.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            keep_alive = false;
         }
     }
     let framing = if head_only || status < 200 || status == 204 || status == 304 {
