@@ -20,15 +20,20 @@
 #          shadow_slow_vs_nginx_mirror_rps=... shadow_slow_candidate_p99_ratio=...
 #          mirrors_dropped_pct_fast=... mirrors_dropped_pct_slow=... shadow_fast_like_for_like=0|1
 #          canary_vs_nginx_split_rps=... canary_vs_nginx_split_p99=... canary_vs_haproxy_rps=...
-#          canary_vs_haproxy_p99=... pinned=0|1 load1=...
+#          canary_vs_haproxy_p99=... shadow_fixed_rate_rps=... shadow_fixed_rate_held=0|1
+#          shadow_vs_nginx_mirror_p99_fixed_rate=... pinned=0|1 load1=...
 # shadow_fast_like_for_like is 0 when the gateway dropped more than 5% of the fast candidate's
 # mirrors (a starved shadow runtime on a busy machine): the fast ratios then compare less work.
+# shadow_vs_nginx_mirror_p99_fixed_rate: the fast-candidate p99s at the same fixed request rate
+# (half nginx mirror's maximum; see the part before the RESULT line for why the saturation p99
+# ratio cannot say much on its own); shadow_fixed_rate_held=0 when a round missed that rate.
 # Targets (issue 16): shadow_vs_nginx_mirror_rps >= 1.6 with shadow_vs_nginx_mirror_p99 <= 0.2,
 # shadow_slow_candidate_p99_ratio (gateway p99 with the slow candidate / with shadowing off) <= 1.1.
 #
 # Usage: tests/perf/peers-bench.sh [DURATION_S=5] [CONNECTIONS=32] [ROUNDS=2]
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
 #        WRK_THREADS (default 1), SLOW_MS (the slow candidate's delay, default 50)
+#        FIXED_RATE=0 skips the fixed-rate part; RATE_CLIENTS (its connections, default 128)
 #        CASES (default: all; a subset prints only its rows, and the RESULT ratios of missing
 #        cases as 0), e.g. CASES="gw-off gw-shadow-slow" to look at one ratio over more rounds
 #        PIN=1: every proxy under test (the gateway with all its threads, shadow runtime
@@ -47,7 +52,7 @@ SLOW_MS=${SLOW_MS:-50}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/perf/lib.sh
 source "$ROOT/tests/perf/lib.sh"
-ensure_tools nginx haproxy wrk curl
+ensure_tools nginx haproxy wrk curl h2load
 BIN=$(gateway_bin "$ROOT")
 bench_setup peers-bench
 LOAD_START=$(loadavg)
@@ -290,6 +295,49 @@ row "gateway: shadow fast / shadow off" gw-shadow-fast gw-off
 row "canary: gateway / nginx split" gw-canary nginx-split
 row "canary: gateway / haproxy weights" gw-canary haproxy-canary
 echo
+# --- shadowing at a fixed rate: the latency a client sees below saturation --------------------
+# At saturation with wrk's closed loop (CONNS connections, one request in flight each), a
+# case's mean latency is CONNS / its throughput (Little's law), so the p99 ratio above is tied to
+# the throughput ratio: a p99 of 0.2x nginx's would need a mean five times shorter, i.e. about
+# five times nginx's throughput. What a user feels is the latency at the load they run. Here
+# both shadowing cases (fast candidate) are driven at the same request rate, half of nginx
+# mirror's maximum measured above, with h2load --h1 --rps (a request rate per keep-alive
+# connection, RATE_CLIENTS of them, as scale-bench.sh's fixed-rate part), rounds alternating;
+# p50/p99 from h2load's per-request log. FIXED_RATE=0 skips it.
+FR_KEYS="shadow_fixed_rate_rps=0 shadow_fixed_rate_held=0 shadow_vs_nginx_mirror_p99_fixed_rate=0"
+if [[ ${FIXED_RATE:-1} == 1 && " $CASES " == *" gw-shadow-fast "* && " $CASES " == *" nginx-mirror-fast "* ]]; then
+  FR=$(awk -v r="${MR[nginx-mirror-fast]}" 'BEGIN{ printf "%d", r / 2 }')
+  FR_CLIENTS=${RATE_CLIENTS:-128}
+  H2LOAD=(h2load); [[ ${PIN:-0} == 1 ]] && H2LOAD=(taskset -c 0 h2load)
+  echo; echo "== shadowing at a fixed rate of $FR req/s (half nginx mirror's maximum), $FR_CLIENTS connections"
+  declare -A FP50 FP99 FLOW
+  for c in gw-shadow-fast nginx-mirror-fast; do FP50[$c]=""; FP99[$c]=""; FLOW[$c]=""; done
+  for r in $(seq 1 "$ROUNDS"); do
+    if (( r % 2 )); then order="gw-shadow-fast nginx-mirror-fast"; else order="nginx-mirror-fast gw-shadow-fast"; fi
+    for c in $order; do
+      log=$WORK/rate-$c.log; rm -f "$log"   # h2load appends to its log
+      per=$(awk -v r="$FR" -v n="$FR_CLIENTS" 'BEGIN{ printf "%.3f", r / n }')
+      out=$(timeout -k 5 $((DURATION + 30)) "${H2LOAD[@]}" --h1 -t1 -c"$FR_CLIENTS" --rps="$per" -D "$DURATION" \
+              --warm-up-time=1 --log-file="$log" "${URL[$c]}" 2>&1) || { echo "h2load failed:"; echo "$out"; exit 1; }
+      ok=$(awk '/^status codes:/ {print $3}' <<<"$out"); all=$(awk '/^requests:/ {print $2}' <<<"$out")
+      [[ $ok == "$all" && $all != 0 ]] || { echo "failed requests at a fixed rate to $c:"; echo "$out"; exit 1; }
+      read -r p50 p99 < <(cut -f3 "$log" | sort -n | awk '{v[NR]=$1} END{ printf "%.3f %.3f\n", v[int(NR*0.5)]/1000, v[int(NR*0.99)]/1000 }')
+      got=$(awk -v n="$(wc -l < "$log")" -v d="$DURATION" 'BEGIN{ printf "%.0f", n / d }')
+      [[ -n ${ROUTE[$c]:-} ]] && shadow_settled "$METRICS" "${ROUTE[$c]}"
+      FP50[$c]+="$p50 "; FP99[$c]+="$p99 "; FLOW[$c]+="$got "
+      printf 'round %d %-18s target %6d req/s, achieved %6d  p50 %7.3f ms  p99 %7.3f ms  (load %s)\n' "$r" "$c" "$FR" "$got" "$p50" "$p99" "$(loadavg)"
+    done
+  done
+  HELD=1
+  for c in gw-shadow-fast nginx-mirror-fast; do
+    low=$(tr ' ' '\n' <<<"${FLOW[$c]}" | grep -v '^$' | sort -n | head -1)
+    awk -v a="$low" -v t="$FR" 'BEGIN{ exit !(a >= 0.95 * t) }' || HELD=0
+    printf '| %-18s | %8d req/s (slowest round) | p50 %7.3f ms | p99 %7.3f ms |\n' "$c" "$low" "$(median "${FP50[$c]}")" "$(median "${FP99[$c]}")"
+  done
+  (( HELD )) || echo "a round missed the rate by more than 5%: the fixed-rate ratio compares different loads (shadow_fixed_rate_held=0)"
+  FR_KEYS="shadow_fixed_rate_rps=$FR shadow_fixed_rate_held=$HELD shadow_vs_nginx_mirror_p99_fixed_rate=$(ratio "$(median "${FP99[gw-shadow-fast]}")" "$(median "${FP99[nginx-mirror-fast]}")")"
+fi
+
 echo "RESULT shadow_vs_nginx_mirror_rps=$(ratio "${MR[gw-shadow-fast]}" "${MR[nginx-mirror-fast]}")" \
   "shadow_vs_nginx_mirror_p99=$(ratio "${MP99[gw-shadow-fast]}" "${MP99[nginx-mirror-fast]}")" \
   "shadow_vs_nginx_mirror_cpu=$(ratio "${CPU[gw-shadow-fast]}" "${CPU[nginx-mirror-fast]}")" \
@@ -300,4 +348,4 @@ echo "RESULT shadow_vs_nginx_mirror_rps=$(ratio "${MR[gw-shadow-fast]}" "${MR[ng
   "canary_vs_nginx_split_p99=$(ratio "${MP99[gw-canary]}" "${MP99[nginx-split]}")" \
   "canary_vs_haproxy_rps=$(ratio "${MR[gw-canary]}" "${MR[haproxy-canary]}")" \
   "canary_vs_haproxy_p99=$(ratio "${MP99[gw-canary]}" "${MP99[haproxy-canary]}")" \
-  "pinned=${PIN:-0} load1=${LOAD_END%% *}"
+  "$FR_KEYS pinned=${PIN:-0} load1=$(loadavg | cut -d' ' -f1)"

@@ -11,6 +11,9 @@
 //! connection pool) across reloads; a TLS upstream's clients (its own trust and client
 //! certificate) are rebuilt when a reload replaces the upstream.
 //!
+//! Plain HTTP/1.1 endpoints (the common case, and the cheapest) are served by the inline client
+//! of [`super::h1`] instead of hyper-util's.
+//!
 //! TLS is Pingora's own stack (`pingora::tls`: rustls with ring, tokio-rustls), not a second one.
 
 use std::collections::HashMap;
@@ -33,6 +36,7 @@ use pingora::tls::{CertificateDer, ClientConfig, ClientTlsStream, PrivateKeyDer,
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::h1::H1Endpoint;
 use crate::table::{Upstream, UpstreamProtocol, UpstreamTls};
 
 /// How long a mirror may take to connect (TCP and TLS handshake).
@@ -43,7 +47,7 @@ pub(crate) type MirrorClient = Client<Connector, Full<Bytes>>;
 /// The clients of every upstream mirrors have gone to.
 pub(crate) struct Clients {
     /// Endpoints without TLS, by address and h2c.
-    plain: Mutex<HashMap<(SocketAddr, bool), MirrorClient>>,
+    plain: Mutex<HashMap<(SocketAddr, bool), EndpointClient>>,
     /// By the upstream's address; the `Weak` keeps that address from being reused while the
     /// entry exists, so an entry found is the upstream asked for. Dead entries are pruned when a
     /// new one is added.
@@ -58,7 +62,15 @@ type Known = (Weak<Upstream>, Arc<Target>);
 pub(crate) struct Target {
     pub scheme: Scheme,
     /// In the order of `Upstream::endpoints`.
-    pub endpoints: Vec<(MirrorClient, Authority)>,
+    pub endpoints: Vec<(EndpointClient, Authority)>,
+}
+
+/// How mirrors reach one endpoint: plain HTTP/1.1 by our inline client ([`super::h1`]), TLS
+/// and h2c by hyper-util's.
+#[derive(Clone)]
+pub(crate) enum EndpointClient {
+    H1(Arc<H1Endpoint>),
+    Hyper(Box<MirrorClient>),
 }
 
 impl Clients {
@@ -95,10 +107,16 @@ impl Clients {
                     let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
                     plain
                         .entry((ep.addr, h2))
-                        .or_insert_with(|| client(Connector { addr: ep.addr, tls: None }, h2))
+                        .or_insert_with(|| match h2 {
+                            false => EndpointClient::H1(Arc::new(H1Endpoint::new(ep.addr, CONNECT_TIMEOUT))),
+                            true => EndpointClient::Hyper(Box::new(client(Connector { addr: ep.addr, tls: None }, h2))),
+                        })
                         .clone()
                 }
-                Some(dials) => client(Connector { addr: ep.addr, tls: Some(dials[i].clone()) }, h2),
+                Some(dials) => EndpointClient::Hyper(Box::new(client(
+                    Connector { addr: ep.addr, tls: Some(dials[i].clone()) },
+                    h2,
+                ))),
             };
             endpoints.push((client, authority));
         }

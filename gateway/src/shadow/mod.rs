@@ -10,7 +10,8 @@
 //! - [`threads`]: the shadow threads (a current-thread tokio runtime each); [`dispatch`]: a
 //!   lane's dispatcher on one of them (takes jobs, runs them with bounded concurrency, deadlines).
 //! - [`worker`]: what runs there: mirror, noise replay, compare; [`client`]: its HTTP
-//!   client (plain, h2c, TLS with ALPN, as the upstream is configured).
+//!   clients (plain, h2c, TLS with ALPN, as the upstream is configured); [`h1`]: the inline
+//!   HTTP/1.1 client of plain endpoints.
 //! - [`compare`]: the pure comparison engine (also used by the contract tests).
 //! - [`report`]: per-route reports (admin API, CLI table); [`store`] persists them;
 //!   [`metrics`] exports their counters; [`cli`] fetches them for `shadow report`.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod dispatch;
+pub mod h1;
 pub mod lane;
 pub mod metrics;
 pub mod policy;

@@ -4,20 +4,22 @@
 //! the primary path speaks to that upstream (TLS, h2: [`super::client`]), the comparison and the
 //! report update.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderMap, HeaderName, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body_util::{BodyExt, Full};
 use pingora::http::ResponseHeader;
 use serde_json::{json, Value};
 
 use super::body::{request_body, BodyCapture, CapturedBody};
-use super::client::{error_chain, Clients};
+use super::client::{error_chain, Clients, EndpointClient};
 use super::compare::{compare, Captured, Difference, NoiseModel};
 use super::dispatch::until;
+use super::h1::{head_headers, H1Request};
 use super::lane::{Job, Lane, LaneQueue};
 use super::policy::{is_safe, ShadowSettings};
 use super::report::{Count, Reports, RouteReport};
@@ -107,7 +109,7 @@ impl Shadower {
         let pbody = std::mem::take(&mut job.response).finish();
         let compared = &p.spec.rules.headers;
         let pheaders = compared_pairs(&primary.headers, compared);
-        let sheaders = compared_pairs(&shadow.headers, compared);
+        let sheaders = shadow.compared_pairs(compared);
         let legacy = Captured {
             status: primary.status.as_u16(),
             headers: &pheaders,
@@ -123,7 +125,7 @@ impl Shadower {
             digest: shadow.body.digest,
         };
         if let Some(Ok(again)) = &second {
-            let aheaders = compared_pairs(&again.headers, compared);
+            let aheaders = again.compared_pairs(compared);
             let again_cap = Captured {
                 status: again.status,
                 headers: &aheaders,
@@ -171,50 +173,78 @@ impl Shadower {
             .and_then(|i| target.endpoints.get(i))
             .ok_or("endpoint not in its upstream")?;
         let req = if shadow { job.shadow_req.as_deref() } else { job.legacy_req.as_deref() }.unwrap_or(&job.req);
-        // the URI's authority is h2's `:authority`: the request's own (its URI's, else its Host
-        // header, as Pingora does on the primary path); the client dials its endpoint anyway
-        let authority = req
-            .uri
-            .authority()
-            .cloned()
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(target.scheme.clone());
-        parts.authority = Some(authority.unwrap_or_else(|| endpoint.clone()));
-        parts.path_and_query =
-            Some(req.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-        let uri = Uri::from_parts(parts).map_err(|e| e.to_string())?;
-        let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
-        for (k, v) in req.headers.iter() {
-            if !SKIP_HEADERS.contains(&k.as_str()) {
-                headers.append(k.clone(), v.clone());
-            }
-        }
+        let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let (max, oversize) = (job.route.spec.max_body, job.route.spec.oversize);
+        let mut extra: [(&'static str, &HeaderValue); 2] = [("", &EMPTY), ("", &EMPTY)];
+        let mut n = 0;
         if let Some(id) = &job.request_id {
-            headers.insert(HeaderName::from_static("x-request-id"), id.clone());
+            extra[n] = ("x-request-id", id);
+            n += 1;
         }
         if let Some(v) = job.dry_run_header.as_ref().filter(|_| shadow) {
-            headers.insert(HeaderName::from_static(SHADOW_HEADER), v.clone());
+            extra[n] = (SHADOW_HEADER, v);
+            n += 1;
         }
-        // an empty body goes without a length unless the request had one (e.g. POST, length 0)
-        let mut r = http::Request::new(Full::new(body));
-        *r.method_mut() = job.req.method.clone();
-        *r.uri_mut() = uri;
-        *r.headers_mut() = headers;
-        let (max, oversize) = (job.route.spec.max_body, job.route.spec.oversize);
         let started = Instant::now();
-        let attempt = async {
-            let resp = client.request(r).await.map_err(|e| error_chain(&e))?;
-            let (head, mut body) = resp.into_parts();
-            let mut cap = BodyCapture::default();
-            while let Some(frame) = body.frame().await {
-                if let Ok(chunk) = frame.map_err(|e| error_chain(&e))?.into_data() {
-                    cap.push(&chunk, max, oversize);
-                }
+        let answered = match client {
+            EndpointClient::H1(h1) => {
+                // `Host` is the request's own; without one, its URI's authority or the endpoint's
+                let auth = req.uri.authority().unwrap_or(endpoint);
+                let r = H1Request {
+                    method: &job.req.method,
+                    path_and_query: path,
+                    authority: auth.as_str(),
+                    headers: &req.headers,
+                    skip: &SKIP_HEADERS,
+                    extra: &extra[..n],
+                    body: &body,
+                };
+                until(deadline, h1.send(r, max, oversize))
+                    .await
+                    .map(|r| r.map(|a| (a.status, AnswerHeaders::Raw(a.head), a.body)).map_err(|e| error_chain(&e)))
             }
-            Ok::<_, String>((head.status.as_u16(), head.headers, cap.finish()))
+            EndpointClient::Hyper(client) => {
+                // the URI's authority is h2's `:authority`: the request's own (its URI's, else
+                // its Host header, as Pingora does on the primary path); the client dials its
+                // endpoint anyway
+                let authority = req.uri.authority().cloned().or_else(|| {
+                    req.headers.get(http::header::HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                });
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(target.scheme.clone());
+                parts.authority = Some(authority.unwrap_or_else(|| endpoint.clone()));
+                parts.path_and_query =
+                    Some(req.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+                let uri = Uri::from_parts(parts).map_err(|e| e.to_string())?;
+                let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
+                for (k, v) in req.headers.iter() {
+                    if !SKIP_HEADERS.contains(&k.as_str()) {
+                        headers.append(k.clone(), v.clone());
+                    }
+                }
+                for (k, v) in &extra[..n] {
+                    headers.insert(HeaderName::from_static(k), (*v).clone());
+                }
+                // an empty body goes without a length unless the request had one (e.g. POST, length 0)
+                let mut r = http::Request::new(Full::new(body));
+                *r.method_mut() = job.req.method.clone();
+                *r.uri_mut() = uri;
+                *r.headers_mut() = headers;
+                let attempt = async {
+                    let resp = client.request(r).await.map_err(|e| error_chain(&e))?;
+                    let (head, mut body) = resp.into_parts();
+                    let mut cap = BodyCapture::default();
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(chunk) = frame.map_err(|e| error_chain(&e))?.into_data() {
+                            cap.push(&chunk, max, oversize);
+                        }
+                    }
+                    Ok::<_, String>((head.status.as_u16(), AnswerHeaders::Map(head.headers), cap.finish()))
+                };
+                until(deadline, attempt).await
+            }
         };
-        match until(deadline, attempt).await {
+        match answered {
             None => Err(format!("no complete answer within {:?}", job.route.spec.timeout)),
             Some(Err(e)) => Err(e),
             Some(Ok((status, headers, body))) => {
@@ -264,7 +294,7 @@ impl Shadower {
             },
             "shadow": {
                 "status": shadow.status,
-                "headers": headers_json(&header_pairs(&shadow.headers), redact),
+                "headers": headers_json(&header_pairs(&shadow.headers.map()), redact),
                 "body": body_json(&shadow.body.body, shadow.body.truncated),
                 "body_len": shadow.body.len,
                 "latency_ms": (shadow.ms * 1000.0).round() / 1000.0,
@@ -315,10 +345,38 @@ fn distinct_fields(diffs: &[Difference]) -> Vec<String> {
 
 struct Answer {
     status: u16,
-    headers: HeaderMap,
+    headers: AnswerHeaders,
     body: CapturedBody,
     ms: f64,
 }
+
+impl Answer {
+    /// The headers a comparison looks at; none built when none are compared (the default).
+    fn compared_pairs(&self, names: &[String]) -> Vec<(String, String)> {
+        if names.is_empty() {
+            return Vec::new();
+        }
+        compared_pairs(&self.headers.map(), names)
+    }
+}
+
+/// An answer's headers: hyper's map, or the raw head of the inline HTTP/1.1 client, parsed into
+/// a map only when a comparison or a sample needs it.
+enum AnswerHeaders {
+    Map(HeaderMap),
+    Raw(Bytes),
+}
+
+impl AnswerHeaders {
+    fn map(&self) -> Cow<'_, HeaderMap> {
+        match self {
+            AnswerHeaders::Map(m) => Cow::Borrowed(m),
+            AnswerHeaders::Raw(head) => Cow::Owned(head_headers(head)),
+        }
+    }
+}
+
+static EMPTY: HeaderValue = HeaderValue::from_static("");
 
 /// The headers a comparison looks at (`rules.headers`, lowercase names) as name/value pairs; no
 /// allocation when none are compared (the default).
