@@ -435,6 +435,14 @@ fn run(
         graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs().max(1)),
         upstream_keepalive_pool_size: 512,
         max_retries: 8,
+        // Pingora wraps every upstream read and write that has a timeout (the gateway sets them
+        // all: the route's deadline, `read_timeout`, the pool's `idle_timeout`) in a timer of its
+        // own wheel unless the timeout exceeds this threshold (default 900 s). A timer there costs
+        // more than a tokio one: a boxed future, a lookup in a BTreeMap of 10 ms slots that
+        // Pingora's clock thread also locks, two `Arc`s and a `Notify` waiter list. Timeouts of
+        // a second or more use tokio's wheel instead: the same deadlines, less work per request
+        // (docs/perf.md, issue 16 §1).
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..Default::default()
     };
     let mut server = pingora::server::Server::new_with_opt_and_conf(opt, conf);

@@ -49,6 +49,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -292,9 +293,11 @@ impl HeadGuard {
         self.held = Vec::new();
         let timed = !self.keepalive_timeout.is_zero();
         let read = std::future::poll_fn(|cx| {
-            // on the stack of each poll, not in the future (which lives as long as the wait)
-            let mut first = [0u8; 2048];
-            let mut buf = ReadBuf::new(&mut first);
+            // on the stack of each poll, not in the future (which lives as long as the wait);
+            // left uninitialised (the read writes what it fills): zeroing 2 KiB on each poll
+            // (two or three per request) was ~400 instructions and 2 KiB of stores per request
+            let mut first = [MaybeUninit::<u8>::uninit(); 2048];
+            let mut buf = ReadBuf::uninit(&mut first);
             match Pin::new(&mut *self.inner).poll_read(cx, &mut buf) {
                 Poll::Ready(read) => Poll::Ready(Some(read.map(|()| buf.filled().to_vec()))),
                 // the connection's keep-alive timer, as for a wait inside Pingora: no timer
