@@ -19,16 +19,33 @@ use tokio_postgres::{Client, CopyInSink};
 
 use super::walsender::{WalSenderConnection, WalSenderError};
 use crate::connect::connect;
+use crate::error::{pg_kind, ErrorKind};
 use crate::model::quote_literal;
 use crate::status::Metrics;
 
 /// Bytes of COPY data sent to the target in one message.
 pub const RELAY_BATCH: usize = 64 * 1024;
 
-/// Reading the source's side of a chunk failed.
+/// Relaying a chunk failed.
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot: reading the source's COPY")]
-pub struct CopyOutError(#[from] pub WalSenderError);
+pub enum RelayError {
+    /// Reading the source's COPY through our client.
+    #[error("snapshot: reading the source's COPY")]
+    Source(#[source] WalSenderError),
+    /// SQL on either side through tokio-postgres.
+    #[error("snapshot")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+impl RelayError {
+    /// Retry or stop, by the failure underneath.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RelayError::Source(e) => e.kind(),
+            RelayError::Sql(e) => pg_kind(e),
+        }
+    }
+}
 
 /// A worker's source session, in a read-only transaction under the exported snapshot.
 pub enum SourceSession {
@@ -40,14 +57,14 @@ pub enum SourceSession {
 
 impl SourceSession {
     /// Connect to `conn` and import `snapshot`.
-    pub async fn open(conn: &str, snapshot: &str) -> Result<Self, super::snapshot::SnapshotError> {
+    pub async fn open(conn: &str, snapshot: &str) -> Result<Self, RelayError> {
         let begin = format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
             quote_literal(snapshot)
         );
         match WalSenderConnection::connect_plain(conn, "cdc-sync snapshot").await {
             Ok(mut c) => {
-                c.simple_query(&begin).await.map_err(CopyOutError)?;
+                c.simple_query(&begin).await.map_err(RelayError::Source)?;
                 Ok(SourceSession::Raw(Box::new(c)))
             }
             Err(WalSenderError::Unsupported(why)) => {
@@ -56,7 +73,7 @@ impl SourceSession {
                 c.batch_execute(&begin).await?;
                 Ok(SourceSession::Client(c))
             }
-            Err(e) => Err(CopyOutError(e).into()),
+            Err(e) => Err(RelayError::Source(e)),
         }
     }
 
@@ -69,7 +86,7 @@ impl SourceSession {
         mut sink: Pin<&mut CopyInSink<Bytes>>,
         lines: bool,
         metrics: &Metrics,
-    ) -> Result<(), super::snapshot::SnapshotError> {
+    ) -> Result<(), RelayError> {
         let mut batch = BytesMut::with_capacity(RELAY_BATCH);
         let count = |b: &BytesMut| {
             if lines {
@@ -78,9 +95,9 @@ impl SourceSession {
         };
         match self {
             SourceSession::Raw(c) => {
-                c.start_copy_out(out_sql).await.map_err(CopyOutError)?;
+                c.start_copy_out(out_sql).await.map_err(RelayError::Source)?;
                 loop {
-                    let more = c.copy_out_into(&mut batch, RELAY_BATCH).await.map_err(CopyOutError)?;
+                    let more = c.copy_out_into(&mut batch, RELAY_BATCH).await.map_err(RelayError::Source)?;
                     if !batch.is_empty() {
                         count(&batch);
                         sink.feed(batch.split().freeze()).await?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::chunks::{self, KeyRange};
-use super::copy_relay::{CopyOutError, SourceSession};
+use super::copy_relay::{RelayError, SourceSession};
 use super::owned_copy::{CarryBackError, OwnedCopy};
 use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
 use crate::connect::connect;
@@ -46,9 +46,9 @@ pub enum SnapshotError {
     /// Building an index after the copy failed.
     #[error(transparent)]
     Indexes(#[from] crate::deferred_indexes::DeferredIndexError),
-    /// Reading a chunk at the source failed.
+    /// Relaying a chunk from the source to the target failed.
     #[error(transparent)]
-    CopyOut(#[from] CopyOutError),
+    Relay(#[from] RelayError),
     /// The workers ended before every table was copied.
     #[error("snapshot incomplete: {done} of {total} tables copied")]
     Incomplete {
@@ -68,7 +68,7 @@ impl SnapshotError {
             SnapshotError::Checkpoint(e) => e.kind(),
             SnapshotError::CarryBack(e) => e.kind,
             SnapshotError::Indexes(e) => pg_kind(&e.source),
-            SnapshotError::CopyOut(e) => e.0.kind(),
+            SnapshotError::Relay(e) => e.kind(),
             SnapshotError::Worker(_) | SnapshotError::Incomplete { .. } => ErrorKind::Other,
         }
     }
