@@ -22,7 +22,8 @@
 //! default 2000000), `SNAPSHOT_WORKERS` (default 4), `BACKLOG_ROWS` (default 500000), `RATE` (rows/s, default 5000),
 //! `LAG_SECONDS` (default 20), `CDC_SYNC_LOG` (cdc-sync's `RUST_LOG`; its logs are kept in
 //! `KEEP_LOGS` when set), `BRANCHES` (default 10, tellers = 10 per branch; pgbench's hot
-//! rows — raise it to spread the updates over many keys).
+//! rows — raise it to spread the updates over many keys), `PARTS` (`all` by default; `snapshot`:
+//! phase 1 without the native sync, then a verify, and a report of the copies alone).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -303,6 +304,12 @@ async fn main() -> Result<()> {
     let lag_seconds = env_num("LAG_SECONDS", 20);
     // pgbench's shape: 10 branches and 100 tellers are hot rows; BRANCHES=100000 spreads them out
     let branches = env_num("BRANCHES", 10) as i64;
+    // PARTS=snapshot: only the initial copies (pg_dump|psql, then cdc-sync's) and a verify
+    let snapshot_only = match std::env::var("PARTS").as_deref() {
+        Ok("snapshot") => true,
+        Ok("all") | Err(_) => false,
+        Ok(other) => bail!("PARTS={other}: expected `all` (default) or `snapshot`"),
+    };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = std::env::var("CDC_SYNC_BIN").map(PathBuf::from).unwrap_or_else(|_| root.join("target/release/cdc-sync"));
     if !bin.exists() {
@@ -379,6 +386,18 @@ async fn main() -> Result<()> {
     let snap_cpu = PhaseCpu::since(&cpu0, &b, proc_cpu(cdc_run.pid()).0);
     eprintln!("   pg_dump|psql {:.2} s: {}", t_dump.as_secs_f64(), dump_cpu.line());
     eprintln!("   cdc-sync     {:.2} s: {}", t_snap.as_secs_f64(), snap_cpu.line());
+
+    if snapshot_only {
+        return snapshot_report(
+            &b,
+            &cfg,
+            cdc_run,
+            (t_dump, &dump_cpu),
+            (t_snap, &snap_cpu),
+            seed_rows,
+            snapshot_workers,
+        );
+    }
 
     eprintln!("== snapshot: native initial sync (information)");
     let nat_client = connect(&b.nat_conn).await?;
@@ -663,6 +682,59 @@ async fn main() -> Result<()> {
     );
     if !equal {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `PARTS=snapshot`: verify the copy, print the two initial copies (wall time, load average, CPU
+/// seconds per cluster and client) and a `RESULT` line with the snapshot fields only.
+fn snapshot_report(
+    b: &Bench,
+    cfg: &std::path::Path,
+    cdc_run: ChildGuard,
+    (t_dump, dump_cpu): (Duration, &PhaseCpu),
+    (t_snap, snap_cpu): (Duration, &PhaseCpu),
+    seed_rows: i64,
+    workers: u64,
+) -> Result<()> {
+    let out =
+        Command::new("timeout").arg("600").arg(&b.bin).args(["verify", "--quiet", "--config"]).arg(cfg).output()?;
+    let equal = out.status.success();
+    drop(cdc_run);
+    if let Ok(keep) = std::env::var("KEEP_LOGS") {
+        std::fs::copy(b.dir.path().join("cdc1.log"), PathBuf::from(&keep).join("cdc1.log"))
+            .context("keeping cdc1.log")?;
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let ratio = t_dump.as_secs_f64() / t_snap.as_secs_f64();
+    println!();
+    println!("initial copy of {seed_rows} rows (load average now {})", load.join(" "));
+    println!("| copy | wall | CPU seconds, every process |");
+    println!("| --- | ---: | --- |");
+    println!("| pg_dump\\|psql | {:.2} s | {} |", t_dump.as_secs_f64(), dump_cpu.line());
+    println!("| cdc-sync, {workers} workers | {:.2} s | {} |", t_snap.as_secs_f64(), snap_cpu.line());
+    println!("| verify equal | {equal} | |");
+    println!();
+    println!(
+        "RESULT snapshot_vs_pgdump={ratio:.2} snapshot_rows={seed_rows} snapshot_workers={workers} snapshot_s={:.2} pgdump_s={:.2} \
+         snapshot_cpu_s={:.2} pgdump_cpu_s={:.2} snapshot_client_cpu_s={:.2} snapshot_source_cpu_s={:.2} snapshot_target_cpu_s={:.2} \
+         load1={}",
+        t_snap.as_secs_f64(),
+        t_dump.as_secs_f64(),
+        snap_cpu.total(),
+        dump_cpu.total(),
+        snap_cpu.client,
+        snap_cpu.src.0,
+        snap_cpu.tgt.0,
+        load.first().unwrap_or(&"?")
+    );
+    if !equal {
+        bail!(
+            "verify did not report equal: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }

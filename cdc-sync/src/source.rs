@@ -2,6 +2,7 @@
 //! the initial snapshot ([`snapshot`]).
 
 pub mod chunks;
+pub mod copy_relay;
 pub mod owned_copy;
 pub mod snapshot;
 pub mod walsender;
@@ -615,6 +616,7 @@ mod tests {
             database: "d".into(),
             application_name: "t".into(),
             options: None,
+            replication: true,
         };
         let mut ws = WalSenderConnection::handshake(client, &startup).await.unwrap();
         ws.start_logical("s", Lsn(0), &[]).await.unwrap();

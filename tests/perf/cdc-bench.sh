@@ -22,6 +22,9 @@
 # Env:   ACCOUNTS (seed rows, default 2000000), SNAPSHOT_WORKERS (default 4), BACKLOG_ROWS (default 500000), RATE (rows/s,
 #        default 5000), LAG_SECONDS (default 20), BRANCHES (default 10; tellers = 10 per branch;
 #        pgbench's hot rows, raise to e.g. 100000 to spread updates), CDC_SYNC_BIN
+#        PARTS (default all; `snapshot` runs only the two initial copies, pg_dump|psql then cdc-sync,
+#        and a verify, and prints their wall time, load average and CPU seconds per cluster and
+#        client; its RESULT line has the snapshot fields only)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -16,10 +16,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::chunks::{self, KeyRange};
+use super::copy_relay::{RelayError, SourceSession};
 use super::owned_copy::{CarryBackError, OwnedCopy};
 use crate::checkpoint::{CheckpointError, CheckpointStore, SnapshotState, TableSnapshot};
 use crate::connect::connect;
@@ -46,6 +46,9 @@ pub enum SnapshotError {
     /// Building an index after the copy failed.
     #[error(transparent)]
     Indexes(#[from] crate::deferred_indexes::DeferredIndexError),
+    /// Relaying a chunk from the source to the target failed.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
     /// The workers ended before every table was copied.
     #[error("snapshot incomplete: {done} of {total} tables copied")]
     Incomplete {
@@ -65,6 +68,7 @@ impl SnapshotError {
             SnapshotError::Checkpoint(e) => e.kind(),
             SnapshotError::CarryBack(e) => e.kind,
             SnapshotError::Indexes(e) => pg_kind(&e.source),
+            SnapshotError::Relay(e) => e.kind(),
             SnapshotError::Worker(_) | SnapshotError::Incomplete { .. } => ErrorKind::Other,
         }
     }
@@ -424,9 +428,6 @@ async fn table_done<C: CheckpointStore>(
     Ok(())
 }
 
-/// Bytes of COPY data sent to the target in one message.
-const RELAY_BATCH: usize = 64 * 1024;
-
 struct WorkerCtx<'a> {
     pipeline: &'a str,
     lsn: Lsn,
@@ -444,12 +445,7 @@ async fn worker(
     metrics: Arc<Metrics>,
 ) -> Result<(), SnapshotError> {
     let WorkerCtx { pipeline, lsn, source, target, snapshot, owned } = ctx;
-    let src = connect(source).await?;
-    src.batch_execute(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-        quote_literal(snapshot)
-    ))
-    .await?;
+    let mut src = SourceSession::open(source, snapshot).await?;
     let dst = connect(target).await?;
     let _ = dst.batch_execute("SET session_replication_role = replica").await;
     dst.batch_execute("SET synchronous_commit = off").await?;
@@ -474,30 +470,11 @@ async fn worker(
         let cols: Vec<String> = t.outputs.iter().map(|o| quote_ident(&o.column)).collect();
         let in_sql = format!("COPY {} ({}) FROM STDIN{format}", quote_qualified(&t.to_table), cols.join(", "));
         dst.batch_execute("BEGIN").await?;
-        let out = src.copy_out(out_sql.as_str()).await?;
         let sink = dst.copy_in::<_, bytes::Bytes>(in_sql.as_str()).await?;
-        futures::pin_mut!(out);
         futures::pin_mut!(sink);
-        // The source sends a message per row; they go on to the target in batches of about
-        // RELAY_BATCH bytes (a message each): a sink call and a wake-up of the target
-        // connection per batch instead of per row.
-        let mut batch = bytes::BytesMut::with_capacity(RELAY_BATCH);
-        while let Some(buf) = out.next().await {
-            let buf = buf?;
-            if !binary {
-                // progress as it streams (text: a row per line); binary rows count at the end
-                let nl = buf.iter().filter(|b| **b == b'\n').count() as u64;
-                metrics.snapshot_rows.fetch_add(nl, Relaxed);
-            }
-            batch.extend_from_slice(&buf);
-            if batch.len() >= RELAY_BATCH {
-                sink.feed(batch.split().freeze()).await?;
-                batch.reserve(RELAY_BATCH);
-            }
-        }
-        if !batch.is_empty() {
-            sink.feed(batch.split().freeze()).await?;
-        }
+        // the source's rows go on to the target in batches (a message each), progress counted
+        // as they stream for text (a row per line), at the end for binary
+        src.relay(&out_sql, sink.as_mut(), !binary, &metrics).await?;
         let rows = sink.as_mut().finish().await?;
         if binary {
             metrics.snapshot_rows.fetch_add(rows, Relaxed);
@@ -515,7 +492,7 @@ async fn worker(
             break;
         }
     }
-    let _ = src.batch_execute("COMMIT").await;
+    src.finish().await;
     Ok(())
 }
 

@@ -138,6 +138,9 @@ pub struct Startup {
     pub application_name: String,
     /// Extra `options` (command-line options for the backend).
     pub options: Option<String>,
+    /// A walsender (`replication=database`); `false`: a plain backend session, as the snapshot's
+    /// COPY readers use ([`WalSenderConnection::connect_plain`]).
+    pub replication: bool,
 }
 
 /// A walsender session (`replication=database`).
@@ -145,6 +148,8 @@ pub struct WalSenderConnection<S = PgStream<Socket>> {
     io: S,
     inbuf: BytesMut,
     out: BytesMut,
+    /// The error of a COPY being read, reported at its ReadyForQuery.
+    copy_error: Option<ServerError>,
 }
 
 /// How long a connection attempt may take when the connection string does not say.
@@ -155,10 +160,21 @@ impl WalSenderConnection<PgStream<Socket>> {
     /// logical replication session, over TLS as its `sslmode` asks, and authenticate (trust,
     /// password, md5, SCRAM-SHA-256, a client certificate).
     pub async fn connect(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
-        WalSenderConnection::connect_unclassified(conn, application_name).await.map_err(|e| refused(conn, e))
+        WalSenderConnection::connect_unclassified(conn, application_name, true).await.map_err(|e| refused(conn, e))
     }
 
-    async fn connect_unclassified(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
+    /// The same client as a plain backend session (no `replication` parameter, no REPLICATION
+    /// attribute needed): the snapshot's chunk reader, which takes a COPY's rows off the socket
+    /// in bulk ([`WalSenderConnection::copy_out_into`]) instead of as a message each.
+    pub async fn connect_plain(conn: &str, application_name: &str) -> Result<Self, WalSenderError> {
+        WalSenderConnection::connect_unclassified(conn, application_name, false).await
+    }
+
+    async fn connect_unclassified(
+        conn: &str,
+        application_name: &str,
+        replication: bool,
+    ) -> Result<Self, WalSenderError> {
         let info = ConnInfo::parse(conn).map_err(WalSenderError::Config)?;
         let tls = TlsSetup::new(&info.tls).map_err(|e| WalSenderError::TlsSetup(Box::new(e)))?;
         let cfg = info.config;
@@ -179,6 +195,7 @@ impl WalSenderConnection<PgStream<Socket>> {
             user,
             application_name: cfg.get_application_name().unwrap_or(application_name).to_string(),
             options: cfg.get_options().map(str::to_string),
+            replication,
         };
         let io = open_session(&cfg, &tls).await?;
         WalSenderConnection::handshake(io, &startup).await
@@ -253,14 +270,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
     /// Start up and authenticate on an open socket; returns once the server is ready for a
     /// command.
     pub async fn handshake(io: S, startup: &Startup) -> Result<Self, WalSenderError> {
-        let mut c = WalSenderConnection { io, inbuf: BytesMut::with_capacity(64 * 1024), out: BytesMut::new() };
+        let mut c = WalSenderConnection {
+            io,
+            inbuf: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::new(),
+            copy_error: None,
+        };
         let mut params: Vec<(&str, &str)> = vec![
             ("user", &startup.user),
             ("database", &startup.database),
-            ("replication", "database"),
             ("application_name", &startup.application_name),
             ("client_encoding", "UTF8"),
         ];
+        if startup.replication {
+            params.push(("replication", "database"));
+        }
         if let Some(o) = &startup.options {
             params.push(("options", o));
         }
@@ -442,6 +466,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
         let _ = self.send().await;
     }
 
+    /// Start `COPY ... TO STDOUT` (a simple query); returns once the server sends the rows.
+    pub async fn start_copy_out(&mut self, sql: &str) -> Result<(), WalSenderError> {
+        frontend::query(sql, &mut self.out)?;
+        self.send().await?;
+        let mut error = None;
+        loop {
+            let (tag, body) = self.message().await?;
+            match tag {
+                b'H' => return Ok(()),
+                b'E' => error = Some(server_error(&body)),
+                b'Z' => {
+                    return Err(error
+                        .map(WalSenderError::Server)
+                        .unwrap_or_else(|| WalSenderError::Protocol("COPY TO STDOUT sent no rows".into())))
+                }
+                b'N' | b'S' => {}
+                other => {
+                    return Err(WalSenderError::Protocol(format!(
+                        "unexpected message {:?} before COPY data",
+                        other as char
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Append the COPY data of the started COPY to `batch` (without the message framing) until
+    /// it holds at least `min` bytes or the COPY ended. `Ok(false)` once the server is ready for
+    /// the next command (the last bytes may be in `batch`); the server's error if the COPY
+    /// failed. One copy of each row's bytes, no allocation per row.
+    pub async fn copy_out_into(&mut self, batch: &mut BytesMut, min: usize) -> Result<bool, WalSenderError> {
+        loop {
+            while self.inbuf.len() >= 5 {
+                let len = u32::from_be_bytes([self.inbuf[1], self.inbuf[2], self.inbuf[3], self.inbuf[4]]) as usize;
+                if len < 4 {
+                    return Err(WalSenderError::Protocol(format!("message length {len}")));
+                }
+                if self.inbuf.len() <= len {
+                    self.inbuf.reserve(1 + len - self.inbuf.len());
+                    break;
+                }
+                let tag = self.inbuf[0];
+                match tag {
+                    b'd' => batch.extend_from_slice(&self.inbuf[5..1 + len]),
+                    b'E' => self.copy_error = Some(server_error(&self.inbuf[5..1 + len])),
+                    b'Z' => {
+                        self.inbuf.advance(1 + len);
+                        return match self.copy_error.take() {
+                            Some(e) => Err(WalSenderError::Server(e)),
+                            None => Ok(false),
+                        };
+                    }
+                    // CopyDone, CommandComplete, notices, parameter changes
+                    b'c' | b'C' | b'N' | b'S' => {}
+                    other => {
+                        return Err(WalSenderError::Protocol(format!(
+                            "unexpected message {:?} in COPY data",
+                            other as char
+                        )))
+                    }
+                }
+                self.inbuf.advance(1 + len);
+                if batch.len() >= min {
+                    return Ok(true);
+                }
+            }
+            if self.inbuf.capacity() - self.inbuf.len() < 8192 {
+                self.inbuf.reserve(64 * 1024);
+            }
+            if self.io.read_buf(&mut self.inbuf).await? == 0 {
+                return Err(WalSenderError::Closed);
+            }
+        }
+    }
+
     async fn send(&mut self) -> Result<(), WalSenderError> {
         self.io.write_all(&self.out).await?;
         self.out.clear();
@@ -562,6 +661,7 @@ mod tests {
             database: "db".into(),
             application_name: "t".into(),
             options: None,
+            replication: true,
         }
     }
 
@@ -636,7 +736,7 @@ mod tests {
     #[tokio::test]
     async fn status_update_layout() {
         let (client, mut server) = duplex(1024);
-        let mut c = WalSenderConnection { io: client, inbuf: BytesMut::new(), out: BytesMut::new() };
+        let mut c = WalSenderConnection { io: client, inbuf: BytesMut::new(), out: BytesMut::new(), copy_error: None };
         c.send_status(StandbyStatus { received: Lsn(3), flushed: Lsn(2), applied: Lsn(1), reply_requested: true })
             .await
             .unwrap();
