@@ -3,6 +3,7 @@
 //! compiled, so the request path only does atomic increments (no label lookups, no allocation).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::{
@@ -253,6 +254,52 @@ pub struct RouteMetrics {
     route: Arc<str>,
     legacy: OnceLock<SideMetrics>,
     extracted: OnceLock<SideMetrics>,
+    /// Where a recorded request marks the route as active (see [`RouteActivity`]); set when the
+    /// route table is built.
+    activity: Option<(Arc<RouteActivity>, u32)>,
+}
+
+/// Which routes of one route table recorded a request since a reader last took the marks: a
+/// bit per route. The dashboard's sampler reads only the marked routes, so its tick costs what
+/// the routes with traffic cost, not what the route count does. Marking is one relaxed load of
+/// a word the request path shares with 63 other routes; the atomic `or` happens only when the
+/// bit is clear (once per route between two readings).
+#[derive(Debug)]
+pub struct RouteActivity {
+    words: Box<[AtomicU64]>,
+}
+
+impl RouteActivity {
+    /// Marks for `routes` routes, all clear.
+    pub fn new(routes: usize) -> Self {
+        Self { words: (0..routes.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Marks route `i`.
+    #[inline]
+    pub fn mark(&self, i: u32) {
+        let (w, bit) = ((i / 64) as usize, 1u64 << (i % 64));
+        if let Some(w) = self.words.get(w) {
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Clears every mark, appending the indices of the marked routes to `out` (ascending).
+    /// A request recorded while this runs is in this reading or marks its route again.
+    pub fn take(&self, out: &mut Vec<usize>) {
+        for (wi, w) in self.words.iter().enumerate() {
+            if w.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = w.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                out.push(wi * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -370,21 +417,38 @@ impl RouteMetrics {
         self.cell(side).get()
     }
 
+    /// One side's handles, resolved: for a reader that knows the series exist already (it read
+    /// requests on them through an earlier table), so resolving creates none.
+    pub fn existing_side(&self, side: Side) -> &SideMetrics {
+        self.resolved(side)
+    }
+
+    /// Makes recorded requests mark route `index` in `activity` (done once, when the route table
+    /// is built).
+    pub fn report_activity(&mut self, activity: &Arc<RouteActivity>, index: usize) {
+        self.activity = u32::try_from(index).ok().map(|i| (Arc::clone(activity), i));
+    }
+
     /// (legacy, extracted) counts so far (the series are shared by name across reloads).
     pub fn snapshot(&self) -> (SideSnapshot, SideSnapshot) {
         (self.resolved(Side::Legacy).snapshot(), self.resolved(Side::Extracted).snapshot())
     }
 
     pub fn new(route: &str) -> Self {
-        Self { route: Arc::from(route), legacy: OnceLock::new(), extracted: OnceLock::new() }
+        Self { route: Arc::from(route), legacy: OnceLock::new(), extracted: OnceLock::new(), activity: None }
     }
 
-    /// Records one finished request.
+    /// Records one finished request (and marks the route active, after the counts: a reader
+    /// that clears the mark and then reads the counts sees this request now or at its next
+    /// reading).
     #[inline]
     pub fn observe(&self, side: Side, status: u16, seconds: f64) {
         let s = self.resolved(side);
         let class = usize::from(status / 100).min(5);
         s.classes[class].inc();
         s.latency.observe(seconds);
+        if let Some((a, i)) = &self.activity {
+            a.mark(*i);
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::client_ip::Cidr;
 use crate::cors::CorsPolicy;
 use crate::limits::redis::RedisSettings;
 use crate::limits::rules::RateLimit;
-use crate::metrics::RouteMetrics;
+use crate::metrics::{RouteActivity, RouteMetrics};
 use crate::rewrite::Rewrites;
 use crate::rollout::plan::{Placement, RolloutPlan};
 use crate::router::{HeaderMatch, HostMatch, PathPattern, RouteKey, Router};
@@ -571,6 +571,9 @@ pub struct RouteTable {
     pub router: Arc<Router>,
     /// Metrics for requests no route took.
     pub default_metrics: RouteMetrics,
+    /// Which routes recorded a request since the dashboard's sampler last looked (a bit per
+    /// route, by index in `routes`).
+    pub activity: Arc<RouteActivity>,
     /// Some route compresses responses.
     pub any_compression: bool,
     /// Consumers, API keys and JWT keys (`[consumers]`, `[auth]`).
@@ -598,11 +601,16 @@ impl RouteTable {
         settings: GatewaySettings,
         upstreams: Vec<Arc<Upstream>>,
         legacy: usize,
-        routes: Vec<Route>,
+        mut routes: Vec<Route>,
         router: Arc<Router>,
         src: &str,
     ) -> Self {
+        let activity = Arc::new(RouteActivity::new(routes.len()));
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.metrics.report_activity(&activity, i);
+        }
         Self {
+            activity,
             settings,
             upstreams,
             legacy,
