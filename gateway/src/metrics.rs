@@ -227,9 +227,11 @@ impl Metrics {
 #[derive(Clone)]
 pub struct RouteInfo {
     desc: prometheus::core::Desc,
-    /// (route, owner, stage) in routes.toml order.
-    routes: Arc<Mutex<Arc<[[Box<str>; 3]]>>>,
+    routes: Arc<Mutex<RouteList>>,
 }
+
+/// (route, owner, stage) of each route, in routes.toml order.
+type RouteList = Arc<[[Box<str>; 3]]>;
 
 impl RouteInfo {
     fn new() -> Self {
@@ -244,7 +246,7 @@ impl RouteInfo {
     }
 
     fn set<'a>(&self, routes: impl Iterator<Item = (&'a str, &'a str, &'a str)>) {
-        let list: Arc<[[Box<str>; 3]]> = routes.map(|(r, o, s)| [r.into(), o.into(), s.into()]).collect();
+        let list: RouteList = routes.map(|(r, o, s)| [r.into(), o.into(), s.into()]).collect();
         *self.routes.lock().unwrap_or_else(|p| p.into_inner()) = list;
     }
 }
