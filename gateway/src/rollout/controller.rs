@@ -269,7 +269,7 @@ impl Controller {
             let Inner { states, windows, .. } = &mut *inner;
             // a route whose rollout was removed (or the route itself) keeps no state
             let gone: Vec<String> =
-                states.keys().filter(|n| !table.route(n).is_some_and(|r| r.rollout.is_some())).cloned().collect();
+                states.keys().filter(|n| table.route(n).is_none_or(|r| r.rollout.is_none())).cloned().collect();
             for name in gone {
                 states.remove(&name);
                 windows.remove(&name);
