@@ -2,7 +2,7 @@
 //! port. Per-route metric handles are resolved once when a [`crate::table::RouteTable`] is
 //! compiled, so the request path only does atomic increments (no label lookups, no allocation).
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::{
@@ -48,9 +48,7 @@ pub struct Metrics {
     /// not answer within the budget.
     pub rate_limit_fail_open: IntCounter,
     /// `strangler_gateway_route_info{route,owner,stage}` 1 for every route being served.
-    pub route_info: IntGaugeVec,
-    /// The label sets `route_info` holds (see [`Metrics::set_routes`]).
-    route_info_set: Mutex<HashSet<[String; 3]>>,
+    pub route_info: RouteInfo,
     /// `strangler_gateway_client_connections_open`: client connections being served.
     pub client_connections_open: IntGauge,
     /// `strangler_gateway_client_connections_closed_total{reason}`: client connections the
@@ -142,11 +140,7 @@ pub fn metrics() -> &'static Metrics {
             "Requests let through because Redis (shared rate limits) did not answer in time",
         )
         .expect("metric");
-        let route_info = IntGaugeVec::new(
-            Opts::new("strangler_gateway_route_info", "The routes being served, with their owner and stage (value 1)"),
-            &["route", "owner", "stage"],
-        )
-        .expect("metric");
+        let route_info = RouteInfo::new();
         let client_connections_open =
             IntGauge::new("strangler_gateway_client_connections_open", "Client connections being served")
                 .expect("metric");
@@ -200,7 +194,6 @@ pub fn metrics() -> &'static Metrics {
             rate_limited,
             rate_limit_fail_open,
             route_info,
-            route_info_set: Mutex::new(HashSet::new()),
             client_connections_open,
             client_connections_closed,
         }
@@ -215,25 +208,80 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    /// Lists the routes being served: (name, owner or `-`, stage). Only the series that changed
-    /// since the last call are removed or created: creating one hashes and validates its labels,
-    /// and a reload of an unchanged 10,000-route file spent a tenth of its time re-creating them.
+    /// Lists the routes being served: (name, owner or `-`, stage).
     pub fn set_routes<'a>(&self, routes: impl Iterator<Item = (&'a str, &'a str, &'a str)>) {
-        let new: HashSet<[String; 3]> = routes.map(|(r, o, s)| [r.to_string(), o.to_string(), s.to_string()]).collect();
-        let mut set = self.route_info_set.lock().unwrap_or_else(|p| p.into_inner());
-        for [r, o, s] in set.difference(&new) {
-            let _ = self.route_info.remove_label_values(&[r, o, s]);
-        }
-        for [r, o, s] in new.difference(&set) {
-            self.route_info.with_label_values(&[r, o, s]).set(1);
-        }
-        *set = new;
+        self.route_info.set(routes);
     }
 
     /// Marks `version` as the one serving.
     pub fn set_version(&self, version: &str) {
         self.config_info.reset();
         self.config_info.with_label_values(&[version]).set(1);
+    }
+}
+
+/// `strangler_gateway_route_info{route,owner,stage}`: 1 for every route being served, written
+/// at each scrape from the list [`Metrics::set_routes`] keeps. A gauge series per route would
+/// hold its own copy of the descriptor and label pairs (~700 bytes a route: 7 MB for 10,000
+/// routes) and cost a hashed, validated series per route added at each reload.
+#[derive(Clone)]
+pub struct RouteInfo {
+    desc: prometheus::core::Desc,
+    routes: Arc<Mutex<RouteList>>,
+}
+
+/// (route, owner, stage) of each route, in routes.toml order.
+type RouteList = Arc<[[Box<str>; 3]]>;
+
+impl RouteInfo {
+    fn new() -> Self {
+        let desc = prometheus::core::Desc::new(
+            "strangler_gateway_route_info".into(),
+            "The routes being served, with their owner and stage (value 1)".into(),
+            vec!["route".into(), "owner".into(), "stage".into()],
+            Default::default(),
+        )
+        .expect("metric");
+        Self { desc, routes: Arc::new(Mutex::new(Arc::from(Vec::new()))) }
+    }
+
+    fn set<'a>(&self, routes: impl Iterator<Item = (&'a str, &'a str, &'a str)>) {
+        let list: RouteList = routes.map(|(r, o, s)| [r.into(), o.into(), s.into()]).collect();
+        *self.routes.lock().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+}
+
+impl prometheus::core::Collector for RouteInfo {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+        let list = Arc::clone(&self.routes.lock().unwrap_or_else(|p| p.into_inner()));
+        let metrics = list
+            .iter()
+            .map(|[route, owner, stage]| {
+                // by label name, as the registry's own series are
+                let labels = [("owner", owner), ("route", route), ("stage", stage)].map(|(n, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name(n.to_string());
+                    l.set_value(v.to_string());
+                    l
+                });
+                let mut g = Gauge::default();
+                g.set_value(1.0);
+                let mut m = Metric::from_gauge(g);
+                m.set_label(labels.to_vec());
+                m
+            })
+            .collect();
+        let mut f = MetricFamily::default();
+        f.set_name(self.desc.fq_name.clone());
+        f.set_help(self.desc.help.clone());
+        f.set_field_type(MetricType::GAUGE);
+        f.set_metric(metrics);
+        vec![f]
     }
 }
 
@@ -253,6 +301,52 @@ pub struct RouteMetrics {
     route: Arc<str>,
     legacy: OnceLock<SideMetrics>,
     extracted: OnceLock<SideMetrics>,
+    /// Where a recorded request marks the route as active (see [`RouteActivity`]); set when the
+    /// route table is built.
+    activity: Option<(Arc<RouteActivity>, u32)>,
+}
+
+/// Which routes of one route table recorded a request since a reader last took the marks: a
+/// bit per route. The dashboard's sampler reads only the marked routes, so its tick costs what
+/// the routes with traffic cost, not what the route count does. Marking is one relaxed load of
+/// a word the request path shares with 63 other routes; the atomic `or` happens only when the
+/// bit is clear (once per route between two readings).
+#[derive(Debug)]
+pub struct RouteActivity {
+    words: Box<[AtomicU64]>,
+}
+
+impl RouteActivity {
+    /// Marks for `routes` routes, all clear.
+    pub fn new(routes: usize) -> Self {
+        Self { words: (0..routes.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Marks route `i`.
+    #[inline]
+    pub fn mark(&self, i: u32) {
+        let (w, bit) = ((i / 64) as usize, 1u64 << (i % 64));
+        if let Some(w) = self.words.get(w) {
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                w.fetch_or(bit, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Clears every mark, appending the indices of the marked routes to `out` (ascending).
+    /// A request recorded while this runs is in this reading or marks its route again.
+    pub fn take(&self, out: &mut Vec<usize>) {
+        for (wi, w) in self.words.iter().enumerate() {
+            if w.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = w.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                out.push(wi * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -370,21 +464,70 @@ impl RouteMetrics {
         self.cell(side).get()
     }
 
+    /// One side's handles, resolved: for a reader that knows the series exist already (it read
+    /// requests on them through an earlier table), so resolving creates none.
+    pub fn existing_side(&self, side: Side) -> &SideMetrics {
+        self.resolved(side)
+    }
+
+    /// Makes recorded requests mark route `index` in `activity` (done once, when the route table
+    /// is built).
+    pub fn report_activity(&mut self, activity: &Arc<RouteActivity>, index: usize) {
+        self.activity = u32::try_from(index).ok().map(|i| (Arc::clone(activity), i));
+    }
+
     /// (legacy, extracted) counts so far (the series are shared by name across reloads).
     pub fn snapshot(&self) -> (SideSnapshot, SideSnapshot) {
         (self.resolved(Side::Legacy).snapshot(), self.resolved(Side::Extracted).snapshot())
     }
 
     pub fn new(route: &str) -> Self {
-        Self { route: Arc::from(route), legacy: OnceLock::new(), extracted: OnceLock::new() }
+        Self { route: Arc::from(route), legacy: OnceLock::new(), extracted: OnceLock::new(), activity: None }
     }
 
-    /// Records one finished request.
+    /// Records one finished request (and marks the route active, after the counts: a reader
+    /// that clears the mark and then reads the counts sees this request now or at its next
+    /// reading).
     #[inline]
     pub fn observe(&self, side: Side, status: u16, seconds: f64) {
         let s = self.resolved(side);
         let class = usize::from(status / 100).min(5);
         s.classes[class].inc();
         s.latency.observe(seconds);
+        if let Some((a, i)) = &self.activity {
+            a.mark(*i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_info_lists_the_routes_of_the_last_call_only() {
+        let info = RouteInfo::new();
+        let registry = Registry::new();
+        registry.register(Box::new(info.clone())).unwrap();
+        let render = || {
+            let mut buf = Vec::new();
+            TextEncoder::new().encode(&registry.gather(), &mut buf).unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(render(), "", "no routes, no family");
+        info.set([("orders", "team-orders", "canary"), ("b\"q", "-", "legacy")].into_iter());
+        let text = render();
+        assert!(text.contains("# TYPE strangler_gateway_route_info gauge\n"), "{text}");
+        assert!(
+            text.contains("strangler_gateway_route_info{owner=\"team-orders\",route=\"orders\",stage=\"canary\"} 1\n")
+        );
+        assert!(
+            text.contains("strangler_gateway_route_info{owner=\"-\",route=\"b\\\"q\",stage=\"legacy\"} 1\n"),
+            "{text}"
+        );
+        info.set([("orders", "team-orders", "extracted")].into_iter());
+        let text = render();
+        assert_eq!(text.matches("strangler_gateway_route_info{").count(), 1, "{text}");
+        assert!(text.contains("route=\"orders\",stage=\"extracted\"} 1\n"), "{text}");
     }
 }

@@ -13,7 +13,7 @@ use crate::client_ip::Cidr;
 use crate::cors::CorsPolicy;
 use crate::limits::redis::RedisSettings;
 use crate::limits::rules::RateLimit;
-use crate::metrics::RouteMetrics;
+use crate::metrics::{RouteActivity, RouteMetrics};
 use crate::rewrite::Rewrites;
 use crate::rollout::plan::{Placement, RolloutPlan};
 use crate::router::{HeaderMatch, HostMatch, PathPattern, RouteKey, Router};
@@ -571,6 +571,9 @@ pub struct RouteTable {
     pub router: Arc<Router>,
     /// Metrics for requests no route took.
     pub default_metrics: RouteMetrics,
+    /// Which routes recorded a request since the dashboard's sampler last looked (a bit per
+    /// route, by index in `routes`).
+    pub activity: Arc<RouteActivity>,
     /// Some route compresses responses.
     pub any_compression: bool,
     /// Consumers, API keys and JWT keys (`[consumers]`, `[auth]`).
@@ -581,6 +584,9 @@ pub struct RouteTable {
     /// Route index by name (reloads, the rollout controller and the dashboard look routes up by
     /// name; a scan would make them quadratic in the route count).
     by_name: std::collections::HashMap<String, usize>,
+    /// Indices of the routes with a rollout (the rollout controller looks at them every 200 ms;
+    /// a scan of every route would cost what the route count does).
+    with_rollout: Vec<usize>,
 }
 
 /// FNV-1a 64 of a text, as 16 hex digits.
@@ -598,16 +604,22 @@ impl RouteTable {
         settings: GatewaySettings,
         upstreams: Vec<Arc<Upstream>>,
         legacy: usize,
-        routes: Vec<Route>,
+        mut routes: Vec<Route>,
         router: Arc<Router>,
         src: &str,
     ) -> Self {
+        let activity = Arc::new(RouteActivity::new(routes.len()));
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.metrics.report_activity(&activity, i);
+        }
         Self {
+            activity,
             settings,
             upstreams,
             legacy,
             any_compression: routes.iter().any(|r| r.compression.is_some()),
             by_name: routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect(),
+            with_rollout: routes.iter().enumerate().filter(|(_, r)| r.rollout.is_some()).map(|(i, _)| i).collect(),
             auth: AuthConfig::default(),
             routes,
             router,
@@ -620,6 +632,11 @@ impl RouteTable {
     /// The route named `name`.
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.route_index(name).map(|i| &self.routes[i])
+    }
+
+    /// The routes with a rollout, in file order.
+    pub fn routes_with_rollout(&self) -> impl Iterator<Item = &Route> + '_ {
+        self.with_rollout.iter().map(|&i| &self.routes[i])
     }
 
     /// The index in `routes` of the route named `name`.
@@ -665,6 +682,28 @@ mod tests {
             let pct = f64::from(n_ext) / 100.0;
             assert!((pct - f64::from(w)).abs() < 0.1, "w={w} got {pct}");
         }
+    }
+
+    #[test]
+    fn the_routes_with_a_rollout_are_listed_in_file_order() {
+        let mut src = String::from(
+            "[defaults]\nupstream = \"legacy\"\n[upstreams.legacy]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [upstreams.svc]\nendpoints = [\"127.0.0.1:2\"]\n",
+        );
+        for i in 0..6 {
+            src.push_str(&format!(
+                "[[routes]]\nname = \"r{i}\"\nmatch = {{ path = \"/r{i}\" }}\nto = \"svc\"\nstage = \"extracted\"\n"
+            ));
+            if i % 3 == 1 {
+                src.push_str(
+                    "[routes.rollout]\nsteps = [{ stage = \"canary\", weight = 10, duration = \"1m\" }, { stage = \"extracted\" }]\n",
+                );
+            }
+        }
+        let t = crate::config::load_str_offline("t.toml", &src).unwrap();
+        let names: Vec<&str> = t.routes_with_rollout().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["r1", "r4"]);
+        assert!(t.routes_with_rollout().all(|r| r.rollout.is_some()));
     }
 
     #[test]

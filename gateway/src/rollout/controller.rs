@@ -247,8 +247,7 @@ impl Controller {
     pub async fn tick(&self) {
         let table = self.config.current();
         // every replica's counters go to the store, for the leader's gates
-        let local: RouteMeasures =
-            table.routes.iter().filter(|r| r.rollout.is_some()).map(|r| (r.name.clone(), self.measure(r))).collect();
+        let local: RouteMeasures = table.routes_with_rollout().map(|r| (r.name.clone(), self.measure(r))).collect();
         if self.store.shared() {
             self.store.publish(local.clone());
             if let Leadership::Follower { .. } = self.store.leadership() {
@@ -269,16 +268,13 @@ impl Controller {
             let mut inner = self.lock();
             let Inner { states, windows, .. } = &mut *inner;
             // a route whose rollout was removed (or the route itself) keeps no state
-            let gone: Vec<String> = states
-                .keys()
-                .filter(|n| !table.routes.iter().any(|r| &r.name == *n && r.rollout.is_some()))
-                .cloned()
-                .collect();
+            let gone: Vec<String> =
+                states.keys().filter(|n| table.route(n).is_none_or(|r| r.rollout.is_none())).cloned().collect();
             for name in gone {
                 states.remove(&name);
                 windows.remove(&name);
             }
-            for route in table.routes.iter().filter(|r| r.rollout.is_some()) {
+            for route in table.routes_with_rollout() {
                 let plan = route.rollout.clone().expect("filtered");
                 let mine = local.get(&route.name).cloned().unwrap_or_default();
                 let now = replicas::of_route(&others, self.store.replica(), &route.name, mine);

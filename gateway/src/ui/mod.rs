@@ -3,7 +3,8 @@
 //! data are what the gateway already has — the serving route table, the shadow reports, the
 //! reload store — plus two background tasks on the admin runtime: the [`sampler`] that turns the
 //! existing counters into bounded time series ([`series`]), and the [`sync`] poller that asks the
-//! cdc-sync status endpoints. The proxy's request path does nothing for any of it.
+//! cdc-sync status endpoints. The proxy's request path does nothing for any of it but mark a
+//! route active (a bit, set once per route between two sampler ticks).
 //!
 //! Endpoints (JSON, `Authorization: Bearer <admin token>`):
 //! - `GET /ui/api/session` (open): whether a token is required and whether the one sent is good,

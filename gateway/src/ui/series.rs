@@ -121,6 +121,11 @@ impl Point {
         }
         self.start_ms = self.start_ms.min(o.start_ms);
         self.end_ms = self.end_ms.max(o.end_ms);
+        self.add_counts(o);
+    }
+
+    /// Adds `o`'s counts, leaving the interval as it is.
+    pub fn add_counts(&mut self, o: &Point) {
         for (a, b) in self.sides.iter_mut().zip(&o.sides) {
             a.add(b);
         }
@@ -128,8 +133,75 @@ impl Point {
         self.shadow.matched += o.shadow.matched;
     }
 
+    /// Nothing counted (an idle interval).
+    pub fn is_idle(&self) -> bool {
+        self.sides.iter().all(|s| s.requests == 0 && s.buckets[BUCKETS - 1] == 0)
+            && self.shadow == ShadowDelta::default()
+    }
+
     pub fn seconds(&self) -> f64 {
         self.end_ms.saturating_sub(self.start_ms) as f64 / 1000.0
+    }
+}
+
+/// What the rings hold: an interval that merges with its neighbours.
+pub trait Interval: Copy {
+    fn start_ms(&self) -> u64;
+    fn end_ms(&self) -> u64;
+    /// Adds `o` (a neighbouring interval) to this one.
+    fn merge(&mut self, o: &Self);
+}
+
+impl Interval for Point {
+    fn start_ms(&self) -> u64 {
+        self.start_ms
+    }
+    fn end_ms(&self) -> u64 {
+        self.end_ms
+    }
+    fn merge(&mut self, o: &Self) {
+        Point::merge(self, o)
+    }
+}
+
+/// A stretch of sampler ticks: tick numbers `first..=last`, from `start_ms` to `end_ms`. The
+/// sampler keeps the rings' shape once, as spans (its clocks), and each route only the counts
+/// of the spans where it did something.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub first: u64,
+    pub last: u64,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+impl Span {
+    /// Tick `tick`, from `start_ms` to `end_ms`.
+    pub fn tick(tick: u64, start_ms: u64, end_ms: u64) -> Self {
+        Self { first: tick, last: tick, start_ms, end_ms }
+    }
+
+    pub fn contains(&self, tick: u64) -> bool {
+        (self.first..=self.last).contains(&tick)
+    }
+}
+
+impl Interval for Span {
+    fn start_ms(&self) -> u64 {
+        self.start_ms
+    }
+    fn end_ms(&self) -> u64 {
+        self.end_ms
+    }
+    fn merge(&mut self, o: &Self) {
+        if self.end_ms == 0 {
+            *self = *o;
+            return;
+        }
+        self.first = self.first.min(o.first);
+        self.last = self.last.max(o.last);
+        self.start_ms = self.start_ms.min(o.start_ms);
+        self.end_ms = self.end_ms.max(o.end_ms);
     }
 }
 
@@ -173,10 +245,16 @@ pub fn chart(points: &[Point], max_points: usize) -> Value {
 
 /// The last `span_ms` of ticks, oldest first: every tick of the last [`FINE_MS`], and older ones
 /// merged into points [`COARSE_MS`] wide (an hour of 2 s ticks: 60 + ~350 points).
-#[derive(Debug, Default)]
-pub struct HourRing {
-    coarse: VecDeque<Point>,
-    fine: VecDeque<Point>,
+#[derive(Debug)]
+pub struct HourRing<T = Point> {
+    coarse: VecDeque<T>,
+    fine: VecDeque<T>,
+}
+
+impl<T> Default for HourRing<T> {
+    fn default() -> Self {
+        Self { coarse: VecDeque::new(), fine: VecDeque::new() }
+    }
 }
 
 /// Ticks younger than this are kept as they are.
@@ -184,44 +262,45 @@ pub const FINE_MS: u64 = 120_000;
 /// Older ones are merged into points this wide.
 pub const COARSE_MS: u64 = 10_000;
 
-impl HourRing {
+impl<T: Interval> HourRing<T> {
     /// Adds a tick; merges ticks older than [`FINE_MS`] and drops what ended more than
     /// `span_ms` before it.
-    pub fn push(&mut self, p: Point, span_ms: u64) {
+    pub fn push(&mut self, p: T, span_ms: u64) {
         self.fine.push_back(p);
-        let fine_from = p.end_ms.saturating_sub(FINE_MS);
-        while let Some(old) = self.fine.front().copied().filter(|f| f.end_ms <= fine_from) {
+        let fine_from = p.end_ms().saturating_sub(FINE_MS);
+        while let Some(old) = self.fine.front().copied().filter(|f| f.end_ms() <= fine_from) {
             self.fine.pop_front();
             match self.coarse.back_mut() {
-                Some(c) if c.end_ms.saturating_sub(c.start_ms) < COARSE_MS => c.merge(&old),
+                Some(c) if c.end_ms().saturating_sub(c.start_ms()) < COARSE_MS => c.merge(&old),
                 _ => self.coarse.push_back(old),
             }
         }
-        let oldest = p.end_ms.saturating_sub(span_ms);
-        while self.coarse.front().is_some_and(|f| f.end_ms <= oldest) {
+        let oldest = p.end_ms().saturating_sub(span_ms);
+        while self.coarse.front().is_some_and(|f| f.end_ms() <= oldest) {
             self.coarse.pop_front();
         }
-        while self.fine.front().is_some_and(|f| f.end_ms <= oldest) {
+        while self.fine.front().is_some_and(|f| f.end_ms() <= oldest) {
             self.fine.pop_front();
         }
     }
 
-    fn iter(&self) -> impl DoubleEndedIterator<Item = &Point> {
+    /// Oldest first: the merged points, then the ticks.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + Clone {
         self.coarse.iter().chain(self.fine.iter())
     }
 
-    /// The points that ended within `window_ms` of `now_ms`, merged (zero when none).
-    pub fn window(&self, now_ms: u64, window_ms: u64) -> Point {
-        let from = now_ms.saturating_sub(window_ms);
-        let mut p = Point::default();
-        for x in self.iter().rev().take_while(|x| x.end_ms > from) {
-            p.merge(x);
-        }
-        p
+    pub fn points(&self) -> Vec<T> {
+        self.iter().copied().collect()
     }
 
-    pub fn points(&self) -> Vec<Point> {
-        self.iter().copied().collect()
+    /// The merged points, oldest first.
+    pub fn coarse(&self) -> &VecDeque<T> {
+        &self.coarse
+    }
+
+    /// The ticks kept as they are, oldest first.
+    pub fn fine(&self) -> &VecDeque<T> {
+        &self.fine
     }
 
     pub fn len(&self) -> usize {
@@ -233,25 +312,42 @@ impl HourRing {
     }
 }
 
+impl HourRing<Point> {
+    /// The points that ended within `window_ms` of `now_ms`, merged (zero when none).
+    pub fn window(&self, now_ms: u64, window_ms: u64) -> Point {
+        window(self.iter().copied(), now_ms, window_ms)
+    }
+}
+
+/// `points` (oldest first) that ended within `window_ms` of `now_ms`, merged (zero when none).
+pub fn window(points: impl DoubleEndedIterator<Item = Point>, now_ms: u64, window_ms: u64) -> Point {
+    let from = now_ms.saturating_sub(window_ms);
+    let mut p = Point::default();
+    for x in points.rev().take_while(|x| x.end_ms > from) {
+        p.merge(&x);
+    }
+    p
+}
+
 /// A route's ticks since its stage began, in at most `capacity` points: when full, neighbours
 /// merge pairwise and later ticks are merged `resolution` at a time, so a stage of any length
 /// costs the same memory.
 #[derive(Debug)]
-pub struct StageSeries {
+pub struct StageSeries<T = Point> {
     capacity: usize,
-    points: Vec<Point>,
+    points: Vec<T>,
     /// Ticks per point.
     resolution: usize,
     /// Ticks in the last point.
     filling: usize,
 }
 
-impl StageSeries {
+impl<T: Interval> StageSeries<T> {
     pub fn new(capacity: usize) -> Self {
         Self { capacity: capacity.max(2), points: Vec::new(), resolution: 1, filling: 0 }
     }
 
-    pub fn push(&mut self, p: Point) {
+    pub fn push(&mut self, p: T) {
         match self.points.last_mut() {
             Some(last) if self.filling < self.resolution => {
                 last.merge(&p);
@@ -278,8 +374,13 @@ impl StageSeries {
         self.filling = 1;
     }
 
-    pub fn points(&self) -> &[Point] {
+    pub fn points(&self) -> &[T] {
         &self.points
+    }
+
+    /// Ticks per point (doubles each time the series fills).
+    pub fn resolution(&self) -> usize {
+        self.resolution
     }
 }
 
