@@ -22,7 +22,7 @@ use super::dispatch::until;
 use super::h1::{head_headers, H1Request};
 use super::lane::{Job, Lane, LaneQueue};
 use super::policy::{is_safe, ShadowSettings};
-use super::report::{Count, Reports, RouteReport};
+use super::report::{Count, Reports};
 use super::store::StoreHandle;
 use super::threads::ShadowThreads;
 use crate::table::Upstream;
@@ -330,7 +330,10 @@ const SKIP_HEADERS: [&str; 11] = [
 /// outcome: each differing field (and each noise field) counts once per comparison (as the
 /// worker does, without the sample).
 #[cfg(test)]
-fn record_outcome(report: &RouteReport, differences: Vec<Difference>) -> (Vec<Difference>, Vec<Difference>) {
+fn record_outcome(
+    report: &super::report::RouteReport,
+    differences: Vec<Difference>,
+) -> (Vec<Difference>, Vec<Difference>) {
     let (real, noisy) = report.split_noise(differences);
     report.record_comparison(&distinct_fields(&real), &distinct_fields(&noisy));
     (real, noisy)
