@@ -581,17 +581,23 @@ pub async fn drop_origin(client: &Client, origin: &str) -> Result<(), SourceErro
     Ok(())
 }
 
+/// What the scripted servers of this module's tests send.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) mod test_wire {
+    /// One backend protocol message: its tag, its length, its body.
+    pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];
         v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
         v.extend_from_slice(body);
         v
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_wire::msg;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     /// A stream over a scripted walsender that says nothing once streaming; `answer_pings`: it
     /// answers a status update that requests a reply with a keepalive, as a live server does.

@@ -628,14 +628,8 @@ fn server_error(body: &[u8]) -> ServerError {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use crate::source::test_wire::msg;
     use tokio::io::{duplex, DuplexStream};
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     fn xlog(start: u64, payload: &[u8]) -> Vec<u8> {
         let mut b = vec![b'w'];
