@@ -14,6 +14,18 @@ use crate::mapping::Mapping;
 use crate::model::Lsn;
 
 /// DDL for the state schema, idempotent.
+/// The commit time of the last transaction `pipeline` applied in this database (`None` before
+/// its first, or without a checkpoint).
+pub async fn applied_commit_ts(
+    client: &Client,
+    pipeline: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt("SELECT commit_ts FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&pipeline])
+        .await?
+        .and_then(|r| r.get(0)))
+}
+
 pub const SCHEMA_SQL: &str = "\
 CREATE SCHEMA IF NOT EXISTS cdc_sync;
 CREATE TABLE IF NOT EXISTS cdc_sync.checkpoint (

@@ -440,11 +440,9 @@ pub async fn init_horizons(
         None => target.query_one("SELECT now()", &[]).await.map_err(sql("reading the target's time"))?.get(0),
     };
     target.execute(horizon_sql, &[&forward_pipeline, &forward_at]).await.map_err(sql("starting the horizon"))?;
-    let forward_ts: Option<DateTime<Utc>> = target
-        .query_opt("SELECT commit_ts FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&forward_pipeline])
+    let forward_ts = crate::checkpoint::applied_commit_ts(target, forward_pipeline)
         .await
-        .map_err(sql("reading the forward checkpoint"))?
-        .and_then(|r| r.get(0));
+        .map_err(sql("reading the forward checkpoint"))?;
     let absorbed = match forward_ts {
         Some(ts) => ts,
         None => legacy.query_one("SELECT now()", &[]).await.map_err(sql("reading the source's time"))?.get(0),

@@ -83,6 +83,23 @@ CREATE TABLE IF NOT EXISTS cdc_sync.conflict_horizon (
 );";
 
 /// Move a pipeline's horizon forward (never back): `$1` pipeline, `$2` time.
+/// Records conflicts in bulk: `$1` the pipeline, then one array per column of
+/// `cdc_sync.conflicts` (table, key, change, policy, winner, decision, both versions as JSON text,
+/// both commit times, the local origin, the source LSN).
+pub const RECORD_SQL: &str = "INSERT INTO cdc_sync.conflicts (pipeline, table_name, key, change, policy, winner, \
+     decision, local_version, incoming_version, local_commit_ts, incoming_commit_ts, local_origin, source_lsn) \
+     SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+     $8::text[]::jsonb[], $9::text[]::jsonb[], $10::timestamptz[], $11::timestamptz[], $12::text[], \
+     $13::text[]::pg_lsn[]) AS u";
+
+/// The conflict horizon of `pipeline` in this database (`None` before it has one).
+pub async fn horizon(client: &Client, pipeline: &str) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt("SELECT echoed_through FROM cdc_sync.conflict_horizon WHERE pipeline = $1", &[&pipeline])
+        .await?
+        .map(|r| r.get(0)))
+}
+
 pub const HORIZON_SQL: &str = "\
 INSERT INTO cdc_sync.conflict_horizon AS h (pipeline, echoed_through) VALUES ($1, $2)
 ON CONFLICT (pipeline) DO UPDATE SET echoed_through = GREATEST(h.echoed_through, EXCLUDED.echoed_through),
@@ -262,10 +279,7 @@ impl Conflicts {
                 return Err(e);
             }
         }
-        let horizon: Option<DateTime<Utc>> = client
-            .query_opt("SELECT echoed_through FROM cdc_sync.conflict_horizon WHERE pipeline = $1", &[&pipeline])
-            .await?
-            .map(|r| r.get(0));
+        let horizon = horizon(client, pipeline).await?;
         let ours = match origin {
             Some(o) => client
                 .query_opt("SELECT roident FROM pg_replication_origin WHERE roname = $1", &[&o])
@@ -277,15 +291,7 @@ impl Conflicts {
         for (i, t) in mapping.tables.iter().enumerate().filter(|(_, t)| t.lww) {
             lookups.insert(i, client.prepare(&lookup_sql(t)).await?);
         }
-        let record = client
-            .prepare(
-                "INSERT INTO cdc_sync.conflicts (pipeline, table_name, key, change, policy, winner, decision, \
-                 local_version, incoming_version, local_commit_ts, incoming_commit_ts, local_origin, source_lsn) \
-                 SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                 $8::text[]::jsonb[], $9::text[]::jsonb[], $10::timestamptz[], $11::timestamptz[], $12::text[], \
-                 $13::text[]::pg_lsn[]) AS u",
-            )
-            .await?;
+        let record = client.prepare(RECORD_SQL).await?;
         let advance = client.prepare(HORIZON_SQL).await?;
         let replay_until = replay_windows(client, mapping, pipeline).await?;
         tracing::info!(pipeline, horizon = ?horizon, origin_id = ?ours, "conflict detection on for the bidirectional tables");

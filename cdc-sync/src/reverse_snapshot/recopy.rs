@@ -32,7 +32,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::{sql, CarryOnCopy, ReverseSnapshotError};
-use crate::apply::conflict::{winner, Side};
+use crate::apply::conflict::{horizon, winner, Side, RECORD_SQL};
+use crate::checkpoint::applied_commit_ts;
 use crate::mapping::{DirectedTable, Way};
 use crate::model::{quote_ident, quote_literal, quote_qualified};
 use crate::source::snapshot::source_select_list;
@@ -72,31 +73,19 @@ pub(super) async fn settle_shared_keys(
     }
     // target versions known to have reached legacy: the forward horizon (on the target) and the
     // reverse checkpoint's commit time (on legacy, target clock)
-    let horizon: Option<DateTime<Utc>> = tgt
-        .query_opt("SELECT echoed_through FROM cdc_sync.conflict_horizon WHERE pipeline = $1", &[&c.forward_pipeline])
-        .await
-        .map_err(sql("reading the forward conflict horizon"))?
-        .map(|row| row.get(0));
-    let reverse_applied: Option<DateTime<Utc>> = legacy
-        .query_opt("SELECT commit_ts FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&c.reverse_pipeline])
-        .await
-        .map_err(sql("reading the reverse checkpoint"))?
-        .and_then(|row| row.get(0));
+    let forward_horizon =
+        horizon(tgt, &c.forward_pipeline).await.map_err(sql("reading the forward conflict horizon"))?;
+    let reverse_applied =
+        applied_commit_ts(legacy, &c.reverse_pipeline).await.map_err(sql("reading the reverse checkpoint"))?;
     // legacy versions known to have reached the target (legacy clock): the forward checkpoint's
     // commit time and the reverse direction's conflict horizon (kept when the forward slot was
     // lost and its checkpoint started over)
-    let forward_applied: Option<DateTime<Utc>> = tgt
-        .query_opt("SELECT commit_ts FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&c.forward_pipeline])
-        .await
-        .map_err(sql("reading the forward checkpoint"))?
-        .and_then(|row| row.get(0));
-    let reverse_horizon: Option<DateTime<Utc>> = legacy
-        .query_opt("SELECT echoed_through FROM cdc_sync.conflict_horizon WHERE pipeline = $1", &[&c.reverse_pipeline])
-        .await
-        .map_err(sql("reading the reverse conflict horizon"))?
-        .map(|row| row.get(0));
+    let forward_applied =
+        applied_commit_ts(tgt, &c.forward_pipeline).await.map_err(sql("reading the forward checkpoint"))?;
+    let reverse_horizon =
+        horizon(legacy, &c.reverse_pipeline).await.map_err(sql("reading the reverse conflict horizon"))?;
     let forward_applied = forward_applied.max(reverse_horizon);
-    let seen_through = horizon.max(reverse_applied);
+    let seen_through = forward_horizon.max(reverse_applied);
     let since = match seen_through {
         Some(t) => format!(" AND pg_xact_commit_timestamp(x.xmin) > {}::timestamptz", quote_literal(&t.to_rfc3339())),
         None => String::new(),
@@ -281,15 +270,6 @@ async fn record(
         &origin,
         &lsns,
     ];
-    legacy
-        .execute(
-            "INSERT INTO cdc_sync.conflicts (pipeline, table_name, key, change, policy, winner, decision, \
-             local_version, incoming_version, local_commit_ts, incoming_commit_ts, local_origin, source_lsn) \
-             SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-             $8::text[]::jsonb[], $9::text[]::jsonb[], $10::timestamptz[], $11::timestamptz[], $12::text[], \
-             $13::text[]::pg_lsn[]) AS u",
-            &p,
-        )
-        .await?;
+    legacy.execute(RECORD_SQL, &p).await?;
     Ok(())
 }

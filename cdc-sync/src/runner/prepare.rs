@@ -174,11 +174,7 @@ async fn owned_copy(
     )
     .await
     .map_err(fail)?;
-    let applied: Option<DateTime<Utc>> = c
-        .query_opt("SELECT commit_ts FROM cdc_sync.checkpoint WHERE pipeline = $1", &[&plan.pipeline])
-        .await
-        .map_err(fail)?
-        .and_then(|r| r.get(0));
+    let applied = crate::checkpoint::applied_commit_ts(c, &plan.pipeline).await.map_err(fail)?;
     let at = applied.or(before_snapshot);
     Ok(OwnedCopy { origin: plan.origin.clone(), at, carry, turn: tokio::sync::Mutex::new(()) })
 }
