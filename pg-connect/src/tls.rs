@@ -245,10 +245,11 @@ fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, Tl
         .ok_or_else(|| TlsSetupError::NoKey(path.into()))
 }
 
-/// `prefer` / `require`: any certificate; the handshake signatures are still checked (the
-/// server holds the key of the certificate it shows).
+/// Accepts any server certificate; the handshake signatures are still checked (the server holds
+/// the key of the certificate it shows). PostgreSQL's `prefer` / `require`; also the gateway's
+/// shadow client for a candidate with `verify = false`.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub struct NoVerification(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
