@@ -388,9 +388,10 @@ fn parse_head(buf: &[u8], head_only: bool) -> io::Result<Option<ParsedHead>> {
     };
     let status = resp.code.unwrap_or(0);
     let mut keep_alive = resp.version == Some(1);
-    let (mut chunked, mut length): (bool, Option<u64>) = (false, None);
+    let (mut coded, mut chunked, mut length): (bool, bool, Option<u64>) = (false, false, None);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
             // chunked only when it is the last coding
             chunked = h.value.rsplit(|&c| c == b',').next().map(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
                 == Some(true);
@@ -411,6 +412,10 @@ fn parse_head(buf: &[u8], head_only: bool) -> io::Result<Option<ParsedHead>> {
         Framing::None
     } else if chunked {
         Framing::Chunked
+    } else if coded {
+        // a transfer coding that is not chunked last: the body ends with the connection, whatever
+        // a Content-Length says (RFC 9112 §6.3, rule 4)
+        Framing::UntilClose
     } else if let Some(l) = length {
         Framing::Length(l)
     } else {
@@ -592,5 +597,29 @@ mod tests {
             body: &big,
         };
         assert_eq!(encode(&r).1.map(Bytes::len), Some(INLINE_BODY + 1), "a large body is written after the head");
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing = |head: &str, head_only: bool| {
+            parse_head(head.as_bytes(), head_only).unwrap().map(|p| (p.framing, p.keep_alive)).unwrap()
+        };
+        let ok = "HTTP/1.1 200 OK\r\n";
+        assert_eq!(framing(&format!("{ok}content-length: 5\r\n\r\n"), false), (Framing::Length(5), true));
+        assert_eq!(framing(&format!("{ok}content-length: 5\r\n\r\n"), true), (Framing::None, true));
+        assert_eq!(framing("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n", false).0, Framing::None);
+        assert_eq!(
+            framing(&format!("{ok}transfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n"), false).0,
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing(&format!("{ok}transfer-encoding: chunked, gzip\r\ncontent-length: 5\r\n\r\n"), false).0,
+            Framing::UntilClose,
+            "a coding that is not chunked last ends with the connection, not at the Content-Length"
+        );
+        assert_eq!(framing(&format!("{ok}connection: keep-alive, close\r\n\r\n"), false), (Framing::UntilClose, false));
+        assert_eq!(framing("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false), (Framing::Length(0), false));
+        assert!(parse_head(format!("{ok}content-length: 1\r\ncontent-length: 2\r\n\r\n").as_bytes(), false).is_err());
+        assert!(parse_head(ok.as_bytes(), false).unwrap().is_none(), "a partial head");
     }
 }
