@@ -14,7 +14,9 @@
 # (kept in $KEEP when set) shows where the instructions go.
 #
 # Env: PROFILE (default release-gw), GATEWAY_BIN / MINIMAL_BIN (measure these binaries, no
-# build), KEEP=DIR (keep the dumps).
+# build), KEEP=DIR (keep the dumps), CACHESIM=1 (also simulate the caches and branch predictor:
+# a second table of L1 instruction/data misses and mispredicted branches per request on the
+# request path; slower).
 #
 # Two figures per proxy: the whole process (background threads included: their share per
 # request depends on how fast callgrind lets the run go, i.e. on the machine's load) and the
@@ -81,16 +83,24 @@ measure() {
   # the connection tasks alone (Pingora's listening service and everything it calls): the request
   # path without the background threads, whose share per request grows as callgrind slows the
   # run down (the dashboard's 2 s sampler over 2,000 routes is ~7M instructions a tick)
-  local path
-  path=$(callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out" 2>/dev/null \
-    | awk '/run_endpoint::\{\{closure\}\}::\{\{closure\}\} \[/ {gsub(",", "", $1); if ($1 > m) m = $1} END {print m + 0}')
+  # (with CACHESIM: Ir, then I1 misses, D1 read + write misses, mispredicted branches)
+  local path show=()
+  [[ -n ${CACHESIM:-} ]] && show=(--show=Ir,I1mr,D1mr,D1mw,Bcm,Bim)
+  path=$(callgrind_annotate --auto=no --inclusive=yes --threshold=100 "${show[@]}" "$out" 2>/dev/null \
+    | awk '/run_endpoint::\{\{closure\}\}::\{\{closure\}\} \[/ {
+             # the counts, in the order shown, each followed by its "(pct%)"
+             n = 0
+             for (i = 1; i <= NF && $i ~ /^[0-9,(][0-9,.%)]*$/; i++)
+               if ($i !~ /^\(/) { v = $i; gsub(",", "", v); c[++n] = v + 0 }
+             if (c[1] > ir) { ir = c[1]; i1 = c[2]; d1 = c[3] + c[4]; bm = c[5] + c[6] }
+           } END { print ir + 0, i1 + 0, d1 + 0, bm + 0 }')
   echo "$(awk '/^(summary|totals):/ {s += $2} END {print s}' "$out"*) $RUN_REQS $path"
 }
 
 LOAD_START=$(loadavg)
-read -r GW_IR GW_REQS GW_PATH < <(measure gateway "$GW" "$BIN" run --config "$WORK/routes.toml" --no-watch \
+read -r GW_IR GW_REQS GW_PATH GW_I1 GW_D1 GW_BM < <(measure gateway "$GW" "$BIN" run --config "$WORK/routes.toml" --no-watch \
   --pid-file "$WORK/gw.pid" --upgrade-sock "$WORK/gw.sock")
-read -r MIN_IR MIN_REQS MIN_PATH < <(measure minimal "$MIN" "$MIN_BIN" "127.0.0.1:$MIN" "127.0.0.1:$UP")
+read -r MIN_IR MIN_REQS MIN_PATH MIN_I1 MIN_D1 MIN_BM < <(measure minimal "$MIN" "$MIN_BIN" "127.0.0.1:$MIN" "127.0.0.1:$UP")
 per() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%d", a/b}'; }
 GW_PER=$(per "$GW_IR" "$GW_REQS"); MIN_PER=$(per "$MIN_IR" "$MIN_REQS")
 GW_PATH_PER=$(per "$GW_PATH" "$GW_REQS"); MIN_PATH_PER=$(per "$MIN_PATH" "$MIN_REQS")
@@ -98,6 +108,16 @@ GW_PATH_PER=$(per "$GW_PATH" "$GW_REQS"); MIN_PATH_PER=$(per "$MIN_PATH" "$MIN_R
 printf '\n| proxy (%s, 1 thread) | requests | Ir / request | request path Ir / request |\n|---|---:|---:|---:|\n' "$PROFILE"
 printf '| gateway, 1,000 routes | %s | %s | %s |\n| minimal pingora-proxy | %s | %s | %s |\n' \
   "$GW_REQS" "$GW_PER" "$GW_PATH_PER" "$MIN_REQS" "$MIN_PER" "$MIN_PATH_PER"
+if [[ -n ${CACHESIM:-} ]]; then
+  printf '\n| request path, per request | Ir | I1 misses | D1 misses | mispredicted branches |\n|---|---:|---:|---:|---:|\n'
+  printf '| gateway | %s | %s | %s | %s |\n' "$GW_PATH_PER" "$(per "$GW_I1" "$GW_REQS")" "$(per "$GW_D1" "$GW_REQS")" "$(per "$GW_BM" "$GW_REQS")"
+  printf '| minimal pingora-proxy | %s | %s | %s | %s |\n' "$MIN_PATH_PER" "$(per "$MIN_I1" "$MIN_REQS")" \
+    "$(per "$MIN_D1" "$MIN_REQS")" "$(per "$MIN_BM" "$MIN_REQS")"
+  printf '| ratio | %s | %s | %s | %s |\n' "$(ratio "$GW_PATH_PER" "$MIN_PATH_PER")" \
+    "$(ratio "$(per "$GW_I1" "$GW_REQS")" "$(per "$MIN_I1" "$MIN_REQS")")" \
+    "$(ratio "$(per "$GW_D1" "$GW_REQS")" "$(per "$MIN_D1" "$MIN_REQS")")" \
+    "$(ratio "$(per "$GW_BM" "$GW_REQS")" "$(per "$MIN_BM" "$MIN_REQS")")"
+fi
 echo "load average: $LOAD_START -> $(loadavg) (instruction counts do not depend on it)"
 echo "RESULT gateway_ir_per_req=$GW_PER minimal_ir_per_req=$MIN_PER gateway_vs_minimal_ir=$(ratio "$GW_PER" "$MIN_PER")" \
   "gateway_path_ir_per_req=$GW_PATH_PER minimal_path_ir_per_req=$MIN_PATH_PER" \

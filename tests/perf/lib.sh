@@ -170,9 +170,11 @@ shadow_settled() {
 
 # callgrind_start OUT CMD...: runs CMD (a gateway) under callgrind with instrumentation off until
 # `callgrind_control -i on "$CG_PID"`; dumps go to OUT[.N], its output to OUT.log. Sets CG_PID.
+# CACHESIM=1 adds callgrind's cache and branch-predictor simulation (misses per instruction).
 callgrind_start() {
   local out=$1; shift
-  RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@" \
+  RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no ${CACHESIM:+--cache-sim=yes --branch-sim=yes} \
+    --callgrind-out-file="$out" "$@" \
     > "$out.log" 2>&1 & PIDS+=($!)
   CG_PID=$!
 }
