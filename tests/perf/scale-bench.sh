@@ -29,8 +29,9 @@
 #         either side missed the target by more than 5% in any round, no ratio is reported at
 #         that rate; if nginx held it and the gateway did not, the highest rate the gateway holds
 #         is searched (from 90% of what it reached, -15% a step) and both are run at that rate
-#         (fixed_rate_common_*). RATE_PIN=1 pins the proxies to CPU 1, h2load and the upstream
-#         to CPU 0.
+#         (fixed_rate_common_*). Then both at half of the gateway's own maximum
+#         (fixed_rate_half_gw_*: a normal load for the gateway; RATE_HALF_GW=0 skips it).
+#         RATE_PIN=1 pins the proxies to CPU 1, h2load and the upstream to CPU 0.
 #
 # The last line is machine-readable:
 #   RESULT routes_1k_vs_10_rps=... routes_10k_vs_10_rps=... check_10k_ms=... check_10_ms=...
@@ -42,7 +43,9 @@
 #          threads2_scaling_vs_nginx=... fixed_rate_rps=... fixed_rate_held=0|1
 #          fixed_rate_p99_vs_nginx=...|missed fixed_rate_p999_vs_nginx=...|missed
 #          [fixed_rate_common_rps=...|none fixed_rate_common_held=0|1
-#           fixed_rate_common_p99_vs_nginx=...|missed fixed_rate_common_p999_vs_nginx=...] load1=...
+#           fixed_rate_common_p99_vs_nginx=...|missed fixed_rate_common_p999_vs_nginx=...]
+#          [fixed_rate_half_gw_rps=... fixed_rate_half_gw_held=0|1
+#           fixed_rate_half_gw_p99_vs_nginx=...|missed fixed_rate_half_gw_p999_vs_nginx=...] load1=...
 # Targets (issue 16): routes_10k_vs_10_rps within 0.95-1.05, check_10k_ms and reload_10k_ms
 # < 100, reload_failed_requests = 0, fixed_rate_p99_vs_nginx <= 1.2.
 #
@@ -52,7 +55,8 @@
 #        next to GATEWAY_BIN, built with the same profile if missing),
 #        PARTS (default "routes reload conns threads rate"), IDLE_CONNS (default 10000),
 #        RELOADS (default 5), WRK_THREADS (default 1; the threads part uses 2),
-#        RATE_CLIENTS (default 128: connections of the fixed-rate part), RATE_PIN (default 0)
+#        RATE_CLIENTS (default 128: connections of the fixed-rate part), RATE_PIN (default 0),
+#        RATE_HALF_GW (default 1: also both proxies at half the gateway's own maximum)
 set -euo pipefail
 
 DURATION=${1:-5}
@@ -470,6 +474,21 @@ if part rate; then
         echo "the gateway held none of the rates tried (down to $COMMON req/s)"
         RESULT+=" fixed_rate_common_rps=none"
       fi
+    fi
+  fi
+  # A normal load for the gateway: half of its own one-thread maximum (measured here with the
+  # same wrk run as nginx's), both proxies at that rate. Half nginx's maximum is near or above
+  # the gateway's saturation on this hardware, where p99 measures queueing, not the proxy.
+  if [[ ${RATE_HALF_GW:-1} == 1 ]]; then
+    DURATION=$DURATION wrk_run "${URL[gw-rate]}"; GWMAX=$RUN_RPS
+    HALF_GW=$(awk -v r="$GWMAX" 'BEGIN{ printf "%d", r / 2 }')
+    echo; echo "== both proxies at half the gateway's own maximum ($GWMAX req/s measured, so $HALF_GW req/s)"
+    rate_rounds "$HALF_GW"
+    RESULT+=" fixed_rate_half_gw_rps=$HALF_GW fixed_rate_half_gw_held=$HELD"
+    if (( HELD )); then
+      RESULT+=" fixed_rate_half_gw_p99_vs_nginx=$P99R fixed_rate_half_gw_p999_vs_nginx=$P999R"
+    else
+      RESULT+=" fixed_rate_half_gw_p99_vs_nginx=missed fixed_rate_half_gw_p999_vs_nginx=missed"
     fi
   fi
   echo
