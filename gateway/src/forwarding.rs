@@ -1,11 +1,11 @@
 //! The headers a request loses and gains on its way upstream: hop-by-hop headers removed (and
 //! those `Connection` names; a WebSocket upgrade keeps its handshake), the gateway's own
 //! `x-strangler-*` namespace removed, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host`,
-//! `x-request-id` and `traceparent` added.
+//! `x-request-id` and `traceparent` added; and the response's `x-request-id`.
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::metrics::metrics;
 
@@ -102,6 +102,26 @@ pub fn add_forwarding_headers(req: &mut RequestHeader, f: Forwarding<'_>) -> pin
         req.set_send_end_stream(end_stream);
     }
     Ok(())
+}
+
+/// Sets `x-request-id` on the response going to the client.
+///
+/// Pingora writes its own `Connection` (and `Date`) on every final HTTP/1 response after the
+/// filters ran, replacing the upstream's, and drops `Connection` on HTTP/2; on a 1xx (a 101
+/// upgrade included) it keeps the upstream's. Its `insert_header` reserves room for one more
+/// entry before looking the name up, and the header it hands to the filters is a clone whose
+/// maps have room for the upstream's headers only: with `x-request-id` added, its insertion of
+/// `Connection` (even as a replacement) grew both maps on every request (~1.4k instructions,
+/// two reallocations). The upstream's `Connection` is therefore removed first on a final
+/// response: the client receives the same headers, names spelled as before, with Pingora's
+/// `Connection` after `x-request-id` instead of in the upstream's place (the order of
+/// different field names carries no meaning, RFC 9110 section 5.3).
+pub fn add_response_request_id(resp: &mut ResponseHeader, id: &HeaderValue) -> pingora::Result<()> {
+    if !resp.status.is_informational() {
+        resp.remove_header(&header::CONNECTION);
+    }
+    // a `&'static str` name: Pingora keeps it as the name's spelling without an allocation
+    resp.insert_header("x-request-id", id.clone())
 }
 
 const HOP_BY_HOP: [&str; 7] =
@@ -285,6 +305,71 @@ mod tests {
         assert!(wire.contains("Host: shop.example\r\n"), "{wire}");
         assert!(wire.contains("x-custom: a\r\nx-custom: b\r\n"), "{wire}");
         assert!(wire.contains("x-forwarded-proto: https\r\n"), "{wire}");
+    }
+
+    /// The response as Pingora hands it to `response_filter` (a clone of the upstream's, parsed
+    /// with room for its headers only), then what Pingora's HTTP/1 writer does after the
+    /// filters (`Date` and `Connection` inserted).
+    fn upstream_response(status: u16, connection: &'static str) -> ResponseHeader {
+        let mut resp = ResponseHeader::build(status, Some(5)).unwrap();
+        for (k, v) in [
+            ("server", "nginx"),
+            ("Date", "Tue, 01 Dec 2026 00:00:00 GMT"),
+            ("Content-TYPE", "application/json"),
+            ("Content-Length", "2"),
+            ("Connection", connection),
+        ] {
+            resp.append_header(k, v).unwrap();
+        }
+        resp.clone()
+    }
+
+    fn pingora_writes(resp: &mut ResponseHeader) -> String {
+        if !resp.status.is_informational() {
+            resp.insert_header(header::DATE, "Tue, 01 Dec 2026 00:00:01 GMT").unwrap();
+            resp.insert_header(header::CONNECTION, "keep-alive").unwrap();
+        }
+        let mut wire = Vec::new();
+        resp.header_to_h1_wire(&mut wire);
+        String::from_utf8(wire).unwrap()
+    }
+
+    /// The response's `x-request-id` leaves the client the same headers, spelled as the upstream
+    /// spelled them, and Pingora's own `Connection` no longer grows the header maps.
+    #[test]
+    fn the_response_request_id_keeps_the_headers_and_the_maps_room() {
+        let id = HeaderValue::from_static("rid-9");
+        let mut resp = upstream_response(200, "close");
+        let room = resp.headers.capacity();
+        add_response_request_id(&mut resp, &id).unwrap();
+        let wire = pingora_writes(&mut resp);
+        assert_eq!(resp.headers.capacity(), room, "the header map grew");
+        for line in [
+            "server: nginx\r\n",
+            "Content-TYPE: application/json\r\n",
+            "Content-Length: 2\r\n",
+            "x-request-id: rid-9\r\n",
+            "Date: Tue, 01 Dec 2026 00:00:01 GMT\r\n",
+            "Connection: keep-alive\r\n",
+        ] {
+            assert_eq!(wire.matches(line).count(), 1, "{line:?} in {wire}");
+        }
+        assert_eq!(wire.matches("\r\n").count(), 6, "{wire}");
+        assert!(!wire.contains("close"), "{wire}");
+
+        // what it replaced: inserting into the upstream's header as it stands grows both maps
+        let mut old = upstream_response(200, "close");
+        old.insert_header("x-request-id", id.clone()).unwrap();
+        let old_wire = pingora_writes(&mut old);
+        assert!(old.headers.capacity() > room);
+        let lines = |w: &str| w.split("\r\n").map(str::to_string).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(lines(&old_wire), lines(&wire), "the same header lines");
+
+        // a 101 keeps the upstream's `Connection: upgrade` (Pingora does not write its own)
+        let mut up = upstream_response(101, "Upgrade");
+        add_response_request_id(&mut up, &id).unwrap();
+        let wire = pingora_writes(&mut up);
+        assert!(wire.contains("Connection: Upgrade\r\n") && wire.contains("x-request-id: rid-9\r\n"), "{wire}");
     }
 
     /// A target the URI does not reproduce (absolute-form) keeps its bytes and the case map.

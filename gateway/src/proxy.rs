@@ -570,7 +570,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.clone())?;
+            forwarding::add_response_request_id(resp, id)?;
         }
         if let Some(rw) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].rewrite.as_deref()) {
             if let Some(side) = rw.side(ctx.side) {
