@@ -271,8 +271,10 @@ fn cluster_cpu(postmaster: u32) -> (f64, f64) {
     }
 }
 
-/// CPU seconds spent during a snapshot phase: source cluster, target cluster (each with its
-/// background processes' share), and the client side.
+/// CPU seconds spent during a snapshot phase: source cluster, target cluster (each with the
+/// change in what its still-running processes have used: background processes and open
+/// sessions; negative when a session that ran before the phase ended during it), and the client
+/// side.
 struct PhaseCpu {
     src: (f64, f64),
     tgt: (f64, f64),
@@ -289,7 +291,7 @@ impl PhaseCpu {
     }
     fn line(&self) -> String {
         format!(
-            "{:.2} s CPU = source cluster {:.2} (background {:.2}) + target cluster {:.2} (background {:.2}) + client {:.2}",
+            "{:.2} s CPU = source cluster {:.2} (still-running processes Δ {:.2}) + target cluster {:.2} (Δ {:.2}) + client {:.2}",
             self.total(), self.src.0, self.src.1, self.tgt.0, self.tgt.1, self.client
         )
     }
