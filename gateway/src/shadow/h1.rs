@@ -94,6 +94,22 @@ pub(crate) struct H1Answer {
     pub body: CapturedBody,
 }
 
+/// An answer's headers: a map (hyper's, or the primary's), or the raw head read by the inline
+/// client, parsed into a map only when a comparison or a sample needs it.
+pub(crate) enum AnswerHeaders {
+    Map(HeaderMap),
+    Raw(Bytes),
+}
+
+impl AnswerHeaders {
+    pub(crate) fn map(&self) -> std::borrow::Cow<'_, HeaderMap> {
+        match self {
+            AnswerHeaders::Map(m) => std::borrow::Cow::Borrowed(m),
+            AnswerHeaders::Raw(head) => std::borrow::Cow::Owned(head_headers(head)),
+        }
+    }
+}
+
 /// The headers of a raw answer head (as [`H1Answer::head`]), in order.
 pub(crate) fn head_headers(head: &[u8]) -> HeaderMap {
     let mut raw = [MaybeUninit::uninit(); MAX_HEADERS];

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::HeaderValue;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 
 use super::body::BodyCapture;
+use super::h1::AnswerHeaders;
 use super::policy::ShadowSpec;
 use super::report::RouteReport;
 use crate::sampler::Sampler;
@@ -31,7 +32,7 @@ pub(crate) struct Job {
     pub request_complete: bool,
     pub body_read: usize,
     /// The response header sent to the client (None: nothing was sent).
-    pub primary: Option<Box<ResponseHeader>>,
+    pub primary: Option<PrimaryHead>,
     /// The proxy reported an error for the primary request.
     pub primary_failed: bool,
     pub primary_ms: f64,
@@ -44,6 +45,12 @@ pub(crate) struct Job {
     /// The place in the queue this job was given when its request started ([`Lane::reserve`]);
     /// given back when a worker takes the job.
     pub slot: Option<Slot>,
+}
+
+/// The primary answer as sent to the client: its status and a copy of its headers.
+pub(crate) struct PrimaryHead {
+    pub status: u16,
+    pub headers: AnswerHeaders,
 }
 
 /// A route's bounded queue into the workers. When the last clone is dropped (with the binding
