@@ -142,7 +142,7 @@ pub fn finish(
     // Pingora keeps for the wire beside them (a second header map per header) nor extensions:
     // copied without them, and without `http`'s builders (`as_owned_parts`)
     let job = Job {
-        req: Box::new(request_parts(session.req_header())),
+        req: request_parts(session.req_header()),
         shadow_req,
         legacy_req,
         request_chunks: request,

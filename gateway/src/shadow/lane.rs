@@ -20,7 +20,7 @@ use crate::table::Upstream;
 /// Everything the worker needs about one request (built in `logging`).
 pub(crate) struct Job {
     pub route: Arc<RouteShadow>,
-    pub req: Box<RequestHeader>,
+    pub req: RequestHeader,
     /// The mirror as the extracted side's rewrite makes it (None: `req` as it is).
     pub shadow_req: Option<Box<RequestHeader>>,
     /// The noise replay to legacy as the legacy side's rewrite makes it (None: `req`).
