@@ -86,7 +86,8 @@ impl ShadowService {
         let routes = table
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let spec = r.shadow.as_ref()?;
                 let runtime = self.runtime.as_ref()?;
                 let shape = (spec.queue, spec.concurrency);
@@ -96,6 +97,7 @@ impl ShadowService {
                 };
                 let report = self.reports.report(&r.name);
                 report.set_sample_capacity(spec.samples);
+                report.mark_activity_in(&table.activity, i);
                 Some(Arc::new(RouteShadow {
                     route: r.name.clone(),
                     spec: spec.clone(),
@@ -108,6 +110,12 @@ impl ShadowService {
         let binding = Arc::new(Binding { table: Arc::downgrade(table), routes });
         self.binding.store(binding.clone());
         binding
+    }
+
+    /// The report of `route`, made when missing (tests that record comparisons by hand).
+    #[cfg(test)]
+    pub(crate) fn report_or_new(&self, route: &str) -> Arc<RouteReport> {
+        self.reports.report(route)
     }
 
     /// The report of `route`, if it ever mirrored (or was restored from disk).

@@ -7,8 +7,9 @@
 //!
 //! A tick costs what the routes with traffic cost, not what the route count does: it reads the
 //! routes marked active since the last tick (and those marked the tick before, for a request
-//! that raced with the reading), the shadowed ones, and only on a new route table every route
-//! (to follow additions, removals and stage changes). The rings' shape (which ticks a point
+//! that raced with the reading), and only on a new route table every route (to follow
+//! additions, removals and stage changes). A shadow comparison, which ends after its request was
+//! counted, marks its route too ([`crate::shadow::report::RouteReport::mark_activity_in`]). The rings' shape (which ticks a point
 //! covers, when) is kept once, in the sampler's clocks: one for the hour, one per moment a stage
 //! began. A route keeps only the counts of the points where it did something; an idle interval
 //! is a point of zeros that nobody stores, filled in when the route is shown.
@@ -218,9 +219,6 @@ struct State {
     /// The points since each moment a stage began, by its first tick (only those some route
     /// is in).
     stages: BTreeMap<u64, StageSeries<Span>>,
-    /// Read at every tick: routes with shadow rules or a shadow report (comparisons finish
-    /// after the request was counted).
-    watched: Vec<String>,
     /// Routes marked active at the last tick: read once more (a request that was counted as
     /// the tick read its route is in the next reading).
     recheck: Vec<String>,
@@ -236,11 +234,13 @@ impl State {
     fn follow(&mut self, table: &RouteTable, shadow: &ShadowService, tick: u64, now: u64) {
         let first_tick = tick == 0;
         self.routes.retain(|name, _| table.route(name).is_some());
-        self.watched.clear();
-        for route in &table.routes {
+        for (i, route) in table.routes.iter().enumerate() {
             let stage = route.stage.as_str();
-            if route.shadow.is_some() || shadow.report(&route.name).is_some() {
-                self.watched.push(route.name.clone());
+            // comparisons still to end (queued before a reload too) mark the route in this
+            // table; set before the routes are read, so one that marked the previous table is
+            // in this reading
+            if let Some(report) = shadow.report(&route.name) {
+                report.mark_activity_in(&table.activity, i);
             }
             match self.routes.get_mut(route.name.as_str()) {
                 None => {
@@ -313,9 +313,9 @@ impl TrafficHistory {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records what changed since the last tick: reads the routes of `table` marked active, the
-    /// shadowed ones, the ones marked at the last tick, and every route when `table` is not the
-    /// one the last tick read.
+    /// Records what changed since the last tick: reads the routes of `table` marked active (by a
+    /// request or a finished shadow comparison), the ones marked at the last tick, and every
+    /// route when `table` is not the one the last tick read.
     pub fn tick(&self, table: &Arc<RouteTable>, shadow: &ShadowService, now: u64) {
         let mut guard = self.state();
         let state = &mut *guard;
@@ -339,8 +339,7 @@ impl TrafficHistory {
         marked.clear();
         table.activity.take(&mut marked);
         let recheck = std::mem::take(&mut state.recheck);
-        let watched = std::mem::take(&mut state.watched);
-        for name in recheck.iter().chain(&watched) {
+        for name in &recheck {
             if let Some(route) = table.route(name) {
                 state.sample(route, shadow, tick);
             }
@@ -360,7 +359,6 @@ impl TrafficHistory {
                 state.sample(&table.routes[i], shadow, tick);
             }
         }
-        state.watched = watched;
         state.marked = marked;
     }
 
@@ -502,5 +500,37 @@ weight = 50
         let empty = Arc::new(load_str_offline("r.toml", ROUTES.split("[[routes]]").next().unwrap()).unwrap());
         hist.tick(&empty, &shadow, 7_000);
         assert_eq!(hist.summary("ui-sampler-unit", 7_000)["window_s"], 0.0);
+    }
+
+    /// A comparison that ends ticks after its request (or with no request counted at all)
+    /// marks its route: it is read at the next tick, as the routes with traffic are, and a
+    /// route whose comparisons have stopped is not read.
+    #[test]
+    fn a_finished_comparison_marks_its_route() {
+        let table = Arc::new(load_str_offline("r.toml", &ROUTES.replace("ui-sampler-unit", "ui-sampler-cmp")).unwrap());
+        let shadow = ShadowService::disabled();
+        let report = shadow.report_or_new("ui-sampler-cmp");
+        let hist = TrafficHistory::default();
+        hist.tick(&table, &shadow, 1_000);
+        hist.tick(&table, &shadow, 3_000);
+        assert_eq!(hist.read_at_last_tick(), 0, "nothing to read");
+        for fields in [vec![], vec![], vec!["/price".to_string()]] {
+            report.record_comparison(&fields, &[]);
+        }
+        hist.tick(&table, &shadow, 5_000);
+        assert_eq!(hist.read_at_last_tick(), 1);
+        let s = hist.summary("ui-sampler-cmp", 5_000);
+        assert_eq!((&s["compared"], &s["legacy"]["requests"]), (&json!(3), &json!(0)), "{s}");
+        hist.tick(&table, &shadow, 7_000); // the recheck
+        hist.tick(&table, &shadow, 9_000);
+        assert_eq!(hist.read_at_last_tick(), 0, "no comparison since: not read");
+        // a reload: the marks go to the new table
+        let reloaded =
+            Arc::new(load_str_offline("r.toml", &ROUTES.replace("ui-sampler-unit", "ui-sampler-cmp")).unwrap());
+        hist.tick(&reloaded, &shadow, 11_000);
+        report.record_comparison(&[], &[]);
+        hist.tick(&reloaded, &shadow, 13_000);
+        assert_eq!(hist.read_at_last_tick(), 1);
+        assert_eq!(hist.summary("ui-sampler-cmp", 13_000)["compared"], 4);
     }
 }
