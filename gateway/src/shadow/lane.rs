@@ -14,6 +14,7 @@ use super::body::BodyCapture;
 use super::h1::AnswerHeaders;
 use super::policy::ShadowSpec;
 use super::report::RouteReport;
+use crate::metrics::RouteActivity;
 use crate::sampler::Sampler;
 use crate::table::Upstream;
 
@@ -163,6 +164,12 @@ pub struct RouteShadow {
     pub report: Arc<RouteReport>,
     pub sampler: Sampler,
     pub(crate) lane: Lane,
+    /// Where a finished comparison marks the route active for the dashboard's sampler (which
+    /// reads the routes marked active; a comparison ends after its request was counted, up to the
+    /// route's timeout later): the activity of the table this binding is for, and the route's
+    /// index in it.
+    pub(crate) activity: Arc<RouteActivity>,
+    pub(crate) index: u32,
 }
 
 impl std::fmt::Debug for RouteShadow {

@@ -7,13 +7,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::compare::NoiseModel;
 use super::metrics::RouteShadowMetrics;
-use crate::metrics::RouteActivity;
 
 /// What a report counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,14 +137,6 @@ pub struct RouteReport {
     metrics: RouteShadowMetrics,
     sample_capacity: AtomicUsize,
     detail: Mutex<Detail>,
-    /// Where a finished comparison marks the route active for the dashboard's sampler.
-    activity: ArcSwapOption<ActivityMark>,
-}
-
-/// A route's place in the activity marks of the route table being served.
-struct ActivityMark {
-    activity: Arc<RouteActivity>,
-    index: u32,
 }
 
 /// The persisted form of a report (see [`super::store`]).
@@ -187,21 +177,6 @@ impl RouteReport {
             metrics: m,
             sample_capacity: AtomicUsize::new(super::policy::DEFAULT_SAMPLES),
             detail: Mutex::new(Detail::default()),
-            activity: ArcSwapOption::empty(),
-        }
-    }
-
-    /// From now on a finished comparison marks route `index` in `activity` (a table's
-    /// [`RouteActivity`]): the dashboard's sampler reads the routes marked active, and a
-    /// comparison ends after its request was counted, up to the route's timeout later. Set for
-    /// each table the route is bound in ([`super::ShadowService`]) and, for every route with a
-    /// report, when the sampler follows a new table.
-    pub fn mark_activity_in(&self, activity: &Arc<RouteActivity>, index: usize) {
-        let Ok(index) = u32::try_from(index) else { return };
-        let same =
-            self.activity.load().as_ref().is_some_and(|m| Arc::ptr_eq(&m.activity, activity) && m.index == index);
-        if !same {
-            self.activity.store(Some(Arc::new(ActivityMark { activity: activity.clone(), index })));
         }
     }
 
@@ -275,10 +250,6 @@ impl RouteReport {
             }
         } else {
             self.count(Count::Mismatched);
-        }
-        // after the counts: a sampler that takes the mark reads them
-        if let Some(m) = &*self.activity.load() {
-            m.activity.mark(m.index);
         }
         if fields.is_empty() && noise.is_empty() {
             return;

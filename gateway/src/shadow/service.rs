@@ -97,13 +97,14 @@ impl ShadowService {
                 };
                 let report = self.reports.report(&r.name);
                 report.set_sample_capacity(spec.samples);
-                report.mark_activity_in(&table.activity, i);
                 Some(Arc::new(RouteShadow {
                     route: r.name.clone(),
                     spec: spec.clone(),
                     report,
                     sampler: Sampler::new(spec.sample),
                     lane,
+                    activity: table.activity.clone(),
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
                 }))
             })
             .collect();

@@ -152,6 +152,8 @@ impl Shadower {
             report.push_sample(sample);
         }
         report.record_comparison(&fields.0, &fields.1);
+        // after the counts: a sampler that takes the mark reads them
+        p.activity.mark(p.index);
     }
 
     async fn send(
