@@ -396,3 +396,93 @@ async fn http2_requests_are_shadowed_like_http1() {
     assert_eq!((n(&v, "ident", "/matched"), n(&v, "price", "/mismatched")), (1, 1), "{v:#}");
     assert_eq!(svc.seen("/ident").len(), 1);
 }
+
+/// A candidate that answers the first request on each connection, then reads the next one and
+/// closes without answering (as one that crashed, or whose keep-alive timeout raced the write).
+/// Returns its address, the request lines it read and its connection count.
+async fn hanging_up_candidate() -> (SocketAddr, Arc<Mutex<Vec<String>>>, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (lines, conns) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
+    let (seen, count) = (lines.clone(), conns.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = l.accept().await.unwrap();
+            *count.lock().unwrap() += 1;
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                for answered in [true, false] {
+                    // one request: its head, then its Content-Length's worth of body
+                    let mut req = Vec::new();
+                    let mut b = [0u8; 4096];
+                    let mut want = None;
+                    while want.is_none_or(|w| req.len() < w) {
+                        match sock.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&b[..n]),
+                        }
+                        if want.is_none() {
+                            want = req.windows(4).position(|w| w == b"\r\n\r\n").map(|end| {
+                                let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                                let len = head
+                                    .split("content-length: ")
+                                    .nth(1)
+                                    .and_then(|v| v.split("\r\n").next().and_then(|n| n.parse::<usize>().ok()));
+                                end + 4 + len.unwrap_or(0)
+                            });
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_string();
+                    seen.lock().unwrap().push(line);
+                    if answered {
+                        let body = "{\"ok\":true}";
+                        let a = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if sock.write_all(a.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // dropped: closed after reading the second request, without an answer
+            });
+        }
+    });
+    (addr, lines, conns)
+}
+
+/// A mirror whose pooled connection is closed after the candidate read it is not delivered
+/// twice when it is a write: the POST is a shadow error, the candidate saw it once; a GET is
+/// sent again on a new connection and compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_candidate_may_have_received_is_not_mirrored_twice() {
+    let legacy = server(Role::Legacy).await;
+    let (svc, lines, conns) = hanging_up_candidate().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("dry-run.secret");
+    std::fs::write(&secret_file, "test-dry-run-secret-0123456789\n").unwrap();
+    let cfg = format!(
+        "shadow_secret_file = \"{}\"\n\n{}{}",
+        secret_file.display(),
+        upstreams(legacy.addr, svc),
+        route("hangup", "/hangup", "[routes.shadow]\nwrites = \"dry-run\"\nconcurrency = 1\n"),
+    );
+    let gw = Gateway::start(&cfg);
+    let post = || async { gw.client.post(gw.url("/hangup")).body("{\"qty\":1}").send().await.unwrap().status() };
+    // one at a time, each mirror done before the next request: the second of each pair goes
+    // over the connection the first left pooled
+    assert_eq!(post().await, 200);
+    wait_report(&gw, "the first POST compared", |v| n(v, "hangup", "/compared") == 1).await;
+    assert_eq!(post().await, 200);
+    wait_report(&gw, "the second POST failed", |v| n(v, "hangup", "/errors/shadow") == 1).await;
+    assert_eq!(gw.get("/hangup", &[]).await.0, 200);
+    wait_report(&gw, "the first GET compared", |v| n(v, "hangup", "/compared") == 2).await;
+    assert_eq!(gw.get("/hangup", &[]).await.0, 200);
+    let v = wait_report(&gw, "the second GET compared", |v| n(v, "hangup", "/compared") == 3).await;
+    assert_eq!((n(&v, "hangup", "/mirrored"), n(&v, "hangup", "/errors/shadow")), (4, 1), "{v:#}");
+    let lines = lines.lock().unwrap().clone();
+    let count = |m: &str| lines.iter().filter(|l| l.starts_with(m)).count();
+    assert_eq!((count("POST "), count("GET ")), (2, 3), "each POST once, the unanswered GET twice: {lines:?}");
+    assert_eq!(*conns.lock().unwrap(), 3, "a new connection only for the first GET and its resend");
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("strangler_shadow_errors_total{route=\"hangup\",side=\"shadow\"} 1"), "{metrics}");
+}

@@ -17,6 +17,10 @@
 # Usage: tests/perf/shadow-callgrind.sh [DURATION_S=4] [CONNECTIONS=4]
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing)
 #        KEEP=DIR keeps the callgrind dumps there (for callgrind_annotate)
+#        PER_THREAD=1 dumps each thread on its own (`--separate-threads=yes`) and also prints
+#        Ir per request on the proxy thread (the one running Pingora's proxy), on the shadow
+#        threads (running the lanes' dispatchers) and on the others; the RESULT line then
+#        carries shadow_ir_per_req_{proxy,shadow}_{off,on} too
 set -euo pipefail
 
 DURATION=${1:-4}
@@ -38,6 +42,7 @@ start_json_upstream "$WORK/extracted" "$SH"
 # and a dropped mirror costs less than a compared one; here every mirror must be compared
 shadow_routes "$WORK/routes.toml" "$GW" "$GWA" "$UP" "$SH" 0 100000
 "$BIN" check "$WORK/routes.toml" > /dev/null
+[[ -n ${PER_THREAD:-} ]] && export VALGRIND_OPTS="${VALGRIND_OPTS:-} --separate-threads=yes"
 callgrind_start "$WORK/cg.out" "$BIN" run --config "$WORK/routes.toml" --no-watch --pid-file "$WORK/gw.pid" \
   --upgrade-sock "$WORK/gw-upgrade.sock"
 for _ in $(seq 1 6); do wait_port "$GW" 2>/dev/null && break; done   # valgrind starts slowly
@@ -57,10 +62,28 @@ for m in off on; do
   callgrind_control -d "$m" "$CG_PID" > /dev/null 2>&1
   shadow_settled "$METRICS" on
   dump=$((dump + 1))
-  f="$WORK/cg.out.$dump"
-  for _ in $(seq 1 100); do [[ -s $f ]] && grep -q '^totals:' "$f" && break; sleep 0.1; done
-  IR[$m]=$(awk '/^totals:/ {print $2}' "$f")
   N[$m]=$RUN_REQS
+  if [[ -n ${PER_THREAD:-} ]]; then
+    # one file per thread (OUT.N-TT); a thread is told by the code it ran
+    sleep 2
+    IR[$m]=0; IR[proxy_$m]=0; IR[shadow_$m]=0; IR[other_$m]=0
+    for f in "$WORK/cg.out.$dump"-*; do
+      for _ in $(seq 1 100); do grep -q '^totals:' "$f" && break; sleep 0.1; done
+      t=$(awk '/^totals:/ {print $2}' "$f")
+      if grep -q 'pingora_proxy::' "$f"; then k=proxy
+      elif grep -q 'shadow::dispatch' "$f"; then k=shadow
+      else k=other; fi
+      IR[${k}_$m]=$(( ${IR[${k}_$m]} + t )); IR[$m]=$(( ${IR[$m]} + t ))
+    done
+    printf '%-4s per request: proxy thread %9.0f Ir, shadow threads %9.0f Ir, others %9.0f Ir\n' "$m" \
+      "$(awk -v i="${IR[proxy_$m]}" -v n="${N[$m]}" 'BEGIN{print i/n}')" \
+      "$(awk -v i="${IR[shadow_$m]}" -v n="${N[$m]}" 'BEGIN{print i/n}')" \
+      "$(awk -v i="${IR[other_$m]}" -v n="${N[$m]}" 'BEGIN{print i/n}')"
+  else
+    f="$WORK/cg.out.$dump"
+    for _ in $(seq 1 100); do [[ -s $f ]] && grep -q '^totals:' "$f" && break; sleep 0.1; done
+    IR[$m]=$(awk '/^totals:/ {print $2}' "$f")
+  fi
   printf '%-4s %8d requests  %14d Ir  %9.0f Ir/request\n' "$m" "${N[$m]}" "${IR[$m]}" \
     "$(awk -v i="${IR[$m]}" -v n="${N[$m]}" 'BEGIN{print i/n}')"
 done
@@ -70,4 +93,10 @@ COMPARED=$(( $(metric "$METRICS" strangler_shadow_compared_total 'route="on"') -
 PER_OFF=$(awk -v i="${IR[off]}" -v n="${N[off]}" 'BEGIN{printf "%.0f", i/n}')
 PER_ON=$(awk -v i="${IR[on]}" -v n="${N[on]}" 'BEGIN{printf "%.0f", i/n}')
 echo "mirrors compared: $COMPARED for ${N[on]} requests, dropped: $DROPPED; load average at start $LOAD_START, at end $(loadavg)"
-echo "RESULT shadow_ir_per_req_off=$PER_OFF shadow_ir_per_req_on=$PER_ON shadow_ir_ratio=$(ratio "$PER_ON" "$PER_OFF") mirrors_dropped=$DROPPED"
+THREADS=""
+if [[ -n ${PER_THREAD:-} ]]; then
+  for k in proxy shadow; do for m in off on; do
+    THREADS+=" shadow_ir_per_req_${k}_$m=$(awk -v i="${IR[${k}_$m]}" -v n="${N[$m]}" 'BEGIN{printf "%.0f", i/n}')"
+  done; done
+fi
+echo "RESULT shadow_ir_per_req_off=$PER_OFF shadow_ir_per_req_on=$PER_ON shadow_ir_ratio=$(ratio "$PER_ON" "$PER_OFF") mirrors_dropped=$DROPPED$THREADS"

@@ -8,9 +8,12 @@ use super::compare::BodyDigest;
 use super::policy::Oversize;
 
 /// A body as it streamed past: chunk references up to the limit, then (when hashing) a running
-/// CRC-32 of the whole body.
+/// CRC-32 of the whole body. The first chunk is kept beside the list: a body of one chunk (most
+/// answers) allocates nothing, on the proxy thread for the primary's and on the shadow thread for
+/// the mirror's, and the shadow thread has no list from the proxy thread's heap to free.
 #[derive(Clone, Default)]
 pub struct BodyCapture {
+    first: Option<Bytes>,
     chunks: Vec<Bytes>,
     len: usize,
     crc: Option<crc32fast::Hasher>,
@@ -42,13 +45,16 @@ impl BodyCapture {
             self.over = true;
             if oversize == Oversize::Hash {
                 let mut h = crc32fast::Hasher::new();
-                for c in self.chunks.drain(..) {
-                    h.update(&c);
+                for c in self.first.iter().chain(&self.chunks) {
+                    h.update(c);
                 }
                 h.update(b);
                 self.crc = Some(h);
             }
+            self.first = None;
             self.chunks = Vec::new();
+        } else if self.first.is_none() {
+            self.first = Some(b.clone());
         } else {
             self.chunks.push(b.clone());
         }
@@ -56,7 +62,19 @@ impl BodyCapture {
 
     pub fn finish(self) -> CapturedBody {
         let digest = self.crc.map(|h| BodyDigest { len: self.len as u64, crc32: h.finalize() });
-        CapturedBody { body: concat(self.chunks), len: self.len, truncated: self.over, digest }
+        let body = match (self.first, self.chunks.is_empty()) {
+            (None, _) => Bytes::new(),
+            (Some(b), true) => b,
+            (Some(b), false) => {
+                let mut all = BytesMut::with_capacity(self.len);
+                all.extend_from_slice(&b);
+                for c in &self.chunks {
+                    all.extend_from_slice(c);
+                }
+                all.freeze()
+            }
+        };
+        CapturedBody { body, len: self.len, truncated: self.over, digest }
     }
 }
 
@@ -90,9 +108,15 @@ mod tests {
         let mut c = BodyCapture::default();
         c.push(&Bytes::from_static(b"hello "), 16, Oversize::Hash);
         c.push(&Bytes::from_static(b"world"), 16, Oversize::Hash);
+        c.push(&Bytes::from_static(b"!"), 16, Oversize::Hash);
         let b = c.finish();
-        assert_eq!(&b.body[..], b"hello world");
+        assert_eq!(&b.body[..], b"hello world!");
         assert!(!b.truncated && b.digest.is_none());
+
+        let mut c = BodyCapture::default();
+        c.push(&Bytes::from_static(b"one chunk"), 16, Oversize::Hash);
+        assert_eq!(&c.finish().body[..], b"one chunk");
+        assert!(BodyCapture::default().finish().body.is_empty());
 
         let mut c = BodyCapture::default();
         for _ in 0..10 {

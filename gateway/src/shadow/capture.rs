@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 use super::body::BodyCapture;
-use super::lane::{Job, RouteShadow, Slot};
+use super::h1::AnswerHeaders;
+use super::lane::{Job, PrimaryHead, RouteShadow, Slot};
 use super::policy::{is_safe, Writes};
 use super::report::Count;
 use crate::stage::Side;
@@ -137,17 +138,20 @@ pub fn finish(
     let (shadow_req, legacy_req) = (rewritten(Side::Extracted), rewritten(Side::Legacy));
     let body_read = session.as_ref().body_bytes_read();
     let body_done = session.as_mut().is_body_done();
-    // the job needs the request's and the answer's parts, not the header case Pingora keeps for
-    // the wire beside them (a second header map per header): copied without it
+    // the job needs the request's parts and the answer's status and headers, not the header case
+    // Pingora keeps for the wire beside them (a second header map per header) nor extensions:
+    // copied without them, and without `http`'s builders (`as_owned_parts`)
     let job = Job {
-        req: Box::new(RequestHeader::from(session.req_header().as_owned_parts())),
+        req: request_parts(session.req_header()),
         shadow_req,
         legacy_req,
         request_chunks: request,
         request_over: request_over || body_read > route.spec.max_body,
         request_complete: body_done,
         body_read,
-        primary: session.response_written().map(|r| Box::new(ResponseHeader::from(r.as_owned_parts()))),
+        primary: session
+            .response_written()
+            .map(|r| PrimaryHead { status: r.status.as_u16(), headers: AnswerHeaders::Map(r.headers.clone()) }),
         primary_failed: failed,
         primary_ms: started.elapsed().as_secs_f64() * 1000.0,
         response,
@@ -161,4 +165,16 @@ pub fn finish(
     if route.lane.try_send(job).is_err() {
         route.report.count(Count::Dropped);
     }
+}
+
+/// A copy of the request's method, target, version and headers: what a mirror and a sample read
+/// (not its extensions nor the header case). Built in place rather than through `http`'s request
+/// builder as `as_owned_parts` does (its `Result`s move the whole parts at each step).
+fn request_parts(req: &RequestHeader) -> RequestHeader {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = req.method.clone();
+    parts.uri = req.uri.clone();
+    parts.version = req.version;
+    parts.headers = req.headers.clone();
+    RequestHeader::from(parts)
 }

@@ -18,10 +18,19 @@
 //! transfer coding; else `Content-Length` (conflicting values are an error); else up to the end
 //! of the connection (which is then not reused). A connection goes back to the pool only after
 //! a complete HTTP/1.1 answer without `Connection: close` and with nothing read past it.
-//! A pooled connection the server has closed meanwhile fails before any answer byte: the mirror
-//! is then sent once more on a new connection (as hyper-util retries a request its pooled
-//! connection could not send). Connections are kept per shadow thread (a socket stays on the
-//! runtime whose reactor it is registered with).
+//!
+//! A mirror is never delivered twice unless its method allows it (RFC 9110 §9.2.2, as hyper's
+//! client). Before a pooled connection is reused it is checked without blocking: one the server
+//! has closed (end of stream) or that has bytes nobody asked for is dropped and the next one (or
+//! a new one) taken, so the usual case, a candidate's keep-alive timeout that closed an idle
+//! connection, costs nothing. A pooled connection can still fail after the check: the server's
+//! close racing our write, or a candidate that read the request and then closed (crashed)
+//! without answering. The mirror is then sent once more on a new connection only when it cannot
+//! have been received (writing it failed) or when its method is idempotent (GET, HEAD, OPTIONS,
+//! TRACE, PUT, DELETE); a POST, PATCH or other write that may have been received is a failed
+//! mirror (counted as a shadow error) saying so, not a second delivery. A new connection is
+//! never retried. Connections are kept per shadow thread (a socket stays on the runtime whose
+//! reactor it is registered with).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -85,6 +94,22 @@ pub(crate) struct H1Answer {
     pub body: CapturedBody,
 }
 
+/// An answer's headers: a map (hyper's, or the primary's), or the raw head read by the inline
+/// client, parsed into a map only when a comparison or a sample needs it.
+pub(crate) enum AnswerHeaders {
+    Map(HeaderMap),
+    Raw(Bytes),
+}
+
+impl AnswerHeaders {
+    pub(crate) fn map(&self) -> std::borrow::Cow<'_, HeaderMap> {
+        match self {
+            AnswerHeaders::Map(m) => std::borrow::Cow::Borrowed(m),
+            AnswerHeaders::Raw(head) => std::borrow::Cow::Owned(head_headers(head)),
+        }
+    }
+}
+
 /// The headers of a raw answer head (as [`H1Answer::head`]), in order.
 pub(crate) fn head_headers(head: &[u8]) -> HeaderMap {
     let mut raw = [MaybeUninit::uninit(); MAX_HEADERS];
@@ -108,11 +133,26 @@ enum Framing {
     UntilClose,
 }
 
-/// Why an exchange failed, and whether the request may be sent again on a new connection.
+/// Why an exchange failed, and how far it got: whether the request may be sent again.
 struct Failed {
     error: io::Error,
-    /// Nothing was read back: a pooled connection the server had closed.
-    before_answer: bool,
+    stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    /// Writing the request failed: the server cannot have received all of it.
+    Unsent,
+    /// The request was written, then the connection ended (or failed) before any answer byte:
+    /// the server may have received it, and even acted on it.
+    SentUnanswered,
+    /// Part of an answer was read, or it was invalid.
+    Answering,
+}
+
+/// Methods a client may send again after a failure without asking (RFC 9110 §9.2.2).
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 impl H1Endpoint {
@@ -127,7 +167,18 @@ impl H1Endpoint {
         if let Some(stream) = self.checkout() {
             match self.exchange(stream, &head, rest, head_only, max, oversize).await {
                 Ok(a) => return Ok(a),
-                Err(Failed { before_answer: true, .. }) => {} // closed while idle: once more, new
+                Err(Failed { stage: Stage::Unsent, .. }) => {} // not received: once more, new
+                Err(Failed { stage: Stage::SentUnanswered, .. }) if idempotent(req.method) => {}
+                Err(Failed { stage: Stage::SentUnanswered, error }) => {
+                    return Err(io::Error::new(
+                        error.kind(),
+                        format!(
+                            "{error} (on a reused connection, after the request was written; a {} may \
+                             have been received, so it is not sent again)",
+                            req.method
+                        ),
+                    ))
+                }
                 Err(f) => return Err(f.error),
             }
         }
@@ -136,17 +187,24 @@ impl H1Endpoint {
     }
 
     /// The most recently used idle connection of this thread (the least likely to have been
-    /// closed by the server). Connections are pushed in the order they become idle, so expired
-    /// ones are at the front: dropped from there when the oldest has expired.
+    /// closed by the server) that is still open. Connections are pushed in the order they become
+    /// idle, so expired ones are at the front: dropped from there when the oldest has expired.
     fn checkout(&self) -> Option<TcpStream> {
         let me = std::thread::current().id();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.first().is_some_and(|i| i.since.elapsed() >= IDLE_TIMEOUT) {
-            let now = Instant::now();
-            idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+        loop {
+            let stream = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.first().is_some_and(|i| i.since.elapsed() >= IDLE_TIMEOUT) {
+                    let now = Instant::now();
+                    idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+                }
+                let i = idle.iter().rposition(|i| i.thread == me)?;
+                idle.remove(i).stream
+            };
+            if still_open(&stream) {
+                return Some(stream);
+            }
         }
-        let i = idle.iter().rposition(|i| i.thread == me)?;
-        Some(idle.remove(i).stream)
     }
 
     fn checkin(&self, stream: TcpStream) {
@@ -176,11 +234,12 @@ impl H1Endpoint {
         max: usize,
         oversize: Oversize,
     ) -> Result<H1Answer, Failed> {
-        let early = |error| Failed { error, before_answer: true };
-        let late = |error| Failed { error, before_answer: false };
-        stream.write_all(head).await.map_err(early)?;
+        let unsent = |error| Failed { error, stage: Stage::Unsent };
+        let early = |error| Failed { error, stage: Stage::SentUnanswered };
+        let late = |error| Failed { error, stage: Stage::Answering };
+        stream.write_all(head).await.map_err(unsent)?;
         if let Some(body) = rest {
-            stream.write_all(body).await.map_err(early)?;
+            stream.write_all(body).await.map_err(unsent)?;
         }
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut first = true;
@@ -236,6 +295,15 @@ impl H1Endpoint {
         }
         Ok(H1Answer { status: parsed.status, head, body: cap.finish() })
     }
+}
+
+/// Whether an idle connection may carry a request: not closed by the server, and with nothing
+/// to read (bytes nobody asked for put it out of step). A non-blocking read: no system call at
+/// all when the reactor has seen nothing since the last read found the socket empty, else one
+/// `recv` that finds it empty (`WouldBlock`), closed (0) or not (bytes).
+fn still_open(stream: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Reads a chunked body (RFC 9112 §7.1) into `cap`; trailers are read and dropped.
@@ -437,26 +505,64 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A server that answers each request on a connection with the next scripted answer (whole
-    /// bytes), closing the connection after an answer marked `close`; counts connections.
-    async fn scripted(answers: Vec<(&'static [u8], bool)>) -> (SocketAddr, Arc<AtomicUsize>, Arc<Mutex<Vec<u8>>>) {
+    /// bytes), closing the connection after an answer marked `close`; an empty answer marked
+    /// `close` reads the request and closes without answering. Counts connections, and those it
+    /// has closed; keeps the requests it read.
+    struct Script {
+        addr: SocketAddr,
+        conns: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+        seen: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Script {
+        fn requests(&self, method: &str) -> usize {
+            let seen = self.seen.lock().unwrap();
+            let line = format!("{method} /x?y=1 HTTP/1.1\r\n");
+            seen.windows(line.len()).filter(|w| *w == line.as_bytes()).count()
+        }
+
+        /// Until the server has closed `n` connections (polled, with a deadline).
+        async fn wait_closed(&self, n: usize) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.closed.load(Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "the server did not close {n} connections");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    async fn scripted(answers: Vec<(&'static [u8], bool)>) -> Script {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (c, s) = (conns.clone(), seen.clone());
+        let (c, d, s) = (conns.clone(), closed.clone(), seen.clone());
         tokio::spawn(async move {
             let mut next = 0;
             loop {
                 let (mut sock, _) = l.accept().await.unwrap();
                 c.fetch_add(1, Ordering::SeqCst);
                 loop {
-                    // read one request head (these tests send no bodies)
+                    // one request: its head, then as many body bytes as its Content-Length says
                     let mut req = Vec::new();
                     let mut b = [0u8; 1024];
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut want = None;
+                    while want.is_none_or(|w| req.len() < w) {
                         match sock.read(&mut b).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => req.extend_from_slice(&b[..n]),
+                        }
+                        if want.is_none() {
+                            want = req.windows(4).position(|w| w == b"\r\n\r\n").map(|end| {
+                                let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                                let len = head
+                                    .split("content-length: ")
+                                    .nth(1)
+                                    .and_then(|v| v.split("\r\n").next().and_then(|n| n.parse::<usize>().ok()));
+                                end + 4 + len.unwrap_or(0)
+                            });
                         }
                     }
                     if req.is_empty() || next >= answers.len() {
@@ -470,15 +576,17 @@ mod tests {
                         break;
                     }
                 }
+                drop(sock);
+                d.fetch_add(1, Ordering::SeqCst);
             }
         });
-        (addr, conns, seen)
+        Script { addr, conns, closed, seen }
     }
 
     async fn get(ep: &H1Endpoint, method: &Method) -> io::Result<H1Answer> {
         let headers = HeaderMap::new();
         let v = HeaderValue::from_static("r-1");
-        let body = Bytes::new();
+        let body = if *method == Method::POST { Bytes::from_static(b"{\"n\":1}") } else { Bytes::new() };
         let r = H1Request {
             method,
             path_and_query: "/x?y=1",
@@ -493,7 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_each_framing_and_reuses_the_connection() {
-        let (addr, conns, seen) = scripted(vec![
+        let script = scripted(vec![
             (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\nhello", false),
             (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-trailer: t\r\n\r\n", false),
             (b"HTTP/1.1 204 No Content\r\n\r\n", false),
@@ -501,7 +609,7 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true),
         ])
         .await;
-        let ep = H1Endpoint::new(addr, Duration::from_secs(2));
+        let ep = H1Endpoint::new(script.addr, Duration::from_secs(2));
         let a = get(&ep, &Method::GET).await.unwrap();
         assert_eq!((a.status, &a.body.body[..]), (200, &b"hello"[..]));
         assert_eq!(head_headers(&a.head).get("x-a").unwrap(), "1");
@@ -513,37 +621,71 @@ mod tests {
         assert_eq!((a.status, a.body.len), (200, 0), "a HEAD answer has no body whatever its length");
         let a = get(&ep, &Method::GET).await.unwrap();
         assert_eq!((a.status, &a.body.body[..]), (200, &b"until the end"[..]));
-        assert_eq!(conns.load(Ordering::SeqCst), 1, "one kept-alive connection for all five");
+        assert_eq!(script.conns.load(Ordering::SeqCst), 1, "one kept-alive connection for all five");
         assert!(ep.idle.lock().unwrap().is_empty(), "a body read to the close is not pooled");
-        let seen = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+        let seen = String::from_utf8(script.seen.lock().unwrap().clone()).unwrap();
         assert!(seen.starts_with("GET /x?y=1 HTTP/1.1\r\nx-request-id: r-1\r\nhost: svc.local:80\r\n\r\n"), "{seen}");
         assert!(!seen.contains("content-length"), "a GET without a body has no length: {seen}");
     }
 
-    /// A pooled connection the server closed while idle: the request goes again on a new one.
+    /// A pooled connection the server closed while idle is seen closed before it is used: the
+    /// request goes on a new one, a POST too (nothing was received).
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced() {
-        let (addr, conns, _) = scripted(vec![
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", true), // closes after answering
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb", false),
-        ])
-        .await;
-        let ep = H1Endpoint::new(addr, Duration::from_secs(2));
-        assert_eq!(&get(&ep, &Method::GET).await.unwrap().body.body[..], b"a");
-        assert_eq!(ep.idle.lock().unwrap().len(), 1, "pooled: the answer did not say close");
-        assert_eq!(&get(&ep, &Method::GET).await.unwrap().body.body[..], b"b");
-        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        for method in [Method::GET, Method::POST] {
+            let script = scripted(vec![
+                (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", true), // closes after answering
+                (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb", false),
+            ])
+            .await;
+            let ep = H1Endpoint::new(script.addr, Duration::from_secs(2));
+            assert_eq!(&get(&ep, &method).await.unwrap().body.body[..], b"a");
+            assert_eq!(ep.idle.lock().unwrap().len(), 1, "pooled: the answer did not say close");
+            script.wait_closed(1).await;
+            assert_eq!(&get(&ep, &method).await.unwrap().body.body[..], b"b", "{method}");
+            assert_eq!(script.conns.load(Ordering::SeqCst), 2);
+            assert_eq!(script.requests(method.as_str()), 2, "{method}: each request received once");
+        }
+    }
+
+    /// A candidate that reads a request on a pooled connection and closes without answering (it
+    /// crashed, or its keep-alive timeout raced our write) may have acted on it: a POST is a
+    /// failed mirror, received exactly once; a GET is sent once more on a new connection.
+    #[tokio::test]
+    async fn a_request_received_and_unanswered_is_resent_only_when_idempotent() {
+        for method in [Method::POST, Method::GET] {
+            let script = scripted(vec![
+                (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", false),
+                (b"", true), // reads the second request, closes without answering
+                (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nagain", false),
+            ])
+            .await;
+            let ep = H1Endpoint::new(script.addr, Duration::from_secs(2));
+            assert_eq!(&get(&ep, &method).await.unwrap().body.body[..], b"a");
+            let second = get(&ep, &method).await;
+            if method == Method::POST {
+                let e = second.err().expect("a POST that may have been received is an error");
+                assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+                assert!(e.to_string().contains("a POST may have been received, so it is not sent again"), "{e}");
+                assert_eq!(script.requests("POST"), 2, "the second POST received exactly once");
+                assert_eq!(script.conns.load(Ordering::SeqCst), 1, "no new connection");
+            } else {
+                assert_eq!(&second.unwrap().body.body[..], b"again", "a GET is sent again");
+                assert_eq!(script.requests("GET"), 3);
+                assert_eq!(script.conns.load(Ordering::SeqCst), 2);
+            }
+        }
     }
 
     #[tokio::test]
     async fn bad_answers_are_errors_and_not_pooled() {
-        let (addr, _, _) = scripted(vec![
+        let script = scripted(vec![
             (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nab", false),
             (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", false),
             (b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort", true),
         ])
         .await;
-        let ep = H1Endpoint::new(addr, Duration::from_secs(2));
+        let ep = H1Endpoint::new(script.addr, Duration::from_secs(2));
         for want in ["conflicting Content-Length", "invalid chunk size", "closed in the body"] {
             let e = get(&ep, &Method::GET).await.err().expect("an error");
             assert!(e.to_string().contains(want), "{e} (wanted {want})");

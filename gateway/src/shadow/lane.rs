@@ -8,18 +8,20 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::HeaderValue;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 
 use super::body::BodyCapture;
+use super::h1::AnswerHeaders;
 use super::policy::ShadowSpec;
 use super::report::RouteReport;
+use crate::metrics::RouteActivity;
 use crate::sampler::Sampler;
 use crate::table::Upstream;
 
 /// Everything the worker needs about one request (built in `logging`).
 pub(crate) struct Job {
     pub route: Arc<RouteShadow>,
-    pub req: Box<RequestHeader>,
+    pub req: RequestHeader,
     /// The mirror as the extracted side's rewrite makes it (None: `req` as it is).
     pub shadow_req: Option<Box<RequestHeader>>,
     /// The noise replay to legacy as the legacy side's rewrite makes it (None: `req`).
@@ -31,7 +33,7 @@ pub(crate) struct Job {
     pub request_complete: bool,
     pub body_read: usize,
     /// The response header sent to the client (None: nothing was sent).
-    pub primary: Option<Box<ResponseHeader>>,
+    pub primary: Option<PrimaryHead>,
     /// The proxy reported an error for the primary request.
     pub primary_failed: bool,
     pub primary_ms: f64,
@@ -44,6 +46,12 @@ pub(crate) struct Job {
     /// The place in the queue this job was given when its request started ([`Lane::reserve`]);
     /// given back when a worker takes the job.
     pub slot: Option<Slot>,
+}
+
+/// The primary answer as sent to the client: its status and a copy of its headers.
+pub(crate) struct PrimaryHead {
+    pub status: u16,
+    pub headers: AnswerHeaders,
 }
 
 /// A route's bounded queue into the workers. When the last clone is dropped (with the binding
@@ -156,6 +164,12 @@ pub struct RouteShadow {
     pub report: Arc<RouteReport>,
     pub sampler: Sampler,
     pub(crate) lane: Lane,
+    /// Where a finished comparison marks the route active for the dashboard's sampler (which
+    /// reads the routes marked active; a comparison ends after its request was counted, up to the
+    /// route's timeout later): the activity of the table this binding is for, and the route's
+    /// index in it.
+    pub(crate) activity: Arc<RouteActivity>,
+    pub(crate) index: u32,
 }
 
 impl std::fmt::Debug for RouteShadow {

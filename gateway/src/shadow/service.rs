@@ -86,7 +86,8 @@ impl ShadowService {
         let routes = table
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let spec = r.shadow.as_ref()?;
                 let runtime = self.runtime.as_ref()?;
                 let shape = (spec.queue, spec.concurrency);
@@ -102,12 +103,20 @@ impl ShadowService {
                     report,
                     sampler: Sampler::new(spec.sample),
                     lane,
+                    activity: table.activity.clone(),
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
                 }))
             })
             .collect();
         let binding = Arc::new(Binding { table: Arc::downgrade(table), routes });
         self.binding.store(binding.clone());
         binding
+    }
+
+    /// The report of `route`, made when missing (tests that record comparisons by hand).
+    #[cfg(test)]
+    pub(crate) fn report_or_new(&self, route: &str) -> Arc<RouteReport> {
+        self.reports.report(route)
     }
 
     /// The report of `route`, if it ever mirrored (or was restored from disk).

@@ -4,7 +4,6 @@
 //! the primary path speaks to that upstream (TLS, h2: [`super::client`]), the comparison and the
 //! report update.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -12,15 +11,14 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body_util::{BodyExt, Full};
-use pingora::http::ResponseHeader;
 use serde_json::{json, Value};
 
 use super::body::{request_body, BodyCapture, CapturedBody};
 use super::client::{error_chain, Clients, EndpointClient};
 use super::compare::{compare, Captured, Difference, NoiseModel};
 use super::dispatch::until;
-use super::h1::{head_headers, H1Request};
-use super::lane::{Job, Lane, LaneQueue};
+use super::h1::{AnswerHeaders, H1Request};
+use super::lane::{Job, Lane, LaneQueue, PrimaryHead};
 use super::policy::{is_safe, ShadowSettings};
 use super::report::{Count, Reports};
 use super::store::StoreHandle;
@@ -68,7 +66,7 @@ impl Shadower {
     async fn process(&self, mut job: Job, deadline: Instant) {
         let p = job.route.clone();
         let report = &p.report;
-        let Some(primary) = job.primary.as_deref().filter(|_| !job.primary_failed) else {
+        let Some(primary) = job.primary.take().filter(|_| !job.primary_failed) else {
             report.count(Count::ErrorsLegacy);
             return;
         };
@@ -108,10 +106,10 @@ impl Shadower {
 
         let pbody = std::mem::take(&mut job.response).finish();
         let compared = &p.spec.rules.headers;
-        let pheaders = compared_pairs(&primary.headers, compared);
+        let pheaders = primary.compared_pairs(compared);
         let sheaders = shadow.compared_pairs(compared);
         let legacy = Captured {
-            status: primary.status.as_u16(),
+            status: primary.status,
             headers: &pheaders,
             body: &pbody.body,
             truncated: pbody.truncated,
@@ -147,13 +145,15 @@ impl Shadower {
         // the sample is kept before the comparison is counted: a reader that sees the count
         // sees its sample too
         if !real.is_empty() {
-            let sample = self.sample(&job, &body, primary, &pbody, &shadow, real, noisy);
+            let sample = self.sample(&job, &body, &primary, &pbody, &shadow, real, noisy);
             if let Some(store) = &self.store {
                 store.append(sample.clone());
             }
             report.push_sample(sample);
         }
         report.record_comparison(&fields.0, &fields.1);
+        // after the counts: a sampler that takes the mark reads them
+        p.activity.mark(p.index);
     }
 
     async fn send(
@@ -258,14 +258,14 @@ impl Shadower {
         &self,
         job: &Job,
         request_body: &Bytes,
-        primary: &ResponseHeader,
+        primary: &PrimaryHead,
         pbody: &CapturedBody,
         shadow: &Answer,
         real: Vec<Difference>,
         noisy: Vec<Difference>,
     ) -> Value {
         let redact = &job.route.spec.redact_headers;
-        let pheaders = header_pairs(&primary.headers);
+        let pheaders = header_pairs(&primary.headers.map());
         let rheaders = header_pairs(&job.req.headers);
         let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let redact_diff = |d: Difference| match d {
@@ -286,7 +286,7 @@ impl Shadower {
                 "body_len": request_body.len(),
             },
             "legacy": {
-                "status": primary.status.as_u16(),
+                "status": primary.status,
                 "headers": headers_json(&pheaders, redact),
                 "body": body_json(&pbody.body, pbody.truncated),
                 "body_len": pbody.len,
@@ -356,27 +356,22 @@ struct Answer {
 impl Answer {
     /// The headers a comparison looks at; none built when none are compared (the default).
     fn compared_pairs(&self, names: &[String]) -> Vec<(String, String)> {
-        if names.is_empty() {
-            return Vec::new();
-        }
-        compared_pairs(&self.headers.map(), names)
+        compared_headers(&self.headers, names)
     }
 }
 
-/// An answer's headers: hyper's map, or the raw head of the inline HTTP/1.1 client, parsed into
-/// a map only when a comparison or a sample needs it.
-enum AnswerHeaders {
-    Map(HeaderMap),
-    Raw(Bytes),
+impl PrimaryHead {
+    /// The headers a comparison looks at; none built when none are compared (the default).
+    fn compared_pairs(&self, names: &[String]) -> Vec<(String, String)> {
+        compared_headers(&self.headers, names)
+    }
 }
 
-impl AnswerHeaders {
-    fn map(&self) -> Cow<'_, HeaderMap> {
-        match self {
-            AnswerHeaders::Map(m) => Cow::Borrowed(m),
-            AnswerHeaders::Raw(head) => Cow::Owned(head_headers(head)),
-        }
+fn compared_headers(h: &AnswerHeaders, names: &[String]) -> Vec<(String, String)> {
+    if names.is_empty() {
+        return Vec::new();
     }
+    compared_pairs(&h.map(), names)
 }
 
 static EMPTY: HeaderValue = HeaderValue::from_static("");

@@ -7,8 +7,10 @@
 //!
 //! A tick costs what the routes with traffic cost, not what the route count does: it reads the
 //! routes marked active since the last tick (and those marked the tick before, for a request
-//! that raced with the reading), the shadowed ones, and only on a new route table every route
-//! (to follow additions, removals and stage changes). The rings' shape (which ticks a point
+//! that raced with the reading), and only on a new route table every route (to follow
+//! additions, removals and stage changes). A shadow comparison, which ends after its request was
+//! counted, marks its route too, in the table its mirror was bound in: after a reload the
+//! previous table's marks are still taken for [`RETIRED_TICKS`] ticks. The rings' shape (which ticks a point
 //! covers, when) is kept once, in the sampler's clocks: one for the hour, one per moment a stage
 //! began. A route keeps only the counts of the points where it did something; an idle interval
 //! is a point of zeros that nobody stores, filled in when the route is shown.
@@ -20,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use super::series::{chart, window, HourRing, Point, ShadowDelta, SideDelta, Span, StageSeries, BUCKETS};
+use crate::metrics::RouteActivity;
 use crate::shadow::report::Count;
 use crate::shadow::ShadowService;
 use crate::stage::Side;
@@ -35,6 +38,9 @@ pub const MINUTE_MS: u64 = 60_000;
 const STAGE_POINTS: usize = 240;
 /// Points a chart is merged into.
 const CHART_POINTS: usize = 120;
+/// Ticks for which a replaced table's activity marks are still taken: mirrors queued before a
+/// reload are compared after it (a queue drains and a mirror gives up well within this).
+pub const RETIRED_TICKS: u64 = 60;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -218,9 +224,10 @@ struct State {
     /// The points since each moment a stage began, by its first tick (only those some route
     /// is in).
     stages: BTreeMap<u64, StageSeries<Span>>,
-    /// Read at every tick: routes with shadow rules or a shadow report (comparisons finish
-    /// after the request was counted).
-    watched: Vec<String>,
+    /// The activity marks of the table followed last, with its shadowed routes.
+    marks: Option<TableMarks>,
+    /// Those of the tables it replaced, taken until their `until` tick.
+    retired: Vec<TableMarks>,
     /// Routes marked active at the last tick: read once more (a request that was counted as
     /// the tick read its route is in the next reading).
     recheck: Vec<String>,
@@ -230,18 +237,33 @@ struct State {
     reads: usize,
 }
 
+/// A table's activity marks and its shadowed routes (index, name), by index.
+#[derive(Debug)]
+struct TableMarks {
+    activity: Arc<RouteActivity>,
+    shadowed: Vec<(usize, String)>,
+    until: u64,
+}
+
 impl State {
     /// Follows a new route table: forgets routes that left, starts the history of new ones,
     /// restarts "since the stage began" of routes whose stage changed. Reads every route.
     fn follow(&mut self, table: &RouteTable, shadow: &ShadowService, tick: u64, now: u64) {
         let first_tick = tick == 0;
         self.routes.retain(|name, _| table.route(name).is_some());
-        self.watched.clear();
+        // mirrors bound in the previous table still mark it when their comparison ends
+        if let Some(mut m) = self.marks.take().filter(|m| !Arc::ptr_eq(&m.activity, &table.activity)) {
+            m.until = tick + RETIRED_TICKS;
+            self.retired.push(m);
+        }
+        let shadowed = table.routes.iter().enumerate().filter(|(_, r)| r.shadow.is_some());
+        self.marks = Some(TableMarks {
+            activity: table.activity.clone(),
+            shadowed: shadowed.map(|(i, r)| (i, r.name.clone())).collect(),
+            until: u64::MAX,
+        });
         for route in &table.routes {
             let stage = route.stage.as_str();
-            if route.shadow.is_some() || shadow.report(&route.name).is_some() {
-                self.watched.push(route.name.clone());
-            }
             match self.routes.get_mut(route.name.as_str()) {
                 None => {
                     self.reads += 1;
@@ -313,9 +335,9 @@ impl TrafficHistory {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records what changed since the last tick: reads the routes of `table` marked active, the
-    /// shadowed ones, the ones marked at the last tick, and every route when `table` is not the
-    /// one the last tick read.
+    /// Records what changed since the last tick: reads the routes of `table` marked active (by a
+    /// request or a finished shadow comparison), the ones marked at the last tick, and every
+    /// route when `table` is not the one the last tick read.
     pub fn tick(&self, table: &Arc<RouteTable>, shadow: &ShadowService, now: u64) {
         let mut guard = self.state();
         let state = &mut *guard;
@@ -338,13 +360,25 @@ impl TrafficHistory {
         let mut marked = std::mem::take(&mut state.marked);
         marked.clear();
         table.activity.take(&mut marked);
+        // comparisons of mirrors bound in a table since replaced
+        state.retired.retain(|m| m.until > tick);
+        let mut late = Vec::new();
+        for m in &state.retired {
+            let from = marked.len();
+            m.activity.take(&mut marked);
+            for i in marked.drain(from..) {
+                if let Ok(k) = m.shadowed.binary_search_by_key(&i, |(j, _)| *j) {
+                    late.push(m.shadowed[k].1.clone());
+                }
+            }
+        }
         let recheck = std::mem::take(&mut state.recheck);
-        let watched = std::mem::take(&mut state.watched);
-        for name in recheck.iter().chain(&watched) {
+        for name in recheck.iter().chain(&late) {
             if let Some(route) = table.route(name) {
                 state.sample(route, shadow, tick);
             }
         }
+        state.recheck.extend(late);
         for &i in &marked {
             if let Some(route) = table.routes.get(i) {
                 state.sample(route, shadow, tick);
@@ -360,7 +394,6 @@ impl TrafficHistory {
                 state.sample(&table.routes[i], shadow, tick);
             }
         }
-        state.watched = watched;
         state.marked = marked;
     }
 
@@ -502,5 +535,54 @@ weight = 50
         let empty = Arc::new(load_str_offline("r.toml", ROUTES.split("[[routes]]").next().unwrap()).unwrap());
         hist.tick(&empty, &shadow, 7_000);
         assert_eq!(hist.summary("ui-sampler-unit", 7_000)["window_s"], 0.0);
+    }
+
+    /// A comparison that ends ticks after its request (or with no request counted at all)
+    /// marks its route (as the worker does: counts, then the binding's mark): it is read at the
+    /// next tick, and a route whose comparisons have stopped is not read. After a reload, a
+    /// mirror bound in the previous table marks that one: still taken, for a while.
+    #[test]
+    fn a_finished_comparison_marks_its_route() {
+        let routes =
+            ROUTES.replace("ui-sampler-unit", "ui-sampler-cmp").replace("\"canary\"\nweight = 50", "\"shadow\"");
+        let table = Arc::new(load_str_offline("r.toml", &routes).unwrap());
+        assert!(table.routes[0].shadow.is_some());
+        let shadow = ShadowService::disabled();
+        let report = shadow.report_or_new("ui-sampler-cmp");
+        let compared = |table: &RouteTable, n: usize| {
+            for i in 0..n {
+                report.record_comparison(&if i == 0 { vec!["/price".to_string()] } else { vec![] }, &[]);
+                table.activity.mark(0);
+            }
+        };
+        let hist = TrafficHistory::default();
+        hist.tick(&table, &shadow, 1_000);
+        hist.tick(&table, &shadow, 3_000);
+        assert_eq!(hist.read_at_last_tick(), 0, "nothing to read");
+        compared(&table, 3);
+        hist.tick(&table, &shadow, 5_000);
+        assert_eq!(hist.read_at_last_tick(), 1);
+        let s = hist.summary("ui-sampler-cmp", 5_000);
+        assert_eq!((&s["compared"], &s["legacy"]["requests"]), (&json!(3), &json!(0)), "{s}");
+        hist.tick(&table, &shadow, 7_000); // the recheck
+        hist.tick(&table, &shadow, 9_000);
+        assert_eq!(hist.read_at_last_tick(), 0, "no comparison since: not read");
+        // a reload; then a mirror queued before it is compared
+        let reloaded = Arc::new(load_str_offline("r.toml", &routes).unwrap());
+        hist.tick(&reloaded, &shadow, 11_000);
+        hist.tick(&reloaded, &shadow, 13_000);
+        compared(&table, 1);
+        hist.tick(&reloaded, &shadow, 15_000);
+        assert_eq!(hist.read_at_last_tick(), 1, "the previous table's mark is taken");
+        assert_eq!(hist.summary("ui-sampler-cmp", 15_000)["compared"], 4);
+        // long after the reload it is not
+        let mut now = 15_000;
+        for _ in 0..RETIRED_TICKS {
+            now += 2_000;
+            hist.tick(&reloaded, &shadow, now);
+        }
+        table.activity.mark(0);
+        hist.tick(&reloaded, &shadow, now + 2_000);
+        assert_eq!(hist.read_at_last_tick(), 0);
     }
 }
