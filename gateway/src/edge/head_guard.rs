@@ -53,7 +53,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,6 +72,11 @@ use super::framing::{Framing, FramingError, Step};
 /// The longest incomplete head held back from Pingora; a longer one is handed over as it comes
 /// (Pingora and `max_header_bytes` then judge its size).
 const MAX_HELD: usize = 64 * 1024;
+
+/// The largest buffer [`HeadGuard::wait_next_head`] keeps between requests (the first read of
+/// a keep-alive request is copied into it: a typical head fits, and the allocation is made once
+/// per connection instead of once per request).
+const AHEAD_KEPT: usize = 512;
 
 /// The most body bytes handed over with the end of a head: whatever Pingora reads with a head it
 /// gives back as the first piece of the body, and a buffered body must fit Pingora's retry
@@ -154,6 +159,10 @@ pub struct HeadGuard {
     /// The keep-alive timer, kept for the connection's life: its deadline may be an earlier
     /// wait's (then it fires early and is moved on, see [`HeadGuard::idle_expired`]).
     idle_timer: Option<Pin<Box<Sleep>>>,
+    /// The task `idle_timer` last registered to wake (a poll of it returned pending): while the
+    /// timer has not fired, it will wake that task by its deadline, so a wait of the same task
+    /// does not poll it again (see [`HeadGuard::idle_expired`]).
+    idle_waker: Option<Waker>,
     /// Closed for silence: every read is an end of stream.
     idled_out: bool,
     /// The requests on the connection, followed on every byte read.
@@ -181,7 +190,8 @@ pub struct HeadGuard {
     /// How much of `held` Pingora has been given.
     released: usize,
     /// What [`HeadGuard::wait_next_head`] read of the next request, to go through the guard's
-    /// reads as if read from the client then.
+    /// reads as if read from the client then (its allocation kept between requests, up to
+    /// [`AHEAD_KEPT`]).
     ahead: Vec<u8>,
     /// Largest read handed over past a head (0: no cap); set while the proxy buffers a body.
     read_cap: AtomicUsize,
@@ -202,6 +212,7 @@ impl HeadGuard {
             idle: false,
             idle_since: None,
             idle_timer: None,
+            idle_waker: None,
             idled_out: false,
             framing: Framing::new(),
             request: 0,
@@ -299,7 +310,10 @@ impl HeadGuard {
             let mut first = [MaybeUninit::<u8>::uninit(); 2048];
             let mut buf = ReadBuf::uninit(&mut first);
             match Pin::new(&mut *self.inner).poll_read(cx, &mut buf) {
-                Poll::Ready(read) => Poll::Ready(Some(read.map(|()| buf.filled().to_vec()))),
+                Poll::Ready(read) => Poll::Ready(Some(read.map(|()| {
+                    // into the connection's small buffer, kept from the previous request
+                    self.ahead.extend_from_slice(buf.filled());
+                }))),
                 // the connection's keep-alive timer, as for a wait inside Pingora: no timer
                 // registration per request
                 Poll::Pending if timed && self.idle_expired(cx) => Poll::Ready(None),
@@ -314,10 +328,7 @@ impl HeadGuard {
                 let _ = self.close_idle();
                 false
             }
-            Some(Ok(bytes)) if !bytes.is_empty() => {
-                self.ahead = bytes;
-                true
-            }
+            Some(Ok(())) if !self.ahead.is_empty() => true,
             // an end of stream or a broken one, before any byte of a head: ended quietly, as
             // Pingora does
             _ => false,
@@ -332,7 +343,12 @@ impl HeadGuard {
         let n = buf.remaining().min(self.ahead.len());
         buf.put_slice(&self.ahead[..n]);
         if n == self.ahead.len() {
-            self.ahead = Vec::new();
+            // kept for the next request unless large (an idle connection holds it)
+            if self.ahead.capacity() > AHEAD_KEPT {
+                self.ahead = Vec::new();
+            } else {
+                self.ahead.clear();
+            }
         } else {
             self.ahead.drain(..n);
         }
@@ -466,12 +482,25 @@ impl HeadGuard {
     /// The timer is the connection's: a registration in tokio's timer wheel (and its removal) per
     /// keep-alive request was ~1k instructions. An earlier wait's deadline is sooner than this
     /// one's, so the timer may fire early; then, and only then, it is moved to this wait's.
+    ///
+    /// A timer already registered to wake this task by `due` (polled pending, not fired since)
+    /// is not polled again: a poll (coop budget, waker registration) was ~120 instructions, two
+    /// per keep-alive request. It wakes the task when it fires; that wake's poll finds it
+    /// elapsed and takes the path below.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let since = *self.idle_since.get_or_insert_with(Instant::now);
         let due = since + self.keepalive_timeout;
+        if let (Some(timer), Some(waker)) = (&self.idle_timer, &self.idle_waker) {
+            if timer.deadline() <= due && !timer.is_elapsed() && waker.will_wake(cx.waker()) {
+                return false;
+            }
+        }
         let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         loop {
             if timer.as_mut().poll(cx).is_pending() {
+                if !self.idle_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.idle_waker = Some(cx.waker().clone());
+                }
                 return false;
             }
             if timer.deadline() >= due {

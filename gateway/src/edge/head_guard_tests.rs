@@ -420,3 +420,21 @@ async fn a_request_read_already_is_not_waited_for() {
     g.rearm();
     assert!(!g.before_next_head(), "request 3 has begun: Pingora reads it at once");
 }
+
+/// The idle timer is polled again only for another task than the one it was registered to wake:
+/// a wait moved to another task is still ended by it.
+#[tokio::test(start_paused = true)]
+async fn the_idle_timer_wakes_the_task_that_waits_now() {
+    let (mut g, _client) = kept_alive().await;
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let first = Waker::noop();
+    let mut cx = Context::from_waker(first);
+    assert!(Pin::new(&mut g).poll_read(&mut cx, &mut ReadBuf::new(&mut buf)).is_pending());
+    assert!(g.idle_waker.is_some(), "the timer registered for the first waker");
+    // this test's task: a different waker, which the timer must wake at the idle timeout
+    let got = read_within(&mut g, IDLE * 3).await.expect("ended by the idle timer").unwrap();
+    assert_eq!(got, b"");
+    let waited = started.elapsed();
+    assert!(waited >= IDLE && waited < IDLE + Duration::from_millis(10), "closed after {waited:?}");
+}
