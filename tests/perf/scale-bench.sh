@@ -24,7 +24,8 @@
 #         the machine's cores: on a 2-core machine neither can double.
 # rate    Latency at a fixed request rate of half nginx's maximum (the "threads" part's one-worker
 #         nginx rate): h2load --h1 --rps (a request rate per client over RATE_CLIENTS keep-alive
-#         connections; not -r, which is a connection rate), gateway versus nginx: p50 / p99 /
+#         connections, connected over one send interval with -r so that the requests are spread
+#         out rather than sent in bursts of RATE_CLIENTS), gateway versus nginx: p50 / p99 /
 #         p99.9 from h2load's per-request log, the achieved rate printed beside the target. When
 #         either side missed the target by more than 5% in any round, no ratio is reported at
 #         that rate; if nginx held it and the gateway did not, the highest rate the gateway holds
