@@ -73,6 +73,39 @@ wrk_run() {
   RUN_REQS=$(awk '/requests in/ {print $1}' <<<"$out")
 }
 
+# h2load_rate_run URL RATE CLIENTS LOG: one h2load run of DURATION seconds at RATE req/s over
+# CLIENTS keep-alive HTTP/1.1 connections (h2load --rps: a request rate per connection; a request
+# due while the connection's previous one is in flight goes out when it is answered); sets R_P50
+# R_P99 R_P999 (ms) and R_RPS (achieved: requests in the measured window / DURATION). Exits on a
+# failed request. Prefix with H2LOAD=(taskset -c N h2load) to pin it.
+# The clients' first requests are spread evenly over one send interval (h2load -r: RATE/1000
+# connections a millisecond, its finest period; each client's --rps timer starts when it
+# connects, so about RATE/1000 requests go out together each millisecond). Without that all
+# clients connect at once and their timers fire together: the proxy gets bursts of CLIENTS
+# requests every CLIENTS/RATE s, and the latency measures how long it takes to work through a
+# burst (its CPU per request times the burst), not a normal load. -r excludes -D, so the run is
+# a request count (each client's share at its rate lasts DURATION + 2 s) and the window measured
+# is cut from h2load's per-request log: the requests started from 1 s after the first one for
+# DURATION s (warm-up before, the clients' staggered ends after).
+h2load_rate_run() {
+  local url=$1 rate=$2 clients=$3 log=$4 out ok all per n
+  local -a cmd=("${H2LOAD[@]:-h2load}")
+  per=$(awk -v r="$rate" -v c="$clients" 'BEGIN{ printf "%.3f", r / c }')
+  n=$(( rate * (DURATION + 2) / clients * clients ))
+  rm -f "$log"   # h2load appends to its log file
+  out=$(timeout -k 5 $((DURATION + 30)) "${cmd[@]}" --h1 -t1 -c"$clients" --rps="$per" -n "$n" \
+          -r $(( (rate + 999) / 1000 )) --rate-period=1ms --log-file="$log" "$url" 2>&1) \
+    || { echo "h2load failed:"; echo "$out"; exit 1; }
+  ok=$(awk '/^status codes:/ {print $3}' <<<"$out"); all=$(awk '/^requests:/ {print $2}' <<<"$out")
+  [[ $ok == "$all" && $all != 0 ]] || { echo "failed requests at a fixed rate to $url:"; echo "$out"; exit 1; }
+  # the log: start (us since the epoch), status, latency (us); the window's requests only
+  awk -v d="$DURATION" 'NR==FNR { if (min == "" || $1 < min) min = $1; next }
+    $1 >= min + 1e6 && $1 < min + 1e6 + d * 1e6 { print $3 }' "$log" "$log" | sort -n > "$log.window"
+  read -r R_P50 R_P99 R_P999 < <(awk '{v[NR]=$1} END{
+    printf "%.3f %.3f %.3f\n", v[int(NR*0.5)]/1000, v[int(NR*0.99)]/1000, v[int(NR*0.999)]/1000 }' "$log.window")
+  R_RPS=$(awk -v n="$(wc -l < "$log.window")" -v d="$DURATION" 'BEGIN{ printf "%.0f", n / d }')
+}
+
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b>0 ? a/b : 0) }'; }
 

@@ -302,8 +302,9 @@ echo
 # five times nginx's throughput. What a user feels is the latency at the load they run. Here
 # both shadowing cases (fast candidate) are driven at the same request rate, half of nginx
 # mirror's maximum measured above, with h2load --h1 --rps (a request rate per keep-alive
-# connection, RATE_CLIENTS of them, as scale-bench.sh's fixed-rate part), rounds alternating;
-# p50/p99 from h2load's per-request log. FIXED_RATE=0 skips it.
+# connection, RATE_CLIENTS of them, their requests spread out rather than sent in bursts:
+# lib.sh's h2load_rate_run, as scale-bench.sh's fixed-rate part), rounds alternating; p50/p99
+# from h2load's per-request log. FIXED_RATE=0 skips it.
 FR_KEYS="shadow_fixed_rate_rps=0 shadow_fixed_rate_held=0 shadow_vs_nginx_mirror_p99_fixed_rate=0"
 if [[ ${FIXED_RATE:-1} == 1 && " $CASES " == *" gw-shadow-fast "* && " $CASES " == *" nginx-mirror-fast "* ]]; then
   FR=$(awk -v r="${MR[nginx-mirror-fast]}" 'BEGIN{ printf "%d", r / 2 }')
@@ -315,14 +316,8 @@ if [[ ${FIXED_RATE:-1} == 1 && " $CASES " == *" gw-shadow-fast "* && " $CASES " 
   for r in $(seq 1 "$ROUNDS"); do
     if (( r % 2 )); then order="gw-shadow-fast nginx-mirror-fast"; else order="nginx-mirror-fast gw-shadow-fast"; fi
     for c in $order; do
-      log=$WORK/rate-$c.log; rm -f "$log"   # h2load appends to its log
-      per=$(awk -v r="$FR" -v n="$FR_CLIENTS" 'BEGIN{ printf "%.3f", r / n }')
-      out=$(timeout -k 5 $((DURATION + 30)) "${H2LOAD[@]}" --h1 -t1 -c"$FR_CLIENTS" --rps="$per" -D "$DURATION" \
-              --warm-up-time=1 --log-file="$log" "${URL[$c]}" 2>&1) || { echo "h2load failed:"; echo "$out"; exit 1; }
-      ok=$(awk '/^status codes:/ {print $3}' <<<"$out"); all=$(awk '/^requests:/ {print $2}' <<<"$out")
-      [[ $ok == "$all" && $all != 0 ]] || { echo "failed requests at a fixed rate to $c:"; echo "$out"; exit 1; }
-      read -r p50 p99 < <(cut -f3 "$log" | sort -n | awk '{v[NR]=$1} END{ printf "%.3f %.3f\n", v[int(NR*0.5)]/1000, v[int(NR*0.99)]/1000 }')
-      got=$(awk -v n="$(wc -l < "$log")" -v d="$DURATION" 'BEGIN{ printf "%.0f", n / d }')
+      h2load_rate_run "${URL[$c]}" "$FR" "$FR_CLIENTS" "$WORK/rate-$c.log"
+      p50=$R_P50; p99=$R_P99; got=$R_RPS
       [[ -n ${ROUTE[$c]:-} ]] && shadow_settled "$METRICS" "${ROUTE[$c]}"
       FP50[$c]+="$p50 "; FP99[$c]+="$p99 "; FLOW[$c]+="$got "
       printf 'round %d %-18s target %6d req/s, achieved %6d  p50 %7.3f ms  p99 %7.3f ms  (load %s)\n' "$r" "$c" "$FR" "$got" "$p50" "$p99" "$(loadavg)"

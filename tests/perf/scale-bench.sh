@@ -395,34 +395,9 @@ if part rate; then
     H2LOAD=(taskset -c 0 h2load)
     echo "pinned: proxies on CPU 1, h2load and the upstream on CPU 0"
   fi
-  # rate_run CASE RATE: one h2load run at RATE req/s; sets R_P50 R_P99 R_P999 (ms) and R_RPS
-  # (achieved: requests in the measured window / its duration).
-  # The clients' first requests are spread evenly over one send interval (h2load -r: RATE/1000
-  # connections a millisecond, its finest period; each client's --rps timer starts when it
-  # connects, so about RATE/1000 requests go out together each millisecond). Without that
-  # all clients connect at once and their timers fire together: the proxy then gets bursts of
-  # RATE_CLIENTS requests at once every RATE_CLIENTS/RATE s, and the latency measures how long a
-  # proxy takes to work through a burst (per-request CPU times the burst), not a normal load.
-  # -r excludes -D, so the run is a request count (each client's share at its rate lasts
-  # DURATION + 2 s) and the measured window is cut from h2load's per-request log: the requests
-  # started from 1 s after the first one to DURATION s later (warm-up before, the staggered
-  # ends after).
-  rate_run() {
-    local log=$WORK/rate-$1.log out ok all per n
-    per=$(awk -v r="$2" -v c="$CLIENTS" 'BEGIN{ printf "%.3f", r / c }')
-    n=$(( $2 * (DURATION + 2) / CLIENTS * CLIENTS ))
-    rm -f "$log"   # h2load appends to its log file
-    out=$(timeout -k 5 $((DURATION + 30)) "${H2LOAD[@]}" --h1 -t1 -c"$CLIENTS" --rps="$per" -n "$n" \
-            -r $(( ($2 + 999) / 1000 )) --rate-period=1ms --log-file="$log" "${URL[$1]}" 2>&1) || { echo "h2load failed:"; echo "$out"; exit 1; }
-    ok=$(awk '/^status codes:/ {print $3}' <<<"$out"); all=$(awk '/^requests:/ {print $2}' <<<"$out")
-    [[ $ok == "$all" && $all != 0 ]] || { echo "failed requests at a fixed rate to $1:"; echo "$out"; exit 1; }
-    # the log: start (us since the epoch), status, latency (us); the window's requests only
-    awk -v d="$DURATION" 'NR==FNR { if (min == "" || $1 < min) min = $1; next }
-      $1 >= min + 1e6 && $1 < min + 1e6 + d * 1e6 { print $3 }' "$log" "$log" | sort -n > "$log.window"
-    read -r R_P50 R_P99 R_P999 < <(awk '{v[NR]=$1} END{
-      printf "%.3f %.3f %.3f\n", v[int(NR*0.5)]/1000, v[int(NR*0.99)]/1000, v[int(NR*0.999)]/1000 }' "$log.window")
-    R_RPS=$(awk -v n="$(wc -l < "$log.window")" -v d="$DURATION" 'BEGIN{ printf "%.0f", n / d }')
-  }
+  # rate_run CASE RATE: one run at RATE req/s (lib.sh's h2load_rate_run: the clients' requests
+  # spread out, not in bursts); sets R_P50 R_P99 R_P999 (ms) and R_RPS.
+  rate_run() { h2load_rate_run "${URL[$1]}" "$2" "$CLIENTS" "$WORK/rate-$1.log"; }
   # rate_rounds RATE: ROUNDS alternating rounds of both proxies at RATE; prints each round and a
   # table; sets HELD (both held >= 95% of RATE in every round) and P99R / P999R (gateway over
   # nginx, medians of the rounds).
