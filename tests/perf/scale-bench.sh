@@ -30,8 +30,9 @@
 #         either side missed the target by more than 5% in any round, no ratio is reported at
 #         that rate; if nginx held it and the gateway did not, the highest rate the gateway holds
 #         is searched (from 90% of what it reached, -15% a step) and both are run at that rate
-#         (fixed_rate_common_*). Then both at half of the gateway's own maximum
-#         (fixed_rate_half_gw_*: a normal load for the gateway; RATE_HALF_GW=0 skips it).
+#         (fixed_rate_common_*). Then both, and the minimal Pingora proxy, at half of the
+#         gateway's own maximum (fixed_rate_half_gw_*: a normal load for the gateway;
+#         RATE_HALF_GW=0 skips it).
 #         RATE_PIN=1 pins the proxies to CPU 1, h2load and the upstream to CPU 0.
 #
 # The last line is machine-readable:
@@ -46,7 +47,8 @@
 #          [fixed_rate_common_rps=...|none fixed_rate_common_held=0|1
 #           fixed_rate_common_p99_vs_nginx=...|missed fixed_rate_common_p999_vs_nginx=...]
 #          [fixed_rate_half_gw_rps=... fixed_rate_half_gw_held=0|1
-#           fixed_rate_half_gw_p99_vs_nginx=...|missed fixed_rate_half_gw_p999_vs_nginx=...] load1=...
+#           fixed_rate_half_gw_p99_vs_nginx=...|missed fixed_rate_half_gw_p999_vs_nginx=...
+#           fixed_rate_half_gw_p99_vs_pingora=...|missed] load1=...
 # Targets (issue 16): routes_10k_vs_10_rps within 0.95-1.05, check_10k_ms and reload_10k_ms
 # < 100, reload_failed_requests = 0, fixed_rate_p99_vs_nginx <= 1.2.
 #
@@ -404,9 +406,9 @@ if part rate; then
   rate_rounds() {
     local r c order low
     declare -A p50 p99 p999 rps
-    for c in nginx-rate gw-rate; do p50[$c]=""; p99[$c]=""; p999[$c]=""; rps[$c]=""; done
+    for c in $RATE_CASES; do p50[$c]=""; p99[$c]=""; p999[$c]=""; rps[$c]=""; done
     for r in $(seq 1 "$ROUNDS"); do
-      if (( r % 2 )); then order="nginx-rate gw-rate"; else order="gw-rate nginx-rate"; fi
+      if (( r % 2 )); then order=$RATE_CASES; else order=$(tr ' ' '\n' <<<"$RATE_CASES" | tac | tr '\n' ' '); fi
       for c in $order; do
         rate_run "$c" "$1"
         p50[$c]+="$R_P50 "; p99[$c]+="$R_P99 "; p999[$c]+="$R_P999 "; rps[$c]+="$R_RPS "
@@ -418,7 +420,7 @@ if part rate; then
     printf '| %-11s | %10s | %10s | %8s | %8s | %8s |\n' case "target/s" "achieved/s" "p50 ms" "p99 ms" "p99.9 ms"
     printf '|-------------|-----------:|-----------:|---------:|---------:|---------:|\n'
     HELD=1
-    for c in nginx-rate gw-rate; do
+    for c in $RATE_CASES; do
       # the slowest round counts: a round that missed the rate measured another load
       low=$(tr ' ' '\n' <<<"${rps[$c]}" | grep -v '^$' | sort -n | head -1)
       LOW[$c]=$low
@@ -427,9 +429,11 @@ if part rate; then
         "$(median "${p99[$c]}")" "$(median "${p999[$c]}")"
     done
     P99R=$(ratio "$(median "${p99[gw-rate]}")" "$(median "${p99[nginx-rate]}")")
+    [[ -n ${p99[pingora-rate]:-} ]] && P99P=$(ratio "$(median "${p99[gw-rate]}")" "$(median "${p99[pingora-rate]}")")
     P999R=$(ratio "$(median "${p999[gw-rate]}")" "$(median "${p999[nginx-rate]}")")
   }
   declare -A LOW
+  RATE_CASES="nginx-rate gw-rate"
   rate_rounds "$RATE"
   RESULT+=" fixed_rate_rps=$RATE fixed_rate_held=$HELD"
   if (( HELD )); then
@@ -471,13 +475,25 @@ if part rate; then
   if [[ ${RATE_HALF_GW:-1} == 1 ]]; then
     DURATION=$DURATION wrk_run "${URL[gw-rate]}"; GWMAX=$RUN_RPS
     HALF_GW=$(awk -v r="$GWMAX" 'BEGIN{ printf "%d", r / 2 }')
-    echo; echo "== both proxies at half the gateway's own maximum ($GWMAX req/s measured, so $HALF_GW req/s)"
+    # and the minimal Pingora proxy (gateway/examples/minimal_proxy.rs) at the same rate: the
+    # floor of Pingora's own HTTP/1 path, pinned like the gateway
+    MIN_BIN=${MINIMAL_BIN:-$(dirname "$BIN")/examples/minimal_proxy}
+    [[ -x $MIN_BIN ]] || (cd "$ROOT" && cargo build --profile "$(basename "$(dirname "$BIN")")" -p strangler-gateway --example minimal_proxy >&2)
+    MINR=$(port); "$MIN_BIN" "127.0.0.1:$MINR" "127.0.0.1:$UP" > "$WORK/minimal-rate.log" 2>&1 & PIDS+=($!)
+    MINR_PID=$!; wait_port "$MINR"
+    [[ ${RATE_PIN:-0} == 1 ]] && (( $(nproc) >= 2 )) && taskset -a -cp 1 "$MINR_PID" > /dev/null
+    URL[pingora-rate]="http://127.0.0.1:$MINR/api/s1/items/9"
+    DURATION=1 wrk_run "${URL[pingora-rate]}"   # warm its pool like the others'
+    echo; echo "== the proxies at half the gateway's own maximum ($GWMAX req/s measured, so $HALF_GW req/s)"
+    RATE_CASES="nginx-rate gw-rate pingora-rate"; P99P=""
     rate_rounds "$HALF_GW"
     RESULT+=" fixed_rate_half_gw_rps=$HALF_GW fixed_rate_half_gw_held=$HELD"
     if (( HELD )); then
       RESULT+=" fixed_rate_half_gw_p99_vs_nginx=$P99R fixed_rate_half_gw_p999_vs_nginx=$P999R"
+      RESULT+=" fixed_rate_half_gw_p99_vs_pingora=$P99P"
     else
       RESULT+=" fixed_rate_half_gw_p99_vs_nginx=missed fixed_rate_half_gw_p999_vs_nginx=missed"
+      RESULT+=" fixed_rate_half_gw_p99_vs_pingora=missed"
     fi
   fi
   echo
