@@ -401,7 +401,7 @@ async fn http2_requests_are_shadowed_like_http1() {
 /// closes without answering (as one that crashed, or whose keep-alive timeout raced the write).
 /// Returns its address, the request lines it read and its connection count.
 async fn hanging_up_candidate() -> (SocketAddr, Arc<Mutex<Vec<String>>>, Arc<Mutex<usize>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (lines, conns) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
@@ -413,26 +413,7 @@ async fn hanging_up_candidate() -> (SocketAddr, Arc<Mutex<Vec<String>>>, Arc<Mut
             let seen = seen.clone();
             tokio::spawn(async move {
                 for answered in [true, false] {
-                    // one request: its head, then its Content-Length's worth of body
-                    let mut req = Vec::new();
-                    let mut b = [0u8; 4096];
-                    let mut want = None;
-                    while want.is_none_or(|w| req.len() < w) {
-                        match sock.read(&mut b).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&b[..n]),
-                        }
-                        if want.is_none() {
-                            want = req.windows(4).position(|w| w == b"\r\n\r\n").map(|end| {
-                                let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
-                                let len = head
-                                    .split("content-length: ")
-                                    .nth(1)
-                                    .and_then(|v| v.split("\r\n").next().and_then(|n| n.parse::<usize>().ok()));
-                                end + 4 + len.unwrap_or(0)
-                            });
-                        }
-                    }
+                    let Some(req) = strangler_support::raw_http::read_request(&mut sock).await else { return };
                     let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_string();
                     seen.lock().unwrap().push(line);
                     if answered {

@@ -546,25 +546,7 @@ mod tests {
                 c.fetch_add(1, Ordering::SeqCst);
                 loop {
                     // one request: its head, then as many body bytes as its Content-Length says
-                    let mut req = Vec::new();
-                    let mut b = [0u8; 1024];
-                    let mut want = None;
-                    while want.is_none_or(|w| req.len() < w) {
-                        match sock.read(&mut b).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => req.extend_from_slice(&b[..n]),
-                        }
-                        if want.is_none() {
-                            want = req.windows(4).position(|w| w == b"\r\n\r\n").map(|end| {
-                                let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
-                                let len = head
-                                    .split("content-length: ")
-                                    .nth(1)
-                                    .and_then(|v| v.split("\r\n").next().and_then(|n| n.parse::<usize>().ok()));
-                                end + 4 + len.unwrap_or(0)
-                            });
-                        }
-                    }
+                    let req = strangler_support::raw_http::read_request(&mut sock).await.unwrap_or_default();
                     if req.is_empty() || next >= answers.len() {
                         break;
                     }

@@ -3,12 +3,15 @@
 //!
 //! Everything here is blocking `std` code so it can be used from sync tests, async tests (call
 //! it before or outside the runtime's hot path) and from the local stack runner alike; the one
-//! exception is the test OTLP receiver (`otlp`, feature `otlp`), which runs on tokio.
+//! exceptions are the test OTLP receiver (`otlp`, feature `otlp`) and the raw HTTP/1.1 request
+//! reader for scripted peers (`raw_http`, feature `raw-http`), which run on tokio.
 
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod pg;
 pub mod process;
+#[cfg(feature = "raw-http")]
+pub mod raw_http;
 pub mod redis;
 pub mod stack;
 pub mod tls;
