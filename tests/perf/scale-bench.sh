@@ -373,9 +373,9 @@ fi
 # --- rate --------------------------------------------------------------------------------------
 if part rate; then
   echo "== latency at a fixed rate of half nginx's maximum (one worker / one thread, 1,000 routes)"
-  # only the 1,000-route gateway takes part: the others (routes part) stop, so that their
-  # background threads do not share the machine during the latency runs
-  for n in 10 10000; do [[ -n ${GWPID[$n]:-} ]] && kill "${GWPID[$n]}" 2>/dev/null; done; true
+  # only the 1,000-route gateway takes part: the others (routes and threads parts) and the
+  # two-worker nginx stop, so that they do not share the machine during the latency runs
+  for p in ${GWPID[10]:-} ${GWPID[10000]:-} ${GW1_PID:-} ${GW2_PID:-} ${NGX2_MASTER:-}; do kill "$p" 2>/dev/null || true; done
   if [[ -z ${MR[nginx-1]:-} ]]; then
     DURATION=$DURATION wrk_run "${URL[nginx-1]}"; MR[nginx-1]=$RUN_RPS
   fi
