@@ -12,13 +12,23 @@ use std::time::Duration;
 
 use common::*;
 
-const TYPED: &str = "
+/// The table of every type, the same on both sides.
+macro_rules! typed_table {
+    () => {
+        "
 CREATE TABLE typed (
     id int PRIMARY KEY, n numeric, n2 numeric(12, 4), f8 float8, f4 real, i2 smallint, i8 bigint, b bool,
     ts timestamp, tz timestamptz, d date, tm time, iv interval,
     t text, vc varchar(10), ch char(3), bin bytea, u uuid, ip inet,
     j json, jb jsonb, arr int[], tarr text[], grid int[][], r int4range
 );
+"
+    };
+}
+
+const TYPED: &str = concat!(
+    typed_table!(),
+    "
 INSERT INTO typed (id) VALUES (1);
 INSERT INTO typed VALUES
   (2, 'NaN', 12.3400, 'Infinity', '-Infinity', -32768, 9223372036854775807, true,
@@ -36,16 +46,10 @@ INSERT INTO typed (id, n, f8, tz, t, jb, arr)
          jsonb_build_object('g', g), ARRAY[g, NULL, -g]
   FROM generate_series(10, 3000) g;
 ANALYZE typed;
-";
-
-const TYPED_TGT: &str = "
-CREATE TABLE typed (
-    id int PRIMARY KEY, n numeric, n2 numeric(12, 4), f8 float8, f4 real, i2 smallint, i8 bigint, b bool,
-    ts timestamp, tz timestamptz, d date, tm time, iv interval,
-    t text, vc varchar(10), ch char(3), bin bytea, u uuid, ip inet,
-    j json, jb jsonb, arr int[], tarr text[], grid int[][], r int4range
+"
 );
-";
+
+const TYPED_TGT: &str = typed_table!();
 
 /// The same values, one column retyped by the target (int → bigint, varchar → text).
 const RETYPED: &str = "

@@ -388,25 +388,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
     ) -> Result<(), WalSenderError> {
         let opts = options.iter().map(|(k, v)| format!("{} {}", quote_ident(k), quote_literal(v))).collect::<Vec<_>>();
         let sql = format!("START_REPLICATION SLOT {} LOGICAL {start} ({})", quote_ident(slot), opts.join(", "));
-        frontend::query(&sql, &mut self.out)?;
+        self.start_copy(&sql, b'W', "START_REPLICATION ended without streaming", "after START_REPLICATION").await
+    }
+
+    /// Sends `sql` as a simple query and reads until the server starts the copy it asked for
+    /// (`want`: `W` CopyBoth for replication, `H` CopyOut). The server's error, or `none` when
+    /// it became ready without one, if it did not; `where_` names the step in a protocol error.
+    async fn start_copy(&mut self, sql: &str, want: u8, none: &str, where_: &str) -> Result<(), WalSenderError> {
+        frontend::query(sql, &mut self.out)?;
         self.send().await?;
         let mut error = None;
         loop {
             let (tag, body) = self.message().await?;
             match tag {
-                b'W' => return Ok(()),
+                t if t == want => return Ok(()),
                 b'E' => error = Some(server_error(&body)),
                 b'Z' => {
-                    return Err(error.map(WalSenderError::Server).unwrap_or_else(|| {
-                        WalSenderError::Protocol("START_REPLICATION ended without streaming".into())
-                    }))
+                    return Err(error
+                        .map(WalSenderError::Server)
+                        .unwrap_or_else(|| WalSenderError::Protocol(none.into())))
                 }
                 b'N' | b'S' => {}
                 other => {
-                    return Err(WalSenderError::Protocol(format!(
-                        "unexpected message {:?} after START_REPLICATION",
-                        other as char
-                    )))
+                    return Err(WalSenderError::Protocol(format!("unexpected message {:?} {where_}", other as char)))
                 }
             }
         }
@@ -468,28 +472,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WalSenderConnection<S> {
 
     /// Start `COPY ... TO STDOUT` (a simple query); returns once the server sends the rows.
     pub async fn start_copy_out(&mut self, sql: &str) -> Result<(), WalSenderError> {
-        frontend::query(sql, &mut self.out)?;
-        self.send().await?;
-        let mut error = None;
-        loop {
-            let (tag, body) = self.message().await?;
-            match tag {
-                b'H' => return Ok(()),
-                b'E' => error = Some(server_error(&body)),
-                b'Z' => {
-                    return Err(error
-                        .map(WalSenderError::Server)
-                        .unwrap_or_else(|| WalSenderError::Protocol("COPY TO STDOUT sent no rows".into())))
-                }
-                b'N' | b'S' => {}
-                other => {
-                    return Err(WalSenderError::Protocol(format!(
-                        "unexpected message {:?} before COPY data",
-                        other as char
-                    )))
-                }
-            }
-        }
+        self.start_copy(sql, b'H', "COPY TO STDOUT sent no rows", "before COPY data").await
     }
 
     /// Append the COPY data of the started COPY to `batch` (without the message framing) until
