@@ -86,25 +86,6 @@ UP=$(port)
 start_json_upstream "$WORK/up" "$UP"; UP_MASTER=${PIDS[-1]}
 RESULT=""
 
-# gen_routes N FILE LISTEN ADMIN THREADS [GATEWAY_LINE]: a routes.toml with N routes of four
-# kinds (GATEWAY_LINE: one more [gateway] key).
-gen_routes() {
-  local n=$1 i
-  {
-    printf '[gateway]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\nadmin_token = "bench"\nthreads = %s\n%s\n' "$3" "$4" "$5" "${6:-}"
-    printf '[defaults]\nupstream = "legacy"\n[upstreams.legacy]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
-    printf '[upstreams.svc]\nendpoints = ["127.0.0.1:%s"]\n' "$UP"
-    for ((i = 0; i < n; i++)); do
-      printf '[[routes]]\nname = "r%d"\n' "$i"
-      case $((i % 4)) in
-        0) printf 'match = { path = "/api/s%d/items" }\nstage = "legacy"\n' "$i" ;;
-        1) printf 'match = { path = "/api/s%d/items/{id}" }\nto = "svc"\nstage = "extracted"\n' "$i" ;;
-        2) printf 'match = { path = "/api/s%d/files/**" }\nto = "svc"\nstage = "extracted"\n' "$i" ;;
-        3) printf 'match = { host = "h%d.example.com", path = "/api/s%d/items/{id}" }\nto = "svc"\nstage = "extracted"\n' "$i" "$i" ;;
-      esac
-    done
-  } > "$2"
-}
 # last_host_route N: the index of the last host route of an N-route table
 last_host_route() { echo $(( ($1 - 4) / 4 * 4 + 3 )); }
 
@@ -113,35 +94,6 @@ wrk_failures() {
   awk '/Socket errors/ { gsub(",", ""); s += $4 + $6 + $8 + $10 } /Non-2xx/ { s += $NF } END { print s + 0 }' <<<"$1"
 }
 
-# start_nginx_proxy DIR PORT WORKERS: nginx as a reverse proxy to the upstream; sets NGX_MASTER.
-start_nginx_proxy() {
-  mkdir -p "$1"
-  cat > "$1/nginx.conf" <<EOF
-worker_processes $3;
-worker_rlimit_nofile $(ulimit -n);
-daemon off;
-error_log $1/error.log warn;
-pid $1/nginx.pid;
-events { worker_connections $(( $(ulimit -n) - 100 )); }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  upstream backend { server 127.0.0.1:$UP; keepalive 512; }
-  server {
-    listen 127.0.0.1:$2;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-EOF
-  nginx -p "$1" -c "$1/nginx.conf" & PIDS+=($!)
-  NGX_MASTER=$!
-}
 
 # measure CASES...: ROUNDS alternating rounds of wrk over the cases (URL[c], HOST[c], PROC[c]);
 # sets MR (median req/s), MP99, CPU (user + kernel us per request).
