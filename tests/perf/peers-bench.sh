@@ -21,12 +21,17 @@
 #          mirrors_dropped_pct_fast=... mirrors_dropped_pct_slow=... shadow_fast_like_for_like=0|1
 #          canary_vs_nginx_split_rps=... canary_vs_nginx_split_p99=... canary_vs_haproxy_rps=...
 #          canary_vs_haproxy_p99=... shadow_fixed_rate_rps=... shadow_fixed_rate_held=0|1
-#          shadow_vs_nginx_mirror_p99_fixed_rate=... pinned=0|1 load1=...
+#          shadow_vs_nginx_mirror_p99_fixed_rate=... shadow_slow_fixed_rate_rps=...
+#          shadow_slow_fixed_rate_held=0|1 shadow_slow_candidate_p99_ratio_fixed_rate=...
+#          pinned=0|1 load1=...
 # shadow_fast_like_for_like is 0 when the gateway dropped more than 5% of the fast candidate's
 # mirrors (a starved shadow runtime on a busy machine): the fast ratios then compare less work.
 # shadow_vs_nginx_mirror_p99_fixed_rate: the fast-candidate p99s at the same fixed request rate
 # (half nginx mirror's maximum; see the part before the RESULT line for why the saturation p99
 # ratio cannot say much on its own); shadow_fixed_rate_held=0 when a round missed that rate.
+# shadow_slow_candidate_p99_ratio_fixed_rate: the gateway's p99 with the slow candidate over its
+# p99 with shadowing off, both at half its shadow-off maximum (a normal load rather than
+# saturation); shadow_slow_fixed_rate_held likewise.
 # Targets (issue 16): shadow_vs_nginx_mirror_rps >= 1.6 with shadow_vs_nginx_mirror_p99 <= 0.2,
 # shadow_slow_candidate_p99_ratio (gateway p99 with the slow candidate / with shadowing off) <= 1.1.
 #
@@ -297,40 +302,59 @@ row "canary: gateway / haproxy weights" gw-canary haproxy-canary
 echo
 # --- shadowing at a fixed rate: the latency a client sees below saturation --------------------
 # At saturation with wrk's closed loop (CONNS connections, one request in flight each), a
-# case's mean latency is CONNS / its throughput (Little's law), so the p99 ratio above is tied to
-# the throughput ratio: a p99 of 0.2x nginx's would need a mean five times shorter, i.e. about
-# five times nginx's throughput. What a user feels is the latency at the load they run. Here
-# both shadowing cases (fast candidate) are driven at the same request rate, half of nginx
-# mirror's maximum measured above, with h2load --h1 --rps (a request rate per keep-alive
-# connection, RATE_CLIENTS of them, their requests spread out rather than sent in bursts:
-# lib.sh's h2load_rate_run, as scale-bench.sh's fixed-rate part), rounds alternating; p50/p99
-# from h2load's per-request log. FIXED_RATE=0 skips it.
-FR_KEYS="shadow_fixed_rate_rps=0 shadow_fixed_rate_held=0 shadow_vs_nginx_mirror_p99_fixed_rate=0"
-if [[ ${FIXED_RATE:-1} == 1 && " $CASES " == *" gw-shadow-fast "* && " $CASES " == *" nginx-mirror-fast "* ]]; then
-  FR=$(awk -v r="${MR[nginx-mirror-fast]}" 'BEGIN{ printf "%d", r / 2 }')
-  FR_CLIENTS=${RATE_CLIENTS:-128}
-  H2LOAD=(h2load); [[ ${PIN:-0} == 1 ]] && H2LOAD=(taskset -c 0 h2load)
-  echo; echo "== shadowing at a fixed rate of $FR req/s (half nginx mirror's maximum), $FR_CLIENTS connections"
-  declare -A FP50 FP99 FLOW
-  for c in gw-shadow-fast nginx-mirror-fast; do FP50[$c]=""; FP99[$c]=""; FLOW[$c]=""; done
+# case's mean latency is CONNS / its throughput (Little's law), so the p99 ratios above are tied
+# to the throughput ratios (and on a 2-core VM a saturation p99 moves by 2-5x between rounds of
+# the same case): a p99 of 0.2x nginx's would need a mean five times shorter, i.e. about five
+# times nginx's throughput. What a user feels is the latency at the load they run. Here two
+# pairs of cases are driven at one request rate each, with h2load --h1 --rps (a request rate per
+# keep-alive connection, RATE_CLIENTS of them, their requests spread out rather than sent in
+# bursts: lib.sh's h2load_rate_run, as scale-bench.sh's fixed-rate part), rounds alternating;
+# p50/p99 from h2load's per-request log. FIXED_RATE=0 skips both.
+# - fast candidate: gw-shadow-fast vs nginx-mirror-fast at half nginx mirror's maximum;
+# - slow candidate: gw-shadow-slow vs gw-off at half the gateway's shadow-off maximum (a normal
+#   load for the gateway): does a candidate that answers 50 ms late move the primary's latency?
+FR_CLIENTS=${RATE_CLIENTS:-128}
+H2LOAD=(h2load); [[ ${PIN:-0} == 1 ]] && H2LOAD=(taskset -c 0 h2load)
+# fixed_rate_pair RATE A B: both cases at RATE req/s over ROUNDS alternating rounds; prints each
+# run and a table; sets FP99_A FP99_B (median p99s) and HELD (0 when a round missed the rate by
+# more than 5%)
+fixed_rate_pair() {
+  local fr=$1 a=$2 b=$3 r c order low
+  declare -A fp50 fp99 flow
+  for c in "$a" "$b"; do fp50[$c]=""; fp99[$c]=""; flow[$c]=""; done
   for r in $(seq 1 "$ROUNDS"); do
-    if (( r % 2 )); then order="gw-shadow-fast nginx-mirror-fast"; else order="nginx-mirror-fast gw-shadow-fast"; fi
+    if (( r % 2 )); then order="$a $b"; else order="$b $a"; fi
     for c in $order; do
-      h2load_rate_run "${URL[$c]}" "$FR" "$FR_CLIENTS" "$WORK/rate-$c.log"
-      p50=$R_P50; p99=$R_P99; got=$R_RPS
+      h2load_rate_run "${URL[$c]}" "$fr" "$FR_CLIENTS" "$WORK/rate-$c.log"
       [[ -n ${ROUTE[$c]:-} ]] && shadow_settled "$METRICS" "${ROUTE[$c]}"
-      FP50[$c]+="$p50 "; FP99[$c]+="$p99 "; FLOW[$c]+="$got "
-      printf 'round %d %-18s target %6d req/s, achieved %6d  p50 %7.3f ms  p99 %7.3f ms  (load %s)\n' "$r" "$c" "$FR" "$got" "$p50" "$p99" "$(loadavg)"
+      fp50[$c]+="$R_P50 "; fp99[$c]+="$R_P99 "; flow[$c]+="$R_RPS "
+      printf 'round %d %-18s target %6d req/s, achieved %6d  p50 %7.3f ms  p99 %7.3f ms  (load %s)\n' "$r" "$c" "$fr" "$R_RPS" "$R_P50" "$R_P99" "$(loadavg)"
     done
   done
   HELD=1
-  for c in gw-shadow-fast nginx-mirror-fast; do
-    low=$(tr ' ' '\n' <<<"${FLOW[$c]}" | grep -v '^$' | sort -n | head -1)
-    awk -v a="$low" -v t="$FR" 'BEGIN{ exit !(a >= 0.95 * t) }' || HELD=0
-    printf '| %-18s | %8d req/s (slowest round) | p50 %7.3f ms | p99 %7.3f ms |\n' "$c" "$low" "$(median "${FP50[$c]}")" "$(median "${FP99[$c]}")"
+  for c in "$a" "$b"; do
+    low=$(tr ' ' '\n' <<<"${flow[$c]}" | grep -v '^$' | sort -n | head -1)
+    awk -v x="$low" -v t="$fr" 'BEGIN{ exit !(x >= 0.95 * t) }' || HELD=0
+    printf '| %-18s | %8d req/s (slowest round) | p50 %7.3f ms | p99 %7.3f ms |\n' "$c" "$low" "$(median "${fp50[$c]}")" "$(median "${fp99[$c]}")"
   done
-  (( HELD )) || echo "a round missed the rate by more than 5%: the fixed-rate ratio compares different loads (shadow_fixed_rate_held=0)"
-  FR_KEYS="shadow_fixed_rate_rps=$FR shadow_fixed_rate_held=$HELD shadow_vs_nginx_mirror_p99_fixed_rate=$(ratio "$(median "${FP99[gw-shadow-fast]}")" "$(median "${FP99[nginx-mirror-fast]}")")"
+  (( HELD )) || echo "a round missed the rate by more than 5%: this fixed-rate ratio compares different loads"
+  FP99_A=$(median "${fp99[$a]}"); FP99_B=$(median "${fp99[$b]}")
+}
+FR_KEYS="shadow_fixed_rate_rps=0 shadow_fixed_rate_held=0 shadow_vs_nginx_mirror_p99_fixed_rate=0"
+if [[ ${FIXED_RATE:-1} == 1 && " $CASES " == *" gw-shadow-fast "* && " $CASES " == *" nginx-mirror-fast "* ]]; then
+  FR=$(awk -v r="${MR[nginx-mirror-fast]}" 'BEGIN{ printf "%d", r / 2 }')
+  echo; echo "== shadowing at a fixed rate of $FR req/s (half nginx mirror's maximum), $FR_CLIENTS connections"
+  fixed_rate_pair "$FR" gw-shadow-fast nginx-mirror-fast
+  (( HELD )) || echo "(shadow_fixed_rate_held=0)"
+  FR_KEYS="shadow_fixed_rate_rps=$FR shadow_fixed_rate_held=$HELD shadow_vs_nginx_mirror_p99_fixed_rate=$(ratio "$FP99_A" "$FP99_B")"
+fi
+SR_KEYS="shadow_slow_fixed_rate_rps=0 shadow_slow_fixed_rate_held=0 shadow_slow_candidate_p99_ratio_fixed_rate=0"
+if [[ ${FIXED_RATE:-1} == 1 && " $CASES " == *" gw-shadow-slow "* && " $CASES " == *" gw-off "* ]]; then
+  SR=$(awk -v r="${MR[gw-off]}" 'BEGIN{ printf "%d", r / 2 }')
+  echo; echo "== the slow candidate at a fixed rate of $SR req/s (half the gateway's shadow-off maximum), $FR_CLIENTS connections"
+  fixed_rate_pair "$SR" gw-shadow-slow gw-off
+  (( HELD )) || echo "(shadow_slow_fixed_rate_held=0)"
+  SR_KEYS="shadow_slow_fixed_rate_rps=$SR shadow_slow_fixed_rate_held=$HELD shadow_slow_candidate_p99_ratio_fixed_rate=$(ratio "$FP99_A" "$FP99_B")"
 fi
 
 echo "RESULT shadow_vs_nginx_mirror_rps=$(ratio "${MR[gw-shadow-fast]}" "${MR[nginx-mirror-fast]}")" \
@@ -343,4 +367,4 @@ echo "RESULT shadow_vs_nginx_mirror_rps=$(ratio "${MR[gw-shadow-fast]}" "${MR[ng
   "canary_vs_nginx_split_p99=$(ratio "${MP99[gw-canary]}" "${MP99[nginx-split]}")" \
   "canary_vs_haproxy_rps=$(ratio "${MR[gw-canary]}" "${MR[haproxy-canary]}")" \
   "canary_vs_haproxy_p99=$(ratio "${MP99[gw-canary]}" "${MP99[haproxy-canary]}")" \
-  "$FR_KEYS pinned=${PIN:-0} load1=$(loadavg | cut -d' ' -f1)"
+  "$FR_KEYS $SR_KEYS pinned=${PIN:-0} load1=$(loadavg | cut -d' ' -f1)"
