@@ -312,3 +312,34 @@ EOF
   nginx -p "$1" -c "$1/nginx.conf" & PIDS+=($!)
   NGX_MASTER=$!
 }
+
+# cpu_sampler_start OUT PID...: every 10 ms until cpu_sampler_stop, appends "epoch_us cpu_ns" to
+# OUT: the CPU time used so far by every thread of each PID and of its children (an nginx
+# master's workers), from /proc/<tid>/schedstat. Sets SAMPLER_PID. For lining a process's CPU up
+# with h2load's per-request log (whose first column is the epoch in microseconds).
+cpu_sampler_start() {
+  local out=$1; shift
+  python3 - "$out" "$@" <<'PY' & SAMPLER_PID=$!
+import glob, os, sys, time
+out, pids = sys.argv[1], sys.argv[2:]
+def tasks():
+    found = []
+    for p in pids:
+        kids = open(f"/proc/{p}/task/{p}/children").read().split() if os.path.exists(f"/proc/{p}/task/{p}/children") else []
+        for q in [p] + kids:
+            found += glob.glob(f"/proc/{q}/task/*/schedstat")
+    return found
+files = tasks()
+with open(out, "w") as f:
+    while True:
+        ns = 0
+        for t in files:
+            try:
+                ns += int(open(t).read().split()[0])
+            except OSError:
+                pass
+        f.write(f"{int(time.time() * 1e6)} {ns}\n"); f.flush()
+        time.sleep(0.01)
+PY
+}
+cpu_sampler_stop() { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; }

@@ -11,7 +11,11 @@
 # The last line is machine-readable:
 #   RESULT tail_rate=... tail_p99_gateway=... tail_p99_pingora=... tail_p99_nginx=...
 #          tail_p99_vs_pingora=... tail_p99_vs_nginx=... tail_slow_windows_gateway=...
-#          tail_slow_windows_pingora=... load1=...
+#          tail_slow_windows_pingora=... tail_slow_cpu_ratio_gateway=... tail_slow_cpu_ratio_pingora=...
+#          load1=...
+# tail_slow_cpu_ratio_*: the proxy's CPU per request in its slow windows over that in the other
+# windows (from its threads' CPU sampled every 10 ms): about 1 when it waited in a slow window
+# (for the CPU, the upstream, the load generator), above 1 when each request cost it more there.
 #
 # Usage: tests/perf/tail-bench.sh [DURATION_S=5] [RATE=9000] [ROUNDS=2]
 # Env:   GATEWAY_BIN (default: target/release-gw/strangler-gateway, built if missing),
@@ -76,14 +80,42 @@ episodes() {
   return 0
 }
 
-declare -A P99 EPI
-for c in gateway pingora nginx; do P99[$c]=""; EPI[$c]=0; done
+# cpu_in_windows LOG SAMPLES: the proxy's CPU per request in the slow 50-ms windows and in the
+# others (CPU from cpu_sampler_start's samples at the window's edges over the requests started in
+# it): whether a slow window is one where the proxy waited (same CPU per request) or one where
+# each request cost it more. Sets CPU_SLOW CPU_OTHER (microseconds per request, "-" when none).
+cpu_in_windows() {
+  read -r CPU_SLOW CPU_OTHER < <(awk -v slow="$SLOW_US" '
+    FILENAME == ARGV[1] && FNR == NR { if (min == "" || $1 < min) min = $1; next }
+    FILENAME == ARGV[2] { b = int(($1 - min) / 50000); n[b]++; if ($3 > slow) s[b]++; if (b > last) last = b; next }
+    { t[++k] = $1; c[k] = $2 }
+    END {
+      j = 1
+      for (b = 0; b <= last; b++) {           # CPU at each window edge: the last sample before it
+        edge = min + b * 50000
+        while (j < k && t[j + 1] <= edge) j++
+        at[b] = (t[j] <= edge) ? c[j] : ""
+      }
+      for (b = 0; b < last; b++) {
+        if (at[b] == "" || at[b + 1] == "" || !n[b]) continue
+        d = (at[b + 1] - at[b]) / 1000
+        if (s[b] > 0.05 * n[b]) { cs += d; rs += n[b] } else { co += d; ro += n[b] }
+      }
+      printf "%s %s\n", (rs ? sprintf("%.1f", cs / rs) : "-"), (ro ? sprintf("%.1f", co / ro) : "-")
+    }' "$1" "$1" "$2")
+}
+
+declare -A P99 EPI CS CO
+declare -A PID_OF=([gateway]=$GW_MAIN [pingora]=$MIN_PID [nginx]=$NGX_MASTER)
+for c in gateway pingora nginx; do P99[$c]=""; EPI[$c]=0; CS[$c]=""; CO[$c]=""; done
 echo "== $RATE req/s, $CLIENTS connections, spread out, ${DURATION} s a run, $ROUNDS rounds (load $LOAD_START)"
 for r in $(seq 1 "$ROUNDS"); do
   if (( r % 2 )); then order="gateway pingora nginx"; else order="nginx pingora gateway"; fi
   for c in $order; do
     [[ $c == gateway ]] && threads > "$WORK/before"
+    cpu_sampler_start "$WORK/cpu-$c.txt" "${PID_OF[$c]}"
     h2load_rate_run "${URL[$c]}" "$RATE" "$CLIENTS" "$WORK/rate-$c.log"
+    cpu_sampler_stop
     printf 'round %d %-8s achieved %6d req/s  p50 %6.3f ms  p99 %6.3f ms  p99.9 %6.3f ms  (load %s)\n' \
       "$r" "$c" "$R_RPS" "$R_P50" "$R_P99" "$R_P999" "$(loadavg)"
     P99[$c]+="$R_P99 "
@@ -93,13 +125,24 @@ for r in $(seq 1 "$ROUNDS"); do
         if (c > 1e6 || n > 100) printf "    thread %-16s cpu %8.1f ms  run delay %7.1f ms  wake-ups %6d\n", $2, c / 1e6, d / 1e6, n }'
     fi
     episodes "$WORK/rate-$c.log"; EPI[$c]=$(( ${EPI[$c]} + EPISODES ))
+    cpu_in_windows "$WORK/rate-$c.log" "$WORK/cpu-$c.txt"
+    echo "    $c CPU per request: $CPU_SLOW us in the slow windows, $CPU_OTHER us in the others"
+    [[ $CPU_SLOW != - ]] && CS[$c]+="$CPU_SLOW "
+    [[ $CPU_OTHER != - ]] && CO[$c]+="$CPU_OTHER "
   done
 done
 echo
-for c in gateway pingora nginx; do printf '%-8s median p99 %6.3f ms, slow windows %d\n' "$c" "$(median "${P99[$c]}")" "${EPI[$c]}"; done
+for c in gateway pingora nginx; do
+  printf '%-8s median p99 %6.3f ms, slow windows %d, CPU per request in slow / other windows %s / %s us\n' \
+    "$c" "$(median "${P99[$c]}")" "${EPI[$c]}" "$(median "${CS[$c]}")" "$(median "${CO[$c]}")"
+done
+# the proxies' CPU per request in slow windows over that in the others (medians over rounds)
+cpu_ratio() { [[ -n ${CS[$1]} && -n ${CO[$1]} ]] && ratio "$(median "${CS[$1]}")" "$(median "${CO[$1]}")" || echo 0; }
 G=$(median "${P99[gateway]}"); P=$(median "${P99[pingora]}"); N=$(median "${P99[nginx]}")
 LOAD_END=$(loadavg)
 echo "load average at start $LOAD_START, at end $LOAD_END"
 echo "RESULT tail_rate=$RATE tail_p99_gateway=$G tail_p99_pingora=$P tail_p99_nginx=$N" \
   "tail_p99_vs_pingora=$(ratio "$G" "$P") tail_p99_vs_nginx=$(ratio "$G" "$N")" \
-  "tail_slow_windows_gateway=${EPI[gateway]} tail_slow_windows_pingora=${EPI[pingora]} load1=${LOAD_END%% *}"
+  "tail_slow_windows_gateway=${EPI[gateway]} tail_slow_windows_pingora=${EPI[pingora]}" \
+  "tail_slow_cpu_ratio_gateway=$(cpu_ratio gateway) tail_slow_cpu_ratio_pingora=$(cpu_ratio pingora)" \
+  "load1=${LOAD_END%% *}"
