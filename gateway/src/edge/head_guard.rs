@@ -483,8 +483,8 @@ impl HeadGuard {
     /// keep-alive request was ~1k instructions. An earlier wait's deadline is sooner than this
     /// one's, so the timer may fire early; then, and only then, it is moved to this wait's.
     ///
-    /// A timer already registered to wake this task by `due` (polled pending, not fired since)
-    /// is not polled again: a poll (coop budget, waker registration) was ~120 instructions, two
+    /// A timer already registered to wake this task by `due` (polled pending with coop budget
+    /// left, not fired since) is not polled again: a poll (coop budget, waker registration) was ~120 instructions, two
     /// per keep-alive request. It wakes the task when it fires; that wake's poll finds it
     /// elapsed and takes the path below.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -497,8 +497,13 @@ impl HeadGuard {
         }
         let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         loop {
+            // a poll refused for want of the task's coop budget registers nothing (tokio wakes
+            // the task to poll again): such a timer must be polled on the next wake, not skipped
+            let had_budget = tokio::task::coop::has_budget_remaining();
             if timer.as_mut().poll(cx).is_pending() {
-                if !self.idle_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if !had_budget {
+                    self.idle_waker = None;
+                } else if !self.idle_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     self.idle_waker = Some(cx.waker().clone());
                 }
                 return false;

@@ -438,3 +438,28 @@ async fn the_idle_timer_wakes_the_task_that_waits_now() {
     let waited = started.elapsed();
     assert!(waited >= IDLE && waited < IDLE + Duration::from_millis(10), "closed after {waited:?}");
 }
+
+/// A connection task that has spent its coop budget (it has just streamed a large response, say)
+/// when it starts to wait for the next head: tokio refuses that poll of the idle timer without
+/// registering it. The timer must be polled again on the next wake, or the connection is never
+/// ended by the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn the_idle_timer_is_armed_when_the_first_wait_had_no_budget_left() {
+    let (mut g, _client) = kept_alive().await;
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let mut spent = false;
+    let read = std::future::poll_fn(|cx| {
+        if !std::mem::replace(&mut spent, true) {
+            while tokio::task::coop::has_budget_remaining() {
+                let _ = std::pin::pin!(tokio::task::coop::consume_budget()).poll(cx);
+            }
+        }
+        let mut rb = ReadBuf::new(&mut buf);
+        Pin::new(&mut g).poll_read(cx, &mut rb).map_ok(|()| rb.filled().len())
+    });
+    let n = tokio::time::timeout(IDLE * 3, read).await.expect("ended by the idle timer").unwrap();
+    assert_eq!(n, 0, "an end of stream");
+    let waited = started.elapsed();
+    assert!(waited >= IDLE && waited < IDLE + Duration::from_millis(10), "closed after {waited:?}");
+}
