@@ -141,10 +141,10 @@ struct Failed {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {
-    /// Writing the request failed: the server cannot have received all of it.
+    /// Writing the request's head failed: the server cannot have received all of it.
     Unsent,
-    /// The request was written, then the connection ended (or failed) before any answer byte:
-    /// the server may have received it, and even acted on it.
+    /// The request's head was written, then the connection ended (or failed) before any answer
+    /// byte, or writing the body failed: the server may have received it, and even acted on it.
     SentUnanswered,
     /// Part of an answer was read, or it was invalid.
     Answering,
@@ -162,10 +162,10 @@ impl H1Endpoint {
 
     /// Sends `req` and reads the whole answer (its body captured up to `max`).
     pub(crate) async fn send(&self, req: H1Request<'_>, max: usize, oversize: Oversize) -> io::Result<H1Answer> {
-        let (head, rest) = encode(&req);
+        let (head, head_len, rest) = encode(&req);
         let head_only = req.method == Method::HEAD;
         if let Some(stream) = self.checkout() {
-            match self.exchange(stream, &head, rest, head_only, max, oversize).await {
+            match self.exchange(stream, (&head, head_len, rest), head_only, max, oversize).await {
                 Ok(a) => return Ok(a),
                 Err(Failed { stage: Stage::Unsent, .. }) => {} // not received: once more, new
                 Err(Failed { stage: Stage::SentUnanswered, .. }) if idempotent(req.method) => {}
@@ -183,7 +183,7 @@ impl H1Endpoint {
             }
         }
         let stream = self.connect().await?;
-        self.exchange(stream, &head, rest, head_only, max, oversize).await.map_err(|f| f.error)
+        self.exchange(stream, (&head, head_len, rest), head_only, max, oversize).await.map_err(|f| f.error)
     }
 
     /// The most recently used idle connection of this thread (the least likely to have been
@@ -228,19 +228,14 @@ impl H1Endpoint {
     async fn exchange(
         &self,
         mut stream: TcpStream,
-        head: &[u8],
-        rest: Option<&Bytes>,
+        (head, head_len, rest): (&[u8], usize, Option<&Bytes>),
         head_only: bool,
         max: usize,
         oversize: Oversize,
     ) -> Result<H1Answer, Failed> {
-        let unsent = |error| Failed { error, stage: Stage::Unsent };
         let early = |error| Failed { error, stage: Stage::SentUnanswered };
         let late = |error| Failed { error, stage: Stage::Answering };
-        stream.write_all(head).await.map_err(unsent)?;
-        if let Some(body) = rest {
-            stream.write_all(body).await.map_err(unsent)?;
-        }
+        write_request(&mut stream, head, head_len, rest).await?;
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut first = true;
         // the head; 1xx interim answers (100 Continue) are skipped
@@ -382,9 +377,9 @@ fn eof(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, format!("connection closed {what}"))
 }
 
-/// The request's head (and its body when small) in one buffer, and the body to write after it
-/// when it is not in there.
-fn encode<'a>(req: &H1Request<'a>) -> (Vec<u8>, Option<&'a Bytes>) {
+/// The request's head (and its body when small) in one buffer, the head's length in it, and the
+/// body to write after it when it is not in there.
+fn encode<'a>(req: &H1Request<'a>) -> (Vec<u8>, usize, Option<&'a Bytes>) {
     let body = req.body;
     let inline = body.len() <= INLINE_BODY;
     let mut b = Vec::with_capacity(256 + if inline { body.len() } else { 0 });
@@ -426,12 +421,41 @@ fn encode<'a>(req: &H1Request<'a>) -> (Vec<u8>, Option<&'a Bytes>) {
         b.extend_from_slice(b"\r\n");
     }
     b.extend_from_slice(b"\r\n");
+    let head_len = b.len();
     if inline {
         b.extend_from_slice(body);
-        (b, None)
+        (b, head_len, None)
     } else {
-        (b, Some(body))
+        (b, head_len, Some(body))
     }
+}
+
+/// Writes a request: `buf` (its head, the first `head_len` bytes, and a small body), then
+/// `rest`. A failed write is [`Stage::Unsent`] only while the head is not all written: a server
+/// may act on a complete head before it has read the body (answer early, stream it) and then
+/// close on the rest, so a failure after the head is [`Stage::SentUnanswered`].
+async fn write_request(
+    stream: &mut TcpStream,
+    buf: &[u8],
+    head_len: usize,
+    rest: Option<&Bytes>,
+) -> Result<(), Failed> {
+    let mut written = 0;
+    for mut part in [buf, rest.map_or(&[][..], |b| &b[..])] {
+        while !part.is_empty() {
+            let stage = if written >= head_len { Stage::SentUnanswered } else { Stage::Unsent };
+            match stream.write(part).await {
+                Ok(0) => return Err(Failed { error: io::ErrorKind::WriteZero.into(), stage }),
+                Ok(n) => {
+                    part = &part[n..];
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(Failed { error, stage }),
+            }
+        }
+    }
+    Ok(())
 }
 
 struct ParsedHead {
@@ -659,6 +683,63 @@ mod tests {
         }
     }
 
+    /// A candidate that reads a large request's head on a pooled connection and closes without
+    /// reading its body (it answered early, or acted on the head and crashed): our write of the
+    /// body fails, but the head was received, so a POST is a failed mirror, received exactly
+    /// once; a PUT is sent once more on a new connection.
+    #[tokio::test]
+    async fn a_body_failing_after_its_head_was_written_is_resent_only_when_idempotent() {
+        for method in [Method::POST, Method::PUT] {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let heads = Arc::new(AtomicUsize::new(0));
+            let h = heads.clone();
+            tokio::spawn(async move {
+                let mut first = true;
+                loop {
+                    let (mut sock, _) = l.accept().await.unwrap();
+                    if std::mem::replace(&mut first, false) {
+                        strangler_support::raw_http::read_request(&mut sock).await.unwrap();
+                        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na").await.unwrap();
+                    }
+                    // the next request's head only, then close with its body unread (a reset)
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if got.starts_with(b"POST ") || got.starts_with(b"PUT ") {
+                        h.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+            let ep = H1Endpoint::new(addr, Duration::from_secs(2));
+            assert_eq!(&get(&ep, &Method::GET).await.unwrap().body.body[..], b"a");
+            assert_eq!(ep.idle.lock().unwrap().len(), 1, "pooled");
+            let (headers, big) = (HeaderMap::new(), Bytes::from(vec![b'x'; 16 << 20]));
+            let r = H1Request {
+                method: &method,
+                path_and_query: "/x",
+                authority: "svc.local:80",
+                headers: &headers,
+                skip: &[],
+                extra: &[],
+                body: &big,
+            };
+            let sent = ep.send(r, 1 << 20, Oversize::Hash).await;
+            let e = sent.err().expect("the body's write fails, then the retry's too");
+            if method == Method::POST {
+                assert!(e.to_string().contains("a POST may have been received, so it is not sent again"), "{e}");
+                assert_eq!(heads.load(Ordering::SeqCst), 1, "the POST's head received exactly once");
+            } else {
+                assert_eq!(heads.load(Ordering::SeqCst), 2, "a PUT is sent again");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn bad_answers_are_errors_and_not_pooled() {
         let script = scripted(vec![
@@ -697,7 +778,7 @@ mod tests {
                 extra: &[("x-request-id", &id)],
                 body: &body,
             };
-            let (head, rest) = encode(&r);
+            let (head, head_len, rest) = encode(&r);
             assert!(rest.is_none());
             let text = String::from_utf8(head).unwrap();
             assert!(text.contains("host: a.example\r\n") && !text.contains("ignored"), "{text}");
@@ -708,6 +789,7 @@ mod tests {
                 None => assert!(!text.contains("content-length"), "{text}"),
             }
             assert!(text.ends_with(std::str::from_utf8(&body).unwrap()));
+            assert!(text[..head_len].ends_with("\r\n\r\n") && text.len() == head_len + body.len(), "{text}");
         }
         let big = Bytes::from(vec![b'x'; INLINE_BODY + 1]);
         let method = Method::PUT;
@@ -720,7 +802,9 @@ mod tests {
             extra: &[],
             body: &big,
         };
-        assert_eq!(encode(&r).1.map(Bytes::len), Some(INLINE_BODY + 1), "a large body is written after the head");
+        let (head, head_len, rest) = encode(&r);
+        assert_eq!(rest.map(Bytes::len), Some(INLINE_BODY + 1), "a large body is written after the head");
+        assert_eq!(head_len, head.len());
     }
 
     #[test]
