@@ -17,11 +17,12 @@ pub async fn read_request<S: AsyncRead + Unpin>(sock: &mut S) -> Option<Vec<u8>>
         }
         if want.is_none() {
             want = req.windows(4).position(|w| w == b"\r\n\r\n").map(|end| {
-                let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
-                let len = head
-                    .split("content-length: ")
-                    .nth(1)
-                    .and_then(|v| v.split("\r\n").next().and_then(|n| n.trim().parse::<usize>().ok()));
+                // the Content-Length header line itself (not a name ending in it), any spacing
+                let head = String::from_utf8_lossy(&req[..end]).into_owned();
+                let len = head.split("\r\n").skip(1).find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+                });
                 end + 4 + len.unwrap_or(0)
             });
         }
@@ -40,5 +41,9 @@ mod tests {
         assert_eq!(read_request(&mut one).await.as_deref(), Some(sent));
         let mut cut: &[u8] = b"POST /a HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc";
         assert_eq!(read_request(&mut cut).await, None);
+        // another header's name ending in content-length, and no space after the colon
+        let sent: &[u8] = b"PUT /a HTTP/1.1\r\nx-original-content-length: 999\r\nContent-Length:2\r\n\r\nok";
+        let mut one = sent;
+        assert_eq!(read_request(&mut one).await.as_deref(), Some(sent));
     }
 }
