@@ -119,6 +119,36 @@ fn a_table_turned_both_later_carries_the_rows_the_service_wrote_meanwhile() {
     assert!(run.log_text().contains("reverse snapshot: carried rows that only the target had"), "{}", run.log_text());
 }
 
+/// A row inserted and then updated within one flush (here in one transaction) on a `both`
+/// table under last-writer-wins: the conflict check looks the flush's rows up before writing
+/// any of them, and used to judge the update against the row as it was before its own insert
+/// (absent: "an update racing a delete"), dropping it. Both changes arrive, on each side.
+#[test]
+fn an_insert_and_its_update_in_one_flush_both_arrive_and_are_no_conflict() {
+    let env = Env::new(ACCOUNTS, ACCOUNTS);
+    let cfg = env.write_config("insupd", ACCOUNTS_MAP);
+    let run = start(&cfg, "insupd");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    env.s("BEGIN; INSERT INTO accounts VALUES (7, 1, 'inserted on legacy'); \
+         UPDATE accounts SET balance = 2, note = 'updated on legacy' WHERE id = 7; COMMIT;");
+    env.t("BEGIN; INSERT INTO accounts VALUES (8, 1, 'inserted on the service'); \
+         UPDATE accounts SET balance = 2, note = 'updated on the service' WHERE id = 8; COMMIT;");
+    // each side gets the other's row as last written (with the fault, the insert's version)
+    let t7 = || env.t("SELECT note FROM accounts WHERE id = 7");
+    wait_sql(&t7, "updated on legacy", Duration::from_secs(30));
+    let s8 = || env.s("SELECT note FROM accounts WHERE id = 8");
+    wait_sql(&s8, "updated on the service", Duration::from_secs(30));
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    for side in [
+        env.s("SELECT string_agg(id || ':' || balance || ':' || note, ',' ORDER BY id) FROM accounts"),
+        env.t("SELECT string_agg(id || ':' || balance || ':' || note, ',' ORDER BY id) FROM accounts"),
+    ] {
+        assert_eq!(side, "7:2:updated on legacy,8:2:updated on the service");
+    }
+    assert_eq!(count(env.t("SELECT count(*) FROM cdc_sync.conflicts")), 0);
+    assert_eq!(count(env.s("SELECT count(*) FROM cdc_sync.conflicts")), 0);
+}
+
 const POLICIES: &str = "
 CREATE TABLE acc_lww (id int PRIMARY KEY, note text);
 CREATE TABLE acc_src (id int PRIMARY KEY, note text);

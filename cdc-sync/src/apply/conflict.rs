@@ -41,7 +41,7 @@
 //! never conflict. The rows looked up are locked (`FOR UPDATE`) until the apply transaction
 //! commits, so a local write cannot slip in between the decision and the write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
@@ -356,6 +356,10 @@ impl Conflicts {
         let mut rec = Record::default();
         let mut out = Vec::with_capacity(ops.len());
         let mut resolved = Resolved::default();
+        // rows this flush has already written: the lookup above saw them as they were before
+        // the flush, so a later op on one (an update after its row's insert) is judged against
+        // the incoming side's own write, which is no conflict
+        let mut written: HashSet<(usize, Vec<String>)> = HashSet::new();
         for op in ops {
             let Some(t) = op.table().filter(|t| self.lookups.contains_key(t)) else {
                 out.push(op);
@@ -364,11 +368,18 @@ impl Conflicts {
             let m = &mapping.tables[t];
             let key: Vec<String> =
                 op_keys(&op, m.key_len).into_iter().next().unwrap_or_default().iter().map(|k| k.to_string()).collect();
-            let found = local.get(&(t, key.clone()));
+            let row = (t, key);
+            if written.contains(&row) {
+                out.push(op);
+                continue;
+            }
+            let found = local.get(&row);
             let Some(incoming_ts) = op_ts(&op) else {
+                written.insert(row);
                 out.push(op);
                 continue;
             };
+            let key = &row.1;
             let key_text = format!("({})", key.join(","));
             let (win, local_ts, v) = match found {
                 // an update of a row the written side no longer has: deleted here, unseen by the
@@ -387,6 +398,7 @@ impl Conflicts {
                     (win, Some(local_ts), Some(v))
                 }
                 _ => {
+                    written.insert(row);
                     out.push(op);
                     continue;
                 }
@@ -415,6 +427,7 @@ impl Conflicts {
             };
             rec.push(m, &op, key_text, v, local_ts, incoming_ts, win, decision);
             if applied {
+                written.insert(row);
                 out.push(op);
             } else {
                 resolved.kept_local += 1;
