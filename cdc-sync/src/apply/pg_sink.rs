@@ -323,9 +323,17 @@ impl PgWriter {
         // usable index still runs), so the plan is the index lookup whatever the table's size
         // when it was made. The target's key
         // always has a unique index (a requirement of the upserts).
+        //
+        // Commits are durable on the target before they return (`synchronous_commit = local`:
+        // the target's own WAL flush, not its standbys'): the pipeline confirms a commit's LSN to
+        // the source as soon as it returns, and the source then no longer keeps that WAL, so an
+        // asynchronous commit lost in a crash of the target server would be a transaction lost
+        // for good (PostgreSQL's own apply worker commits asynchronously only because it
+        // confirms no further than the subscriber's flushed WAL). `local` also overrides a
+        // server-wide `synchronous_commit = off` on the target.
         client
             .batch_execute(
-                "SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan; \
+                "SET synchronous_commit = local; SET plan_cache_mode = force_generic_plan; \
                  SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off",
             )
             .await
