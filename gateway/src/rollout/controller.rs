@@ -113,6 +113,8 @@ pub struct Controller {
 struct Job {
     route: String,
     plan: Arc<RolloutPlan>,
+    /// The route's stage and weight in routes.toml: what the rollout may reach.
+    cap: Placement,
     applicable: Applicable,
     window: Measure,
     now: ReplicaMeasures,
@@ -319,6 +321,7 @@ impl Controller {
                 jobs.push(Job {
                     route: route.name.clone(),
                     plan,
+                    cap: route.plan,
                     applicable,
                     window: replicas::window(&now, &w.start),
                     now,
@@ -354,7 +357,12 @@ impl Controller {
                             None => st.position == 0,
                         };
                         w.start = job.now;
-                        if due && st.position < job.plan.last_position() {
+                        // held at the cap: the next step would serve what this one does, so the
+                        // state stays here (it would run ahead of what is served, and a raised cap
+                        // would then jump straight to where it got); it moves once the cap is raised
+                        let capped = |p: usize| job.plan.placement(p).narrowed_by(job.cap);
+                        let held = capped(st.position + 1) == capped(st.position);
+                        if due && st.position < job.plan.last_position() && !held {
                             let from = job.plan.placement(st.position);
                             move_to(st, &job.plan, st.position + 1);
                             let why = format!("step passed its gates for its whole duration ({})", summary(&gates));
