@@ -403,7 +403,8 @@ impl ProxyHttp for GatewayProxy {
             }
             None => table.settings.request_timeout,
         };
-        ctx.deadline = ctx.started + timeout;
+        // validation bounds timeouts, but no config may make a request panic on overflow
+        ctx.deadline = ctx.started.checked_add(timeout).unwrap_or_else(|| ctx.started + crate::config::MAX_DURATION);
         ctx.trace = Some(TraceContext::continue_or_start(traceparent.as_ref().map(|v| v.as_bytes())));
         if long_lived {
             let idle = ctx.route.map_or(table.settings.stream_idle_timeout, |i| table.routes[i].stream_idle_timeout);

@@ -144,7 +144,8 @@ impl ConfigStore {
         *self.on_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
-    fn overlay(&self) -> Overlay {
+    /// The rollout positions the serving table was compiled with.
+    pub fn overlay(&self) -> Overlay {
         self.overlay.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -390,3 +390,117 @@ async fn the_prometheus_gate_asks_a_real_prometheus() {
     assert!(rollback["why"].as_str().unwrap().contains("prometheus"), "{rollback:#}");
     assert!(rollback["gates"].to_string().contains("vector(7) = 7"), "{rollback:#}");
 }
+
+/// POSTs an operator's action; returns the status the answer shows.
+async fn act(gw: &Gateway, action: &str) -> Value {
+    let url = gw.admin_url(&format!("/admin/rollouts/items/{action}"));
+    let r = gw.client.post(url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{action}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_removed_and_added_again_starts_over_not_where_the_old_one_stood() {
+    let ((legacy, _), (svc, _)) = (upstream("legacy").await, upstream("svc").await);
+    let state = tempfile::tempdir().unwrap();
+    let steps = "{ stage = \"shadow\", duration = \"1h\" }, { stage = \"extracted\" }";
+    let cfg = config(legacy, svc, steps, 2, state.path());
+    let gw = Gateway::start(&cfg);
+    // without gates that apply on legacy, the first step is taken at once
+    wait_step(&gw, "shadow", Duration::from_secs(10)).await;
+    let s = act(&gw, "promote").await;
+    assert_eq!(s["serving"], "extracted", "{s:#}");
+
+    // the rollout is removed and the route set back to legacy: the controller forgets its state
+    let (head, _) = cfg.split_once("[routes.shadow]").unwrap();
+    let old = gw.version().await;
+    gw.write_config(&head.replace("stage = \"extracted\"", "stage = \"legacy\""));
+    gw.wait_version_change(&old).await;
+    let saved = state.path().join("rollouts.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&saved).unwrap_or_default();
+        if !text.contains("\"items\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the removed rollout's state is still saved:\n{text}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // added again (capped at extracted): it starts from what the route serves, legacy, and
+    // moves on to its first step, not to where the old rollout stood
+    let old = gw.version().await;
+    gw.write_config(&cfg);
+    gw.wait_version_change(&old).await;
+    let s = status(&gw).await;
+    assert!(["legacy", "shadow"].contains(&s["serving"].as_str().unwrap()), "{s:#}");
+    // the controller's next tick records the new rollout's start
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = loop {
+        let starts: Vec<Value> = history(&gw).await.into_iter().filter(|e| e["kind"] == "start").collect();
+        if starts.len() == 2 {
+            break starts[1].clone();
+        }
+        assert!(Instant::now() < deadline, "the rollout never started again: {starts:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(started["to"], "legacy", "{started:#}");
+    let s = wait_step(&gw, "shadow", Duration::from_secs(10)).await;
+    assert_eq!(s["serving"], "shadow", "{s:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_held_at_its_cap_waits_there_and_takes_the_next_step_when_the_cap_is_raised() {
+    let ((legacy, _), (svc, _)) = (upstream("legacy").await, upstream("svc").await);
+    let state = tempfile::tempdir().unwrap();
+    let steps =
+        "{ stage = \"shadow\", duration = \"300ms\" }, { stage = \"canary\", weight = 25, duration = \"300ms\" }, \
+                 { stage = \"canary\", weight = 50, duration = \"300ms\" }, { stage = \"extracted\" }";
+    let uncapped = config(legacy, svc, steps, 2, state.path());
+    let capped = uncapped.replace("stage = \"extracted\"\nfallback", "stage = \"canary\"\nweight = 25\nfallback");
+    let gw = Gateway::start(&capped);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = load(&gw, stop.clone());
+    let s = wait_step(&gw, "canary 25%", Duration::from_secs(20)).await;
+    let since = s["since_unix_ms"].as_u64().unwrap();
+
+    // analyses keep passing after the step's 300 ms: the rollout stays at its cap
+    let (mut passed, mut seen) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while passed < 3 {
+        let s = status(&gw).await;
+        assert_eq!((s["step"].as_str(), s["serving"].as_str()), (Some("canary 25%"), Some("canary 25%")), "{s:#}");
+        let at = s["last_check"]["at_unix_ms"].as_u64().unwrap_or(0);
+        if at != seen && at >= since + 300 && s["last_check"]["verdict"] == "pass" {
+            passed += 1;
+        }
+        seen = at;
+        assert!(Instant::now() < deadline, "only {passed} passing analyses at the cap: {s:#}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // the cap is raised: the next step is canary 50%, then extracted
+    let old = gw.version().await;
+    gw.write_config(&uncapped);
+    gw.wait_version_change(&old).await;
+    wait_step(&gw, "extracted", Duration::from_secs(20)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (n, failed) = client.await.unwrap();
+    assert!(failed.is_empty(), "{} of {n} failed", failed.len());
+    let moves: Vec<(String, String, String)> = history(&gw)
+        .await
+        .iter()
+        .filter(|e| e["from"] != e["to"])
+        .map(|e| {
+            (e["kind"].as_str().unwrap().into(), e["from"].as_str().unwrap().into(), e["to"].as_str().unwrap().into())
+        })
+        .collect();
+    let want = [
+        ("promote", "legacy", "shadow"),
+        ("promote", "shadow", "canary 25%"),
+        ("promote", "canary 25%", "canary 50%"),
+        ("promote", "canary 50%", "extracted"),
+    ]
+    .map(|(k, f, t)| (k.to_string(), f.to_string(), t.to_string()));
+    assert_eq!(moves, want);
+}

@@ -34,7 +34,7 @@ pub use consumers::jwks_keys;
 pub use diagnostics::{line_col, ConfigError, ConfigIssue};
 pub use tls::{files_fingerprint, load_certificate};
 pub use values::KNOWN_METHODS;
-pub use values::{parse_duration, parse_endpoint, system_resolve, EndpointSpec, Resolve};
+pub use values::{parse_duration, parse_endpoint, system_resolve, EndpointSpec, Resolve, MAX_DURATION};
 
 use crate::rollout::state::Overlay;
 use crate::shadow::compare::CompareRules;

@@ -131,6 +131,16 @@ fn durations() {
 }
 
 #[test]
+fn a_duration_beyond_a_year_is_an_error_with_a_place() {
+    // `started + timeout` would overflow an Instant and panic on every request of the route
+    let e = errors(&GOOD.replace("timeout = \"2s\"", "timeout = \"300000000000y\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("r.toml:25:11: error: duration \"300000000000y\" is longer than 365 days"), "{e:?}");
+    assert!(e[0].contains("hint:"), "{e:?}");
+    load_str("r.toml", &GOOD.replace("timeout = \"2s\"", "timeout = \"365days\""), None).unwrap();
+}
+
+#[test]
 fn line_col_counts_chars() {
     assert_eq!(line_col("ab\ncd", 0), (1, 1));
     assert_eq!(line_col("ab\ncd", 4), (2, 2));

@@ -42,8 +42,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if t.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!("duration {t:?} has no unit"));
     }
-    humantime::parse_duration(t).map_err(|e| format!("bad duration {t:?}: {e}"))
+    let d = humantime::parse_duration(t).map_err(|e| format!("bad duration {t:?}: {e}"))?;
+    // far beyond any timeout or step; and `Instant + d` would overflow (a panic per request)
+    if d > MAX_DURATION {
+        return Err(format!("duration {t:?} is longer than 365 days"));
+    }
+    Ok(d)
 }
+
+/// The longest duration the file may give (365 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(super) const DURATION_HINT: &str = "write a number with a unit, e.g. \"250ms\", \"2s\", \"1m\"";
 

@@ -113,6 +113,8 @@ pub struct Controller {
 struct Job {
     route: String,
     plan: Arc<RolloutPlan>,
+    /// The route's stage and weight in routes.toml: what the rollout may reach.
+    cap: Placement,
     applicable: Applicable,
     window: Measure,
     now: ReplicaMeasures,
@@ -264,12 +266,16 @@ impl Controller {
         let others = self.store.measures();
         let mut events = Vec::new();
         let mut jobs = Vec::new();
+        let removed;
         {
             let mut inner = self.lock();
             let Inner { states, windows, .. } = &mut *inner;
-            // a route whose rollout was removed (or the route itself) keeps no state
+            // a route whose rollout was removed (or the route itself) keeps no state; saved and
+            // applied below, so neither the store nor the overlay keeps where it stood (a
+            // rollout added again later would start there)
             let gone: Vec<String> =
                 states.keys().filter(|n| table.route(n).is_none_or(|r| r.rollout.is_none())).cloned().collect();
+            removed = !gone.is_empty();
             for name in gone {
                 states.remove(&name);
                 windows.remove(&name);
@@ -315,6 +321,7 @@ impl Controller {
                 jobs.push(Job {
                     route: route.name.clone(),
                     plan,
+                    cap: route.plan,
                     applicable,
                     window: replicas::window(&now, &w.start),
                     now,
@@ -327,7 +334,7 @@ impl Controller {
             let (verdict, gates) = analyse(&job.plan.gates, job.applicable, &job.window, &self.client).await;
             results.push((job, verdict, gates));
         }
-        let mut changed = !events.is_empty();
+        let mut changed = removed || !events.is_empty();
         {
             let mut guard = self.lock();
             let inner = &mut *guard;
@@ -350,7 +357,12 @@ impl Controller {
                             None => st.position == 0,
                         };
                         w.start = job.now;
-                        if due && st.position < job.plan.last_position() {
+                        // held at the cap: the next step would serve what this one does, so the
+                        // state stays here (it would run ahead of what is served, and a raised cap
+                        // would then jump straight to where it got); it moves once the cap is raised
+                        let capped = |p: usize| job.plan.placement(p).narrowed_by(job.cap);
+                        let held = capped(st.position + 1) == capped(st.position);
+                        if due && st.position < job.plan.last_position() && !held {
                             let from = job.plan.placement(st.position);
                             move_to(st, &job.plan, st.position + 1);
                             let why = format!("step passed its gates for its whole duration ({})", summary(&gates));
@@ -425,9 +437,11 @@ impl Controller {
         }
     }
 
-    /// Recompiles the table when the rollouts' placements differ from what it serves. Called
-    /// under the controller's lock, so `status` never shows a step the table does not serve yet
-    /// (a reload never takes that lock: no deadlock).
+    /// Recompiles the table when the rollouts' placements differ from what it serves, or the
+    /// overlay from the one it was compiled with (a removed rollout's entry must go, though its
+    /// route serves the file's placement already). Called under the controller's lock, so
+    /// `status` never shows a step the table does not serve yet (a reload never takes that lock:
+    /// no deadlock).
     fn apply(&self, inner: &Inner) {
         let target = overlay(&inner.states);
         let table = self.config.current();
@@ -444,7 +458,7 @@ impl Controller {
                 Some((n.clone(), p.narrowed_by(r)))
             })
             .collect();
-        if wanted != serving {
+        if wanted != serving || target != self.config.overlay() {
             if let Err(e) = self.config.set_overlay(target) {
                 tracing::error!("cannot apply the rollout positions; the serving table stays:\n{e}");
             }

@@ -91,6 +91,20 @@ pub fn latency(g: &LatencyGate, w: &Measure) -> GateResult {
             None,
         );
     }
+    // a p99 in the +Inf bucket is only "slower than the largest bucket": no ratio (inf/inf is
+    // NaN, which no max_ratio passes, and the gate would fail for as long as it lasts)
+    if !lp.is_finite() || !ep.is_finite() {
+        return result(
+            "latency",
+            Verdict::Inconclusive,
+            format!(
+                "p99 extracted ≤{:.1} ms vs legacy ≤{:.1} ms: beyond the largest latency bucket, no ratio",
+                ep * 1e3,
+                lp * 1e3
+            ),
+            None,
+        );
+    }
     let ratio = ep / lp;
     let verdict = if ratio <= g.max_ratio { Verdict::Pass } else { Verdict::Fail };
     result(
@@ -243,6 +257,11 @@ mod tests {
         let r = latency(&lat, &m(side(1000, 0, 0), side(1000, 0, 500)));
         assert_eq!((r.verdict, r.value), (Verdict::Fail, Some(10.0)), "{r:?}");
         assert_eq!(latency(&lat, &m(side(1000, 0, 0), SideSnapshot::default())).verdict, Verdict::Inconclusive);
+        // every request over the largest bucket: p99 is +Inf, and inf/inf no ratio at all
+        let over = |requests| SideSnapshot { requests, failed: 0, buckets: vec![(0.01, 0), (f64::INFINITY, requests)] };
+        let r = latency(&lat, &m(over(1000), over(1000)));
+        assert_eq!((r.verdict, r.value), (Verdict::Inconclusive, None), "{r:?}");
+        assert_eq!(latency(&lat, &m(side(1000, 0, 0), over(1000))).verdict, Verdict::Inconclusive);
 
         let g = |v| GateResult { gate: "x".into(), verdict: v, detail: String::new(), value: None };
         assert_eq!(overall(&[]), Verdict::Pass);
