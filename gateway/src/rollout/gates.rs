@@ -92,11 +92,17 @@ pub fn latency(g: &LatencyGate, w: &Measure) -> GateResult {
         );
     }
     // a p99 in the +Inf bucket is only "slower than the largest bucket": no ratio (inf/inf is
-    // NaN, which no max_ratio passes, and the gate would fail for as long as it lasts)
+    // NaN, which no max_ratio passes, and the gate would fail for as long as it lasts). Both
+    // there: no evidence either way; only the extracted side there: it is the slower one
     if !lp.is_finite() || !ep.is_finite() {
+        let verdict = match (lp.is_finite(), ep.is_finite()) {
+            (false, false) => Verdict::Inconclusive,
+            (true, false) => Verdict::Fail,
+            _ => Verdict::Pass,
+        };
         return result(
             "latency",
-            Verdict::Inconclusive,
+            verdict,
             format!(
                 "p99 extracted ≤{:.1} ms vs legacy ≤{:.1} ms: beyond the largest latency bucket, no ratio",
                 ep * 1e3,
@@ -261,7 +267,9 @@ mod tests {
         let over = |requests| SideSnapshot { requests, failed: 0, buckets: vec![(0.01, 0), (f64::INFINITY, requests)] };
         let r = latency(&lat, &m(over(1000), over(1000)));
         assert_eq!((r.verdict, r.value), (Verdict::Inconclusive, None), "{r:?}");
-        assert_eq!(latency(&lat, &m(side(1000, 0, 0), over(1000))).verdict, Verdict::Inconclusive);
+        // only the extracted side beyond it fails; only legacy beyond it passes
+        assert_eq!(latency(&lat, &m(side(1000, 0, 0), over(1000))).verdict, Verdict::Fail);
+        assert_eq!(latency(&lat, &m(over(1000), side(1000, 0, 0))).verdict, Verdict::Pass);
 
         let g = |v| GateResult { gate: "x".into(), verdict: v, detail: String::new(), value: None };
         assert_eq!(overall(&[]), Verdict::Pass);
