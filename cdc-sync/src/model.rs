@@ -152,9 +152,16 @@ pub enum SourceMessage {
         /// Commit time on the source.
         commit_ts: DateTime<Utc>,
     },
-    /// Nothing new; the server's WAL is at `wal_end` (from a keepalive). Lets the pipeline
-    /// commit idle batches and report lag. Optional for implementations.
-    Idle,
+    /// A keepalive: the server has sent everything it has for this slot up to `wal_end`, and
+    /// every message before it has been delivered. A consumer with nothing in flight may confirm
+    /// `wal_end`, so that a slot whose tables are quiet while the rest of the database is busy
+    /// does not hold the source's WAL (a transaction still open on the source is not skipped by
+    /// that: it is sent at its commit, whose LSN is past `wal_end`). Optional for
+    /// implementations.
+    Idle {
+        /// The server's position (the keepalive's WAL end).
+        wal_end: Lsn,
+    },
 }
 
 /// Quote an SQL identifier.

@@ -274,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard = Instant::now();
         let (mut last_status, mut last_flushed) = (Instant::now(), Lsn(0));
+        let mut last_idle = Lsn(0);
         // a message the channel had no room for: we stop reading until it fits
         let mut pending: Option<SourceMessage> = None;
         loop {
@@ -321,6 +322,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
                         }
                         Frame::Keepalive { wal_end, reply_requested } => {
                             self.received = self.received.max(wal_end);
+                            // behind everything received so far, for the consumer to confirm
+                            // when it has nothing in flight; when the channel is full the
+                            // consumer is busy and a later keepalive does it
+                            if pending.is_none() && wal_end > last_idle {
+                                match self.tx.try_send(Ok(SourceMessage::Idle { wal_end })) {
+                                    Ok(()) => last_idle = wal_end,
+                                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                                    Err(_) => return Ok(()),
+                                }
+                            }
                             if reply_requested {
                                 self.status(false).await?;
                                 last_status = Instant::now();
@@ -672,14 +683,17 @@ mod tests {
     #[tokio::test]
     async fn a_walsender_that_answers_pings_is_kept() {
         let (mut stream, pings) = silent_server(true).await;
-        // no message for the consumer, and no error either, well past the silence limit
+        // no error well past the silence limit; the answers' position reaches the consumer once
+        // (for it to confirm when it has nothing in flight), not again while it does not move
+        let first = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await.expect("a keepalive");
+        assert!(matches!(first, Ok(SourceMessage::Idle { wal_end: Lsn(7) })), "{first:?}");
         assert!(tokio::time::timeout(Duration::from_millis(1500), stream.next()).await.is_err());
         assert!(pings.load(Relaxed) >= 2, "{}", pings.load(Relaxed));
     }
 
     #[tokio::test]
     async fn scripted_stream_confirms_monotonically() {
-        let s = ScriptedStream::new(vec![SourceMessage::Idle]);
+        let s = ScriptedStream::new(vec![SourceMessage::Idle { wal_end: Lsn(1) }]);
         assert!(s.pending());
         s.confirm(Lsn(10));
         s.confirm(Lsn(5));

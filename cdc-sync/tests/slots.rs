@@ -3,7 +3,8 @@
 //! slot. By default cdc-sync stops with a status naming the slot and leaves the target alone, and
 //! a restart stops the same way before touching anything; with `on_slot_lost = "resnapshot"` it
 //! copies every table again without exiting and ends equal. `wal_status` and `safe_wal_size` are
-//! in `/status` and `/metrics`.
+//! in `/status` and `/metrics`. And a slot whose tables are quiet while the rest of the source is
+//! written follows the server instead of holding its WAL.
 
 mod common;
 
@@ -100,4 +101,25 @@ fn with_on_slot_lost_resnapshot_an_invalidated_slot_is_copied_again() {
     let log = run.log_text();
     assert!(log.contains("on_slot_lost = \"resnapshot\""), "{log}");
     wait_status(&run, Duration::from_secs(30), |s| s["ready"] == true && s["pipelines"]["forward"]["stopped"] == false);
+}
+
+/// The mapped tables are quiet and another table of the source is written: the slot still moves
+/// on (cdc-sync confirms a keepalive's position when it has nothing in flight, as PostgreSQL's
+/// own subscriber does), so it does not hold the source's WAL until `max_slot_wal_keep_size`
+/// invalidates it or the disk fills. Then a change to a mapped table still arrives.
+#[test]
+fn a_quiet_slot_follows_the_server_while_other_tables_are_written() {
+    let schema = format!("{COUNTERS} CREATE TABLE noise (id bigserial PRIMARY KEY, v text);");
+    let env = Env::with_source_conf(&schema, COUNTERS_TGT, &["wal_sender_timeout = 2s"]);
+    let cfg = env.write_config("quiet", COUNTERS_MAP);
+    let run = start(&cfg, "quiet");
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
+    env.s("INSERT INTO noise (v) SELECT repeat('x', 200) FROM generate_series(1, 20000)");
+    let after = env.s("SELECT pg_current_wal_lsn()");
+    let passed =
+        format!("SELECT bool_or(confirmed_flush_lsn >= '{after}') FROM pg_replication_slots WHERE NOT temporary");
+    wait_sql(&|| env.s(&passed), "t", Duration::from_secs(30));
+    env.s("UPDATE counters SET n = 5 WHERE id = 3");
+    wait_sql(&|| env.t("SELECT n FROM counters WHERE id = 3"), "5", Duration::from_secs(30));
+    wait_equal(&cfg, Duration::from_secs(60), Some(&run));
 }

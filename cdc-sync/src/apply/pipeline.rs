@@ -340,7 +340,25 @@ impl<S: ChangeStream, K: Sink> Pipeline<S, K> {
                         self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
                     }
                 }
-                SourceMessage::Idle => {}
+                SourceMessage::Idle { wal_end } => {
+                    if cur.is_some() {
+                        continue; // a keepalive inside a transaction being sent
+                    }
+                    // nothing follows for now: commit what waits for more
+                    if let Some(info) = pending.take() {
+                        self.commit(&mut ops, &info).await?;
+                        open = false;
+                        self.stream.confirm(info.lsn);
+                        self.metrics.note_commit(info.lsn, info.commit_ts, info.txns, info.rows);
+                    }
+                    // Everything before the keepalive is applied or skipped: the slot may pass
+                    // what the server had for it up to there (transactions on other tables, or
+                    // none), so that a quiet slot does not hold the source's WAL. Not past a
+                    // fence: what is beyond it belongs to whoever resumes there.
+                    if ops.is_empty() && !open && self.options.stop_before.is_none_or(|s| wal_end < s) {
+                        self.stream.confirm(wal_end);
+                    }
+                }
             }
         }
     }
@@ -472,6 +490,27 @@ mod tests {
         assert_eq!(t[&vec!["3".to_string()]][1], Some("b3".into()));
         assert_eq!(sink.checkpoint.unwrap().lsn, Lsn(201));
         assert_eq!(confirmed, Lsn(201));
+    }
+
+    /// A keepalive after everything was applied lets the slot pass the server's position (a
+    /// slot whose tables are quiet must not hold the source's WAL), after committing what waited
+    /// for more; one that comes inside a transaction being sent does not.
+    #[tokio::test]
+    async fn a_keepalive_with_nothing_in_flight_is_confirmed() {
+        let mut msgs = tx(100, None, vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
+        msgs.push(SourceMessage::Idle { wal_end: Lsn(500) });
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(ended(&res), "{res:?}");
+        assert_eq!(sink.checkpoint.unwrap().lsn, Lsn(101), "the transaction before it is committed");
+        assert_eq!(confirmed, Lsn(500));
+
+        let mut msgs = tx(100, None, vec![ChangeKind::Insert { new: r("1", Some("a"), "0") }]);
+        msgs.extend(tx(600, None, vec![ChangeKind::Insert { new: r("2", Some("a"), "0") }]));
+        msgs.insert(msgs.len() - 2, SourceMessage::Idle { wal_end: Lsn(500) }); // after 600's Begin
+        let (sink, res, confirmed) = run(msgs, Lsn(0)).await;
+        assert!(ended(&res), "{res:?}");
+        assert_eq!(sink.checkpoint.unwrap().lsn, Lsn(601));
+        assert_eq!(confirmed, Lsn(601), "the keepalive inside 600 confirmed nothing on its own");
     }
 
     #[tokio::test]
