@@ -8,6 +8,7 @@
 
 use http::{header, HeaderValue, Method};
 use pingora::http::RequestHeader;
+use strangler_wire::headers::INTERNAL_PREFIX;
 
 use crate::forwarding::{TRACEPARENT, X_REQUEST_ID};
 
@@ -93,6 +94,7 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
     let (mut hosts, mut host) = (0usize, None::<&HeaderValue>);
     let (mut tes, mut te) = (0usize, None::<&HeaderValue>);
     let (mut cl, mut cl_invalid) = (None::<&HeaderValue>, false);
+    let mut nominates_internal = false;
     let mut seen = Seen::default();
     for (k, v) in req.headers.iter() {
         size += k.as_str().len() + v.len() + 4;
@@ -109,6 +111,14 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
             // every value must be digits, and all the same
             let first = *cl.get_or_insert(v);
             cl_invalid |= v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) || v != first;
+        } else if *k == header::CONNECTION {
+            // the headers it names are hop-by-hop: Pingora and `strip_hop_by_hop` remove them
+            // after auth wrote the gateway's own, so a client could delete its identity headers
+            nominates_internal |= v.as_bytes().split(|b| *b == b',').any(|t| {
+                t.trim_ascii()
+                    .get(..INTERNAL_PREFIX.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(INTERNAL_PREFIX.as_bytes()))
+            });
         } else if *k == header::UPGRADE {
             seen.upgrade.get_or_insert(v);
         } else if *k == header::ACCEPT {
@@ -146,6 +156,9 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
         if cl_invalid {
             return Err((400, "bad_request", "invalid Content-Length"));
         }
+    }
+    if nominates_internal {
+        return Err((400, "bad_request", "Connection names a gateway header (x-strangler-*)"));
     }
     seen.content_length = cl;
     Ok(seen)
@@ -239,6 +252,19 @@ mod tests {
             ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "4")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("content-length", "-1")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "3")], None),
+            // a Connection header naming a gateway-owned header would have it stripped after
+            // the gateway set it
+            (
+                "GET",
+                "/ok",
+                &[("host", "a"), ("connection", "x-strangler-claim-tenant, x-strangler-consumer")],
+                Some(400),
+            ),
+            ("GET", "/ok", &[("host", "a"), ("connection", "keep-alive,X-Strangler-Auth")], Some(400)),
+            ("GET", "/ok", &[("host", "a"), ("connection", " ,\tx-STRANGLER-consumer\t,")], Some(400)),
+            ("GET", "/ok", &[("host", "a"), ("connection", "close"), ("connection", "x-strangler-")], Some(400)),
+            ("GET", "/ok", &[("host", "a"), ("connection", "keep-alive, x-other, strangler")], None),
+            ("GET", "/ok", &[("host", "a"), ("connection", "Upgrade"), ("upgrade", "websocket")], None),
             ("POST", "/ok", &[("host", "a"), ("content-length", "")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("transfer-encoding", "chunked")], None),
             ("POST", "/ok", &[("host", "a"), ("transfer-encoding", " Chunked ")], None),
