@@ -225,6 +225,10 @@ fn cases() -> Vec<Case> {
             "two differing Content-Length",
             "POST {bad} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         ),
+        bad(
+            "two identical Content-Length",
+            "POST {bad} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        ),
         // nginx: 400 (the value must be digits).
         bad("Content-Length list 5, 6", "POST {bad} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5, 6\r\n\r\nhello!"),
         bad("Content-Length not a number", "POST {bad} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: abc\r\n\r\nhello"),
