@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use strangler_wire::headers::INTERNAL_PREFIX;
 
+use crate::edge::framing::MAX_LENGTH_DIGITS;
 use crate::forwarding::{TRACEPARENT, X_REQUEST_ID};
 
 /// What a byte of the request target is, for [`validate_request`]'s single pass.
@@ -56,7 +57,7 @@ pub struct Seen<'a> {
 }
 
 impl Seen<'_> {
-    /// The declared body length (validated: a single `Content-Length`, digits only).
+    /// The declared body length (validated: a single `Content-Length`, at most 19 digits).
     pub fn declared_length(&self) -> Option<u64> {
         self.content_length?.to_str().ok()?.parse().ok()
     }
@@ -108,10 +109,12 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
             tes += 1;
             te.get_or_insert(v);
         } else if *k == header::CONTENT_LENGTH {
-            // digits only (so no comma list); nginx refuses a second one, even an identical one
+            // digits only (so no comma list); nginx refuses a second one, even an identical one.
+            // No more digits than the edge's framing follows: one it did not would leave the
+            // connection's later requests unchecked (Pingora reads leading zeros as nothing).
             cls += 1;
             cl.get_or_insert(v);
-            cl_invalid |= v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit);
+            cl_invalid |= v.is_empty() || v.len() > MAX_LENGTH_DIGITS || !v.as_bytes().iter().all(u8::is_ascii_digit);
         } else if *k == header::CONNECTION {
             // the headers it names are hop-by-hop: Pingora and `strip_hop_by_hop` remove them
             // after auth wrote the gateway's own, so a client could delete its identity headers
@@ -258,6 +261,10 @@ mod tests {
             // nginx: 400 for a second Content-Length, even an identical one
             ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "3")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("content-length", "3,3")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "0000000000000000003")], None),
+            // more digits than the edge's framing follows (it would stop checking the connection)
+            ("POST", "/ok", &[("host", "a"), ("content-length", "00000000000000000003")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "000000000000000000001")], Some(400)),
             // a Connection header naming a gateway-owned header would have it stripped after
             // the gateway set it
             (
