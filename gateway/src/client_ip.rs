@@ -1,7 +1,8 @@
 //! The client's address: the peer's, or — when the peer is a trusted proxy — the right-most
-//! `X-Forwarded-For` entry that is not itself a trusted proxy. Pure.
+//! `X-Forwarded-For` entry that is not itself a trusted proxy; and the key a client is counted
+//! under (connections per client, rate limits by IP). Pure.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// A network in CIDR form (`10.0.0.0/8`, `::1/128`, or a bare address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,19 @@ pub fn client_ip<'a>(peer: IpAddr, forwarded_for: impl Iterator<Item = &'a [u8]>
         }
     }
     client
+}
+
+/// The address a client is counted under: an IPv6 client per /64 (one host commonly holds a
+/// whole /64, so counting each address would give it a fresh count per address), an IPv4-mapped
+/// IPv6 address as the IPv4 address it carries.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 
 use http::{header, HeaderValue, Method};
 use pingora::http::RequestHeader;
+use strangler_wire::headers::INTERNAL_PREFIX;
 
+use crate::edge::framing::MAX_LENGTH_DIGITS;
 use crate::forwarding::{TRACEPARENT, X_REQUEST_ID};
 
 /// What a byte of the request target is, for [`validate_request`]'s single pass.
@@ -48,14 +50,14 @@ pub type Problem = (u16, &'static str, &'static str);
 pub struct Seen<'a> {
     pub request_id: Option<&'a HeaderValue>,
     pub traceparent: Option<&'a HeaderValue>,
-    /// The first `Content-Length` (all of them are the same digits once checked).
+    /// The `Content-Length` (only one, and digits, once checked).
     pub content_length: Option<&'a HeaderValue>,
     pub upgrade: Option<&'a HeaderValue>,
     pub accept: Option<&'a HeaderValue>,
 }
 
 impl Seen<'_> {
-    /// The declared body length (validated: digits only, all `Content-Length` values equal).
+    /// The declared body length (validated: a single `Content-Length`, at most 19 digits).
     pub fn declared_length(&self) -> Option<u64> {
         self.content_length?.to_str().ok()?.parse().ok()
     }
@@ -92,7 +94,8 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
     let mut size = req.method.as_str().len() + raw.len() + 12;
     let (mut hosts, mut host) = (0usize, None::<&HeaderValue>);
     let (mut tes, mut te) = (0usize, None::<&HeaderValue>);
-    let (mut cl, mut cl_invalid) = (None::<&HeaderValue>, false);
+    let (mut cls, mut cl, mut cl_invalid) = (0usize, None::<&HeaderValue>, false);
+    let mut nominates_internal = false;
     let mut seen = Seen::default();
     for (k, v) in req.headers.iter() {
         size += k.as_str().len() + v.len() + 4;
@@ -106,9 +109,20 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
             tes += 1;
             te.get_or_insert(v);
         } else if *k == header::CONTENT_LENGTH {
-            // every value must be digits, and all the same
-            let first = *cl.get_or_insert(v);
-            cl_invalid |= v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) || v != first;
+            // digits only (so no comma list); nginx refuses a second one, even an identical one.
+            // No more digits than the edge's framing follows: one it did not would leave the
+            // connection's later requests unchecked (Pingora reads leading zeros as nothing).
+            cls += 1;
+            cl.get_or_insert(v);
+            cl_invalid |= v.is_empty() || v.len() > MAX_LENGTH_DIGITS || !v.as_bytes().iter().all(u8::is_ascii_digit);
+        } else if *k == header::CONNECTION {
+            // the headers it names are hop-by-hop: Pingora and `strip_hop_by_hop` remove them
+            // after auth wrote the gateway's own, so a client could delete its identity headers
+            nominates_internal |= v.as_bytes().split(|b| *b == b',').any(|t| {
+                t.trim_ascii()
+                    .get(..INTERNAL_PREFIX.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(INTERNAL_PREFIX.as_bytes()))
+            });
         } else if *k == header::UPGRADE {
             seen.upgrade.get_or_insert(v);
         } else if *k == header::ACCEPT {
@@ -143,9 +157,15 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
         if te.is_some() {
             return Err((400, "bad_request", "both Content-Length and Transfer-Encoding"));
         }
+        if cls > 1 {
+            return Err((400, "bad_request", "several Content-Length headers"));
+        }
         if cl_invalid {
             return Err((400, "bad_request", "invalid Content-Length"));
         }
+    }
+    if nominates_internal {
+        return Err((400, "bad_request", "Connection names a gateway header (x-strangler-*)"));
     }
     seen.content_length = cl;
     Ok(seen)
@@ -238,7 +258,26 @@ mod tests {
             ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("transfer-encoding", "chunked")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "4")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("content-length", "-1")], Some(400)),
-            ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "3")], None),
+            // nginx: 400 for a second Content-Length, even an identical one
+            ("POST", "/ok", &[("host", "a"), ("content-length", "3"), ("content-length", "3")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "3,3")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "0000000000000000003")], None),
+            // more digits than the edge's framing follows (it would stop checking the connection)
+            ("POST", "/ok", &[("host", "a"), ("content-length", "00000000000000000003")], Some(400)),
+            ("POST", "/ok", &[("host", "a"), ("content-length", "000000000000000000001")], Some(400)),
+            // a Connection header naming a gateway-owned header would have it stripped after
+            // the gateway set it
+            (
+                "GET",
+                "/ok",
+                &[("host", "a"), ("connection", "x-strangler-claim-tenant, x-strangler-consumer")],
+                Some(400),
+            ),
+            ("GET", "/ok", &[("host", "a"), ("connection", "keep-alive,X-Strangler-Auth")], Some(400)),
+            ("GET", "/ok", &[("host", "a"), ("connection", " ,\tx-STRANGLER-consumer\t,")], Some(400)),
+            ("GET", "/ok", &[("host", "a"), ("connection", "close"), ("connection", "x-strangler-")], Some(400)),
+            ("GET", "/ok", &[("host", "a"), ("connection", "keep-alive, x-other, strangler")], None),
+            ("GET", "/ok", &[("host", "a"), ("connection", "Upgrade"), ("upgrade", "websocket")], None),
             ("POST", "/ok", &[("host", "a"), ("content-length", "")], Some(400)),
             ("POST", "/ok", &[("host", "a"), ("transfer-encoding", "chunked")], None),
             ("POST", "/ok", &[("host", "a"), ("transfer-encoding", " Chunked ")], None),
@@ -293,7 +332,6 @@ mod tests {
                 ("traceparent", tp),
                 ("upgrade", "websocket"),
                 ("accept", "text/event-stream"),
-                ("content-length", "12"),
             ],
         );
         let seen = check_request(&r, 16 * 1024).unwrap();

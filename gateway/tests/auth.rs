@@ -287,6 +287,38 @@ async fn api_keys_rotate_and_the_mirror_carries_the_same_identity() {
     assert!(f.legacy.seen("/mirrored/2").is_empty() && f.svc.seen("/mirrored/2").is_empty());
 }
 
+/// The identity the gateway vouches for cannot be dropped by naming its headers in `Connection`
+/// (they would be stripped as hop-by-hop after auth set them): 400, nothing upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_header_naming_gateway_headers_is_refused() {
+    let f = fixture().await;
+    let port = f.gw.port;
+    let head = |path: &str, connection: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\nx-api-key: mobile-key-1\r\n{connection}\r\n\r\n")
+    };
+    for (i, connection) in [
+        "Connection: x-strangler-claim-tenant, x-strangler-consumer",
+        "Connection: keep-alive,X-Strangler-Auth",
+        "Connection: ,\tx-STRANGLER-consumer ,",
+        "Connection: keep-alive\r\nConnection: x-strangler-consumer",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = raw_http::exchange(port, head(&format!("/mobile/bad-{i}"), connection).as_bytes(), 1).await;
+        let statuses: Vec<u16> = out.responses.iter().map(|r| r.status).collect();
+        assert_eq!((statuses, out.closed), (vec![400], true), "{connection:?}");
+    }
+    // a plain keep-alive is fine, and the identity reaches the upstream
+    let out = raw_http::exchange(port, head("/mobile/ok", "Connection: keep-alive").as_bytes(), 1).await;
+    assert_eq!(out.responses.iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
+    assert!(!out.closed, "a kept-alive connection stays open");
+    let seen = f.legacy.wait_seen("/mobile/ok").await;
+    assert_eq!(seen.headers["x-strangler-consumer"], "mobile");
+    assert_eq!(seen.headers["x-strangler-auth"], "api-key");
+    assert!(f.legacy.seen("/mobile/bad").is_empty(), "{:?}", f.legacy.seen("/mobile/bad"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_jwks_file_is_reloaded_and_a_broken_one_keeps_the_last_keys() {
     let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);

@@ -4,11 +4,13 @@
 //!
 //! Addresses are counted as nginx's `limit_conn $binary_remote_addr` does, except that IPv6
 //! clients are counted per /64 (one host commonly holds a whole /64) and IPv4-mapped IPv6
-//! addresses as the IPv4 address they carry.
+//! addresses as the IPv4 address they carry ([`client_key`], as rate limits by IP count them).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use crate::client_ip::client_key;
 
 const SHARDS: usize = 64;
 
@@ -68,17 +70,6 @@ impl Drop for ClientSlot {
                 shard.remove(&self.key);
             }
         }
-    }
-}
-
-/// The address a client is counted under.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-        v4 => v4,
     }
 }
 

@@ -23,6 +23,11 @@ use super::head_scan::{find_lf, HeadScanner, Scan};
 
 /// Longest `chunk-size` (leading zeros included): 16 hex digits hold any `u64`.
 pub const MAX_SIZE_DIGITS: u8 = 16;
+/// Longest `Content-Length` followed (leading zeros included): 19 digits hold no more than a
+/// `u64`. The proxy refuses longer ones (`crate::validate`), so every length it accepts is
+/// followed: a head whose body is not followed would leave the connection's later requests
+/// unchecked.
+pub const MAX_LENGTH_DIGITS: usize = 19;
 /// Longest chunk line (size and extensions, without the CRLF).
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// Largest trailer section (all its lines).
@@ -271,7 +276,8 @@ const NAMES: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
 const CONTENT_LENGTH: u8 = 0;
 const TRANSFER_ENCODING: u8 = 1;
 const UPGRADE: u8 = 2;
-/// Longest framing value kept; longer ones make the framing unknown (the proxy refuses them).
+/// Longest framing value kept (without the whitespace around it); longer ones make the framing
+/// unknown (the proxy refuses them).
 const MAX_VALUE: usize = 32;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -354,10 +360,14 @@ impl Fields {
                     if b == b'\n' {
                         self.end_value(which);
                         self.line = Line::Start;
+                    } else if self.value_len == 0 && (b == b' ' || b == b'\t') {
+                        // Pingora's parser drops the whitespace around a value, however much
+                        // there is: padding must not make a value the proxy accepts unknown here
                     } else if self.value_len < MAX_VALUE {
                         self.value[self.value_len] = b;
                         self.value_len += 1;
-                    } else {
+                    } else if !matches!(b, b' ' | b'\t' | b'\r') {
+                        // (whitespace past the end is trailing, unless more of the value follows)
                         self.value_overflow = true;
                     }
                 }
@@ -372,7 +382,7 @@ impl Fields {
         match which {
             CONTENT_LENGTH => {
                 self.has_length = true;
-                let n = (!value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit))
+                let n = (!value.is_empty() && value.len() <= MAX_LENGTH_DIGITS && value.iter().all(u8::is_ascii_digit))
                     .then(|| value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
                 match (n, self.content_length) {
                     (Some(n), None) if !self.bad_length => self.content_length = Some(n),

@@ -155,6 +155,7 @@ fn heads_the_proxy_refuses_or_upgrades_are_not_followed() {
         String::from("POST /1 HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello\x01"),
         String::from("POST /1 HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello\x01"),
         format!("POST /1 HTTP/1.1\r\nContent-Length: {}\r\n\r\nhello\x01", "9".repeat(40)),
+        format!("POST /1 HTTP/1.1\r\nContent-Length: 5{}6\r\n\r\nhello\x01", " ".repeat(40)),
         // an upgrade: after its (empty) body the bytes may be another protocol
         String::from("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x01\x01x\x00\x01"),
     ] {
@@ -184,4 +185,34 @@ fn resumes_after_an_opaque_stream_where_pingora_reads_next() {
     assert_eq!(f.step(b"a\x01b HTTP/1.1\r\n\r\n"), Step::HeadStart(0));
     assert_eq!(f.step(b"a\x01b HTTP/1.1\r\n\r\n"), Step::HeadEnd(16));
     assert!(f.is_opaque());
+}
+
+/// Every framing the proxy accepts is followed: a head whose body the guard does not follow
+/// would leave the connection's later requests unchecked (see `crate::validate`).
+#[test]
+fn a_head_the_proxy_accepts_is_followed() {
+    let pad = " ".repeat(40);
+    let cases: &[(&str, String)] = &[
+        ("content-length", "5".into()),
+        ("content-length", "0000000000000000005".into()),
+        ("content-length", "00000000000000000005".into()),
+        ("content-length", format!("{}5", "0".repeat(40))),
+        // Pingora's parser drops the whitespace around a value, however much of it
+        ("content-length", format!("{pad}5{pad}")),
+        ("content-length", format!("\t{pad}5")),
+        ("transfer-encoding", format!("{pad}chunked{pad}")),
+    ];
+    for (name, value) in cases {
+        let head = format!("POST /1 HTTP/1.1\r\nHost: a\r\n{name}:{value}\r\n\r\n");
+        let mut req = pingora::http::RequestHeader::build("POST", b"/1", None).unwrap();
+        req.append_header("host", "a").unwrap();
+        req.append_header(*name, value.trim_matches([' ', '\t'])).unwrap();
+        if crate::validate::validate_request(&req, 16 * 1024).is_some() {
+            continue;
+        }
+        let body = if *name == "content-length" { "hello" } else { "5\r\nhello\r\n0\r\n\r\n" };
+        let stream = format!("{head}{body}GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+        let seen = run_all_splits(stream.as_bytes());
+        assert_eq!((seen.ends.len(), seen.bad, seen.opaque), (2, None, false), "{name}: {value:?}");
+    }
 }

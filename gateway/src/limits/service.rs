@@ -1,6 +1,7 @@
 //! The rate limiter the proxy owns: the serving route table's limits bound to their buckets.
 //! Local buckets are governor's keyed GCRA (a well-kept crate; keyed by a hash of the consumer's
-//! name and the client IP, no allocation per request); shared ones go to [`RedisStore`].
+//! name and the client IP, IPv6 per /64, no allocation per request); shared ones go to
+//! [`RedisStore`].
 //!
 //! Like the shadow service, the table holds only rules: the first limited request after a reload
 //! binds the new table (one lock, once per table), reusing the buckets of every limit whose
@@ -19,6 +20,7 @@ use governor::{Quota, RateLimiter};
 
 use super::redis::{RedisSettings, RedisStore, Verdict};
 use super::rules::RateLimit;
+use crate::client_ip::client_key;
 use crate::table::RouteTable;
 
 /// The key of one local bucket.
@@ -37,6 +39,29 @@ struct Bucket {
     index: usize,
     rule: RateLimit,
     local: Option<Keyed>,
+}
+
+impl Bucket {
+    /// The local bucket a request of `consumer` from `ip` counts in. The client is counted as
+    /// the connection cap counts it: an IPv6 client per /64, else each address of one host would
+    /// get a fresh bucket (and grow the table).
+    fn key(&self, consumer: Option<&str>, ip: IpAddr) -> Key {
+        Key {
+            consumer: if self.rule.by_consumer { consumer.map_or(0, fnv) } else { 0 },
+            ip: self.rule.by_ip.then(|| client_key(ip)),
+        }
+    }
+
+    /// The shared bucket of the request whose local bucket is `key`.
+    fn redis_key(&self, consumer: Option<&str>, key: &Key) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.route,
+            self.index,
+            if self.rule.by_consumer { consumer.unwrap_or("-") } else { "-" },
+            key.ip.map_or_else(|| "-".to_string(), |i| i.to_string())
+        )
+    }
 }
 
 struct Binding {
@@ -106,10 +131,7 @@ impl LimitService {
     ) -> Result<(), Limited> {
         let Some(buckets) = self.buckets(table, route) else { return Ok(()) };
         for b in buckets.iter() {
-            let key = Key {
-                consumer: if b.rule.by_consumer { consumer.map_or(0, fnv) } else { 0 },
-                ip: b.rule.by_ip.then_some(ip),
-            };
+            let key = b.key(consumer, ip);
             if let Some(local) = &b.local {
                 if let Err(not_until) = local.check_key(&key) {
                     return Err(Limited { rule: b.rule.clone(), wait: not_until.wait_time_from(self.clock.now()) });
@@ -117,14 +139,7 @@ impl LimitService {
                 continue;
             }
             let Some(redis) = &self.redis else { continue };
-            let redis_key = format!(
-                "{}:{}:{}:{}",
-                b.route,
-                b.index,
-                if b.rule.by_consumer { consumer.unwrap_or("-") } else { "-" },
-                key.ip.map_or_else(|| "-".to_string(), |i| i.to_string())
-            );
-            if let Verdict::Limited { wait } = redis.check(&b.rule, &redis_key).await {
+            if let Verdict::Limited { wait } = redis.check(&b.rule, &b.redis_key(consumer, &key)).await {
                 return Err(Limited { rule: b.rule.clone(), wait });
             }
         }
@@ -181,5 +196,31 @@ impl LimitService {
             RateLimiter::keyed(quota.allow_burst(burst)).with_middleware::<StateInformationMiddleware>()
         });
         Bucket { route: route.to_string(), index, rule: rule.clone(), local }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients are counted per address as the connection cap counts them: a host's whole IPv6
+    /// /64 in one bucket (else each of its addresses gets a fresh one and the table grows), an
+    /// IPv4-mapped address as its IPv4 one.
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let rule = RateLimit::new(true, true, 1, Duration::from_secs(1), 1, false);
+        let b = Bucket { route: "r".into(), index: 0, rule, local: None };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let same = [("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"), ("::ffff:192.0.2.7", "192.0.2.7")];
+        for (one, other) in same {
+            let (k1, k2) = (b.key(Some("c"), ip(one)), b.key(Some("c"), ip(other)));
+            assert_eq!(k1, k2, "{one} {other}");
+            assert_eq!(b.redis_key(Some("c"), &k1), b.redis_key(Some("c"), &k2), "{one} {other}");
+        }
+        assert_eq!(b.redis_key(Some("c"), &b.key(Some("c"), ip("2001:db8:1:2::1"))), "r:0:c:2001:db8:1:2::");
+        for (one, other) in [("2001:db8:1:2::1", "2001:db8:1:3::1"), ("192.0.2.7", "192.0.2.8")] {
+            assert_ne!(b.key(Some("c"), ip(one)), b.key(Some("c"), ip(other)), "{one} {other}");
+        }
+        assert_ne!(b.key(Some("c"), ip("192.0.2.7")), b.key(Some("d"), ip("192.0.2.7")));
     }
 }
