@@ -165,7 +165,11 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, MakePgTls), Strin
 const ORIGIN: &str = "the variable named by rollout_store_url_env";
 const FIX: &str = "then restart the gateway";
 
-/// This replica's id: the host name (a pod's name in Kubernetes) and the process id.
+/// This replica's id: the host name (a pod's name in Kubernetes), the process id and when the
+/// process started. The start time makes a restarted process a new replica even where it gets
+/// the same host name and pid (a container's gateway is pid 1): its counters start from zero,
+/// and a window that began with the old process's counters must not subtract them from the new
+/// one's (that hid the new process's failures, or invented some).
 pub fn replica_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -173,7 +177,8 @@ pub fn replica_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "gateway".into());
-    format!("{host}-{}", std::process::id())
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started:x}", std::process::id())
 }
 
 impl PgStore {
