@@ -190,8 +190,13 @@ impl PgStore {
         store_metrics().leader.set(0);
         config.application_name("strangler-gateway rollouts");
         config.connect_timeout(Duration::from_secs(3));
-        // a session that silently vanished must end, so the lock moves on
-        config.keepalives(true).keepalives_idle(Duration::from_secs(5));
+        // a session that silently vanished must end, so the lock moves on (this side; the
+        // server's side of the session is set up in `session`)
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3);
         let shared = Arc::new(Shared {
             config,
             tls,
@@ -281,6 +286,15 @@ async fn session(shared: &Arc<Shared>) -> Result<tokio::sync::MutexGuard<'_, Opt
         // what was missed meanwhile is read again
         sh.notified.fetch_add(1, Ordering::SeqCst);
     });
+    // The advisory lock is the server's: it is freed only when the server ends this session. A
+    // leader whose host died (or was cut off) sends no FIN, and with the operating system's
+    // keepalive defaults (2 h idle) the server would hold the lock, and no replica could lead,
+    // for hours. Probe after 5 s of silence, every 2 s, give up after 3 (ignored on a Unix
+    // socket, where a dead peer cannot happen).
+    client
+        .batch_execute("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3")
+        .await
+        .map_err(db)?;
     client.batch_execute(SCHEMA).await.map_err(db)?;
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(db)?;
     shared.notified.fetch_add(1, Ordering::SeqCst);
