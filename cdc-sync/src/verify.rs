@@ -450,18 +450,45 @@ fn key_rows(key: &[String], row: &str, table: &str, cond: &str) -> String {
 
 /// Keys whose hashes differ between the two results of [`key_rows`] (sorted).
 fn diff_rows(n: usize, a: &[tokio_postgres::Row], b: &[tokio_postgres::Row]) -> Vec<Key> {
-    let map = |rows: &[tokio_postgres::Row]| -> HashMap<String, (Vec<String>, i64)> {
-        rows.iter().map(|r| (r.get(0), ((1..=n).map(|i| r.get(i)).collect(), r.get(n + 1)))).collect()
+    let keyed = |rows: &[tokio_postgres::Row]| -> Vec<KeyedRow> {
+        rows.iter().map(|r| (r.get(0), (1..=n).map(|i| r.get(i)).collect(), r.get(n + 1))).collect()
     };
-    let (sm, tm) = (map(a), map(b));
-    let mut diff: Vec<Key> = sm
+    diff_keyed(keyed(a), keyed(b))
+}
+
+/// A row as [`key_rows`] reads it: its key's text, its key values as text, its hash.
+type KeyedRow = (String, Vec<String>, i64);
+
+/// Keys whose rows differ between the two sides (sorted): a different hash, a row on one side
+/// only, or a key that one side has more than once (a source table without a unique key: the
+/// target, keyed, cannot hold both rows, so the sides differ even where one of them hashes the
+/// same; collapsing them by key would hide that).
+fn diff_keyed(a: Vec<KeyedRow>, b: Vec<KeyedRow>) -> Vec<Key> {
+    let map = |rows: Vec<KeyedRow>| {
+        let mut m: HashMap<String, (Vec<String>, i64)> = HashMap::with_capacity(rows.len());
+        let mut repeated = Vec::new();
+        for (k, v, h) in rows {
+            if m.contains_key(&k) {
+                repeated.push(k);
+            } else {
+                m.insert(k, (v, h));
+            }
+        }
+        (m, repeated)
+    };
+    let ((sm, sr), (tm, tr)) = (map(a), map(b));
+    let mut differing: std::collections::BTreeMap<&String, &Vec<String>> = sm
         .iter()
         .filter(|(k, (_, h))| tm.get(*k).map(|t| t.1) != Some(*h))
         .chain(tm.iter().filter(|(k, _)| !sm.contains_key(*k)))
-        .map(|(k, (v, _))| Key { text: k.clone(), values: v.clone() })
+        .map(|(k, (v, _))| (k, v))
         .collect();
-    diff.sort_by(|x, y| x.text.cmp(&y.text));
-    diff
+    for k in sr.iter().chain(&tr) {
+        if let Some((k, (v, _))) = sm.get_key_value(k).or_else(|| tm.get_key_value(k)) {
+            differing.insert(k, v);
+        }
+    }
+    differing.into_iter().map(|(k, v)| Key { text: k.clone(), values: v.clone() }).collect()
 }
 
 /// Of `keys`, those that still differ in the current snapshots (looked up by key).
@@ -513,6 +540,22 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_differ_by_hash_by_side_and_by_repetition() {
+        let row = |k: &str, h: i64| (format!("({k})"), vec![k.to_string()], h);
+        let texts = |d: Vec<Key>| d.into_iter().map(|k| k.text).collect::<Vec<_>>();
+        // same rows: nothing differs
+        assert!(diff_keyed(vec![row("1", 10), row("2", 20)], vec![row("2", 20), row("1", 10)]).is_empty());
+        // another hash, one side only (either side)
+        let d =
+            diff_keyed(vec![row("1", 10), row("2", 20), row("3", 30)], vec![row("1", 11), row("2", 20), row("4", 40)]);
+        assert_eq!(texts(d), ["(1)", "(3)", "(4)"]);
+        // a key twice on the source, once on the target with the same hash as one of them
+        let d = diff_keyed(vec![row("5", 50), row("5", 50)], vec![row("5", 50)]);
+        assert_eq!(texts(d), ["(5)"], "a repeated key differs");
+        assert_eq!(diff_keyed(vec![row("5", 50), row("5", 51)], vec![row("5", 51)])[0].values, ["5"]);
+    }
 
     #[test]
     fn range_conditions_bind_bounds_as_typed_parameters() {
