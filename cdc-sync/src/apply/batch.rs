@@ -126,7 +126,7 @@ pub(crate) fn runs<'a>(mapping: &Mapping, ops: &'a [Op], regroup: &Regroup) -> V
 /// 1,000-version HOT chain that every later lookup of that row walks (our own uncommitted
 /// versions cannot be pruned), making hot rows quadratic. Only for tables whose ops commute
 /// (see [`Regroup`]) and that are not last-writer-wins; a key change, or a TRUNCATE of the table,
-/// ends what can be merged. An update is merged into an earlier change only when it carries
+/// ends what can be merged, and a delete is never merged into the insert that follows it. An update is merged into an earlier change only when it carries
 /// every column (no unchanged TOAST value), so expression columns end up exactly as in-order
 /// application leaves them.
 pub(crate) fn coalesce(mapping: &Mapping, ops: Vec<Op>, regroup: &Regroup) -> Vec<Op> {
@@ -172,6 +172,10 @@ pub(crate) fn coalesce(mapping: &Mapping, ops: Vec<Op>, regroup: &Regroup) -> Ve
             Some((i, prev)) => (
                 Some(i),
                 match (prev, &op) {
+                    // a row deleted and inserted again: the insert must not become an update of
+                    // the old row (`ON CONFLICT DO UPDATE` sets the mapped columns only, and the
+                    // target's other columns must start again from their defaults)
+                    (Op::Delete { .. }, Op::Upsert { .. }) => Merge::Append,
                     (_, Op::Delete { .. } | Op::Upsert { .. }) => Merge::Replace,
                     (Op::Delete { .. }, Op::Update { .. }) => Merge::KeepPrevious,
                     (Op::Upsert { .. }, Op::Update { row, .. }) if full(row) => Merge::UpsertFromUpdate,
@@ -285,6 +289,28 @@ mod tests {
         ];
         let rs = runs(&m, &ops, &Regroup::default());
         assert_eq!(rs.iter().map(|r| r.ops.len()).collect::<Vec<_>>(), vec![2, 1, 1]);
+    }
+
+    /// A row deleted and inserted again keeps its delete: merged into one upsert, the insert
+    /// would update the old row and leave the target's unmapped columns as they were, where
+    /// applying in order resets them to their defaults. What follows merges into the insert.
+    #[test]
+    fn a_delete_then_an_insert_of_the_key_stay_two_ops() {
+        let m = mapping();
+        let (lsn, ts) = (Lsn(1), Utc::now());
+        let row = |n: &str| vec![Cell::Text("1".into()), Cell::Text("b".into()), Cell::Text(n.into())];
+        let ops = vec![
+            Op::Update { table: 0, match_key: vec!["1".into()], row: row("1"), lsn, ts },
+            Op::Delete { table: 0, key: vec!["1".into()], lsn, ts },
+            Op::Upsert { table: 0, row: row("2"), lsn, ts },
+            Op::Update { table: 0, match_key: vec!["1".into()], row: row("3"), lsn, ts },
+        ];
+        let regroup = Regroup { cross_table: true, commutes: vec![true] };
+        let got = coalesce(&m, ops, &regroup);
+        assert!(
+            matches!(got.as_slice(), [Op::Delete { .. }, Op::Upsert { row, .. }] if row[2] == Cell::Text("3".into())),
+            "{got:?}"
+        );
     }
 
     /// Random but valid source histories (keys only inserted when absent, key changes only to
