@@ -5,6 +5,7 @@ use tokio_postgres::Client;
 use crate::config::SyncConfig;
 use crate::error::{pg_kind, ErrorKind};
 use crate::mapping::{DirectedTable, Mapping, Way};
+use crate::model::quote_ident;
 
 /// A table's live columns.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct TableInfo {
     /// Whether each of `columns` is a generated column (`GENERATED ALWAYS AS (...) STORED`):
     /// the server computes it, refuses a value for it, and logical replication does not send it.
     pub generated: Vec<bool>,
+    /// Whether each of `columns` is `NOT NULL`.
+    pub not_null: Vec<bool>,
 }
 
 impl TableInfo {
@@ -48,7 +51,7 @@ pub async fn table_info(client: &Client, table: &str) -> Result<Option<TableInfo
     let ri: String = rel.get(1);
     let cols = client
         .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod), atttypid, attgenerated <> '' FROM pg_attribute \
+            "SELECT attname::text, format_type(atttypid, atttypmod), atttypid, attgenerated <> '', attnotnull FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
@@ -78,6 +81,7 @@ pub async fn table_info(client: &Client, table: &str) -> Result<Option<TableInfo
         unique_sets,
         type_oids: cols.iter().map(|r| r.get::<_, u32>(2)).collect(),
         generated: cols.iter().map(|r| r.get::<_, bool>(3)).collect(),
+        not_null: cols.iter().map(|r| r.get::<_, bool>(4)).collect(),
     }))
 }
 
@@ -259,6 +263,22 @@ async fn resolve_table(
              would arrive without the key. Run: ALTER TABLE {} REPLICA IDENTITY FULL",
             t.from_table, key, fi.primary_key, t.from_table
         ));
+    }
+    // a key that may be NULL (possible with REPLICA IDENTITY FULL and a key that is not the
+    // primary key) would panic the snapshot's sampling, or be left out of the key ranges that
+    // copy and verify the table, and a NULL key never matches on the target
+    for c in &key {
+        let nullable = fi.columns.iter().zip(&fi.not_null).any(|(col, nn)| col.0 == *c && !nn);
+        if nullable {
+            p(format!(
+                "{}: key column {c} allows NULL: rows with a NULL key cannot be copied by key range, compared or \
+                 matched on the target. Run: ALTER TABLE {} ALTER COLUMN {} SET NOT NULL (or key on columns \
+                 that are NOT NULL)",
+                t.from_table,
+                t.from_table,
+                quote_ident(c)
+            ));
+        }
     }
     let mut to_key: Vec<String> = t.key_outputs.iter().map(|o| t.outputs[*o].column.clone()).collect();
     to_key.sort();

@@ -55,6 +55,24 @@ id = "id"
 v = "v"
 "#;
 
+/// A key that may be NULL (REPLICA IDENTITY FULL, keyed on a column that is not the primary key)
+/// is refused by `check --connect`, naming the column and the fix, before anything runs.
+#[test]
+fn a_key_column_that_allows_null_is_refused() {
+    let schema = "CREATE TABLE tags (id int PRIMARY KEY, code text UNIQUE, v text); \
+                  ALTER TABLE tags REPLICA IDENTITY FULL;";
+    let env = Env::new(schema, "CREATE TABLE tags (code text PRIMARY KEY, v text);");
+    let map = "[[table]]\nsource = \"tags\"\ntarget = \"tags\"\nkey = [\"code\"]\n[table.columns]\ncode = \"code\"\nv = \"v\"\n";
+    let cfg = env.write_config("nullkey", map);
+    let out = bin().args(["check"]).arg(&cfg).arg("--connect").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("key column code allows NULL") && err.contains("SET NOT NULL"), "{err}");
+    env.s("ALTER TABLE tags ALTER COLUMN code SET NOT NULL");
+    let out = bin().args(["check"]).arg(&cfg).arg("--connect").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn snapshot_then_stream_with_mapping_toast_keys_truncate_and_verify() {
     let env = Env::new(SRC, TGT);
