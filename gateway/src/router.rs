@@ -320,7 +320,10 @@ impl PathRouter {
         let m = self.trie.at(path).ok()?;
         self.groups[*m.value].iter().copied().find(|&i| {
             let r = &routes[i];
-            r.methods().is_none_or(|ms| ms.contains(method))
+            // HEAD is GET without the body (RFC 9110 §9.3.2): a GET route answers it too, or a
+            // HEAD would miss the route (its auth and limits) and go to the default upstream,
+            // which serves it through its GET handler
+            r.methods().is_none_or(|ms| ms.contains(method) || (*method == Method::HEAD && ms.contains(&Method::GET)))
                 && r.headers().iter().all(|h| headers.get(&h.name) == Some(&h.value))
         })
     }
@@ -400,6 +403,7 @@ stage = "legacy"
             ("GET", "/api/orders/7", &[], Some("order-get")),
             ("HEAD", "/api/orders/7", &[], Some("order-get")),
             ("GET", "/api/orders/7", &[("x-beta", "1")], Some("order-get-beta")),
+            ("HEAD", "/api/orders/7", &[("x-beta", "1")], Some("order-get-beta")), // GET only: HEAD too
             ("GET", "/api/orders/7", &[("x-beta", "2")], Some("order-get")),
             ("DELETE", "/api/orders/7", &[], Some("order-write")),
             ("POST", "/api/orders/7", &[], None),

@@ -3,8 +3,8 @@
 //! Pingora's parser still lets through). Pure.
 //!
 //! It runs on every request, so it reads the target once (a byte-class table) and the headers
-//! once (no lookups by name): a path with no `.` or `%` has no dot segment and no encoded slash
-//! to look for.
+//! once (no lookups by name): a path with no `.`, `%` or `\` has no dot segment, encoded slash
+//! or backslash to look for.
 
 use http::{header, HeaderValue, Method};
 use pingora::http::RequestHeader;
@@ -19,8 +19,10 @@ enum TargetByte {
     Plain,
     /// Controls, space, DEL, `#` and non-ASCII: refused.
     Invalid,
-    /// `.` or `%`: the path may hold a dot segment or an encoded slash.
+    /// `.`, `%` or `\`: the path may hold a dot segment, an encoded slash or a backslash.
     DotOrPercent,
+    /// `/`: two in a row are an empty segment.
+    Slash,
     /// `?`: the path ends here.
     Query,
 }
@@ -31,7 +33,8 @@ const TARGET_BYTES: [TargetByte; 256] = {
     while b < 256 {
         t[b] = match b as u8 {
             0..=0x20 | 0x7f | b'#' | 0x80..=0xff => TargetByte::Invalid,
-            b'.' | b'%' => TargetByte::DotOrPercent,
+            b'.' | b'%' | b'\\' => TargetByte::DotOrPercent,
+            b'/' => TargetByte::Slash,
             b'?' => TargetByte::Query,
             _ => TargetByte::Plain,
         };
@@ -78,13 +81,26 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
     }
     let mut path_end = raw.len();
     let mut dot_or_percent = false;
+    // An empty segment (`//`): routes match the path as sent, and an upstream that merges
+    // slashes (as nginx does) would serve `//api/orders` as `/api/orders` without the route's
+    // auth and limits. Refused, as are backslashes (`\`, `%5C`: a path separator to some
+    // servers) and dot segments with parameters (`..;`) below.
+    let mut last_slash = usize::MAX - 1;
+    let mut empty_segment = false;
     for (i, b) in raw.iter().enumerate() {
         match TARGET_BYTES[usize::from(*b)] {
             TargetByte::Plain => {}
+            TargetByte::Slash => {
+                empty_segment |= last_slash.wrapping_add(1) == i && i < path_end;
+                last_slash = i;
+            }
             TargetByte::Invalid => return Err((400, "bad_request", "invalid character in request target")),
             TargetByte::DotOrPercent => dot_or_percent |= i < path_end,
             TargetByte::Query => path_end = path_end.min(i),
         }
+    }
+    if empty_segment {
+        return Err((400, "bad_request", "empty segment (//) in the path"));
     }
     if dot_or_percent {
         if let Some(problem) = path_segment_problem(&raw[..path_end]) {
@@ -171,10 +187,13 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
     Ok(seen)
 }
 
-/// A dot segment (`.`, `..`, also percent-encoded) or an encoded slash in the path, segment by
-/// segment (the first segment with either decides).
+/// A dot segment (`.`, `..`, also percent-encoded, also with parameters: `..;x`), an encoded
+/// slash or a backslash in the path, segment by segment (the first segment with one decides).
 fn path_segment_problem(path: &[u8]) -> Option<&'static str> {
     for seg in path.split(|b| *b == b'/') {
+        if seg.contains(&b'\\') || seg.windows(3).any(|w| w[0] == b'%' && w[1] == b'5' && (w[2] | 0x20) == b'c') {
+            return Some("backslash in the path");
+        }
         let mut dots = 0;
         let mut i = 0;
         let mut other = false;
@@ -186,7 +205,8 @@ fn path_segment_problem(path: &[u8]) -> Option<&'static str> {
                 dots += 1;
                 i += 3;
             } else {
-                other = true;
+                // `..;x` is `..` to servers that take `;` as the start of path parameters
+                other = seg[i] != b';';
                 break;
             }
         }
@@ -297,6 +317,16 @@ mod tests {
             ("GET", "/a/%2Fb/../c", &host, Some(400)),
             ("GET", "/a%", &host, None),
             ("GET", "/.", &host, Some(400)),
+            // empty segments, backslashes, dot segments with parameters
+            ("GET", "//api/orders", &host, Some(400)),
+            ("GET", "/api//orders", &host, Some(400)),
+            ("GET", "/api/orders/", &host, None),
+            ("GET", "/a?x=//y", &host, None),
+            ("GET", "/a\\b", &host, Some(400)),
+            ("GET", "/a/%5cb", &host, Some(400)),
+            ("GET", "/a/..;/b", &host, Some(400)),
+            ("GET", "/a/.;x/b", &host, Some(400)),
+            ("GET", "/a/b;v=1/c", &host, None),
             ("OPTIONS", "*", &host, None),
             ("GET", "*", &host, Some(400)),
             ("get", "/ok", &host, Some(400)),

@@ -332,6 +332,11 @@ X-Forwarded-For: 203.0.113.9\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     let r = raw_request(gw.port, b"GET /a/%2e%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // paths that some upstreams would serve as another route's: `//` merged, `\` a separator
+    for target in ["//admin", "/a//admin", "/a\\..\\admin", "/a/..;/admin"] {
+        let r = raw_request(gw.port, format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{target}: {r}");
+    }
     let r = raw_request(gw.port, b"GET /a HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "missing Host: {r}");
     let big = format!("GET /a HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n", "a".repeat(20_000));
