@@ -318,13 +318,17 @@ impl PathRouter {
     #[inline]
     fn find<R: RouteKey>(&self, routes: &[R], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
         let m = self.trie.at(path).ok()?;
-        self.groups[*m.value].iter().copied().find(|&i| {
+        let group = &self.groups[*m.value];
+        let takes = |i: usize, method: &Method| {
             let r = &routes[i];
-            // HEAD is GET without the body (RFC 9110 §9.3.2): a GET route answers it too, or a
-            // HEAD would miss the route (its auth and limits) and go to the default upstream,
-            // which serves it through its GET handler
-            r.methods().is_none_or(|ms| ms.contains(method) || (*method == Method::HEAD && ms.contains(&Method::GET)))
+            r.methods().is_none_or(|ms| ms.contains(method))
                 && r.headers().iter().all(|h| headers.get(&h.name) == Some(&h.value))
+        };
+        group.iter().copied().find(|&i| takes(i, method)).or_else(|| {
+            // HEAD is GET without the body (RFC 9110 §9.3.2): with no route for HEAD, a GET
+            // route answers it, or the HEAD would miss the route (its auth and limits) and go to
+            // the default upstream, which serves it through its GET handler
+            (*method == Method::HEAD).then(|| group.iter().copied().find(|&i| takes(i, &Method::GET))).flatten()
         })
     }
 }
@@ -382,6 +386,11 @@ match = { path = "/api/inventory/{sku}" }
 stage = "legacy"
 
 [[routes]]
+name = "report"
+match = { path = "/api/reports/{id}", methods = ["GET"] }
+stage = "legacy"
+
+[[routes]]
 name = "everything-v2"
 match = { path = "/v2/**" }
 stage = "legacy"
@@ -403,7 +412,10 @@ stage = "legacy"
             ("GET", "/api/orders/7", &[], Some("order-get")),
             ("HEAD", "/api/orders/7", &[], Some("order-get")),
             ("GET", "/api/orders/7", &[("x-beta", "1")], Some("order-get-beta")),
-            ("HEAD", "/api/orders/7", &[("x-beta", "1")], Some("order-get-beta")), // GET only: HEAD too
+            // a route that lists HEAD takes it first; with none, a GET route answers HEAD
+            ("HEAD", "/api/orders/7", &[("x-beta", "1")], Some("order-get")),
+            ("HEAD", "/api/reports/1", &[], Some("report")),
+            ("POST", "/api/reports/1", &[], None),
             ("GET", "/api/orders/7", &[("x-beta", "2")], Some("order-get")),
             ("DELETE", "/api/orders/7", &[], Some("order-write")),
             ("POST", "/api/orders/7", &[], None),
