@@ -41,21 +41,39 @@ pub async fn admit(
             }
             Err(denial) => {
                 metrics().auth_denied.with_label_values(&[route.name.as_str(), denial.reason()]).inc();
+                // a refused attempt still counts against the route's limits that do not need a
+                // consumer (by ip, the route's own): guessing keys or tokens is throttled too
+                if route.limits.is_some() {
+                    charge(table, index, req, peer, limits, None).await?;
+                }
                 return Err(refusal(table, rule.methods, &denial));
             }
         }
     }
     if route.limits.is_some() {
-        let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let xff = req.headers.get_all("x-forwarded-for").into_iter().map(|v| v.as_bytes());
-        let ip = client_ip(peer, xff, &table.settings.trusted_proxies);
         let consumer = admitted.consumer.and_then(|c| table.auth.consumers.get(c)).map(|c| c.name.as_str());
-        if let Err(limited) = limits.check(table, index, consumer, ip).await {
-            metrics().rate_limited.with_label_values(&[route.name.as_str(), consumer.unwrap_or("-")]).inc();
-            return Err(too_many(&limited));
-        }
+        charge(table, index, req, peer, limits, consumer).await?;
     }
     Ok(admitted)
+}
+
+/// Counts the request against route `index`'s limits; 429 when one is exhausted.
+async fn charge(
+    table: &Arc<RouteTable>,
+    index: usize,
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    limits: &LimitService,
+    consumer: Option<&str>,
+) -> Result<(), Reply> {
+    let route = &table.routes[index];
+    let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let xff = req.headers.get_all("x-forwarded-for").into_iter().map(|v| v.as_bytes());
+    let ip = client_ip(peer, xff, &table.settings.trusted_proxies);
+    limits.check(table, index, consumer, ip).await.map_err(|limited| {
+        metrics().rate_limited.with_label_values(&[route.name.as_str(), consumer.unwrap_or("-")]).inc();
+        too_many(&limited)
+    })
 }
 
 /// 429 with `Retry-After` (whole seconds, at least 1) and the IETF httpapi draft's

@@ -83,6 +83,36 @@ burst = 5
     assert!(m.contains(&line), "{line}\n{m}");
 }
 
+/// Refused credentials count against the route's limits too: guessing keys is throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentication_counts_against_the_ip_limit() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let cfg = format!(
+        r#"{}
+[consumers.app]
+api_keys = [{{ sha256 = "{a}" }}]
+
+[[routes]]
+name = "guarded"
+match = {{ path = "/guarded" }}
+stage = "legacy"
+auth = "api-key"
+rate_limit = [{{ by = "ip", rpm = 2, burst = 2 }}]
+"#,
+        upstreams(legacy.addr, svc.addr),
+        a = sha256_hex("key-a"),
+    );
+    let gw = Gateway::start(&cfg);
+    for want in [401, 401, 429] {
+        let (status, _) = gw.get("/guarded", &[("x-api-key", "guess")]).await;
+        assert_eq!(status, want);
+    }
+    // the good key from the same address is limited as well: the address spent its budget
+    let (status, _) = gw.get("/guarded", &[("x-api-key", "key-a")]).await;
+    assert_eq!(status, 429);
+    assert_eq!(legacy.hits(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_limits_believe_only_trusted_proxies() {
     let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
