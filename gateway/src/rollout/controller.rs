@@ -97,6 +97,9 @@ struct Inner {
     stale: bool,
 }
 
+/// How often an apply that failed is tried again.
+const APPLY_RETRY: Duration = Duration::from_secs(5);
+
 /// How often a follower re-reads the state even without a notification.
 const FOLLOWER_RELOAD: Duration = Duration::from_secs(5);
 
@@ -107,6 +110,9 @@ pub struct Controller {
     store: Box<dyn RolloutStore>,
     inner: Mutex<Inner>,
     client: reqwest::Client,
+    /// The last failure to apply the positions and when (logged once until it changes or
+    /// clears; retried at most every [`APPLY_RETRY`]: each try recompiles the whole table).
+    apply_error: Mutex<Option<(String, Instant)>>,
 }
 
 /// An analysis to run outside the lock.
@@ -143,6 +149,7 @@ impl Controller {
                 windows: HashMap::new(),
             }),
             client,
+            apply_error: Mutex::new(None),
         });
         let weak = Arc::downgrade(&me);
         me.config.on_reload(Box::new(move |old, new, trigger| {
@@ -407,7 +414,10 @@ impl Controller {
                     }
                 }
             }
-            if changed && self.persist(inner, &events).is_ok() {
+            // applied on every tick, not only after a change: an apply that failed (a secret or
+            // certificate file missing mid-rotation) is tried again, even for a route that a
+            // rollback paused and that no analysis will move again
+            if !changed || self.persist(inner, &events).is_ok() {
                 self.apply(inner);
             }
         }
@@ -459,8 +469,26 @@ impl Controller {
             })
             .collect();
         if wanted != serving || target != self.config.overlay() {
-            if let Err(e) = self.config.set_overlay(target) {
-                tracing::error!("cannot apply the rollout positions; the serving table stays:\n{e}");
+            let mut last = self.apply_error.lock().unwrap_or_else(|p| p.into_inner());
+            if last.as_ref().is_some_and(|(_, at)| at.elapsed() < APPLY_RETRY) {
+                return;
+            }
+            match self.config.set_overlay(target) {
+                Ok(()) => {
+                    if last.take().is_some() {
+                        tracing::info!("the rollout positions are applied again");
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if last.as_ref().is_none_or(|(l, _)| *l != e) {
+                        tracing::error!(
+                            "cannot apply the rollout positions; the serving table stays (tried again every {}s):\n{e}",
+                            APPLY_RETRY.as_secs()
+                        );
+                    }
+                    *last = Some((e, Instant::now()));
+                }
             }
         }
     }
