@@ -226,7 +226,7 @@ async fn check_reports_rollout_mistakes_with_places() {
     let path = dir.path().join("routes.toml");
     let src = "[defaults]\nupstream = \"legacy\"\n[upstreams.legacy]\nendpoints = [\"127.0.0.1:1\"]\n[upstreams.svc]\nendpoints = [\"127.0.0.1:2\"]\n\
                [[routes]]\nname = \"r\"\nmatch = { path = \"/r\" }\nto = \"svc\"\nstage = \"extracted\"\n\
-               [routes.rollout]\nsteps = [{ stage = \"canary\", weight = 50, duration = \"1m\" }, { stage = \"canary\", weight = 10 }, { stage = \"legacy\" }, { stage = \"shadow\" }]\n\
+               [routes.rollout]\nsteps = [{ stage = \"canary\", weight = 50, duration = \"1m\" }, { stage = \"canary\", weight = 10 }, { stage = \"legacy\" }, { stage = \"shadow\" }, { stage = \"canary\", weight = 100 }]\n\
                [routes.rollout.gates]\nmatch_rate = { min = 1.5 }\ncdc_lag = { status = [\"127.0.0.1:9903\"], max = \"5x\" }\n";
     std::fs::write(&path, src).unwrap();
     let out =
@@ -241,6 +241,7 @@ async fn check_reports_rollout_mistakes_with_places() {
         "min 1.5 is outside 0.0–1.0",
         "is not an http:// URL",
         "bad duration \"5x\"",
+        "a canary step of weight 100 sends every request to one side",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

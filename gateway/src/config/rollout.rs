@@ -119,9 +119,19 @@ pub(super) fn rollout_plan(issues: &mut Issues<'_>, r: &RawRoute, to: Option<usi
             }
         };
         let weight_bp = match (&raw_step.weight, stage) {
-            (Some(w), Stage::Canary) if (0..=100).contains(w.get_ref()) => (*w.get_ref() as u32) * 100,
+            (Some(w), Stage::Canary) if (1..=99).contains(w.get_ref()) => (*w.get_ref() as u32) * 100,
+            // 0 and 100 send every request to one side: the gates that compare the two sides
+            // (error rate, latency) would not apply, and the step would pass on time alone
+            (Some(w), Stage::Canary) if [0, 100].contains(w.get_ref()) => {
+                issues.at(
+                    w,
+                    format!("a canary step of weight {} sends every request to one side", w.get_ref()),
+                    Some("use a weight of 1–99, or a step with stage = \"extracted\" for 100".into()),
+                );
+                0
+            }
             (Some(w), Stage::Canary) => {
-                issues.at(w, format!("weight {} is outside 0–100", w.get_ref()), None);
+                issues.at(w, format!("weight {} is outside 1–99", w.get_ref()), None);
                 0
             }
             (Some(w), _) => {
