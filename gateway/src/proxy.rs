@@ -578,15 +578,23 @@ impl ProxyHttp for GatewayProxy {
                 side.apply_response(resp);
             }
         }
-        if let Some(origin) = &ctx.cors_origin {
-            if let Some(p) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].cors.as_deref()) {
-                for (k, v) in p.response_headers(origin) {
-                    if k == header::VARY {
-                        resp.append_header(k, v)?;
-                    } else {
-                        resp.insert_header(k, v)?;
+        if let Some(p) = ctx.table.as_ref().zip(ctx.route).and_then(|(t, i)| t.routes[i].cors.as_deref()) {
+            match &ctx.cors_origin {
+                Some(origin) => {
+                    for (k, v) in p.response_headers(origin) {
+                        if k == header::VARY {
+                            resp.append_header(k, v)?;
+                        } else {
+                            resp.insert_header(k, v)?;
+                        }
                     }
                 }
+                // the answer depends on Origin also when this one gets no CORS headers (another
+                // origin, or none): a shared cache must not hand it to an allowed origin
+                None if !p.any_origin => {
+                    resp.append_header(header::VARY, HeaderValue::from_static("Origin"))?;
+                }
+                None => {}
             }
         }
         // Pingora's compression module (every proxy service has it, level 0 = off) compresses by the

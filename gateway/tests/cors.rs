@@ -82,5 +82,7 @@ max_age = "10m"
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("access-control-allow-origin").is_none());
+    // it still varies by Origin: a shared cache must not serve it to an allowed origin
+    assert!(r.headers().get_all("vary").iter().any(|v| v == "Origin"), "{:?}", r.headers());
     assert_eq!(svc.hits(), 2);
 }
