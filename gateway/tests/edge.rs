@@ -143,6 +143,20 @@ async fn a_short_silent_start_on_an_h2c_listener_is_cut_off() {
     assert_eq!(out.responses.first().map(|r| r.status), Some(200));
 }
 
+/// An HTTP/1 request shorter than the HTTP/2 preface (a load balancer's `OPTIONS / HTTP/1.0`
+/// health check) is answered at once on an h2c listener, not after the header deadline: the
+/// gateway reads only as far as the bytes agree with the preface.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_shorter_than_the_h2_preface_is_answered_at_once_on_an_h2c_listener() {
+    let recorder = Recorder::start().await;
+    let config = format!("h2c = true\nclient_header_timeout = \"{}s\"\n\n", CONFIGURED_HEADER_DEADLINE.as_secs());
+    let gw = Gateway::start(&format!("{config}{}", upstreams(recorder.addr, dead_addr())));
+    let started = Instant::now();
+    let out = exchange(gw.port, b"GET /h HTTP/1.0\r\n\r\n", 1).await;
+    assert_eq!(out.responses.first().map(|r| r.status), Some(200));
+    assert!(started.elapsed() < CONFIGURED_HEADER_DEADLINE / 2, "answered after {:?}", started.elapsed());
+}
+
 /// A request body sent slowly is the request's business (the route's deadlines), not the head's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_is_not_held_to_the_head_deadline() {

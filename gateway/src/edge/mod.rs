@@ -40,10 +40,11 @@ use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
@@ -204,9 +205,25 @@ impl ServerApp for EdgeApp {
                 _ => false,
             }
         } else if self.h2c() {
-            // Pingora's own peek waits for the whole preface without a deadline
+            // Pingora's own peek waits for the whole preface without a deadline, and for all 24
+            // bytes of it: an HTTP/1 request shorter than that (`OPTIONS / HTTP/1.0`, a load
+            // balancer's health check) would wait for the header timeout. Bytes are read only as
+            // long as they agree with the preface, then put back for whichever protocol serves.
+            let rewindable = stream.as_any().is::<L4Stream>();
             let mut preface = [0u8; H2_PREFACE.len()];
-            let peek = stream.try_peek(&mut preface);
+            let peek = async {
+                if !rewindable {
+                    return stream.try_peek(&mut preface).await.map(|_| preface.len());
+                }
+                let mut n = 0;
+                while n < preface.len() && preface[..n] == H2_PREFACE[..n] {
+                    match stream.read(&mut preface[n..]).await? {
+                        0 => break,
+                        got => n += got,
+                    }
+                }
+                Ok(n)
+            };
             let peeked = if header_timeout.is_zero() {
                 peek.await
             } else {
@@ -218,11 +235,13 @@ impl ServerApp for EdgeApp {
                     }
                 }
             };
-            match peeked {
-                Ok(true) => preface == H2_PREFACE,
-                Ok(false) => false,
-                Err(_) => return None,
+            let Ok(n) = peeked else { return None };
+            if rewindable {
+                let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else { return None };
+                l4.rewind(&preface[..n]);
+                stream = l4;
             }
+            n == H2_PREFACE.len() && preface == H2_PREFACE
         } else {
             false
         };
