@@ -468,10 +468,11 @@ fn diff_keyed(a: Vec<KeyedRow>, b: Vec<KeyedRow>) -> Vec<Key> {
         let mut m: HashMap<String, (Vec<String>, i64)> = HashMap::with_capacity(rows.len());
         let mut repeated = Vec::new();
         for (k, v, h) in rows {
-            if m.contains_key(&k) {
-                repeated.push(k);
-            } else {
-                m.insert(k, (v, h));
+            match m.entry(k) {
+                std::collections::hash_map::Entry::Occupied(e) => repeated.push(e.key().clone()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((v, h));
+                }
             }
         }
         (m, repeated)
