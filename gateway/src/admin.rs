@@ -25,8 +25,9 @@ pub struct AdminState {
     pub shadow: Arc<ShadowService>,
     /// Rollouts: status, history, operators' actions.
     pub rollouts: Option<Arc<Controller>>,
-    /// Required bearer token; `None` leaves the protected endpoints open (a warning is logged).
-    pub token: Option<Arc<str>>,
+    /// The required bearer token, as the serving config says (none configured: the protected
+    /// endpoints are open, and a warning is logged at start).
+    pub token: crate::ui::auth::AdminToken,
     /// The dashboard at `/ui` (its JSON behind the same token).
     pub ui: crate::ui::Dashboard,
 }
@@ -53,7 +54,7 @@ pub fn app(state: AdminState) -> Router {
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     // one constant-time check for the admin API and the dashboard's JSON
-    if crate::ui::auth::bearer_ok(state.token.as_deref(), headers) {
+    if state.token.accepts(headers) {
         return Ok(());
     }
     Err(Box::new(

@@ -372,8 +372,9 @@ fn run(
             Err(e) => tracing::error!("OTLP export is off: {e:#}"),
         }
     }
-    let token: Option<Arc<str>> = settings.admin_token.as_deref().map(Arc::from);
-    if token.is_none() {
+    // read from the serving config at each request: a reload can rotate it
+    let token = strangler_gateway::ui::auth::AdminToken::new(store.clone());
+    if !token.required() {
         tracing::warn!("no admin token configured: /metrics and /admin/* are open on {}", settings.admin_listen);
     }
     let access_log = match settings.access_log.as_ref().map(|a| AccessLog::start(&a.path)).transpose() {

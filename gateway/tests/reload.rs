@@ -152,3 +152,35 @@ async fn invalid_reload_is_rejected_and_old_config_keeps_serving() {
     assert_eq!(body["upstream"], "legacy");
     assert!(gw.admin_get("/admin/config-errors").await["last_error"].is_null());
 }
+
+/// A reload that changes the admin token (a leaked one rotated) takes effect at once: the old
+/// token stops working, the new one works, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_admin_token_takes_effect_on_reload() {
+    let (legacy, svc) = (Upstream::start("legacy").await, Upstream::start("svc").await);
+    let up = upstreams(legacy.addr, svc.addr);
+    let gw = Gateway::start(&cfg(&up, 0, 0));
+    let status = |token: &'static str| {
+        let req = gw.client.get(gw.admin_url("/admin/routes")).bearer_auth(token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!((status(TOKEN).await, status("rotated-token").await), (200, 401));
+    let header = format!(
+        "[gateway]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\nadmin_token = \"rotated-token\"\n\n",
+        gw.port, gw.admin
+    );
+    let tmp = gw.path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{header}{}", cfg(&up, 0, 0))).unwrap();
+    std::fs::rename(&tmp, &gw.path).unwrap();
+    // the file watcher or the SIGHUP reloads it, whichever comes first
+    gw.child.signal(Signal::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status("rotated-token").await != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new token never worked:\n{}", gw.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(TOKEN).await, 401, "the old token still works");
+    // the dashboard's data follows too
+    let r = gw.client.get(gw.admin_url("/ui/api/routes")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -11,6 +11,29 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::reload::ConfigStore;
+
+/// The admin token, read from the serving config at each check: a reload that changes it (a
+/// leaked token rotated) takes effect at once, and the old one stops working.
+#[derive(Clone)]
+pub struct AdminToken(Arc<ConfigStore>);
+
+impl AdminToken {
+    pub fn new(store: Arc<ConfigStore>) -> Self {
+        AdminToken(store)
+    }
+
+    /// Whether a token is configured (without one the protected endpoints are open).
+    pub fn required(&self) -> bool {
+        self.0.current().settings.admin_token.is_some()
+    }
+
+    /// Whether `headers` carry the configured token (always, when none is configured).
+    pub fn accepts(&self, headers: &HeaderMap) -> bool {
+        bearer_ok(self.0.current().settings.admin_token.as_deref(), headers)
+    }
+}
+
 /// Whether `headers` carry `token` (always, when there is none).
 pub fn bearer_ok(token: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(token) = token else { return true };
@@ -28,8 +51,8 @@ pub fn bearer_ok(token: Option<&str>, headers: &HeaderMap) -> bool {
 }
 
 /// `axum::middleware::from_fn_with_state` guard for the dashboard's JSON.
-pub async fn require_token(State(token): State<Option<Arc<str>>>, req: Request, next: Next) -> Response {
-    if bearer_ok(token.as_deref(), req.headers()) {
+pub async fn require_token(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
+    if token.accepts(req.headers()) {
         return next.run(req).await;
     }
     (

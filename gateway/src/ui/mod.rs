@@ -48,7 +48,7 @@ pub struct Dashboard {
 struct Inner {
     store: Arc<ConfigStore>,
     shadow: Arc<ShadowService>,
-    token: Option<Arc<str>>,
+    token: auth::AdminToken,
     history: TrafficHistory,
     sync: SyncPoller,
     started: AtomicBool,
@@ -62,7 +62,7 @@ impl Dashboard {
     pub fn new(
         store: Arc<ConfigStore>,
         shadow: Arc<ShadowService>,
-        token: Option<Arc<str>>,
+        token: auth::AdminToken,
         sync: Vec<SyncSource>,
         rollouts: Option<Arc<Controller>>,
     ) -> Self {
@@ -139,10 +139,10 @@ pub fn router(dashboard: Dashboard) -> Router {
         .merge(api)
 }
 
-async fn session(State(token): State<Option<Arc<str>>>, headers: axum::http::HeaderMap) -> Response {
+async fn session(State(token): State<auth::AdminToken>, headers: axum::http::HeaderMap) -> Response {
     no_store(json!({
-        "token_required": token.is_some(),
-        "token_valid": auth::bearer_ok(token.as_deref(), &headers),
+        "token_required": token.required(),
+        "token_valid": token.accepts(&headers),
     }))
 }
 
