@@ -17,9 +17,26 @@ pub(super) fn compile_gateway(issues: &mut Issues<'_>, g: &RawGateway, secrets: 
         (_, Some(var)) => std::env::var(var).ok().filter(|t| !t.is_empty()),
         _ => None,
     };
+    let admin_listen = addr(issues, &g.admin_listen, "127.0.0.1:9901");
+    // /admin/* can promote, abort and reload, and shows shadow samples (request and answer
+    // bodies): open on loopback is a local setup (a warning at start), open to the network is
+    // not. Checked where the token is read (not by an offline `check`, which reads no secret).
+    if let Some(listen) = g.admin_listen.as_ref().filter(|_| secrets == Secrets::Read) {
+        if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+            let why = match &g.admin_token_env {
+                Some(var) => format!("admin_token_env names ${var}, which is unset or empty"),
+                None => "no admin_token or admin_token_env is set".to_string(),
+            };
+            issues.at(
+                listen,
+                format!("the admin API would be open on {admin_listen}: {why}"),
+                Some("set the token (admin_token_env), or listen on 127.0.0.1".into()),
+            );
+        }
+    }
     GatewaySettings {
         listen: addr(issues, &g.listen, "127.0.0.1:8080"),
-        admin_listen: addr(issues, &g.admin_listen, "127.0.0.1:9901"),
+        admin_listen,
         admin_token,
         admin_token_env: g.admin_token_env.clone(),
         max_header_bytes: g.max_header_bytes.unwrap_or(16 * 1024),

@@ -461,3 +461,20 @@ fn a_reload_that_keeps_every_match_shares_the_router_and_one_that_changes_a_matc
     assert_eq!(find(&fifth, "/api/orders/7").as_deref(), Some("order"));
     assert_eq!(find(&fifth, "/api/products/1").as_deref(), Some("products"));
 }
+
+/// The admin API open to the network is an error where the token is read (run and reload); on
+/// loopback it is a local setup (a warning at start), and an offline `check` reads no secret.
+#[test]
+fn an_admin_api_open_to_the_network_is_an_error() {
+    let open = GOOD.replace("admin_listen = \"127.0.0.1:9901\"", "admin_listen = \"0.0.0.0:9901\"");
+    let e = errors(&open);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("r.toml:4:16: error: the admin API would be open on 0.0.0.0:9901"), "{e:?}");
+    let unset = open.replace("[gateway]\n", "[gateway]\nadmin_token_env = \"STRANGLER_TEST_UNSET_TOKEN_VAR\"\n");
+    let e = errors(&unset);
+    assert!(e[0].contains("names $STRANGLER_TEST_UNSET_TOKEN_VAR, which is unset or empty"), "{e:?}");
+    let with_token = open.replace("[gateway]\n", "[gateway]\nadmin_token = \"t\"\n");
+    assert!(load_str("r.toml", &with_token, None).is_ok());
+    assert!(load_str_offline("r.toml", &open).is_ok(), "check without secrets");
+    assert!(load_str("r.toml", GOOD, None).is_ok(), "loopback without a token");
+}
