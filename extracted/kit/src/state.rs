@@ -14,8 +14,10 @@ use crate::metrics::Metrics;
 pub struct KitState {
     /// The service's name (in logs, metrics and health bodies).
     pub name: &'static str,
-    /// The service's own database.
-    pub pool: Pool,
+    /// The service's own database. Not for handlers: they get their connection from the
+    /// request's unit of work (`Db`), which a dry run rolls back; a connection taken from the
+    /// pool directly would commit a dry run's writes.
+    pub(crate) pool: Pool,
     /// The service's metrics registry.
     pub metrics: Arc<Metrics>,
     /// The secret a dry-run header must carry to be honoured (`None`: no dry runs at all).
