@@ -28,10 +28,27 @@ impl AdminToken {
         self.0.current().settings.admin_token.is_some()
     }
 
-    /// Whether `headers` carry the configured token (always, when none is configured).
+    /// Whether `headers` carry the configured token. Without one (a loopback-only admin port,
+    /// see the config's rule), whether the request names this machine in its Host: a web page
+    /// whose host name an attacker re-points at 127.0.0.1 (DNS rebinding) sends its own name.
     pub fn accepts(&self, headers: &HeaderMap) -> bool {
-        bearer_ok(self.0.current().settings.admin_token.as_deref(), headers)
+        match self.0.current().settings.admin_token.as_deref() {
+            Some(token) => bearer_ok(Some(token), headers),
+            None => host_is_local(headers),
+        }
     }
+}
+
+/// Whether the Host header names this machine: `localhost` or a loopback address, any port.
+fn host_is_local(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether `headers` carry `token` (always, when there is none).
@@ -66,6 +83,27 @@ pub async fn require_token(State(token): State<AdminToken>, req: Request, next: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_machine_names_are_local_hosts() {
+        for (host, local) in [
+            ("127.0.0.1:9901", true),
+            ("localhost:9901", true),
+            ("LOCALHOST", true),
+            ("127.8.9.10", true),
+            ("[::1]:9901", true),
+            ("evil.example:9901", false),
+            ("evil.example", false),
+            ("10.0.0.1:9901", false),
+            ("[::2]:1", false),
+            ("localhost.evil.example", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(axum::http::header::HOST, host.parse().unwrap());
+            assert_eq!(host_is_local(&h), local, "{host}");
+        }
+        assert!(!host_is_local(&HeaderMap::new()), "no Host");
+    }
 
     #[test]
     fn compares_the_whole_token() {
