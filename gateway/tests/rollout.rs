@@ -262,14 +262,22 @@ fn cli(gw: &Gateway, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_shows_steers_and_diffs() {
+/// A gateway whose route rolls out shadow (for an hour) then extracted, started and at its
+/// shadow step (without gates that apply on legacy, the first step is taken at once); with its
+/// config and the directory of its rollout state.
+async fn at_the_shadow_step() -> (Gateway, String, tempfile::TempDir) {
     let ((legacy, _), (svc, _)) = (upstream("legacy").await, upstream("svc").await);
     let state = tempfile::tempdir().unwrap();
     let steps = "{ stage = \"shadow\", duration = \"1h\" }, { stage = \"extracted\" }";
     let cfg = config(legacy, svc, steps, 2, state.path());
     let gw = Gateway::start(&cfg);
     wait_step(&gw, "shadow", Duration::from_secs(10)).await;
+    (gw, cfg, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_steers_and_diffs() {
+    let (gw, _cfg, _state) = at_the_shadow_step().await;
     tokio::task::block_in_place(|| {
         let (code, out, err) = cli(&gw, &["rollout", "status"]);
         assert_eq!(code, 0, "{err}");
@@ -402,13 +410,7 @@ async fn act(gw: &Gateway, action: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_removed_and_added_again_starts_over_not_where_the_old_one_stood() {
-    let ((legacy, _), (svc, _)) = (upstream("legacy").await, upstream("svc").await);
-    let state = tempfile::tempdir().unwrap();
-    let steps = "{ stage = \"shadow\", duration = \"1h\" }, { stage = \"extracted\" }";
-    let cfg = config(legacy, svc, steps, 2, state.path());
-    let gw = Gateway::start(&cfg);
-    // without gates that apply on legacy, the first step is taken at once
-    wait_step(&gw, "shadow", Duration::from_secs(10)).await;
+    let (gw, cfg, state) = at_the_shadow_step().await;
     let s = act(&gw, "promote").await;
     assert_eq!(s["serving"], "extracted", "{s:#}");
 
