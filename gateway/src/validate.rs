@@ -85,14 +85,14 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
     // slashes (as nginx does) would serve `//api/orders` as `/api/orders` without the route's
     // auth and limits. Refused, as are backslashes (`\`, `%5C`: a path separator to some
     // servers) and dot segments with parameters (`..;`) below.
-    let mut last_slash = usize::MAX - 1;
+    let mut last_slash: Option<usize> = None;
     let mut empty_segment = false;
     for (i, b) in raw.iter().enumerate() {
         match TARGET_BYTES[usize::from(*b)] {
             TargetByte::Plain => {}
             TargetByte::Slash => {
-                empty_segment |= last_slash.wrapping_add(1) == i && i < path_end;
-                last_slash = i;
+                empty_segment |= last_slash.is_some_and(|l| l + 1 == i) && i < path_end;
+                last_slash = Some(i);
             }
             TargetByte::Invalid => return Err((400, "bad_request", "invalid character in request target")),
             TargetByte::DotOrPercent => dot_or_percent |= i < path_end,
@@ -187,27 +187,33 @@ pub fn check_request(req: &RequestHeader, max_header_bytes: usize) -> Result<See
     Ok(seen)
 }
 
-/// Whether `%` followed by `hi lo` encodes an unreserved character other than `.` (RFC 3986
-/// §2.3: a letter, a digit, `-`, `_` or `~`; dots are dot segments' business).
-fn encoded_unreserved(hi: u8, lo: u8) -> bool {
+/// The byte `%` followed by `hi lo` stands for, when they are two hex digits.
+fn decoded(hi: u8, lo: u8) -> Option<u8> {
     let hex = |b: u8| (b as char).to_digit(16);
-    let (Some(h), Some(l)) = (hex(hi), hex(lo)) else { return false };
-    let c = (h * 16 + l) as u8;
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~')
+    Some((hex(hi)? * 16 + hex(lo)?) as u8)
 }
 
 /// A dot segment (`.`, `..`, also percent-encoded, also with parameters: `..;x`), an encoded
-/// slash or a backslash in the path, segment by segment (the first segment with one decides).
+/// slash, a backslash (`\`, `%5C`) or a percent-encoded unreserved character in the path,
+/// segment by segment (the first segment with one decides).
 fn path_segment_problem(path: &[u8]) -> Option<&'static str> {
     for seg in path.split(|b| *b == b'/') {
-        if seg.contains(&b'\\') || seg.windows(3).any(|w| w[0] == b'%' && w[1] == b'5' && (w[2] | 0x20) == b'c') {
-            return Some("backslash in the path");
+        // each escape decoded once; what it stands for decides. `%6f` is `o` to an upstream
+        // that decodes before it routes, not to the route table: `/api/%6frders` would miss
+        // `/api/orders` and its auth (RFC 3986 §2.3: producers should not encode these). Dots
+        // (`%2e`) are the dot segments' business, below.
+        for w in seg.windows(3).filter(|w| w[0] == b'%') {
+            match decoded(w[1], w[2]) {
+                Some(b'/') => return Some("encoded slash in the path"),
+                Some(b'\\') => return Some("backslash in the path"),
+                Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~') => {
+                    return Some("percent-encoded letter, digit, '-', '_' or '~' in the path (send it as is)")
+                }
+                _ => {}
+            }
         }
-        // `%6f` is `o` to an upstream that decodes before it routes, not to the route table:
-        // `/api/%6frders` would miss `/api/orders` and its auth (RFC 3986 §2.3: producers
-        // should not encode these)
-        if seg.windows(3).any(|w| w[0] == b'%' && encoded_unreserved(w[1], w[2])) {
-            return Some("percent-encoded letter, digit, '-', '_' or '~' in the path (send it as is)");
+        if seg.contains(&b'\\') {
+            return Some("backslash in the path");
         }
         let mut dots = 0;
         let mut i = 0;
@@ -227,9 +233,6 @@ fn path_segment_problem(path: &[u8]) -> Option<&'static str> {
         }
         if !other && (dots == 1 || dots == 2) {
             return Some("dot segments are not allowed in the path");
-        }
-        if seg.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'f') {
-            return Some("encoded slash in the path");
         }
     }
     None
