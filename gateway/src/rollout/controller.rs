@@ -368,8 +368,10 @@ impl Controller {
                         // state stays here (it would run ahead of what is served, and a raised cap
                         // would then jump straight to where it got); it moves once the cap is raised
                         let capped = |p: usize| job.plan.placement(p).narrowed_by(job.cap);
-                        let held = capped(st.position + 1) == capped(st.position);
-                        if due && st.position < job.plan.last_position() && !held {
+                        if due
+                            && st.position < job.plan.last_position()
+                            && capped(st.position + 1) != capped(st.position)
+                        {
                             let from = job.plan.placement(st.position);
                             move_to(st, &job.plan, st.position + 1);
                             let why = format!("step passed its gates for its whole duration ({})", summary(&gates));
